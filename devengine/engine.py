@@ -1,0 +1,1163 @@
+"""The workflow engine: instance state machine, turns, activities, timers.
+
+It reproduces the behaviour of the Dapr sidecar's workflow engine as PROTOCOL.md describes it.
+All state changes run on one asyncio event loop (the gRPC server's), so the engine needs no locks:
+every method here is called from that loop, and every change is one SQLite transaction.
+
+Vocabulary:
+- a *turn* is one WorkflowRequest handed to a worker: the committed history as pastEvents, and
+  as newEvents a fresh workflowStarted followed by the instance's visible inbox. At most one turn
+  per instance is in flight; events arriving meanwhile wait for the next turn.
+- the *inbox* holds events not yet given to a turn: executionStarted, eventRaised, task and child
+  results, suspend/resume/terminate requests, and timerFired events that become visible at fireAt.
+- an *activity* is a taskScheduled waiting for its result; it is handed to a worker and handed out
+  again if that worker goes away before answering (at-least-once, duplicates dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from devengine import protos as p
+from devengine.store import InstanceRow, Store
+
+log = logging.getLogger("devengine")
+
+# A wait for an external event without timeout records a timer at this instant; it never fires.
+SENTINEL_YEAR_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+# Events the SDK refuses to replay ("Don't know how to handle event"): kept in the history the
+# engine returns, left out of pastEvents.
+NOT_REPLAYED = frozenset({"eventSent", "continueAsNew", "workflowCompleted"})
+RERUNNABLE = frozenset({"taskScheduled", "timerCreated", "childWorkflowInstanceCreated"})
+
+
+class EngineError(Exception):
+    """A request the engine refuses: carries the gRPC status code daprd would answer with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def no_such_instance() -> EngineError:
+    return EngineError(grpc.StatusCode.UNKNOWN, "no such instance exists")
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def timestamp(ns: int) -> p.Timestamp:
+    ts = p.Timestamp()
+    ts.FromNanoseconds(ns)
+    return ts
+
+
+def timestamp_ns(ts: p.Timestamp) -> int:
+    return ts.seconds * 1_000_000_000 + ts.nanos
+
+
+def new_event(event_id: int = -1, at_ns: int | None = None) -> p.HistoryEvent:
+    event = p.HistoryEvent(eventId=event_id)
+    event.timestamp.CopyFrom(timestamp(at_ns if at_ns is not None else now_ns()))
+    return event
+
+
+def new_trace_context(traceparent: str | None, tracestate: str | None = None) -> p.TraceContext:
+    """The caller's W3C context when it sent one, else the root of a new trace."""
+    parts = traceparent.split("-") if traceparent else []
+    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        parts = ["00", os.urandom(16).hex(), os.urandom(8).hex(), "01"]
+    ctx = p.TraceContext(traceParent="-".join(parts), spanID=parts[2])
+    if tracestate:
+        ctx.traceState.value = tracestate
+    return ctx
+
+
+@dataclass(eq=False)
+class WorkerStream:
+    """One open GetWorkItems stream and the work it holds."""
+
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    turns: set[str] = field(default_factory=set)
+    activities: set[int] = field(default_factory=set)
+
+
+@dataclass
+class Turn:
+    token: str
+    instance_id: str
+    execution_id: str
+    inbox_ids: list[int]
+    new_events: list[p.HistoryEvent]
+    start_event: p.HistoryEvent | None
+    history_len: int
+    past_patches: set[str]
+    version_name: str
+    stream: WorkerStream
+
+
+class Engine:
+    def __init__(self, store: Store, app_id: str = "devengine"):
+        self.store = store
+        self.app_id = app_id
+        self.streams: list[WorkerStream] = []
+        self._rr = 0
+        self.ready: dict[str, None] = {}  # ordered set of instances that may need a turn
+        self.turns: dict[str, Turn] = {}
+        self.turn_by_instance: dict[str, str] = {}
+        self.activity_queue: deque[tuple[int, bytes]] = deque()
+        self.timers: list[tuple[int, str]] = []
+        self.waiters: dict[str, set[asyncio.Future]] = {}
+        self._timer_wakeup: asyncio.Event | None = None
+        self._timer_task: asyncio.Task | None = None
+        self._turn_seq = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Rebuilds the in-memory queues from the database (at start, after a crash too)."""
+        now = now_ns()
+        rows = self.store.conn.execute("SELECT instance_id, visible_ns FROM inbox").fetchall()
+        for instance_id, visible in rows:
+            if visible <= now:
+                self.ready[instance_id] = None
+            else:
+                heapq.heappush(self.timers, (visible, instance_id))
+        for (instance_id,) in self.store.conn.execute(
+            "SELECT instance_id FROM instances WHERE needs_turn = 1"
+        ):
+            self.ready[instance_id] = None
+        self.activity_queue.extend(self.store.pending_activities())
+        log.info(
+            "recovered %d ready instances, %d timers, %d activities",
+            len(self.ready),
+            len(self.timers),
+            len(self.activity_queue),
+        )
+
+    async def start(self) -> None:
+        self.recover()
+        self._timer_wakeup = asyncio.Event()
+        self._timer_task = asyncio.create_task(self._run_timers())
+
+    async def stop(self) -> None:
+        if self._timer_task:
+            self._timer_task.cancel()
+
+    async def _run_timers(self) -> None:
+        assert self._timer_wakeup is not None
+        while True:
+            timeout = None
+            if self.timers:
+                timeout = max(0.0, (self.timers[0][0] - now_ns()) / 1e9)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wakeup.wait(), timeout)
+            self._timer_wakeup.clear()
+            now = now_ns()
+            fired = False
+            while self.timers and self.timers[0][0] <= now:
+                _, instance_id = heapq.heappop(self.timers)
+                self.ready[instance_id] = None
+                fired = True
+            if fired:
+                self._pump()
+
+    def _add_timer(self, visible_ns: int, instance_id: str) -> None:
+        heapq.heappush(self.timers, (visible_ns, instance_id))
+        if self._timer_wakeup is not None and self.timers[0][1] == instance_id:
+            self._timer_wakeup.set()
+
+    # -- worker streams --------------------------------------------------------------------
+
+    def open_stream(self) -> WorkerStream:
+        stream = WorkerStream()
+        self.streams.append(stream)
+        # A new worker may be able to run what stalled: retry stalled instances.
+        stalled = self.store.conn.execute(
+            "SELECT instance_id FROM instances WHERE status = ?", (p.STALLED,)
+        ).fetchall()
+        if stalled:
+            with self.store.transaction():
+                self.store.conn.execute(
+                    "UPDATE instances SET needs_turn = 1 WHERE status = ?", (p.STALLED,)
+                )
+            for (instance_id,) in stalled:
+                self.ready[instance_id] = None
+        self._pump()
+        return stream
+
+    def close_stream(self, stream: WorkerStream) -> None:
+        """Hands the work a departed worker held to the others (or keeps it for the next)."""
+        if stream in self.streams:
+            self.streams.remove(stream)
+        for token in stream.turns:
+            turn = self.turns.pop(token, None)
+            if turn and self.turn_by_instance.get(turn.instance_id) == token:
+                del self.turn_by_instance[turn.instance_id]
+                self.ready[turn.instance_id] = None
+        for activity_id in sorted(stream.activities, reverse=True):
+            row = self.store.get_activity(activity_id)
+            if row is not None:
+                self.activity_queue.appendleft((activity_id, row[3]))
+        stream.turns.clear()
+        stream.activities.clear()
+        self._pump()
+
+    def _next_stream(self) -> WorkerStream:
+        self._rr = (self._rr + 1) % len(self.streams)
+        return self.streams[self._rr]
+
+    def _pump(self) -> None:
+        """Hands out every turn and activity that can go to a connected worker."""
+        if not self.streams:
+            return
+        while self.ready:
+            instance_id = next(iter(self.ready))
+            del self.ready[instance_id]
+            if instance_id in self.turn_by_instance:
+                continue  # marked ready again when its turn completes
+            stream = self._next_stream()
+            item = self._build_turn(instance_id, stream)
+            if item is not None:
+                stream.queue.put_nowait(item)
+        while self.activity_queue:
+            activity_id, request = self.activity_queue.popleft()
+            if self.store.get_activity(activity_id) is None:
+                continue  # finished, or its instance was purged or restarted
+            stream = self._next_stream()
+            stream.activities.add(activity_id)
+            item = p.pb.WorkItem(completionToken=f"a:{activity_id}")
+            item.activityRequest.MergeFromString(request)
+            stream.queue.put_nowait(item)
+
+    # -- turns -----------------------------------------------------------------------------
+
+    def _build_turn(self, instance_id: str, stream: WorkerStream) -> p.pb.WorkItem | None:
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
+            return None
+        now = now_ns()
+        inbox = self.store.visible_inbox(instance_id, now)
+        if inst.status in p.TERMINAL_STATUSES:
+            if inbox:  # a finished instance accepts events and drops them
+                with self.store.transaction():
+                    self.store.delete_inbox([i for i, _ in inbox])
+            return None
+        if inst.status == p.STALLED and not inst.needs_turn:
+            return None  # waits for a worker that can run it
+        if not inbox and not inst.needs_turn:
+            return None
+        history = [p.HistoryEvent.FromString(b) for b in self.store.history(instance_id)]
+        inbox_events = [p.HistoryEvent.FromString(b) for _, b in inbox]
+        if not history and not (
+            inbox_events
+            and inbox_events[0].WhichOneof("eventType") in ("executionStarted", "workflowStarted")
+        ):
+            return None  # not started yet (scheduled start): events wait for executionStarted
+
+        new_events: list[p.HistoryEvent] = []
+        if not (inbox_events and inbox_events[0].HasField("workflowStarted")):
+            started = new_event(at_ns=now)
+            started.workflowStarted.SetInParent()
+            new_events.append(started)
+        new_events.extend(inbox_events)
+
+        start_event = None
+        past_patches: set[str] = set()
+        version_name = ""
+        for event in history:
+            kind = event.WhichOneof("eventType")
+            if kind == "executionStarted" and start_event is None:
+                start_event = event
+            elif kind == "workflowStarted" and event.workflowStarted.HasField("version"):
+                past_patches.update(event.workflowStarted.version.patches)
+                version_name = version_name or event.workflowStarted.version.name
+        if start_event is None:
+            start_event = next((e for e in new_events if e.HasField("executionStarted")), None)
+
+        self._turn_seq += 1
+        token = f"w:{self._turn_seq}"
+        turn = Turn(
+            token=token,
+            instance_id=instance_id,
+            execution_id=inst.execution_id,
+            inbox_ids=[i for i, _ in inbox],
+            new_events=new_events,
+            start_event=start_event,
+            history_len=len(history),
+            past_patches=past_patches,
+            version_name=version_name,
+            stream=stream,
+        )
+        self.turns[token] = turn
+        self.turn_by_instance[instance_id] = token
+        stream.turns.add(token)
+
+        request = p.pb.WorkflowRequest(instanceId=instance_id)
+        request.executionId.value = inst.execution_id
+        request.pastEvents.extend(
+            e for e in history if e.WhichOneof("eventType") not in NOT_REPLAYED
+        )
+        request.newEvents.extend(new_events)
+        return p.pb.WorkItem(workflowRequest=request, completionToken=token)
+
+    def complete_turn(self, response: p.pb.WorkflowResponse) -> None:
+        turn = self.turns.pop(response.completionToken, None)
+        if turn is None or turn.instance_id != response.instanceId:
+            # A stale answer: the turn was handed out again after its worker left, or the
+            # instance was purged. The newer turn (if any) is the one that counts.
+            log.info("dropping stale workflow completion for %r", response.instanceId)
+            return
+        turn.stream.turns.discard(turn.token)
+        if self.turn_by_instance.get(turn.instance_id) == turn.token:
+            del self.turn_by_instance[turn.instance_id]
+        inst = self.store.get_instance(turn.instance_id)
+        if inst is None or inst.execution_id != turn.execution_id:
+            return
+        effects = _Effects()
+        with self.store.transaction():
+            self._commit_turn(inst, turn, response, effects)
+        effects.touched.add(turn.instance_id)
+        self._apply_effects(effects)
+
+    def _stall_reason(self, turn: Turn, response: p.pb.WorkflowResponse) -> tuple[int, str] | None:
+        if any(a.HasField("workflowVersionNotAvailable") for a in response.actions):
+            return p.VERSION_NOT_AVAILABLE, f"Version not available: {turn.version_name}"
+        internal_failure = any(
+            a.id == -1 and a.HasField("completeWorkflow") for a in response.actions
+        )
+        if turn.past_patches and not internal_failure:
+            missing = turn.past_patches - set(response.version.patches)
+            if missing:
+                return p.PATCH_MISMATCH, "Patch mismatch: " + ", ".join(sorted(missing))
+        return None
+
+    def _commit_turn(
+        self,
+        inst: InstanceRow,
+        turn: Turn,
+        response: p.pb.WorkflowResponse,
+        effects: _Effects,
+    ) -> None:
+        now = now_ns()
+        stall = self._stall_reason(turn, response)
+        if stall is not None:
+            # The turn's events stay in the inbox for the retry; only the stall is recorded.
+            stalled = new_event(at_ns=now)
+            stalled.executionStalled.reason = stall[0]  # type: ignore[assignment]
+            stalled.executionStalled.description = stall[1]
+            self.store.append_history(
+                inst.instance_id, turn.history_len, [stalled.SerializeToString()]
+            )
+            inst.status = p.STALLED
+            inst.needs_turn = 0
+            inst.updated_ns = now
+            self.store.update_instance(inst)
+            return
+
+        new_events = turn.new_events
+        if response.HasField("version"):
+            new_events[0].workflowStarted.version.CopyFrom(response.version)
+        written: list[p.HistoryEvent] = list(new_events)
+        self.store.delete_inbox(turn.inbox_ids)
+        inst.needs_turn = 0
+        if inst.started_ns is None:
+            inst.started_ns = timestamp_ns(new_events[0].timestamp)
+        terminate_recurse = False
+        for event in new_events:
+            kind = event.WhichOneof("eventType")
+            if kind == "executionStarted" and inst.status == p.PENDING:
+                inst.status = p.RUNNING
+            elif kind == "executionSuspended" and inst.status in (p.RUNNING, p.STALLED):
+                inst.status = p.SUSPENDED
+            elif kind == "executionResumed" and inst.status == p.SUSPENDED:
+                inst.status = p.RUNNING
+            elif kind == "executionTerminated":
+                terminate_recurse = terminate_recurse or event.executionTerminated.recurse
+        if inst.status == p.STALLED:
+            inst.status = p.RUNNING
+        if response.HasField("customStatus"):
+            inst.custom_status = response.customStatus.value
+        trace = p.TraceContext.FromString(inst.trace_context) if inst.trace_context else None
+
+        for action in response.actions:
+            router = p.TaskRouter(sourceAppID=self.app_id)
+            if action.HasField("router") and action.router.HasField("targetAppID"):
+                router.targetAppID = action.router.targetAppID
+            kind = action.WhichOneof("workflowActionType")
+            if kind == "completeWorkflow":
+                done = action.completeWorkflow
+                if done.workflowStatus == p.CONTINUED_AS_NEW:
+                    self._continue_as_new(inst, turn, done, router, effects)
+                    return
+                event = new_event(action.id)
+                event.executionCompleted.workflowStatus = done.workflowStatus
+                if done.HasField("result"):
+                    event.executionCompleted.result.CopyFrom(done.result)
+                if done.HasField("failureDetails"):
+                    event.executionCompleted.failureDetails.CopyFrom(done.failureDetails)
+                event.router.CopyFrom(router)
+                written.append(event)
+                self._finish(inst, turn, done, terminate_recurse, effects)
+            elif kind == "scheduleTask":
+                task = action.scheduleTask
+                event = new_event(action.id)
+                scheduled = event.taskScheduled
+                scheduled.name = task.name
+                if task.HasField("version"):
+                    scheduled.version.CopyFrom(task.version)
+                if task.HasField("input"):
+                    scheduled.input.CopyFrom(task.input)
+                scheduled.taskExecutionId = task.taskExecutionId
+                if trace is not None:
+                    scheduled.parentTraceContext.CopyFrom(trace)
+                event.router.CopyFrom(router)
+                written.append(event)
+                self._schedule_activity(inst, action.id, scheduled, effects)
+            elif kind == "createTimer":
+                timer = action.createTimer
+                event = new_event(action.id)
+                created = event.timerCreated
+                created.fireAt.CopyFrom(timer.fireAt)
+                if timer.HasField("name"):
+                    created.name = timer.name
+                origin = timer.WhichOneof("origin")
+                if origin:
+                    getattr(created, origin).CopyFrom(getattr(timer, origin))
+                event.router.CopyFrom(router)
+                written.append(event)
+                if timer.fireAt.seconds < SENTINEL_YEAR_SECONDS:
+                    fired = new_event(at_ns=now)
+                    fired.timerFired.fireAt.CopyFrom(timer.fireAt)
+                    fired.timerFired.timerId = action.id
+                    visible = timestamp_ns(timer.fireAt)
+                    self.store.add_inbox(inst.instance_id, fired.SerializeToString(), visible)
+                    effects.timers.append((visible, inst.instance_id))
+            elif kind == "createChildWorkflow":
+                child = action.createChildWorkflow
+                child_id = child.instanceId or f"{inst.instance_id}:{action.id:04x}"
+                event = new_event(action.id)
+                created_child = event.childWorkflowInstanceCreated
+                created_child.instanceId = child_id
+                created_child.name = child.name
+                if child.HasField("version"):
+                    created_child.version.CopyFrom(child.version)
+                if child.HasField("input"):
+                    created_child.input.CopyFrom(child.input)
+                if trace is not None:
+                    created_child.parentTraceContext.CopyFrom(trace)
+                event.router.CopyFrom(router)
+                written.append(event)
+                self._start_child(inst, turn, action.id, child_id, child, router, effects)
+            elif kind == "sendEvent":
+                send = action.sendEvent
+                event = new_event(action.id)
+                event.eventSent.instanceId = send.instance.instanceId
+                event.eventSent.name = send.name
+                if send.HasField("data"):
+                    event.eventSent.input.CopyFrom(send.data)
+                event.router.CopyFrom(router)
+                written.append(event)
+                raised = new_event(at_ns=now)
+                raised.eventRaised.name = send.name
+                if send.HasField("data"):
+                    raised.eventRaised.input.CopyFrom(send.data)
+                self._deliver(send.instance.instanceId, raised, effects)
+            elif kind == "terminateWorkflow":
+                term = action.terminateWorkflow
+                event = new_event(at_ns=now)
+                if term.HasField("reason"):
+                    event.executionTerminated.input.CopyFrom(term.reason)
+                else:
+                    event.executionTerminated.SetInParent()
+                event.executionTerminated.recurse = term.recurse
+                self._deliver(term.instanceId, event, effects)
+            else:
+                log.warning("%s: ignoring unsupported action %s", inst.instance_id, kind)
+
+        self.store.append_history(
+            inst.instance_id, turn.history_len, [e.SerializeToString() for e in written]
+        )
+        inst.updated_ns = now
+        self.store.update_instance(inst)
+        # Events that arrived during the turn are waiting.
+        effects.ready.add(inst.instance_id)
+
+    def _schedule_activity(
+        self, inst: InstanceRow, task_id: int, scheduled, effects: _Effects
+    ) -> None:
+        request = p.pb.ActivityRequest(name=scheduled.name, taskId=task_id)
+        if scheduled.HasField("version"):
+            request.version.CopyFrom(scheduled.version)
+        if scheduled.HasField("input"):
+            request.input.CopyFrom(scheduled.input)
+        request.workflowInstance.instanceId = inst.instance_id
+        request.workflowInstance.executionId.value = inst.execution_id
+        request.taskExecutionId = scheduled.taskExecutionId
+        if scheduled.HasField("parentTraceContext"):
+            request.parentTraceContext.CopyFrom(scheduled.parentTraceContext)
+        blob = request.SerializeToString()
+        activity_id = self.store.add_activity(inst.instance_id, inst.execution_id, task_id, blob)
+        effects.activities.append((activity_id, blob))
+
+    def _start_child(
+        self,
+        parent: InstanceRow,
+        turn: Turn,
+        task_id: int,
+        child_id: str,
+        child,
+        router: p.TaskRouter,
+        effects: _Effects,
+    ) -> None:
+        now = now_ns()
+        existing = self.store.get_instance(child_id)
+        if existing is not None and existing.status not in p.TERMINAL_STATUSES:
+            failed = new_event(at_ns=now)
+            failed.childWorkflowInstanceFailed.taskScheduledId = task_id
+            failed.childWorkflowInstanceFailed.failureDetails.errorType = "WorkflowAlreadyExists"
+            failed.childWorkflowInstanceFailed.failureDetails.errorMessage = (
+                f"an active workflow with ID '{child_id}' already exists"
+            )
+            failed.router.CopyFrom(p.TaskRouter(sourceAppID=self.app_id, targetAppID=self.app_id))
+            self._deliver(parent.instance_id, failed, effects)
+            return
+        start = new_event(at_ns=now)
+        started = start.executionStarted
+        started.name = child.name
+        if child.HasField("version") and child.version.value:
+            started.version.CopyFrom(child.version)
+        if child.HasField("input"):
+            started.input.CopyFrom(child.input)
+        execution_id = str(uuid.uuid4())
+        started.workflowInstance.instanceId = child_id
+        started.workflowInstance.executionId.value = execution_id
+        started.parentInstance.taskScheduledId = task_id
+        started.parentInstance.name.value = (
+            turn.start_event.executionStarted.name if turn.start_event else parent.name
+        )
+        started.parentInstance.workflowInstance.instanceId = parent.instance_id
+        started.parentInstance.workflowInstance.executionId.value = parent.execution_id
+        started.parentInstance.appID = self.app_id
+        if parent.trace_context:
+            started.parentTraceContext.MergeFromString(parent.trace_context)
+        start.router.CopyFrom(p.TaskRouter(sourceAppID=router.sourceAppID))
+        if existing is not None:
+            self.store.delete_instance(child_id)
+        self.store.insert_instance(
+            InstanceRow(
+                seq=0,
+                instance_id=child_id,
+                name=child.name,
+                status=p.PENDING,
+                execution_id=execution_id,
+                created_ns=now,
+                updated_ns=now,
+                started_ns=None,
+                completed_ns=None,
+                scheduled_ns=None,
+                input=child.input.value if child.HasField("input") else None,
+                output=None,
+                custom_status=None,
+                failure=None,
+                parent_instance_id=parent.instance_id,
+                trace_context=parent.trace_context,
+                needs_turn=0,
+            )
+        )
+        self.store.add_inbox(child_id, start.SerializeToString(), now)
+        effects.ready.add(child_id)
+        effects.touched.add(child_id)
+
+    def _continue_as_new(
+        self, inst: InstanceRow, turn: Turn, done, router: p.TaskRouter, effects: _Effects
+    ) -> None:
+        """The run ends and a new one starts at once with the result as its input."""
+        now = now_ns()
+        old_start = turn.start_event.executionStarted if turn.start_event else None
+        pending = self.store.all_inbox(inst.instance_id)
+        self.store.reset_run(inst.instance_id)
+        self.store.clear_inbox(inst.instance_id)
+        first = new_event(at_ns=now)
+        first.workflowStarted.SetInParent()
+        first.router.CopyFrom(router)
+        start = new_event(at_ns=now)
+        started = start.executionStarted
+        started.name = old_start.name if old_start else inst.name
+        if old_start is not None:
+            if old_start.HasField("version"):
+                started.version.CopyFrom(old_start.version)
+            if old_start.HasField("parentInstance"):
+                started.parentInstance.CopyFrom(old_start.parentInstance)
+            if old_start.HasField("parentTraceContext"):
+                started.parentTraceContext.CopyFrom(old_start.parentTraceContext)
+            started.tags.update(old_start.tags)
+        if done.HasField("result"):
+            started.input.CopyFrom(done.result)
+        execution_id = str(uuid.uuid4())
+        started.workflowInstance.instanceId = inst.instance_id
+        started.workflowInstance.executionId.value = execution_id
+        start.router.CopyFrom(router)
+        for event in (first, start, *done.carryoverEvents):
+            self.store.add_inbox(inst.instance_id, event.SerializeToString(), now)
+        # Events raised during the last turn belong to the new run; results and timers of the
+        # old run do not.
+        for _, visible, blob in pending:
+            event = p.HistoryEvent.FromString(blob)
+            if (
+                event.HasField("eventRaised")
+                or event.HasField("executionTerminated")
+                or event.HasField("executionSuspended")
+                or event.HasField("executionResumed")
+            ):
+                self.store.add_inbox(inst.instance_id, blob, visible)
+        inst.execution_id = execution_id
+        inst.status = p.RUNNING
+        inst.input = done.result.value if done.HasField("result") else None
+        inst.output = None
+        inst.failure = None
+        inst.created_ns = now
+        inst.updated_ns = now
+        self.store.update_instance(inst)
+        effects.ready.add(inst.instance_id)
+
+    def _finish(
+        self, inst: InstanceRow, turn: Turn, done, terminate_recurse: bool, effects: _Effects
+    ) -> None:
+        now = now_ns()
+        inst.status = done.workflowStatus
+        inst.output = done.result.value if done.HasField("result") else None
+        inst.failure = (
+            done.failureDetails.SerializeToString() if done.HasField("failureDetails") else None
+        )
+        inst.completed_ns = now
+        # Timers that will never matter and activities whose results would be dropped.
+        self.store.conn.execute(
+            "DELETE FROM inbox WHERE instance_id = ? AND visible_ns > ?", (inst.instance_id, now)
+        )
+        self.store.conn.execute("DELETE FROM activities WHERE instance_id = ?", (inst.instance_id,))
+        parent = turn.start_event.executionStarted.parentInstance if turn.start_event else None
+        if parent is not None and parent.workflowInstance.instanceId:
+            event = new_event(at_ns=now)
+            if done.workflowStatus == p.COMPLETED:
+                event.childWorkflowInstanceCompleted.taskScheduledId = parent.taskScheduledId
+                if done.HasField("result"):
+                    event.childWorkflowInstanceCompleted.result.CopyFrom(done.result)
+            else:
+                event.childWorkflowInstanceFailed.taskScheduledId = parent.taskScheduledId
+                if done.HasField("failureDetails"):
+                    event.childWorkflowInstanceFailed.failureDetails.CopyFrom(done.failureDetails)
+            event.router.CopyFrom(
+                p.TaskRouter(sourceAppID=self.app_id, targetAppID=parent.appID or self.app_id)
+            )
+            self._deliver(parent.workflowInstance.instanceId, event, effects)
+        if done.workflowStatus == p.TERMINATED and terminate_recurse:
+            for child in self.store.children(inst.instance_id):
+                if child.status not in p.TERMINAL_STATUSES:
+                    event = new_event(at_ns=now)
+                    if done.HasField("result"):
+                        event.executionTerminated.input.CopyFrom(done.result)
+                    else:
+                        event.executionTerminated.SetInParent()
+                    event.executionTerminated.recurse = True
+                    self._deliver(child.instance_id, event, effects)
+                    self._make_start_visible(child.instance_id, now)
+
+    def _deliver(self, instance_id: str, event: p.HistoryEvent, effects: _Effects) -> None:
+        """Puts an event in an instance's inbox; events for unknown or finished ones are dropped."""
+        target = self.store.get_instance(instance_id)
+        if target is None or target.status in p.TERMINAL_STATUSES:
+            return
+        self.store.add_inbox(instance_id, event.SerializeToString(), now_ns())
+        effects.ready.add(instance_id)
+
+    def _make_start_visible(self, instance_id: str, at_ns: int) -> None:
+        """A terminate must not wait for a scheduled start time."""
+        self.store.conn.execute(
+            "UPDATE inbox SET visible_ns = ? WHERE instance_id = ? AND visible_ns > ?",
+            (at_ns, instance_id, at_ns),
+        )
+
+    def _apply_effects(self, effects: _Effects) -> None:
+        for instance_id in effects.ready:
+            self.ready[instance_id] = None
+        for visible, instance_id in effects.timers:
+            self._add_timer(visible, instance_id)
+        self.activity_queue.extend(effects.activities)
+        for instance_id in effects.touched | effects.ready:
+            self._notify(instance_id)
+        self._pump()
+
+    # -- activities ------------------------------------------------------------------------
+
+    def complete_activity(self, response: p.pb.ActivityResponse) -> None:
+        token = response.completionToken
+        if not token.startswith("a:") or not token[2:].isdigit():
+            raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "invalid completion token")
+        activity_id = int(token[2:])
+        for stream in self.streams:
+            stream.activities.discard(activity_id)
+        row = self.store.get_activity(activity_id)
+        if row is None:
+            return  # a duplicate: the first result won
+        instance_id, execution_id, task_id, blob = row
+        if instance_id != response.instanceId or task_id != response.taskId:
+            raise EngineError(
+                grpc.StatusCode.INVALID_ARGUMENT, "completion token does not match the task"
+            )
+        request = p.pb.ActivityRequest.FromString(blob)
+        event = new_event()
+        if response.HasField("failureDetails"):
+            event.taskFailed.taskScheduledId = task_id
+            event.taskFailed.failureDetails.CopyFrom(response.failureDetails)
+            event.taskFailed.taskExecutionId = request.taskExecutionId
+        else:
+            event.taskCompleted.taskScheduledId = task_id
+            if response.HasField("result"):
+                event.taskCompleted.result.CopyFrom(response.result)
+            event.taskCompleted.taskExecutionId = request.taskExecutionId
+        event.router.sourceAppID = self.app_id
+        effects = _Effects()
+        with self.store.transaction():
+            self.store.delete_activity(activity_id)
+            inst = self.store.get_instance(instance_id)
+            if inst is not None and inst.execution_id == execution_id:
+                self._deliver(instance_id, event, effects)
+        self._apply_effects(effects)
+
+    # -- management ------------------------------------------------------------------------
+
+    async def start_instance(
+        self, request: p.pb.CreateInstanceRequest, trace: p.TraceContext
+    ) -> str:
+        if not request.name:
+            raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "workflow name is required")
+        instance_id = request.instanceId or uuid.uuid4().hex
+        existing = self.store.get_instance(instance_id)
+        if existing is not None and existing.status not in p.TERMINAL_STATUSES:
+            raise EngineError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"an active workflow with ID '{instance_id}' already exists",
+            )
+        now = now_ns()
+        execution_id = request.executionId.value or str(uuid.uuid4())
+        event = new_event(at_ns=now)
+        started = event.executionStarted
+        started.name = request.name
+        if request.HasField("version") and request.version.value:
+            started.version.CopyFrom(request.version)
+        if request.HasField("input"):
+            started.input.CopyFrom(request.input)
+        started.workflowInstance.instanceId = instance_id
+        started.workflowInstance.executionId.value = execution_id
+        scheduled = None
+        if request.HasField("scheduledStartTimestamp"):
+            started.scheduledStartTimestamp.CopyFrom(request.scheduledStartTimestamp)
+            scheduled = timestamp_ns(request.scheduledStartTimestamp)
+        started.parentTraceContext.CopyFrom(trace)
+        started.tags.update(request.tags)
+        visible = max(now, scheduled or now)
+        with self.store.transaction():
+            if existing is not None:
+                self.store.delete_instance(instance_id)
+            self.store.insert_instance(
+                InstanceRow(
+                    seq=0,
+                    instance_id=instance_id,
+                    name=request.name,
+                    status=p.PENDING,
+                    execution_id=execution_id,
+                    created_ns=now,
+                    updated_ns=now,
+                    started_ns=None,
+                    completed_ns=None,
+                    scheduled_ns=scheduled,
+                    input=request.input.value if request.HasField("input") else None,
+                    output=None,
+                    custom_status=None,
+                    failure=None,
+                    parent_instance_id=None,
+                    trace_context=trace.SerializeToString(),
+                    needs_turn=0,
+                )
+            )
+            self.store.add_inbox(instance_id, event.SerializeToString(), visible)
+        effects = _Effects(touched={instance_id})
+        if visible > now:
+            effects.timers.append((visible, instance_id))
+        else:
+            effects.ready.add(instance_id)
+        self._apply_effects(effects)
+        if visible <= now:
+            # daprd answers once the first turn has committed.
+            await self.wait_for(instance_id, lambda r: r is None or r.status != p.PENDING)
+        return instance_id
+
+    def get_instance(self, instance_id: str, with_payloads: bool) -> p.pb.GetInstanceResponse:
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
+            return p.pb.GetInstanceResponse(exists=False)
+        return p.pb.GetInstanceResponse(
+            exists=True, workflowState=self.state_of(inst, with_payloads)
+        )
+
+    def state_of(self, inst: InstanceRow, with_payloads: bool) -> p.WorkflowState:
+        state = p.WorkflowState(instanceId=inst.instance_id, name=inst.name)
+        state.workflowStatus = inst.status  # type: ignore[assignment]
+        state.version.value = ""
+        state.createdTimestamp.CopyFrom(timestamp(inst.created_ns))
+        state.lastUpdatedTimestamp.CopyFrom(timestamp(inst.updated_ns))
+        if inst.started_ns is not None:
+            state.startedAt.CopyFrom(timestamp(inst.started_ns))
+        if inst.scheduled_ns is not None:
+            state.scheduledStartTimestamp.CopyFrom(timestamp(inst.scheduled_ns))
+        if with_payloads:
+            state.input.value = inst.input or ""
+            state.output.value = inst.output or ""
+            if inst.custom_status is not None:
+                state.customStatus.value = inst.custom_status
+            if inst.failure:
+                state.failureDetails.MergeFromString(inst.failure)
+        return state
+
+    async def wait_for(
+        self, instance_id: str, predicate: Callable[[InstanceRow | None], bool]
+    ) -> InstanceRow | None:
+        loop = asyncio.get_running_loop()
+        while True:
+            inst = self.store.get_instance(instance_id)
+            if predicate(inst):
+                return inst
+            future = loop.create_future()
+            self.waiters.setdefault(instance_id, set()).add(future)
+            try:
+                await future
+            finally:
+                waiting = self.waiters.get(instance_id)
+                if waiting is not None:
+                    waiting.discard(future)
+                    if not waiting:
+                        del self.waiters[instance_id]
+
+    def _notify(self, instance_id: str) -> None:
+        for future in self.waiters.get(instance_id, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def _existing(self, instance_id: str) -> InstanceRow:
+        if not instance_id:
+            raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "instance ID is required")
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
+            raise no_such_instance()
+        return inst
+
+    def _add_event(self, inst: InstanceRow, event: p.HistoryEvent) -> None:
+        effects = _Effects()
+        with self.store.transaction():
+            self._deliver(inst.instance_id, event, effects)
+            if event.HasField("executionTerminated") and inst.status == p.PENDING:
+                self._make_start_visible(inst.instance_id, now_ns())
+        effects.touched.add(inst.instance_id)
+        self._apply_effects(effects)
+
+    def raise_event(self, instance_id: str, name: str, data: p.StringValue | None) -> None:
+        inst = self._existing(instance_id)
+        if not name:
+            raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "event name is required")
+        if inst.status in p.TERMINAL_STATUSES:
+            return  # accepted and dropped, as daprd does
+        event = new_event()
+        event.eventRaised.name = name
+        if data is not None:
+            event.eventRaised.input.CopyFrom(data)
+        self._add_event(inst, event)
+
+    async def suspend(self, instance_id: str, reason: p.StringValue | None) -> None:
+        inst = self._existing(instance_id)
+        if inst.status in p.TERMINAL_STATUSES:
+            return
+        event = new_event()
+        event.executionSuspended.SetInParent()
+        if reason is not None:
+            event.executionSuspended.input.CopyFrom(reason)
+        self._add_event(inst, event)
+        await self.wait_for(
+            instance_id,
+            lambda r: r is None or r.status == p.SUSPENDED or r.status in p.TERMINAL_STATUSES,
+        )
+
+    async def resume(self, instance_id: str, reason: p.StringValue | None) -> None:
+        inst = self._existing(instance_id)
+        if inst.status in p.TERMINAL_STATUSES:
+            return
+        event = new_event()
+        event.executionResumed.SetInParent()
+        if reason is not None:
+            event.executionResumed.input.CopyFrom(reason)
+        self._add_event(inst, event)
+        # Like daprd, a resume of an instance that is not suspended is accepted: the event
+        # still reaches the workflow (and the Python SDK then fails it).
+        await self.wait_for(instance_id, lambda r: r is None or r.status != p.SUSPENDED)
+
+    async def terminate(
+        self, instance_id: str, output: p.StringValue | None, recursive: bool
+    ) -> None:
+        inst = self._existing(instance_id)
+        if inst.status in p.TERMINAL_STATUSES:
+            return
+        event = new_event()
+        event.executionTerminated.SetInParent()
+        if output is not None:
+            event.executionTerminated.input.CopyFrom(output)
+        event.executionTerminated.recurse = recursive
+        self._add_event(inst, event)
+        await self.wait_for(instance_id, lambda r: r is None or r.status in p.TERMINAL_STATUSES)
+
+    def purge(self, instance_id: str, recursive: bool, force: bool) -> int:
+        if not instance_id:
+            raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "instance ID is required")
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
+            return 0
+        targets = [inst]
+        if recursive:
+            queue = [inst.instance_id]
+            while queue:
+                for child in self.store.children(queue.pop()):
+                    targets.append(child)
+                    queue.append(child.instance_id)
+        if not force:
+            for target in targets:
+                if target.status not in p.TERMINAL_STATUSES:
+                    raise EngineError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"cannot purge workflow '{target.instance_id}': it is "
+                        f"{status_name(target.status)}, not in a terminal state "
+                        "(use force to purge it anyway)",
+                    )
+        with self.store.transaction():
+            for target in targets:
+                self.store.delete_instance(target.instance_id)
+        for target in targets:
+            token = self.turn_by_instance.pop(target.instance_id, None)
+            if token is not None:
+                self.turns.pop(token, None)
+            self.ready.pop(target.instance_id, None)
+            self._notify(target.instance_id)
+        return len(targets)
+
+    def history(self, instance_id: str) -> list[bytes]:
+        if self.store.get_instance(instance_id) is None:
+            raise EngineError(grpc.StatusCode.NOT_FOUND, "no such instance exists")
+        return self.store.history(instance_id)
+
+    def list_ids(self, page_size: int, token: str) -> tuple[list[str], str | None]:
+        after = 0
+        if token:
+            if not token.isdigit():
+                raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "invalid continuation token")
+            after = int(token)
+        rows = self.store.list_ids(after, page_size + 1 if page_size else None)
+        next_token = None
+        if page_size and len(rows) > page_size:
+            rows = rows[:page_size]
+            next_token = str(rows[-1][0])
+        return [r[1] for r in rows], next_token
+
+    async def rerun(self, request: p.pb.RerunWorkflowFromEventRequest) -> str:
+        source_id = request.sourceInstanceID
+        if not source_id:
+            raise EngineError(
+                grpc.StatusCode.INVALID_ARGUMENT, "rerun workflow source instance ID is required"
+            )
+        new_id = request.newInstanceID if request.HasField("newInstanceID") else str(uuid.uuid4())
+        if new_id == source_id:
+            raise EngineError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "rerun workflow instance ID must be different from the original instance ID",
+            )
+        source = self.store.get_instance(source_id)
+        if source is None:
+            raise EngineError(
+                grpc.StatusCode.NOT_FOUND, f"workflow instance '{source_id}' does not exist"
+            )
+        if source.status not in p.TERMINAL_STATUSES:
+            raise EngineError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"workflow instance '{source_id}' is {status_name(source.status)}: only a "
+                "completed, failed or terminated workflow can be rerun",
+            )
+        history = [p.HistoryEvent.FromString(b) for b in self.store.history(source_id)]
+        start = next((e for e in history if e.HasField("executionStarted")), None)
+        if start is None:
+            raise EngineError(grpc.StatusCode.NOT_FOUND, f"workflow '{source_id}' has no history")
+        if start.executionStarted.HasField("parentInstance"):
+            raise EngineError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"workflow instance '{source_id}' is a child workflow: rerun its parent instead",
+            )
+        target_pos = next(
+            (
+                i
+                for i, e in enumerate(history)
+                if e.eventId == request.eventID and e.WhichOneof("eventType") in RERUNNABLE
+            ),
+            None,
+        )
+        if target_pos is None:
+            raise EngineError(
+                grpc.StatusCode.NOT_FOUND,
+                f"no taskScheduled, timerCreated or childWorkflowInstanceCreated event with "
+                f"ID {request.eventID} in workflow '{source_id}'",
+            )
+        target = history[target_pos]
+        kind = target.WhichOneof("eventType")
+        if request.overwriteInput and kind == "timerCreated":
+            raise EngineError(
+                grpc.StatusCode.INVALID_ARGUMENT, "cannot overwrite the input of a timer"
+            )
+        if (
+            request.HasField("newChildWorkflowInstanceID")
+            and kind != "childWorkflowInstanceCreated"
+        ):
+            raise EngineError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "a new child workflow instance ID applies only to a "
+                "childWorkflowInstanceCreated event",
+            )
+        if self.store.get_instance(new_id) is not None:
+            raise EngineError(
+                grpc.StatusCode.ALREADY_EXISTS, f"a workflow with ID '{new_id}' already exists"
+            )
+
+        now = now_ns()
+        execution_id = str(uuid.uuid4())
+        forked = [p.HistoryEvent() for _ in range(target_pos + 1)]
+        for copy, event in zip(forked, history[: target_pos + 1], strict=True):
+            copy.CopyFrom(event)
+            if copy.HasField("executionStarted"):
+                copy.executionStarted.workflowInstance.instanceId = new_id
+                copy.executionStarted.workflowInstance.executionId.value = execution_id
+        marked = forked[-1]
+        rerun_parent = getattr(marked, kind).rerunParentInstanceInfo
+        rerun_parent.instanceID = source_id
+        if request.overwriteInput:
+            payload = getattr(marked, kind).input
+            if request.HasField("input"):
+                payload.CopyFrom(request.input)
+            else:
+                getattr(marked, kind).ClearField("input")
+        if kind == "childWorkflowInstanceCreated" and request.HasField(
+            "newChildWorkflowInstanceID"
+        ):
+            marked.childWorkflowInstanceCreated.instanceId = request.newChildWorkflowInstanceID
+
+        inst = InstanceRow(
+            seq=0,
+            instance_id=new_id,
+            name=source.name,
+            status=p.RUNNING,
+            execution_id=execution_id,
+            created_ns=now,
+            updated_ns=now,
+            started_ns=now,
+            completed_ns=None,
+            scheduled_ns=None,
+            input=start.executionStarted.input.value
+            if start.executionStarted.HasField("input")
+            else None,
+            output=None,
+            custom_status=None,
+            failure=None,
+            parent_instance_id=None,
+            trace_context=source.trace_context,
+            needs_turn=1,
+        )
+        effects = _Effects(touched={new_id}, ready={new_id})
+        with self.store.transaction():
+            self.store.insert_instance(inst)
+            self.store.append_history(new_id, 0, [e.SerializeToString() for e in forked])
+            self._redrive(inst, forked, effects)
+        self._apply_effects(effects)
+        return new_id
+
+    def _redrive(self, inst: InstanceRow, history: list[p.HistoryEvent], effects: _Effects) -> None:
+        """Hands out again what the forked history scheduled and never saw finish."""
+        done_tasks = set()
+        fired_timers = set()
+        done_children = set()
+        for event in history:
+            kind = event.WhichOneof("eventType")
+            if kind in ("taskCompleted", "taskFailed"):
+                done_tasks.add(getattr(event, kind).taskScheduledId)
+            elif kind == "timerFired":
+                fired_timers.add(event.timerFired.timerId)
+            elif kind in ("childWorkflowInstanceCompleted", "childWorkflowInstanceFailed"):
+                done_children.add(getattr(event, kind).taskScheduledId)
+        start = next(e for e in history if e.HasField("executionStarted"))
+        fake_turn = Turn(
+            token="",
+            instance_id=inst.instance_id,
+            execution_id=inst.execution_id,
+            inbox_ids=[],
+            new_events=[],
+            start_event=start,
+            history_len=len(history),
+            past_patches=set(),
+            version_name="",
+            stream=WorkerStream(),
+        )
+        now = now_ns()
+        for event in history:
+            kind = event.WhichOneof("eventType")
+            if kind == "taskScheduled" and event.eventId not in done_tasks:
+                self._schedule_activity(inst, event.eventId, event.taskScheduled, effects)
+            elif kind == "timerCreated" and event.eventId not in fired_timers:
+                fire_at = event.timerCreated.fireAt
+                if fire_at.seconds < SENTINEL_YEAR_SECONDS:
+                    fired = new_event(at_ns=now)
+                    fired.timerFired.fireAt.CopyFrom(fire_at)
+                    fired.timerFired.timerId = event.eventId
+                    visible = timestamp_ns(fire_at)
+                    self.store.add_inbox(inst.instance_id, fired.SerializeToString(), visible)
+                    effects.timers.append((visible, inst.instance_id))
+            elif kind == "childWorkflowInstanceCreated" and event.eventId not in done_children:
+                created = event.childWorkflowInstanceCreated
+                self._start_child(
+                    inst,
+                    fake_turn,
+                    event.eventId,
+                    created.instanceId,
+                    created,
+                    p.TaskRouter(sourceAppID=self.app_id),
+                    effects,
+                )
+
+
+@dataclass
+class _Effects:
+    """What to do in memory once a transaction has committed."""
+
+    ready: set[str] = field(default_factory=set)
+    touched: set[str] = field(default_factory=set)
+    timers: list[tuple[int, str]] = field(default_factory=list)
+    activities: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+def status_name(status: int) -> str:
+    name = p.orchestration_pb2.OrchestrationStatus.Name(status)
+    return name.removeprefix("ORCHESTRATION_STATUS_")

@@ -1,0 +1,60 @@
+"""Builds and runs the devengine gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+
+from devengine import protos as p
+from devengine.engine import Engine
+from devengine.service import ApiTokenInterceptor, TaskHubService
+from devengine.store import Store
+
+log = logging.getLogger("devengine")
+
+# Payloads are capped the way a sidecar's defaults cap them (4 MiB).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+async def serve(
+    host: str,
+    port: int,
+    db_path: str,
+    api_token: str | None = None,
+    app_id: str = "devengine",
+    ready: asyncio.Event | None = None,
+) -> None:
+    store = Store(db_path)
+    engine = Engine(store, app_id=app_id)
+    interceptors = [ApiTokenInterceptor(api_token)] if api_token else []
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    p.grpc_stubs.add_TaskHubSidecarServiceServicer_to_server(TaskHubService(engine), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if server.add_insecure_port(address) == 0:
+        raise SystemExit(f"devengine: cannot listen on {address}")
+    await engine.start()
+    await server.start()
+    log.info("devengine listening on %s (app id %r, database %s)", address, app_id, db_path)
+    print(f"devengine listening on {address}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("devengine stopping")
+    await server.stop(grace=2)
+    await engine.stop()
+    store.close()

@@ -1,0 +1,307 @@
+"""SQLite persistence for devengine.
+
+Everything the engine must not lose lives here: instances, the committed history of each
+instance's current run, each instance's inbox (events not yet handed to a workflow turn, including
+timers that have not fired yet) and the activities waiting for a result. In-flight work (which
+worker holds which turn or activity) is deliberately not stored: after a restart everything that
+was pending is handed out again, which is the at-least-once contract the SDK expects.
+
+The database runs in WAL mode with synchronous=NORMAL: a committed transaction survives the engine
+process being killed (only a power loss could drop the last commits).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    -- seq orders ListInstanceIDs pages and is the continuation token.
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    execution_id TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    started_ns INTEGER,
+    completed_ns INTEGER,
+    scheduled_ns INTEGER,
+    input TEXT,
+    output TEXT,
+    custom_status TEXT,
+    failure BLOB,
+    parent_instance_id TEXT,
+    trace_context BLOB,
+    -- 1 when a turn must run even with an empty inbox (a re-run, a stalled retry).
+    needs_turn INTEGER NOT NULL DEFAULT 0
+);
+-- Recursive terminate and purge walk children by parent.
+CREATE INDEX IF NOT EXISTS instances_parent ON instances(parent_instance_id);
+
+CREATE TABLE IF NOT EXISTS history (
+    instance_id TEXT NOT NULL,
+    pos INTEGER NOT NULL,
+    event BLOB NOT NULL,
+    PRIMARY KEY (instance_id, pos)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id TEXT NOT NULL,
+    -- when the event may be delivered: now for most, fireAt for timers, the start time for
+    -- a scheduled start.
+    visible_ns INTEGER NOT NULL,
+    event BLOB NOT NULL
+);
+-- A turn reads an instance's visible inbox in arrival order.
+CREATE INDEX IF NOT EXISTS inbox_instance ON inbox(instance_id, id);
+
+CREATE TABLE IF NOT EXISTS activities (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    request BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS activities_instance ON activities(instance_id);
+"""
+
+INSTANCE_COLUMNS = (
+    "seq, instance_id, name, status, execution_id, created_ns, updated_ns, started_ns, "
+    "completed_ns, scheduled_ns, input, output, custom_status, failure, parent_instance_id, "
+    "trace_context, needs_turn"
+)
+
+
+@dataclass
+class InstanceRow:
+    """One workflow instance as stored: the metadata of its current run."""
+
+    seq: int
+    instance_id: str
+    name: str
+    status: int
+    execution_id: str
+    created_ns: int
+    updated_ns: int
+    started_ns: int | None
+    completed_ns: int | None
+    scheduled_ns: int | None
+    input: str | None
+    output: str | None
+    custom_status: str | None
+    failure: bytes | None
+    parent_instance_id: str | None
+    trace_context: bytes | None
+    needs_turn: int
+
+
+def connect(path: str) -> sqlite3.Connection:
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class Store:
+    """Typed access to the tables above. Callers own the transactions (see `transaction`)."""
+
+    def __init__(self, path: str):
+        self.conn = connect(path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.conn)
+
+    # -- instances -------------------------------------------------------------------------
+
+    def get_instance(self, instance_id: str) -> InstanceRow | None:
+        row = self.conn.execute(
+            f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?",  # noqa: S608
+            (instance_id,),
+        ).fetchone()
+        return InstanceRow(*row) if row else None
+
+    def insert_instance(self, row: InstanceRow) -> None:
+        self.conn.execute(
+            "INSERT INTO instances (instance_id, name, status, execution_id, created_ns, "
+            "updated_ns, started_ns, completed_ns, scheduled_ns, input, output, custom_status, "
+            "failure, parent_instance_id, trace_context, needs_turn) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.instance_id,
+                row.name,
+                row.status,
+                row.execution_id,
+                row.created_ns,
+                row.updated_ns,
+                row.started_ns,
+                row.completed_ns,
+                row.scheduled_ns,
+                row.input,
+                row.output,
+                row.custom_status,
+                row.failure,
+                row.parent_instance_id,
+                row.trace_context,
+                row.needs_turn,
+            ),
+        )
+
+    def update_instance(self, row: InstanceRow) -> None:
+        self.conn.execute(
+            "UPDATE instances SET name = ?, status = ?, execution_id = ?, created_ns = ?, "
+            "updated_ns = ?, started_ns = ?, completed_ns = ?, scheduled_ns = ?, input = ?, "
+            "output = ?, custom_status = ?, failure = ?, parent_instance_id = ?, "
+            "trace_context = ?, needs_turn = ? WHERE instance_id = ?",
+            (
+                row.name,
+                row.status,
+                row.execution_id,
+                row.created_ns,
+                row.updated_ns,
+                row.started_ns,
+                row.completed_ns,
+                row.scheduled_ns,
+                row.input,
+                row.output,
+                row.custom_status,
+                row.failure,
+                row.parent_instance_id,
+                row.trace_context,
+                row.needs_turn,
+                row.instance_id,
+            ),
+        )
+
+    def delete_instance(self, instance_id: str) -> None:
+        for table in ("instances", "history", "inbox", "activities"):
+            self.conn.execute(f"DELETE FROM {table} WHERE instance_id = ?", (instance_id,))  # noqa: S608
+
+    def reset_run(self, instance_id: str) -> None:
+        """Drops what belongs to the instance's current run (a restart or continue-as-new)."""
+        self.conn.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
+        self.conn.execute("DELETE FROM activities WHERE instance_id = ?", (instance_id,))
+
+    def children(self, instance_id: str) -> list[InstanceRow]:
+        rows = self.conn.execute(
+            f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE parent_instance_id = ?",  # noqa: S608
+            (instance_id,),
+        ).fetchall()
+        return [InstanceRow(*r) for r in rows]
+
+    def list_ids(self, after_seq: int, limit: int | None) -> list[tuple[int, str]]:
+        sql = "SELECT seq, instance_id FROM instances WHERE seq > ? ORDER BY seq"
+        if limit is None:
+            return self.conn.execute(sql, (after_seq,)).fetchall()
+        return self.conn.execute(sql + " LIMIT ?", (after_seq, limit)).fetchall()
+
+    def unfinished_instance_ids(self, terminal: frozenset[int]) -> list[str]:
+        marks = ",".join("?" * len(terminal))
+        rows = self.conn.execute(
+            f"SELECT instance_id FROM instances WHERE status NOT IN ({marks})",  # noqa: S608
+            tuple(terminal),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # -- history ---------------------------------------------------------------------------
+
+    def history(self, instance_id: str) -> list[bytes]:
+        rows = self.conn.execute(
+            "SELECT event FROM history WHERE instance_id = ? ORDER BY pos", (instance_id,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def history_length(self, instance_id: str) -> int:
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM history WHERE instance_id = ?", (instance_id,)
+        ).fetchone()
+        return int(row[0])
+
+    def append_history(self, instance_id: str, start_pos: int, events: list[bytes]) -> None:
+        self.conn.executemany(
+            "INSERT INTO history (instance_id, pos, event) VALUES (?, ?, ?)",
+            [(instance_id, start_pos + i, e) for i, e in enumerate(events)],
+        )
+
+    # -- inbox -----------------------------------------------------------------------------
+
+    def add_inbox(self, instance_id: str, event: bytes, visible_ns: int) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO inbox (instance_id, visible_ns, event) VALUES (?, ?, ?)",
+            (instance_id, visible_ns, event),
+        )
+        return int(cur.lastrowid or 0)
+
+    def visible_inbox(self, instance_id: str, now_ns: int) -> list[tuple[int, bytes]]:
+        return self.conn.execute(
+            "SELECT id, event FROM inbox WHERE instance_id = ? AND visible_ns <= ? ORDER BY id",
+            (instance_id, now_ns),
+        ).fetchall()
+
+    def all_inbox(self, instance_id: str) -> list[tuple[int, int, bytes]]:
+        return self.conn.execute(
+            "SELECT id, visible_ns, event FROM inbox WHERE instance_id = ? ORDER BY id",
+            (instance_id,),
+        ).fetchall()
+
+    def delete_inbox(self, ids: list[int]) -> None:
+        self.conn.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in ids])
+
+    def clear_inbox(self, instance_id: str) -> None:
+        self.conn.execute("DELETE FROM inbox WHERE instance_id = ?", (instance_id,))
+
+    def next_visible_per_instance(self) -> list[tuple[str, int]]:
+        return self.conn.execute(
+            "SELECT instance_id, MIN(visible_ns) FROM inbox GROUP BY instance_id"
+        ).fetchall()
+
+    # -- activities ------------------------------------------------------------------------
+
+    def add_activity(
+        self, instance_id: str, execution_id: str, task_id: int, request: bytes
+    ) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO activities (instance_id, execution_id, task_id, request) "
+            "VALUES (?, ?, ?, ?)",
+            (instance_id, execution_id, task_id, request),
+        )
+        return int(cur.lastrowid or 0)
+
+    def get_activity(self, activity_id: int) -> tuple[str, str, int, bytes] | None:
+        return self.conn.execute(
+            "SELECT instance_id, execution_id, task_id, request FROM activities WHERE id = ?",
+            (activity_id,),
+        ).fetchone()
+
+    def delete_activity(self, activity_id: int) -> None:
+        self.conn.execute("DELETE FROM activities WHERE id = ?", (activity_id,))
+
+    def pending_activities(self) -> list[tuple[int, bytes]]:
+        return self.conn.execute("SELECT id, request FROM activities ORDER BY id").fetchall()
+
+
+class _Transaction:
+    """`with store.transaction():` runs the block in one write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
