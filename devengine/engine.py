@@ -124,6 +124,7 @@ class Engine:
         self._timer_wakeup: asyncio.Event | None = None
         self._timer_task: asyncio.Task | None = None
         self._turn_seq = 0
+        self._boot = uuid.uuid4().hex[:8]
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -289,7 +290,9 @@ class Engine:
             start_event = next((e for e in new_events if e.HasField("executionStarted")), None)
 
         self._turn_seq += 1
-        token = f"w:{self._turn_seq}"
+        # Tokens name this process too, so an answer to a turn handed out before a restart
+        # never matches a turn handed out after it.
+        token = f"w:{self._boot}:{self._turn_seq}"
         turn = Turn(
             token=token,
             instance_id=instance_id,
@@ -315,12 +318,13 @@ class Engine:
         return p.pb.WorkItem(workflowRequest=request, completionToken=token)
 
     def complete_turn(self, response: p.pb.WorkflowResponse) -> None:
-        turn = self.turns.pop(response.completionToken, None)
+        turn = self.turns.get(response.completionToken)
         if turn is None or turn.instance_id != response.instanceId:
-            # A stale answer: the turn was handed out again after its worker left, or the
-            # instance was purged. The newer turn (if any) is the one that counts.
+            # A stale answer: the turn was handed out again after its worker left, the engine
+            # restarted, or the instance was purged. The newer turn is the one that counts.
             log.info("dropping stale workflow completion for %r", response.instanceId)
             return
+        del self.turns[response.completionToken]
         turn.stream.turns.discard(turn.token)
         if self.turn_by_instance.get(turn.instance_id) == turn.token:
             del self.turn_by_instance[turn.instance_id]
