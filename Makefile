@@ -19,7 +19,11 @@ run: setup
 	$(BIN)/python -m devengine --port 50001 --db var/devengine.sqlite3
 
 test: setup
+	$(BIN)/python manage.py check
+	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python -m pytest
+	# The console's tests again, on a PostgreSQL cluster the test setup starts on 127.0.0.1.
+	CONSOLE_TEST_DATABASE=postgres $(BIN)/python -m pytest tests/console
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,0 +1,170 @@
+"""Django settings, read from environment variables (see README "Configuration").
+
+Embedded defaults (SQLite under ``var/``, in-memory channel layer) need no setting at all;
+production sets ``DATABASE_URL`` (PostgreSQL), ``REDIS_URL``, ``CONSOLE_SECRET_KEY`` and
+``CONSOLE_ALLOWED_HOSTS``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from console.env import envbool, envfloat, envint, envstr
+from engine_bridge.config import parse_engines
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+DEBUG = envbool("CONSOLE_DEBUG", False)
+SECRET_KEY = envstr(
+    "CONSOLE_SECRET_KEY", "dev-only-insecure-key-set-CONSOLE_SECRET_KEY-in-production"
+)
+ALLOWED_HOSTS = [h for h in envstr("CONSOLE_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in envstr("CONSOLE_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_htmx",
+    "channels",
+    "workflows_ui",
+    "engine_bridge",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every page needs a login; the REST API opts out and answers 401/403 itself (token auth).
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "console.urls"
+ASGI_APPLICATION = "console.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        envstr("DATABASE_URL", f"sqlite:///{VAR_DIR / 'console.sqlite3'}"),
+        conn_max_age=envint("CONSOLE_DB_CONN_MAX_AGE", 60, minimum=0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The indexer writes while daphne reads: WAL lets readers run beside the writer, and
+    # IMMEDIATE transactions take the write lock up front instead of failing on upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+# daphne serves static files itself in development (no separate web server in `make run`).
+CONSOLE_SERVE_STATIC = envbool("CONSOLE_SERVE_STATIC", DEBUG)
+
+REDIS_URL = envstr("REDIS_URL", "")
+CHANNEL_LAYERS = {
+    "default": (
+        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        if REDIS_URL
+        else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    )
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Dapr Workflow Console API",
+    "DESCRIPTION": "Read-only view of the workflow instances indexed from each engine.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("CONSOLE_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+# Engines (see engine_bridge.config): a malformed value stops start-up here.
+CONSOLE_ENGINES = parse_engines(os.environ)
+# Deadline of every engine call, in seconds.
+CONSOLE_ENGINE_TIMEOUT = envfloat("CONSOLE_ENGINE_TIMEOUT", 10.0, minimum=0.1)
+
+# Payloads (input, output, custom status, failure, event details) are stored up to this many
+# characters each; the original size is kept beside them.
+CONSOLE_PAYLOAD_LIMIT = envint("CONSOLE_PAYLOAD_LIMIT", 65536, minimum=256)
+
+# Indexer tuning (engine_bridge.indexer).
+CONSOLE_INDEXER_CONCURRENCY = envint("CONSOLE_INDEXER_CONCURRENCY", 16, minimum=1)
+CONSOLE_INDEXER_BATCH = envint("CONSOLE_INDEXER_BATCH", 1000, minimum=1)
+CONSOLE_INDEXER_LIST_PAGE_SIZE = envint("CONSOLE_INDEXER_LIST_PAGE_SIZE", 1000, minimum=1)
+CONSOLE_INDEXER_LIST_PAGES_PER_PASS = envint("CONSOLE_INDEXER_LIST_PAGES_PER_PASS", 20, minimum=1)
+# Non-terminal instances are re-read after this many seconds, backing off to the maximum while
+# they don't change; terminal ones (which can only be restarted or purged) much less often.
+CONSOLE_INDEXER_ACTIVE_INTERVAL = envfloat("CONSOLE_INDEXER_ACTIVE_INTERVAL", 1.0, minimum=0.0)
+CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL = envfloat("CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL", 15.0)
+CONSOLE_INDEXER_TERMINAL_INTERVAL = envfloat("CONSOLE_INDEXER_TERMINAL_INTERVAL", 3600.0)
+# Seconds the indexer idles between passes that found nothing to do.
+CONSOLE_INDEXER_IDLE_SLEEP = envfloat("CONSOLE_INDEXER_IDLE_SLEEP", 1.0, minimum=0.0)

@@ -1,0 +1,117 @@
+"""Parse the engines the console reads from, out of environment variables.
+
+``CONSOLE_ENGINES="orders=127.0.0.1:50001,billing=10.1.2.3:50001"`` names each engine (one Dapr
+app's sidecar) and its gRPC address. Per engine, optionally:
+
+- ``CONSOLE_ENGINE_TOKEN_<NAME>``: the sidecar's ``DAPR_API_TOKEN``;
+- ``CONSOLE_ENGINE_TLS_<NAME>=1``: connect with TLS (system roots, or
+  ``CONSOLE_ENGINE_TLS_CA_<NAME>`` = path of a PEM bundle).
+
+``<NAME>`` is the engine name upper-cased with ``-`` turned into ``_``. Any malformed part stops
+start-up with an ``ImproperlyConfigured`` naming it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from django.core.exceptions import ImproperlyConfigured
+
+from console.env import envbool
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+HOST_RE = re.compile(r"^[A-Za-z0-9.-]+$")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to reach one engine."""
+
+    name: str
+    address: str
+    token: str = ""
+    tls: bool = False
+    tls_ca_file: str = ""
+
+    def __repr__(self) -> str:  # never print the token
+        return (
+            f"EngineConfig(name={self.name!r}, address={self.address!r}, "
+            f"token={'***' if self.token else ''!r}, tls={self.tls})"
+        )
+
+
+def env_suffix(name: str) -> str:
+    return name.upper().replace("-", "_")
+
+
+def _check_address(part: str, name: str, address: str) -> None:
+    if not address:
+        raise ImproperlyConfigured(f"CONSOLE_ENGINES: {part!r}: engine {name!r} has no address")
+    if address.startswith("["):  # [IPv6]:port
+        host, sep, port = address[1:].partition("]:")
+        if not sep or not host:
+            raise ImproperlyConfigured(
+                f"CONSOLE_ENGINES: {part!r}: address {address!r} is not [IPv6]:port"
+            )
+    else:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host:
+            raise ImproperlyConfigured(
+                f"CONSOLE_ENGINES: {part!r}: address {address!r} is not host:port"
+            )
+        if not HOST_RE.match(host):
+            raise ImproperlyConfigured(
+                f"CONSOLE_ENGINES: {part!r}: host {host!r} is not a valid host name or IPv4 address"
+            )
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ImproperlyConfigured(
+            f"CONSOLE_ENGINES: {part!r}: port {port!r} is not a number between 1 and 65535"
+        )
+
+
+def parse_engines(environ: Mapping[str, str]) -> list[EngineConfig]:
+    """Return the configured engines, in the order given; raise naming the bad part."""
+    raw = environ.get("CONSOLE_ENGINES", "").strip()
+    if not raw:
+        return []
+    engines: list[EngineConfig] = []
+    seen: dict[str, str] = {}
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            raise ImproperlyConfigured(
+                f"CONSOLE_ENGINES={raw!r}: empty entry (stray comma?); expected name=host:port,..."
+            )
+        name, sep, address = part.partition("=")
+        name, address = name.strip(), address.strip()
+        if not sep:
+            raise ImproperlyConfigured(
+                f"CONSOLE_ENGINES: {part!r} has no '='; expected name=host:port"
+            )
+        if not NAME_RE.match(name):
+            raise ImproperlyConfigured(
+                f"CONSOLE_ENGINES: {part!r}: engine name {name!r} must be 1-40 lower-case letters, "
+                "digits, '-' or '_', starting with a letter or digit"
+            )
+        suffix = env_suffix(name)
+        if suffix in seen:
+            raise ImproperlyConfigured(
+                f"CONSOLE_ENGINES: {part!r}: engine name {name!r} is given twice"
+                if seen[suffix] == name
+                else f"CONSOLE_ENGINES: {part!r}: engine names {seen[suffix]!r} and {name!r} "
+                f"share the settings suffix {suffix!r}"
+            )
+        seen[suffix] = name
+        _check_address(part, name, address)
+        engines.append(
+            EngineConfig(
+                name=name,
+                address=address,
+                token=environ.get(f"CONSOLE_ENGINE_TOKEN_{suffix}", ""),
+                tls=envbool(f"CONSOLE_ENGINE_TLS_{suffix}", False, environ),
+                tls_ca_file=environ.get(f"CONSOLE_ENGINE_TLS_CA_{suffix}", ""),
+            )
+        )
+    return engines

@@ -1,0 +1,69 @@
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from console.env import envbool, envint
+from engine_bridge.config import EngineConfig, parse_engines
+
+
+def test_it_parses_several_engines_with_token_and_tls():
+    engines = parse_engines(
+        {
+            "CONSOLE_ENGINES": "orders=127.0.0.1:50001, billing-eu=10.1.2.3:50002",
+            "CONSOLE_ENGINE_TOKEN_BILLING_EU": "s3cret",
+            "CONSOLE_ENGINE_TLS_BILLING_EU": "1",
+        }
+    )
+    assert engines == [
+        EngineConfig("orders", "127.0.0.1:50001"),
+        EngineConfig("billing-eu", "10.1.2.3:50002", token="s3cret", tls=True),
+    ]
+
+
+def test_it_accepts_host_names_and_ipv6():
+    engines = parse_engines({"CONSOLE_ENGINES": "a=dapr.local:50001,b=[::1]:50001"})
+    assert [e.address for e in engines] == ["dapr.local:50001", "[::1]:50001"]
+
+
+def test_it_returns_no_engines_when_unset():
+    assert parse_engines({}) == []
+    assert parse_engines({"CONSOLE_ENGINES": "  "}) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("orders", "'orders' has no '='"),
+        ("orders=127.0.0.1:50001,,b=h:1", "empty entry"),
+        ("orders=", "engine 'orders' has no address"),
+        ("orders=127.0.0.1", "'127.0.0.1' is not host:port"),
+        ("orders=127.0.0.1:http", "port 'http'"),
+        ("orders=127.0.0.1:70000", "port '70000'"),
+        ("Orders=127.0.0.1:1", "engine name 'Orders'"),
+        ("a=h:1,a=h:2", "'a' is given twice"),
+        ("a-b=h:1,a_b=h:2", "share the settings suffix 'A_B'"),
+        ("a=ho st:1", "host 'ho st'"),
+        ("a=[::1]50001", "is not [IPv6]:port"),
+    ],
+)
+def test_it_names_the_bad_part(value, message):
+    with pytest.raises(ImproperlyConfigured) as exc:
+        parse_engines({"CONSOLE_ENGINES": value})
+    assert message in str(exc.value)
+
+
+def test_a_bad_tls_flag_names_its_variable():
+    with pytest.raises(ImproperlyConfigured, match="CONSOLE_ENGINE_TLS_A"):
+        parse_engines({"CONSOLE_ENGINES": "a=h:1", "CONSOLE_ENGINE_TLS_A": "maybe"})
+
+
+def test_the_token_never_shows_in_repr():
+    assert "s3cret" not in repr(EngineConfig("a", "h:1", token="s3cret"))
+
+
+def test_typed_helpers_read_and_validate():
+    assert envbool("X", False, {"X": "yes"}) is True
+    assert envint("X", 3, {}) == 3
+    with pytest.raises(ImproperlyConfigured, match="X='ten' is not an integer"):
+        envint("X", 3, {"X": "ten"})
+    with pytest.raises(ImproperlyConfigured, match="at least 1"):
+        envint("X", 3, {"X": "0"}, minimum=1)

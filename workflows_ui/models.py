@@ -1,0 +1,384 @@
+"""The console's own copy of every engine's workflow instances.
+
+Written only by the indexer (``engine_bridge.indexer``); read by pages and the REST API, which
+never call an engine to read. Sized for millions of instances: every list query has a named index
+(the comment beside it names the query), pagination is keyset (no OFFSET), counts come from
+``StatusCount`` (never a scan), and live pages catch up from ``ChangeLog.id``.
+
+Full-text search over payloads is not a model field: ``workflows_ui.search`` owns it (SQLite FTS5
+table / PostgreSQL generated tsvector column), the one place where the two databases differ.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Status(models.TextChoices):
+    """Runtime status of an instance as the engine names it (OrchestrationStatus, no prefix)."""
+
+    RUNNING = "RUNNING", "Running"
+    COMPLETED = "COMPLETED", "Completed"
+    CONTINUED_AS_NEW = "CONTINUED_AS_NEW", "Continued as new"
+    FAILED = "FAILED", "Failed"
+    CANCELED = "CANCELED", "Canceled"
+    TERMINATED = "TERMINATED", "Terminated"
+    PENDING = "PENDING", "Pending"
+    SUSPENDED = "SUSPENDED", "Suspended"
+    STALLED = "STALLED", "Stalled"
+
+
+#: Statuses an instance leaves only by being restarted or purged.
+TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.TERMINATED, Status.CANCELED})
+
+#: A colour per status for pages (value, label, colour kept in one place).
+STATUS_COLOURS = {
+    Status.RUNNING: "blue",
+    Status.COMPLETED: "green",
+    Status.CONTINUED_AS_NEW: "teal",
+    Status.FAILED: "red",
+    Status.CANCELED: "grey",
+    Status.TERMINATED: "orange",
+    Status.PENDING: "grey",
+    Status.SUSPENDED: "purple",
+    Status.STALLED: "yellow",
+}
+
+
+class Engine(models.Model):
+    """One engine (a Dapr app's sidecar, or a devengine) and its health as the indexer saw it.
+
+    Rows are created from ``settings.CONSOLE_ENGINES`` by the indexer; an engine removed from the
+    setting keeps its row and data (``configured`` turns false). ``supports_*`` are ``None`` until
+    probed; ``False`` means the sidecar is too old for that call (UNIMPLEMENTED/UNKNOWN).
+    """
+
+    name = models.SlugField(max_length=40, unique=True)
+    address = models.CharField(max_length=255)
+    tls = models.BooleanField(default=False)
+    configured = models.BooleanField(default=True)
+    #: The Dapr app id, learned from events' router.sourceAppID; links children across engines.
+    app_id = models.CharField(max_length=255, blank=True, default="")
+
+    reachable = models.BooleanField(null=True)
+    last_contact_at = models.DateTimeField(null=True, blank=True)
+    last_pass_at = models.DateTimeField(null=True, blank=True, help_text="last successful pass")
+    last_error = models.TextField(blank=True, default="")
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    supports_list = models.BooleanField(null=True)
+    supports_history = models.BooleanField(null=True)
+    supports_rerun = models.BooleanField(null=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def too_old(self) -> bool:
+        """The sidecar lacks calls the console needs to index it (Dapr older than 1.17)."""
+        return self.supports_list is False or self.supports_history is False
+
+    def health(self) -> str:
+        """One word for pages: unknown, ok, unreachable, too-old."""
+        if self.too_old:
+            return "too-old"
+        if self.reachable is None:
+            return "unknown"
+        return "ok" if self.reachable else "unreachable"
+
+
+class Instance(models.Model):
+    """A workflow instance of one engine, as of the engine's ``lastUpdatedAt`` we last stored.
+
+    ``(engine, instance_id)`` is unique. Payloads are stored up to ``CONSOLE_PAYLOAD_LIMIT``
+    characters (``*_size`` keeps the original length). A purged instance stays as a tombstone
+    (``purged``) with its runs and history readable. The parent link is textual
+    (``parent_engine`` + ``parent_instance_id``) so it holds whichever side is indexed first, and
+    across engines when the parent's app id names another engine.
+    """
+
+    engine = models.ForeignKey(Engine, on_delete=models.PROTECT, related_name="instances")
+    instance_id = models.CharField(max_length=512)
+    name = models.CharField(max_length=255, blank=True, default="")
+    version = models.CharField(max_length=255, blank=True, default="")
+    status = models.CharField(max_length=20, choices=Status.choices)
+
+    created_at = models.DateTimeField(help_text="engine's createdTimestamp")
+    last_updated_at = models.DateTimeField(help_text="engine's lastUpdatedTimestamp")
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    scheduled_start_at = models.DateTimeField(null=True, blank=True)
+
+    input = models.TextField(blank=True, default="")
+    input_size = models.PositiveIntegerField(default=0)
+    output = models.TextField(blank=True, default="")
+    output_size = models.PositiveIntegerField(default=0)
+    custom_status = models.TextField(blank=True, default="")
+    custom_status_size = models.PositiveIntegerField(default=0)
+    failure_type = models.CharField(max_length=255, blank=True, default="")
+    failure_message = models.TextField(blank=True, default="")
+    failure_stack_trace = models.TextField(blank=True, default="")
+
+    parent_engine = models.ForeignKey(
+        Engine, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    parent_app_id = models.CharField(max_length=255, blank=True, default="")
+    parent_instance_id = models.CharField(max_length=512, blank=True, default="")
+    parent_execution_id = models.CharField(max_length=100, blank=True, default="")
+    parent_task_scheduled_id = models.IntegerField(null=True, blank=True)
+
+    trace_id = models.CharField(max_length=32, blank=True, default="")
+    stall_reason = models.CharField(max_length=40, blank=True, default="")
+    stall_description = models.TextField(blank=True, default="")
+    current_execution_id = models.CharField(max_length=100, blank=True, default="")
+
+    purged = models.BooleanField(default=False)
+    purged_at = models.DateTimeField(null=True, blank=True)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    indexed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Lookup by id (detail pages, the indexer), and id-prefix filters within an engine.
+            models.UniqueConstraint(
+                fields=["engine", "instance_id"], name="wf_inst_engine_id_uniq"
+            ),
+        ]
+        indexes = [
+            # List, no filter, newest first; keyset on (created_at, id).
+            models.Index(fields=["created_at", "id"], name="wf_inst_created"),
+            # List filtered by status (one or several), newest first.
+            models.Index(fields=["status", "created_at", "id"], name="wf_inst_status_created"),
+            # List filtered by workflow name (+ status), newest first.
+            models.Index(
+                fields=["name", "status", "created_at", "id"], name="wf_inst_name_status_created"
+            ),
+            # List filtered by engine (+ status), newest first.
+            models.Index(
+                fields=["engine", "status", "created_at", "id"], name="wf_inst_eng_status_created"
+            ),
+            # List filtered by engine only, newest first.
+            models.Index(fields=["engine", "created_at", "id"], name="wf_inst_engine_created"),
+            # Id prefix across engines ("id starts with ...").
+            models.Index(fields=["instance_id"], name="wf_inst_instance_id"),
+            # Children of an instance (detail page), by the textual parent link.
+            models.Index(
+                fields=["parent_engine", "parent_instance_id"],
+                name="wf_inst_parent",
+                condition=~Q(parent_instance_id=""),
+            ),
+            # "Show me the instance of this trace" (trace id pasted from a tracing UI).
+            models.Index(fields=["trace_id"], name="wf_inst_trace", condition=~Q(trace_id="")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.engine_id}/{self.instance_id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        end: datetime | None = self.completed_at if self.is_terminal else None
+        if end is None:
+            return None
+        return max(0.0, (end - self.created_at).total_seconds())
+
+    def children(self) -> models.QuerySet[Instance]:
+        return Instance.objects.filter(
+            parent_engine=self.engine_id, parent_instance_id=self.instance_id
+        )
+
+    def parent(self) -> Instance | None:
+        if not self.parent_instance_id or self.parent_engine_id is None:
+            return None
+        return Instance.objects.filter(
+            engine_id=self.parent_engine_id, instance_id=self.parent_instance_id
+        ).first()
+
+
+class Run(models.Model):
+    """One generation of an instance, identified by its executionStarted's executionId.
+
+    Continue-as-new and restarting a finished id start a new run; earlier runs the indexer saw
+    stay readable with their events. ``ordinal`` counts the runs in the order the indexer saw them
+    (it can miss runs that started and ended between two polls).
+    """
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="runs")
+    execution_id = models.CharField(max_length=100)
+    ordinal = models.PositiveIntegerField()
+    name = models.CharField(max_length=255, blank=True, default="")
+    status = models.CharField(max_length=20, choices=Status.choices)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    input = models.TextField(blank=True, default="")
+    input_size = models.PositiveIntegerField(default=0)
+    trace_id = models.CharField(max_length=32, blank=True, default="")
+    #: Number of events stored; the next event's position.
+    event_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The indexer finds a run by its executionId.
+            models.UniqueConstraint(fields=["instance", "execution_id"], name="wf_run_exec_uniq"),
+            # Runs of an instance in order (detail page "other runs").
+            models.UniqueConstraint(fields=["instance", "ordinal"], name="wf_run_ordinal_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}#{self.ordinal} {self.execution_id}"
+
+
+class HistoryEvent(models.Model):
+    """One event of a run's history, keyed by ``(run, position)``; ``event_id`` is data.
+
+    Inbound events all have ``event_id = -1``, so position is the identity. ``related_id`` is the
+    pairing field (taskScheduledId / timerId) of completions; ``name`` is filled for completions
+    from the event they pair with. ``details`` is the event's payload in protobuf's JSON mapping,
+    big strings truncated (``details["_truncated"]`` lists them).
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    position = models.PositiveIntegerField()
+    event_id = models.IntegerField()
+    event_type = models.CharField(max_length=40)
+    name = models.CharField(max_length=255, blank=True, default="")
+    timestamp = models.DateTimeField(null=True, blank=True)
+    related_id = models.IntegerField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            # History page of a run, in order, keyset on position; and "no duplicates, ever".
+            models.UniqueConstraint(fields=["run", "position"], name="wf_event_run_pos_uniq"),
+        ]
+        indexes = [
+            # History page filtered by event type, keyset on position.
+            models.Index(fields=["run", "event_type", "position"], name="wf_event_run_type_pos"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}@{self.position} {self.event_type}"
+
+
+class StatusCount(models.Model):
+    """How many live (not purged) instances an engine has per workflow name and status.
+
+    Maintained by the indexer in the same transaction as the instance change, so list pages
+    show counts without scanning instances.
+    """
+
+    engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="status_counts")
+    name = models.CharField(max_length=255, blank=True, default="")
+    status = models.CharField(max_length=20, choices=Status.choices)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Upserted by the indexer; read whole per engine for counts.
+            models.UniqueConstraint(fields=["engine", "name", "status"], name="wf_count_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.engine_id}/{self.name}/{self.status}={self.count}"
+
+
+class ChangeKind(models.TextChoices):
+    NEW = "new", "New instance"
+    STATUS = "status", "Status changed"
+    EVENTS = "events", "New events"
+    RUN = "run", "New run"
+    UPDATED = "updated", "Updated"
+    PURGED = "purged", "Purged"
+
+
+class ChangeLog(models.Model):
+    """A change the indexer wrote, in the same transaction as the change itself.
+
+    The id is the cursor live pages catch up from: "everything after id N" never misses a change
+    that is visible in the other tables, and never shows one that isn't.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="+")
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="changes")
+    kind = models.CharField(max_length=10, choices=ChangeKind.choices)
+    status = models.CharField(max_length=20, blank=True, default="")
+    old_status = models.CharField(max_length=20, blank=True, default="")
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    #: For ``events``: the positions [first_position, last_position] that were added.
+    first_position = models.IntegerField(null=True, blank=True)
+    last_position = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # A detail page's live updates: changes of one instance after a cursor.
+            models.Index(fields=["instance", "id"], name="wf_change_instance"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.kind} {self.instance_id}"
+
+    def as_message(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "engine_id": self.engine_id,
+            "instance_pk": self.instance_id,
+            "status": self.status,
+            "old_status": self.old_status,
+            "run_pk": self.run_id,
+            "first_position": self.first_position,
+            "last_position": self.last_position,
+        }
+
+
+class InstanceCheck(models.Model):
+    """When the indexer next reads an instance from its engine (kept apart from ``Instance`` so
+    the frequent schedule writes don't rewrite the wide, heavily indexed instance rows)."""
+
+    instance = models.OneToOneField(
+        Instance, primary_key=True, on_delete=models.CASCADE, related_name="schedule"
+    )
+    engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="+")
+    due_at = models.DateTimeField()
+    #: Seconds between reads while unchanged (grows up to a maximum, reset by any change).
+    interval = models.FloatField(default=1.0)
+
+    class Meta:
+        indexes = [
+            # The indexer's refresh pass: the instances of an engine due first.
+            models.Index(fields=["engine", "due_at"], name="wf_check_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id} due {self.due_at:%Y-%m-%d %H:%M:%S}"
+
+
+class RefreshRequest(models.Model):
+    """ "Read this instance now": written by the actions service (any process), taken by the
+    indexer on its next pass. Works for ids the indexer has not discovered yet."""
+
+    engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="+")
+    instance_id = models.CharField(max_length=512)
+    requested_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # One pending request per instance (repeated hints coalesce).
+            models.UniqueConstraint(fields=["engine", "instance_id"], name="wf_refresh_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"refresh {self.engine_id}/{self.instance_id}"

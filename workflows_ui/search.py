@@ -1,0 +1,160 @@
+"""Everything that differs between SQLite and PostgreSQL, in one place.
+
+Full-text search over an instance's input, output, custom status and failure message:
+
+- SQLite: an FTS5 table with external content (the instance table itself, so payloads are not
+  stored twice), kept in step by triggers on the instance table.
+- PostgreSQL: a generated ``tsvector`` column on the instance table with a GIN index.
+
+Both use a language-neutral tokenizer (payloads are JSON, not prose); a query matches instances
+containing every word of it. Also here: the id-prefix filter, which must stay an index range scan
+on both databases.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import BooleanField, QuerySet
+from django.db.models.expressions import RawSQL
+
+log = logging.getLogger(__name__)
+
+TABLE = "workflows_ui_instance"
+FTS_TABLE = "workflows_ui_instance_fts"
+COLUMNS = ("input", "output", "custom_status", "failure_message")
+#: Only this much of each payload is indexed for search (PostgreSQL caps a tsvector at 1 MB).
+PG_INDEXED_CHARS = 100_000
+
+_SQLITE_SCHEMA = [
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
+    f"{', '.join(COLUMNS)}, content='{TABLE}', content_rowid='id', tokenize='unicode61')",
+    f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_ai AFTER INSERT ON {TABLE} BEGIN "
+    f"INSERT INTO {FTS_TABLE}(rowid, {', '.join(COLUMNS)}) "
+    f"VALUES (new.id, {', '.join('new.' + c for c in COLUMNS)}); END",
+    f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_ad AFTER DELETE ON {TABLE} BEGIN "
+    f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, {', '.join(COLUMNS)}) "
+    f"VALUES ('delete', old.id, {', '.join('old.' + c for c in COLUMNS)}); END",
+    # Only when a searched column is assigned: schedule or status updates don't re-index.
+    f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_au AFTER UPDATE OF {', '.join(COLUMNS)} "
+    f"ON {TABLE} BEGIN "
+    f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, {', '.join(COLUMNS)}) "
+    f"VALUES ('delete', old.id, {', '.join('old.' + c for c in COLUMNS)}); "
+    f"INSERT INTO {FTS_TABLE}(rowid, {', '.join(COLUMNS)}) "
+    f"VALUES (new.id, {', '.join('new.' + c for c in COLUMNS)}); END",
+]
+_SQLITE_DROP = [
+    f"DROP TRIGGER IF EXISTS {FTS_TABLE}_ai",
+    f"DROP TRIGGER IF EXISTS {FTS_TABLE}_ad",
+    f"DROP TRIGGER IF EXISTS {FTS_TABLE}_au",
+    f"DROP TABLE IF EXISTS {FTS_TABLE}",
+]
+
+_PG_DOCUMENT = " || ' ' || ".join(f"coalesce(left({c}, {PG_INDEXED_CHARS}), '')" for c in COLUMNS)
+_PG_SCHEMA = [
+    f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS search_document tsvector "
+    f"GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, {_PG_DOCUMENT})) STORED",
+    # Text search on the instance list.
+    f"CREATE INDEX IF NOT EXISTS wf_inst_search ON {TABLE} USING gin (search_document)",
+    # Id prefix on PostgreSQL (LIKE 'x%' under any collation).
+    f"CREATE INDEX IF NOT EXISTS wf_inst_id_pattern ON {TABLE} (instance_id text_pattern_ops)",
+]
+_PG_DROP = [
+    "DROP INDEX IF EXISTS wf_inst_id_pattern",
+    "DROP INDEX IF EXISTS wf_inst_search",
+    f"ALTER TABLE {TABLE} DROP COLUMN IF EXISTS search_document",
+]
+
+
+def _sqlite_triggers_present(conn: BaseDatabaseWrapper) -> bool:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type='trigger' AND name LIKE %s",
+            [f"{FTS_TABLE}_a_"],
+        )
+        row = cur.fetchone()
+    return bool(row and row[0] == 3)
+
+
+def create_schema(conn: BaseDatabaseWrapper) -> None:
+    """Create the search table/column, triggers and indexes if missing (idempotent)."""
+    if conn.vendor == "sqlite":
+        rebuild = not _sqlite_triggers_present(conn)
+        with conn.cursor() as cur:
+            for sql in _SQLITE_SCHEMA:
+                cur.execute(sql)
+            if rebuild:
+                # Triggers were missing (new schema, or dropped by a table remake): re-derive the
+                # index from the instance table.
+                cur.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")
+    elif conn.vendor == "postgresql":
+        with conn.cursor() as cur:
+            for sql in _PG_SCHEMA:
+                cur.execute(sql)
+    else:  # pragma: no cover - other databases are not supported
+        log.warning("no full-text search for database vendor %s", conn.vendor)
+
+
+def drop_schema(conn: BaseDatabaseWrapper) -> None:
+    statements = {"sqlite": _SQLITE_DROP, "postgresql": _PG_DROP}.get(conn.vendor, [])
+    with conn.cursor() as cur:
+        for sql in statements:
+            cur.execute(sql)
+
+
+def on_post_migrate(using: str = "default", **kwargs: Any) -> None:
+    from django.db import connections
+
+    conn = connections[using]
+    if TABLE in conn.introspection.table_names():
+        create_schema(conn)
+
+
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    """The words of a search: what both databases' tokenizers would split it into."""
+    return _WORD_RE.findall(text.lower())[:32]
+
+
+def filter_text(qs: QuerySet[Any], text: str) -> QuerySet[Any]:
+    """Instances whose input, output, custom status or failure message contain every word."""
+    terms = words(text)
+    if not terms:
+        return qs
+    conn = connections[qs.db]
+    if conn.vendor == "postgresql":
+        # `simple` config: no stemming or stop words, payloads are JSON. The query is parsed by
+        # the same parser as the documents (so "59.9" stays one token on both sides).
+        condition = RawSQL(
+            f"{TABLE}.search_document @@ plainto_tsquery('simple'::regconfig, %s)",
+            [text[:1000]],
+            output_field=BooleanField(),
+        )
+    else:
+        # Each word quoted, so FTS5 operators typed by a user are taken literally.
+        query = " ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        condition = RawSQL(
+            f"{TABLE}.id IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s)",
+            [query],
+            output_field=BooleanField(),
+        )
+    return qs.filter(condition)
+
+
+def filter_id_prefix(qs: QuerySet[Any], prefix: str) -> QuerySet[Any]:
+    """Instances whose id starts with ``prefix`` (case-sensitive), as an index range scan."""
+    if not prefix:
+        return qs
+    conn = connections[qs.db]
+    if conn.vendor == "postgresql":
+        # LIKE with a text_pattern_ops index (wf_inst_id_pattern); Django escapes % and _.
+        return qs.filter(instance_id__startswith=prefix)
+    # SQLite's LIKE ignores case and can't use the index: compare as a range instead (the
+    # default BINARY collation orders by code point).
+    return qs.filter(instance_id__gte=prefix, instance_id__lt=prefix + "\U0010ffff")
