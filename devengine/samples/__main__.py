@@ -1,0 +1,231 @@
+"""Command line: ``python -m devengine.samples --engine HOST:PORT [--rate N] [--app-id NAME]``.
+
+Waits for the engine to accept connections, starts the SDK worker, then the load generator, and
+runs until SIGINT or SIGTERM. On a signal it stops starting work, lets in-flight calls finish,
+stops the worker and exits 0. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+from types import FrameType
+
+log = logging.getLogger("devengine.samples")
+
+# Loggers the Dapr SDK writes to. They have no level of their own, so without this they would
+# inherit the root logger's.
+SDK_LOGGERS = (
+    "WorkflowRuntime",
+    "DaprWorkflowClient",
+    "DaprWorkflowContext",
+    "durabletask-worker",
+    "durabletask-client",
+)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# A deadline for every unary call the SDK makes (PROTOCOL: writes can block without a worker).
+CALL_TIMEOUT_SECONDS = 30
+ENGINE_WAIT_LOG_EVERY = 10.0
+DRAIN_SECONDS = 5.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m devengine.samples",
+        description="Run the sample workflow worker and a load generator against an engine.",
+    )
+    parser.add_argument(
+        "--engine",
+        default="127.0.0.1:50001",
+        metavar="HOST:PORT",
+        help="the engine's (or Dapr sidecar's) gRPC address (default %(default)s)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=2.0,
+        metavar="N",
+        help="workflows started per second; 0 runs the worker only (default %(default)s)",
+    )
+    parser.add_argument(
+        "--app-id",
+        default="furniture-shop",
+        help="the app's name in log lines; the engine's own --app-id decides "
+        "what the engine records (default %(default)s)",
+    )
+    parser.add_argument(
+        "--api-token",
+        default=os.environ.get("DAPR_API_TOKEN"),
+        help="sent as dapr-api-token when the engine requires one (default: $DAPR_API_TOKEN)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed for the generator's choices, for a repeatable run",
+    )
+    parser.add_argument(
+        "--no-monitors", action="store_true", help="do not run the payment-gateway monitors"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="level of the samples' own log lines (default %(default)s)",
+    )
+    parser.add_argument(
+        "--sdk-log-level",
+        default="WARNING",
+        help="level of the Dapr SDK's log lines; INFO logs every workflow turn "
+        "(default %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    if args.rate < 0:
+        parser.error("--rate must be >= 0")
+    try:
+        args.host, args.port = split_engine(args.engine)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def split_engine(address: str) -> tuple[str, int]:
+    """'host:port' (or '[v6]:port') -> (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"--engine must be HOST:PORT, not {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def configure_logging(app_id: str, level: str, sdk_level: str) -> logging.Handler:
+    """Own handler for our lines and one for the SDK's, both on stderr.
+
+    Separate handlers because the SDK sets the level of the handler it is given, which would
+    silence our INFO lines; no root handler, so nothing is printed twice.
+    """
+    ours = logging.StreamHandler(sys.stderr)
+    ours.setFormatter(logging.Formatter(LOG_FORMAT.replace("%(name)s", f"{app_id} %(name)s")))
+    log.addHandler(ours)
+    log.setLevel(level.upper())
+    log.propagate = False
+
+    sdk = logging.StreamHandler(sys.stderr)
+    sdk.setFormatter(logging.Formatter(LOG_FORMAT))
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(sdk_level.upper())
+    return sdk
+
+
+def wait_for_engine(host: str, port: int, stop: threading.Event) -> bool:
+    """Block until the engine accepts gRPC connections; False if stopped first.
+
+    ``make run`` starts the engine and the samples together, and the SDK worker gives up after
+    30 s if its first connection fails.
+    """
+    import grpc
+
+    target = f"{host}:{port}"
+    waited = 0.0
+    while not stop.is_set():
+        channel = grpc.insecure_channel(target)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=1.0)
+            return True
+        except grpc.FutureTimeoutError:
+            waited += 1.0
+            if waited % ENGINE_WAIT_LOG_EVERY == 1.0:
+                log.info("waiting for the engine at %s", target)
+        finally:
+            channel.close()
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sdk_handler = configure_logging(args.app_id, args.log_level, args.sdk_log_level)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting without cleaning up", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    # Imported after the signal handlers: importing the SDK takes a moment, and a Ctrl-C during
+    # it should still stop cleanly.
+    from dapr.conf import settings
+    from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
+    from dapr.ext.workflow.logger import LoggerOptions
+
+    from . import workflows
+    from .generator import LoadGenerator
+
+    if args.api_token:
+        settings.DAPR_API_TOKEN = args.api_token
+    if not os.environ.get("DAPR_API_TIMEOUT_SECONDS"):
+        settings.DAPR_API_TIMEOUT_SECONDS = CALL_TIMEOUT_SECONDS
+
+    if not wait_for_engine(args.host, args.port, stop):
+        return 0
+
+    sdk_options = LoggerOptions(
+        log_level=args.sdk_log_level.upper(),
+        log_handler=sdk_handler,
+        log_formatter=sdk_handler.formatter,
+    )
+    runtime = WorkflowRuntime(host=args.host, port=str(args.port), logger_options=sdk_options)
+    in_flight = workflows.ActivitiesInFlight()
+    workflows.register(runtime, in_flight)
+    try:
+        runtime.start()
+    except Exception as exc:  # noqa: BLE001 - report and exit, the SDK already logged details
+        log.error("the workflow worker could not connect to %s: %s", args.engine, exc)
+        runtime.shutdown()
+        return 1
+    log.info(
+        "worker connected to %s with %d workflows and %d activities",
+        args.engine,
+        len(workflows.WORKFLOWS),
+        len(workflows.ACTIVITIES),
+    )
+
+    client = DaprWorkflowClient(host=args.host, port=str(args.port), logger_options=sdk_options)
+    generator = LoadGenerator(
+        client,
+        rate=args.rate,
+        stop=stop,
+        rng=random.Random(args.seed),
+        monitors=not args.no_monitors,
+    )
+    thread = threading.Thread(target=generator.run, name="load-generator", daemon=True)
+    thread.start()
+    log.info("generating load: %s workflow(s) per second", f"{args.rate:g}")
+    try:
+        # A timed wait so the main thread wakes for signals on every platform.
+        while not stop.wait(1.0):
+            if not thread.is_alive():
+                log.error("the load generator stopped unexpectedly")
+                stop.set()
+        thread.join(timeout=CALL_TIMEOUT_SECONDS + 5)
+    finally:
+        client.close()
+        # Let running activities report before the worker disconnects. Workflows go on (timers,
+        # children) and the engine keeps sending work, so this is a best effort, not a drain.
+        if not in_flight.wait_idle(DRAIN_SECONDS):
+            log.info("stopping with activities still running; the engine will re-dispatch them")
+        runtime.shutdown()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The load generator, driven against a fake client on a fake clock."""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+from dapr.ext.workflow import WorkflowStatus
+
+from devengine.samples import generator, workflows
+from devengine.samples.generator import InstanceIds, LoadGenerator
+
+
+class FakeClient:
+    """Records calls; instances move between statuses the way the engine would move them."""
+
+    def __init__(self, existing: list[str] = ()) -> None:  # type: ignore[assignment]
+        self.existing = list(existing)
+        self.calls: list[tuple] = []
+        self.status: dict[str, WorkflowStatus] = {}
+
+    def iter_workflow_instance_ids(self, page_size: int = 1024):
+        return iter(self.existing)
+
+    def schedule_new_workflow(self, workflow, *, input, instance_id):
+        self.calls.append(("start", workflow.__name__, instance_id))
+        self.status[instance_id] = WorkflowStatus.RUNNING
+        return instance_id
+
+    def get_workflow_state(self, instance_id, fetch_payloads=True):
+        status = self.status.get(instance_id)
+        return SimpleNamespace(runtime_status=status) if status else None
+
+    def raise_workflow_event(self, instance_id, event_name, *, data=None):
+        self.calls.append(("raise", instance_id, event_name))
+
+    def pause_workflow(self, instance_id):
+        self.calls.append(("pause", instance_id))
+        self.status[instance_id] = WorkflowStatus.SUSPENDED
+
+    def resume_workflow(self, instance_id):
+        self.calls.append(("resume", instance_id))
+        self.status[instance_id] = WorkflowStatus.RUNNING
+
+    def terminate_workflow(self, instance_id, *, output=None):
+        self.calls.append(("terminate", instance_id))
+        self.status[instance_id] = WorkflowStatus.TERMINATED
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_generator(client: FakeClient, clock: FakeClock | None = None) -> LoadGenerator:
+    gen = LoadGenerator(
+        client,  # type: ignore[arg-type]
+        rate=2,
+        stop=threading.Event(),
+        rng=random.Random(3),
+        clock=clock or FakeClock(),
+        now=lambda: datetime(2026, 11, 23, 9, 30, tzinfo=UTC),
+        monitors=False,
+    )
+    # Run pool work inline so the test sees every call at once.
+    gen._pool.submit = lambda fn, *a: fn(*a)  # type: ignore[method-assign]
+    return gen
+
+
+def test_ids_continue_after_the_highest_sequence_already_on_the_engine():
+    ids = InstanceIds(lambda: "20261123")
+    ids.seed(
+        [
+            "order-20261123-00041",
+            "order-20261123-00007",
+            "order-20261122-00900",
+            "shipment-20261123-00003:0001",
+            "4b1f6d6e-uuid-style",
+        ]
+    )
+    assert ids.next("order") == "order-20261123-00042"
+    assert ids.next("shipment") == "shipment-20261123-00001"
+
+
+def test_without_a_listing_ids_are_numbered_from_the_time_of_day():
+    ids = InstanceIds(lambda: "20261123")
+    ids.seed_from_clock(datetime(2026, 11, 23, 1, 0, 0, tzinfo=UTC))
+    assert ids.next("order") == "order-20261123-36001"
+
+
+def test_every_scenario_is_drawn_once_per_deck():
+    gen = make_generator(FakeClient())
+    deck_size = sum(copies for _, _, copies in generator.SCENARIOS.values())
+    drawn = [gen.draw() for _ in range(deck_size)]
+    assert set(drawn) == set(generator.SCENARIOS)
+    assert len(drawn) == deck_size
+
+
+def test_ids_meet_the_dapr_rule_for_instance_ids():
+    gen = make_generator(FakeClient())
+    for _ in range(40):
+        gen.start_next()
+    for call in gen.client.calls:
+        instance_id = call[2]
+        assert len(instance_id) <= 64
+        assert instance_id.replace("-", "").replace("_", "").isalnum()
+
+
+def test_a_paused_renewal_is_resumed_only_while_it_is_suspended():
+    client = FakeClient()
+    clock = FakeClock()
+    gen = make_generator(client, clock)
+    plan = gen.plan("renewal_paused_resumed", "renewal-20261123-00001")
+    gen._start("renewal-20261123-00001", plan)
+    client.status["renewal-20261123-00001"] = WorkflowStatus.COMPLETED  # e.g. confirmed meanwhile
+    clock.now += 120
+    gen._run_due(clock.now)
+    assert [c[0] for c in client.calls] == ["start"]
+
+
+def test_pause_then_resume_when_the_renewal_is_still_waiting():
+    client = FakeClient()
+    clock = FakeClock()
+    gen = make_generator(client, clock)
+    gen._start(
+        "renewal-20261123-00002", gen.plan("renewal_paused_resumed", "renewal-20261123-00002")
+    )
+    clock.now += 120
+    gen._run_due(clock.now)
+    assert [c[0] for c in client.calls] == ["start", "pause", "resume"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "expected"),
+    [
+        ("order_approved", ["start", "raise"]),
+        ("order_rejected", ["start", "raise"]),
+        ("order_expires", ["start"]),
+        ("renewal_paused", ["start", "pause"]),
+        ("renewal_terminated", ["start", "terminate"]),
+        ("renewal_confirmed", ["start", "raise"]),
+    ],
+)
+def test_operator_and_customer_actions_per_scenario(scenario, expected):
+    client = FakeClient()
+    clock = FakeClock()
+    gen = make_generator(client, clock)
+    instance_id = gen.ids.next(generator.SCENARIOS[scenario][1])
+    gen._start(instance_id, gen.plan(scenario, instance_id))
+    clock.now += 120
+    gen._run_due(clock.now)
+    assert [c[0] for c in client.calls] == expected
+
+
+def test_orders_needing_approval_are_the_ones_the_managers_answer():
+    gen = make_generator(FakeClient())
+    for n in range(200):
+        assert workflows.needs_approval(gen.make_order(f"order-20261123-{n:05d}", large=True))
+        assert not workflows.needs_approval(gen.make_order(f"order-20261123-{n:05d}", large=False))
+
+
+def test_a_stalled_engine_makes_the_generator_skip_starts_instead_of_queueing_them():
+    gen = make_generator(FakeClient())
+    gen._pool.submit = lambda fn, *a: None  # type: ignore[method-assign]  # calls never finish
+    for _ in range(generator.MAX_IN_FLIGHT + 5):
+        gen.start_next()
+    assert gen.skipped == 5
