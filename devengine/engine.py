@@ -118,6 +118,7 @@ class Engine:
         self.ready: dict[str, None] = {}  # ordered set of instances that may need a turn
         self.turns: dict[str, Turn] = {}
         self.turn_by_instance: dict[str, str] = {}
+        self.deferred: set[str] = set()  # got events while a turn was in flight
         self.activity_queue: deque[tuple[int, bytes]] = deque()
         self.timers: list[tuple[int, str]] = []
         self.waiters: dict[str, set[asyncio.Future]] = {}
@@ -192,11 +193,12 @@ class Engine:
         ).fetchall()
         if stalled:
             with self.store.transaction():
-                self.store.conn.execute(
-                    "UPDATE instances SET needs_turn = 1 WHERE status = ?", (p.STALLED,)
-                )
-            for (instance_id,) in stalled:
-                self.ready[instance_id] = None
+                for (instance_id,) in stalled:
+                    inst = self.store.get_instance(instance_id)
+                    if inst is not None:
+                        inst.needs_turn = 1
+                        self.store.update_instance(inst)
+                        self.ready[instance_id] = None
         self._pump()
         return stream
 
@@ -229,15 +231,15 @@ class Engine:
             instance_id = next(iter(self.ready))
             del self.ready[instance_id]
             if instance_id in self.turn_by_instance:
-                continue  # marked ready again when its turn completes
+                self.deferred.add(instance_id)  # ready again once its turn completes
+                continue
             stream = self._next_stream()
             item = self._build_turn(instance_id, stream)
             if item is not None:
                 stream.queue.put_nowait(item)
         while self.activity_queue:
+            # An activity of a purged instance may still go out: its result is dropped.
             activity_id, request = self.activity_queue.popleft()
-            if self.store.get_activity(activity_id) is None:
-                continue  # finished, or its instance was purged or restarted
             stream = self._next_stream()
             stream.activities.add(activity_id)
             item = p.pb.WorkItem(completionToken=f"a:{activity_id}")
@@ -335,6 +337,9 @@ class Engine:
         with self.store.transaction():
             self._commit_turn(inst, turn, response, effects)
         effects.touched.add(turn.instance_id)
+        if turn.instance_id in self.deferred:
+            self.deferred.discard(turn.instance_id)
+            effects.ready.add(turn.instance_id)
         self._apply_effects(effects)
 
     def _stall_reason(self, turn: Turn, response: p.pb.WorkflowResponse) -> tuple[int, str] | None:
@@ -497,8 +502,6 @@ class Engine:
         )
         inst.updated_ns = now
         self.store.update_instance(inst)
-        # Events that arrived during the turn are waiting.
-        effects.ready.add(inst.instance_id)
 
     def _schedule_activity(
         self, inst: InstanceRow, task_id: int, scheduled, effects: _Effects
@@ -1048,28 +1051,18 @@ class Engine:
                 grpc.StatusCode.ALREADY_EXISTS, f"a workflow with ID '{new_id}' already exists"
             )
 
+        forked, tail = self._fork(history, target_pos, request, new_id)
         now = now_ns()
         execution_id = str(uuid.uuid4())
-        forked = [p.HistoryEvent() for _ in range(target_pos + 1)]
-        for copy, event in zip(forked, history[: target_pos + 1], strict=True):
-            copy.CopyFrom(event)
-            if copy.HasField("executionStarted"):
-                copy.executionStarted.workflowInstance.instanceId = new_id
-                copy.executionStarted.workflowInstance.executionId.value = execution_id
-        marked = forked[-1]
-        rerun_parent = getattr(marked, kind).rerunParentInstanceInfo
-        rerun_parent.instanceID = source_id
-        if request.overwriteInput:
-            payload = getattr(marked, kind).input
-            if request.HasField("input"):
-                payload.CopyFrom(request.input)
-            else:
-                getattr(marked, kind).ClearField("input")
-        if kind == "childWorkflowInstanceCreated" and request.HasField(
-            "newChildWorkflowInstanceID"
-        ):
-            marked.childWorkflowInstanceCreated.instanceId = request.newChildWorkflowInstanceID
-
+        for event in forked:
+            if event.HasField("executionStarted"):
+                event.executionStarted.workflowInstance.instanceId = new_id
+                event.executionStarted.workflowInstance.executionId.value = execution_id
+        for event in tail:
+            event.timestamp.CopyFrom(timestamp(now))
+            body = getattr(event, str(event.WhichOneof("eventType")))
+            body.rerunParentInstanceInfo.instanceID = source_id
+        started = start.executionStarted
         inst = InstanceRow(
             seq=0,
             instance_id=new_id,
@@ -1081,56 +1074,113 @@ class Engine:
             started_ns=now,
             completed_ns=None,
             scheduled_ns=None,
-            input=start.executionStarted.input.value
-            if start.executionStarted.HasField("input")
-            else None,
+            input=started.input.value if started.HasField("input") else None,
             output=None,
             custom_status=None,
             failure=None,
             parent_instance_id=None,
             trace_context=source.trace_context,
-            needs_turn=1,
+            needs_turn=0,
         )
-        effects = _Effects(touched={new_id}, ready={new_id})
+        effects = _Effects(touched={new_id})
         with self.store.transaction():
             self.store.insert_instance(inst)
-            self.store.append_history(new_id, 0, [e.SerializeToString() for e in forked])
-            self._redrive(inst, forked, effects)
+            self.store.append_history(new_id, 0, [e.SerializeToString() for e in (*forked, *tail)])
+            self._redrive(inst, start, tail, effects)
         self._apply_effects(effects)
         return new_id
 
-    def _redrive(self, inst: InstanceRow, history: list[p.HistoryEvent], effects: _Effects) -> None:
-        """Hands out again what the forked history scheduled and never saw finish."""
-        done_tasks = set()
-        fired_timers = set()
-        done_children = set()
-        for event in history:
+    @staticmethod
+    def _fork(
+        history: list[p.HistoryEvent],
+        target_pos: int,
+        request: p.pb.RerunWorkflowFromEventRequest,
+        new_id: str,
+    ) -> tuple[list[p.HistoryEvent], list[p.HistoryEvent]]:
+        """Splits a source history the way daprd forks it for a re-run.
+
+        Returns the events kept as they were (everything before the target event, with each
+        scheduled task, timer and child moved next to its result) and the tail to drive again:
+        the target event and what was scheduled before it and had not finished by then, in
+        eventId order.
+        Children in the tail get ids under the new instance so the source's children are left
+        alone.
+        """
+        kept: list[p.HistoryEvent] = []
+        open_tasks: dict[int, p.HistoryEvent] = {}
+        open_timers: dict[int, p.HistoryEvent] = {}
+        open_children: dict[int, p.HistoryEvent] = {}
+        for original in history[:target_pos]:
+            event = p.HistoryEvent()
+            event.CopyFrom(original)
             kind = event.WhichOneof("eventType")
-            if kind in ("taskCompleted", "taskFailed"):
-                done_tasks.add(getattr(event, kind).taskScheduledId)
-            elif kind == "timerFired":
-                fired_timers.add(event.timerFired.timerId)
-            elif kind in ("childWorkflowInstanceCompleted", "childWorkflowInstanceFailed"):
-                done_children.add(getattr(event, kind).taskScheduledId)
-        start = next(e for e in history if e.HasField("executionStarted"))
-        fake_turn = Turn(
+            if kind == "taskScheduled":
+                open_tasks[event.eventId] = event
+            elif kind == "timerCreated":
+                open_timers[event.eventId] = event
+            elif kind == "childWorkflowInstanceCreated":
+                open_children[event.eventId] = event
+            else:
+                if kind in ("taskCompleted", "taskFailed"):
+                    opened = open_tasks.pop(getattr(event, kind).taskScheduledId, None)
+                elif kind == "timerFired":
+                    opened = open_timers.pop(event.timerFired.timerId, None)
+                elif kind in ("childWorkflowInstanceCompleted", "childWorkflowInstanceFailed"):
+                    opened = open_children.pop(getattr(event, kind).taskScheduledId, None)
+                else:
+                    opened = None
+                if opened is not None:
+                    kept.append(opened)
+                kept.append(event)
+
+        target = p.HistoryEvent()
+        target.CopyFrom(history[target_pos])
+        target_kind = str(target.WhichOneof("eventType"))
+        if request.overwriteInput:
+            payload = getattr(target, target_kind)
+            if request.HasField("input"):
+                payload.input.CopyFrom(request.input)
+            else:
+                payload.ClearField("input")
+        tail = sorted(
+            [target, *open_tasks.values(), *open_timers.values(), *open_children.values()],
+            key=lambda e: e.eventId,
+        )
+        for event in tail:
+            if event.HasField("childWorkflowInstanceCreated"):
+                event.childWorkflowInstanceCreated.instanceId = f"{new_id}:{event.eventId:04x}"
+        if target_kind == "childWorkflowInstanceCreated" and request.HasField(
+            "newChildWorkflowInstanceID"
+        ):
+            target.childWorkflowInstanceCreated.instanceId = request.newChildWorkflowInstanceID
+        return kept, tail
+
+    def _redrive(
+        self,
+        inst: InstanceRow,
+        start: p.HistoryEvent,
+        tail: list[p.HistoryEvent],
+        effects: _Effects,
+    ) -> None:
+        """Hands out the tail of a forked history: activities, timers and children."""
+        turn = Turn(
             token="",
             instance_id=inst.instance_id,
             execution_id=inst.execution_id,
             inbox_ids=[],
             new_events=[],
             start_event=start,
-            history_len=len(history),
+            history_len=0,
             past_patches=set(),
             version_name="",
             stream=WorkerStream(),
         )
         now = now_ns()
-        for event in history:
+        for event in tail:
             kind = event.WhichOneof("eventType")
-            if kind == "taskScheduled" and event.eventId not in done_tasks:
+            if kind == "taskScheduled":
                 self._schedule_activity(inst, event.eventId, event.taskScheduled, effects)
-            elif kind == "timerCreated" and event.eventId not in fired_timers:
+            elif kind == "timerCreated":
                 fire_at = event.timerCreated.fireAt
                 if fire_at.seconds < SENTINEL_YEAR_SECONDS:
                     fired = new_event(at_ns=now)
@@ -1139,11 +1189,11 @@ class Engine:
                     visible = timestamp_ns(fire_at)
                     self.store.add_inbox(inst.instance_id, fired.SerializeToString(), visible)
                     effects.timers.append((visible, inst.instance_id))
-            elif kind == "childWorkflowInstanceCreated" and event.eventId not in done_children:
+            elif kind == "childWorkflowInstanceCreated":
                 created = event.childWorkflowInstanceCreated
                 self._start_child(
                     inst,
-                    fake_turn,
+                    turn,
                     event.eventId,
                     created.instanceId,
                     created,

@@ -13,6 +13,7 @@ process being killed (only a power loss could drop the last commits).
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,26 +115,49 @@ def connect(path: str) -> sqlite3.Connection:
 class Store:
     """Typed access to the tables above. Callers own the transactions (see `transaction`)."""
 
+    # Instance rows are read on every turn and every result: recently used ones are kept in
+    # memory, written through on every change.
+    CACHE_SIZE = 20_000
+
     def __init__(self, path: str):
         self.conn = connect(path)
+        self._rows: OrderedDict[str, InstanceRow] = OrderedDict()
+
+    def _remember(self, row: InstanceRow) -> None:
+        self._rows[row.instance_id] = row
+        self._rows.move_to_end(row.instance_id)
+        if len(self._rows) > self.CACHE_SIZE:
+            self._rows.popitem(last=False)
+
+    def forget_cached(self) -> None:
+        """After a rollback the cached rows may hold changes that were never written."""
+        self._rows.clear()
 
     def close(self) -> None:
         self.conn.close()
 
     def transaction(self) -> _Transaction:
-        return _Transaction(self.conn)
+        return _Transaction(self)
 
     # -- instances -------------------------------------------------------------------------
 
     def get_instance(self, instance_id: str) -> InstanceRow | None:
+        cached = self._rows.get(instance_id)
+        if cached is not None:
+            self._rows.move_to_end(instance_id)
+            return cached
         row = self.conn.execute(
             f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?",  # noqa: S608
             (instance_id,),
         ).fetchone()
-        return InstanceRow(*row) if row else None
+        if row is None:
+            return None
+        found = InstanceRow(*row)
+        self._remember(found)
+        return found
 
     def insert_instance(self, row: InstanceRow) -> None:
-        self.conn.execute(
+        cur = self.conn.execute(
             "INSERT INTO instances (instance_id, name, status, execution_id, created_ns, "
             "updated_ns, started_ns, completed_ns, scheduled_ns, input, output, custom_status, "
             "failure, parent_instance_id, trace_context, needs_turn) "
@@ -157,8 +181,11 @@ class Store:
                 row.needs_turn,
             ),
         )
+        row.seq = int(cur.lastrowid or 0)
+        self._remember(row)
 
     def update_instance(self, row: InstanceRow) -> None:
+        self._remember(row)
         self.conn.execute(
             "UPDATE instances SET name = ?, status = ?, execution_id = ?, created_ns = ?, "
             "updated_ns = ?, started_ns = ?, completed_ns = ?, scheduled_ns = ?, input = ?, "
@@ -185,6 +212,7 @@ class Store:
         )
 
     def delete_instance(self, instance_id: str) -> None:
+        self._rows.pop(instance_id, None)
         for table in ("instances", "history", "inbox", "activities"):
             self.conn.execute(f"DELETE FROM {table} WHERE instance_id = ?", (instance_id,))  # noqa: S608
 
@@ -294,14 +322,15 @@ class Store:
 class _Transaction:
     """`with store.transaction():` runs the block in one write transaction."""
 
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
+    def __init__(self, store: Store):
+        self.store = store
 
     def __enter__(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.store.conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.conn.execute("COMMIT")
+            self.store.conn.execute("COMMIT")
         else:
-            self.conn.execute("ROLLBACK")
+            self.store.conn.execute("ROLLBACK")
+            self.store.forget_cached()
