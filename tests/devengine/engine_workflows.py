@@ -155,8 +155,7 @@ def slow_steps(ctx: DaprWorkflowContext, args: dict):
     """`steps` slow activities in sequence, then a timer of `timer` seconds."""
     results = []
     for step in range(args["steps"]):
-        result = yield ctx.call_activity(slow_echo, input={**args, "value": step})
-        results.append(result["value"])
+        results.append((yield ctx.call_activity(slow_echo, input={**args, "value": step})))
     if args.get("timer"):
         yield ctx.create_timer(timedelta(seconds=args["timer"]))
     return results
@@ -211,6 +210,20 @@ def versioned_v2(ctx: DaprWorkflowContext):
     return f"v2 {value}"
 
 
+def patch_order_new(ctx: DaprWorkflowContext):
+    ctx.is_patched("patch2")
+    ctx.is_patched("patch1")
+    return (yield ctx.wait_for_external_event("go"))
+
+
+def patch_order_old(ctx: DaprWorkflowContext):
+    # The same patches checked in the other order: the history's patches are no longer a prefix
+    # of the ones this code reports, which daprd treats as a patch mismatch.
+    ctx.is_patched("patch1")
+    ctx.is_patched("patch2")
+    return (yield ctx.wait_for_external_event("go"))
+
+
 def custom_status_then_wait(ctx: DaprWorkflowContext):
     ctx.set_custom_status("waiting")
     value = yield ctx.wait_for_external_event("go")
@@ -249,6 +262,7 @@ ACTIVITIES = [reserve_stock, ship, charge_card, echo, slow_echo]
 
 # The name the versioned workflow is registered under; v2 is the latest.
 VERSIONED = "versioned"
+PATCH_ORDER = "patch_order"
 
 
 def _fresh(fn):
@@ -261,11 +275,20 @@ def _fresh(fn):
     return copy
 
 
-def register_all(runtime: WorkflowRuntime, *, versions: tuple[str, ...] = ("v1", "v2")) -> None:
+def register_all(
+    runtime: WorkflowRuntime,
+    *,
+    versions: tuple[str, ...] = ("v1", "v2"),
+    old_patch_order: bool = False,
+) -> None:
+    """Registers everything; `versions` and `old_patch_order` let a test start a worker that
+    runs older code than the one that wrote a history."""
     for workflow in WORKFLOWS:
         runtime.register_workflow(_fresh(workflow), name=workflow.__name__)
     for activity in ACTIVITIES:
         runtime.register_activity(_fresh(activity), name=activity.__name__)
+    patch_body = patch_order_old if old_patch_order else patch_order_new
+    runtime.register_workflow(_fresh(patch_body), name=PATCH_ORDER)
     bodies = {"v1": versioned_v1, "v2": versioned_v2}
     latest = versions[-1] if versions else None
     for version in versions:
