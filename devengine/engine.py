@@ -104,7 +104,8 @@ class Turn:
     new_events: list[p.HistoryEvent]
     start_event: p.HistoryEvent | None
     history_len: int
-    past_patches: set[str]
+    past_patches: list[str]  # every patch recorded so far, in order
+    last_stall: str | None  # description of a stall the history ends with
     version_name: str
     stream: WorkerStream
 
@@ -279,14 +280,14 @@ class Engine:
         new_events.extend(inbox_events)
 
         start_event = None
-        past_patches: set[str] = set()
+        past_patches: list[str] = []
         version_name = ""
         for event in history:
             kind = event.WhichOneof("eventType")
             if kind == "executionStarted" and start_event is None:
                 start_event = event
             elif kind == "workflowStarted" and event.workflowStarted.HasField("version"):
-                past_patches.update(event.workflowStarted.version.patches)
+                past_patches.extend(event.workflowStarted.version.patches)
                 version_name = version_name or event.workflowStarted.version.name
         if start_event is None:
             start_event = next((e for e in new_events if e.HasField("executionStarted")), None)
@@ -304,6 +305,11 @@ class Engine:
             start_event=start_event,
             history_len=len(history),
             past_patches=past_patches,
+            last_stall=(
+                history[-1].executionStalled.description
+                if history and history[-1].HasField("executionStalled")
+                else None
+            ),
             version_name=version_name,
             stream=stream,
         )
@@ -345,13 +351,15 @@ class Engine:
     def _stall_reason(self, turn: Turn, response: p.pb.WorkflowResponse) -> tuple[int, str] | None:
         if any(a.HasField("workflowVersionNotAvailable") for a in response.actions):
             return p.VERSION_NOT_AVAILABLE, f"Version not available: {turn.version_name}"
-        internal_failure = any(
-            a.id == -1 and a.HasField("completeWorkflow") for a in response.actions
-        )
-        if turn.past_patches and not internal_failure:
-            missing = turn.past_patches - set(response.version.patches)
-            if missing:
-                return p.PATCH_MISMATCH, "Patch mismatch: " + ", ".join(sorted(missing))
+        # As daprd: the patches recorded so far must be an exact prefix of what the worker
+        # reports for this turn.
+        history = turn.past_patches
+        current = list(response.version.patches)
+        if history and current[: len(history)] != history:
+            return p.PATCH_MISMATCH, (
+                f"Patch mismatch. History patches: [{', '.join(history)}], "
+                f"current patches: [{', '.join(current)}]. "
+            )
         return None
 
     def _commit_turn(
@@ -364,13 +372,15 @@ class Engine:
         now = now_ns()
         stall = self._stall_reason(turn, response)
         if stall is not None:
-            # The turn's events stay in the inbox for the retry; only the stall is recorded.
-            stalled = new_event(at_ns=now)
-            stalled.executionStalled.reason = stall[0]  # type: ignore[assignment]
-            stalled.executionStalled.description = stall[1]
-            self.store.append_history(
-                inst.instance_id, turn.history_len, [stalled.SerializeToString()]
-            )
+            # The turn's events stay in the inbox for the retry; only the stall is recorded,
+            # once for as long as the reason stays the same.
+            if turn.last_stall != stall[1]:
+                stalled = new_event(at_ns=now)
+                stalled.executionStalled.reason = stall[0]  # type: ignore[assignment]
+                stalled.executionStalled.description = stall[1]
+                self.store.append_history(
+                    inst.instance_id, turn.history_len, [stalled.SerializeToString()]
+                )
             inst.status = p.STALLED
             inst.needs_turn = 0
             inst.updated_ns = now
@@ -379,7 +389,13 @@ class Engine:
 
         new_events = turn.new_events
         if response.HasField("version"):
-            new_events[0].workflowStarted.version.CopyFrom(response.version)
+            version = new_events[0].workflowStarted.version
+            version.CopyFrom(response.version)
+            # Each turn records only the patches the history does not have yet.
+            del version.patches[:]
+            version.patches.extend(response.version.patches[len(turn.past_patches) :])
+            if not version.patches and not version.name:
+                new_events[0].workflowStarted.ClearField("version")
         written: list[p.HistoryEvent] = list(new_events)
         self.store.delete_inbox(turn.inbox_ids)
         inst.needs_turn = 0
@@ -1171,7 +1187,8 @@ class Engine:
             new_events=[],
             start_event=start,
             history_len=0,
-            past_patches=set(),
+            past_patches=[],
+            last_stall=None,
             version_name="",
             stream=WorkerStream(),
         )
