@@ -1,0 +1,298 @@
+"""Throughput of devengine with one Dapr SDK worker process.
+
+    python bench/engine_throughput.py [--n 500] [--clients 4] [--record]
+
+Starts a devengine on a fresh SQLite file and one worker process (a Dapr SDK WorkflowRuntime),
+then runs N workflows of two activities each, started by a few concurrent client threads. Reports
+completed workflows per second, start-to-completion latency (p50/p99: from just before the
+client's StartInstance call to the engine's last-updated time of the completed instance), and
+the CPU seconds per workflow spent by the engine process and by the worker process in the same
+run (utime + stime from /proc). With --record it appends the figures to bench/RESULTS.md.
+
+The target of the engine issue: engine CPU per workflow at most 0.7 x the worker's, and at least
+40 completed workflows per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+WORKFLOW = "bench_two_steps"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- the worker process --------------------------------------------------------------------------
+
+
+def run_worker(address: str, ready_file: str) -> None:
+    """Body of the worker process: a plain SDK worker running the benchmark workflow."""
+    from dapr.ext.workflow import WorkflowRuntime
+
+    def step_one(ctx, n):
+        return n + 1
+
+    def step_two(ctx, n):
+        return n * 2
+
+    def bench_two_steps(ctx, n):
+        first = yield ctx.call_activity(step_one, input=n)
+        second = yield ctx.call_activity(step_two, input=first)
+        return second
+
+    host, _, port = address.rpartition(":")
+    runtime = WorkflowRuntime(host=host, port=port)
+    runtime.register_workflow(bench_two_steps, name=WORKFLOW)
+    runtime.register_activity(step_one)
+    runtime.register_activity(step_two)
+    runtime.start()
+    Path(ready_file).write_text("ready")
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    runtime.shutdown()
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name may contain spaces: the fields we need come after its ')'.
+        fields = f.read().rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLOCK_TICKS
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
+    return sorted_values[index]
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+class Processes:
+    """The engine and worker processes of one run; both are stopped however the run ends."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.engine: subprocess.Popen | None = None
+        self.worker: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        with open(self.workdir / "engine.log", "wb") as log:
+            self.engine = subprocess.Popen(
+                [
+                    sys.executable, "-m", "devengine",
+                    "--port", str(self.port), "--db", str(self.workdir / "engine.sqlite3"),
+                ],
+                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        wait_until(self.engine_answers, 30, "the engine to answer Hello")
+
+        ready = self.workdir / "worker.ready"
+        with open(self.workdir / "worker.log", "wb") as log:
+            self.worker = subprocess.Popen(
+                [sys.executable, __file__, "--worker", self.address, str(ready)],
+                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        wait_until(ready.exists, 60, "the worker to connect")
+
+    def engine_answers(self) -> bool:
+        import grpc
+        from google.protobuf import empty_pb2
+
+        if self.engine and self.engine.poll() is not None:
+            raise SystemExit(f"devengine exited; see {self.workdir / 'engine.log'}")
+        with grpc.insecure_channel(self.address) as channel:
+            stub = stubs_module().TaskHubSidecarServiceStub(channel)
+            try:
+                stub.Hello(empty_pb2.Empty(), timeout=1)
+                return True
+            except grpc.RpcError:
+                return False
+
+    def stop(self) -> None:
+        for process in (self.worker, self.engine):
+            if process and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def stubs_module():
+    from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc
+
+    return orchestrator_service_pb2_grpc
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def run_workflows(address: str, ids: list[str], clients: int) -> dict[str, tuple[float, float]]:
+    """Starts every id from `clients` threads and waits for all; returns, per id, the wall time
+    just before its start call and the engine's completion time (both epoch seconds)."""
+    import grpc
+    from dapr.ext.workflow._durabletask.internal import protos as pb
+    from google.protobuf import wrappers_pb2
+
+    started: dict[str, float] = {}
+    finished: dict[str, float] = {}
+    failures: list[str] = []
+    local = threading.local()
+
+    def stub():
+        if not hasattr(local, "stub"):
+            local.stub = stubs_module().TaskHubSidecarServiceStub(grpc.insecure_channel(address))
+        return local.stub
+
+    def wait(instance_id: str) -> None:
+        request = pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=False)
+        response = stub().WaitForInstanceCompletion(request, timeout=300)
+        state = response.workflowState
+        if state.workflowStatus != pb.ORCHESTRATION_STATUS_COMPLETED:
+            failures.append(f"{instance_id}: status {state.workflowStatus}")
+        finished[instance_id] = state.lastUpdatedTimestamp.ToDatetime(tzinfo=UTC).timestamp()
+
+    # Waiting is a long poll per instance; enough waiter threads that none queues for long.
+    with ThreadPoolExecutor(max_workers=64) as waiters:
+
+        def start(instance_id: str) -> None:
+            request = pb.CreateInstanceRequest(
+                instanceId=instance_id, name=WORKFLOW, input=wrappers_pb2.StringValue(value="1")
+            )
+            started[instance_id] = time.time()
+            stub().StartInstance(request, timeout=60)
+            waiters.submit(wait, instance_id)
+
+        with ThreadPoolExecutor(max_workers=clients) as starters:
+            list(starters.map(start, ids))
+    if failures:
+        raise SystemExit(f"{len(failures)} workflows did not complete: {failures[:5]}")
+    return {i: (started[i], finished[i]) for i in ids}
+
+
+def measure(n: int, clients: int, warmup: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
+        processes = Processes(Path(tmp))
+        try:
+            processes.start()
+            assert processes.engine and processes.worker
+            run_workflows(processes.address, [f"warmup-{i}" for i in range(warmup)], clients)
+
+            engine_cpu = cpu_seconds(processes.engine.pid)
+            worker_cpu = cpu_seconds(processes.worker.pid)
+            began = time.time()
+            times = run_workflows(processes.address, [f"bench-{i}" for i in range(n)], clients)
+            engine_cpu = cpu_seconds(processes.engine.pid) - engine_cpu
+            worker_cpu = cpu_seconds(processes.worker.pid) - worker_cpu
+        finally:
+            processes.stop()
+
+    last_completion = max(done for _, done in times.values())
+    latencies = sorted(done - start for start, done in times.values())
+    elapsed = last_completion - began
+    return {
+        "n": n,
+        "clients": clients,
+        "elapsed_s": elapsed,
+        "per_second": n / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "engine_cpu_ms": engine_cpu / n * 1000,
+        "worker_cpu_ms": worker_cpu / n * 1000,
+        "ratio": engine_cpu / worker_cpu if worker_cpu else float("inf"),
+    }
+
+
+def table(result: dict) -> str:
+    ratio_ok = "yes" if result["ratio"] <= 0.7 else "no"
+    rate_ok = "yes" if result["per_second"] >= 40 else "no"
+    rows = [
+        ("workflows (2 activities each)", f"{result['n']}", ""),
+        ("client threads", f"{result['clients']}", ""),
+        ("wall time", f"{result['elapsed_s']:.2f} s", ""),
+        ("completed workflows / s", f"{result['per_second']:.1f}", f">= 40: {rate_ok}"),
+        ("latency p50", f"{result['p50_ms']:.0f} ms", ""),
+        ("latency p99", f"{result['p99_ms']:.0f} ms", ""),
+        ("engine CPU / workflow", f"{result['engine_cpu_ms']:.2f} ms", ""),
+        ("worker CPU / workflow", f"{result['worker_cpu_ms']:.2f} ms", ""),
+        ("engine / worker CPU", f"{result['ratio']:.2f}", f"<= 0.7: {ratio_ok}"),
+    ]
+    lines = ["| measure | value | target |", "|---|---|---|"]
+    lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
+    return "\n".join(lines)
+
+
+def record(result: dict, command: str) -> None:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
+    header = "" if RESULTS.exists() else "# Benchmark results\n"
+    section = (
+        f"{header}\n## engine_throughput, {when}\n\n"
+        f"Command: `{command}`  \nMachine: {machine}\n\n{table(result)}\n"
+    )
+    with open(RESULTS, "a") as f:
+        f.write(section)
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
+        run_worker(sys.argv[2], sys.argv[3])
+        return
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=500, help="workflows to run (default 500)")
+    parser.add_argument("--clients", type=int, default=4, help="starting threads (default 4)")
+    parser.add_argument("--warmup", type=int, default=20, help="unmeasured workflows first")
+    parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
+    args = parser.parse_args()
+
+    result = measure(args.n, args.clients, args.warmup)
+    print(table(result))
+    if args.record:
+        command = "python bench/engine_throughput.py " + " ".join(
+            a for a in sys.argv[1:] if a != "--record"
+        )
+        record(result, command.strip())
+        print(f"\nappended to {RESULTS.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
