@@ -210,6 +210,17 @@ def versioned_v2(ctx: DaprWorkflowContext):
     return f"v2 {value}"
 
 
+def race_then_continue(ctx: DaprWorkflowContext, generation: int):
+    """Generation 0 races an event against a 1 s timer and continues as new when the event
+    wins, leaving the timer behind; generation 1 waits for "done"."""
+    if generation == 0:
+        go = ctx.wait_for_external_event("go")
+        yield when_any([go, ctx.create_timer(timedelta(seconds=1))])
+        ctx.continue_as_new(1)
+        return
+    return (yield ctx.wait_for_external_event("done"))
+
+
 def patch_order_new(ctx: DaprWorkflowContext):
     ctx.is_patched("patch2")
     ctx.is_patched("patch1")
@@ -252,6 +263,7 @@ WORKFLOWS = [
     slow_steps,
     parent_of_waiters,
     parent_of_failing_child,
+    race_then_continue,
     rerun_source,
     carry_over,
     patched,
