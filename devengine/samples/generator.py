@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
 
 from . import workflows
@@ -113,6 +114,7 @@ MONITOR_MAX_RUNS = 4
 MONITOR_CHECK_EVERY = 30.0
 REPORT_EVERY = 60.0
 MAX_IN_FLIGHT = 32
+PROBE_EVERY = 5.0
 
 # Instance ids look like "order-20261123-00042": prefix, UTC date, sequence per prefix and day.
 _ID_PATTERN = re.compile(r"^(?P<prefix>[a-z][a-z0-9-]*)-(?P<day>\d{8})-(?P<seq>\d+)$")
@@ -195,6 +197,7 @@ class LoadGenerator:
         self.started: Counter[str] = Counter()
         self.actions: Counter[str] = Counter()
         self.skipped = 0
+        self.engine_down = False
         self._deck: list[str] = []
         self._due: list[_Due] = []
         self._due_seq = itertools.count()
@@ -212,11 +215,15 @@ class LoadGenerator:
             next_start = self.clock()
             next_report = self.clock() + REPORT_EVERY
             next_monitor_check = self.clock()
+            next_probe = self.clock()
             while not self.stop.is_set():
                 now = self.clock()
                 self._run_due(now)
                 if interval is not None and now >= next_start:
-                    self.start_next()
+                    if not self.engine_down or now >= next_probe:
+                        # While the engine is down, one start every few seconds probes for it.
+                        self.start_next()
+                        next_probe = now + PROBE_EVERY
                     # After a stall, carry on at the rate instead of bursting to catch up.
                     next_start = max(next_start + interval, now - interval)
                 if self.monitors and now >= next_monitor_check:
@@ -250,7 +257,8 @@ class LoadGenerator:
                 if not self._due or self._due[0].at > now:
                     return
                 item = heapq.heappop(self._due)
-            self._submit(item.label, item.action)
+            if not self._submit(item.label, item.action):
+                self._count(self.actions, "dropped under load")
 
     def schedule(self, delay: float, label: str, action: Callable[[], None]) -> None:
         with self._lock:
@@ -268,13 +276,29 @@ class LoadGenerator:
             try:
                 action()
             except Exception as exc:  # noqa: BLE001 - one failed call must not stop the demo
-                log.warning("%s failed: %s", label, _describe(exc))
+                self._failed(label, exc)
+            else:
+                if self.engine_down:
+                    self.engine_down = False
+                    log.info("the engine answers again: resuming the load")
             finally:
                 with self._lock:
                     self._in_flight -= 1
 
         self._pool.submit(call)
         return True
+
+    def _failed(self, label: str, exc: Exception) -> None:
+        if _is_unavailable(exc):
+            # One line per outage, not one per call: the SDK worker already reports reconnects.
+            with self._lock:
+                first = not self.engine_down
+                self.engine_down = True
+            if first:
+                log.warning("%s failed: the engine is unavailable; pausing the load", label)
+            self._count(self.actions, "lost while the engine was down")
+            return
+        log.warning("%s failed: %s", label, _describe(exc))
 
     def _count(self, counter: Counter[str], key: str) -> None:
         # Pool threads and the scheduler both count; Counter updates are not atomic.
@@ -306,16 +330,15 @@ class LoadGenerator:
 
     def start_next(self) -> None:
         scenario = self.draw()
-        workflow, prefix, _ = SCENARIOS[scenario]
+        _, prefix, _ = SCENARIOS[scenario]
         instance_id = self.ids.next(prefix)
         plan = self.plan(scenario, instance_id)
         if not self._submit(f"start {instance_id}", lambda: self._start(instance_id, plan)):
             self.skipped += 1
-            return
-        self._count(self.started, workflow.__name__)
 
     def _start(self, instance_id: str, plan: Plan) -> None:
         self.client.schedule_new_workflow(plan.workflow, input=plan.input, instance_id=instance_id)
+        self._count(self.started, plan.workflow.__name__)
         for delay, label, action in plan.follow_ups:
             self.schedule(delay, f"{label} {instance_id}", functools.partial(action, instance_id))
 
@@ -387,7 +410,19 @@ class LoadGenerator:
             pause_after = rng.uniform(4, 15)
             plan.follow_ups.append((pause_after, "pause", self._pause))
             if scenario == "renewal_paused_resumed":
-                plan.follow_ups.append((pause_after + rng.uniform(10, 30), "resume", self._resume))
+                resume_after = pause_after + rng.uniform(10, 30)
+                if rng.random() < 0.5:
+                    # The customer answers while the renewal is paused: the SDK holds the event
+                    # until the resume, and the renewal completes right after it.
+                    answer = {"renew": True, "channel": "customer portal"}
+                    plan.follow_ups.append(
+                        (
+                            (pause_after + resume_after) / 2,
+                            "confirm paused renewal",
+                            self._raiser(workflows.RENEWAL_EVENT, answer),
+                        )
+                    )
+                plan.follow_ups.append((resume_after, "resume", self._resume))
         elif scenario == "renewal_terminated":
             output = {
                 "reason": "account closed by support",
@@ -588,6 +623,11 @@ def _tracking_number(rng: random.Random, carrier: str) -> str:
 
 def _name(status: WorkflowStatus | None) -> str:
     return status.name if status else "gone"
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    code = getattr(exc, "code", None)
+    return callable(code) and code() == grpc.StatusCode.UNAVAILABLE
 
 
 def _describe(exc: BaseException) -> str:
