@@ -18,10 +18,6 @@ from engine_workflows import register_all
 
 EXTERNAL_ADDRESS = os.environ.get("ENGINE_ADDRESS")
 
-needs_own_engine = pytest.mark.skipif(
-    bool(EXTERNAL_ADDRESS), reason="starts its own devengine processes (ENGINE_ADDRESS is set)"
-)
-
 
 @pytest.fixture(scope="session")
 def engine_address(tmp_path_factory) -> Iterator[str]:

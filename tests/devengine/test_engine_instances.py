@@ -73,7 +73,10 @@ def test_a_scheduled_start_stays_pending_until_its_time(engine):
 
     done = engine.wait_done(instance_id)
     assert done.workflowState.output.value == '"hello later"'
-    execution_started = of_kind(engine.history(instance_id), "executionStarted")[0]
+    events = engine.history(instance_id)
+    first_turn = events[0].timestamp.ToDatetime(tzinfo=UTC)
+    assert first_turn >= start_at - timedelta(milliseconds=1), "the first turn ran early"
+    execution_started = of_kind(events, "executionStarted")[0]
     recorded = execution_started.executionStarted.scheduledStartTimestamp.ToDatetime(tzinfo=UTC)
     assert abs(recorded - start_at) < timedelta(milliseconds=1)
 
