@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import heapq
 import logging
-import os
 import time
 import uuid
 from collections import deque
@@ -31,6 +30,7 @@ import grpc
 
 from devengine import protos as p
 from devengine.store import InstanceRow, Store
+from devengine.telemetry import Tracing
 
 log = logging.getLogger("devengine")
 
@@ -75,15 +75,14 @@ def new_event(event_id: int = -1, at_ns: int | None = None) -> p.HistoryEvent:
     return event
 
 
-def new_trace_context(traceparent: str | None, tracestate: str | None = None) -> p.TraceContext:
-    """The caller's W3C context when it sent one, else the root of a new trace."""
-    parts = traceparent.split("-") if traceparent else []
-    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
-        parts = ["00", os.urandom(16).hex(), os.urandom(8).hex(), "01"]
-    ctx = p.TraceContext(traceParent="-".join(parts), spanID=parts[2])
-    if tracestate:
-        ctx.traceState.value = tracestate
-    return ctx
+def workflow_trace(start: p.HistoryEvent | None) -> p.TraceContext | None:
+    """The context of a run's workflow span: what its activities, timers and children hang on."""
+    if start is None or not start.executionStarted.HasField("parentTraceContext"):
+        return None
+    started = start.executionStarted
+    if started.workflowSpanID.value:
+        return Tracing.child(started.parentTraceContext, started.workflowSpanID.value)
+    return started.parentTraceContext
 
 
 @dataclass(eq=False)
@@ -103,7 +102,7 @@ class Turn:
     inbox_ids: list[int]
     new_events: list[p.HistoryEvent]
     start_event: p.HistoryEvent | None
-    history_len: int
+    history: list[p.HistoryEvent]
     past_patches: list[str]  # every patch recorded so far, in order
     last_stall: str | None  # description of a stall the history ends with
     version_name: str
@@ -111,9 +110,10 @@ class Turn:
 
 
 class Engine:
-    def __init__(self, store: Store, app_id: str = "devengine"):
+    def __init__(self, store: Store, app_id: str = "devengine", tracing: Tracing | None = None):
         self.store = store
         self.app_id = app_id
+        self.tracing = tracing or Tracing(endpoint="")
         self.streams: list[WorkerStream] = []
         self._rr = 0
         self.ready: dict[str, None] = {}  # ordered set of instances that may need a turn
@@ -303,7 +303,7 @@ class Engine:
             inbox_ids=[i for i, _ in inbox],
             new_events=new_events,
             start_event=start_event,
-            history_len=len(history),
+            history=history,
             past_patches=past_patches,
             last_stall=(
                 history[-1].executionStalled.description
@@ -379,7 +379,7 @@ class Engine:
                 stalled.executionStalled.reason = stall[0]  # type: ignore[assignment]
                 stalled.executionStalled.description = stall[1]
                 self.store.append_history(
-                    inst.instance_id, turn.history_len, [stalled.SerializeToString()]
+                    inst.instance_id, len(turn.history), [stalled.SerializeToString()]
                 )
             inst.status = p.STALLED
             inst.needs_turn = 0
@@ -412,11 +412,13 @@ class Engine:
                 inst.status = p.RUNNING
             elif kind == "executionTerminated":
                 terminate_recurse = terminate_recurse or event.executionTerminated.recurse
+            elif kind == "timerFired" and self.tracing.enabled:
+                self._timer_span(inst, turn, event.timerFired.timerId, now)
         if inst.status == p.STALLED:
             inst.status = p.RUNNING
         if response.HasField("customStatus"):
             inst.custom_status = response.customStatus.value
-        trace = p.TraceContext.FromString(inst.trace_context) if inst.trace_context else None
+        trace = workflow_trace(turn.start_event)
 
         for action in response.actions:
             router = p.TaskRouter(sourceAppID=self.app_id)
@@ -451,7 +453,7 @@ class Engine:
                     scheduled.parentTraceContext.CopyFrom(trace)
                 event.router.CopyFrom(router)
                 written.append(event)
-                self._schedule_activity(inst, action.id, scheduled, effects)
+                self._schedule_activity(inst, action.id, scheduled, trace, effects)
             elif kind == "createTimer":
                 timer = action.createTimer
                 event = new_event(action.id)
@@ -486,7 +488,7 @@ class Engine:
                     created_child.parentTraceContext.CopyFrom(trace)
                 event.router.CopyFrom(router)
                 written.append(event)
-                self._start_child(inst, turn, action.id, child_id, child, router, effects)
+                self._start_child(inst, turn, action.id, child_id, child, router, trace, effects)
             elif kind == "sendEvent":
                 send = action.sendEvent
                 event = new_event(action.id)
@@ -514,13 +516,33 @@ class Engine:
                 log.warning("%s: ignoring unsupported action %s", inst.instance_id, kind)
 
         self.store.append_history(
-            inst.instance_id, turn.history_len, [e.SerializeToString() for e in written]
+            inst.instance_id, len(turn.history), [e.SerializeToString() for e in written]
         )
         inst.updated_ns = now
         self.store.update_instance(inst)
 
+    def _timer_span(self, inst: InstanceRow, turn: Turn, timer_id: int, fired_ns: int) -> None:
+        created = next(
+            (e for e in turn.history if e.eventId == timer_id and e.HasField("timerCreated")),
+            None,
+        )
+        if created is not None:
+            self.tracing.timer(
+                workflow_trace(turn.start_event),
+                inst.name,
+                inst.instance_id,
+                timer_id,
+                timestamp_ns(created.timestamp),
+                fired_ns,
+            )
+
     def _schedule_activity(
-        self, inst: InstanceRow, task_id: int, scheduled, effects: _Effects
+        self,
+        inst: InstanceRow,
+        task_id: int,
+        scheduled,
+        trace: p.TraceContext | None,
+        effects: _Effects,
     ) -> None:
         request = p.pb.ActivityRequest(name=scheduled.name, taskId=task_id)
         if scheduled.HasField("version"):
@@ -530,10 +552,15 @@ class Engine:
         request.workflowInstance.instanceId = inst.instance_id
         request.workflowInstance.executionId.value = inst.execution_id
         request.taskExecutionId = scheduled.taskExecutionId
-        if scheduled.HasField("parentTraceContext"):
-            request.parentTraceContext.CopyFrom(scheduled.parentTraceContext)
+        parent_span = ""
+        if trace is not None and trace.traceParent:
+            # The activity's own span: the SDK's activity span becomes its child.
+            request.parentTraceContext.CopyFrom(Tracing.child(trace, Tracing.new_span_id()))
+            parent_span = trace.spanID
         blob = request.SerializeToString()
-        activity_id = self.store.add_activity(inst.instance_id, inst.execution_id, task_id, blob)
+        activity_id = self.store.add_activity(
+            inst.instance_id, inst.execution_id, task_id, blob, now_ns(), parent_span
+        )
         effects.activities.append((activity_id, blob))
 
     def _start_child(
@@ -544,6 +571,7 @@ class Engine:
         child_id: str,
         child,
         router: p.TaskRouter,
+        trace: p.TraceContext | None,
         effects: _Effects,
     ) -> None:
         now = now_ns()
@@ -575,8 +603,9 @@ class Engine:
         started.parentInstance.workflowInstance.instanceId = parent.instance_id
         started.parentInstance.workflowInstance.executionId.value = parent.execution_id
         started.parentInstance.appID = self.app_id
-        if parent.trace_context:
-            started.parentTraceContext.MergeFromString(parent.trace_context)
+        if trace is not None:
+            started.parentTraceContext.CopyFrom(trace)
+            started.workflowSpanID.value = Tracing.new_span_id()
         start.router.CopyFrom(p.TaskRouter(sourceAppID=router.sourceAppID))
         if existing is not None:
             self.store.delete_instance(child_id)
@@ -597,7 +626,7 @@ class Engine:
                 custom_status=None,
                 failure=None,
                 parent_instance_id=parent.instance_id,
-                trace_context=parent.trace_context,
+                trace_context=trace.SerializeToString() if trace is not None else None,
                 needs_turn=0,
             )
         )
@@ -610,6 +639,7 @@ class Engine:
     ) -> None:
         """The run ends and a new one starts at once with the result as its input."""
         now = now_ns()
+        self._end_run_span(inst, turn, "CONTINUED_AS_NEW", now)
         old_start = turn.start_event.executionStarted if turn.start_event else None
         pending = self.store.all_inbox(inst.instance_id)
         self.store.reset_run(inst.instance_id)
@@ -627,6 +657,7 @@ class Engine:
                 started.parentInstance.CopyFrom(old_start.parentInstance)
             if old_start.HasField("parentTraceContext"):
                 started.parentTraceContext.CopyFrom(old_start.parentTraceContext)
+                started.workflowSpanID.value = Tracing.new_span_id()
             started.tags.update(old_start.tags)
         if done.HasField("result"):
             started.input.CopyFrom(done.result)
@@ -667,6 +698,8 @@ class Engine:
             done.failureDetails.SerializeToString() if done.HasField("failureDetails") else None
         )
         inst.completed_ns = now
+        failure = done.failureDetails.errorMessage if done.HasField("failureDetails") else None
+        self._end_run_span(inst, turn, status_name(done.workflowStatus), now, failure)
         # Timers that will never matter and activities whose results would be dropped.
         self.store.conn.execute(
             "DELETE FROM inbox WHERE instance_id = ? AND visible_ns > ?", (inst.instance_id, now)
@@ -698,6 +731,19 @@ class Engine:
                     event.executionTerminated.recurse = True
                     self._deliver(child.instance_id, event, effects)
                     self._make_start_visible(child.instance_id, now)
+
+    def _end_run_span(
+        self, inst: InstanceRow, turn: Turn, status: str, end_ns: int, failure: str | None = None
+    ) -> None:
+        if self.tracing.enabled and turn.start_event is not None:
+            self.tracing.orchestration(
+                turn.start_event,
+                status,
+                inst.created_ns,
+                end_ns,
+                [*turn.history, *turn.new_events],
+                failure,
+            )
 
     def _deliver(self, instance_id: str, event: p.HistoryEvent, effects: _Effects) -> None:
         """Puts an event in an instance's inbox; events for unknown or finished ones are dropped."""
@@ -736,7 +782,7 @@ class Engine:
         row = self.store.get_activity(activity_id)
         if row is None:
             return  # a duplicate: the first result won
-        instance_id, execution_id, task_id, blob = row
+        instance_id, execution_id, task_id, blob, created_ns, parent_span = row
         if instance_id != response.instanceId or task_id != response.taskId:
             raise EngineError(
                 grpc.StatusCode.INVALID_ARGUMENT, "completion token does not match the task"
@@ -759,6 +805,8 @@ class Engine:
             inst = self.store.get_instance(instance_id)
             if inst is not None and inst.execution_id == execution_id:
                 self._deliver(instance_id, event, effects)
+        failure = response.failureDetails.errorMessage if event.HasField("taskFailed") else None
+        self.tracing.activity(request, parent_span, created_ns, now_ns(), failure)
         self._apply_effects(effects)
 
     # -- management ------------------------------------------------------------------------
@@ -790,7 +838,9 @@ class Engine:
         if request.HasField("scheduledStartTimestamp"):
             started.scheduledStartTimestamp.CopyFrom(request.scheduledStartTimestamp)
             scheduled = timestamp_ns(request.scheduledStartTimestamp)
+        trace = self.tracing.create_orchestration(request.name, instance_id, trace, now)
         started.parentTraceContext.CopyFrom(trace)
+        started.workflowSpanID.value = Tracing.new_span_id()
         started.tags.update(request.tags)
         visible = max(now, scheduled or now)
         with self.store.transaction():
@@ -1074,6 +1124,8 @@ class Engine:
             if event.HasField("executionStarted"):
                 event.executionStarted.workflowInstance.instanceId = new_id
                 event.executionStarted.workflowInstance.executionId.value = execution_id
+                if event.executionStarted.HasField("parentTraceContext"):
+                    event.executionStarted.workflowSpanID.value = Tracing.new_span_id()
         for event in tail:
             event.timestamp.CopyFrom(timestamp(now))
             body = getattr(event, str(event.WhichOneof("eventType")))
@@ -1102,7 +1154,8 @@ class Engine:
         with self.store.transaction():
             self.store.insert_instance(inst)
             self.store.append_history(new_id, 0, [e.SerializeToString() for e in (*forked, *tail)])
-            self._redrive(inst, start, tail, effects)
+            forked_start = next(e for e in forked if e.HasField("executionStarted"))
+            self._redrive(inst, forked_start, tail, effects)
         self._apply_effects(effects)
         return new_id
 
@@ -1186,17 +1239,18 @@ class Engine:
             inbox_ids=[],
             new_events=[],
             start_event=start,
-            history_len=0,
+            history=[],
             past_patches=[],
             last_stall=None,
             version_name="",
             stream=WorkerStream(),
         )
+        trace = workflow_trace(start)
         now = now_ns()
         for event in tail:
             kind = event.WhichOneof("eventType")
             if kind == "taskScheduled":
-                self._schedule_activity(inst, event.eventId, event.taskScheduled, effects)
+                self._schedule_activity(inst, event.eventId, event.taskScheduled, trace, effects)
             elif kind == "timerCreated":
                 fire_at = event.timerCreated.fireAt
                 if fire_at.seconds < SENTINEL_YEAR_SECONDS:
@@ -1215,6 +1269,7 @@ class Engine:
                     created.instanceId,
                     created,
                     p.TaskRouter(sourceAppID=self.app_id),
+                    trace,
                     effects,
                 )
 

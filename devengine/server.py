@@ -10,8 +10,9 @@ import grpc
 
 from devengine import protos as p
 from devengine.engine import Engine
-from devengine.service import ApiTokenInterceptor, TaskHubService
+from devengine.service import ApiTokenInterceptor, TaskHubService, TracingInterceptor
 from devengine.store import Store
+from devengine.telemetry import Tracing
 
 log = logging.getLogger("devengine")
 
@@ -28,8 +29,11 @@ async def serve(
     ready: asyncio.Event | None = None,
 ) -> None:
     store = Store(db_path)
-    engine = Engine(store, app_id=app_id)
-    interceptors = [ApiTokenInterceptor(api_token)] if api_token else []
+    tracing = Tracing()
+    engine = Engine(store, app_id=app_id, tracing=tracing)
+    interceptors: list[grpc.aio.ServerInterceptor] = [TracingInterceptor(tracing)]
+    if api_token:
+        interceptors.insert(0, ApiTokenInterceptor(api_token))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -57,4 +61,5 @@ async def serve(
     log.info("devengine stopping")
     await server.stop(grace=2)
     await engine.stop()
+    tracing.shutdown()
     store.close()

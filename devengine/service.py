@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from devengine import protos as p
-from devengine.engine import Engine, EngineError, new_trace_context
+from devengine.engine import Engine, EngineError
+from devengine.telemetry import Tracing, server_span
 
 log = logging.getLogger("devengine")
 
@@ -38,7 +39,7 @@ class TaskHubService(p.grpc_stubs.TaskHubSidecarServiceServicer):
         return p.Empty()
 
     async def StartInstance(self, request, context):
-        trace = new_trace_context(
+        trace = self.engine.tracing.incoming(
             _metadata(context, "traceparent"), _metadata(context, "tracestate")
         )
         try:
@@ -193,6 +194,37 @@ class ApiTokenInterceptor(grpc.aio.ServerInterceptor):
             )
         return grpc.unary_unary_rpc_method_handler(
             deny_unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class TracingInterceptor(grpc.aio.ServerInterceptor):
+    """A SERVER span per unary gRPC call, named after the method, in the caller's trace.
+
+    The work-item stream is left out: it lives as long as the worker is connected.
+    """
+
+    def __init__(self, tracing: Tracing):
+        self.tracing = tracing
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler.unary_unary or not self.tracing.enabled:
+            return handler
+        method = handler_call_details.method
+        traceparent = None
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "traceparent":
+                traceparent = value if isinstance(value, str) else value.decode()
+        behavior = handler.unary_unary
+
+        async def traced(request, context):
+            with server_span(self.tracing, method, traceparent):
+                return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            traced,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -65,7 +65,10 @@ CREATE TABLE IF NOT EXISTS activities (
     instance_id TEXT NOT NULL,
     execution_id TEXT NOT NULL,
     task_id INTEGER NOT NULL,
-    request BLOB NOT NULL
+    request BLOB NOT NULL,
+    -- for the activity's span: when it was scheduled and the workflow span it belongs to
+    created_ns INTEGER NOT NULL DEFAULT 0,
+    parent_span TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS activities_instance ON activities(instance_id);
 """
@@ -297,18 +300,26 @@ class Store:
     # -- activities ------------------------------------------------------------------------
 
     def add_activity(
-        self, instance_id: str, execution_id: str, task_id: int, request: bytes
+        self,
+        instance_id: str,
+        execution_id: str,
+        task_id: int,
+        request: bytes,
+        created_ns: int = 0,
+        parent_span: str = "",
     ) -> int:
         cur = self.conn.execute(
-            "INSERT INTO activities (instance_id, execution_id, task_id, request) "
-            "VALUES (?, ?, ?, ?)",
-            (instance_id, execution_id, task_id, request),
+            "INSERT INTO activities "
+            "(instance_id, execution_id, task_id, request, created_ns, parent_span) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (instance_id, execution_id, task_id, request, created_ns, parent_span),
         )
         return int(cur.lastrowid or 0)
 
-    def get_activity(self, activity_id: int) -> tuple[str, str, int, bytes] | None:
+    def get_activity(self, activity_id: int) -> tuple[str, str, int, bytes, int, str] | None:
         return self.conn.execute(
-            "SELECT instance_id, execution_id, task_id, request FROM activities WHERE id = ?",
+            "SELECT instance_id, execution_id, task_id, request, created_ns, parent_span "
+            "FROM activities WHERE id = ?",
             (activity_id,),
         ).fetchone()
 
