@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import grpc
 from dapr.ext.workflow._durabletask.internal import protos as pb
 from engine_support import STATUS, rpc_error, unique_id
@@ -142,3 +144,22 @@ def test_start_with_an_empty_input_wrapper_is_the_same_as_no_input(engine):
 
     assert engine.status(instance_id) == "RUNNING"
     engine.terminate(instance_id)
+
+
+def test_management_calls_on_a_finished_instance_change_nothing(engine):
+    instance_id = unique_id("finished")
+    engine.start("hello_world", instance_id, input='"x"')
+    engine.wait_done(instance_id)
+    before = snapshot(engine, instance_id)
+
+    for call in (
+        lambda: engine.suspend(instance_id, reason="late"),
+        lambda: engine.resume(instance_id, reason="late"),
+        lambda: engine.terminate(instance_id, output='"late"'),
+        lambda: engine.raise_event(instance_id, "go", "1"),
+    ):
+        with contextlib.suppress(grpc.RpcError):
+            call()
+
+    assert snapshot(engine, instance_id) == before
+    assert engine.status(instance_id) == "COMPLETED"
