@@ -209,6 +209,8 @@ def run_workflows(address: str, ids: list[str], clients: int) -> dict[str, tuple
 
 
 def measure(n: int, clients: int, warmup: int) -> dict:
+    # Other processes on the machine skew wall time more than CPU time: say how busy it was.
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
         processes = Processes(Path(tmp))
         try:
@@ -238,6 +240,7 @@ def measure(n: int, clients: int, warmup: int) -> dict:
         "engine_cpu_ms": engine_cpu / n * 1000,
         "worker_cpu_ms": worker_cpu / n * 1000,
         "ratio": engine_cpu / worker_cpu if worker_cpu else float("inf"),
+        "load_before": load_before,
     }
 
 
@@ -260,13 +263,25 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def record(result: dict, command: str) -> None:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
     header = "" if RESULTS.exists() else "# Benchmark results\n"
     section = (
         f"{header}\n## engine_throughput, {when}\n\n"
-        f"Command: `{command}`  \nMachine: {machine}\n\n{table(result)}\n"
+        f"Command: `{command}`  \nRevision: {revision()}  \nMachine: {machine}, load average "
+        f"before the run {result['load_before']:.2f}\n\n{table(result)}\n"
     )
     with open(RESULTS, "a") as f:
         f.write(section)
@@ -286,6 +301,7 @@ def main() -> None:
 
     result = measure(args.n, args.clients, args.warmup)
     print(table(result))
+    print(f"\nload average before the run: {result['load_before']:.2f} on {os.cpu_count()} CPUs")
     if args.record:
         command = "python bench/engine_throughput.py " + " ".join(
             a for a in sys.argv[1:] if a != "--record"
