@@ -81,16 +81,19 @@ def test_a_scheduled_start_stays_pending_until_its_time(engine):
     assert abs(recorded - start_at) < timedelta(milliseconds=1)
 
 
-def test_starting_an_active_instance_id_again_is_already_exists_and_changes_nothing(engine):
+@pytest.mark.parametrize("state", ["RUNNING", "SUSPENDED", "PENDING"])
+def test_starting_an_active_instance_id_again_is_already_exists_and_changes_nothing(engine, state):
     instance_id = unique_id("active")
-    engine.start("wait_forever", instance_id)
-    before = engine.history(instance_id)
+    engine.start("wait_forever", instance_id, start_at=far_future() if state == "PENDING" else None)
+    if state == "SUSPENDED":
+        engine.suspend(instance_id)
+    assert engine.status(instance_id) == state
+    before = (engine.get(instance_id), engine.history(instance_id))
 
     error = rpc_error(lambda: engine.start("hello_world", instance_id, input='"x"'))
 
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert engine.history(instance_id) == before
-    assert engine.get(instance_id).workflowState.name == "wait_forever"
+    assert (engine.get(instance_id), engine.history(instance_id)) == before
     engine.terminate(instance_id)
 
 
