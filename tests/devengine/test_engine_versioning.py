@@ -3,6 +3,7 @@ until a worker that has it connects."""
 
 from __future__ import annotations
 
+import grpc
 import pytest
 from dapr.ext.workflow import WorkflowRuntime
 from dapr.ext.workflow._durabletask.internal import protos as pb
@@ -85,5 +86,14 @@ def test_patches_that_do_not_match_the_history_stall_the_instance(own_engine):
         assert stalled.executionStalled.reason == pb.PATCH_MISMATCH
         assert "patch2, patch1" in stalled.executionStalled.description
         assert not has_kind("executionCompleted")(events)
+
+        # A stalled instance is not terminal: only a forced purge removes it.
+        try:
+            refused = engine.purge(instance_id).deletedInstanceCount == 0
+        except grpc.RpcError:
+            refused = True
+        assert refused and engine.status(instance_id) == "STALLED"
+        assert engine.purge(instance_id, force=True).deletedInstanceCount == 1
+        assert engine.get(instance_id).exists is False
     finally:
         engine.close()
