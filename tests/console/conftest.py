@@ -72,3 +72,9 @@ def load_golden(name: str) -> dict[str, Any]:
 @pytest.fixture
 def golden() -> Any:
     return load_golden
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings: Any) -> None:
+    # Django's default hasher costs about a second per password on a small CI machine.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

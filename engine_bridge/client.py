@@ -1,0 +1,229 @@
+"""``EngineClient``: the one place that speaks gRPC to an engine (TaskHubSidecarService).
+
+This is the only module importing the generated stubs (from the pinned ``dapr`` package). Every
+call has a deadline, carries the ``dapr-api-token`` metadata when the engine has a token, and
+raises one of ``engine_bridge.errors`` instead of ``grpc.RpcError``. Results are plain objects
+(``engine_bridge.types``).
+
+Importing the stubs runs ``dapr.ext.workflow.__init__``, which instruments gRPC client channels
+for OpenTelemetry when ``opentelemetry-instrumentation-grpc`` is installed: we rely on that
+instrumentation (spans + ``traceparent`` on our calls) and never instrument a second time. Web
+processes don't import this module for reading (views read the database), only the indexer and
+the actions service do.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
+from dapr.ext.workflow._durabletask.internal import protos as pb
+from google.protobuf import empty_pb2, wrappers_pb2
+
+from engine_bridge import mappers
+from engine_bridge.config import EngineConfig
+from engine_bridge.errors import (
+    EngineError,
+    EngineRejected,
+    EngineUnavailable,
+    InstanceNotFound,
+    NotSupported,
+)
+from engine_bridge.types import Event, InstancePage, InstanceState
+
+__all__ = ["EngineClient", "map_rpc_error", "pb", "pb_grpc"]
+
+T = TypeVar("T")
+
+_TRANSIENT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.ABORTED,
+}
+# Older sidecars answer methods they lack with UNKNOWN and one of these texts, not UNIMPLEMENTED.
+_UNSUPPORTED_TEXT = re.compile(
+    r"unimplemented|not implemented|unknown method|unknown service", re.I
+)
+_NO_SUCH_INSTANCE = re.compile(r"no such instance|not found", re.I)
+
+
+def map_rpc_error(err: grpc.RpcError, operation: str) -> EngineError:
+    """The console's exception for a failed call (keeps the engine's text: show it)."""
+    code = err.code() if hasattr(err, "code") else None
+    text = (err.details() if hasattr(err, "details") else None) or str(err)
+    name = code.name if code is not None else "UNKNOWN"
+    if code in _TRANSIENT:
+        return EngineUnavailable(text, code=name, operation=operation)
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return NotSupported(text, code=name, operation=operation)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return InstanceNotFound(text, code=name, operation=operation)
+    if code == grpc.StatusCode.UNKNOWN:
+        if _UNSUPPORTED_TEXT.search(text):
+            return NotSupported(text, code=name, operation=operation)
+        if _NO_SUCH_INSTANCE.search(text):
+            return InstanceNotFound(text, code=name, operation=operation)
+    return EngineRejected(text, code=name, operation=operation)
+
+
+class EngineClient:
+    """A connection to one engine. Thread-safe: the indexer calls it from a thread pool.
+
+    ``timeout`` is the deadline (seconds) of every call; write calls that wait for the engine
+    (start, suspend, resume, terminate) take ``timeout`` too, so they never hang.
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        timeout: float = 10.0,
+        payload_limit: int = 65536,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        self.config = config
+        self.timeout = timeout
+        self.payload_limit = payload_limit
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("dapr-api-token", config.token),) if config.token else ()
+        )
+        self._channel = channel or self._open_channel(config)
+        self._stub = pb_grpc.TaskHubSidecarServiceStub(self._channel)
+        self._lock = threading.Lock()
+        #: Seconds spent in calls and their number, for logs and benchmarks.
+        self.calls = 0
+        self.call_seconds = 0.0
+
+    @staticmethod
+    def _open_channel(config: EngineConfig) -> grpc.Channel:
+        options = [
+            ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+            ("grpc.keepalive_time_ms", 30_000),
+            # Reconnect quickly once an engine comes back (default backoff grows to 2 minutes).
+            ("grpc.max_reconnect_backoff_ms", 5_000),
+        ]
+        if config.tls:
+            root = None
+            if config.tls_ca_file:
+                with open(config.tls_ca_file, "rb") as f:
+                    root = f.read()
+            return grpc.secure_channel(
+                config.address, grpc.ssl_channel_credentials(root_certificates=root), options
+            )
+        return grpc.insecure_channel(config.address, options)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> EngineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(
+        self, operation: str, method: Callable[..., T], request: Any, timeout: float | None = None
+    ) -> T:
+        started = time.perf_counter()
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise map_rpc_error(err, operation) from None
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._lock:
+                self.calls += 1
+                self.call_seconds += elapsed
+
+    # Reads ---------------------------------------------------------------------------------
+
+    def hello(self) -> None:
+        """A cheap round trip: raises if the engine is unreachable or rejects our token."""
+        self._call("Hello", self._stub.Hello, empty_pb2.Empty())
+
+    def list_instance_ids(
+        self, page_size: int = 1000, continuation_token: str = ""
+    ) -> InstancePage:
+        request = pb.ListInstanceIDsRequest(pageSize=page_size)
+        if continuation_token:
+            request.continuationToken = continuation_token
+        response = self._call("ListInstanceIDs", self._stub.ListInstanceIDs, request)
+        token = response.continuationToken if response.HasField("continuationToken") else ""
+        return InstancePage(list(response.instanceIds), token)
+
+    def get_instance(self, instance_id: str, payloads: bool = True) -> InstanceState | None:
+        """The instance's state, or None when the engine says it doesn't exist."""
+        request = pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=payloads)
+        return mappers.instance_state(self._call("GetInstance", self._stub.GetInstance, request))
+
+    def get_history(self, instance_id: str) -> list[Event]:
+        """The current run's committed events, in order. Raises InstanceNotFound (daprd) or
+        returns [] (durabletask-go's SQLite backend) for an unknown instance."""
+        request = pb.GetInstanceHistoryRequest(instanceId=instance_id)
+        response = self._call("GetInstanceHistory", self._stub.GetInstanceHistory, request)
+        events = [mappers.event(ev, self.payload_limit) for ev in response.events]
+        mappers.pair_names(events)
+        return events
+
+    def supports_rerun(self) -> bool:
+        """Probe RerunWorkflowFromEvent with an empty source id: an engine that has the call
+        rejects it (nothing to re-run), an older one answers UNIMPLEMENTED."""
+        try:
+            self._call(
+                "RerunWorkflowFromEvent",
+                self._stub.RerunWorkflowFromEvent,
+                pb.RerunWorkflowFromEventRequest(sourceInstanceID=""),
+            )
+        except NotSupported:
+            return False
+        except (InstanceNotFound, EngineRejected):
+            return True
+        return True
+
+    # Writes (for the actions service only) ---------------------------------------------------
+
+    def start_instance(self, name: str, instance_id: str = "", input: str | None = None) -> str:
+        request = pb.CreateInstanceRequest(name=name, instanceId=instance_id)
+        if input is not None:
+            request.input.CopyFrom(wrappers_pb2.StringValue(value=input))
+        return self._call("StartInstance", self._stub.StartInstance, request).instanceId
+
+    def raise_event(self, instance_id: str, name: str, input: str | None = None) -> None:
+        request = pb.RaiseEventRequest(instanceId=instance_id, name=name)
+        if input is not None:
+            request.input.CopyFrom(wrappers_pb2.StringValue(value=input))
+        self._call("RaiseEvent", self._stub.RaiseEvent, request)
+
+    def suspend(self, instance_id: str, reason: str = "") -> None:
+        request = pb.SuspendRequest(instanceId=instance_id)
+        if reason:
+            request.reason.CopyFrom(wrappers_pb2.StringValue(value=reason))
+        self._call("SuspendInstance", self._stub.SuspendInstance, request)
+
+    def resume(self, instance_id: str, reason: str = "") -> None:
+        request = pb.ResumeRequest(instanceId=instance_id)
+        if reason:
+            request.reason.CopyFrom(wrappers_pb2.StringValue(value=reason))
+        self._call("ResumeInstance", self._stub.ResumeInstance, request)
+
+    def terminate(
+        self, instance_id: str, output: str | None = None, recursive: bool = True
+    ) -> None:
+        request = pb.TerminateRequest(instanceId=instance_id, recursive=recursive)
+        if output is not None:
+            request.output.CopyFrom(wrappers_pb2.StringValue(value=output))
+        self._call("TerminateInstance", self._stub.TerminateInstance, request)
+
+    def purge(self, instance_id: str, recursive: bool = True, force: bool = False) -> int:
+        request = pb.PurgeInstancesRequest(instanceId=instance_id, recursive=recursive)
+        if force:
+            request.force = True
+        response = self._call("PurgeInstances", self._stub.PurgeInstances, request)
+        return int(response.deletedInstanceCount)

@@ -1,0 +1,749 @@
+"""The indexer: reads every instance of an engine into the console's database and keeps it true.
+
+The engine has no change feed, so (ARCHITECTURE.md "How the indexer learns about changes"):
+
+- **Discovery** pages through ListInstanceIDs; ids not in the database are fetched and stored.
+  At the end of a sweep, ids that were not listed are re-read with GetInstance and marked purged
+  only when the engine says ``exists=false`` (a listing races with writes).
+- **Refresh** re-reads instances when due (``InstanceCheck``): non-terminal ones every second or
+  so, backing off while unchanged; terminal ones rarely (they can only be restarted or purged).
+  When ``lastUpdatedAt`` moved, the history is fetched and what is new is appended.
+- **Hints** (``RefreshRequest``, see ``request_refresh``) are read first on the next pass.
+
+Every change to one instance (its row, runs, events, counts, change-log rows, schedule) commits in
+one transaction, and events are keyed by (run, position): a killed indexer restarts and converges,
+never duplicating anything. Engine calls run in a thread pool while the main thread writes.
+
+``EngineIndexer.run_pass()`` is one small unit of work (tests call it directly);
+``manage.py runindexer`` loops over it for each engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max, Sum
+from django.utils import timezone
+
+from engine_bridge.config import EngineConfig
+from engine_bridge.errors import EngineError, EngineUnavailable, InstanceNotFound, NotSupported
+from engine_bridge.types import TERMINAL, Event, InstancePage, InstanceState, trace_id_of
+from workflows_ui.models import (
+    ChangeKind,
+    ChangeLog,
+    Engine,
+    HistoryEvent,
+    Instance,
+    InstanceCheck,
+    RefreshRequest,
+    Run,
+    StatusCount,
+)
+
+log = logging.getLogger(__name__)
+
+#: Events the engine writes from the app's own actions: their router.sourceAppID is the app id.
+_OWN_EVENTS = {
+    "taskScheduled",
+    "timerCreated",
+    "childWorkflowInstanceCreated",
+    "eventSent",
+    "executionCompleted",
+}
+#: Instances written per transaction (each instance's changes stay together in one).
+WRITE_CHUNK = 50
+#: Capabilities are probed again this often (a sidecar may be upgraded in place).
+PROBE_INTERVAL = timedelta(minutes=10)
+
+
+_COUNT_TABLE = StatusCount._meta.db_table
+_UPSERT_COUNT = (
+    f"INSERT INTO {_COUNT_TABLE} (engine_id, name, status, count) VALUES (%s, %s, %s, %s) "  # noqa: S608
+    "ON CONFLICT (engine_id, name, status) "
+    f"DO UPDATE SET count = {_COUNT_TABLE}.count + excluded.count"
+)
+
+
+class Client(Protocol):
+    """What the indexer needs from ``engine_bridge.client.EngineClient`` (fakes implement it)."""
+
+    def hello(self) -> None: ...
+    def list_instance_ids(
+        self, page_size: int = ..., continuation_token: str = ...
+    ) -> InstancePage: ...
+    def get_instance(self, instance_id: str, payloads: bool = ...) -> InstanceState | None: ...
+    def get_history(self, instance_id: str) -> list[Event]: ...
+    def supports_rerun(self) -> bool: ...
+
+
+@dataclass
+class Fetched:
+    """What the engine said about one instance."""
+
+    instance_id: str
+    state: InstanceState | None = None  # None: exists=false
+    events: list[Event] | None = None  # None: history not fetched (unchanged or unsupported)
+    error: EngineError | None = None
+
+
+@dataclass
+class PassResult:
+    hinted: int = 0
+    refreshed: int = 0
+    discovered: int = 0
+    purged: int = 0
+    changed: int = 0
+    errors: int = 0
+    #: True when there is more to do right away (due instances left, a sweep in progress).
+    busy: bool = False
+
+
+@dataclass
+class Limits:
+    concurrency: int = 16
+    batch: int = 1000
+    list_page_size: int = 1000
+    list_pages_per_pass: int = 20
+    active_interval: float = 1.0
+    active_max_interval: float = 15.0
+    terminal_interval: float = 3600.0
+    sweep_interval: float = 2.0
+    payload_limit: int = 65536
+
+    @classmethod
+    def from_settings(cls) -> Limits:
+        return cls(
+            concurrency=settings.CONSOLE_INDEXER_CONCURRENCY,
+            batch=settings.CONSOLE_INDEXER_BATCH,
+            list_page_size=settings.CONSOLE_INDEXER_LIST_PAGE_SIZE,
+            list_pages_per_pass=settings.CONSOLE_INDEXER_LIST_PAGES_PER_PASS,
+            active_interval=settings.CONSOLE_INDEXER_ACTIVE_INTERVAL,
+            active_max_interval=settings.CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL,
+            terminal_interval=settings.CONSOLE_INDEXER_TERMINAL_INTERVAL,
+            payload_limit=settings.CONSOLE_PAYLOAD_LIMIT,
+        )
+
+
+def sync_engines(configs: Iterable[EngineConfig]) -> list[Engine]:
+    """Create/update the Engine rows of the configured engines; unconfigure the others."""
+    engines = []
+    names = []
+    for cfg in configs:
+        engine, _ = Engine.objects.update_or_create(
+            name=cfg.name, defaults={"address": cfg.address, "tls": cfg.tls, "configured": True}
+        )
+        engines.append(engine)
+        names.append(cfg.name)
+    Engine.objects.exclude(name__in=names).update(configured=False)
+    return engines
+
+
+def request_refresh(engine: Engine | str, instance_id: str) -> None:
+    """Ask the indexer to read this instance on its next pass (the actions service calls this
+    after changing an instance). Safe from any process; repeated requests coalesce."""
+    engine_obj = engine if isinstance(engine, Engine) else Engine.objects.get(name=engine)
+    RefreshRequest.objects.update_or_create(
+        engine=engine_obj, instance_id=instance_id, defaults={"requested_at": timezone.now()}
+    )
+
+
+def _cut(text: str | None, limit: int) -> tuple[str, int]:
+    if not text:
+        return "", 0
+    return text[:limit], len(text)
+
+
+class _Writes:
+    """Rows of one transaction written in bulk at its end."""
+
+    def __init__(self) -> None:
+        self.changes: list[ChangeLog] = []
+        self.counts: dict[tuple[str, str], int] = defaultdict(int)
+        self.checks: list[InstanceCheck] = []
+        self.dropped_checks: list[int] = []
+
+
+class EngineIndexer:
+    """Indexes one engine. Not thread-safe: one indexer per engine per process."""
+
+    def __init__(self, engine: Engine, client: Client, limits: Limits | None = None) -> None:
+        self.engine = engine
+        self.client = client
+        self.limits = limits or Limits.from_settings()
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.limits.concurrency, thread_name_prefix=f"fetch-{engine.name}"
+        )
+        self._probed_at: datetime | None = None
+        # Discovery sweep state (in memory: a restarted process starts a new sweep).
+        self._sweep_token = ""
+        self._sweep_active = False
+        self._sweep_started_at: datetime | None = None
+        self._sweep_finished_at = 0.0
+        self._sweep_seen: set[int] = set()
+        self._sweep_listed = 0
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # The unit of work ----------------------------------------------------------------------
+
+    def run_pass(self) -> PassResult:
+        """Probe (now and then), take hints, refresh due instances, advance discovery.
+
+        An unreachable engine is recorded on the Engine row and re-raised as EngineUnavailable
+        (the loop backs off); indexed data stays as it was.
+        """
+        result = PassResult()
+        try:
+            self._probe_if_due()
+            self._take_hints(result)
+            self._refresh_due(result)
+            if self.engine.supports_list is not False:
+                self._discover(result)
+        except EngineUnavailable as exc:
+            self._record_health(reachable=False, error=str(exc))
+            raise
+        self._record_health(reachable=True, error=None, passed=result.errors == 0)
+        return result
+
+    # Health and capabilities -----------------------------------------------------------------
+
+    def _record_health(self, reachable: bool, error: str | None, passed: bool = False) -> None:
+        now = timezone.now()
+        fields: dict[str, Any] = {"reachable": reachable}
+        if reachable:
+            fields["last_contact_at"] = now
+        if passed:
+            fields["last_pass_at"] = now
+        if error:
+            fields["last_error"] = error[:2000]
+            fields["last_error_at"] = now
+        for key, value in fields.items():
+            setattr(self.engine, key, value)
+        Engine.objects.filter(pk=self.engine.pk).update(**fields)
+
+    def _note_error(self, result: PassResult, error: EngineError) -> None:
+        result.errors += 1
+        log.warning("engine %s: %s", self.engine.name, error)
+        self._record_health(reachable=True, error=str(error))
+
+    def _probe_if_due(self) -> None:
+        now = timezone.now()
+        if self._probed_at and now - self._probed_at < PROBE_INTERVAL:
+            return
+        self.client.hello()
+        supports: dict[str, bool | None] = {}
+        try:
+            self.client.list_instance_ids(page_size=1)
+            supports["supports_list"] = True
+        except NotSupported:
+            supports["supports_list"] = False
+        except EngineUnavailable:
+            raise
+        except EngineError:
+            supports["supports_list"] = True  # the call exists; it failed for another reason
+        try:
+            self.client.get_history("")
+            supports["supports_history"] = True
+        except NotSupported:
+            supports["supports_history"] = False
+        except EngineUnavailable:
+            raise
+        except EngineError:
+            supports["supports_history"] = True
+        if supports["supports_list"]:
+            # RerunWorkflowFromEvent (Dapr 1.16) predates ListInstanceIDs (1.17).
+            supports["supports_rerun"] = True
+        else:
+            supports["supports_rerun"] = self.client.supports_rerun()
+        changed = {k: v for k, v in supports.items() if getattr(self.engine, k) != v}
+        if changed:
+            for key, value in changed.items():
+                setattr(self.engine, key, value)
+            Engine.objects.filter(pk=self.engine.pk).update(**changed)
+        if self.engine.too_old:
+            calls = {"supports_list": "ListInstanceIDs", "supports_history": "GetInstanceHistory"}
+            missing = " and ".join(c for k, c in calls.items() if supports[k] is False)
+            message = (
+                f"engine {self.engine.name} is too old: it does not implement {missing} "
+                "(needs Dapr 1.17 or later); showing what GetInstance can tell"
+            )
+            self._record_health(reachable=True, error=message)
+        self._probed_at = now
+
+    # Hints, refresh, discovery -----------------------------------------------------------------
+
+    def _take_hints(self, result: PassResult) -> None:
+        hints = list(
+            RefreshRequest.objects.filter(engine=self.engine)
+            .order_by("requested_at")
+            .values_list("pk", "instance_id", "requested_at")[: self.limits.batch]
+        )
+        if not hints:
+            return
+        self._sync([(iid, None) for _, iid, _ in hints], result, force=True)
+        result.hinted += len(hints)
+        for pk, _, requested_at in hints:
+            # A hint renewed while we worked stays for the next pass.
+            RefreshRequest.objects.filter(pk=pk, requested_at=requested_at).delete()
+
+    def _refresh_due(self, result: PassResult) -> None:
+        now = timezone.now()
+        due = list(
+            InstanceCheck.objects.filter(engine=self.engine, due_at__lte=now)
+            .order_by("due_at")
+            .values_list("instance__instance_id", "instance__last_updated_at")[
+                : self.limits.batch + 1
+            ]
+        )
+        if len(due) > self.limits.batch:
+            result.busy = True
+            due = due[: self.limits.batch]
+        if due:
+            self._sync(due, result)
+            result.refreshed += len(due)
+
+    def _discover(self, result: PassResult) -> None:
+        if not self._sweep_active:
+            if time.monotonic() - self._sweep_finished_at < self.limits.sweep_interval:
+                return
+            self._sweep_active = True
+            self._sweep_token = ""
+            self._sweep_started_at = timezone.now()
+            self._sweep_seen = set()
+            self._sweep_listed = 0
+        for _ in range(self.limits.list_pages_per_pass):
+            try:
+                page = self.client.list_instance_ids(
+                    page_size=self.limits.list_page_size, continuation_token=self._sweep_token
+                )
+            except NotSupported:
+                Engine.objects.filter(pk=self.engine.pk).update(supports_list=False)
+                self.engine.supports_list = False
+                self._sweep_active = False
+                return
+            ids = page.instance_ids
+            self._sweep_listed += len(ids)
+            self._sweep_seen.update(hash(i) for i in ids)
+            known = set(
+                Instance.objects.filter(
+                    engine=self.engine, instance_id__in=ids, purged=False
+                ).values_list("instance_id", flat=True)
+            )
+            new = [i for i in dict.fromkeys(ids) if i not in known]
+            if new:
+                self._sync([(i, None) for i in new], result)
+                result.discovered += len(new)
+            self._sweep_token = page.continuation_token
+            if not self._sweep_token:
+                self._finish_sweep(result)
+                return
+        result.busy = True
+
+    def _finish_sweep(self, result: PassResult) -> None:
+        self._sweep_active = False
+        self._sweep_finished_at = time.monotonic()
+        live = StatusCount.objects.filter(engine=self.engine).aggregate(n=Sum("count"))["n"] or 0
+        if live == self._sweep_listed:
+            return  # every live instance was listed (all listed ids are in the database)
+        # Some instance was not listed: find which (one pass over ids, no payloads) and ask the
+        # engine about each; only exists=false marks it purged.
+        started = self._sweep_started_at
+        missing: list[tuple[str, datetime | None]] = []
+        for iid, updated in self._iter_live_ids(started):
+            if hash(iid) not in self._sweep_seen:
+                missing.append((iid, updated))
+        self._sweep_seen = set()
+        if missing:
+            log.info(
+                "engine %s: %d instance(s) not listed, checking", self.engine.name, len(missing)
+            )
+            self._sync(missing, result)
+
+    def _iter_live_ids(self, before: datetime | None) -> Iterator[tuple[str, datetime | None]]:
+        last_pk = 0
+        while True:
+            qs = Instance.objects.filter(engine=self.engine, purged=False, pk__gt=last_pk)
+            if before is not None:
+                qs = qs.filter(first_seen_at__lt=before)
+            rows = list(
+                qs.order_by("pk").values_list("pk", "instance_id", "last_updated_at")[:5000]
+            )
+            if not rows:
+                return
+            for pk, iid, updated in rows:
+                last_pk = pk
+                yield iid, updated
+
+    # Fetch (threads) and write (main thread) ---------------------------------------------------
+
+    def _fetch(self, instance_id: str, known_updated: datetime | None, force: bool) -> Fetched:
+        out = Fetched(instance_id)
+        try:
+            out.state = self.client.get_instance(instance_id, payloads=True)
+            if out.state is None:
+                return out
+            changed = force or known_updated is None or out.state.last_updated_at != known_updated
+            if changed and self.engine.supports_history is not False:
+                try:
+                    out.events = self.client.get_history(instance_id)
+                except InstanceNotFound:
+                    out.events = []  # purged between the two calls: the next read says so
+        except EngineUnavailable:
+            raise
+        except NotSupported as exc:
+            self.engine.supports_history = False
+            Engine.objects.filter(pk=self.engine.pk).update(supports_history=False)
+            out.error = exc
+        except EngineError as exc:
+            out.error = exc
+        return out
+
+    def _sync(
+        self,
+        items: Sequence[tuple[str, datetime | None]],
+        result: PassResult,
+        force: bool = False,
+    ) -> None:
+        """Fetch these instances concurrently and write them as the answers come in."""
+        pending: set[Future[Fetched]] = set()
+        todo = iter(items)
+        window = self.limits.concurrency * 4
+        ready: list[Fetched] = []
+        unavailable: EngineUnavailable | None = None
+
+        def fill() -> None:
+            while len(pending) < window:
+                item = next(todo, None)
+                if item is None:
+                    return
+                pending.add(self._pool.submit(self._fetch, item[0], item[1], force))
+
+        fill()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                pending.discard(fut)
+                try:
+                    ready.append(fut.result())
+                except EngineUnavailable as exc:
+                    unavailable = exc
+            if unavailable is None:
+                fill()
+            if len(ready) >= WRITE_CHUNK or (not pending and ready):
+                self._write(ready, result)
+                ready = []
+        if unavailable is not None:
+            raise unavailable
+
+    def _write(self, fetched: list[Fetched], result: PassResult) -> None:
+        ok = [f for f in fetched if f.error is None]
+        for f in fetched:
+            if f.error is not None:
+                self._note_error(result, f.error)
+        if not ok:
+            return
+        try:
+            with transaction.atomic():
+                self._write_chunk(ok, result)
+        except IntegrityError:
+            # Another indexer wrote some of these first: write them one by one, skipping losers.
+            log.warning("engine %s: concurrent write, retrying one by one", self.engine.name)
+            for f in ok:
+                try:
+                    with transaction.atomic():
+                        self._write_chunk([f], result)
+                except IntegrityError:
+                    log.warning(
+                        "engine %s: skipped %s (written elsewhere)", self.engine.name, f.instance_id
+                    )
+
+    def _write_chunk(self, fetched: list[Fetched], result: PassResult) -> None:
+        ids = [f.instance_id for f in fetched]
+        existing = {
+            inst.instance_id: inst
+            for inst in Instance.objects.filter(engine=self.engine, instance_id__in=ids)
+        }
+        intervals = dict(
+            InstanceCheck.objects.filter(
+                instance__in=[i.pk for i in existing.values()]
+            ).values_list("instance_id", "interval")
+        )
+        w = _Writes()
+        for f in fetched:
+            inst = existing.get(f.instance_id)
+            self._apply(f, inst, intervals.get(inst.pk) if inst else None, w, result)
+        if w.changes:
+            ChangeLog.objects.bulk_create(w.changes)
+        if w.checks:
+            InstanceCheck.objects.bulk_create(
+                w.checks,
+                update_conflicts=True,
+                unique_fields=["instance"],
+                update_fields=["due_at", "interval"],
+            )
+        if w.dropped_checks:
+            InstanceCheck.objects.filter(instance__in=w.dropped_checks).delete()
+        self._apply_counts(w.counts)
+
+    def _apply_counts(self, deltas: dict[tuple[str, str], int]) -> None:
+        rows = [(self.engine.pk, n, s, d) for (n, s), d in deltas.items() if d]
+        if not rows:
+            return
+        with connection.cursor() as cur:
+            # One statement on both databases (SQLite >= 3.24, PostgreSQL >= 9.5).
+            cur.executemany(_UPSERT_COUNT, rows)
+
+    def _schedule(self, inst: Instance, changed: bool, interval: float | None, w: _Writes) -> None:
+        lim = self.limits
+        if inst.status in TERMINAL:
+            new_interval = lim.terminal_interval
+        elif changed or interval is None:
+            new_interval = lim.active_interval
+        else:
+            new_interval = min(lim.active_max_interval, max(lim.active_interval, interval * 2))
+        # Jitter spreads instances indexed together over time.
+        delay = new_interval * (1 + random.uniform(-0.1, 0.1))
+        w.checks.append(
+            InstanceCheck(
+                instance=inst,
+                engine=self.engine,
+                due_at=timezone.now() + timedelta(seconds=delay),
+                interval=new_interval,
+            )
+        )
+
+    def _change(self, w: _Writes, inst: Instance, kind: str, **kwargs: Any) -> None:
+        w.changes.append(ChangeLog(engine=self.engine, instance=inst, kind=kind, **kwargs))
+
+    def _apply(
+        self,
+        f: Fetched,
+        inst: Instance | None,
+        interval: float | None,
+        w: _Writes,
+        result: PassResult,
+    ) -> None:
+        st = f.state
+        if st is None:
+            if inst is not None and not inst.purged:
+                inst.purged = True
+                inst.purged_at = timezone.now()
+                inst.save(update_fields=["purged", "purged_at"])
+                w.counts[(inst.name, inst.status)] -= 1
+                w.dropped_checks.append(inst.pk)
+                self._change(w, inst, ChangeKind.PURGED, status=inst.status)
+                result.purged += 1
+            elif inst is not None:
+                w.dropped_checks.append(inst.pk)
+            return
+
+        if (
+            inst is not None
+            and not inst.purged
+            and f.events is None
+            and st.last_updated_at == inst.last_updated_at
+            and st.status == inst.status
+        ):
+            # Unchanged (the steady state of most reads): only the schedule moves.
+            self._schedule(inst, False, interval, w)
+            return
+
+        limit = self.limits.payload_limit
+        events = f.events
+        started = next((e for e in events or [] if e.event_type == "executionStarted"), None)
+        is_new = inst is None
+        revived = inst is not None and inst.purged
+        old_key = None if inst is None or inst.purged else (inst.name, inst.status)
+        old_status = inst.status if inst else ""
+        if inst is None:
+            inst = Instance(engine=self.engine, instance_id=f.instance_id)
+        history_moved = st.last_updated_at != inst.last_updated_at
+
+        inst.name = st.name
+        inst.status = st.status
+        inst.created_at = st.created_at or st.last_updated_at or timezone.now()
+        inst.last_updated_at = st.last_updated_at or inst.created_at
+        inst.started_at = st.started_at
+        inst.scheduled_start_at = st.scheduled_start_at
+        inst.input, inst.input_size = _cut(st.input, limit)
+        inst.output, inst.output_size = _cut(st.output, limit)
+        inst.custom_status, inst.custom_status_size = _cut(st.custom_status, limit)
+        fail = st.failure
+        inst.failure_type = (fail.type if fail else "")[:255]
+        inst.failure_message = (fail.message if fail else "")[:limit]
+        inst.failure_stack_trace = (fail.stack_trace if fail else "")[:limit]
+        if st.status in TERMINAL:
+            completed = next(
+                (
+                    e.timestamp
+                    for e in reversed(events or [])
+                    if e.event_type == "executionCompleted"
+                ),
+                None,
+            )
+            inst.completed_at = (
+                st.completed_at or completed or inst.completed_at or inst.last_updated_at
+            )
+        else:
+            inst.completed_at = None
+        if st.version:
+            inst.version = st.version[:255]
+        for e in events or []:
+            if e.event_type == "workflowStarted" and e.version:
+                inst.version = e.version[:255]
+            if e.source_app_id and e.event_type in _OWN_EVENTS and not self.engine.app_id:
+                self.engine.app_id = e.source_app_id
+                Engine.objects.filter(pk=self.engine.pk).update(app_id=e.source_app_id)
+        if started is not None:
+            inst.trace_id = trace_id_of(started.trace_parent)
+            if started.parent is not None:
+                inst.parent_instance_id = started.parent.instance_id
+                inst.parent_execution_id = started.parent.execution_id
+                inst.parent_app_id = started.parent.app_id
+                inst.parent_task_scheduled_id = started.parent.task_scheduled_id
+        if st.parent_instance_id and not inst.parent_instance_id:
+            inst.parent_instance_id = st.parent_instance_id
+            inst.parent_app_id = st.parent_app_id
+        if inst.parent_instance_id:
+            inst.parent_engine_id = self._engine_of_app(inst.parent_app_id)
+        if st.status == "STALLED":
+            stall = next(
+                (e for e in reversed(events or []) if e.event_type == "executionStalled"), None
+            )
+            if stall is not None:
+                inst.stall_reason = stall.stall_reason[:40]
+                inst.stall_description = stall.stall_description[:limit]
+        else:
+            inst.stall_reason = ""
+            inst.stall_description = ""
+        if revived:
+            inst.purged = False
+            inst.purged_at = None
+        inst.indexed_at = timezone.now()
+        inst.save()
+
+        new_key = (inst.name, inst.status)
+        if old_key != new_key:
+            if old_key is not None:
+                w.counts[old_key] -= 1
+            w.counts[new_key] += 1
+        if is_new or revived:
+            self._change(w, inst, ChangeKind.NEW, status=inst.status)
+            result.changed += 1
+        elif old_status != inst.status:
+            self._change(w, inst, ChangeKind.STATUS, status=inst.status, old_status=old_status)
+            result.changed += 1
+
+        added = False
+        if events and started is not None:
+            added = self._store_events(inst, st, started, events, w, limit)
+        if added and not is_new:
+            result.changed += 1
+        elif history_moved and not (is_new or revived or added) and old_status == inst.status:
+            # Something moved without new events we could see (payloads, or history unsupported).
+            self._change(w, inst, ChangeKind.UPDATED, status=inst.status)
+        self._schedule(inst, is_new or history_moved or added, interval, w)
+
+    def _engine_of_app(self, app_id: str) -> int | None:
+        if not app_id or app_id == self.engine.app_id or not self.engine.app_id:
+            return self.engine.pk
+        other = Engine.objects.filter(app_id=app_id).values_list("pk", flat=True).first()
+        return other
+
+    def _store_events(
+        self,
+        inst: Instance,
+        st: InstanceState,
+        started: Event,
+        events: list[Event],
+        w: _Writes,
+        limit: int,
+    ) -> bool:
+        exec_id = started.execution_id
+        run = Run.objects.filter(instance=inst, execution_id=exec_id).first()
+        if run is None:
+            previous = (
+                Run.objects.filter(instance=inst, execution_id=inst.current_execution_id).first()
+                if inst.current_execution_id
+                else None
+            )
+            if previous is not None and previous.status not in TERMINAL:
+                # Superseded while we weren't looking at its end: continue-as-new (a finished
+                # run restarted under the same id would have been terminal already).
+                previous.status = "CONTINUED_AS_NEW"
+                previous.completed_at = started.timestamp
+                previous.save(update_fields=["status", "completed_at"])
+            ordinal = (Run.objects.filter(instance=inst).aggregate(m=Max("ordinal"))["m"] or 0) + 1
+            run_input, run_input_size = _cut(started.input, limit)
+            run = Run.objects.create(
+                instance=inst,
+                execution_id=exec_id,
+                ordinal=ordinal,
+                name=started.name,
+                status=st.status,
+                started_at=started.timestamp,
+                input=run_input,
+                input_size=run_input_size,
+                trace_id=trace_id_of(started.trace_parent),
+            )
+            self._change(w, inst, ChangeKind.RUN, status=st.status, run=run)
+        first = run.event_count
+        if len(events) < first:
+            log.warning(
+                "engine %s: history of %s run %s shrank from %d to %d events; keeping ours",
+                self.engine.name,
+                inst.instance_id,
+                exec_id,
+                first,
+                len(events),
+            )
+        new_events = events[first:]
+        if new_events:
+            HistoryEvent.objects.bulk_create(
+                [
+                    HistoryEvent(
+                        run=run,
+                        position=first + i,
+                        event_id=e.event_id,
+                        event_type=e.event_type,
+                        name=e.name[:255],
+                        timestamp=e.timestamp,
+                        related_id=e.related_id,
+                        details=e.details,
+                    )
+                    for i, e in enumerate(new_events)
+                ],
+                batch_size=500,
+            )
+            run.event_count = first + len(new_events)
+            self._change(
+                w,
+                inst,
+                ChangeKind.EVENTS,
+                status=st.status,
+                run=run,
+                first_position=first,
+                last_position=run.event_count - 1,
+            )
+        completed = next(
+            (e for e in reversed(new_events) if e.event_type == "executionCompleted"), None
+        )
+        run.status = st.status
+        if completed is not None:
+            run.completed_at = completed.timestamp
+        run.save(update_fields=["event_count", "status", "completed_at"])
+        if inst.current_execution_id != exec_id:
+            inst.current_execution_id = exec_id
+            Instance.objects.filter(pk=inst.pk).update(current_execution_id=exec_id)
+        return bool(new_events)

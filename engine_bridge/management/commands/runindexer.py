@@ -1,0 +1,107 @@
+"""``manage.py runindexer``: index every configured engine, pass after pass, until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import close_old_connections
+
+from engine_bridge.errors import EngineError, EngineUnavailable
+
+log = logging.getLogger("engine_bridge.indexer")
+
+
+class Command(BaseCommand):
+    help = "Index the workflow instances of the engines in CONSOLE_ENGINES (runs until stopped)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--engine", action="append", default=[], help="only this engine")
+        parser.add_argument("--once", action="store_true", help="one pass per engine, then exit")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from engine_bridge.client import EngineClient
+        from engine_bridge.indexer import EngineIndexer, sync_engines
+
+        configs = settings.CONSOLE_ENGINES
+        if options["engine"]:
+            unknown = set(options["engine"]) - {c.name for c in configs}
+            if unknown:
+                raise CommandError(f"not in CONSOLE_ENGINES: {', '.join(sorted(unknown))}")
+            configs = [c for c in configs if c.name in options["engine"]]
+        if not configs:
+            raise CommandError("no engine to index: set CONSOLE_ENGINES=name=host:port,...")
+
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            log.info("signal %s: stopping after the current pass", signum)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+        engines = {e.name: e for e in sync_engines(configs)}
+        indexers = [
+            EngineIndexer(
+                engines[c.name],
+                EngineClient(
+                    c,
+                    timeout=settings.CONSOLE_ENGINE_TIMEOUT,
+                    payload_limit=settings.CONSOLE_PAYLOAD_LIMIT,
+                ),
+            )
+            for c in configs
+        ]
+        # Per engine: when to try next after a failure (exponential back-off, capped).
+        retry_at = {ix.engine.name: 0.0 for ix in indexers}
+        failures = {ix.engine.name: 0 for ix in indexers}
+        self.stdout.write(f"indexing {', '.join(engines)}")
+        try:
+            while not stop.is_set():
+                busy = False
+                for ix in indexers:
+                    name = ix.engine.name
+                    if stop.is_set() or time.monotonic() < retry_at[name]:
+                        continue
+                    close_old_connections()
+                    try:
+                        result = ix.run_pass()
+                    except EngineUnavailable as exc:
+                        failures[name] += 1
+                        delay = min(30.0, 0.5 * 2 ** min(failures[name], 6))
+                        retry_at[name] = time.monotonic() + delay
+                        log.warning("engine %s unreachable (%s); retry in %.0fs", name, exc, delay)
+                        continue
+                    except EngineError as exc:
+                        failures[name] += 1
+                        retry_at[name] = time.monotonic() + 5.0
+                        log.warning("engine %s: pass failed: %s", name, exc)
+                        continue
+                    if failures[name]:
+                        log.info("engine %s reachable again", name)
+                    failures[name] = 0
+                    busy = busy or result.busy
+                    if result.discovered or result.changed or result.purged:
+                        log.info(
+                            "engine %s: %d new, %d changed, %d purged, %d read",
+                            name,
+                            result.discovered,
+                            result.changed,
+                            result.purged,
+                            result.refreshed + result.hinted,
+                        )
+                if options["once"]:
+                    break
+                if not busy:
+                    stop.wait(settings.CONSOLE_INDEXER_IDLE_SLEEP)
+        finally:
+            for ix in indexers:
+                ix.close()
+                ix.client.close()  # type: ignore[attr-defined]
+        self.stdout.write("indexer stopped")

@@ -1,0 +1,177 @@
+"""Pure functions from the engine's protobuf messages to ``engine_bridge.types``.
+
+They read message attributes only (no import of the generated stubs), so they are tested with
+messages parsed from the real engine's recorded JSON (tests/console/golden).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf import json_format
+
+from engine_bridge.types import (
+    STATUS_NAMES,
+    Event,
+    Failure,
+    InstanceState,
+    ParentRef,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Pairing fields of completions (see PROTOCOL.md "Pairing for timelines").
+_RELATED_FIELD = {
+    "taskCompleted": "taskScheduledId",
+    "taskFailed": "taskScheduledId",
+    "childWorkflowInstanceCompleted": "taskScheduledId",
+    "childWorkflowInstanceFailed": "taskScheduledId",
+    "timerFired": "timerId",
+}
+_NAMED = {
+    "executionStarted",
+    "taskScheduled",
+    "childWorkflowInstanceCreated",
+    "eventRaised",
+    "eventSent",
+}
+
+
+def timestamp(ts: Any) -> datetime | None:
+    """A protobuf Timestamp as an aware datetime (microseconds), None when unset."""
+    if ts is None or (ts.seconds == 0 and ts.nanos == 0):
+        return None
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+
+
+def _opt_str(msg: Any, field: str) -> str | None:
+    """A google.protobuf.StringValue field: None when absent."""
+    return getattr(msg, field).value if msg.HasField(field) else None
+
+
+def failure(details: Any) -> Failure:
+    return Failure(
+        type=details.errorType,
+        message=details.errorMessage,
+        stack_trace=details.stackTrace.value if details.HasField("stackTrace") else "",
+    )
+
+
+def status_name(number: int) -> str:
+    return STATUS_NAMES.get(number, f"UNKNOWN_{number}")
+
+
+def instance_state(response: Any) -> InstanceState | None:
+    """GetInstanceResponse -> InstanceState, or None when ``exists`` is false."""
+    if not response.exists:
+        return None
+    st = response.workflowState
+    return InstanceState(
+        instance_id=st.instanceId,
+        name=st.name,
+        status=status_name(st.workflowStatus),
+        created_at=timestamp(st.createdTimestamp),
+        last_updated_at=timestamp(st.lastUpdatedTimestamp),
+        version=st.version.value if st.HasField("version") else "",
+        # Unset timestamps read as zero, which timestamp() maps to None.
+        started_at=timestamp(st.startedAt),
+        completed_at=timestamp(st.completedTimestamp),
+        scheduled_start_at=timestamp(st.scheduledStartTimestamp),
+        input=_opt_str(st, "input"),
+        output=_opt_str(st, "output"),
+        custom_status=_opt_str(st, "customStatus"),
+        failure=failure(st.failureDetails) if st.HasField("failureDetails") else None,
+        execution_id=st.executionId.value if st.HasField("executionId") else "",
+        parent_instance_id=st.parentInstanceId.value if st.HasField("parentInstanceId") else "",
+        parent_app_id=st.parentAppId.value if st.HasField("parentAppId") else "",
+    )
+
+
+def truncate_strings(value: Any, limit: int, path: str = "", cut: list[str] | None = None) -> Any:
+    """Copy of a JSON value with every string longer than ``limit`` cut to ``limit``; the paths
+    of cut strings are appended to ``cut``."""
+    if isinstance(value, str):
+        if len(value) > limit:
+            if cut is not None:
+                cut.append(path)
+            return value[:limit]
+        return value
+    if isinstance(value, dict):
+        return {
+            k: truncate_strings(v, limit, f"{path}.{k}" if path else k, cut)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [truncate_strings(v, limit, f"{path}[{i}]", cut) for i, v in enumerate(value)]
+    return value
+
+
+def event(ev: Any, payload_limit: int = 65536) -> Event:
+    """HistoryEvent -> Event. ``details`` is the payload in protobuf's JSON mapping (camelCase,
+    enums by name, RFC 3339 times), plus ``router`` when set."""
+    etype = ev.WhichOneof("eventType") or "unknown"
+    body = getattr(ev, etype) if etype != "unknown" else None
+    details: dict[str, Any] = json_format.MessageToDict(body) if body is not None else {}
+    if ev.HasField("router"):
+        details["router"] = json_format.MessageToDict(ev.router)
+    cut: list[str] = []
+    details = truncate_strings(details, payload_limit, cut=cut)
+    if cut:
+        details["_truncated"] = cut
+    out = Event(
+        event_id=ev.eventId,
+        event_type=etype,
+        timestamp=timestamp(ev.timestamp),
+        details=details,
+        source_app_id=ev.router.sourceAppID if ev.HasField("router") else "",
+    )
+    if body is None:
+        return out
+    if etype in _NAMED:
+        out.name = body.name
+    related = _RELATED_FIELD.get(etype)
+    if related:
+        out.related_id = getattr(body, related)
+    if etype == "executionStarted":
+        out.execution_id = body.workflowInstance.executionId.value
+        out.input = body.input.value if body.HasField("input") else None
+        out.version = body.version.value if body.HasField("version") else ""
+        if body.HasField("parentTraceContext"):
+            out.trace_parent = body.parentTraceContext.traceParent
+        if body.HasField("parentInstance"):
+            p = body.parentInstance
+            out.parent = ParentRef(
+                instance_id=p.workflowInstance.instanceId,
+                execution_id=p.workflowInstance.executionId.value,
+                app_id=p.appID if p.HasField("appID") else "",
+                name=p.name.value if p.HasField("name") else "",
+                task_scheduled_id=p.taskScheduledId,
+            )
+    elif etype == "timerCreated":
+        if body.HasField("name"):
+            out.name = body.name
+        elif body.WhichOneof("origin") == "externalEvent":
+            out.name = body.externalEvent.name
+    elif etype == "workflowStarted":
+        if body.HasField("version") and body.version.HasField("name"):
+            out.version = body.version.name
+    elif etype == "executionStalled":
+        out.stall_reason = details.get("reason", "")
+        out.stall_description = body.description if body.HasField("description") else ""
+        out.name = out.stall_reason
+    elif etype == "executionCompleted":
+        out.name = status_name(body.workflowStatus)
+    return out
+
+
+def pair_names(events: list[Event], known: dict[int, str] | None = None) -> dict[int, str]:
+    """Give completions (taskCompleted, timerFired, ...) the name of the event they pair with,
+    using ``known`` (eventId -> name of earlier events of the run) and the events themselves.
+    Returns the updated mapping."""
+    names = dict(known or {})
+    for ev in events:
+        if ev.event_type in ("taskScheduled", "childWorkflowInstanceCreated", "timerCreated"):
+            names[ev.event_id] = ev.name
+        elif ev.related_id is not None and not ev.name:
+            ev.name = names.get(ev.related_id, "")
+    return names

@@ -1,0 +1,207 @@
+from datetime import timedelta
+from urllib.parse import quote
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tests.console import factories
+from workflows_ui.models import HistoryEvent, StatusCount
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api():
+    user = User.objects.create_user("alice", password="pw-123456789")
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+def ids(response):
+    assert response.status_code == 200, response.content
+    return [row["instance_id"] for row in response.json()["results"]]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/api/engines/", "/api/instances/", "/api/instances/orders/x/", "/api/schema/"],
+)
+def test_it_refuses_anonymous_requests(client, url):
+    factories.instance(instance_id="x")
+    assert client.get(url).status_code in (401, 403)
+
+
+def test_a_token_authenticates():
+    user = User.objects.create_user("bot")
+    token = Token.objects.create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert client.get("/api/engines/").status_code == 200
+
+
+def test_engines_show_health_and_counts(api):
+    engine = factories.engine(reachable=True, supports_list=True, supports_history=True)
+    StatusCount.objects.create(engine=engine, name="a", status="RUNNING", count=3)
+    StatusCount.objects.create(engine=engine, name="b", status="RUNNING", count=2)
+    StatusCount.objects.create(engine=engine, name="b", status="FAILED", count=0)
+    factories.engine("old", supports_list=False)
+    rows = {r["name"]: r for r in api.get("/api/engines/").json()}
+    assert rows["orders"]["health"] == "ok"
+    assert rows["orders"]["counts"] == {"RUNNING": 5}
+    assert rows["old"]["health"] == "too-old" and rows["old"]["too_old"] is True
+
+
+def test_instances_are_listed_newest_first_with_a_keyset_cursor(api):
+    for i in range(7):
+        factories.instance(instance_id=f"i{i}")
+    seen = []
+    url = "/api/instances/?limit=3"
+    while url:
+        response = api.get(url)
+        seen += ids(response)
+        url = response.json()["next"]
+    assert seen == [f"i{i}" for i in reversed(range(7))]
+    oldest = ids(api.get("/api/instances/?ordering=created&limit=2"))
+    assert oldest == ["i0", "i1"]
+
+
+def test_instances_with_the_same_created_time_are_not_skipped(api):
+    t = factories.T0
+    for i in range(5):
+        factories.instance(instance_id=f"same{i}", created_at=t)
+    seen = []
+    url = "/api/instances/?limit=2"
+    while url:
+        response = api.get(url)
+        seen += ids(response)
+        url = response.json()["next"]
+    assert sorted(seen) == [f"same{i}" for i in range(5)] and len(seen) == 5
+
+
+def test_filters_combine(api):
+    other = factories.engine("billing")
+    factories.instance(instance_id="order-1", status="RUNNING", name="process_order")
+    factories.instance(
+        instance_id="order-2",
+        status="FAILED",
+        name="process_order",
+        failure_message="card declined",
+    )
+    factories.instance(instance_id="order-3", status="COMPLETED", name="ship_order")
+    factories.instance(
+        other,
+        instance_id="inv-1",
+        status="RUNNING",
+        name="settle_invoice",
+        input='{"customer": "acme"}',
+    )
+    factories.instance(instance_id="gone", status="COMPLETED", purged=True)
+    assert ids(api.get("/api/instances/?status=RUNNING,failed")) == ["inv-1", "order-2", "order-1"]
+    assert ids(api.get("/api/instances/?status=RUNNING&status=FAILED&engine=orders")) == [
+        "order-2",
+        "order-1",
+    ]
+    assert ids(api.get("/api/instances/?name=ship_order")) == ["order-3"]
+    assert ids(api.get("/api/instances/?id_prefix=order-")) == ["order-3", "order-2", "order-1"]
+    assert ids(api.get("/api/instances/?q=declined")) == ["order-2"]
+    assert ids(api.get("/api/instances/?q=acme&engine=billing")) == ["inv-1"]
+    assert ids(api.get("/api/instances/?purged=only")) == ["gone"]
+
+
+def test_created_range_filters(api):
+    a = factories.instance(instance_id="a")
+    factories.instance(instance_id="b", created_at=a.created_at + timedelta(hours=1))
+    after = (a.created_at + timedelta(minutes=1)).isoformat()
+    assert ids(api.get("/api/instances/", {"created_after": after})) == ["b"]
+    assert ids(api.get("/api/instances/", {"created_before": after})) == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "reason"),
+    [
+        ("status=DONE", "status", "unknown status DONE"),
+        ("engine=nope", "engine", "unknown engine nope"),
+        ("created_after=yesterday", "created_after", "Datetime has wrong format"),
+        ("limit=0", "limit", "greater than or equal to 1"),
+        ("cursor=%%%", "cursor", "not a cursor"),
+        ("ordering=name", "ordering", "not a valid choice"),
+        (
+            "created_after=2026-01-02T00:00:00Z&created_before=2026-01-01T00:00:00Z",
+            "created_before",
+            "later than",
+        ),
+    ],
+)
+def test_invalid_filters_answer_400_with_the_reason(api, query, field, reason):
+    factories.engine()
+    response = api.get(f"/api/instances/?{query}")
+    assert response.status_code == 400
+    assert reason in str(response.json()[field])
+
+
+def test_an_instance_with_a_colon_in_its_id_is_found_url_encoded(api):
+    parent = factories.instance(instance_id="order-7", name="fan_out")
+    child = factories.instance(
+        instance_id="order-7:0001",
+        parent_engine=parent.engine,
+        parent_instance_id="order-7",
+        parent_execution_id="e1",
+        failure_type="ValueError",
+        failure_message="boom",
+    )
+    data = api.get(f"/api/instances/orders/{quote(child.instance_id, safe='')}/").json()
+    assert data["instance_id"] == "order-7:0001"
+    assert data["parent"]["url"] == "/api/instances/orders/order-7/"
+    assert data["failure"] == {"type": "ValueError", "message": "boom", "stack_trace": ""}
+    assert data["url"] == "/api/instances/orders/order-7%3A0001/"
+    assert api.get(data["url"]).status_code == 200
+    assert api.get(data["history_url"]).json() == {"run": None, "results": [], "next": None}
+
+
+def test_an_id_with_a_slash_still_resolves(api):
+    factories.instance(instance_id="a/b")
+    assert api.get("/api/instances/orders/a%2Fb/").json()["instance_id"] == "a/b"
+
+
+def test_unknown_instances_and_engines_are_404(api):
+    factories.instance(instance_id="x")
+    assert api.get("/api/instances/orders/nope/").status_code == 404
+    assert api.get("/api/instances/billing/x/").status_code == 404
+    assert api.get("/api/instances/orders/nope/history/").status_code == 404
+
+
+def test_runs_and_paged_history_filtered_by_type(api):
+    inst = factories.instance(instance_id="m", name="monitor")
+    old = factories.run(inst, execution_id="r1", status="CONTINUED_AS_NEW")
+    new = factories.run(inst, execution_id="r2", status="RUNNING")
+    inst.current_execution_id = "r2"
+    inst.save()
+    types = ["workflowStarted", "executionStarted", "timerCreated", "workflowStarted", "timerFired"]
+    for run in (old, new):
+        HistoryEvent.objects.bulk_create(
+            HistoryEvent(run=run, position=i, event_id=-1, event_type=t)
+            for i, t in enumerate(types)
+        )
+    runs = api.get("/api/instances/orders/m/runs/").json()["results"]
+    assert [(r["execution_id"], r["current"]) for r in runs] == [("r1", False), ("r2", True)]
+    page = api.get("/api/instances/orders/m/history/?limit=2").json()
+    assert page["run"] == "r2"
+    assert [e["position"] for e in page["results"]] == [0, 1]
+    page2 = api.get(page["next"]).json()
+    assert [e["position"] for e in page2["results"]] == [2, 3]
+    typed = api.get("/api/instances/orders/m/history/?type=workflowStarted&run=r1").json()
+    assert [e["position"] for e in typed["results"]] == [0, 3]
+    assert typed["run"] == "r1"
+    bad = api.get("/api/instances/orders/m/history/?run=zzz")
+    assert bad.status_code == 400 and "no run" in str(bad.json()["run"])
+
+
+def test_the_openapi_schema_describes_the_api(api):
+    response = api.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "/api/instances/{engine}/{instance_id}/history/" in text
+    assert "id_prefix" in text

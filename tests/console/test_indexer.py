@@ -1,0 +1,315 @@
+"""The indexer's passes against a fake engine fed with the real engine's recorded answers."""
+
+from dataclasses import replace
+
+import pytest
+from django.db.models import Count
+
+from engine_bridge import indexer as indexer_module
+from engine_bridge.errors import EngineUnavailable
+from engine_bridge.indexer import EngineIndexer, Limits, request_refresh
+from engine_bridge.types import Event
+from tests.console.fakes import FakeEngine, golden_child, golden_instance
+from workflows_ui.models import ChangeLog, Engine, HistoryEvent, Instance, Run, StatusCount
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+GOLDEN = [
+    "two_steps",
+    "with_retry",
+    "approval_event_before_wait",
+    "approval_timeout",
+    "fan_out_children",
+    "continue_as_new",
+    "activity_fails",
+    "custom_status",
+    "suspend_event_resume",
+    "terminated",
+]
+
+
+@pytest.fixture
+def fake():
+    return FakeEngine()
+
+
+@pytest.fixture
+def make_indexer(fake):
+    made = []
+
+    def make(**limits):
+        engine, _ = Engine.objects.get_or_create(name="orders", defaults={"address": "x:1"})
+        defaults = {"concurrency": 4, "active_interval": 0.0, "sweep_interval": 0.0}
+        ix = EngineIndexer(engine, fake, Limits(**{**defaults, **limits}))
+        made.append(ix)
+        return ix
+
+    yield make
+    for ix in made:
+        ix.close()
+
+
+def counts_are_exact(engine):
+    real = {
+        (r["name"], r["status"]): r["n"]
+        for r in Instance.objects.filter(engine=engine, purged=False)
+        .values("name", "status")
+        .annotate(n=Count("id"))
+    }
+    kept = {
+        (c.name, c.status): c.count for c in StatusCount.objects.filter(engine=engine) if c.count
+    }
+    return real == kept
+
+
+def test_a_pass_indexes_every_recorded_workflow(fake, make_indexer):
+    for name in GOLDEN:
+        fake.add(*golden_instance(name))
+    for child in ("g-fan-out:0001", "g-fan-out:0002"):
+        fake.add(*golden_child("fan_out_children", child))
+    ix = make_indexer()
+    result = ix.run_pass()
+    assert result.discovered == 12
+    assert Instance.objects.count() == 12
+    fails = Instance.objects.get(instance_id="g-fails")
+    assert fails.status == "FAILED"
+    assert fails.failure_type == "TaskFailedError"
+    assert "no carrier" in fails.failure_message
+    assert fails.completed_at is not None
+    two = Instance.objects.get(instance_id="g-two-steps")
+    assert two.input == '{"id": "o-1001", "qty": 2, "amount": 59.9}'
+    assert two.input_size == len(two.input)
+    assert two.runs.get().events.count() == 9
+    assert two.current_execution_id == "9cd16996-fddb-4ed8-823f-6262f3e83415"
+    assert Instance.objects.get(instance_id="g-status").custom_status == '{"step": "done"}'
+    child = Instance.objects.get(instance_id="g-fan-out:0001")
+    assert child.parent_instance_id == "g-fan-out"
+    assert child.parent_engine_id == ix.engine.pk
+    assert child.parent_task_scheduled_id == 1
+    assert child.parent().instance_id == "g-fan-out"
+    assert sorted(
+        Instance.objects.get(instance_id="g-fan-out")
+        .children()
+        .values_list("instance_id", flat=True)
+    ) == ["g-fan-out:0001", "g-fan-out:0002"]
+    retry = Run.objects.get(instance__instance_id="g-with-retry")
+    completions = retry.events.filter(event_type="taskFailed").values_list("name", flat=True)
+    assert list(completions) == ["charge_card", "charge_card"]
+    assert ix.engine.app_id == "example"
+    assert counts_are_exact(ix.engine)
+    assert ChangeLog.objects.filter(kind="new").count() == 12
+    engine = Engine.objects.get(pk=ix.engine.pk)
+    assert engine.reachable is True and engine.last_pass_at is not None
+    assert engine.supports_list and engine.supports_history and engine.supports_rerun
+
+
+def test_a_second_pass_over_unchanged_instances_writes_nothing_new(fake, make_indexer):
+    for name in GOLDEN:
+        fake.add(*golden_instance(name))
+    ix = make_indexer(terminal_interval=0.0)
+    ix.run_pass()
+    before = (HistoryEvent.objects.count(), ChangeLog.objects.count(), Run.objects.count())
+    fake.calls.clear()
+    result = ix.run_pass()
+    assert result.refreshed == len(GOLDEN)
+    assert result.changed == 0
+    assert (HistoryEvent.objects.count(), ChangeLog.objects.count(), Run.objects.count()) == before
+    assert not [c for c in fake.calls if c[0] == "GetInstanceHistory" and c[1]]
+
+
+def running_copy(name, iid, keep):
+    state, events = golden_instance(name)
+    return replace(state, status="RUNNING", output=None, completed_at=None), events[:keep], iid
+
+
+def test_new_events_are_appended_with_positions_and_logged(fake, make_indexer):
+    state, events = golden_instance("two_steps")
+    fake.add(replace(state, status="RUNNING", output=None), events[:3])
+    ix = make_indexer()
+    ix.run_pass()
+    run = Run.objects.get()
+    assert run.event_count == 3 and run.status == "RUNNING"
+    fake.append("g-two-steps", events[3:], status="COMPLETED", output=state.output)
+    ix.run_pass()
+    run.refresh_from_db()
+    assert run.event_count == 9 and run.status == "COMPLETED"
+    assert list(run.events.order_by("position").values_list("position", flat=True)) == list(
+        range(9)
+    )
+    assert list(run.events.values_list("event_type", flat=True).order_by("position")) == [
+        e.event_type for e in events
+    ]
+    kinds = list(ChangeLog.objects.order_by("id").values_list("kind", "old_status", "status"))
+    assert kinds == [
+        ("new", "", "RUNNING"),
+        ("run", "", "RUNNING"),
+        ("events", "", "RUNNING"),
+        ("status", "RUNNING", "COMPLETED"),
+        ("events", "", "COMPLETED"),
+    ]
+    last = ChangeLog.objects.order_by("id").last()
+    assert (last.first_position, last.last_position) == (3, 8)
+    assert counts_are_exact(ix.engine)
+    assert StatusCount.objects.get(name="two_steps", status="RUNNING").count == 0
+
+
+def test_continue_as_new_starts_a_new_run_and_keeps_the_old_one(fake, make_indexer):
+    state, events = golden_instance("continue_as_new")
+    first = [replace(e) for e in events[:3]]
+    fake.add(replace(state, status="RUNNING"), first)
+    ix = make_indexer()
+    ix.run_pass()
+    fake.append("g-monitor", [], status="COMPLETED")
+    fake.instances["g-monitor"] = (fake.instances["g-monitor"][0], events)
+    # A new generation: another executionId.
+    started = next(e for e in events if e.event_type == "executionStarted")
+    first_started = next(e for e in first if e.event_type == "executionStarted")
+    first_started.execution_id = "run-one"
+    Run.objects.filter(execution_id=started.execution_id).update(execution_id="run-one")
+    Instance.objects.filter(instance_id="g-monitor").update(current_execution_id="run-one")
+    ix.run_pass()
+    runs = list(
+        Run.objects.order_by("ordinal").values_list("execution_id", "status", "event_count")
+    )
+    assert runs == [
+        ("run-one", "CONTINUED_AS_NEW", 3),
+        (started.execution_id, "COMPLETED", len(events)),
+    ]
+    inst = Instance.objects.get(instance_id="g-monitor")
+    assert inst.current_execution_id == started.execution_id
+    assert ChangeLog.objects.filter(kind="run").count() == 2
+
+
+def test_an_id_missing_from_the_list_is_purged_only_when_the_engine_says_so(fake, make_indexer):
+    fake.add(*golden_instance("two_steps"))
+    fake.add(*golden_instance("terminated"))
+    ix = make_indexer()
+    ix.run_pass()
+    fake.listing_hides.add("g-two-steps")  # a listing that raced with a write
+    ix.run_pass()
+    assert not Instance.objects.get(instance_id="g-two-steps").purged
+    del fake.instances["g-terminated"]
+    ix.run_pass()
+    gone = Instance.objects.get(instance_id="g-terminated")
+    assert gone.purged and gone.purged_at is not None
+    assert gone.runs.get().events.count() == 6  # tombstone keeps its history
+    assert ChangeLog.objects.filter(kind="purged", instance=gone).count() == 1
+    assert counts_are_exact(ix.engine)
+    ix.run_pass()
+    assert ChangeLog.objects.filter(kind="purged").count() == 1
+
+
+def test_a_purged_id_started_again_comes_back_with_a_new_run(fake, make_indexer):
+    state, events = golden_instance("two_steps")
+    fake.add(state, events)
+    ix = make_indexer()
+    ix.run_pass()
+    del fake.instances["g-two-steps"]
+    ix.run_pass()
+    assert Instance.objects.get().purged
+    again = [replace(e) for e in events]
+    again[1].execution_id = "second-run"
+    fake.add(replace(state, last_updated_at=state.last_updated_at.replace(year=2027)), again)
+    ix.run_pass()
+    inst = Instance.objects.get()
+    assert not inst.purged
+    assert inst.runs.count() == 2
+    assert counts_are_exact(ix.engine)
+
+
+def test_an_unreachable_engine_is_recorded_and_data_stays(fake, make_indexer):
+    fake.add(*golden_instance("two_steps"))
+    ix = make_indexer()
+    ix.run_pass()
+    fake.down = True
+    with pytest.raises(EngineUnavailable):
+        ix.run_pass()
+    engine = Engine.objects.get()
+    assert engine.reachable is False
+    assert "connection refused" in engine.last_error
+    assert Instance.objects.count() == 1
+    fake.down = False
+    fake.add(*golden_instance("terminated"))
+    ix.run_pass()
+    assert Engine.objects.get().reachable is True
+    assert Instance.objects.count() == 2
+
+
+def test_a_crash_in_the_middle_of_a_write_leaves_nothing_half_done(fake, make_indexer, monkeypatch):
+    for name in GOLDEN:
+        fake.add(*golden_instance(name))
+    ix = make_indexer()
+    original = indexer_module.EngineIndexer._store_events
+    calls = {"n": 0}
+
+    def crash_on_fifth(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("killed")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(indexer_module.EngineIndexer, "_store_events", crash_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        ix.run_pass()
+    assert Instance.objects.count() == 0  # the chunk's transaction rolled back whole
+    monkeypatch.setattr(indexer_module.EngineIndexer, "_store_events", original)
+    ix2 = make_indexer()
+    ix2.run_pass()
+    assert Instance.objects.count() == len(GOLDEN)
+    assert HistoryEvent.objects.count() == sum(len(golden_instance(n)[1]) for n in GOLDEN)
+    assert counts_are_exact(ix2.engine)
+
+
+def test_a_hint_reads_an_instance_now_even_before_discovery(fake, make_indexer):
+    fake.unsupported.add("ListInstanceIDs")  # no discovery at all
+    fake.add(*golden_instance("two_steps"))
+    ix = make_indexer()
+    ix.run_pass()
+    assert Instance.objects.count() == 0
+    request_refresh("orders", "g-two-steps")
+    result = ix.run_pass()
+    assert result.hinted == 1
+    assert Instance.objects.get().status == "COMPLETED"
+
+
+def test_an_engine_without_list_and_history_is_too_old_not_crashed(fake, make_indexer):
+    fake.unsupported |= {"ListInstanceIDs", "GetInstanceHistory", "RerunWorkflowFromEvent"}
+    fake.add(*golden_instance("two_steps"))
+    ix = make_indexer()
+    ix.run_pass()
+    engine = Engine.objects.get()
+    assert engine.supports_list is False and engine.supports_history is False
+    assert engine.supports_rerun is False
+    assert engine.too_old and engine.health() == "too-old"
+    assert "too old" in engine.last_error and "ListInstanceIDs" in engine.last_error
+    request_refresh(engine, "g-two-steps")
+    ix.run_pass()
+    inst = Instance.objects.get()
+    assert inst.status == "COMPLETED" and inst.runs.count() == 0
+
+
+def test_payloads_are_cut_to_the_limit_with_their_size_kept(fake, make_indexer):
+    state, events = golden_instance("two_steps")
+    fake.add(replace(state, input="x" * 5000), events)
+    make_indexer(payload_limit=1000).run_pass()
+    inst = Instance.objects.get()
+    assert len(inst.input) == 1000 and inst.input_size == 5000
+
+
+def test_stall_reason_is_kept_while_stalled(fake, make_indexer):
+    state, events = golden_instance("terminated")
+    stall = Event(
+        event_id=-1,
+        event_type="executionStalled",
+        timestamp=events[-1].timestamp,
+        name="PATCH_MISMATCH",
+        stall_reason="PATCH_MISMATCH",
+        stall_description="patch p2 not in this worker",
+    )
+    fake.add(replace(state, status="STALLED"), events[:3] + [stall])
+    ix = make_indexer()
+    ix.run_pass()
+    inst = Instance.objects.get()
+    assert inst.status == "STALLED"
+    assert inst.stall_reason == "PATCH_MISMATCH"
+    assert inst.stall_description == "patch p2 not in this worker"

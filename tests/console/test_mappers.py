@@ -1,0 +1,194 @@
+"""Mappers over what the real engine returned (tests/console/golden)."""
+
+from datetime import UTC, datetime
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from engine_bridge import mappers
+from engine_bridge.client import map_rpc_error, pb
+from engine_bridge.errors import (
+    EngineRejected,
+    EngineUnavailable,
+    InstanceNotFound,
+    NotSupported,
+)
+from engine_bridge.types import trace_id_of
+
+
+def history(record):
+    events = [mappers.event(json_format.ParseDict(e, pb.HistoryEvent())) for e in record["history"]]
+    mappers.pair_names(events)
+    return events
+
+
+def state(record):
+    return mappers.instance_state(
+        json_format.ParseDict(record["get_instance"], pb.GetInstanceResponse())
+    )
+
+
+def test_instance_state_of_a_completed_workflow(golden):
+    st = state(golden("two_steps"))
+    assert st.instance_id == "g-two-steps"
+    assert st.name == "two_steps"
+    assert st.status == "COMPLETED"
+    assert st.created_at == datetime(2026, 11, 22, 3, 26, 24, 267019, tzinfo=UTC)
+    assert st.last_updated_at == datetime(2026, 11, 22, 3, 26, 24, 301097, tzinfo=UTC)
+    assert st.input == '{"id": "o-1001", "qty": 2, "amount": 59.9}'
+    assert st.output.startswith('{"stock"')
+    assert st.custom_status is None
+    assert st.failure is None
+
+
+def test_instance_state_of_a_failed_workflow_has_its_failure(golden):
+    st = state(golden("activity_fails"))
+    assert st.status == "FAILED"
+    assert st.failure.type == "TaskFailedError"
+    assert st.failure.message == "g-fails: Activity task #1 failed: no carrier serves this address"
+    assert "record_golden.py" in st.failure.stack_trace
+
+
+def test_instance_state_keeps_custom_status(golden):
+    assert state(golden("custom_status")).custom_status == '{"step": "done"}'
+
+
+def test_a_missing_instance_maps_to_none():
+    assert mappers.instance_state(pb.GetInstanceResponse(exists=False)) is None
+
+
+def test_events_keep_order_ids_types_and_pairing(golden):
+    events = history(golden("with_retry"))
+    summary = [f"{e.event_type}(eventId={e.event_id})" for e in events]
+    assert summary == golden("with_retry")["summary"]
+    started = events[1]
+    assert started.execution_id == "aee4cb31-d34f-433a-92ab-046a382f0266"
+    assert started.name == "with_retry"
+    assert started.input == '{"id": "o-1001", "qty": 2, "amount": 59.9}'
+    failed = events[4]
+    assert failed.related_id == 1 and failed.name == "charge_card"
+    assert failed.details["failureDetails"]["errorType"] == "ConnectionError"
+    retry_timer = events[5]
+    assert retry_timer.details["activityRetry"]["taskExecutionId"].startswith("e29e54ad")
+    fired = events[7]
+    assert fired.event_type == "timerFired" and fired.related_id == 2
+    completed = events[16]
+    assert completed.event_type == "taskCompleted" and completed.related_id == 5
+    assert completed.name == "charge_card"
+    assert events[-1].name == "COMPLETED"
+    assert events[2].source_app_id == "example"
+    assert events[2].details["router"] == {"sourceAppID": "example"}
+
+
+def test_an_event_wait_timer_is_named_after_the_event(golden):
+    events = history(golden("approval_timeout"))
+    wait = events[2]
+    assert wait.event_type == "timerCreated"
+    assert wait.name == "approval"
+    assert wait.details["fireAt"] == "9999-12-31T23:59:59.999999999Z"
+    assert wait.timestamp.year == 2026
+
+
+def test_children_carry_their_parent(golden):
+    record = golden("fan_out_children")
+    events = history(record)
+    assert [e.name for e in events if e.event_type == "childWorkflowInstanceCreated"] == [
+        "line_item",
+        "line_item",
+    ]
+    assert events[2].details["instanceId"] == "g-fan-out:0001"
+    assert [e.name for e in events if e.event_type == "childWorkflowInstanceCompleted"] == [
+        "line_item",
+        "line_item",
+    ]
+    child = [
+        mappers.event(json_format.ParseDict(e, pb.HistoryEvent()))
+        for e in record["children"]["g-fan-out:0001"]
+    ]
+    parent = child[1].parent
+    assert parent.instance_id == "g-fan-out"
+    assert parent.execution_id == "cb74a9a4-dfca-4320-8f7d-76b37489ec2d"
+    assert parent.app_id == "example"
+    assert parent.task_scheduled_id == 1
+    assert parent.name == "fan_out"
+
+
+def test_suspend_resume_terminate_and_raise_events(golden):
+    types = [e.event_type for e in history(golden("suspend_event_resume"))]
+    assert "executionSuspended" in types and "executionResumed" in types
+    raised = [e for e in history(golden("suspend_event_resume")) if e.event_type == "eventRaised"]
+    assert raised[0].name == "go" and raised[0].details["input"] == "42"
+    term = history(golden("terminated"))
+    assert term[4].event_type == "executionTerminated"
+    assert term[-1].name == "TERMINATED"
+
+
+def test_continue_as_new_history_is_the_last_run(golden):
+    events = history(golden("continue_as_new"))
+    assert events[1].execution_id == "1eef6b8f-18ed-407e-8ef3-6283478822e0"
+    assert events[1].input == "2"
+
+
+def test_big_strings_in_details_are_cut_and_listed():
+    ev = pb.HistoryEvent(eventId=-1)
+    ev.eventRaised.name = "big"
+    ev.eventRaised.input.value = "x" * 1000
+    out = mappers.event(ev, payload_limit=300)
+    assert len(out.details["input"]) == 300
+    assert out.details["_truncated"] == ["input"]
+
+
+def test_stall_and_version_are_read():
+    ev = pb.HistoryEvent(eventId=-1)
+    ev.executionStalled.reason = 1
+    ev.executionStalled.description = "patch p1 missing"
+    out = mappers.event(ev)
+    assert out.stall_reason and out.stall_reason == out.name
+    assert out.stall_description == "patch p1 missing"
+    ws = pb.HistoryEvent(eventId=-1)
+    ws.workflowStarted.version.name = "v2"
+    assert mappers.event(ws).version == "v2"
+
+
+def test_trace_parent_to_trace_id():
+    assert trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") == (
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    )
+    assert trace_id_of("") == ""
+    assert trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01") == ""
+    assert trace_id_of("garbage") == ""
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code, details):
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "kind"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "connection refused", EngineUnavailable),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", EngineUnavailable),
+        (grpc.StatusCode.NOT_FOUND, "instance 'x' not found", InstanceNotFound),
+        (grpc.StatusCode.UNIMPLEMENTED, "Method not found!", NotSupported),
+        (grpc.StatusCode.UNKNOWN, "unknown method ListInstanceIDs", NotSupported),
+        (grpc.StatusCode.UNKNOWN, "no such instance exists", InstanceNotFound),
+        (grpc.StatusCode.UNKNOWN, "state store is down", EngineRejected),
+        (grpc.StatusCode.INVALID_ARGUMENT, "workflow is not terminal", EngineRejected),
+        (grpc.StatusCode.UNAUTHENTICATED, "missing api token", EngineRejected),
+        (grpc.StatusCode.ALREADY_EXISTS, "an active instance exists", EngineRejected),
+    ],
+)
+def test_grpc_errors_map_to_a_few_exceptions(code, text, kind):
+    err = map_rpc_error(FakeRpcError(code, text), "GetInstance")
+    assert type(err) is kind
+    assert err.message == text
+    assert str(err) == f"GetInstance: {text} ({code.name})"
+    assert err.transient is (kind is EngineUnavailable)

@@ -1,0 +1,242 @@
+"""Serializers of the REST API: query-string filters (validated, 400 with the reason) and the
+read-only representations of engines, instances, runs and history events."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from rest_framework import serializers
+
+from workflows_ui.models import Engine, HistoryEvent, Instance, Run, Status
+
+
+def instance_path(engine_name: str, instance_id: str) -> str:
+    """The API path of an instance; ids are url-encoded (child ids contain ':')."""
+    return f"/api/instances/{quote(engine_name, safe='')}/{quote(instance_id, safe='')}/"
+
+
+class CommaListField(serializers.ListField):
+    """A list given as repeated parameters or comma-separated (``status=RUNNING,FAILED``)."""
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        if isinstance(data, str):
+            data = [data]
+        items = [part.strip() for value in data for part in str(value).split(",") if part.strip()]
+        return super().to_internal_value(items)
+
+
+class InstanceFilterSerializer(serializers.Serializer):
+    engine = CommaListField(child=serializers.CharField(max_length=40), required=False)
+    status = CommaListField(child=serializers.CharField(max_length=20), required=False)
+    name = serializers.CharField(max_length=255, required=False)
+    id_prefix = serializers.CharField(max_length=512, required=False)
+    created_after = serializers.DateTimeField(required=False, help_text="inclusive")
+    created_before = serializers.DateTimeField(required=False, help_text="exclusive")
+    q = serializers.CharField(
+        max_length=500, required=False, help_text="words in input, output, custom status, failure"
+    )
+    purged = serializers.ChoiceField(
+        choices=["exclude", "include", "only"], default="exclude", required=False
+    )
+    ordering = serializers.ChoiceField(choices=["-created", "created"], default="-created")
+    cursor = serializers.CharField(max_length=200, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
+
+    def validate_status(self, value: list[str]) -> list[str]:
+        known = set(Status.values)
+        upper = [v.upper() for v in value]
+        bad = [v for v in upper if v not in known]
+        if bad:
+            raise serializers.ValidationError(
+                f"unknown status {', '.join(bad)}; expected some of {', '.join(Status.values)}"
+            )
+        return upper
+
+    def validate_engine(self, value: list[str]) -> list[str]:
+        known = set(Engine.objects.filter(name__in=value).values_list("name", flat=True))
+        bad = [v for v in value if v not in known]
+        if bad:
+            raise serializers.ValidationError(f"unknown engine {', '.join(bad)}")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        after, before = attrs.get("created_after"), attrs.get("created_before")
+        if after and before and after >= before:
+            raise serializers.ValidationError(
+                {"created_before": "must be later than created_after"}
+            )
+        return attrs
+
+
+class HistoryFilterSerializer(serializers.Serializer):
+    run = serializers.CharField(
+        max_length=100, required=False, help_text="executionId; default: the current run"
+    )
+    type = CommaListField(child=serializers.CharField(max_length=40), required=False)
+    after = serializers.IntegerField(min_value=-1, default=-1, help_text="position cursor")
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=200)
+
+
+class PageFilterSerializer(serializers.Serializer):
+    after = serializers.IntegerField(min_value=0, default=0, help_text="ordinal cursor")
+    limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
+
+
+class EngineSerializer(serializers.ModelSerializer):
+    health = serializers.CharField()
+    too_old = serializers.BooleanField()
+    counts = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Engine
+        fields = [
+            "name",
+            "address",
+            "tls",
+            "configured",
+            "app_id",
+            "health",
+            "reachable",
+            "last_contact_at",
+            "last_pass_at",
+            "last_error",
+            "last_error_at",
+            "supports_list",
+            "supports_history",
+            "supports_rerun",
+            "too_old",
+            "counts",
+        ]
+
+    def get_counts(self, obj: Engine) -> dict[str, int]:
+        """Live instances per status (from the counts table)."""
+        return dict(getattr(obj, "status_totals", {}))
+
+
+class InstanceListSerializer(serializers.ModelSerializer):
+    engine = serializers.CharField(source="engine.name")
+    duration_seconds = serializers.FloatField(allow_null=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Instance
+        fields = [
+            "engine",
+            "instance_id",
+            "name",
+            "version",
+            "status",
+            "created_at",
+            "last_updated_at",
+            "completed_at",
+            "duration_seconds",
+            "custom_status",
+            "purged",
+            "url",
+        ]
+
+    def get_url(self, obj: Instance) -> str:
+        return instance_path(obj.engine.name, obj.instance_id)
+
+
+class ParentSerializer(serializers.Serializer):
+    engine = serializers.CharField(allow_null=True)
+    app_id = serializers.CharField()
+    instance_id = serializers.CharField()
+    execution_id = serializers.CharField()
+    url = serializers.CharField(allow_null=True)
+
+
+class InstanceDetailSerializer(InstanceListSerializer):
+    failure = serializers.SerializerMethodField()
+    parent = serializers.SerializerMethodField()
+    runs_url = serializers.SerializerMethodField()
+    history_url = serializers.SerializerMethodField()
+
+    class Meta(InstanceListSerializer.Meta):
+        fields = [
+            *InstanceListSerializer.Meta.fields,
+            "started_at",
+            "scheduled_start_at",
+            "input",
+            "input_size",
+            "output",
+            "output_size",
+            "custom_status_size",
+            "failure",
+            "parent",
+            "trace_id",
+            "stall_reason",
+            "stall_description",
+            "current_execution_id",
+            "purged_at",
+            "first_seen_at",
+            "indexed_at",
+            "runs_url",
+            "history_url",
+        ]
+
+    def get_failure(self, obj: Instance) -> dict[str, str] | None:
+        if not (obj.failure_type or obj.failure_message):
+            return None
+        return {
+            "type": obj.failure_type,
+            "message": obj.failure_message,
+            "stack_trace": obj.failure_stack_trace,
+        }
+
+    def get_parent(self, obj: Instance) -> dict[str, Any] | None:
+        if not obj.parent_instance_id:
+            return None
+        engine = obj.parent_engine
+        return {
+            "engine": engine.name if engine else None,
+            "app_id": obj.parent_app_id,
+            "instance_id": obj.parent_instance_id,
+            "execution_id": obj.parent_execution_id,
+            "url": instance_path(engine.name, obj.parent_instance_id) if engine else None,
+        }
+
+    def get_runs_url(self, obj: Instance) -> str:
+        return instance_path(obj.engine.name, obj.instance_id) + "runs/"
+
+    def get_history_url(self, obj: Instance) -> str:
+        return instance_path(obj.engine.name, obj.instance_id) + "history/"
+
+
+class RunSerializer(serializers.ModelSerializer):
+    current = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = [
+            "ordinal",
+            "execution_id",
+            "name",
+            "status",
+            "started_at",
+            "completed_at",
+            "input",
+            "input_size",
+            "trace_id",
+            "event_count",
+            "current",
+        ]
+
+    def get_current(self, obj: Run) -> bool:
+        return obj.execution_id == self.context.get("current_execution_id")
+
+
+class HistoryEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = HistoryEvent
+        fields = [
+            "position",
+            "event_id",
+            "event_type",
+            "name",
+            "timestamp",
+            "related_id",
+            "details",
+        ]

@@ -1,0 +1,233 @@
+"""REST API views: read-only, served from the console's database (never from an engine)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from django.db.models import Q, QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from workflows_ui import search
+from workflows_ui.api.serializers import (
+    EngineSerializer,
+    HistoryEventSerializer,
+    HistoryFilterSerializer,
+    InstanceDetailSerializer,
+    InstanceFilterSerializer,
+    InstanceListSerializer,
+    PageFilterSerializer,
+    RunSerializer,
+)
+from workflows_ui.models import Engine, HistoryEvent, Instance, Run, StatusCount
+
+
+def _validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    data = {
+        key: (values if len(values) > 1 else values[0])
+        for key, values in request.query_params.lists()
+    }
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def _next_url(request: Request, **params: Any) -> str:
+    query = request.query_params.copy()
+    for key, value in params.items():
+        query[key] = str(value)
+    return f"{request.path}?{urlencode(list(query.lists()), doseq=True)}"
+
+
+def _get_instance(engine: str, instance_id: str) -> Instance:
+    return get_object_or_404(
+        Instance.objects.select_related("engine", "parent_engine"),
+        engine__name=engine,
+        instance_id=instance_id,
+    )
+
+
+def encode_cursor(created_at: datetime, pk: int) -> str:
+    raw = json.dumps([created_at.isoformat(), pk]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, pk = json.loads(raw)
+        return datetime.fromisoformat(created), int(pk)
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise ValidationError({"cursor": ["not a cursor this API handed out"]}) from None
+
+
+def filter_instances(params: dict[str, Any]) -> QuerySet[Instance]:
+    """The list's filters (shared with the instance list page)."""
+    qs = Instance.objects.all()
+    if params.get("engine"):
+        qs = qs.filter(engine__name__in=params["engine"])
+    if params.get("status"):
+        qs = qs.filter(status__in=params["status"])
+    if params.get("name"):
+        qs = qs.filter(name=params["name"])
+    if params.get("created_after"):
+        qs = qs.filter(created_at__gte=params["created_after"])
+    if params.get("created_before"):
+        qs = qs.filter(created_at__lt=params["created_before"])
+    purged = params.get("purged", "exclude")
+    if purged == "exclude":
+        qs = qs.filter(purged=False)
+    elif purged == "only":
+        qs = qs.filter(purged=True)
+    if params.get("id_prefix"):
+        qs = search.filter_id_prefix(qs, params["id_prefix"])
+    if params.get("q"):
+        qs = search.filter_text(qs, params["q"])
+    return qs
+
+
+class EngineList(APIView):
+    @extend_schema(
+        responses=EngineSerializer(many=True),
+        summary="Engines and their health",
+        operation_id="engines_list",
+    )
+    def get(self, request: Request) -> Response:
+        engines = list(Engine.objects.all())
+        totals: dict[int, dict[str, int]] = {}
+        for engine_id, status, count in StatusCount.objects.values_list(
+            "engine_id", "status", "count"
+        ):
+            per = totals.setdefault(engine_id, {})
+            per[status] = per.get(status, 0) + count
+        for engine in engines:
+            engine.status_totals = {s: n for s, n in totals.get(engine.pk, {}).items() if n}  # type: ignore[attr-defined]
+        return Response(EngineSerializer(engines, many=True).data)
+
+
+class InstanceList(APIView):
+    @extend_schema(
+        parameters=[InstanceFilterSerializer],
+        responses={
+            200: inline_serializer(
+                "InstancePage",
+                {
+                    "results": InstanceListSerializer(many=True),
+                    "next": serializers.CharField(allow_null=True),
+                },
+            ),
+            400: OpenApiResponse(description="an invalid filter, with the reason per field"),
+        },
+        summary="Instances, newest first, keyset-paginated",
+        operation_id="instances_list",
+    )
+    def get(self, request: Request) -> Response:
+        params = _validated(InstanceFilterSerializer, request)
+        qs = filter_instances(params).select_related("engine")
+        newest_first = params["ordering"] == "-created"
+        if params.get("cursor"):
+            created, pk = decode_cursor(params["cursor"])
+            if newest_first:
+                qs = qs.filter(Q(created_at__lt=created) | Q(created_at=created, pk__lt=pk))
+            else:
+                qs = qs.filter(Q(created_at__gt=created) | Q(created_at=created, pk__gt=pk))
+        order = ["-created_at", "-pk"] if newest_first else ["created_at", "pk"]
+        limit = params["limit"]
+        rows = list(qs.order_by(*order)[: limit + 1])
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_url = (
+            _next_url(request, cursor=encode_cursor(rows[-1].created_at, rows[-1].pk))
+            if more
+            else None
+        )
+        return Response({"results": InstanceListSerializer(rows, many=True).data, "next": next_url})
+
+
+class InstanceDetail(APIView):
+    @extend_schema(
+        responses={200: InstanceDetailSerializer, 404: OpenApiResponse(description="unknown")},
+        summary="One instance (ids url-encoded)",
+        operation_id="instance_retrieve",
+    )
+    def get(self, request: Request, engine: str, instance_id: str) -> Response:
+        return Response(InstanceDetailSerializer(_get_instance(engine, instance_id)).data)
+
+
+class RunList(APIView):
+    @extend_schema(
+        parameters=[PageFilterSerializer],
+        responses=inline_serializer(
+            "RunPage",
+            {"results": RunSerializer(many=True), "next": serializers.CharField(allow_null=True)},
+        ),
+        summary="The runs of an instance the indexer saw, oldest first",
+        operation_id="instance_runs_list",
+    )
+    def get(self, request: Request, engine: str, instance_id: str) -> Response:
+        inst = _get_instance(engine, instance_id)
+        params = _validated(PageFilterSerializer, request)
+        limit = params["limit"]
+        rows = list(
+            Run.objects.filter(instance=inst, ordinal__gt=params["after"]).order_by("ordinal")[
+                : limit + 1
+            ]
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        context = {"current_execution_id": inst.current_execution_id}
+        return Response(
+            {
+                "results": RunSerializer(rows, many=True, context=context).data,
+                "next": _next_url(request, after=rows[-1].ordinal) if more else None,
+            }
+        )
+
+
+class HistoryList(APIView):
+    @extend_schema(
+        parameters=[HistoryFilterSerializer],
+        responses=inline_serializer(
+            "HistoryPage",
+            {
+                "run": serializers.CharField(allow_null=True),
+                "results": HistoryEventSerializer(many=True),
+                "next": serializers.CharField(allow_null=True),
+            },
+        ),
+        summary="A run's history events in order, paged by position",
+        operation_id="instance_history_list",
+    )
+    def get(self, request: Request, engine: str, instance_id: str) -> Response:
+        inst = _get_instance(engine, instance_id)
+        params = _validated(HistoryFilterSerializer, request)
+        execution_id = params.get("run") or inst.current_execution_id
+        run = Run.objects.filter(instance=inst, execution_id=execution_id).first()
+        if run is None:
+            if params.get("run"):
+                raise ValidationError({"run": [f"no run {execution_id!r} of this instance"]})
+            return Response({"run": None, "results": [], "next": None})
+        qs = HistoryEvent.objects.filter(run=run, position__gt=params["after"])
+        if params.get("type"):
+            qs = qs.filter(event_type__in=params["type"])
+        limit = params["limit"]
+        rows = list(qs.order_by("position")[: limit + 1])
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Response(
+            {
+                "run": run.execution_id,
+                "results": HistoryEventSerializer(rows, many=True).data,
+                "next": _next_url(request, after=rows[-1].position) if more else None,
+            }
+        )
