@@ -167,6 +167,25 @@ def parent_of_waiters(ctx: DaprWorkflowContext, count: int):
     return "children done"
 
 
+def nested_waiters(ctx: DaprWorkflowContext, depth: int):
+    """A chain of `depth` children below this one; the deepest waits for "go"."""
+    if depth == 0:
+        return (yield ctx.wait_for_external_event("go"))
+    return (yield ctx.call_child_workflow(nested_waiters, input=depth - 1))
+
+
+def parent_of_monitor(ctx: DaprWorkflowContext):
+    """The child continues as new twice: only its last generation reports back."""
+    return (yield ctx.call_child_workflow(monitor, input=0))
+
+
+def collect_events(ctx: DaprWorkflowContext, count: int):
+    values = []
+    for _ in range(count):
+        values.append((yield ctx.wait_for_external_event("item")))
+    return values
+
+
 def parent_of_failing_child(ctx: DaprWorkflowContext, order: dict):
     try:
         yield ctx.call_child_workflow(fails, input=order)
@@ -263,6 +282,9 @@ WORKFLOWS = [
     slow_steps,
     parent_of_waiters,
     parent_of_failing_child,
+    nested_waiters,
+    parent_of_monitor,
+    collect_events,
     race_then_continue,
     rerun_source,
     carry_over,

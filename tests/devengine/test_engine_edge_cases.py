@@ -69,3 +69,66 @@ def test_a_terminated_child_reports_child_workflow_instance_failed_to_its_parent
     assert done.workflowState.workflowStatus == STATUS["FAILED"]
     assert not has_kind("childWorkflowInstanceCompleted")(events)
     assert [kind(e) for e in events][-1] == "executionCompleted"
+
+
+def test_recursive_terminate_and_purge_reach_grandchildren(engine):
+    root = unique_id("nested")
+    engine.start("nested_waiters", root, input="2")
+    chain = [root, f"{root}:0001", f"{root}:0001:0001"]
+    engine.wait_status(chain[-1], "RUNNING")
+
+    engine.terminate(root, recursive=True)
+
+    for instance_id in chain:
+        engine.wait_status(instance_id, "TERMINATED", timeout=10)
+    assert engine.purge(root, recursive=True).deletedInstanceCount == 3
+    assert [engine.get(i).exists for i in chain] == [False, False, False]
+
+
+def test_a_result_travels_up_a_chain_of_children(engine):
+    root = unique_id("chain")
+    engine.start("nested_waiters", root, input="2")
+    deepest = f"{root}:0001:0001"
+    engine.wait_status(deepest, "RUNNING")
+
+    engine.raise_event(deepest, "go", '"from the bottom"')
+
+    assert engine.wait_done(root).workflowState.output.value == '"from the bottom"'
+
+
+def test_a_child_that_continues_as_new_reports_only_its_final_result(engine):
+    parent = unique_id("child-can")
+    engine.start("parent_of_monitor", parent)
+
+    done = engine.wait_done(parent)
+
+    assert done.workflowState.workflowStatus == STATUS["COMPLETED"]
+    assert done.workflowState.output.value == '"checked 3 times"'
+    events = engine.history(parent)
+    assert len(of_kind(events, "childWorkflowInstanceCompleted")) == 1
+    assert of_kind(events, "childWorkflowInstanceFailed") == []
+
+
+def test_many_events_are_delivered_in_the_order_they_were_raised(engine):
+    instance_id = unique_id("ordered")
+    engine.start("collect_events", instance_id, input="20")
+
+    for n in range(20):
+        engine.raise_event(instance_id, "item", str(n))
+
+    done = engine.wait_done(instance_id)
+    assert json.loads(done.workflowState.output.value) == list(range(20))
+
+
+def test_non_ascii_payloads_are_stored_unchanged(engine):
+    instance_id = unique_id("unicode")
+    text = json.dumps("h\u00e9llo \u2713 \u4e16\u754c \U0001f680", ensure_ascii=False)
+
+    engine.start("hello_world", instance_id, input=text)
+    done = engine.wait_done(instance_id)
+
+    assert done.workflowState.input.value == text
+    started = of_kind(engine.history(instance_id), "executionStarted")[0].executionStarted
+    assert started.input.value == text
+    # The SDK re-encodes what it returns (as ASCII JSON): compare the decoded value.
+    assert json.loads(done.workflowState.output.value) == "hello " + json.loads(text)
