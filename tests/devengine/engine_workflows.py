@@ -186,6 +186,16 @@ def collect_events(ctx: DaprWorkflowContext, count: int):
     return values
 
 
+def charge_once(ctx: DaprWorkflowContext, order: dict):
+    """Fails unless charge_card's attempt count for this instance id has reached 3."""
+    return (yield ctx.call_activity(charge_card, input=order))
+
+
+def parent_retrying_child(ctx: DaprWorkflowContext, order: dict):
+    # A retried child keeps its instance id: the engine restarts the failed child as a new run.
+    return (yield ctx.call_child_workflow(charge_once, input=order, retry_policy=CHARGE_RETRY))
+
+
 def parent_of_failing_child(ctx: DaprWorkflowContext, order: dict):
     try:
         yield ctx.call_child_workflow(fails, input=order)
@@ -282,6 +292,8 @@ WORKFLOWS = [
     slow_steps,
     parent_of_waiters,
     parent_of_failing_child,
+    charge_once,
+    parent_retrying_child,
     nested_waiters,
     parent_of_monitor,
     collect_events,

@@ -132,3 +132,30 @@ def test_non_ascii_payloads_are_stored_unchanged(engine):
     assert started.input.value == text
     # The SDK re-encodes what it returns (as ASCII JSON): compare the decoded value.
     assert json.loads(done.workflowState.output.value) == "hello " + json.loads(text)
+
+
+def test_a_retried_child_restarts_under_the_same_id_after_a_child_retry_timer(engine):
+    parent = unique_id("child-retry")
+    engine.start("parent_retrying_child", parent, input=json.dumps({"id": "o", "amount": 3}))
+
+    done = engine.wait_done(parent, timeout=30)
+
+    assert done.workflowState.workflowStatus == STATUS["COMPLETED"]
+    assert done.workflowState.output.value == '{"charged": 3}'
+    events = engine.history(parent)
+    created = of_kind(events, "childWorkflowInstanceCreated")
+    child_id = f"{parent}:0001"
+    assert [c.childWorkflowInstanceCreated.instanceId for c in created] == [child_id] * 3
+    timers = of_kind(events, "timerCreated")
+    assert [t.timerCreated.WhichOneof("origin") for t in timers] == ["childWorkflowRetry"] * 2
+    assert {t.timerCreated.childWorkflowRetry.instanceId for t in timers} == {child_id}
+    failed = [
+        f.childWorkflowInstanceFailed.taskScheduledId
+        for f in of_kind(events, "childWorkflowInstanceFailed")
+    ]
+    assert failed == [created[0].eventId, created[1].eventId]
+    completed = of_kind(events, "childWorkflowInstanceCompleted")
+    assert [c.childWorkflowInstanceCompleted.taskScheduledId for c in completed] == [
+        created[2].eventId
+    ]
+    assert engine.status(child_id) == "COMPLETED"
