@@ -874,9 +874,11 @@ class Engine:
         else:
             effects.ready.add(instance_id)
         self._apply_effects(effects)
+        self.store.flush()
         if visible <= now:
             # daprd answers once the first turn has committed.
             await self.wait_for(instance_id, lambda r: r is None or r.status != p.PENDING)
+            self.store.flush()
         return instance_id
 
     def get_instance(self, instance_id: str, with_payloads: bool) -> p.pb.GetInstanceResponse:
@@ -944,6 +946,7 @@ class Engine:
             self._deliver(inst.instance_id, event, effects)
             if event.HasField("executionTerminated") and inst.status == p.PENDING:
                 self._make_start_visible(inst.instance_id, now_ns())
+        self.store.flush()  # acknowledged to the caller: committed first
         effects.touched.add(inst.instance_id)
         self._apply_effects(effects)
 
@@ -972,6 +975,7 @@ class Engine:
             instance_id,
             lambda r: r is None or r.status == p.SUSPENDED or r.status in p.TERMINAL_STATUSES,
         )
+        self.store.flush()
 
     async def resume(self, instance_id: str, reason: p.StringValue | None) -> None:
         inst = self._existing(instance_id)
@@ -985,6 +989,7 @@ class Engine:
         # Like daprd, a resume of an instance that is not suspended is accepted: the event
         # still reaches the workflow (and the Python SDK then fails it).
         await self.wait_for(instance_id, lambda r: r is None or r.status != p.SUSPENDED)
+        self.store.flush()
 
     async def terminate(
         self, instance_id: str, output: p.StringValue | None, recursive: bool
@@ -999,6 +1004,7 @@ class Engine:
         event.executionTerminated.recurse = recursive
         self._add_event(inst, event)
         await self.wait_for(instance_id, lambda r: r is None or r.status in p.TERMINAL_STATUSES)
+        self.store.flush()
 
     def purge(self, instance_id: str, recursive: bool, force: bool) -> int:
         if not instance_id:
@@ -1025,6 +1031,7 @@ class Engine:
         with self.store.transaction():
             for target in targets:
                 self.store.delete_instance(target.instance_id)
+        self.store.flush()
         for target in targets:
             token = self.turn_by_instance.pop(target.instance_id, None)
             if token is not None:
@@ -1156,6 +1163,7 @@ class Engine:
             self.store.append_history(new_id, 0, [e.SerializeToString() for e in (*forked, *tail)])
             forked_start = next(e for e in forked if e.HasField("executionStarted"))
             self._redrive(inst, forked_start, tail, effects)
+        self.store.flush()
         self._apply_effects(effects)
         return new_id
 

@@ -7,11 +7,18 @@ worker holds which turn or activity) is deliberately not stored: after a restart
 was pending is handed out again, which is the at-least-once contract the SDK expects.
 
 The database runs in WAL mode with synchronous=NORMAL: a committed transaction survives the engine
-process being killed (only a power loss could drop the last commits).
+process being killed (only a power loss could drop the last commits). The engine holds the file
+exclusively (no other process reads it), which spares every transaction its file-lock calls.
+
+Changes are grouped: each `transaction()` is a savepoint inside a batch that is committed once per
+pass of the event loop, so a burst of worker results costs one commit. Nothing acknowledged to a
+client is lost that way: the engine calls `flush()` before answering a management call, and a
+worker result that dies with an uncommitted batch is simply handed out again after a restart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -108,6 +115,7 @@ def connect(path: str) -> sqlite3.Connection:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA locking_mode=EXCLUSIVE")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
@@ -125,6 +133,8 @@ class Store:
     def __init__(self, path: str):
         self.conn = connect(path)
         self._rows: OrderedDict[str, InstanceRow] = OrderedDict()
+        self._batch_open = False
+        self._flush_scheduled = False
 
     def _remember(self, row: InstanceRow) -> None:
         self._rows[row.instance_id] = row
@@ -137,7 +147,26 @@ class Store:
         self._rows.clear()
 
     def close(self) -> None:
+        self.flush()
         self.conn.close()
+
+    def flush(self) -> None:
+        """Commits the open batch, if any."""
+        self._flush_scheduled = False
+        if self._batch_open:
+            self._batch_open = False
+            self.conn.execute("COMMIT")
+
+    def _schedule_flush(self) -> None:
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()  # no event loop (a tool or a unit test): commit at once
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)
 
     def transaction(self) -> _Transaction:
         return _Transaction(self)
@@ -331,17 +360,24 @@ class Store:
 
 
 class _Transaction:
-    """`with store.transaction():` runs the block in one write transaction."""
+    """`with store.transaction():` makes the block's changes all or nothing (a savepoint)."""
 
     def __init__(self, store: Store):
         self.store = store
 
     def __enter__(self) -> None:
-        self.store.conn.execute("BEGIN IMMEDIATE")
+        conn = self.store.conn
+        if not self.store._batch_open:
+            conn.execute("BEGIN IMMEDIATE")
+            self.store._batch_open = True
+        conn.execute("SAVEPOINT change")
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        conn = self.store.conn
         if exc_type is None:
-            self.store.conn.execute("COMMIT")
+            conn.execute("RELEASE change")
         else:
-            self.store.conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK TO change")
+            conn.execute("RELEASE change")
             self.store.forget_cached()
+        self.store._schedule_flush()

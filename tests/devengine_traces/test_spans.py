@@ -103,14 +103,16 @@ def traced_engine(tmp_path, receiver):
         stderr=subprocess.STDOUT,
     )
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    grpc.channel_ready_future(channel).result(timeout=30)
-    stub = stubs.TaskHubSidecarServiceStub(channel)
-    stub.Hello(empty_pb2.Empty(), timeout=10)
-    yield port, stub
-    channel.close()
-    process.terminate()  # a clean stop flushes the span exporter
-    process.wait(timeout=20)
-    log.close()
+    try:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stub = stubs.TaskHubSidecarServiceStub(channel)
+        stub.Hello(empty_pb2.Empty(), timeout=10)
+        yield port, stub
+    finally:
+        channel.close()
+        process.terminate()  # a clean stop flushes the span exporter
+        process.wait(timeout=20)
+        log.close()
 
 
 def test_spans_follow_daprd_names_and_sit_in_the_callers_trace(traced_engine, receiver):
