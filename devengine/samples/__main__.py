@@ -32,6 +32,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CALL_TIMEOUT_SECONDS = 30
 ENGINE_WAIT_LOG_EVERY = 10.0
 DRAIN_SECONDS = 5.0
+WORKER_THREADS = 32
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -182,7 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         log_handler=sdk_handler,
         log_formatter=sdk_handler.formatter,
     )
-    runtime = WorkflowRuntime(host=args.host, port=str(args.port), logger_options=sdk_options)
+    runtime = WorkflowRuntime(
+        host=args.host,
+        port=str(args.port),
+        logger_options=sdk_options,
+        # The activities mostly wait (simulated remote calls): the SDK's default of CPUs + 4
+        # threads would queue them at a few workflows per second.
+        maximum_thread_pool_workers=WORKER_THREADS,
+    )
     in_flight = workflows.ActivitiesInFlight()
     workflows.register(runtime, in_flight)
     try:

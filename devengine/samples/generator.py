@@ -115,6 +115,7 @@ MONITOR_CHECK_EVERY = 30.0
 REPORT_EVERY = 60.0
 MAX_IN_FLIGHT = 32
 PROBE_EVERY = 5.0
+RETRY_DUE_AFTER = 1.0
 
 # Instance ids look like "order-20261123-00042": prefix, UTC date, sequence per prefix and day.
 _ID_PATTERN = re.compile(r"^(?P<prefix>[a-z][a-z0-9-]*)-(?P<day>\d{8})-(?P<seq>\d+)$")
@@ -147,6 +148,11 @@ class InstanceIds:
     def seed_from_clock(self, now: datetime) -> None:
         """Without a listing, start from the time of day so that a restart rarely collides."""
         self._floor = (now.hour * 3600 + now.minute * 60 + now.second) * 10
+
+    def latest(self, prefix: str) -> str | None:
+        """Today's highest id with this prefix, if the engine or this process has one."""
+        key = (prefix, self._today())
+        return f"{prefix}-{key[1]}-{self._last[key]:05d}" if key in self._last else None
 
     def next(self, prefix: str) -> str:
         key = (prefix, self._today())
@@ -247,6 +253,11 @@ class LoadGenerator:
         try:
             count = self.ids.seed(self.client.iter_workflow_instance_ids(page_size=1000))
             log.info("engine holds %d instance(s); new ids continue after them", count)
+            # A restart adopts the monitors the last run left running instead of doubling them.
+            for gateway in GATEWAYS:
+                latest = self.ids.latest(f"monitor-{gateway}")
+                if latest:
+                    self._monitor_ids[gateway] = latest
         except Exception as exc:  # noqa: BLE001 - any failure: fall back, the ids stay readable
             log.warning("could not list instances (%s); numbering ids from the clock", exc)
             self.ids.seed_from_clock(self.now())
@@ -258,7 +269,10 @@ class LoadGenerator:
                     return
                 item = heapq.heappop(self._due)
             if not self._submit(item.label, item.action):
-                self._count(self.actions, "dropped under load")
+                # Too many calls in flight: come back to it rather than lose an approval. Starts
+                # are skipped meanwhile, so these retries cannot pile up without bound.
+                self.schedule(RETRY_DUE_AFTER, item.label, item.action)
+                return
 
     def schedule(self, delay: float, label: str, action: Callable[[], None]) -> None:
         with self._lock:
@@ -429,7 +443,7 @@ class LoadGenerator:
                 "ticket": f"SUP-{rng.randint(40000, 49999)}",
             }
             plan.follow_ups.append(
-                (rng.uniform(5, 30), "terminate", lambda iid: self._terminate(iid, output))
+                (rng.uniform(5, 20), "terminate", lambda iid: self._terminate(iid, output))
             )
         return plan
 

@@ -90,6 +90,18 @@ def test_ids_continue_after_the_highest_sequence_already_on_the_engine():
     assert ids.next("shipment") == "shipment-20261123-00001"
 
 
+def test_a_restarted_generator_adopts_the_monitors_still_running():
+    existing = ["monitor-adyen-eu-20261123-00002", "monitor-adyen-eu-20261123-00003"]
+    client = FakeClient(existing)
+    for instance_id in existing:
+        client.status[instance_id] = WorkflowStatus.RUNNING
+    gen = make_generator(client)
+    gen._seed_ids()
+    gen._keep_monitors_running()
+    started = [c[2] for c in client.calls if c[0] == "start"]
+    assert started == ["monitor-stripe-us-20261123-00001", "monitor-paypal-global-20261123-00001"]
+
+
 def test_without_a_listing_ids_are_numbered_from_the_time_of_day():
     ids = InstanceIds(lambda: "20261123")
     ids.seed_from_clock(datetime(2026, 11, 23, 1, 0, 0, tzinfo=UTC))
@@ -200,3 +212,19 @@ def test_an_engine_outage_is_reported_once_and_the_load_resumes_when_it_answers(
     assert len(warnings) == 1
     assert "engine is unavailable" in warnings[0].getMessage()
     assert gen.actions["lost while the engine was down"] == 5
+
+
+def test_a_follow_up_due_while_the_engine_is_busy_is_retried_not_lost():
+    client = FakeClient()
+    clock = FakeClock()
+    gen = make_generator(client, clock)
+    instance_id = "order-20261123-00050"
+    gen._start(instance_id, gen.plan("order_approved", instance_id))
+    gen._in_flight = generator.MAX_IN_FLIGHT  # every slot taken by slow calls
+    clock.now += 60
+    gen._run_due(clock.now)
+    assert [c[0] for c in client.calls] == ["start"]
+    gen._in_flight = 0
+    clock.now += generator.RETRY_DUE_AFTER
+    gen._run_due(clock.now)
+    assert [c[0] for c in client.calls] == ["start", "raise"]
