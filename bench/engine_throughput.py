@@ -33,6 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 WORKFLOW = "bench_two_steps"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+IDLE_SAMPLE_S = 2.0
 
 
 # --- the worker process --------------------------------------------------------------------------
@@ -218,6 +219,11 @@ def measure(n: int, clients: int, warmup: int) -> dict:
             assert processes.engine and processes.worker
             run_workflows(processes.address, [f"warmup-{i}" for i in range(warmup)], clients)
 
+            # What the engine burns doing nothing (worker connected, no work): part of every run.
+            idle = cpu_seconds(processes.engine.pid)
+            time.sleep(IDLE_SAMPLE_S)
+            idle = (cpu_seconds(processes.engine.pid) - idle) / IDLE_SAMPLE_S
+
             engine_cpu = cpu_seconds(processes.engine.pid)
             worker_cpu = cpu_seconds(processes.worker.pid)
             began = time.time()
@@ -241,6 +247,7 @@ def measure(n: int, clients: int, warmup: int) -> dict:
         "worker_cpu_ms": worker_cpu / n * 1000,
         "ratio": engine_cpu / worker_cpu if worker_cpu else float("inf"),
         "load_before": load_before,
+        "engine_idle_ms_per_s": idle * 1000,
     }
 
 
@@ -257,6 +264,7 @@ def table(result: dict) -> str:
         ("engine CPU / workflow", f"{result['engine_cpu_ms']:.2f} ms", ""),
         ("worker CPU / workflow", f"{result['worker_cpu_ms']:.2f} ms", ""),
         ("engine / worker CPU", f"{result['ratio']:.2f}", f"<= 0.7: {ratio_ok}"),
+        ("engine CPU when idle", f"{result['engine_idle_ms_per_s']:.1f} ms/s", ""),
     ]
     lines = ["| measure | value | target |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
