@@ -41,7 +41,6 @@ STATUS = {
     "STALLED": pb.ORCHESTRATION_STATUS_STALLED,
 }
 STATUS_NAMES = {value: name for name, value in STATUS.items()}
-TERMINAL = {"COMPLETED", "FAILED", "TERMINATED"}
 
 # What an indefinite wait for an external event records as its timer's fireAt.
 SENTINEL_YEAR = 9999
