@@ -19,6 +19,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default loopback)"
     )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="also serve daprd's workflow HTTP API on this port (e.g. 3500; default off)",
+    )
     parser.add_argument("--db", required=True, help="SQLite database file (created if missing)")
     parser.add_argument(
         "--api-token",
@@ -31,7 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve(args.host, args.port, args.db, args.api_token, args.app_id))
+    asyncio.run(
+        serve(args.host, args.port, args.db, args.api_token, args.app_id, http_port=args.http_port)
+    )
 
 
 if __name__ == "__main__":

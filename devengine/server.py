@@ -9,7 +9,9 @@ import signal
 import grpc
 
 from devengine import protos as p
+from devengine.dapr_api import WorkflowApi, add_dapr_workflow_service
 from devengine.engine import Engine
+from devengine.http_api import start_http_server, stop_http_server
 from devengine.service import ApiTokenInterceptor, TaskHubService, TracingInterceptor
 from devengine.store import Store
 from devengine.telemetry import Tracing
@@ -27,6 +29,7 @@ async def serve(
     api_token: str | None = None,
     app_id: str = "devengine",
     ready: asyncio.Event | None = None,
+    http_port: int | None = None,
 ) -> None:
     store = Store(db_path)
     tracing = Tracing()
@@ -43,6 +46,8 @@ async def serve(
         ],
     )
     p.grpc_stubs.add_TaskHubSidecarServiceServicer_to_server(TaskHubService(engine), server)
+    workflow_api = WorkflowApi(engine)
+    add_dapr_workflow_service(workflow_api, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if server.add_insecure_port(address) == 0:
         raise SystemExit(f"devengine: cannot listen on {address}")
@@ -50,6 +55,14 @@ async def serve(
     await server.start()
     log.info("devengine listening on %s (app id %r, database %s)", address, app_id, db_path)
     print(f"devengine listening on {address}", flush=True)
+    http = None
+    if http_port is not None:
+        try:
+            http = await start_http_server(workflow_api, host, http_port, api_token)
+        except OSError as e:
+            raise SystemExit(f"devengine: cannot listen on {host}:{http_port}: {e}") from None
+        log.info("devengine HTTP API on %s:%d", host, http_port)
+        print(f"devengine HTTP API listening on {host}:{http_port}", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -59,6 +72,8 @@ async def serve(
         ready.set()
     await stop.wait()
     log.info("devengine stopping")
+    if http is not None:
+        await stop_http_server(*http)
     await server.stop(grace=2)
     await engine.stop()
     tracing.shutdown()

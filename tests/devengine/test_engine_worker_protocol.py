@@ -162,6 +162,11 @@ def test_a_full_workflow_driven_by_hand(hand):
     assert activity.activityRequest.input.value == '"x"'
     assert activity.activityRequest.taskExecutionId == "exec-1"
     assert activity.activityRequest.workflowInstance.instanceId == instance_id
+    # The activity joins the workflow's trace.
+    workflow_trace = request.newEvents[1].executionStarted.parentTraceContext.traceParent
+    activity_trace = activity.activityRequest.parentTraceContext.traceParent
+    assert workflow_trace and activity_trace
+    assert activity_trace.split("-")[1] == workflow_trace.split("-")[1]
     answer = pb.ActivityResponse(
         instanceId=instance_id,
         taskId=1,

@@ -1,0 +1,101 @@
+"""The api-token rule on both surfaces, and a clean stop with an HTTP request still in flight.
+
+These tests start their own devengine (with --api-token and no worker)."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import threading
+import time
+
+import grpc
+import pytest
+from dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2
+from dapr.proto.runtime.v1 import workflow_pb2 as wf
+from surfaces_support import EngineProcess, Http
+
+TOKEN = "s3cr3t-token"
+
+
+@pytest.fixture
+def token_engine(tmp_path):
+    process = EngineProcess(tmp_path / "token.sqlite3", "--api-token", TOKEN).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_the_beta1_rpcs_need_the_token(token_engine):
+    with grpc.insecure_channel(token_engine.address) as channel:
+        stub = dapr_pb2_grpc.DaprStub(channel)
+        request = wf.GetWorkflowRequest(instance_id="order-1")
+
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.GetWorkflowBeta1(request, timeout=5)
+        with pytest.raises(grpc.RpcError) as wrong:
+            stub.GetWorkflowBeta1(request, timeout=5, metadata=(("dapr-api-token", "nope"),))
+        allowed = stub.GetWorkflowBeta1(request, timeout=5, metadata=(("dapr-api-token", TOKEN),))
+        with pytest.raises(grpc.RpcError) as unimplemented:
+            stub.GetState(
+                state_pb2.GetStateRequest(store_name="s", key="k"),
+                timeout=5,
+                metadata=(("dapr-api-token", TOKEN),),
+            )
+
+    assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert allowed == wf.GetWorkflowResponse(instance_id="order-1")
+    assert unimplemented.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_the_http_api_needs_the_token_except_for_health_checks(token_engine):
+    anonymous = Http(token_engine.http_port)
+    wrong = Http(token_engine.http_port, token="nope")
+    authorized = Http(token_engine.http_port, token=TOKEN)
+
+    for client in (anonymous, wrong):
+        response = client.get("/v1.0/workflows/dapr/order-1")
+        assert response.status == 401
+        assert response.body == b"invalid api token\n"
+        assert client.post("/v1.0/workflows/dapr/OrderProcessingWorkflow/start").status == 401
+        assert client.get("/v1.0/no/such/route").status == 401
+    assert anonymous.get("/v1.0/healthz").status == 204
+    assert anonymous.get("/v1.0/healthz/outbound").status == 204
+    assert authorized.get("/v1.0/workflows/dapr/order-1").status == 404
+    assert authorized.get("/v1.0/healthz").status == 204
+
+
+def test_stopping_the_engine_ends_an_http_request_in_flight(token_engine):
+    # No worker is connected: a start waits for its first turn until the engine stops.
+    outcome: dict[str, object] = {}
+
+    def call():
+        connection = http.client.HTTPConnection("127.0.0.1", token_engine.http_port, timeout=20)
+        try:
+            connection.request(
+                "POST",
+                "/v1.0/workflows/dapr/OrderProcessingWorkflow/start?instanceID=waiting-1",
+                body=b"{}",
+                headers={"dapr-api-token": TOKEN},
+            )
+            outcome["status"] = connection.getresponse().status
+        except (OSError, http.client.HTTPException) as e:
+            outcome["error"] = e
+        finally:
+            connection.close()
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.5)
+    assert caller.is_alive()  # still waiting on the engine
+
+    assert token_engine.process is not None
+    token_engine.process.send_signal(signal.SIGTERM)
+    assert token_engine.process.wait(timeout=10) == 0
+    caller.join(timeout=10)
+
+    assert not caller.is_alive()
+    assert "error" in outcome  # the connection was closed, without an answer
+    assert "Traceback" not in token_engine.log()
