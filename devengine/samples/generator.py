@@ -4,13 +4,16 @@ It starts ``rate`` workflows per second, drawn from a shuffled deck of scenarios
 scenario, including the rare ones, occurs once per deck: a run reaches every status within a
 minute at the default rate instead of "probably"). Then it acts like the shop's staff and
 customers on a schedule: managers approve most large orders, reject some and let some expire;
-customers confirm or decline subscription renewals; a support agent pauses some renewals,
-resumes some of those and terminates others. Three payment-gateway monitors run beside the
-rate, each replaced by a fresh one when it finishes.
+customers confirm or decline subscription renewals (sometimes while one is paused) and cancel
+the odd shipment on its way (a recursive terminate); support pauses some renewals, resumes some
+of those and closes accounts (terminates, sometimes while paused). Before a resume it checks
+that the instance is suspended: the SDK fails a workflow resumed while running. Three
+payment-gateway monitors run beside the rate, each replaced by a fresh one when it finishes.
 
 All engine calls go through one ``DaprWorkflowClient`` from a small thread pool, so a slow call
 never delays the schedule; when too many calls are in flight, starts are skipped rather than
-queued, which keeps a slow engine from being buried.
+queued, which keeps a slow engine from being buried. An unavailable engine is reported once and
+probed every few seconds until it answers.
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ SCENARIOS: dict[str, tuple[Callable[..., Any], str, int]] = {
     "invoice": (workflows.settle_invoice, "invoice", 1),
     "payment": (workflows.authorize_payment, "payment", 3),
     "payment_declined": (workflows.authorize_payment, "payment", 2),
-    "shipment": (workflows.ship_order, "shipment", 5),
+    "shipment": (workflows.ship_order, "shipment", 4),
+    "shipment_cancelled": (workflows.ship_order, "shipment", 1),
     "renewal_confirmed": (workflows.renew_subscription, "renewal", 3),
     "renewal_declined": (workflows.renew_subscription, "renewal", 1),
     "renewal_paused": (workflows.renew_subscription, "renewal", 1),
@@ -397,6 +401,19 @@ class LoadGenerator:
             )
         if scenario == "shipment":
             return Plan(workflows.ship_order, self.make_shipment(instance_id))
+        if scenario == "shipment_cancelled":
+            # Slow packages, so they are still on the road when the customer cancels; the
+            # terminate is recursive and ends the package workflows too.
+            shipment = self.make_shipment(instance_id, stage_seconds=(3, 8))
+            output = {
+                "reason": "order cancelled by customer before delivery",
+                "ticket": f"SUP-{rng.randint(40000, 49999)}",
+            }
+            return Plan(
+                workflows.ship_order,
+                shipment,
+                [(rng.uniform(3, 6), "cancel shipment", lambda iid: self._terminate(iid, output))],
+            )
         return self._renewal_plan(scenario, instance_id)
 
     def _renewal_plan(self, scenario: str, instance_id: str) -> Plan:
@@ -442,8 +459,14 @@ class LoadGenerator:
                 "reason": "account closed by support",
                 "ticket": f"SUP-{rng.randint(40000, 49999)}",
             }
+            if rng.random() < 0.5:
+                # Paused for review first, then closed: a terminate while suspended.
+                plan.follow_ups.append((rng.uniform(3, 6), "pause", self._pause))
+                terminate_after = rng.uniform(8, 20)
+            else:
+                terminate_after = rng.uniform(5, 20)
             plan.follow_ups.append(
-                (rng.uniform(5, 20), "terminate", lambda iid: self._terminate(iid, output))
+                (terminate_after, "terminate", lambda iid: self._terminate(iid, output))
             )
         return plan
 
@@ -589,7 +612,9 @@ class LoadGenerator:
             },
         }
 
-    def make_shipment(self, shipment_id: str) -> dict[str, Any]:
+    def make_shipment(
+        self, shipment_id: str, stage_seconds: tuple[int, int] = (1, 6)
+    ) -> dict[str, Any]:
         rng = self.rng
         packages = []
         for n in range(1, rng.randint(1, 3) + 1):
@@ -601,7 +626,9 @@ class LoadGenerator:
                     "tracking_number": _tracking_number(rng, carrier),
                     "weight_kg": round(rng.uniform(0.8, 38.0), 1),
                     # Seconds spent in each tracking stage: short, so a run shows every stage.
-                    "stage_seconds": [rng.randint(1, 6) for _ in workflows.TRACKING_STAGES],
+                    "stage_seconds": [
+                        rng.randint(*stage_seconds) for _ in workflows.TRACKING_STAGES
+                    ],
                 }
             )
         return {

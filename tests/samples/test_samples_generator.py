@@ -158,7 +158,7 @@ def test_pause_then_resume_when_the_renewal_is_still_waiting():
         ("order_rejected", ["start", "raise"]),
         ("order_expires", ["start"]),
         ("renewal_paused", ["start", "pause"]),
-        ("renewal_terminated", ["start", "terminate"]),
+        ("shipment_cancelled", ["start", "terminate"]),
         ("renewal_confirmed", ["start", "raise"]),
     ],
 )
@@ -171,6 +171,22 @@ def test_operator_and_customer_actions_per_scenario(scenario, expected):
     clock.now += 120
     gen._run_due(clock.now)
     assert [c[0] for c in client.calls] == expected
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_renewal_support_closes_is_terminated_whether_or_not_it_was_paused_first(seed):
+    client = FakeClient()
+    clock = FakeClock()
+    gen = make_generator(client, clock)
+    gen.rng = random.Random(seed)
+    gen._start("renewal-20261123-00060", gen.plan("renewal_terminated", "renewal-20261123-00060"))
+    clock.now += 120
+    gen._run_due(clock.now)
+    assert [c[0] for c in client.calls] in (
+        ["start", "terminate"],
+        ["start", "pause", "terminate"],
+    )
+    assert client.status["renewal-20261123-00060"] is WorkflowStatus.TERMINATED
 
 
 def test_orders_needing_approval_are_the_ones_the_managers_answer():
