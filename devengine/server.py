@@ -34,9 +34,12 @@ async def serve(
     store = Store(db_path)
     tracing = Tracing()
     engine = Engine(store, app_id=app_id, tracing=tracing)
-    interceptors: list[grpc.aio.ServerInterceptor] = [TracingInterceptor(tracing)]
+    # Each interceptor costs every call a coroutine: only install the ones in use.
+    interceptors: list[grpc.aio.ServerInterceptor] = []
     if api_token:
-        interceptors.insert(0, ApiTokenInterceptor(api_token))
+        interceptors.append(ApiTokenInterceptor(api_token))
+    if tracing.enabled:
+        interceptors.append(TracingInterceptor(tracing))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
