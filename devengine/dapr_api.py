@@ -26,7 +26,7 @@ from dapr.proto.runtime.v1 import workflow_pb2
 from google.protobuf import empty_pb2
 
 from devengine import protos as p
-from devengine.engine import Engine, EngineError, no_such_instance
+from devengine.engine import Engine, EngineError, InstanceNotFound
 
 SERVICE_NAME = "dapr.proto.runtime.v1.Dapr"
 
@@ -148,8 +148,7 @@ def purge_failed(instance_id: str, cause: str) -> DaprApiError:
 
 
 def _is_not_found(error: EngineError) -> bool:
-    reference = no_such_instance()
-    return error.code == reference.code and error.message == reference.message
+    return isinstance(error, InstanceNotFound)
 
 
 def validate_instance_id(instance_id: str, is_create: bool) -> None:

@@ -51,8 +51,15 @@ class EngineError(Exception):
         self.message = message
 
 
+class InstanceNotFound(EngineError):
+    """The instance does not exist (daprd answers UNKNOWN with this text)."""
+
+    def __init__(self) -> None:
+        super().__init__(grpc.StatusCode.UNKNOWN, "no such instance exists")
+
+
 def no_such_instance() -> EngineError:
-    return EngineError(grpc.StatusCode.UNKNOWN, "no such instance exists")
+    return InstanceNotFound()
 
 
 def now_ns() -> int:
