@@ -3,6 +3,11 @@
 Waits for the engine to accept connections, starts the SDK worker, then the load generator, and
 runs until SIGINT or SIGTERM. On a signal it stops starting work, lets in-flight calls finish,
 stops the worker and exits 0. A second signal exits at once.
+
+Run one samples process per engine: instance ids are numbered per day from what the engine
+holds at start-up, and two generators would hand out the same ids (starting an id whose
+instance has finished replaces it). ``--app-id`` only names the app in log lines; what the
+engine records as the app id is the engine's own ``--app-id``.
 """
 
 from __future__ import annotations
