@@ -213,6 +213,10 @@ class EngineIndexer:
         except EngineUnavailable as exc:
             self._record_health(reachable=False, error=str(exc))
             raise
+        except EngineError as exc:
+            # Answered but refused (a wrong api token, say): reachable, and the error shows why.
+            self._record_health(reachable=True, error=str(exc))
+            raise
         self._record_health(reachable=True, error=None, passed=result.errors == 0)
         return result
 

@@ -1,0 +1,102 @@
+"""Real processes for integration tests: a devengine subprocess and an in-process SDK worker."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from engine_bridge.client import EngineClient
+from engine_bridge.config import EngineConfig
+from engine_bridge.errors import EngineError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], object], timeout: float = 20.0, interval: float = 0.05) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+class DevEngine:
+    """``python -m devengine`` on a SQLite file; stop and start again on the same port and file."""
+
+    def __init__(self, db_path: Path, *args: str, port: int | None = None) -> None:
+        self.db_path = db_path
+        self.port = port or free_port()
+        self.args = list(args)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def config(self, name: str = "local", token: str = "") -> EngineConfig:
+        return EngineConfig(name=name, address=self.address, token=token)
+
+    def start(self) -> DevEngine:
+        log = open(self.db_path.with_suffix(".log"), "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devengine",
+                "--port",
+                str(self.port),
+                "--db",
+                str(self.db_path),
+                *self.args,
+            ],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+        log.close()
+        token = self.args[self.args.index("--api-token") + 1] if "--api-token" in self.args else ""
+        client = EngineClient(self.config(token=token), timeout=1.0)
+        try:
+
+            def ready() -> bool:
+                assert self.process is not None and self.process.poll() is None, self.log_tail()
+                try:
+                    client.hello()
+                    return True
+                except EngineError:
+                    return False
+
+            wait_for(ready, timeout=30)
+        finally:
+            client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self) -> str:
+        try:
+            return self.db_path.with_suffix(".log").read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""

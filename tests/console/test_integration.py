@@ -1,0 +1,450 @@
+"""The indexer against a real devengine with a real Dapr SDK worker (and one fake old sidecar)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from concurrent import futures
+from urllib.parse import quote
+
+import grpc
+import pytest
+from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
+from django.contrib.auth.models import User
+from django.db import connection
+from django.db.models import Count
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from engine_bridge.client import EngineClient, pb, pb_grpc
+from engine_bridge.config import EngineConfig
+from engine_bridge.errors import EngineRejected, EngineUnavailable
+from engine_bridge.indexer import EngineIndexer, Limits, request_refresh, sync_engines
+from tests.console import wf_kinds
+from tests.console.support import REPO_ROOT, DevEngine, free_port, wait_for
+from workflows_ui.models import ChangeLog, Engine, HistoryEvent, Instance, Run, StatusCount
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+ORDER = {"id": "o-1001", "qty": 2, "amount": 59.9}
+
+
+@pytest.fixture
+def devengine(tmp_path):
+    engine = DevEngine(tmp_path / "engine.sqlite3", "--app-id", "shop").start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture
+def worker(devengine):
+    runtime = WorkflowRuntime(host="127.0.0.1", port=str(devengine.port))
+    wf_kinds.register_all(runtime)
+    runtime.start()
+    yield runtime
+    runtime.shutdown()
+
+
+@pytest.fixture
+def wf(devengine, worker):
+    client = DaprWorkflowClient(host="127.0.0.1", port=str(devengine.port))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_indexer():
+    made = []
+
+    def make(config: EngineConfig, **limits):
+        (engine,) = sync_engines([config])
+        defaults = {"concurrency": 4, "active_interval": 0.0, "sweep_interval": 0.0}
+        client = EngineClient(config, timeout=5.0)
+        ix = EngineIndexer(engine, client, Limits(**{**defaults, **limits}))
+        made.append(ix)
+        return ix
+
+    yield make
+    for ix in made:
+        ix.close()
+        ix.client.close()
+
+
+def mismatches(ix: EngineIndexer) -> list[str]:
+    """Differences between the console's database and the engine (empty when converged)."""
+    client = ix.client
+    ids, token = [], ""
+    while True:
+        page = client.list_instance_ids(500, token)
+        ids += page.instance_ids
+        token = page.continuation_token
+        if not token:
+            break
+    diffs = []
+    for iid in ids:
+        state = client.get_instance(iid)
+        events = client.get_history(iid)
+        inst = Instance.objects.filter(engine=ix.engine, instance_id=iid).first()
+        if inst is None:
+            diffs.append(f"{iid}: not indexed")
+            continue
+        run = Run.objects.filter(instance=inst, execution_id=inst.current_execution_id).first()
+        stored = (
+            list(run.events.order_by("position").values_list("event_type", flat=True))
+            if run
+            else []
+        )
+        if inst.status != state.status or inst.purged:
+            diffs.append(f"{iid}: status {inst.status} purged={inst.purged}, engine {state.status}")
+        if stored != [e.event_type for e in events]:
+            diffs.append(f"{iid}: {len(stored)} events stored, engine has {len(events)}")
+        if run and run.event_count != len(stored):
+            diffs.append(f"{iid}: event_count {run.event_count} != {len(stored)} rows")
+    live = Instance.objects.filter(engine=ix.engine, purged=False)
+    if live.count() != len(set(ids)):
+        diffs.append(f"{live.count()} live instances indexed, engine lists {len(set(ids))}")
+    real = {
+        (r["name"], r["status"]): r["n"]
+        for r in live.values("name", "status").annotate(n=Count("id"))
+    }
+    kept = {
+        (c.name, c.status): c.count for c in StatusCount.objects.filter(engine=ix.engine) if c.count
+    }
+    if real != kept:
+        diffs.append(f"counts {kept} != {real}")
+    return diffs
+
+
+def converge(ix: EngineIndexer, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    diffs: list[str] = []
+    while time.monotonic() < deadline:
+        ix.run_pass()
+        diffs = mismatches(ix)
+        if not diffs:
+            return
+        time.sleep(0.1)
+    raise AssertionError("not converged: " + "; ".join(diffs[:10]))
+
+
+def test_each_kind_of_workflow_is_indexed_with_its_status_payloads_runs_and_links(
+    devengine, wf, make_indexer
+):
+    start = wf.schedule_new_workflow
+    start(wf_kinds.two_steps, input=ORDER, instance_id="k-two")
+    start(wf_kinds.fails, input={"id": "o-1003", "address": "nowhere"}, instance_id="k-fails")
+    start(wf_kinds.with_retry, input=ORDER, instance_id="k-retry")
+    start(wf_kinds.approval, input={"timeout": 30}, instance_id="k-approve")
+    start(wf_kinds.approval, input={"timeout": 0.3}, instance_id="k-timeout")
+    start(wf_kinds.fan_out, input={"id": "o-1002", "qtys": [1, 2]}, instance_id="k-fan")
+    start(wf_kinds.monitor, input=1, instance_id="k-monitor")
+    start(wf_kinds.status_steps, input=ORDER, instance_id="k-status")
+    start(wf_kinds.wait_forever, instance_id="k-suspend")
+    start(wf_kinds.wait_forever, instance_id="k-term")
+    start(wf_kinds.wait_forever, instance_id="k-wait")
+    wf.raise_workflow_event("k-approve", "approval", data="alice")
+    wf.wait_for_workflow_start("k-suspend", timeout_in_seconds=10)
+    wf.pause_workflow("k-suspend")
+    wf.raise_workflow_event("k-suspend", "go", data=42)
+    wf.resume_workflow("k-suspend")
+    wf.terminate_workflow("k-term", output="cancelled by operator")
+    for iid in [
+        "k-two",
+        "k-fails",
+        "k-retry",
+        "k-approve",
+        "k-timeout",
+        "k-fan",
+        "k-monitor",
+        "k-status",
+        "k-suspend",
+        "k-term",
+    ]:
+        wf.wait_for_workflow_completion(iid, timeout_in_seconds=30)
+
+    ix = make_indexer(devengine.config())
+    converge(ix)
+
+    def get(iid):
+        return Instance.objects.get(engine=ix.engine, instance_id=iid)
+
+    statuses = dict(Instance.objects.values_list("instance_id", "status"))
+    assert statuses == {
+        "k-two": "COMPLETED",
+        "k-fails": "FAILED",
+        "k-retry": "COMPLETED",
+        "k-approve": "COMPLETED",
+        "k-timeout": "COMPLETED",
+        "k-fan": "COMPLETED",
+        "k-fan:0001": "COMPLETED",
+        "k-fan:0002": "COMPLETED",
+        "k-monitor": "COMPLETED",
+        "k-status": "COMPLETED",
+        "k-suspend": "COMPLETED",
+        "k-term": "TERMINATED",
+        "k-wait": "RUNNING",
+    }
+    two = get("k-two")
+    assert two.name == "two_steps"
+    assert '"o-1001"' in two.input and "trk-o-1001" in two.output
+    assert two.completed_at is not None and two.duration_seconds is not None
+    assert two.runs.get().event_count == 9
+    assert "no carrier serves this address" in get("k-fails").failure_message
+    assert get("k-fails").failure_type == "TaskFailedError"
+    retry_events = list(
+        get("k-retry").runs.get().events.order_by("position").values_list("event_type", flat=True)
+    )
+    assert retry_events.count("taskFailed") == 2 and retry_events.count("timerFired") == 2
+    assert "alice" in get("k-approve").output
+    assert get("k-timeout").output == '"timed out"'
+    assert get("k-status").custom_status == '{"step": "done"}'
+    assert get("k-term").output == '"cancelled by operator"'
+    suspend_types = set(get("k-suspend").runs.get().events.values_list("event_type", flat=True))
+    assert {"executionSuspended", "eventRaised", "executionResumed"} <= suspend_types
+    child = get("k-fan:0001")
+    assert child.parent_instance_id == "k-fan" and child.parent_engine_id == ix.engine.pk
+    assert child.parent() == get("k-fan")
+    assert set(get("k-fan").children().values_list("instance_id", flat=True)) == {
+        "k-fan:0001",
+        "k-fan:0002",
+    }
+    monitor = get("k-monitor")
+    assert monitor.output == '"checked"'
+    assert monitor.runs.filter(execution_id=monitor.current_execution_id).get().input == "0"
+    waiting = get("k-wait").runs.get().events.filter(event_type="timerCreated").get()
+    assert waiting.name == "go"
+    assert Engine.objects.get(pk=ix.engine.pk).app_id == "shop"
+    assert ChangeLog.objects.filter(kind="new").count() == 13
+
+    # And through the REST API, child ids url-encoded.
+    api = APIClient()
+    api.force_login(User.objects.create_user("alice"))
+    data = api.get(f"/api/instances/local/{quote('k-fan:0002', safe='')}/").json()
+    assert data["parent"]["url"] == "/api/instances/local/k-fan/"
+    history = api.get(data["history_url"] + "?type=taskScheduled").json()["results"]
+    assert [e["name"] for e in history] == ["reserve_stock"]
+
+
+def test_continue_as_new_runs_seen_by_the_indexer_stay_readable(devengine, wf, make_indexer):
+    ix = make_indexer(devengine.config())
+    wf.schedule_new_workflow(wf_kinds.monitor, input=3, instance_id="mon")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ix.run_pass()
+        state = wf.get_workflow_state("mon", fetch_payloads=False)
+        if state and state.runtime_status.name == "COMPLETED":
+            break
+        time.sleep(0.05)
+    converge(ix)
+    runs = list(Run.objects.filter(instance__instance_id="mon").order_by("ordinal"))
+    assert len(runs) >= 2, "the indexer polled often enough to see several generations"
+    assert [r.ordinal for r in runs] == list(range(1, len(runs) + 1))
+    assert all(r.status == "CONTINUED_AS_NEW" for r in runs[:-1])
+    assert runs[-1].status == "COMPLETED" and runs[-1].input == "0"
+    assert len({r.execution_id for r in runs}) == len(runs)
+    for run in runs:
+        types = list(run.events.order_by("position").values_list("event_type", flat=True))
+        assert types[:2] == ["workflowStarted", "executionStarted"]
+    assert ChangeLog.objects.filter(kind="run").count() == len(runs)
+
+
+def test_a_finished_id_started_again_gets_a_new_run(devengine, wf, make_indexer):
+    ix = make_indexer(devengine.config())
+    wf.schedule_new_workflow(wf_kinds.two_steps, input=ORDER, instance_id="again")
+    wf.wait_for_workflow_completion("again", timeout_in_seconds=20)
+    converge(ix)
+    wf.schedule_new_workflow(
+        wf_kinds.fails, input={"id": "x", "address": "nowhere"}, instance_id="again"
+    )
+    wf.wait_for_workflow_completion("again", timeout_in_seconds=20)
+    # Terminal instances are re-read rarely: the actions service hints after a (re)start.
+    request_refresh(ix.engine, "again")
+    converge(ix)
+    inst = Instance.objects.get(instance_id="again")
+    assert inst.status == "FAILED" and inst.name == "fails"
+    runs = list(inst.runs.order_by("ordinal").values_list("name", "status"))
+    assert runs == [("two_steps", "COMPLETED"), ("fails", "FAILED")]
+    assert StatusCount.objects.get(name="two_steps", status="COMPLETED").count == 0
+
+
+def test_purge_leaves_a_tombstone_with_its_history(devengine, wf, make_indexer):
+    ix = make_indexer(devengine.config())
+    wf.schedule_new_workflow(wf_kinds.two_steps, input=ORDER, instance_id="p1")
+    wf.schedule_new_workflow(wf_kinds.two_steps, input=ORDER, instance_id="p2")
+    wf.wait_for_workflow_completion("p1", timeout_in_seconds=20)
+    wf.wait_for_workflow_completion("p2", timeout_in_seconds=20)
+    converge(ix)
+    wf.purge_workflow("p1")
+    wait_for(lambda: (ix.run_pass(), Instance.objects.get(instance_id="p1").purged)[1])
+    gone = Instance.objects.get(instance_id="p1")
+    assert gone.purged_at is not None
+    assert gone.runs.get().events.count() == 9
+    assert not Instance.objects.get(instance_id="p2").purged
+    assert ChangeLog.objects.filter(kind="purged").count() == 1
+    assert mismatches(ix) == []
+
+
+def test_an_engine_stopped_and_restarted_is_reported_then_caught_up(devengine, wf, make_indexer):
+    ix = make_indexer(devengine.config(), concurrency=2)
+    wf.schedule_new_workflow(wf_kinds.wait_forever, instance_id="w1")
+    wf.wait_for_workflow_start("w1", timeout_in_seconds=10)
+    converge(ix)
+    devengine.stop()
+    with pytest.raises(EngineUnavailable):
+        ix.run_pass()
+    engine = Engine.objects.get(pk=ix.engine.pk)
+    assert engine.reachable is False and engine.last_error
+    assert Instance.objects.get(instance_id="w1").status == "RUNNING"  # indexed data stays
+    devengine.start()
+    wf.raise_workflow_event("w1", "go", data="back")
+    wf.wait_for_workflow_completion("w1", timeout_in_seconds=60)
+    wf.schedule_new_workflow(wf_kinds.two_steps, input=ORDER, instance_id="after")
+    wf.wait_for_workflow_completion("after", timeout_in_seconds=30)
+    converge(ix)
+    assert Engine.objects.get(pk=ix.engine.pk).reachable is True
+    assert Instance.objects.get(instance_id="w1").output == '"back"'
+
+
+def test_a_wrong_api_token_is_reported_with_the_engines_reason(tmp_path, make_indexer):
+    engine = DevEngine(tmp_path / "auth.sqlite3", "--api-token", "s3cret").start()
+    try:
+        ix = make_indexer(engine.config(token="wrong"))
+        with pytest.raises(EngineRejected):
+            ix.run_pass()
+        row = Engine.objects.get(pk=ix.engine.pk)
+        assert "UNAUTHENTICATED" in row.last_error
+        good = make_indexer(engine.config(token="s3cret"))
+        good.run_pass()
+        assert Engine.objects.get(pk=ix.engine.pk).supports_list is True
+    finally:
+        engine.stop()
+
+
+def subprocess_env(config: EngineConfig) -> dict[str, str]:
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":
+        url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    else:
+        url = f"sqlite:///{db['NAME']}"
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "CONSOLE_ENGINES": f"{config.name}={config.address}",
+        "CONSOLE_INDEXER_ACTIVE_INTERVAL": "0",
+        "CONSOLE_INDEXER_IDLE_SLEEP": "0.05",
+        "CONSOLE_INDEXER_BATCH": "40",
+        "CONSOLE_INDEXER_LIST_PAGE_SIZE": "25",
+        "CONSOLE_INDEXER_LIST_PAGES_PER_PASS": "1",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+
+
+def test_an_indexer_killed_at_any_moment_converges_without_duplicates(
+    devengine, wf, make_indexer, tmp_path
+):
+    config = devengine.config()
+    sync_engines([config])
+    for i in range(60):
+        kind = [wf_kinds.two_steps, wf_kinds.fan_out, wf_kinds.with_retry][i % 3]
+        arg = {"id": f"o-{i}", "qtys": [1, 2], **ORDER} if kind is wf_kinds.fan_out else ORDER
+        wf.schedule_new_workflow(kind, input=arg, instance_id=f"kill-{i:03d}")
+    log = open(tmp_path / "indexer.log", "ab")  # noqa: SIM115
+    cmd = [sys.executable, "manage.py", "runindexer"]
+    rng = random.Random(4)
+    for _ in range(4):
+        proc = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=subprocess_env(config), stdout=log, stderr=subprocess.STDOUT
+        )
+        # Kill it while it writes: once it has committed something, at a random moment.
+        written, t0 = ChangeLog.objects.count(), timezone.now()
+
+        def progressed(w=written, t=t0, p=proc):
+            contact = Engine.objects.get(name="local").last_contact_at
+            return (
+                ChangeLog.objects.count() > w or (contact and contact > t) or p.poll() is not None
+            )
+
+        wait_for(progressed)
+        time.sleep(rng.uniform(0.0, 0.3))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for i in range(60):
+        wf.wait_for_workflow_completion(f"kill-{i:03d}", timeout_in_seconds=60)
+    # A last indexer, stopped cleanly by SIGTERM once the database matches the engine.
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=subprocess_env(config), stdout=log, stderr=subprocess.STDOUT
+    )
+    ix = make_indexer(config)
+    started = timezone.now()
+    try:
+        # It is running its loop (so SIGTERM reaches its handler) once it has finished a pass.
+        wait_for(lambda: (Engine.objects.get(name="local").last_contact_at or started) > started)
+        deadline = time.monotonic() + 60
+        diffs = mismatches(ix)
+        while diffs and time.monotonic() < deadline:
+            time.sleep(0.3)
+            diffs = mismatches(ix)
+        assert diffs == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        log.close()
+    assert Instance.objects.count() == 60 + 20 * 2  # fan_out has two children
+    dupes = HistoryEvent.objects.values("run", "position").annotate(n=Count("id")).filter(n__gt=1)
+    assert not dupes.exists()
+    assert ChangeLog.objects.filter(kind="new").count() == Instance.objects.count()
+    assert b"indexer stopped" in (tmp_path / "indexer.log").read_bytes()
+
+
+class OldSidecar(pb_grpc.TaskHubSidecarServiceServicer):
+    """A sidecar from before Dapr 1.17: Hello and GetInstance only (the rest: UNIMPLEMENTED)."""
+
+    def Hello(self, request, context):  # noqa: N802 - gRPC method name
+        from google.protobuf import empty_pb2
+
+        return empty_pb2.Empty()
+
+    def GetInstance(self, request, context):  # noqa: N802
+        response = pb.GetInstanceResponse(exists=request.instanceId == "legacy-1")
+        if response.exists:
+            st = response.workflowState
+            st.instanceId = "legacy-1"
+            st.name = "old_flow"
+            st.workflowStatus = 0
+            st.createdTimestamp.FromSeconds(1_700_000_000)
+            st.lastUpdatedTimestamp.FromSeconds(1_700_000_100)
+        return response
+
+
+def test_an_engine_answering_unimplemented_is_reported_too_old_not_crashed(make_indexer):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(OldSidecar(), server)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+        ix = make_indexer(EngineConfig("old", f"127.0.0.1:{port}"))
+        result = ix.run_pass()
+        assert result.errors == 0
+        engine = Engine.objects.get(name="old")
+        assert (engine.supports_list, engine.supports_history, engine.supports_rerun) == (
+            False,
+            False,
+            False,
+        )
+        assert engine.health() == "too-old"
+        assert "ListInstanceIDs and GetInstanceHistory" in engine.last_error
+        request_refresh(engine, "legacy-1")
+        ix.run_pass()
+        legacy = Instance.objects.get(instance_id="legacy-1")
+        assert legacy.status == "RUNNING" and legacy.name == "old_flow"
+        api = APIClient()
+        api.force_login(User.objects.create_user("alice"))
+        row = api.get("/api/engines/").json()[0]
+        assert row["health"] == "too-old" and row["too_old"] is True
+    finally:
+        server.stop(0)
