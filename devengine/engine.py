@@ -271,7 +271,7 @@ class Engine:
             return None  # waits for a worker that can run it
         if not inbox and not inst.needs_turn:
             return None
-        history = [p.HistoryEvent.FromString(b) for b in self.store.history(instance_id)]
+        history = self.store.history_events(instance_id)
         inbox_events = [p.HistoryEvent.FromString(b) for _, b in inbox]
         if not history and not (
             inbox_events
@@ -385,9 +385,7 @@ class Engine:
                 stalled = new_event(at_ns=now)
                 stalled.executionStalled.reason = stall[0]  # type: ignore[assignment]
                 stalled.executionStalled.description = stall[1]
-                self.store.append_history(
-                    inst.instance_id, len(turn.history), [stalled.SerializeToString()]
-                )
+                self.store.append_events(inst.instance_id, len(turn.history), [stalled])
             inst.status = p.STALLED
             inst.needs_turn = 0
             inst.updated_ns = now
@@ -522,9 +520,7 @@ class Engine:
             else:
                 log.warning("%s: ignoring unsupported action %s", inst.instance_id, kind)
 
-        self.store.append_history(
-            inst.instance_id, len(turn.history), [e.SerializeToString() for e in written]
-        )
+        self.store.append_events(inst.instance_id, len(turn.history), written)
         inst.updated_ns = now
         self.store.update_instance(inst)
 

@@ -24,6 +24,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from devengine import protos as p
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
     -- seq orders ListInstanceIDs pages and is the continuation token.
@@ -129,10 +131,14 @@ class Store:
     # Instance rows are read on every turn and every result: recently used ones are kept in
     # memory, written through on every change.
     CACHE_SIZE = 20_000
+    HISTORY_CACHE_SIZE = 2_000
 
     def __init__(self, path: str):
         self.conn = connect(path)
         self._rows: OrderedDict[str, InstanceRow] = OrderedDict()
+        # Parsed histories of recently active instances: a turn replays the whole history, so
+        # without this every turn would read and parse it again. Never mutated, only replaced.
+        self._histories: OrderedDict[str, list[p.HistoryEvent]] = OrderedDict()
         self._batch_open = False
         self._flush_scheduled = False
 
@@ -145,6 +151,7 @@ class Store:
     def forget_cached(self) -> None:
         """After a rollback the cached rows may hold changes that were never written."""
         self._rows.clear()
+        self._histories.clear()
 
     def close(self) -> None:
         self.flush()
@@ -245,10 +252,12 @@ class Store:
 
     def delete_instance(self, instance_id: str) -> None:
         self._rows.pop(instance_id, None)
+        self._histories.pop(instance_id, None)
         for table in ("instances", "history", "inbox", "activities"):
             self.conn.execute(f"DELETE FROM {table} WHERE instance_id = ?", (instance_id,))  # noqa: S608
 
     def reset_run(self, instance_id: str) -> None:
+        self._histories.pop(instance_id, None)
         """Drops what belongs to the instance's current run (a restart or continue-as-new)."""
         self.conn.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
         self.conn.execute("DELETE FROM activities WHERE instance_id = ?", (instance_id,))
@@ -289,12 +298,35 @@ class Store:
         return int(row[0])
 
     def append_history(self, instance_id: str, start_pos: int, events: list[bytes]) -> None:
+        self._histories.pop(instance_id, None)
         self.conn.executemany(
             "INSERT INTO history (instance_id, pos, event) VALUES (?, ?, ?)",
             [(instance_id, start_pos + i, e) for i, e in enumerate(events)],
         )
 
     # -- inbox -----------------------------------------------------------------------------
+
+    def history_events(self, instance_id: str) -> list[p.HistoryEvent]:
+        """The committed history, parsed (shared: callers must not modify the events)."""
+        cached = self._histories.get(instance_id)
+        if cached is not None:
+            self._histories.move_to_end(instance_id)
+            return cached
+        events = [p.HistoryEvent.FromString(b) for b in self.history(instance_id)]
+        self._remember_history(instance_id, events)
+        return events
+
+    def append_events(self, instance_id: str, start_pos: int, events: list[p.HistoryEvent]) -> None:
+        cached = self._histories.get(instance_id)
+        self.append_history(instance_id, start_pos, [e.SerializeToString() for e in events])
+        if cached is not None and len(cached) == start_pos:
+            self._remember_history(instance_id, cached + events)
+
+    def _remember_history(self, instance_id: str, events: list[p.HistoryEvent]) -> None:
+        self._histories[instance_id] = events
+        self._histories.move_to_end(instance_id)
+        if len(self._histories) > self.HISTORY_CACHE_SIZE:
+            self._histories.popitem(last=False)
 
     def add_inbox(self, instance_id: str, event: bytes, visible_ns: int) -> int:
         cur = self.conn.execute(
