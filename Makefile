@@ -15,8 +15,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 setup: $(STAMP)
 	mkdir -p var
 
+# devengine + sample workloads + indexer + daphne on http://127.0.0.1:8000; one Ctrl-C stops all.
 run: setup
-	$(BIN)/python -m devengine --port 50001 --db var/devengine.sqlite3
+	$(BIN)/python -m console.devstack
 
 test: setup
 	$(BIN)/python manage.py check

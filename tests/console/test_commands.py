@@ -1,0 +1,57 @@
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_demo_admin_is_created_only_when_no_user_exists(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    out = StringIO()
+    call_command("ensure_demo_admin", stdout=out)
+    assert "Log in as: admin / " in out.getvalue()
+    password = out.getvalue().strip().rsplit(" ", 1)[-1]
+    assert User.objects.get().check_password(password)
+    again = StringIO()
+    call_command("ensure_demo_admin", stdout=again)
+    assert User.objects.count() == 1
+    assert password in again.getvalue()
+
+
+def test_no_demo_admin_beside_existing_users(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    User.objects.create_user("alice")
+    out = StringIO()
+    call_command("ensure_demo_admin", stdout=out)
+    assert User.objects.count() == 1
+    assert "Users exist already" in out.getvalue()
+
+
+def test_runindexer_needs_engines(settings):
+    settings.CONSOLE_ENGINES = []
+    with pytest.raises(CommandError, match="CONSOLE_ENGINES"):
+        call_command("runindexer", "--once")
+
+
+def test_runindexer_refuses_an_unknown_engine_name(settings):
+    from engine_bridge.config import EngineConfig
+
+    settings.CONSOLE_ENGINES = [EngineConfig("a", "127.0.0.1:1")]
+    with pytest.raises(CommandError, match="not in CONSOLE_ENGINES: b"):
+        call_command("runindexer", "--once", "--engine", "b")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runindexer_keeps_going_when_an_engine_is_down(settings):
+    from engine_bridge.config import EngineConfig
+    from workflows_ui.models import Engine
+
+    settings.CONSOLE_ENGINE_TIMEOUT = 0.5
+    settings.CONSOLE_ENGINES = [EngineConfig("down", "127.0.0.1:1")]
+    out = StringIO()
+    call_command("runindexer", "--once", stdout=out)
+    engine = Engine.objects.get(name="down")
+    assert engine.reachable is False and engine.last_error
+    assert "indexer stopped" in out.getvalue()
