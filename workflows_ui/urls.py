@@ -1,7 +1,23 @@
+"""HTML routes (the REST API is included from console.urls under /api/).
+
+Instance ids are the rest of the path and may contain ':' (child workflows) or '/': the more
+specific routes come first. Runs are addressed by their ordinal, events by their position.
+"""
+
 from django.urls import path
 
 from workflows_ui import views
 
+_INST = "instances/<str:engine>/<path:instance_id>/"
+_RUN = _INST + "runs/<int:ordinal>/"
+
 urlpatterns = [
     path("", views.home, name="home"),
+    path("instances/", views.instance_list, name="instance-list"),
+    path(_RUN + "events/<int:position>/", views.instance_detail, name="event-detail"),
+    path(_RUN + "history/", views.run_history, name="run-history"),
+    path(_RUN + "history.json", views.history_download, name="run-history-download"),
+    path(_RUN, views.instance_detail, name="run-detail"),
+    path(_INST + "payload/<str:field>/", views.payload_view, name="instance-payload"),
+    path(_INST, views.instance_detail, name="instance-detail"),
 ]

@@ -1,10 +1,58 @@
-"""HTML views. The instance list and detail pages are built on these models next."""
+"""HTML pages: engines, the instance list, an instance's detail (summary, payloads, waiting on,
+timeline, history) and the history download. Every page needs a login (the login middleware);
+pages are served from the console's database only, never from an engine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
 
 from django.db.models import Sum
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import urlencode
 
-from workflows_ui.models import Engine, StatusCount
+from workflows_ui import history, listing, payloads
+from workflows_ui.models import (
+    STATUS_COLOURS,
+    Engine,
+    HistoryEvent,
+    Instance,
+    Run,
+    Status,
+    StatusCount,
+)
+from workflows_ui.timeline import elapsed, human_duration, layout
+
+#: Colour of each status, by its stored value.
+COLOURS: dict[str, str] = {str(k): v for k, v in STATUS_COLOURS.items()}
+HISTORY_PAGE = 50
+RUNS_SHOWN = 20
+CHILDREN_SHOWN = 50
+#: Protocol event types (PROTOCOL.md), for the history's type filter.
+EVENT_TYPES = [
+    "executionStarted",
+    "executionCompleted",
+    "executionTerminated",
+    "executionSuspended",
+    "executionResumed",
+    "executionStalled",
+    "workflowStarted",
+    "taskScheduled",
+    "taskCompleted",
+    "taskFailed",
+    "timerCreated",
+    "timerFired",
+    "childWorkflowInstanceCreated",
+    "childWorkflowInstanceCompleted",
+    "childWorkflowInstanceFailed",
+    "eventRaised",
+    "eventSent",
+]
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -16,3 +64,322 @@ def home(request: HttpRequest) -> HttpResponse:
     for engine in engines:
         engine.instance_total = totals.get(engine.pk, 0)  # type: ignore[attr-defined]
     return render(request, "workflows_ui/home.html", {"engines": engines})
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _engine_warnings(engines: list[Engine]) -> list[Engine]:
+    """Engines whose indexed data may be stale: unreachable, or too old to be indexed."""
+    return [e for e in engines if e.reachable is False or e.too_old]
+
+
+def _get_instance(engine: str, instance_id: str) -> Instance:
+    return get_object_or_404(
+        Instance.objects.select_related("engine", "parent_engine"),
+        engine__name=engine,
+        instance_id=instance_id,
+    )
+
+
+def _get_run(inst: Instance, ordinal: int | None) -> Run | None:
+    """The run asked for, or the instance's current run (the newest when unknown)."""
+    runs = Run.objects.filter(instance=inst)
+    if ordinal is not None:
+        run = runs.filter(ordinal=ordinal).first()
+        if run is None:
+            raise Http404("no such run of this instance")
+        return run
+    if inst.current_execution_id:
+        run = runs.filter(execution_id=inst.current_execution_id).first()
+        if run is not None:
+            return run
+    return runs.order_by("-ordinal").first()
+
+
+def instance_url(engine_name: str, instance_id: str, *rest: Any) -> str:
+    """An instance page's path; reverse() percent-encodes what a path segment can't hold."""
+    if not rest:
+        return reverse("instance-detail", args=[engine_name, instance_id])
+    names = {1: "run-detail", 2: "event-detail"}
+    return reverse(names[len(rest)], args=[engine_name, instance_id, *rest])
+
+
+# --- the instance list ------------------------------------------------------------------------
+
+
+def instance_list(request: HttpRequest) -> HttpResponse:
+    engines = list(Engine.objects.all())
+    engine_names = {e.pk: e.name for e in engines}
+    form = listing.InstanceFilterForm(request.GET, engines)
+    ctx: dict[str, Any] = {
+        "form": form,
+        "engines": engines,
+        "warnings": _engine_warnings(engines),
+        "statuses": [(s.value, s.label, STATUS_COLOURS[s]) for s in Status],
+        "rows": [],
+        "next_url": None,
+        "cap": listing.COUNT_CAP,
+        "filtered": any(v for k, v in request.GET.items() if k not in ("sort", "cursor")),
+    }
+    if form.is_valid():
+        f = listing.Filters.from_form(form)
+        counts = listing.status_counts(f)
+        rows, cursor = listing.instance_page(f, counts=counts)
+        now = timezone.now()
+        for inst in rows:
+            inst.engine_name = engine_names.get(inst.engine_id, "?")  # type: ignore[attr-defined]
+            inst.url = instance_url(inst.engine_name, inst.instance_id)  # type: ignore[attr-defined]
+            inst.colour = COLOURS.get(inst.status, "grey")  # type: ignore[attr-defined]
+            end = inst.completed_at if inst.is_terminal else now
+            inst.duration = (  # type: ignore[attr-defined]
+                human_duration((end - inst.created_at).total_seconds()) if end else ""
+            )
+        query = request.GET.copy()
+        query.pop("cursor", None)
+        ctx.update(
+            rows=rows,
+            counts=counts,
+            chips=counts.chips(f.statuses),
+            selected_total=(
+                sum(counts.by_status.get(s, 0) for s in f.statuses) if f.statuses else counts.total
+            ),
+            next_url=(
+                "?" + urlencode([*query.lists(), ("cursor", [cursor])], doseq=True)
+                if cursor
+                else None
+            ),
+            first_url="?" + query.urlencode() if f.cursor else None,
+            chip_query=_without(request, "status", "cursor"),
+        )
+    template = (
+        "workflows_ui/_instance_results.html"
+        if request.htmx and request.htmx.target == "results"  # type: ignore[attr-defined]
+        else "workflows_ui/instance_list.html"
+    )
+    return render(request, template, ctx)
+
+
+def _without(request: HttpRequest, *keys: str) -> str:
+    query = request.GET.copy()
+    for key in keys:
+        query.pop(key, None)
+    return query.urlencode()
+
+
+# --- an instance ------------------------------------------------------------------------------
+
+
+def instance_detail(
+    request: HttpRequest,
+    engine: str,
+    instance_id: str,
+    ordinal: int | None = None,
+    position: int | None = None,
+) -> HttpResponse:
+    inst = _get_instance(engine, instance_id)
+    run = _get_run(inst, ordinal)
+    if position is not None and (run is None or not 0 <= position < max(run.event_count, 1)):
+        raise Http404("no such event in this run")
+    if request.htmx and request.htmx.target == "history" and run is not None:  # type: ignore[attr-defined]
+        return render(request, "workflows_ui/_history.html", _history_context(request, inst, run))
+
+    runs = list(Run.objects.filter(instance=inst).order_by("-ordinal")[:RUNS_SHOWN])
+    children = list(
+        Instance.objects.filter(parent_engine=inst.engine_id, parent_instance_id=inst.instance_id)
+        .select_related("engine")
+        .only("engine__name", "instance_id", "name", "status", "created_at")
+        .order_by("created_at", "id")[: CHILDREN_SHOWN + 1]
+    )
+    for child in children:
+        child.url = instance_url(child.engine.name, child.instance_id)  # type: ignore[attr-defined]
+        child.colour = COLOURS.get(child.status, "grey")  # type: ignore[attr-defined]
+    parent = inst.parent()
+    is_current = run is not None and (
+        run.execution_id == inst.current_execution_id or not inst.current_execution_id
+    )
+    ctx: dict[str, Any] = {
+        "inst": inst,
+        "colour": COLOURS.get(inst.status, "grey"),
+        "run": run,
+        "is_current": is_current,
+        "runs": runs,
+        "more_runs": runs[0].ordinal > RUNS_SHOWN if runs else False,
+        "children": children[:CHILDREN_SHOWN],
+        "more_children": len(children) > CHILDREN_SHOWN,
+        "parent": parent,
+        "parent_url": (
+            instance_url(inst.parent_engine.name, inst.parent_instance_id)
+            if inst.parent_instance_id and inst.parent_engine
+            else None
+        ),
+        "warnings": _engine_warnings([inst.engine]),
+        "duration": _duration(inst),
+        "payloads": payloads.instance_payloads(inst, base=instance_url(engine, instance_id)),
+    }
+    if run is not None:
+        status = inst.status if is_current else run.status
+        tl = history.build_timeline(history.load_rows(run.pk), status)
+        ctx["timeline"] = layout(tl, timezone.now())
+        ctx["waits"] = history.waiting_on(tl)
+        ctx["suspended"] = tl.suspended and inst.status == Status.SUSPENDED
+        ctx["suspend_reason"] = tl.suspend_reason
+        ctx["run_url"] = instance_url(engine, instance_id, run.ordinal)
+        ctx.update(_history_context(request, inst, run, position=position, start=tl.start))
+    return render(request, "workflows_ui/instance_detail.html", ctx)
+
+
+def _duration(inst: Instance) -> str:
+    end = inst.completed_at if inst.is_terminal else timezone.now()
+    if end is None:
+        return ""
+    text = human_duration(max((end - inst.created_at).total_seconds(), 0.0))
+    return text if inst.is_terminal else f"{text} so far"
+
+
+def _history_context(
+    request: HttpRequest,
+    inst: Instance,
+    run: Run,
+    position: int | None = None,
+    start: Any = None,
+) -> dict[str, Any]:
+    """One page of a run's history (keyset on position), filtered by event type."""
+    types = [t for t in request.GET.getlist("type") if t in EVENT_TYPES]
+    qs = HistoryEvent.objects.filter(run=run)
+    if types:
+        qs = qs.filter(event_type__in=types)
+    after, before = _int(request.GET.get("after")), _int(request.GET.get("before"))
+    if position is not None:
+        after = (position // HISTORY_PAGE) * HISTORY_PAGE - 1
+        before = None
+    if before is not None:
+        rows = list(qs.filter(position__lt=before).order_by("-position")[: HISTORY_PAGE + 1])
+        has_prev = len(rows) > HISTORY_PAGE
+        rows = list(reversed(rows[:HISTORY_PAGE]))
+        has_next = True
+    else:
+        after = -1 if after is None else after
+        rows = list(qs.filter(position__gt=after).order_by("position")[: HISTORY_PAGE + 1])
+        has_next = len(rows) > HISTORY_PAGE
+        rows = rows[:HISTORY_PAGE]
+        has_prev = after >= 0 and bool(rows) and rows[0].position > 0
+    if start is None:
+        start = run.started_at
+    run_url = instance_url(inst.engine.name, inst.instance_id, run.ordinal)
+    events: list[dict[str, Any]] = []
+    for ev in rows:
+        pretty, cut = payloads.pretty(ev.details, payloads.EVENT_LIMIT)
+        events.append(
+            {
+                "ev": ev,
+                "elapsed": elapsed(start, ev.timestamp),
+                "summary": payloads.event_summary(ev.event_type, ev.details),
+                "pretty": pretty,
+                "cut": cut,
+                "url": f"{run_url}events/{ev.position}/#event-{ev.position}",
+                "selected": ev.position == position,
+            }
+        )
+    type_query = [("type", t) for t in types]
+    selected_event = next((e for e in events if e["selected"]), None)
+    if selected_event is not None:
+        full, _ = payloads.pretty(selected_event["ev"].details, None)
+        selected_event["full"] = full
+    return {
+        "events": events,
+        "event_types": EVENT_TYPES,
+        "types": types,
+        "history_url": f"{run_url}history/",
+        "download_url": f"{run_url}history.json",
+        "next_history": (
+            "?" + urlencode([*type_query, ("after", rows[-1].position)])
+            if has_next and rows
+            else None
+        ),
+        "prev_history": (
+            "?" + urlencode([*type_query, ("before", rows[0].position)])
+            if has_prev and rows
+            else None
+        ),
+        "first_history": "?" + urlencode(type_query) if (after or -1) >= 0 or before else None,
+        "selected_event": selected_event,
+        "position": position,
+    }
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def run_history(request: HttpRequest, engine: str, instance_id: str, ordinal: int) -> HttpResponse:
+    """The history table alone (htmx), or the whole page at that history page."""
+    inst = _get_instance(engine, instance_id)
+    run = _get_run(inst, ordinal)
+    assert run is not None
+    if request.htmx:  # type: ignore[attr-defined]
+        return render(request, "workflows_ui/_history.html", _history_context(request, inst, run))
+    return instance_detail(request, engine, instance_id, ordinal)
+
+
+def history_download(
+    request: HttpRequest, engine: str, instance_id: str, ordinal: int
+) -> StreamingHttpResponse:
+    """The run's whole history as a JSON document, streamed in chunks (runs can be huge)."""
+    inst = _get_instance(engine, instance_id)
+    run = _get_run(inst, ordinal)
+    assert run is not None
+
+    def chunks() -> Iterator[str]:
+        head = {
+            "engine": inst.engine.name,
+            "instance_id": inst.instance_id,
+            "execution_id": run.execution_id,
+            "run": run.ordinal,
+            "name": run.name,
+            "status": run.status,
+        }
+        yield json.dumps(head)[:-1] + ', "events": ['
+        first = True
+        qs = HistoryEvent.objects.filter(run=run).order_by("position")
+        for ev in qs.iterator(chunk_size=2000):
+            item = {
+                "position": ev.position,
+                "eventId": ev.event_id,
+                "type": ev.event_type,
+                "name": ev.name,
+                "timestamp": ev.timestamp.isoformat() if ev.timestamp else None,
+                "relatedId": ev.related_id,
+                "details": ev.details,
+            }
+            yield ("" if first else ",\n") + json.dumps(item, ensure_ascii=False)
+            first = False
+        yield "]}\n"
+
+    filename = f"{inst.instance_id}-run{run.ordinal}-history.json"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in filename)
+    response = StreamingHttpResponse(chunks(), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="{safe}"'
+    return response
+
+
+def payload_view(request: HttpRequest, engine: str, instance_id: str, field: str) -> HttpResponse:
+    """One payload of an instance in full (the detail page shows big ones cut)."""
+    inst = _get_instance(engine, instance_id)
+    item = next(
+        (p for p in payloads.instance_payloads(inst, base="", limit=None) if p.key == field), None
+    )
+    if item is None:
+        raise Http404("no such payload")
+    return render(
+        request,
+        "workflows_ui/payload.html",
+        {
+            "inst": inst,
+            "item": item,
+            "back_url": instance_url(engine, instance_id),
+        },
+    )

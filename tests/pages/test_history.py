@@ -1,0 +1,150 @@
+"""Timeline bars and "waiting on" computed from the real engine's recorded histories."""
+
+from datetime import UTC, datetime, timedelta
+
+from tests.pages import golden_rows
+from workflows_ui.history import EventRow, build_timeline, waiting_on
+
+
+def timeline(name, status="COMPLETED", cut=None):
+    rec = golden_rows.load(name)
+    history = rec["history"] if cut is None else rec["history"][:cut]
+    return build_timeline(golden_rows.rows(history), status)
+
+
+def test_two_steps_has_two_completed_activity_bars_and_three_turns():
+    tl = timeline("two_steps")
+    assert [(b.kind, b.label, b.outcome) for b in tl.bars] == [
+        ("activity", "reserve_stock", "completed"),
+        ("activity", "ship", "completed"),
+    ]
+    assert all(b.end >= b.start for b in tl.bars)
+    assert len(tl.turns) == 3
+    assert tl.finished and waiting_on(tl) == []
+
+
+def test_retries_show_each_failed_attempt_and_the_retry_delays():
+    tl = timeline("with_retry")
+    activities = [b for b in tl.bars if b.kind == "activity"]
+    assert [(b.attempt, b.outcome) for b in activities] == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "completed"),
+    ]
+    assert "payment gateway timeout (attempt 1)" in activities[0].detail
+    retries = [b for b in tl.bars if b.kind == "retry"]
+    assert [b.outcome for b in retries] == ["fired", "fired"]
+    # A retry delay ends at its fire time, not at the (creation-time) timestamp of timerFired.
+    assert retries[0].end == datetime(2026, 11, 22, 3, 26, 24, 792954, tzinfo=UTC)
+
+
+def test_an_event_wait_raced_by_a_timer_times_out_when_the_timer_fires():
+    tl = timeline("approval_timeout")
+    wait = next(b for b in tl.bars if b.kind == "event")
+    assert wait.label == "approval"
+    assert wait.outcome == "timed out"
+    assert wait.due == datetime(2026, 11, 22, 3, 26, 26, 630226, tzinfo=UTC)
+    assert not any(b.kind == "timer" and b.due and b.due.year == 9999 for b in tl.bars)
+
+
+def test_an_event_received_before_the_timeout_ends_the_wait():
+    tl = timeline("approval_event_before_wait")
+    wait = next(b for b in tl.bars if b.kind == "event")
+    assert wait.outcome == "received"
+    timer = next(b for b in tl.bars if b.kind == "timer")
+    assert timer.outcome == "abandoned"  # the run completed before its 30 s timeout
+
+
+def test_a_running_approval_waits_for_the_event_with_its_timeout():
+    # The recorded history up to the first turn: the event wait and its timeout timer are open.
+    tl = timeline("approval_timeout", status="RUNNING", cut=4)
+    waits = waiting_on(tl)
+    assert [(w.kind, w.label) for w in waits] == [("event", "approval")]
+    assert waits[0].until == datetime(2026, 11, 22, 3, 26, 26, 630226, tzinfo=UTC)
+
+
+def test_a_wait_without_timeout_is_an_event_wait_never_a_timer():
+    tl = timeline("terminated", status="RUNNING", cut=3)
+    waits = waiting_on(tl)
+    assert [(w.kind, w.label, w.until) for w in waits] == [("event", "go", None)]
+
+
+def test_running_activities_and_children_are_waited_on():
+    tl = timeline("fan_out_children", status="RUNNING", cut=4)
+    waits = waiting_on(tl)
+    assert [(w.kind, w.label, w.child_id) for w in waits] == [
+        ("child", "line_item", "g-fan-out:0001"),
+        ("child", "line_item", "g-fan-out:0002"),
+    ]
+    tl = timeline("two_steps", status="RUNNING", cut=3)
+    assert [(w.kind, w.label) for w in waiting_on(tl)] == [("activity", "reserve_stock")]
+
+
+def test_children_bars_link_to_the_children():
+    tl = timeline("fan_out_children")
+    assert [(b.kind, b.child_id, b.outcome) for b in tl.bars] == [
+        ("child", "g-fan-out:0001", "completed"),
+        ("child", "g-fan-out:0002", "completed"),
+    ]
+
+
+def test_a_pending_timer_is_waited_on_with_its_fire_time():
+    tl = timeline("continue_as_new", status="RUNNING", cut=3)
+    waits = waiting_on(tl)
+    assert [(w.kind, w.until) for w in waits] == [
+        ("timer", datetime(2026, 11, 22, 3, 26, 27, 892704, tzinfo=UTC))
+    ]
+
+
+def test_suspend_and_resume_are_markers_and_the_event_ends_the_wait():
+    tl = timeline("suspend_event_resume")
+    assert [m.kind for m in tl.markers] == ["suspended", "event", "resumed", "completed"]
+    wait = next(b for b in tl.bars if b.kind == "event")
+    assert wait.outcome == "received"
+    tl = timeline("suspend_event_resume", status="SUSPENDED", cut=5)
+    assert tl.suspended
+
+
+def test_a_terminated_run_leaves_nothing_waiting_and_its_wait_abandoned():
+    tl = timeline("terminated", status="TERMINATED")
+    assert waiting_on(tl) == []
+    assert [(b.kind, b.outcome) for b in tl.bars] == [("event", "abandoned")]
+    assert [m.kind for m in tl.markers] == ["terminated", "completed"]
+
+
+def test_a_failed_activity_carries_its_error():
+    tl = timeline("activity_fails", status="FAILED")
+    (bar,) = tl.bars
+    assert bar.outcome == "failed"
+    assert bar.detail == "no carrier serves this address"
+
+
+def test_events_raised_twice_end_two_waits_in_order():
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        EventRow(0, -1, "workflowStarted", timestamp=t0),
+        EventRow(1, -1, "executionStarted", "wf", t0),
+        EventRow(
+            2,
+            1,
+            "timerCreated",
+            "Go",
+            t0,
+            info="9999-12-31T23:59:59.999999999Z",
+            origin="externalEvent",
+        ),
+        EventRow(
+            3,
+            2,
+            "timerCreated",
+            "go",
+            t0,
+            info="9999-12-31T23:59:59.999999999Z",
+            origin="externalEvent",
+        ),
+        EventRow(4, -1, "workflowStarted", timestamp=t0 + timedelta(seconds=1)),
+        EventRow(5, -1, "eventRaised", "GO", t0 + timedelta(seconds=1)),
+    ]
+    tl = build_timeline(rows, "RUNNING")
+    assert [b.outcome for b in tl.bars] == ["received", "waiting"]
+    assert [w.label for w in waiting_on(tl)] == ["go"]

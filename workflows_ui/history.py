@@ -1,0 +1,370 @@
+"""Reading a run's history: the timeline's bars and what the run is waiting on.
+
+Pure functions over ``EventRow`` (a lean copy of ``HistoryEvent``), tested with the real engine's
+recorded histories; only ``load_rows`` touches the database. Pairing follows PROTOCOL.md:
+taskScheduled.eventId = taskCompleted/Failed.taskScheduledId, timerCreated.eventId =
+timerFired.timerId, childWorkflowInstanceCreated.eventId = childWorkflowInstance*.taskScheduledId.
+A timerCreated with origin externalEvent (fireAt 9999-12-31) is the SDK's marker for "waiting for
+event X" and is never a timer.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db.models import Case, CharField, Q, Value, When
+from django.db.models.fields.json import KT
+
+#: Types whose ``info`` carries something the timeline needs (see ``info_of``).
+_INFO_KEYS = {
+    "timerCreated": ("fireAt",),
+    "taskScheduled": ("taskExecutionId",),
+    "childWorkflowInstanceCreated": ("instanceId",),
+    "taskFailed": ("failureDetails", "errorMessage"),
+    "childWorkflowInstanceFailed": ("failureDetails", "errorMessage"),
+    "executionSuspended": ("input",),
+    "executionResumed": ("input",),
+}
+_TIMER_ORIGINS = ("externalEvent", "activityRetry", "childWorkflowRetry", "createTimer")
+#: The fire time of the SDK's "waiting for an event" timer.
+NEVER = datetime.max.replace(tzinfo=UTC)
+TERMINAL = frozenset({"COMPLETED", "FAILED", "TERMINATED", "CANCELED", "CONTINUED_AS_NEW"})
+
+
+@dataclass(slots=True)
+class EventRow:
+    """What the timeline and "waiting on" need of one history event."""
+
+    position: int
+    event_id: int
+    event_type: str
+    name: str = ""
+    timestamp: datetime | None = None
+    related_id: int | None = None
+    #: timerCreated: fireAt; taskScheduled: taskExecutionId; childWorkflowInstanceCreated: the
+    #: child's instance id; taskFailed/childWorkflowInstanceFailed: the error message.
+    info: str = ""
+    #: timerCreated only: createTimer, externalEvent, activityRetry or childWorkflowRetry.
+    origin: str = ""
+
+
+def info_of(event_type: str, details: dict[str, Any]) -> tuple[str, str]:
+    """``(info, origin)`` of an event from its details (protobuf JSON mapping)."""
+    info: Any = details
+    for key in _INFO_KEYS.get(event_type, ()):
+        info = info.get(key) if isinstance(info, dict) else None
+    if not isinstance(info, str):
+        info = ""
+    origin = ""
+    if event_type == "timerCreated":
+        origin = next((o for o in _TIMER_ORIGINS if o in details), "createTimer")
+    return info, origin
+
+
+def row_of(ev: Any) -> EventRow:
+    """An ``EventRow`` from anything shaped like ``HistoryEvent`` (a model row, a test double)."""
+    info, origin = info_of(ev.event_type, ev.details or {})
+    return EventRow(
+        position=ev.position,
+        event_id=ev.event_id,
+        event_type=ev.event_type,
+        name=ev.name,
+        timestamp=ev.timestamp,
+        related_id=ev.related_id,
+        info=info,
+        origin=origin,
+    )
+
+
+def load_rows(run_pk: int) -> list[EventRow]:
+    """All events of a run as ``EventRow``, in one query that reads from ``details`` only the
+    few keys the timeline needs (a run can hold 50,000 events with large payloads)."""
+    from workflows_ui.models import HistoryEvent
+
+    info = Case(
+        *[
+            When(event_type=etype, then=KT("details__" + "__".join(keys)))
+            for etype, keys in _INFO_KEYS.items()
+        ],
+        default=Value(""),
+        output_field=CharField(),
+    )
+    origin = Case(
+        *[
+            When(Q(event_type="timerCreated") & Q(details__has_key=o), then=Value(o))
+            for o in _TIMER_ORIGINS[:-1]
+        ],
+        When(event_type="timerCreated", then=Value("createTimer")),
+        default=Value(""),
+        output_field=CharField(),
+    )
+    rows = (
+        HistoryEvent.objects.filter(run_id=run_pk)
+        .order_by("position")
+        .values_list("position", "event_id", "event_type", "name", "timestamp", "related_id")
+        .annotate(info=info, origin=origin)
+    )
+    return [EventRow(p, e, t, n, ts, r, i or "", o or "") for p, e, t, n, ts, r, i, o in rows]
+
+
+# --- the timeline -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Bar:
+    """Something that took time in a run: an activity attempt, a timer, a child workflow or a
+    wait for an external event. ``end`` is None while it is still going on."""
+
+    kind: str  # activity | timer | retry | child | event
+    label: str
+    start: datetime | None
+    end: datetime | None
+    outcome: str  # running | completed | failed | fired | pending | received | timed-out | ...
+    position: int
+    end_position: int | None = None
+    event_id: int = -1
+    attempt: int = 1
+    #: For timers: when it fires; for an event wait raced by a timer: that timer's fire time.
+    due: datetime | None = None
+    detail: str = ""
+    #: child workflows: the child's instance id.
+    child_id: str = ""
+    #: an event wait raced by a real timer (when_any with a timeout): that timer's eventId.
+    timeout_timer: int | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.end is None
+
+
+@dataclass(slots=True)
+class Marker:
+    """A moment of the run: a turn, an event received, suspend/resume, a stall, the end."""
+
+    kind: str  # turn | event | suspended | resumed | stalled | terminated | completed
+    label: str
+    at: datetime | None
+    position: int
+
+
+@dataclass
+class Timeline:
+    start: datetime | None
+    end: datetime | None
+    finished: bool
+    bars: list[Bar] = field(default_factory=list)
+    markers: list[Marker] = field(default_factory=list)
+    turns: list[Marker] = field(default_factory=list)
+    suspended: bool = False
+    suspend_reason: str = ""
+
+
+def parse_time(text: str) -> datetime | None:
+    """An RFC 3339 time from the protobuf JSON mapping (nanoseconds cut to microseconds)."""
+    if not text:
+        return None
+    if text.startswith("9999-"):
+        return NEVER
+    text = text.replace("Z", "+00:00")
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = "".join(itertools.takewhile(str.isdigit, rest))
+        tz = rest[len(digits) :]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{tz}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def is_sentinel(row: EventRow) -> bool:
+    """The timer the SDK records for a wait on an external event (never fires)."""
+    return row.origin == "externalEvent" or row.info.startswith("9999-")
+
+
+def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
+    """Bars, turns and markers of a run's history. ``status`` is the run's status: a terminal
+    one closes whatever the history leaves open (abandoned when the run ended)."""
+    tl = Timeline(start=None, end=None, finished=False)
+    open_tasks: dict[int, Bar] = {}
+    open_children: dict[int, Bar] = {}
+    open_timers: dict[int, Bar] = {}
+    waits: dict[str, deque[Bar]] = {}
+    attempts: dict[str, int] = {}
+    turn_timers: list[Bar] = []  # real timers created in the current turn
+    turn_waits: list[Bar] = []  # event waits created in the current turn, not yet raced
+    last_ts: datetime | None = None
+
+    for ev in events:
+        ts = ev.timestamp
+        if ts is not None:
+            last_ts = ts if last_ts is None or ts > last_ts else last_ts
+        etype = ev.event_type
+        if etype == "workflowStarted":
+            tl.turns.append(Marker("turn", "turn", ts, ev.position))
+            turn_timers, turn_waits = [], []
+            if tl.start is None:
+                tl.start = ts
+        elif etype == "executionStarted":
+            if ts is not None and (tl.start is None or ts < tl.start):
+                tl.start = ts
+        elif etype == "taskScheduled":
+            key = ev.info or f"{ev.name}#{ev.event_id}"
+            attempts[key] = attempts.get(key, 0) + 1
+            bar = Bar("activity", ev.name, ts, None, "running", ev.position, event_id=ev.event_id)
+            bar.attempt = attempts[key]
+            open_tasks[ev.event_id] = bar
+            tl.bars.append(bar)
+        elif etype in ("taskCompleted", "taskFailed"):
+            bar_or_none = open_tasks.pop(ev.related_id, None) if ev.related_id is not None else None
+            if bar_or_none is not None:
+                bar_or_none.end = ts
+                bar_or_none.end_position = ev.position
+                bar_or_none.outcome = "completed" if etype == "taskCompleted" else "failed"
+                bar_or_none.detail = ev.info
+        elif etype == "childWorkflowInstanceCreated":
+            bar = Bar("child", ev.name, ts, None, "running", ev.position, event_id=ev.event_id)
+            bar.child_id = ev.info
+            open_children[ev.event_id] = bar
+            tl.bars.append(bar)
+        elif etype in ("childWorkflowInstanceCompleted", "childWorkflowInstanceFailed"):
+            bar_or_none = (
+                open_children.pop(ev.related_id, None) if ev.related_id is not None else None
+            )
+            if bar_or_none is not None:
+                bar_or_none.end = ts
+                bar_or_none.end_position = ev.position
+                failed = etype == "childWorkflowInstanceFailed"
+                bar_or_none.outcome = "failed" if failed else "completed"
+                bar_or_none.detail = ev.info
+        elif etype == "timerCreated":
+            if is_sentinel(ev):
+                bar = Bar("event", ev.name, ts, None, "waiting", ev.position, event_id=ev.event_id)
+                waits.setdefault(ev.name.lower(), deque()).append(bar)
+                tl.bars.append(bar)
+                # A timer created in the same turn races this wait (when_any with a timeout).
+                racer = next((t for t in turn_timers if t.timeout_timer is None), None)
+                if racer is not None:
+                    _race(bar, racer)
+                else:
+                    turn_waits.append(bar)
+            else:
+                kind = "retry" if ev.origin in ("activityRetry", "childWorkflowRetry") else "timer"
+                label = ev.name or ("retry delay" if kind == "retry" else "timer")
+                bar = Bar(kind, label, ts, None, "pending", ev.position, event_id=ev.event_id)
+                bar.due = parse_time(ev.info)
+                open_timers[ev.event_id] = bar
+                tl.bars.append(bar)
+                if kind == "timer":
+                    waiting = next((w for w in turn_waits if w.timeout_timer is None), None)
+                    if waiting is not None:
+                        _race(waiting, bar)
+                        turn_waits.remove(waiting)
+                    else:
+                        turn_timers.append(bar)
+        elif etype == "timerFired":
+            bar_or_none = (
+                open_timers.pop(ev.related_id, None) if ev.related_id is not None else None
+            )
+            if bar_or_none is not None:
+                # The engine stamps timerFired with its creation time: the fire time is fireAt.
+                bar_or_none.end = bar_or_none.due or ts
+                bar_or_none.end_position = ev.position
+                bar_or_none.outcome = "fired"
+                for queue in waits.values():
+                    for wait in list(queue):
+                        if wait.timeout_timer == bar_or_none.event_id and wait.is_open:
+                            wait.end = bar_or_none.end
+                            wait.end_position = ev.position
+                            wait.outcome = "timed out"
+                            queue.remove(wait)
+        elif etype == "eventRaised":
+            pending = waits.get(ev.name.lower())
+            if pending:
+                wait = pending.popleft()
+                wait.end = ts
+                wait.end_position = ev.position
+                wait.outcome = "received"
+            tl.markers.append(Marker("event", ev.name, ts, ev.position))
+        elif etype == "executionSuspended":
+            tl.suspended, tl.suspend_reason = True, ev.info
+            tl.markers.append(Marker("suspended", ev.info or "suspended", ts, ev.position))
+        elif etype == "executionResumed":
+            tl.suspended, tl.suspend_reason = False, ""
+            tl.markers.append(Marker("resumed", ev.info or "resumed", ts, ev.position))
+        elif etype == "executionStalled":
+            tl.markers.append(Marker("stalled", ev.name or "stalled", ts, ev.position))
+        elif etype == "executionTerminated":
+            tl.markers.append(Marker("terminated", "terminate requested", ts, ev.position))
+        elif etype == "executionCompleted":
+            tl.finished = True
+            tl.end = ts
+            tl.markers.append(Marker("completed", ev.name or "completed", ts, ev.position))
+
+    if tl.start is None:
+        tl.start = min((b.start for b in tl.bars if b.start), default=None)
+    if status in TERMINAL:
+        tl.finished = True
+    if tl.finished:
+        tl.end = tl.end or last_ts
+        for bar in tl.bars:
+            if bar.is_open:
+                bar.end = tl.end if tl.end and (bar.start is None or tl.end >= bar.start) else None
+                bar.outcome = "abandoned"
+        tl.suspended = False
+    else:
+        tl.end = last_ts
+    return tl
+
+
+def _race(wait: Bar, timer: Bar) -> None:
+    wait.timeout_timer = timer.event_id
+    wait.due = timer.due
+    timer.detail = f"timeout of the wait for event {wait.label}"
+
+
+# --- what the run is waiting on -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Wait:
+    kind: str  # activity | timer | retry | child | event
+    label: str
+    since: datetime | None
+    position: int
+    #: timers: fire time; event waits: the timeout, when a timer races the wait.
+    until: datetime | None = None
+    attempt: int = 1
+    child_id: str = ""
+
+
+def waiting_on(tl: Timeline) -> list[Wait]:
+    """What a run that has not finished is waiting for: activities scheduled and not finished,
+    timers not fired, events waited for by name (with their timeout), children still running.
+    A timer that only races an event wait is shown as that wait's timeout, not on its own."""
+    if tl.finished:
+        return []
+    racing = {b.timeout_timer for b in tl.bars if b.kind == "event" and b.is_open}
+    out: list[Wait] = []
+    for bar in tl.bars:
+        if not bar.is_open:
+            continue
+        if bar.kind in ("timer", "retry") and bar.event_id in racing:
+            continue
+        out.append(
+            Wait(
+                kind=bar.kind,
+                label=bar.label,
+                since=bar.start,
+                position=bar.position,
+                until=bar.due,
+                attempt=bar.attempt,
+                child_id=bar.child_id,
+            )
+        )
+    return out

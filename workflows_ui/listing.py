@@ -1,0 +1,294 @@
+"""The instance list: its filters (a form read from the URL), keyset pages and status counts.
+
+Sized for millions of instances: every page is an index range scan with a LIMIT (no OFFSET, no
+sort of the matching rows), and counts come from ``StatusCount`` when the filter allows it,
+otherwise from a count capped at ``COUNT_CAP`` rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import heapq
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django import forms
+from django.db import connections
+from django.db.models import Q, QuerySet, Sum
+
+from workflows_ui import search
+from workflows_ui.models import STATUS_COLOURS, Engine, Instance, Status, StatusCount
+
+PAGE_SIZE = 50
+COUNT_CAP = 10_000
+SORTS = {
+    "-created": ("created_at", True),
+    "created": ("created_at", False),
+    "-updated": ("last_updated_at", True),
+    "updated": ("last_updated_at", False),
+}
+
+
+class InstanceFilterForm(forms.Form):
+    engine = forms.MultipleChoiceField(required=False)
+    status = forms.MultipleChoiceField(required=False, choices=Status.choices)
+    name = forms.CharField(required=False, max_length=255, label="Workflow name")
+    id_prefix = forms.CharField(required=False, max_length=512, label="Id starts with")
+    q = forms.CharField(
+        required=False,
+        max_length=500,
+        label="Text",
+        help_text="words in input, output, custom status or failure message",
+    )
+    created_after = forms.DateTimeField(required=False, label="Created from")
+    created_before = forms.DateTimeField(required=False, label="Created before")
+    purged = forms.ChoiceField(
+        required=False,
+        choices=[("exclude", "hidden"), ("include", "shown"), ("only", "only")],
+        label="Purged",
+    )
+    sort = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("-created", "Newest first"),
+            ("created", "Oldest first"),
+            ("-updated", "Last updated first"),
+            ("updated", "Least recently updated first"),
+        ],
+    )
+    cursor = forms.CharField(required=False, max_length=200)
+
+    def __init__(self, data: Any, engines: list[Engine]) -> None:
+        super().__init__(data)
+        self.engines = {e.name: e for e in engines}
+        self.fields["engine"].choices = [(e.name, e.name) for e in engines]  # type: ignore[attr-defined]
+
+    def clean_status(self) -> list[str]:
+        return [s.upper() for s in self.cleaned_data.get("status") or []]
+
+    def clean_cursor(self) -> tuple[datetime, int] | None:
+        raw = self.cleaned_data.get("cursor") or ""
+        if not raw:
+            return None
+        try:
+            value, pk = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+            return datetime.fromisoformat(value), int(pk)
+        except (ValueError, TypeError, binascii.Error):
+            raise forms.ValidationError("This page link is not valid any more.") from None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        after, before = data.get("created_after"), data.get("created_before")
+        if after and before and after >= before:
+            self.add_error("created_before", "Must be later than “Created from”.")
+        data["purged"] = data.get("purged") or "exclude"
+        data["sort"] = data.get("sort") or "-created"
+        return data
+
+
+def encode_cursor(value: datetime, pk: int) -> str:
+    raw = json.dumps([value.isoformat(), pk]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@dataclass
+class Filters:
+    engine_ids: list[int] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    name: str = ""
+    id_prefix: str = ""
+    q: str = ""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    purged: str = "exclude"
+    sort: str = "-created"
+    cursor: tuple[datetime, int] | None = None
+
+    @classmethod
+    def from_form(cls, form: InstanceFilterForm) -> Filters:
+        d = form.cleaned_data
+        return cls(
+            engine_ids=[form.engines[n].pk for n in d.get("engine") or []],
+            statuses=d.get("status") or [],
+            name=d.get("name") or "",
+            id_prefix=d.get("id_prefix") or "",
+            q=(d.get("q") or "").strip(),
+            created_after=d.get("created_after"),
+            created_before=d.get("created_before"),
+            purged=d["purged"],
+            sort=d["sort"],
+            cursor=d.get("cursor"),
+        )
+
+    @property
+    def counts_are_exact(self) -> bool:
+        """StatusCount holds live instances per engine x name x status: nothing else filtered."""
+        return (
+            self.purged == "exclude"
+            and not self.id_prefix
+            and not search.words(self.q)
+            and self.created_after is None
+            and self.created_before is None
+        )
+
+
+def base_queryset(f: Filters, with_status: bool = True) -> QuerySet[Instance]:
+    qs = Instance.objects.all()
+    if f.engine_ids:
+        qs = qs.filter(engine_id__in=f.engine_ids)
+    if with_status and f.statuses:
+        qs = qs.filter(status__in=f.statuses)
+    if f.name:
+        qs = qs.filter(name=f.name)
+    if f.created_after:
+        qs = qs.filter(created_at__gte=f.created_after)
+    if f.created_before:
+        qs = qs.filter(created_at__lt=f.created_before)
+    if f.purged == "exclude":
+        qs = qs.filter(purged=False)
+    elif f.purged == "only":
+        qs = qs.filter(purged=True)
+    if f.id_prefix:
+        qs = search.filter_id_prefix(qs, f.id_prefix)
+    if f.q:
+        qs = search.filter_text(qs, f.q)
+    return qs
+
+
+_LIST_FIELDS = [
+    "id",
+    "engine_id",
+    "instance_id",
+    "name",
+    "status",
+    "created_at",
+    "last_updated_at",
+    "completed_at",
+    "custom_status",
+    "purged",
+]
+
+
+def _page_of(qs: QuerySet[Instance], f: Filters, limit: int) -> list[Instance]:
+    column, desc = SORTS[f.sort]
+    if f.cursor is not None:
+        value, pk = f.cursor
+        # A range on the sort column (index-friendly on both databases), minus the rows of the
+        # cursor's own value that were already shown.
+        if desc:
+            qs = qs.filter(**{f"{column}__lte": value}).exclude(
+                Q(**{column: value}) & Q(pk__gte=pk)
+            )
+        else:
+            qs = qs.filter(**{f"{column}__gte": value}).exclude(
+                Q(**{column: value}) & Q(pk__lte=pk)
+            )
+    order = [f"-{column}", "-id"] if desc else [column, "id"]
+    # Payload columns are left out: a page needs custom status only (cut for display).
+    return list(qs.only(*_LIST_FIELDS).order_by(*order)[:limit])
+
+
+def _split_values(f: Filters) -> tuple[str, list[Any]] | None:
+    """When the filter is an IN list on an index's leading column followed by the sort column
+    (status under a name, several statuses, several engines), one query per value keeps each an
+    index range scan with a LIMIT; the pages are merged here. Text search is left whole (its
+    subquery would run once per value)."""
+    if f.q and search.words(f.q):
+        return None
+    if f.sort.endswith("updated"):
+        return None
+    if f.name and not f.statuses:
+        return ("status", list(Status.values))
+    if len(f.statuses) > 1:
+        return ("status", f.statuses)
+    if len(f.engine_ids) > 1 and not f.name and not f.statuses:
+        return ("engine_id", f.engine_ids)
+    return None
+
+
+def instance_page(
+    f: Filters, limit: int = PAGE_SIZE, counts: Counts | None = None
+) -> tuple[list[Instance], str | None]:
+    """A page of instances and the cursor of the next page (None on the last one). Exact
+    ``counts`` let a per-status split skip the statuses that have no instance."""
+    column, desc = SORTS[f.sort]
+    split = _split_values(f)
+    if split is not None and split[0] == "status" and counts is not None and counts.exact:
+        split = ("status", [v for v in split[1] if counts.by_status.get(v)])
+    if split is None:
+        rows = _page_of(base_queryset(f), f, limit + 1)
+    else:
+        key, values = split
+        if key == "engine_id":
+            parts = [
+                _page_of(base_queryset(_with(f, engine_ids=[v])), f, limit + 1) for v in values
+            ]
+        else:
+            qs = base_queryset(f, with_status=False)
+            parts = [_page_of(qs.filter(status=v), f, limit + 1) for v in values]
+
+        def sort_key(inst: Instance) -> tuple[datetime, int]:
+            return (getattr(inst, column), inst.pk)
+
+        rows = list(heapq.merge(*parts, key=sort_key, reverse=desc))[: limit + 1]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = encode_cursor(getattr(rows[-1], column), rows[-1].pk) if more and rows else None
+    return rows, cursor
+
+
+def _with(f: Filters, **changes: Any) -> Filters:
+    data = dict(f.__dict__)
+    data.update(changes)
+    return Filters(**data)
+
+
+@dataclass
+class Counts:
+    """Instances per status for the current filter (the status filter itself left out, so each
+    status shows what choosing it would give)."""
+
+    by_status: dict[str, int]
+    exact: bool
+    capped: bool = False
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+    def chips(self, selected: list[str]) -> list[dict[str, Any]]:
+        return [
+            {
+                "status": s.value,
+                "label": s.label,
+                "colour": STATUS_COLOURS[s],
+                "count": self.by_status.get(s.value, 0),
+                "selected": s.value in selected,
+            }
+            for s in Status
+            if self.by_status.get(s.value) or s.value in selected
+        ]
+
+
+def status_counts(f: Filters) -> Counts:
+    if f.counts_are_exact:
+        qs = StatusCount.objects.all()
+        if f.engine_ids:
+            qs = qs.filter(engine_id__in=f.engine_ids)
+        if f.name:
+            qs = qs.filter(name=f.name)
+        rows = qs.values("status").annotate(n=Sum("count")).order_by()
+        return Counts({r["status"]: int(r["n"]) for r in rows if r["n"]}, exact=True)
+    # Count at most COUNT_CAP + 1 matching rows: beyond that the page says "10,000+".
+    inner = base_queryset(f, with_status=False).values_list("status").order_by()
+    inner = inner[: COUNT_CAP + 1]
+    sql, params = inner.query.sql_with_params()
+    conn = connections[inner.db]
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT status, COUNT(*) FROM ({sql}) AS capped GROUP BY status", params)  # noqa: S608
+        by_status = {status: int(n) for status, n in cur.fetchall()}
+    capped = sum(by_status.values()) > COUNT_CAP
+    return Counts(by_status, exact=not capped, capped=capped)

@@ -1,0 +1,184 @@
+"""Lays a ``history.Timeline`` out as rows of an SVG Gantt chart (coordinates only; the template
+draws it, so every label goes through the template engine's escaping).
+
+Up to ``MAX_ROWS`` bars get a row each. Beyond that, bars are grouped by kind and name into one
+row per group (first start to last end, with counts of attempts, failures and what is still
+open), and turns are thinned, so a run with tens of thousands of activities stays readable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from workflows_ui.history import NEVER, Bar, Timeline
+
+MAX_ROWS = 300
+MAX_TURN_LINES = 400
+WIDTH = 1000  # drawing area, in SVG units, right of the labels
+LABEL_WIDTH = 240
+ROW_HEIGHT = 20
+TOP = 28
+
+
+@dataclass(slots=True)
+class Row:
+    y: int
+    x: float
+    width: float
+    label: str
+    kind: str
+    outcome: str
+    open: bool
+    title: str
+    position: int
+    child_id: str = ""
+    count: int = 1
+    failed: int = 0
+
+    @property
+    def bar_y(self) -> int:
+        return self.y + 3
+
+    @property
+    def text_y(self) -> int:
+        return self.y + 14
+
+    @property
+    def end_x(self) -> float:
+        return round(self.x + self.width, 2)
+
+
+@dataclass
+class Layout:
+    width: int
+    height: int
+    label_width: int
+    rows: list[Row] = field(default_factory=list)
+    turns: list[tuple[float, int]] = field(default_factory=list)
+    markers: list[tuple[float, str, str, int]] = field(default_factory=list)
+    ticks: list[tuple[float, str]] = field(default_factory=list)
+    grouped: bool = False
+    bar_count: int = 0
+    turn_count: int = 0
+    empty: bool = True
+
+
+def human_duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+    return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
+
+
+def _title(bar: Bar, end: datetime | None) -> str:
+    parts = [f"{bar.kind} {bar.label}"]
+    if bar.attempt > 1:
+        parts.append(f"attempt {bar.attempt}")
+    parts.append(bar.outcome)
+    if bar.start and end:
+        parts.append(human_duration((end - bar.start).total_seconds()))
+    if bar.due and bar.due != NEVER:
+        parts.append(("timeout " if bar.kind == "event" else "fires ") + bar.due.isoformat())
+    if bar.child_id:
+        parts.append(bar.child_id)
+    if bar.detail:
+        parts.append(bar.detail[:300])
+    return " · ".join(parts)
+
+
+def layout(tl: Timeline, now: datetime) -> Layout:
+    out = Layout(width=LABEL_WIDTH + WIDTH + 10, height=TOP + 10, label_width=LABEL_WIDTH)
+    out.bar_count = len(tl.bars)
+    out.turn_count = len(tl.turns)
+    start = tl.start
+    if start is None:
+        return out
+    end = tl.end if tl.finished and tl.end else now
+    latest = max((b.end for b in tl.bars if b.end and b.end != NEVER), default=None)
+    if latest and latest > end:
+        end = latest
+    span = max((end - start).total_seconds(), 0.001)
+
+    def x_of(t: datetime | None) -> float:
+        if t is None:
+            return LABEL_WIDTH
+        offset = min(max((t - start).total_seconds(), 0.0), span)
+        return LABEL_WIDTH + offset / span * WIDTH
+
+    def bar_end(bar: Bar) -> datetime:
+        return bar.end if bar.end is not None else end
+
+    out.empty = False
+    if len(tl.bars) <= MAX_ROWS:
+        for i, bar in enumerate(tl.bars):
+            x0, x1 = x_of(bar.start), x_of(bar_end(bar))
+            label = bar.label or bar.kind
+            if bar.attempt > 1:
+                label = f"{label} (attempt {bar.attempt})"
+            out.rows.append(
+                Row(
+                    y=TOP + i * ROW_HEIGHT,
+                    x=round(x0, 2),
+                    width=round(max(x1 - x0, 2.0), 2),
+                    label=label,
+                    kind=bar.kind,
+                    outcome=bar.outcome.replace(" ", "-"),
+                    open=bar.is_open,
+                    title=_title(bar, bar.end),
+                    position=bar.position,
+                    child_id=bar.child_id,
+                )
+            )
+    else:
+        out.grouped = True
+        groups: dict[tuple[str, str], list[Bar]] = {}
+        for bar in tl.bars:
+            groups.setdefault((bar.kind, bar.label), []).append(bar)
+        for i, ((kind, label), bars) in enumerate(list(groups.items())[:MAX_ROWS]):
+            first = min((b.start for b in bars if b.start), default=None)
+            last = max(bar_end(b) for b in bars)
+            failed = sum(1 for b in bars if b.outcome == "failed")
+            still_open = sum(1 for b in bars if b.is_open)
+            x0, x1 = x_of(first), x_of(last)
+            title = f"{kind} {label} · {len(bars)} bars · {failed} failed · {still_open} open"
+            out.rows.append(
+                Row(
+                    y=TOP + i * ROW_HEIGHT,
+                    x=round(x0, 2),
+                    width=round(max(x1 - x0, 2.0), 2),
+                    label=f"{label or kind} ×{len(bars)}",
+                    kind=kind,
+                    outcome="failed" if failed else ("running" if still_open else "completed"),
+                    open=bool(still_open),
+                    title=title,
+                    position=bars[0].position,
+                    count=len(bars),
+                    failed=failed,
+                )
+            )
+    out.height = TOP + max(len(out.rows), 1) * ROW_HEIGHT + 10
+    step = max(1, len(tl.turns) // MAX_TURN_LINES + (1 if len(tl.turns) > MAX_TURN_LINES else 0))
+    out.turns = [(round(x_of(m.at), 2), m.position) for m in tl.turns[::step] if m.at]
+    out.markers = [
+        (round(x_of(m.at), 2), m.kind, m.label, m.position)
+        for m in tl.markers[:MAX_TURN_LINES]
+        if m.at
+    ]
+    for k in range(5):
+        frac = k / 4
+        out.ticks.append((round(LABEL_WIDTH + frac * WIDTH, 2), "+" + human_duration(span * frac)))
+    return out
+
+
+def elapsed(start: datetime | None, t: datetime | None) -> str:
+    if start is None or t is None:
+        return ""
+    delta: timedelta = t - start
+    sign = "-" if delta.total_seconds() < 0 else "+"
+    return sign + human_duration(abs(delta.total_seconds()))
