@@ -62,10 +62,17 @@ class HttpError(Exception):
         self.error_code = error_code
         self.message = message
         self.close = close
+        self.cut_short = False  # the client ended the connection mid-request
 
 
 def _malformed(message: str) -> HttpError:
     return HttpError(400, "ERR_MALFORMED_REQUEST", message, close=True)
+
+
+def _cut_short(message: str) -> HttpError:
+    error = _malformed(message)
+    error.cut_short = True
+    return error
 
 
 @dataclass
@@ -124,7 +131,7 @@ async def read_head(reader: asyncio.StreamReader) -> Request | None:
     except asyncio.IncompleteReadError as e:
         if not e.partial.strip():
             return None
-        raise _malformed("incomplete request line") from None
+        raise _cut_short("incomplete request line") from None
     try:
         text = line.decode("ascii")
     except UnicodeDecodeError:
@@ -143,7 +150,7 @@ async def read_head(reader: asyncio.StreamReader) -> Request | None:
         try:
             raw = await _read_line(reader, MAX_LINE_BYTES)
         except asyncio.IncompleteReadError:
-            raise _malformed("incomplete request headers") from None
+            raise _cut_short("incomplete request headers") from None
         if not raw:
             break
         total += len(raw)
@@ -197,7 +204,7 @@ async def read_body(
     try:
         return await reader.readexactly(length)
     except asyncio.IncompleteReadError:
-        raise _malformed("incomplete request body") from None
+        raise _cut_short("incomplete request body") from None
 
 
 def _too_large() -> HttpError:
@@ -236,7 +243,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             if await reader.readexactly(2) != b"\r\n":
                 raise _malformed("invalid chunk terminator")
     except asyncio.IncompleteReadError:
-        raise _malformed("incomplete chunked body") from None
+        raise _cut_short("incomplete chunked body") from None
 
 
 def encode_response(response: Response, keep_alive: bool, head_only: bool = False) -> bytes:
@@ -427,8 +434,8 @@ class HttpApi:
                 async with asyncio.timeout(BODY_TIMEOUT):
                     request.body = await read_body(request, reader, writer)
             except HttpError as e:
-                if reader.at_eof() and e.status == 400:
-                    return  # a request cut short by the client: nobody is left to answer
+                if e.cut_short:
+                    return  # the client ended the connection mid-request: nobody to answer
                 response = error_response(e.status, e.error_code, e.message)
                 writer.write(encode_response(response, keep_alive=False))
                 await writer.drain()
