@@ -17,7 +17,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Case, CharField, Q, Value, When
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    Exists,
+    F,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.fields.json import KT
 
 #: Types whose ``info`` carries something the timeline needs (see ``info_of``).
@@ -81,12 +94,8 @@ def row_of(ev: Any) -> EventRow:
     )
 
 
-def load_rows(run_pk: int) -> list[EventRow]:
-    """All events of a run as ``EventRow``, in one query that reads from ``details`` only the
-    few keys the timeline needs (a run can hold 50,000 events with large payloads)."""
-    from workflows_ui.models import HistoryEvent
-
-    info = Case(
+def _info_expr() -> Case:
+    return Case(
         *[
             When(event_type=etype, then=KT("details__" + "__".join(keys)))
             for etype, keys in _INFO_KEYS.items()
@@ -94,7 +103,10 @@ def load_rows(run_pk: int) -> list[EventRow]:
         default=Value(""),
         output_field=CharField(),
     )
-    origin = Case(
+
+
+def _origin_expr() -> Case:
+    return Case(
         *[
             When(Q(event_type="timerCreated") & Q(details__has_key=o), then=Value(o))
             for o in _TIMER_ORIGINS[:-1]
@@ -103,12 +115,29 @@ def load_rows(run_pk: int) -> list[EventRow]:
         default=Value(""),
         output_field=CharField(),
     )
+
+
+def load_rows(
+    run_pk: int, types: Iterable[str] | None = None, limit: int | None = None
+) -> list[EventRow]:
+    """The events of a run (all of them, or the first ``limit`` of ``types``) as ``EventRow``, in
+    one query that reads from ``details`` only the few keys the timeline needs."""
+    from workflows_ui.models import HistoryEvent
+
+    qs = HistoryEvent.objects.filter(run_id=run_pk)
+    order: Any = "position"
+    if types is not None:
+        qs = qs.filter(event_type__in=list(types))
+        # Sorting on an expression keeps SQLite from walking the whole run in position order
+        # to find a few events of these types: it reads them through wf_event_run_type_pos.
+        order = F("position") + 0
     rows = (
-        HistoryEvent.objects.filter(run_id=run_pk)
-        .order_by("position")
+        qs.order_by(order)
         .values_list("position", "event_id", "event_type", "name", "timestamp", "related_id")
-        .annotate(info=info, origin=origin)
+        .annotate(info=_info_expr(), origin=_origin_expr())
     )
+    if limit is not None:
+        rows = rows[:limit]
     return [EventRow(p, e, t, n, ts, r, i or "", o or "") for p, e, t, n, ts, r, i, o in rows]
 
 
@@ -152,6 +181,21 @@ class Marker:
     position: int
 
 
+@dataclass(slots=True)
+class Group:
+    """Bars of one kind and label taken together: first start to last end, with how many there
+    were, how many failed and how many are still going."""
+
+    kind: str
+    label: str
+    count: int
+    first: datetime | None
+    last: datetime | None
+    position: int
+    failed: int = 0
+    open: int = 0
+
+
 @dataclass
 class Timeline:
     start: datetime | None
@@ -162,6 +206,12 @@ class Timeline:
     turns: list[Marker] = field(default_factory=list)
     suspended: bool = False
     suspend_reason: str = ""
+    #: Set for a run summarized in SQL (``summarize``): the groups replace ``bars``, and
+    #: ``turns`` holds one marker per bucket of turns.
+    groups: list[Group] | None = None
+    #: For a summarized run: how many bars and turns there are in all.
+    bar_total: int = 0
+    turn_total: int = 0
 
 
 def parse_time(text: str) -> datetime | None:
@@ -368,3 +418,252 @@ def waiting_on(tl: Timeline) -> list[Wait]:
             )
         )
     return out
+
+
+# --- big runs -------------------------------------------------------------------------------------
+
+#: A run with more events than this gets its timeline summarized in SQL (``summarize``) instead
+#: of built from every event: a page never reads a 50,000-event history whole.
+FULL_TIMELINE_EVENTS = 5000
+#: At most this many things "waiting on" are read for a summarized run.
+OPEN_LIMIT = 200
+MAX_TURN_BUCKETS = 400
+MAX_MARKERS = 200
+
+_STARTS = ("taskScheduled", "childWorkflowInstanceCreated", "timerCreated")
+_ENDS = (
+    "taskCompleted",
+    "taskFailed",
+    "childWorkflowInstanceCompleted",
+    "childWorkflowInstanceFailed",
+    "timerFired",
+)
+_MARKER_TYPES = (
+    "eventRaised",
+    "executionSuspended",
+    "executionResumed",
+    "executionStalled",
+    "executionTerminated",
+    "executionCompleted",
+)
+
+
+def load_timeline(run: Any, status: str) -> tuple[Timeline, list[Wait]]:
+    """A run's timeline and what it waits on: from every event for ordinary runs, summarized
+    in SQL for big ones."""
+    if run.event_count <= FULL_TIMELINE_EVENTS:
+        tl = build_timeline(load_rows(run.pk), status)
+        return tl, waiting_on(tl)
+    return summarize(run.pk, run.event_count, status)
+
+
+def summarize(run_pk: int, event_count: int, status: str) -> tuple[Timeline, list[Wait]]:
+    """The timeline of a big run as groups (one GROUP BY over the run's events), its turns
+    thinned to one per bucket of positions, its first markers, and what it is waiting on read
+    from the events that have no completion (an anti-join on ``wf_event_run_related``)."""
+    from workflows_ui.models import HistoryEvent
+
+    events = HistoryEvent.objects.filter(run_id=run_pk)
+    stats: list[dict[str, Any]] = [
+        dict(row)
+        for row in events.filter(
+            event_type__in=[*_STARTS, *_ENDS, "eventRaised", "executionCompleted"]
+        )
+        .values("event_type", "name")
+        .annotate(
+            origin=_origin_expr(),
+            n=Count("id"),
+            first=Min("timestamp"),
+            last=Max("timestamp"),
+            first_pos=Min("position"),
+            last_fire=Max(
+                Case(
+                    When(event_type="timerCreated", then=KT("details__fireAt")),
+                    output_field=CharField(),
+                )
+            ),
+        )
+        .order_by()
+    ]
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for row in stats:
+        by_type.setdefault(row["event_type"], []).append(row)
+
+    def total(*types: str) -> int:
+        return sum(r["n"] for t in types for r in by_type.get(t, []))
+
+    times = [r[k] for r in stats for k in ("first", "last") if r[k] is not None]
+    tl = Timeline(start=min(times, default=None), end=max(times, default=None), finished=False)
+    completed = by_type.get("executionCompleted")
+    if completed or status in TERMINAL:
+        tl.finished = True
+        if completed:
+            tl.end = max(r["last"] for r in completed if r["last"]) or tl.end
+
+    groups: dict[tuple[str, str], Group] = {}
+
+    def group(kind: str, key: str, row: dict[str, Any], label: str = "") -> Group:
+        g = groups.get((kind, key))
+        if g is None:
+            g = Group(kind, label or key, 0, None, None, row["first_pos"])
+            groups[(kind, key)] = g
+        return g
+
+    def widen(g: Group, first: datetime | None, last: datetime | None) -> None:
+        if first is not None and (g.first is None or first < g.first):
+            g.first = first
+        if last is not None and (g.last is None or last > g.last):
+            g.last = last
+
+    starts = {"taskScheduled": "activity", "childWorkflowInstanceCreated": "child"}
+    for etype, kind in starts.items():
+        for row in by_type.get(etype, []):
+            g = group(kind, row["name"], row)
+            g.count += row["n"]
+            g.position = min(g.position, row["first_pos"])
+            widen(g, row["first"], None)
+    ends = {
+        "taskCompleted": ("activity", False),
+        "taskFailed": ("activity", True),
+        "childWorkflowInstanceCompleted": ("child", False),
+        "childWorkflowInstanceFailed": ("child", True),
+    }
+    for etype, (kind, failed) in ends.items():
+        for row in by_type.get(etype, []):
+            ended = groups.get((kind, row["name"]))
+            if ended is not None:
+                ended.failed += row["n"] if failed else 0
+                widen(ended, None, row["last"])
+    raised: dict[str, tuple[int, datetime | None]] = {}
+    for row in by_type.get("eventRaised", []):
+        n, last = raised.get(row["name"].lower(), (0, None))
+        latest = max((t for t in (last, row["last"]) if t is not None), default=None)
+        raised[row["name"].lower()] = (n + row["n"], latest)
+    for row in by_type.get("timerCreated", []):
+        fire = parse_time(row["last_fire"] or "")
+        if row["origin"] == "externalEvent" or fire == NEVER:
+            g = group("event", row["name"].lower(), row, label=row["name"])
+            widen(g, row["first"], raised.get(row["name"].lower(), (0, None))[1])
+        elif row["origin"] in ("activityRetry", "childWorkflowRetry"):
+            g = group("retry", "retry delay", row)
+            widen(g, row["first"], fire)
+        else:
+            g = group("timer", row["name"] or "timer", row)
+            widen(g, row["first"], fire)
+        g.count += row["n"]
+        g.position = min(g.position, row["first_pos"])
+
+    waits: list[Wait] = []
+    if not tl.finished:
+        open_tl = _open_timeline(run_pk, raised, groups)
+        waits = waiting_on(open_tl)
+        for bar in open_tl.bars:
+            label = bar.label.lower() if bar.kind == "event" else bar.label
+            still = groups.get((bar.kind, label))
+            if still is not None:
+                still.open += 1
+        tl.suspended, tl.suspend_reason = _suspended(run_pk)
+
+    tl.groups = sorted(groups.values(), key=lambda g: g.position)
+    tl.bar_total = sum(g.count for g in tl.groups)
+    # One line per bucket of positions: a turn count and its first time, never every turn.
+    bucket = max(1, -(-event_count // MAX_TURN_BUCKETS))
+    turns = list(
+        events.filter(event_type="workflowStarted")
+        .annotate(bucket=F("position") / bucket)
+        .values("bucket")
+        .annotate(at=Min("timestamp"), pos=Min("position"), n=Count("id"))
+        .order_by("bucket")
+    )
+    tl.turns = [Marker("turn", "turn", t["at"], t["pos"]) for t in turns]
+    tl.turn_total = sum(t["n"] for t in turns)
+    times = [t["at"] for t in turns if t["at"]]
+    if times and (tl.start is None or min(times) < tl.start):
+        tl.start = min(times)
+    tl.markers = [_marker(ev) for ev in load_rows(run_pk, _MARKER_TYPES, MAX_MARKERS)]
+    return tl, waits
+
+
+def _marker(ev: EventRow) -> Marker:
+    kinds = {
+        "eventRaised": ("event", ev.name),
+        "executionSuspended": ("suspended", ev.info or "suspended"),
+        "executionResumed": ("resumed", ev.info or "resumed"),
+        "executionStalled": ("stalled", ev.name or "stalled"),
+        "executionTerminated": ("terminated", "terminate requested"),
+        "executionCompleted": ("completed", ev.name or "completed"),
+    }
+    kind, label = kinds[ev.event_type]
+    return Marker(kind, label, ev.timestamp, ev.position)
+
+
+def _suspended(run_pk: int) -> tuple[bool, str]:
+    rows = load_rows_last(run_pk, ("executionSuspended", "executionResumed"))
+    if rows and rows[0].event_type == "executionSuspended":
+        return True, rows[0].info
+    return False, ""
+
+
+def load_rows_last(run_pk: int, types: Iterable[str], limit: int = 1) -> list[EventRow]:
+    """The last ``limit`` events of ``types`` of a run, newest first."""
+    from workflows_ui.models import HistoryEvent
+
+    rows = (
+        HistoryEvent.objects.filter(run_id=run_pk, event_type__in=list(types))
+        .order_by("-position")
+        .values_list("position", "event_id", "event_type", "name", "timestamp", "related_id")
+        .annotate(info=_info_expr(), origin=_origin_expr())[:limit]
+    )
+    return [EventRow(p, e, t, n, ts, r, i or "", o or "") for p, e, t, n, ts, r, i, o in rows]
+
+
+def _open_timeline(
+    run_pk: int, raised: dict[str, tuple[int, datetime | None]], groups: dict[Any, Group]
+) -> Timeline:
+    """A timeline of what is still going on in a big run, built from the events that started
+    something and have no completion, each preceded by the start of its turn (so a timer and an
+    event wait created in the same turn are seen racing, as in ``build_timeline``)."""
+    from workflows_ui.models import HistoryEvent
+
+    events = HistoryEvent.objects.filter(run_id=run_pk)
+    completion = events.filter(event_type__in=_ENDS, related_id=OuterRef("event_id"))
+    turn = (
+        events.filter(event_type="workflowStarted", position__lt=OuterRef("position"))
+        .order_by("-position")
+        .values("position")[:1]
+    )
+    sentinel = Q(event_type="timerCreated") & (
+        Q(details__has_key="externalEvent") | Q(details__fireAt__startswith="9999-")
+    )
+    started = (
+        events.filter(event_type__in=_STARTS)
+        .exclude(sentinel)
+        .exclude(Exists(completion))
+        .order_by(F("position") + 0)  # through wf_event_run_type_pos, as in load_rows
+    )
+    selects = ("position", "event_id", "event_type", "name", "timestamp", "related_id")
+    rows = list(
+        started.values_list(*selects).annotate(
+            info=_info_expr(), origin=_origin_expr(), turn=Subquery(turn)
+        )[:OPEN_LIMIT]
+    )
+    # Waits for events: FIFO, so the ones still open are the last (waits - events raised).
+    for g in groups.values():
+        if g.kind != "event":
+            continue
+        still = g.count - raised.get(g.label.lower(), (0, None))[0]
+        if still <= 0:
+            continue
+        waits = (
+            events.filter(sentinel, name__iexact=g.label)
+            .order_by((F("position") + 0).desc())  # through wf_event_run_type_pos
+            .values_list(*selects)
+            .annotate(info=_info_expr(), origin=_origin_expr(), turn=Subquery(turn))
+        )
+        rows += list(waits[: min(still, OPEN_LIMIT)])
+    out: dict[int, EventRow] = {}
+    for p, e, t, n, ts, r, i, o, turn_pos in rows:
+        if turn_pos is not None:
+            out.setdefault(turn_pos, EventRow(turn_pos, -1, "workflowStarted"))
+        out[p] = EventRow(p, e, t, n, ts, r, i or "", o or "")
+    return build_timeline((out[p] for p in sorted(out)), "RUNNING")

@@ -265,6 +265,13 @@ class HistoryEvent(models.Model):
         indexes = [
             # History page filtered by event type, keyset on position.
             models.Index(fields=["run", "event_type", "position"], name="wf_event_run_type_pos"),
+            # "Waiting on" of a big run: the starts with no completion pointing back at them
+            # (``history.summarize``, an anti-join on the completion's related id).
+            models.Index(
+                fields=["run", "related_id"],
+                name="wf_event_run_related",
+                condition=Q(related_id__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from workflows_ui.history import NEVER, Bar, Timeline
+from workflows_ui.history import NEVER, Bar, Group, Timeline
 
 MAX_ROWS = 300
 MAX_TURN_LINES = 400
+MAX_MARKERS = 200
 WIDTH = 1000  # drawing area, in SVG units, right of the labels
 LABEL_WIDTH = 240
 ROW_HEIGHT = 20
@@ -45,8 +46,21 @@ class Row:
         return self.y + 14
 
     @property
-    def end_x(self) -> float:
-        return round(self.x + self.width, 2)
+    def end_x(self) -> str:
+        return _n(self.x + self.width)
+
+    # Coordinates as text: the template engine would localize floats, slowly.
+    @property
+    def x_text(self) -> str:
+        return _n(self.x)
+
+    @property
+    def width_text(self) -> str:
+        return _n(self.width)
+
+
+def _n(value: float) -> str:
+    return f"{value:.1f}"
 
 
 @dataclass
@@ -55,9 +69,11 @@ class Layout:
     height: int
     label_width: int
     rows: list[Row] = field(default_factory=list)
-    turns: list[tuple[float, int]] = field(default_factory=list)
-    markers: list[tuple[float, str, str, int]] = field(default_factory=list)
-    ticks: list[tuple[float, str]] = field(default_factory=list)
+    #: One SVG path drawing every turn line (hundreds of elements would weigh on the page).
+    turn_path: str = ""
+    turn_lines: int = 0
+    markers: list[tuple[str, str, str, int]] = field(default_factory=list)
+    ticks: list[tuple[str, str]] = field(default_factory=list)
     grouped: bool = False
     bar_count: int = 0
     turn_count: int = 0
@@ -94,13 +110,14 @@ def _title(bar: Bar, end: datetime | None) -> str:
 
 def layout(tl: Timeline, now: datetime) -> Layout:
     out = Layout(width=LABEL_WIDTH + WIDTH + 10, height=TOP + 10, label_width=LABEL_WIDTH)
-    out.bar_count = len(tl.bars)
-    out.turn_count = len(tl.turns)
+    out.bar_count = tl.bar_total if tl.groups is not None else len(tl.bars)
+    out.turn_count = tl.turn_total if tl.groups is not None else len(tl.turns)
     start = tl.start
     if start is None:
         return out
     end = tl.end if tl.finished and tl.end else now
-    latest = max((b.end for b in tl.bars if b.end and b.end != NEVER), default=None)
+    ends = [g.last for g in tl.groups] if tl.groups is not None else [b.end for b in tl.bars]
+    latest = max((t for t in ends if t and t != NEVER), default=None)
     if latest and latest > end:
         end = latest
     span = max((end - start).total_seconds(), 0.001)
@@ -115,7 +132,7 @@ def layout(tl: Timeline, now: datetime) -> Layout:
         return bar.end if bar.end is not None else end
 
     out.empty = False
-    if len(tl.bars) <= MAX_ROWS:
+    if tl.groups is None and len(tl.bars) <= MAX_ROWS:
         for i, bar in enumerate(tl.bars):
             x0, x1 = x_of(bar.start), x_of(bar_end(bar))
             label = bar.label or bar.kind
@@ -137,43 +154,56 @@ def layout(tl: Timeline, now: datetime) -> Layout:
             )
     else:
         out.grouped = True
-        groups: dict[tuple[str, str], list[Bar]] = {}
-        for bar in tl.bars:
-            groups.setdefault((bar.kind, bar.label), []).append(bar)
-        for i, ((kind, label), bars) in enumerate(list(groups.items())[:MAX_ROWS]):
-            first = min((b.start for b in bars if b.start), default=None)
-            last = max(bar_end(b) for b in bars)
-            failed = sum(1 for b in bars if b.outcome == "failed")
-            still_open = sum(1 for b in bars if b.is_open)
-            x0, x1 = x_of(first), x_of(last)
-            title = f"{kind} {label} · {len(bars)} bars · {failed} failed · {still_open} open"
+        groups = tl.groups if tl.groups is not None else groups_of(tl.bars)
+        for i, g in enumerate(groups[:MAX_ROWS]):
+            last = end if g.open or g.last is None else min(g.last, end)
+            x0, x1 = x_of(g.first), x_of(last)
+            title = f"{g.kind} {g.label} · {g.count} bars · {g.failed} failed · {g.open} open"
             out.rows.append(
                 Row(
                     y=TOP + i * ROW_HEIGHT,
                     x=round(x0, 2),
                     width=round(max(x1 - x0, 2.0), 2),
-                    label=f"{label or kind} ×{len(bars)}",
-                    kind=kind,
-                    outcome="failed" if failed else ("running" if still_open else "completed"),
-                    open=bool(still_open),
+                    label=f"{g.label or g.kind} ×{g.count}",
+                    kind=g.kind,
+                    outcome="failed" if g.failed else ("running" if g.open else "completed"),
+                    open=bool(g.open),
                     title=title,
-                    position=bars[0].position,
-                    count=len(bars),
-                    failed=failed,
+                    position=g.position,
+                    count=g.count,
+                    failed=g.failed,
                 )
             )
     out.height = TOP + max(len(out.rows), 1) * ROW_HEIGHT + 10
     step = max(1, len(tl.turns) // MAX_TURN_LINES + (1 if len(tl.turns) > MAX_TURN_LINES else 0))
-    out.turns = [(round(x_of(m.at), 2), m.position) for m in tl.turns[::step] if m.at]
+    lines = [f"M{_n(x_of(m.at))} 18V{out.height}" for m in tl.turns[::step] if m.at]
+    out.turn_path, out.turn_lines = " ".join(lines), len(lines)
     out.markers = [
-        (round(x_of(m.at), 2), m.kind, m.label, m.position)
-        for m in tl.markers[:MAX_TURN_LINES]
-        if m.at
+        (_n(x_of(m.at)), m.kind, m.label, m.position) for m in tl.markers[:MAX_MARKERS] if m.at
     ]
     for k in range(5):
         frac = k / 4
-        out.ticks.append((round(LABEL_WIDTH + frac * WIDTH, 2), "+" + human_duration(span * frac)))
+        out.ticks.append((_n(LABEL_WIDTH + frac * WIDTH), "+" + human_duration(span * frac)))
     return out
+
+
+def groups_of(bars: list[Bar]) -> list[Group]:
+    """Bars grouped by kind and label, in the order of their first bar."""
+    groups: dict[tuple[str, str], Group] = {}
+    for bar in bars:
+        g = groups.get((bar.kind, bar.label))
+        if g is None:
+            g = groups[(bar.kind, bar.label)] = Group(
+                bar.kind, bar.label, 0, bar.start, bar.end, bar.position
+            )
+        g.count += 1
+        g.failed += bar.outcome == "failed"
+        g.open += bar.is_open
+        if bar.start and (g.first is None or bar.start < g.first):
+            g.first = bar.start
+        if bar.end and bar.end != NEVER and (g.last is None or bar.end > g.last):
+            g.last = bar.end
+    return list(groups.values())
 
 
 def elapsed(start: datetime | None, t: datetime | None) -> str:

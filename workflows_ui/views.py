@@ -219,9 +219,9 @@ def instance_detail(
     }
     if run is not None:
         status = inst.status if is_current else run.status
-        tl = history.build_timeline(history.load_rows(run.pk), status)
+        tl, waits = history.load_timeline(run, status)
         ctx["timeline"] = layout(tl, timezone.now())
-        ctx["waits"] = history.waiting_on(tl)
+        ctx["waits"] = waits
         ctx["suspended"] = tl.suspended and inst.status == Status.SUSPENDED
         ctx["suspend_reason"] = tl.suspend_reason
         ctx["run_url"] = instance_url(engine, instance_id, run.ordinal)

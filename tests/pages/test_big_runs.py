@@ -1,0 +1,69 @@
+"""A run too big to read whole: its timeline summarized in SQL agrees with the one built from
+every event, and its detail page reads neither every event nor every turn."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from tests.pages import longrun
+from workflows_ui import history
+from workflows_ui.models import Engine
+from workflows_ui.timeline import groups_of
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def run(db):
+    engine = Engine.objects.create(name="orders", address="127.0.0.1:1", reachable=True)
+    return longrun.store(engine, "crawl-1", 1200)
+
+
+def test_the_summary_of_a_big_run_agrees_with_the_timeline_built_from_every_event(run):
+    full = history.build_timeline(history.load_rows(run.pk), "RUNNING")
+    summary, waits = history.summarize(run.pk, run.event_count, "RUNNING")
+
+    def key(groups):
+        return sorted((g.kind, g.label, g.count, g.failed, g.open, g.first) for g in groups)
+
+    assert key(summary.groups) == key(groups_of(full.bars))
+    assert summary.bar_total == len(full.bars)
+    assert summary.turn_total == len(full.turns)
+    assert summary.start == full.start
+    assert waits == history.waiting_on(full)
+    assert [(w.kind, w.until is not None) for w in waits] == [("activity", False), ("event", True)]
+    assert waits[1].label == "approval"
+
+def test_a_finished_big_run_waits_on_nothing_and_its_open_bars_are_not_counted(run):
+    summary, waits = history.summarize(run.pk, run.event_count, "TERMINATED")
+    assert waits == []
+    assert summary.finished
+    assert all(g.open == 0 for g in summary.groups)
+
+
+def test_the_detail_page_of_a_big_run_summarizes_instead_of_reading_every_event(
+    run, logged_in, monkeypatch
+):
+    monkeypatch.setattr(history, "FULL_TIMELINE_EVENTS", 500)
+    read_whole = []
+    real_load_rows = history.load_rows
+
+    def spy(run_pk, types=None, limit=None):
+        if types is None:
+            read_whole.append(run_pk)
+        return real_load_rows(run_pk, types, limit)
+
+    monkeypatch.setattr(history, "load_rows", spy)
+    with CaptureQueriesContext(connection) as queries:
+        response = logged_in.get("/instances/orders/crawl-1/")
+    assert response.status_code == 200
+    assert read_whole == []
+    body = response.content.decode()
+    assert body.count('class="event-row') == 50
+    assert "grouped by name" in body
+    assert "Activity <strong>" in body and "Event <strong>approval</strong>" in body
+    # Every query on the events is bounded (LIMIT) or aggregated (GROUP BY / COUNT).
+    for q in queries.captured_queries:
+        sql = q["sql"]
+        if "workflows_ui_historyevent" in sql.split(" WHERE ")[0]:
+            assert "LIMIT" in sql or "GROUP BY" in sql, sql
