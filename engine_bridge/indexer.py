@@ -35,6 +35,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
+from engine_bridge import bulk
 from engine_bridge.config import EngineConfig
 from engine_bridge.errors import EngineError, EngineUnavailable, InstanceNotFound, NotSupported
 from engine_bridge.types import TERMINAL, Event, InstancePage, InstanceState, trace_id_of
@@ -163,6 +164,23 @@ def _cut(text: str | None, limit: int) -> tuple[str, int]:
     return text[:limit], len(text)
 
 
+@dataclass
+class _Changed:
+    """An instance whose row changed in this chunk: its history is stored once every new
+    instance of the chunk has its primary key."""
+
+    inst: Instance
+    st: InstanceState
+    started: Event | None
+    events: list[Event] | None
+    is_new: bool
+    revived: bool
+    history_moved: bool
+    old_status: str
+    previous_execution_id: str
+    interval: float | None
+
+
 class _Writes:
     """Rows of one transaction written in bulk at its end."""
 
@@ -171,6 +189,14 @@ class _Writes:
         self.counts: dict[tuple[str, str], int] = defaultdict(int)
         self.checks: list[InstanceCheck] = []
         self.dropped_checks: list[int] = []
+        self.new_instances: list[Instance] = []
+        self.changed: list[_Changed] = []
+        self.new_runs: list[Run] = []
+        self.events: list[tuple[Run, int, Event]] = []
+        #: Runs of the chunk's changed instances, by (instance pk, execution id).
+        self.runs: dict[tuple[int, str], Run] = {}
+        #: app id -> engine pk (parent links), for this chunk.
+        self.app_engines: dict[str, int | None] = {}
 
 
 class EngineIndexer:
@@ -473,6 +499,8 @@ class EngineIndexer:
                     )
 
     def _write_chunk(self, fetched: list[Fetched], result: PassResult) -> None:
+        """One transaction for the chunk: each instance's row, runs, events, counts, change-log
+        rows and schedule are in it, written with a few statements for the whole chunk."""
         ids = [f.instance_id for f in fetched]
         existing = {
             inst.instance_id: inst
@@ -487,15 +515,20 @@ class EngineIndexer:
         for f in fetched:
             inst = existing.get(f.instance_id)
             self._apply(f, inst, intervals.get(inst.pk) if inst else None, w, result)
-        if w.changes:
-            ChangeLog.objects.bulk_create(w.changes)
-        if w.checks:
-            InstanceCheck.objects.bulk_create(
-                w.checks,
-                update_conflicts=True,
-                unique_fields=["instance"],
-                update_fields=["due_at", "interval"],
+        if w.new_instances:
+            bulk.insert(w.new_instances)
+            pks = dict(
+                Instance.objects.filter(
+                    engine=self.engine, instance_id__in=[i.instance_id for i in w.new_instances]
+                ).values_list("instance_id", "pk")
             )
+            for i in w.new_instances:
+                i.pk = pks[i.instance_id]
+                i._state.adding = False
+        if w.changed:
+            self._store_histories(w, result)
+        bulk.insert(w.changes)
+        bulk.upsert(w.checks, unique=["instance"], update=["due_at", "interval"])
         if w.dropped_checks:
             InstanceCheck.objects.filter(instance__in=w.dropped_checks).delete()
         self._apply_counts(w.counts)
@@ -620,7 +653,7 @@ class EngineIndexer:
             inst.parent_instance_id = st.parent_instance_id
             inst.parent_app_id = st.parent_app_id
         if inst.parent_instance_id:
-            inst.parent_engine_id = self._engine_of_app(inst.parent_app_id)
+            inst.parent_engine_id = self._engine_of_app(inst.parent_app_id, w)
         if st.status == "STALLED":
             stall = next(
                 (e for e in reversed(events or []) if e.event_type == "executionStalled"), None
@@ -635,7 +668,13 @@ class EngineIndexer:
             inst.purged = False
             inst.purged_at = None
         inst.indexed_at = timezone.now()
-        inst.save()
+        previous_execution_id = inst.current_execution_id
+        if events and started is not None:
+            inst.current_execution_id = started.execution_id
+        if inst.pk is None:
+            w.new_instances.append(inst)  # inserted with the chunk's other new instances
+        else:
+            inst.save()
 
         new_key = (inst.name, inst.status)
         if old_key != new_key:
@@ -649,38 +688,82 @@ class EngineIndexer:
             self._change(w, inst, ChangeKind.STATUS, status=inst.status, old_status=old_status)
             result.changed += 1
 
-        added = False
-        if events and started is not None:
-            added = self._store_events(inst, st, started, events, w, limit)
-        if added and not is_new:
-            result.changed += 1
-        elif history_moved and not (is_new or revived or added) and old_status == inst.status:
-            # Something moved without new events we could see (payloads, or history unsupported).
-            self._change(w, inst, ChangeKind.UPDATED, status=inst.status)
-        self._schedule(inst, is_new or history_moved or added, interval, w)
+        w.changed.append(
+            _Changed(
+                inst=inst,
+                st=st,
+                started=started,
+                events=events,
+                is_new=is_new,
+                revived=revived,
+                history_moved=history_moved,
+                old_status=old_status,
+                previous_execution_id=previous_execution_id,
+                interval=interval,
+            )
+        )
 
-    def _engine_of_app(self, app_id: str) -> int | None:
+    def _store_histories(self, w: _Writes, result: PassResult) -> None:
+        """Runs and events of the chunk's changed instances (their rows are written)."""
+        known = [c for c in w.changed if c.events and c.started is not None and not c.is_new]
+        if known:
+            execution_ids = {c.started.execution_id for c in known if c.started is not None}
+            execution_ids.update(c.previous_execution_id for c in known if c.previous_execution_id)
+            for run in Run.objects.filter(
+                instance__in=[c.inst.pk for c in known], execution_id__in=execution_ids
+            ):
+                w.runs[(run.instance_id, run.execution_id)] = run
+        for c in w.changed:
+            added = False
+            if c.events and c.started is not None:
+                added = self._store_events(c, w)
+            if added and not c.is_new:
+                result.changed += 1
+            elif (
+                c.history_moved
+                and not (c.is_new or c.revived or added)
+                and c.old_status == c.inst.status
+            ):
+                # Something moved without new events we could see (payloads, or history
+                # unsupported).
+                self._change(w, c.inst, ChangeKind.UPDATED, status=c.inst.status)
+            self._schedule(c.inst, c.is_new or c.history_moved or added, c.interval, w)
+        if w.new_runs:
+            bulk.insert(w.new_runs)
+            run_pks = {
+                (instance_pk, execution_id): pk
+                for instance_pk, execution_id, pk in Run.objects.filter(
+                    instance__in={r.instance_id for r in w.new_runs},
+                    execution_id__in={r.execution_id for r in w.new_runs},
+                ).values_list("instance_id", "execution_id", "pk")
+            }
+            for run in w.new_runs:
+                run.pk = run_pks[(run.instance_id, run.execution_id)]
+                run._state.adding = False
+        if w.events:
+            _insert_events(w.events)
+
+    def _engine_of_app(self, app_id: str, w: _Writes) -> int | None:
         if not app_id or app_id == self.engine.app_id or not self.engine.app_id:
             return self.engine.pk
-        other = Engine.objects.filter(app_id=app_id).values_list("pk", flat=True).first()
-        return other
+        if app_id not in w.app_engines:
+            w.app_engines[app_id] = (
+                Engine.objects.filter(app_id=app_id).values_list("pk", flat=True).first()
+            )
+        return w.app_engines[app_id]
 
-    def _store_events(
-        self,
-        inst: Instance,
-        st: InstanceState,
-        started: Event,
-        events: list[Event],
-        w: _Writes,
-        limit: int,
-    ) -> bool:
+    def _store_events(self, c: _Changed, w: _Writes) -> bool:
+        """Finds or starts the run of ``c.started`` and queues the events it lacks (written
+        by ``_insert_events``); returns whether there were any."""
+        inst, st, events = c.inst, c.st, c.events or []
+        assert c.started is not None
+        started = c.started
+        limit = self.limits.payload_limit
         exec_id = started.execution_id
-        run = Run.objects.filter(instance=inst, execution_id=exec_id).first()
+        run = w.runs.get((inst.pk, exec_id))
         if run is None:
             previous = (
-                Run.objects.filter(instance=inst, execution_id=inst.current_execution_id).first()
-                if inst.current_execution_id
-                else None
+                w.runs.get((inst.pk, c.previous_execution_id)) if c.previous_execution_id else None
             )
             if previous is not None and previous.status not in TERMINAL:
                 # Superseded while we weren't looking at its end: continue-as-new (a finished
@@ -688,9 +771,13 @@ class EngineIndexer:
                 previous.status = "CONTINUED_AS_NEW"
                 previous.completed_at = started.timestamp
                 previous.save(update_fields=["status", "completed_at"])
-            ordinal = (Run.objects.filter(instance=inst).aggregate(m=Max("ordinal"))["m"] or 0) + 1
+            if c.is_new:
+                ordinal = 1
+            else:
+                top = Run.objects.filter(instance=inst).aggregate(m=Max("ordinal"))["m"]
+                ordinal = (top or 0) + 1
             run_input, run_input_size = _cut(started.input, limit)
-            run = Run.objects.create(
+            run = Run(
                 instance=inst,
                 execution_id=exec_id,
                 ordinal=ordinal,
@@ -701,6 +788,8 @@ class EngineIndexer:
                 input_size=run_input_size,
                 trace_id=trace_id_of(started.trace_parent),
             )
+            w.new_runs.append(run)
+            w.runs[(inst.pk, exec_id)] = run
             self._change(w, inst, ChangeKind.RUN, status=st.status, run=run)
         first = run.event_count
         if len(events) < first:
@@ -714,22 +803,7 @@ class EngineIndexer:
             )
         new_events = events[first:]
         if new_events:
-            HistoryEvent.objects.bulk_create(
-                [
-                    HistoryEvent(
-                        run=run,
-                        position=first + i,
-                        event_id=e.event_id,
-                        event_type=e.event_type,
-                        name=e.name[:255],
-                        timestamp=e.timestamp,
-                        related_id=e.related_id,
-                        details=e.details,
-                    )
-                    for i, e in enumerate(new_events)
-                ],
-                batch_size=500,
-            )
+            w.events.extend((run, first + i, e) for i, e in enumerate(new_events))
             run.event_count = first + len(new_events)
             self._change(
                 w,
@@ -746,8 +820,50 @@ class EngineIndexer:
         run.status = st.status
         if completed is not None:
             run.completed_at = completed.timestamp
-        run.save(update_fields=["event_count", "status", "completed_at"])
-        if inst.current_execution_id != exec_id:
-            inst.current_execution_id = exec_id
-            Instance.objects.filter(pk=inst.pk).update(current_execution_id=exec_id)
+        if run.pk is not None:
+            run.save(update_fields=["event_count", "status", "completed_at"])
         return bool(new_events)
+
+
+_EVENT_FIELDS = (
+    "run",
+    "position",
+    "event_id",
+    "event_type",
+    "name",
+    "timestamp",
+    "related_id",
+    "details",
+)
+
+
+def _insert_events(rows: list[tuple[Run, int, Event]]) -> None:
+    """Inserts history events with one executemany: ``bulk_create`` spends more on preparing
+    each field of each row than the database spends writing them. Values are adapted the way
+    the model fields would (times and JSON per database)."""
+    ops = connection.ops
+    meta = HistoryEvent._meta
+    column = {f.name: f.column or f.name for f in meta.concrete_fields}
+    columns = ", ".join(ops.quote_name(column[f]) for f in _EVENT_FIELDS)
+    sql = (
+        f"INSERT INTO {ops.quote_name(meta.db_table)} ({columns}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(_EVENT_FIELDS))})"
+    )
+    adapt_time = bulk.time_adapter()
+    adapt_json = ops.adapt_json_value
+    encoder = HistoryEvent._meta.get_field("details").encoder
+    params = [
+        (
+            run.pk,
+            position,
+            e.event_id,
+            e.event_type,
+            e.name[:255],
+            adapt_time(e.timestamp) if e.timestamp is not None else None,
+            e.related_id,
+            adapt_json(e.details, encoder),
+        )
+        for run, position, e in rows
+    ]
+    with connection.cursor() as cur:
+        cur.executemany(sql, params)
