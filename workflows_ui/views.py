@@ -151,6 +151,7 @@ def instance_list(request: HttpRequest) -> HttpResponse:
             ),
             first_url="?" + query.urlencode() if f.cursor else None,
             chip_query=_without(request, "status", "cursor"),
+            sort_links=_sort_links(request, f.sort),
         )
     template = (
         "workflows_ui/_instance_results.html"
@@ -158,6 +159,21 @@ def instance_list(request: HttpRequest) -> HttpResponse:
         else "workflows_ui/instance_list.html"
     )
     return render(request, template, ctx)
+
+
+def _sort_links(request: HttpRequest, current: str) -> dict[str, dict[str, str]]:
+    """Column headers that sort: newest first on the first click, then the other way."""
+    base = _without(request, "sort", "cursor")
+    out = {}
+    for column in ("created", "updated"):
+        desc = f"-{column}"
+        target = column if current == desc else desc
+        arrow = {desc: " ↓", column: " ↑"}.get(current, "")
+        out[column] = {
+            "url": f"?{base}&sort={target}" if base else f"?sort={target}",
+            "arrow": arrow,
+        }
+    return out
 
 
 def _without(request: HttpRequest, *keys: str) -> str:

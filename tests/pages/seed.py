@@ -3,6 +3,7 @@ stored the way the indexer stores them, plus running instances cut from them."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -140,7 +141,8 @@ def seed_all(engine_name: str = "orders") -> Seeded:
     out.instances["waiting"] = store(
         engine, golden_rows.load("approval_timeout"), "g-approval-waiting", "RUNNING", cut=4
     )
-    fan_running = store(engine, fan, "g-fan-running", "RUNNING", cut=4)
+    fan_history = json.loads(json.dumps(fan["history"]).replace("g-fan-out", "g-fan-running"))
+    fan_running = store(engine, fan, "g-fan-running", "RUNNING", cut=4, history=fan_history)
     out.instances["fan_running"] = fan_running
     child_hist = [dict(e) for e in fan["children"]["g-fan-out:0001"]]
     started = dict(child_hist[1]["executionStarted"])

@@ -1,0 +1,393 @@
+"""The instance list and detail pages, rendered by the views from seeded rows."""
+
+import json
+import re
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from tests.pages import seed
+from workflows_ui import listing
+from workflows_ui.models import Engine, HistoryEvent, Instance, Run, StatusCount
+
+pytestmark = pytest.mark.django_db
+
+#: Session, user, engines, counts, page (the list); plus a margin for one split query per status.
+LIST_QUERIES = 8
+#: Session, user, instance, run, runs, children, parent, the timeline, the history page.
+DETAIL_QUERIES = 10
+
+
+def ids_in(response) -> list[str]:
+    return re.findall(
+        r'<tr class="instance-row">.*?<a href="[^"]*">([^<]*)</a>', _text(response), re.S
+    )
+
+
+def _text(response) -> str:
+    return response.content.decode()
+
+
+# --- login ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/instances/",
+        "/instances/orders/g-two-steps/",
+        "/instances/orders/g-two-steps/runs/1/events/3/",
+        "/instances/orders/g-two-steps/runs/1/history/",
+        "/instances/orders/g-two-steps/runs/1/history.json",
+        "/instances/orders/g-two-steps/payload/input/",
+    ],
+)
+def test_every_page_redirects_anonymous_visitors_to_login(client, seeded, path):
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/")
+
+
+# --- the list -------------------------------------------------------------------------------------
+
+
+def test_the_list_shows_every_column_newest_first(logged_in, seeded):
+    response = logged_in.get("/instances/")
+    body = _text(response)
+    for header in ("Engine", "Instance id", "Workflow", "Status", "Created", "Last updated"):
+        assert f">{header}" in body
+    assert "Duration" in body and "Custom status" in body
+    ids = ids_in(response)
+    assert len(ids) == len(seeded.instances)
+    created = {i.instance_id: i.created_at for i in Instance.objects.all()}
+    assert [created[i] for i in ids] == sorted(created.values(), reverse=True)
+    assert "status-red" in body  # the failed instance, in its colour
+    assert "&quot;waiting for go&quot;" in body  # a custom status
+
+
+def test_several_statuses_filter_together_and_the_counts_come_from_the_counts_table(
+    logged_in, seeded
+):
+    with CaptureQueriesContext(connection) as queries:
+        response = logged_in.get("/instances/?status=FAILED&status=TERMINATED")
+    assert sorted(ids_in(response)) == ["g-fails", "g-terminated"]
+    body = _text(response)
+    assert "2 instances" in body
+    assert re.search(r'data-status="RUNNING"[^>]*>Running 4<', body)
+    assert re.search(r'data-status="COMPLETED"[^>]*>Completed 9<', body)
+    sqls = [q["sql"] for q in queries.captured_queries]
+    assert any("workflows_ui_statuscount" in sql for sql in sqls)
+    assert not any("COUNT(" in sql.upper() for sql in sqls)
+
+
+def test_text_search_finds_words_of_inputs_outputs_and_failures(logged_in, seeded):
+    assert sorted(ids_in(logged_in.get("/instances/?q=nowhere"))) == ["g-fails"]
+    assert sorted(ids_in(logged_in.get("/instances/?q=carrier+serves"))) == ["g-fails"]
+    found = ids_in(logged_in.get("/instances/?q=o-1001&status=COMPLETED"))
+    assert sorted(found) == ["g-status", "g-two-steps", "g-with-retry"]
+    assert ids_in(logged_in.get("/instances/?q=no-such-word-anywhere")) == []
+
+
+def test_name_id_prefix_and_created_range_filter(logged_in, seeded):
+    assert sorted(ids_in(logged_in.get("/instances/?name=line_item"))) == [
+        "g-fan-out:0001",
+        "g-fan-out:0002",
+        "g-fan-running:0001",
+    ]
+    assert sorted(ids_in(logged_in.get("/instances/?id_prefix=g-fan-out"))) == [
+        "g-fan-out",
+        "g-fan-out:0001",
+        "g-fan-out:0002",
+    ]
+    newest = Instance.objects.order_by("-created_at")[:3]
+    start = newest[2].created_at.strftime("%Y-%m-%dT%H:%M:%S")
+    found = ids_in(logged_in.get(f"/instances/?created_after={start}"))
+    assert found == [i.instance_id for i in newest]
+    end = newest[0].created_at.strftime("%Y-%m-%dT%H:%M:%S")
+    found = ids_in(logged_in.get(f"/instances/?created_after={start}&created_before={end}"))
+    assert found == [i.instance_id for i in newest[1:]]
+
+
+def test_an_invalid_filter_says_what_is_wrong(logged_in, seeded):
+    response = logged_in.get("/instances/?created_after=yesterday&status=NOPE")
+    body = _text(response)
+    assert response.status_code == 200
+    assert "Created from:" in body and "Fix the filters" in body
+    assert ids_in(response) == []
+
+
+def test_pages_follow_each_other_by_keyset_without_offset_and_keep_the_filters(
+    logged_in, seeded, monkeypatch
+):
+    monkeypatch.setattr(listing, "PAGE_SIZE", 4)
+    seen: list[str] = []
+    url = "/instances/?status=COMPLETED&sort=created"
+    with CaptureQueriesContext(connection) as queries:
+        while url:
+            response = logged_in.get(url)
+            seen += ids_in(response)
+            match = re.search(r'class="next" href="([^"]*)"', _text(response))
+            url = "/instances/" + match.group(1).replace("&amp;", "&") if match else ""
+            assert "status=COMPLETED" in url or not url
+    assert len(seen) == len(set(seen)) == 9
+    created = dict(Instance.objects.values_list("instance_id", "created_at"))
+    assert [created[i] for i in seen] == sorted(created[i] for i in seen)
+    assert not any("OFFSET" in q["sql"].upper() for q in queries.captured_queries)
+
+
+def test_a_bad_page_link_is_reported_not_a_crash(logged_in, seeded):
+    response = logged_in.get("/instances/?cursor=not-a-cursor")
+    assert response.status_code == 200
+    assert "This page link is not valid any more." in _text(response)
+
+
+def test_column_headers_sort_both_ways(logged_in, seeded):
+    body = _text(logged_in.get("/instances/?status=RUNNING"))
+    assert 'href="?status=RUNNING&amp;sort=-updated"' in body
+    body = _text(logged_in.get("/instances/?status=RUNNING&sort=-updated"))
+    assert 'href="?status=RUNNING&amp;sort=updated"' in body
+    updated = dict(Instance.objects.values_list("instance_id", "last_updated_at"))
+    found = ids_in(logged_in.get("/instances/?sort=updated"))
+    assert [updated[i] for i in found] == sorted(updated.values())
+
+
+def test_counts_beyond_the_cap_are_shown_as_at_least(logged_in, seeded, monkeypatch):
+    monkeypatch.setattr(listing, "COUNT_CAP", 5)
+    # A text filter: the counts table can't answer, so rows are counted up to the cap.
+    body = _text(logged_in.get("/instances/?id_prefix=g-"))
+    assert "5+ instances" in body
+    body = _text(logged_in.get("/instances/?id_prefix=g-fan-out"))
+    assert "3 instances" in body
+
+
+def test_the_list_says_when_nothing_is_indexed_and_when_nothing_matches(logged_in, db):
+    assert "No workflow instance has been indexed yet" in _text(logged_in.get("/instances/"))
+    body = _text(logged_in.get("/instances/?status=FAILED"))
+    assert "No instance matches these filters" in body
+
+
+def test_an_unreachable_engine_is_announced_while_its_data_is_still_listed(logged_in, seeded):
+    Engine.objects.filter(pk=seeded.engine.pk).update(
+        reachable=False, last_error="connection refused", last_pass_at=timezone.now()
+    )
+    response = logged_in.get("/instances/")
+    body = _text(response)
+    assert 'role="alert"' in body and "is unreachable: connection refused" in body
+    assert len(ids_in(response)) == len(seeded.instances)
+    detail = _text(logged_in.get("/instances/orders/g-two-steps/"))
+    assert "is unreachable" in detail
+
+
+def test_htmx_gets_the_results_alone(logged_in, seeded):
+    response = logged_in.get(
+        "/instances/?status=FAILED", headers={"HX-Request": "true", "HX-Target": "results"}
+    )
+    body = _text(response)
+    assert "<html" not in body and ids_in(response) == ["g-fails"]
+
+
+def test_the_list_stays_within_its_query_budget(logged_in, seeded, django_assert_max_num_queries):
+    for url in (
+        "/instances/",
+        "/instances/?status=RUNNING&status=FAILED&status=COMPLETED",
+        "/instances/?name=line_item",
+        "/instances/?q=o-1001&status=COMPLETED",
+    ):
+        with django_assert_max_num_queries(LIST_QUERIES):
+            assert logged_in.get(url).status_code == 200
+
+
+# --- the detail page --------------------------------------------------------------------------
+
+
+def test_the_detail_page_sums_up_an_instance(logged_in, seeded):
+    Instance.objects.filter(instance_id="g-fails").update(
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        stall_reason="PATCH_MISMATCH",
+        stall_description="the worker lacks patch v2",
+        version="v1",
+    )
+    body = _text(logged_in.get("/instances/orders/g-fails/"))
+    for text in (
+        "g-fails",
+        "Failed",
+        "version v1",
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "PATCH_MISMATCH: the worker lacks patch v2",
+        "TaskFailedError",
+        "no carrier serves this address",
+        "Stack trace",
+    ):
+        assert text in body, text
+
+
+def test_parent_and_children_link_to_each_other(logged_in, seeded):
+    body = _text(logged_in.get("/instances/orders/g-fan-out/"))
+    assert 'href="/instances/orders/g-fan-out:0001/"' in body
+    assert 'href="/instances/orders/g-fan-out:0002/"' in body
+    child = _text(logged_in.get("/instances/orders/g-fan-out:0001/"))
+    assert 'id="parent-link" href="/instances/orders/g-fan-out/"' in child
+
+
+def test_other_runs_of_the_same_id_are_listed_and_readable(logged_in, seeded):
+    inst = seeded.instances["continue_as_new"]
+    old = Run.objects.create(
+        instance=inst, execution_id="older-run", ordinal=0, name="monitor", status="COMPLETED"
+    )
+    HistoryEvent.objects.create(run=old, position=0, event_id=-1, event_type="workflowStarted")
+    body = _text(logged_in.get("/instances/orders/g-monitor/"))
+    assert "older-run" in body and 'href="/instances/orders/g-monitor/runs/0/"' in body
+    body = _text(logged_in.get("/instances/orders/g-monitor/runs/0/"))
+    assert 'class="event-row' in body and "this run has finished" in body
+
+
+def test_payloads_are_pretty_printed_and_big_ones_cut_with_a_link_to_all(logged_in, seeded):
+    big = json.dumps({"rows": [{"n": i, "text": "x" * 40} for i in range(400)]})
+    Instance.objects.filter(instance_id="g-two-steps").update(input=big, input_size=len(big))
+    body = _text(logged_in.get("/instances/orders/g-two-steps/"))
+    assert "{\n  &quot;rows&quot;: [\n    {\n      &quot;n&quot;: 0," in body
+    assert '<details class="payload" id="payload-input"' in body
+    assert 'href="/instances/orders/g-two-steps/payload/input/">See all</a>' in body
+    assert "&quot;n&quot;: 399" not in body
+    full = _text(logged_in.get("/instances/orders/g-two-steps/payload/input/"))
+    assert "&quot;n&quot;: 399" in full
+
+
+def test_waiting_on_shows_an_event_with_its_timeout_and_a_running_child(logged_in, seeded):
+    body = _text(logged_in.get("/instances/orders/g-approval-waiting/"))
+    waiting = body[body.index('id="waiting"') : body.index('id="timeline"')]
+    assert "Event <strong>approval</strong>" in waiting and "timeout at" in waiting
+    body = _text(logged_in.get("/instances/orders/g-fan-running/"))
+    waiting = body[body.index('id="waiting"') : body.index('id="timeline"')]
+    assert waiting.count("Child workflow") == 2
+    assert 'href="/instances/orders/g-fan-running:0001/"' in waiting
+    body = _text(logged_in.get("/instances/orders/g-waits-forever/"))
+    assert "Event <strong>go</strong>" in body and "no timeout" in body
+
+
+def test_the_timeline_draws_a_bar_per_attempt_with_failures_and_turns(logged_in, seeded):
+    body = _text(logged_in.get("/instances/orders/g-with-retry/"))
+    svg = body[body.index("<svg") : body.index("</svg>")]
+    assert svg.count('data-kind="activity"') == 3
+    assert svg.count('data-outcome="failed"') == 2
+    assert svg.count('data-kind="retry"') == 2
+    assert 'class="turn"' in svg
+    running = _text(logged_in.get("/instances/orders/g-fan-running/"))
+    assert 'class="open-end"' in running
+
+
+def test_the_history_is_paged_and_filtered_by_type(logged_in, seeded, monkeypatch):
+    from workflows_ui import views
+
+    monkeypatch.setattr(views, "HISTORY_PAGE", 5)
+    base = "/instances/orders/g-with-retry/runs/1/history/"
+    positions: list[int] = []
+    url = base
+    while url:
+        body = _text(logged_in.get(url, headers={"HX-Request": "true", "HX-Target": "history"}))
+        positions += [int(p) for p in re.findall(r'id="event-(\d+)"', body)]
+        match = re.search(r'class="next" href="([^"]*)"', body)
+        url = match.group(1).replace("&amp;", "&") if match else ""
+    assert positions == list(range(18))
+    body = _text(logged_in.get(base + "?type=taskFailed", headers={"HX-Request": "true"}))
+    assert body.count('class="event-row type-taskFailed') == 2
+    assert 'class="event-row type-taskScheduled' not in body
+
+
+def test_an_event_link_opens_the_page_at_that_event(logged_in, seeded, monkeypatch):
+    from workflows_ui import views
+
+    monkeypatch.setattr(views, "HISTORY_PAGE", 5)
+    body = _text(logged_in.get("/instances/orders/g-with-retry/runs/1/events/12/"))
+    assert re.findall(r'id="event-(\d+)"', body) == ["10", "11", "12", "13", "14"]
+    assert 'id="event-12" class="event-row type-' in body and "selected" in body
+    assert 'id="selected-event"' in body
+    assert 'href="/instances/orders/g-with-retry/runs/1/events/12/#event-12"' in body
+    assert logged_in.get("/instances/orders/g-with-retry/runs/1/events/99/").status_code == 404
+
+
+def test_the_history_downloads_whole_as_json(logged_in, seeded):
+    response = logged_in.get("/instances/orders/g-with-retry/runs/1/history.json")
+    assert response["Content-Disposition"] == (
+        'attachment; filename="g-with-retry-run1-history.json"'
+    )
+    doc = json.loads(b"".join(response.streaming_content))
+    assert doc["instance_id"] == "g-with-retry" and len(doc["events"]) == 18
+    assert [e["position"] for e in doc["events"]] == list(range(18))
+
+
+def test_the_detail_page_stays_within_its_query_budget(
+    logged_in, seeded, django_assert_max_num_queries
+):
+    for iid in ("g-fan-out", "g-fan-out:0001", "g-approval-waiting", "g-with-retry"):
+        with django_assert_max_num_queries(DETAIL_QUERIES):
+            assert logged_in.get(f"/instances/orders/{iid}/").status_code == 200
+    with django_assert_max_num_queries(DETAIL_QUERIES):
+        logged_in.get("/instances/orders/g-with-retry/runs/1/events/4/")
+
+
+def test_unknown_instances_and_runs_are_404(logged_in, seeded):
+    assert logged_in.get("/instances/orders/nope/").status_code == 404
+    assert logged_in.get("/instances/orders/g-two-steps/runs/7/").status_code == 404
+    assert logged_in.get("/instances/other/g-two-steps/").status_code == 404
+
+
+# --- untrusted payloads -------------------------------------------------------------------------
+
+HOSTILE = '<script>alert("x")</script>'
+
+
+def test_hostile_payloads_names_and_ids_are_escaped_everywhere(logged_in, db):
+    engine = Engine.objects.create(name="orders", address="127.0.0.1:1", reachable=True)
+    rec = seed.golden_rows.load("activity_fails")
+    history = json.loads(json.dumps(rec["history"]).replace("ship", HOSTILE.replace('"', "'")))
+    inst = seed.store(
+        engine,
+        rec,
+        instance_id=f"evil-{HOSTILE}",
+        history=history,
+        input=json.dumps({"note": HOSTILE}),
+        output=json.dumps(HOSTILE),
+        custom_status=HOSTILE,
+        failure_message=HOSTILE,
+        failure_type=HOSTILE,
+        failure_stack_trace=HOSTILE,
+        name=HOSTILE,
+    )
+    run = inst.runs.get()
+    HistoryEvent.objects.create(
+        run=run,
+        position=run.event_count,
+        event_id=-1,
+        event_type="eventRaised",
+        name=HOSTILE,
+        timestamp=inst.created_at + timedelta(seconds=1),
+        details={"name": HOSTILE, "input": HOSTILE},
+    )
+    Run.objects.filter(pk=run.pk).update(event_count=run.event_count + 1)
+    StatusCount.objects.create(engine=engine, name=HOSTILE, status="RUNNING", count=1)
+
+    from workflows_ui.views import instance_url
+
+    url = instance_url("orders", inst.instance_id)
+    pages = [
+        "/instances/",
+        f"/instances/?q=alert&name={HOSTILE}",
+        url,
+        url + "runs/1/events/2/",
+        url + "payload/input/",
+        url + "payload/custom_status/",
+        url + "payload/stack_trace/",
+    ]
+    for page in pages:
+        response = logged_in.get(page)
+        assert response.status_code == 200, page
+        body = _text(response)
+        assert "<script>alert" not in body, page
+        assert "&lt;script&gt;alert" in body, page
+    download = logged_in.get(url + "runs/1/history.json")
+    assert download["Content-Type"] == "application/json"
+    assert "evil-" in download["Content-Disposition"] and "<" not in download["Content-Disposition"]
