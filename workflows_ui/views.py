@@ -127,18 +127,38 @@ def instance_list(request: HttpRequest) -> HttpResponse:
         counts = listing.status_counts(f)
         rows, cursor = listing.instance_page(f, counts=counts)
         now = timezone.now()
+        labels = dict(Status.choices)
+        # Plain dicts with the text already formatted: the template engine resolves dict keys
+        # first and formats dates slowly, and a page has fifty rows of eight columns.
+        display = []
         for inst in rows:
-            inst.engine_name = engine_names.get(inst.engine_id, "?")  # type: ignore[attr-defined]
-            inst.url = instance_url(inst.engine_name, inst.instance_id)  # type: ignore[attr-defined]
-            inst.colour = COLOURS.get(inst.status, "grey")  # type: ignore[attr-defined]
+            engine_name = engine_names.get(inst.engine_id, "?")
             end = inst.completed_at if inst.is_terminal else now
-            inst.duration = (  # type: ignore[attr-defined]
-                human_duration((end - inst.created_at).total_seconds()) if end else ""
+            display.append(
+                {
+                    "engine": engine_name,
+                    "instance_id": inst.instance_id,
+                    "url": instance_url(engine_name, inst.instance_id),
+                    "name": inst.name,
+                    "status": labels.get(inst.status, inst.status),
+                    "colour": COLOURS.get(inst.status, "grey"),
+                    "created": inst.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    "created_iso": inst.created_at.isoformat(),
+                    "updated": inst.last_updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    "updated_iso": inst.last_updated_at.isoformat(),
+                    "duration": (
+                        human_duration(max((end - inst.created_at).total_seconds(), 0.0))
+                        if end
+                        else ""
+                    ),
+                    "custom_status": _cut(inst.custom_status, 80),
+                    "purged": inst.purged,
+                }
             )
         query = request.GET.copy()
         query.pop("cursor", None)
         ctx.update(
-            rows=rows,
+            rows=display,
             counts=counts,
             chips=counts.chips(f.statuses),
             selected_total=(
@@ -174,6 +194,10 @@ def _sort_links(request: HttpRequest, current: str) -> dict[str, dict[str, str]]
             "arrow": arrow,
         }
     return out
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _without(request: HttpRequest, *keys: str) -> str:
