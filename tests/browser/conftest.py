@@ -1,0 +1,75 @@
+"""Fixtures of the browser tests: Debian's chromium driven by Playwright against a live Django
+server, over instances a real devengine ran with real Dapr SDK workers and the indexer stored.
+
+Playwright is never allowed to download a browser: without ``chromium`` on the PATH the tests
+skip with the reason, except under ``CI=true``, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip (or, under CI=true, fail) when a program the test needs is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: missing programs fail instead of skipping)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # As in tests/console: a file, not :memory:, whichever of the two directories runs first,
+    # so processes started by the console's tests see the same data.
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        db["TEST"]["NAME"] = str(tmp_path_factory.mktemp("db") / "test_console.sqlite3")
+
+
+@pytest.fixture(scope="module")
+def allow_sync_orm_beside_playwright() -> Iterator[None]:
+    # Playwright's sync API keeps an asyncio loop running in this thread; Django would take
+    # every ORM call of the test for one made from async code and refuse it.
+    old = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if old is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = old
+
+
+@pytest.fixture(scope="module")
+def browser(allow_sync_orm_beside_playwright: None) -> Iterator[Any]:
+    executable = shutil.which("chromium")
+    need(executable is not None, "Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=executable,
+            # As root in a container, chromium's sandbox can't start.
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    yield page
+    context.close()

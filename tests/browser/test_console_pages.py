@@ -1,0 +1,190 @@
+"""A person using the console in chromium: log in, filter, open an instance, read its timeline
+and what it waits on, go to a child and back, open an event's link.
+
+The instances are real: a devengine runs them with a Dapr SDK worker, and the indexer stores
+them in the database the live server reads.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
+from django.contrib.auth.models import User
+
+from engine_bridge.client import EngineClient
+from engine_bridge.indexer import EngineIndexer, Limits, sync_engines
+from tests.console import wf_kinds
+from tests.console.support import DevEngine
+from workflows_ui.models import Instance
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+ORDER = {"id": "o-1001", "qty": 2, "amount": 59.9}
+FINISHED = {
+    "b-two": "COMPLETED",
+    "b-fails": "FAILED",
+    "b-retry": "COMPLETED",
+    "b-fan": "COMPLETED",
+    "b-fan:0001": "COMPLETED",
+    "b-fan:0002": "COMPLETED",
+}
+RUNNING = {"b-approval": "RUNNING", "b-forever": "RUNNING"}
+PASSWORD = "pw-123456789"
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevEngine]:
+    """A devengine on which a worker has run every kind of workflow the pages show, two of
+    them left waiting (an approval with a one-hour timeout, and an event with none)."""
+    dev = DevEngine(tmp_path_factory.mktemp("engine") / "engine.sqlite3", "--app-id", "shop")
+    dev.start()
+    runtime = WorkflowRuntime(host="127.0.0.1", port=str(dev.port))
+    wf_kinds.register_all(runtime)
+    runtime.start()
+    client = DaprWorkflowClient(host="127.0.0.1", port=str(dev.port))
+    try:
+        start = client.schedule_new_workflow
+        start(wf_kinds.two_steps, input=ORDER, instance_id="b-two")
+        start(wf_kinds.fails, input={"id": "o-1003", "address": "nowhere"}, instance_id="b-fails")
+        start(wf_kinds.with_retry, input=ORDER, instance_id="b-retry")
+        start(wf_kinds.fan_out, input={"id": "o-1002", "qtys": [1, 2]}, instance_id="b-fan")
+        start(wf_kinds.approval, input={"timeout": 3600}, instance_id="b-approval")
+        start(wf_kinds.wait_forever, instance_id="b-forever")
+        for iid in ("b-two", "b-fails", "b-retry", "b-fan"):
+            client.wait_for_workflow_completion(iid, timeout_in_seconds=30)
+        for iid in RUNNING:
+            client.wait_for_workflow_start(iid, timeout_in_seconds=30)
+        yield dev
+    finally:
+        client.close()
+        runtime.shutdown()
+        dev.stop()
+
+
+@pytest.fixture
+def indexed(engine: DevEngine) -> Iterator[None]:
+    """The indexer's passes until the console's database holds every instance as the engine
+    has it (each test starts from an empty database)."""
+    (row,) = sync_engines([engine.config("shop")])
+    client = EngineClient(engine.config("shop"), timeout=5.0)
+    ix = EngineIndexer(row, client, Limits(concurrency=4, active_interval=0.0, sweep_interval=0.0))
+    want = {**FINISHED, **RUNNING}
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            ix.run_pass()
+            have = dict(Instance.objects.values_list("instance_id", "status"))
+            waiting = Instance.objects.filter(instance_id="b-approval").first()
+            if have == want and waiting and waiting.runs.get().event_count >= 4:
+                break
+            assert time.monotonic() < deadline, f"not indexed: {have}"
+            time.sleep(0.1)
+        yield
+    finally:
+        ix.close()
+        client.close()
+
+
+@pytest.fixture
+def signed_in(page: Any, live_server: Any, indexed: None) -> Any:
+    User.objects.create_user("alice", password=PASSWORD)
+    page.goto(live_server.url + "/instances/")
+    assert "/login/" in page.url
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit], input[type=submit]")
+    page.wait_for_url(re.compile(r"/instances/$"))
+    return page
+
+
+def listed_ids(page: Any) -> list[str]:
+    return page.locator("tr.instance-row td.mono a").all_inner_texts()
+
+
+def test_a_person_logs_in_and_filters_by_status_then_by_text(signed_in: Any) -> None:
+    page = signed_in
+    assert sorted(listed_ids(page)) == sorted({**FINISHED, **RUNNING})
+
+    with page.expect_response(re.compile(r"/instances/\?")):
+        page.check("input[name=status][value=RUNNING]")
+    page.wait_for_function("document.querySelectorAll('tr.instance-row').length === 2")
+    assert sorted(listed_ids(page)) == ["b-approval", "b-forever"]
+    assert "status=RUNNING" in page.url  # the filter is in the address, to be shared
+
+    page.check("input[name=status][value=FAILED]")
+    page.wait_for_function("document.querySelectorAll('tr.instance-row').length === 3")
+    page.uncheck("input[name=status][value=RUNNING]")
+    page.wait_for_function("document.querySelectorAll('tr.instance-row').length === 1")
+    assert listed_ids(page) == ["b-fails"]
+
+    page.uncheck("input[name=status][value=FAILED]")
+    page.fill("input[name=q]", "carrier")
+    page.wait_for_function("document.querySelectorAll('tr.instance-row').length === 1")
+    assert listed_ids(page) == ["b-fails"]
+    assert "q=carrier" in page.url
+    page.fill("input[name=q]", "o-1001")
+    page.wait_for_function("document.querySelectorAll('tr.instance-row').length === 2")
+    assert sorted(listed_ids(page)) == ["b-retry", "b-two"]
+
+    # The shared address shows the same list to whoever opens it.
+    page.goto(page.url)
+    assert sorted(listed_ids(page)) == ["b-retry", "b-two"]
+    assert page.input_value("input[name=q]") == "o-1001"
+
+
+def test_an_instance_shows_its_timeline_bars_and_what_it_waits_on(signed_in: Any) -> None:
+    page = signed_in
+    page.click("text=b-approval")
+    page.wait_for_url(re.compile(r"/instances/shop/b-approval/$"))
+    waiting = page.locator("#waiting li.wait")
+    assert waiting.count() == 1
+    text = waiting.inner_text()
+    assert "Event approval" in text and "timeout at" in text
+    bars = page.locator("#timeline svg rect.bar")
+    assert bars.count() >= 1
+    assert page.locator('#timeline rect.bar[data-kind="event"].open').count() == 1
+
+    page.goto(signed_in.url.replace("b-approval", "b-retry"))
+    assert page.locator("#waiting").inner_text().count("finished") == 1
+    activity = page.locator('#timeline rect.bar[data-kind="activity"]')
+    assert activity.count() == 3
+    assert page.locator('#timeline rect.bar[data-outcome="failed"]').count() == 2
+    assert page.locator("#timeline path.turn").count() == 1
+
+
+def test_a_person_goes_to_a_child_and_back_to_the_parent(signed_in: Any) -> None:
+    page = signed_in
+    page.goto(page.url + "?id_prefix=b-fan")
+    page.click("tr.instance-row >> text=/^b-fan$/")
+    page.wait_for_url(re.compile(r"/instances/shop/b-fan/$"))
+    assert page.locator("#children a.child-link").count() == 2
+    page.click("#children a.child-link >> text=b-fan:0001")
+    page.wait_for_url(re.compile(r"/instances/shop/b-fan:0001/$"))
+    assert page.locator("h1").inner_text().startswith("b-fan:0001")
+    page.click("#parent-link")
+    page.wait_for_url(re.compile(r"/instances/shop/b-fan/$"))
+    page.go_back()
+    page.wait_for_url(re.compile(r"/instances/shop/b-fan:0001/$"))
+
+
+def test_an_events_link_opens_the_page_at_that_event(signed_in: Any) -> None:
+    page = signed_in
+    page.goto(page.url.replace("/instances/", "/instances/shop/b-retry/"))
+    link = page.locator("#event-5 a.permalink")
+    href = link.get_attribute("href")
+    assert href and href.endswith("/runs/1/events/5/#event-5")
+    link.click()
+    page.wait_for_url(re.compile(r"/events/5/#event-5$"))
+    assert "selected" in (page.locator("#event-5").get_attribute("class") or "")
+    assert page.locator("#selected-event").is_visible()
+    assert page.locator("#event-5").is_visible()
+
+    # The history's type filter (htmx) keeps to events of that type.
+    page.select_option("#history select[name=type]", "taskFailed")
+    page.wait_for_function("document.querySelectorAll('#history tr.event-row').length === 2")
+    assert page.locator("#history tr.type-taskFailed").count() == 2
