@@ -20,12 +20,14 @@ never duplicating anything. Engine calls run in a thread pool while the main thr
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import random
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -62,7 +64,10 @@ _OWN_EVENTS = {
     "executionCompleted",
 }
 #: Instances written per transaction (each instance's changes stay together in one).
-WRITE_CHUNK = 50
+WRITE_CHUNK = 200
+#: The ids of live instances discovery compares listings with are read again this often (they
+#: are kept up to date as the indexer writes; the reload only catches changes made elsewhere).
+KNOWN_RELOAD_INTERVAL = 300.0
 #: Capabilities are probed again this often (a sidecar may be upgraded in place).
 PROBE_INTERVAL = timedelta(minutes=10)
 
@@ -217,6 +222,9 @@ class EngineIndexer:
         self._sweep_finished_at = 0.0
         self._sweep_seen: set[int] = set()
         self._sweep_listed = 0
+        # Live (not purged) instance ids in the database, for discovery; None until read.
+        self._known: set[str] | None = None
+        self._known_read_at = 0.0
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -365,11 +373,7 @@ class EngineIndexer:
             ids = page.instance_ids
             self._sweep_listed += len(ids)
             self._sweep_seen.update(hash(i) for i in ids)
-            known = set(
-                Instance.objects.filter(
-                    engine=self.engine, instance_id__in=ids, purged=False
-                ).values_list("instance_id", flat=True)
-            )
+            known = self._known_ids()
             new = [i for i in dict.fromkeys(ids) if i not in known]
             if new:
                 self._sync([(i, None) for i in new], result)
@@ -379,6 +383,27 @@ class EngineIndexer:
                 self._finish_sweep(result)
                 return
         result.busy = True
+
+    def _known_ids(self) -> set[str]:
+        """The ids of the engine's live instances: one query now and then instead of one per
+        listed page (``_write`` keeps the set up to date with what it commits)."""
+        if self._known is None or time.monotonic() - self._known_read_at > KNOWN_RELOAD_INTERVAL:
+            self._known = set(
+                Instance.objects.filter(engine=self.engine, purged=False).values_list(
+                    "instance_id", flat=True
+                )
+            )
+            self._known_read_at = time.monotonic()
+        return self._known
+
+    def _committed(self, fetched: list[Fetched]) -> None:
+        if self._known is None:
+            return
+        for f in fetched:
+            if f.state is None:
+                self._known.discard(f.instance_id)
+            else:
+                self._known.add(f.instance_id)
 
     def _finish_sweep(self, result: PassResult) -> None:
         self._sweep_active = False
@@ -446,31 +471,41 @@ class EngineIndexer:
         force: bool = False,
     ) -> None:
         """Fetch these instances concurrently and write them as the answers come in."""
-        pending: set[Future[Fetched]] = set()
+        # Answers come back through a queue: waiting on the set of pending futures would cost
+        # every wake-up a lock on each of them.
+        answers: queue.SimpleQueue[Future[Fetched]] = queue.SimpleQueue()
+        in_flight = 0
         todo = iter(items)
-        window = self.limits.concurrency * 4
+        # Enough answers in flight that fetching goes on while a chunk is written.
+        window = max(self.limits.concurrency * 4, WRITE_CHUNK + self.limits.concurrency)
         ready: list[Fetched] = []
         unavailable: EngineUnavailable | None = None
 
         def fill() -> None:
-            while len(pending) < window:
+            nonlocal in_flight
+            while in_flight < window:
                 item = next(todo, None)
                 if item is None:
                     return
-                pending.add(self._pool.submit(self._fetch, item[0], item[1], force))
+                fut = self._pool.submit(self._fetch, item[0], item[1], force)
+                fut.add_done_callback(answers.put)
+                in_flight += 1
 
         fill()
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        while in_flight:
+            done = [answers.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    done.append(answers.get_nowait())
+            in_flight -= len(done)
             for fut in done:
-                pending.discard(fut)
                 try:
                     ready.append(fut.result())
                 except EngineUnavailable as exc:
                     unavailable = exc
             if unavailable is None:
                 fill()
-            if len(ready) >= WRITE_CHUNK or (not pending and ready):
+            if len(ready) >= WRITE_CHUNK or (not in_flight and ready):
                 self._write(ready, result)
                 ready = []
         if unavailable is not None:
@@ -486,6 +521,7 @@ class EngineIndexer:
         try:
             with transaction.atomic():
                 self._write_chunk(ok, result)
+            self._committed(ok)
         except IntegrityError:
             # Another indexer wrote some of these first: write them one by one, skipping losers.
             log.warning("engine %s: concurrent write, retrying one by one", self.engine.name)
@@ -493,6 +529,7 @@ class EngineIndexer:
                 try:
                     with transaction.atomic():
                         self._write_chunk([f], result)
+                    self._committed([f])
                 except IntegrityError:
                     log.warning(
                         "engine %s: skipped %s (written elsewhere)", self.engine.name, f.instance_id
@@ -502,19 +539,41 @@ class EngineIndexer:
         """One transaction for the chunk: each instance's row, runs, events, counts, change-log
         rows and schedule are in it, written with a few statements for the whole chunk."""
         ids = [f.instance_id for f in fetched]
-        existing = {
-            inst.instance_id: inst
-            for inst in Instance.objects.filter(engine=self.engine, instance_id__in=ids)
+        # Most reads in a steady state find the instance unchanged: read the few columns that
+        # tell, and the whole (wide) rows of the others only.
+        light = {
+            row[0]: row[1:]
+            for row in Instance.objects.filter(engine=self.engine, instance_id__in=ids).values_list(
+                "instance_id", "pk", "last_updated_at", "status", "purged", "schedule__interval"
+            )
         }
-        intervals = dict(
-            InstanceCheck.objects.filter(
-                instance__in=[i.pk for i in existing.values()]
-            ).values_list("instance_id", "interval")
-        )
         w = _Writes()
+        rest: list[Fetched] = []
         for f in fetched:
+            row = light.get(f.instance_id)
+            st = f.state
+            if (
+                row is not None
+                and st is not None
+                and f.events is None
+                and not row[3]
+                and st.last_updated_at == row[1]
+                and st.status == row[2]
+            ):
+                self._schedule_unchanged(row[0], row[2], row[4], w)
+            else:
+                rest.append(f)
+        stored = [f.instance_id for f in rest if f.instance_id in light]
+        existing = {}
+        if stored:
+            existing = {
+                inst.instance_id: inst
+                for inst in Instance.objects.filter(engine=self.engine, instance_id__in=stored)
+            }
+        for f in rest:
             inst = existing.get(f.instance_id)
-            self._apply(f, inst, intervals.get(inst.pk) if inst else None, w, result)
+            interval = light[f.instance_id][4] if f.instance_id in light else None
+            self._apply(f, inst, interval, w, result)
         if w.new_instances:
             bulk.insert(w.new_instances)
             pks = dict(
@@ -541,9 +600,23 @@ class EngineIndexer:
             # One statement on both databases (SQLite >= 3.24, PostgreSQL >= 9.5).
             cur.executemany(_UPSERT_COUNT, rows)
 
+    def _schedule_unchanged(self, pk: int, status: str, interval: float | None, w: _Writes) -> None:
+        due_at, new_interval = self._next_check(status, False, interval)
+        w.checks.append(
+            InstanceCheck(instance_id=pk, engine=self.engine, due_at=due_at, interval=new_interval)
+        )
+
     def _schedule(self, inst: Instance, changed: bool, interval: float | None, w: _Writes) -> None:
+        due_at, new_interval = self._next_check(inst.status, changed, interval)
+        w.checks.append(
+            InstanceCheck(instance=inst, engine=self.engine, due_at=due_at, interval=new_interval)
+        )
+
+    def _next_check(
+        self, status: str, changed: bool, interval: float | None
+    ) -> tuple[datetime, float]:
         lim = self.limits
-        if inst.status in TERMINAL:
+        if status in TERMINAL:
             new_interval = lim.terminal_interval
         elif changed or interval is None:
             new_interval = lim.active_interval
@@ -551,14 +624,7 @@ class EngineIndexer:
             new_interval = min(lim.active_max_interval, max(lim.active_interval, interval * 2))
         # Jitter spreads instances indexed together over time.
         delay = new_interval * (1 + random.uniform(-0.1, 0.1))
-        w.checks.append(
-            InstanceCheck(
-                instance=inst,
-                engine=self.engine,
-                due_at=timezone.now() + timedelta(seconds=delay),
-                interval=new_interval,
-            )
-        )
+        return timezone.now() + timedelta(seconds=delay), new_interval
 
     def _change(self, w: _Writes, inst: Instance, kind: str, **kwargs: Any) -> None:
         w.changes.append(ChangeLog(engine=self.engine, instance=inst, kind=kind, **kwargs))
