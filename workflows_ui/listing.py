@@ -135,7 +135,9 @@ class Filters:
         )
 
 
-def base_queryset(f: Filters, with_status: bool = True) -> QuerySet[Instance]:
+def base_queryset(
+    f: Filters, with_status: bool = True, common_text: bool = False
+) -> QuerySet[Instance]:
     qs = Instance.objects.all()
     if f.engine_ids:
         qs = qs.filter(engine_id__in=f.engine_ids)
@@ -154,7 +156,7 @@ def base_queryset(f: Filters, with_status: bool = True) -> QuerySet[Instance]:
     if f.id_prefix:
         qs = search.filter_id_prefix(qs, f.id_prefix)
     if f.q:
-        qs = search.filter_text(qs, f.q)
+        qs = search.filter_text(qs, f.q, common=common_text)
     return qs
 
 
@@ -210,16 +212,18 @@ def _split_values(f: Filters) -> tuple[str, list[Any]] | None:
 
 
 def instance_page(
-    f: Filters, limit: int = PAGE_SIZE, counts: Counts | None = None
+    f: Filters, limit: int | None = None, counts: Counts | None = None
 ) -> tuple[list[Instance], str | None]:
     """A page of instances and the cursor of the next page (None on the last one). Exact
     ``counts`` let a per-status split skip the statuses that have no instance."""
+    limit = limit or PAGE_SIZE
     column, desc = SORTS[f.sort]
     split = _split_values(f)
     if split is not None and split[0] == "status" and counts is not None and counts.exact:
         split = ("status", [v for v in split[1] if counts.by_status.get(v)])
     if split is None:
-        rows = _page_of(base_queryset(f), f, limit + 1)
+        common = counts is not None and _text_is_common(f, counts)
+        rows = _page_of(base_queryset(f, common_text=common), f, limit + 1)
     else:
         key, values = split
         if key == "engine_id":
@@ -238,6 +242,28 @@ def instance_page(
     rows = rows[:limit]
     cursor = encode_cursor(getattr(rows[-1], column), rows[-1].pk) if more and rows else None
     return rows, cursor
+
+
+def _text_is_common(f: Filters, counts: Counts) -> bool:
+    """Whether a text search matches so many rows of its scope that walking the sort index and
+    testing each row (about PAGE_SIZE x scope / matches rows read) beats fetching every match
+    and sorting them. ``counts`` (capped or not) gives the matches; the counts table the scope,
+    from above (it ignores the created range and the id prefix)."""
+    if not search.words(f.q):
+        return False
+    selected = f.statuses or list(counts.by_status)
+    matches = sum(counts.by_status.get(s, 0) for s in selected)
+    if matches == 0:
+        return False
+    scope = StatusCount.objects.all()
+    if f.engine_ids:
+        scope = scope.filter(engine_id__in=f.engine_ids)
+    if f.name:
+        scope = scope.filter(name=f.name)
+    if f.statuses:
+        scope = scope.filter(status__in=f.statuses)
+    total = scope.aggregate(n=Sum("count"))["n"] or 0
+    return matches * matches > PAGE_SIZE * total
 
 
 def _with(f: Filters, **changes: Any) -> Filters:

@@ -122,8 +122,14 @@ def words(text: str) -> list[str]:
     return _WORD_RE.findall(text.lower())[:32]
 
 
-def filter_text(qs: QuerySet[Any], text: str) -> QuerySet[Any]:
-    """Instances whose input, output, custom status or failure message contain every word."""
+def filter_text(qs: QuerySet[Any], text: str, common: bool = False) -> QuerySet[Any]:
+    """Instances whose input, output, custom status or failure message contain every word.
+
+    ``common``: the caller knows the words match many of the rows it will walk in its sort
+    order (a list page). On SQLite the matches are then only tested for membership while the
+    sort index is walked, instead of each match being fetched and all of them sorted (which is
+    what SQLite's planner picks otherwise, and right for rare words). PostgreSQL's planner
+    weighs both plans itself from its statistics."""
     terms = words(text)
     if not terms:
         return qs
@@ -139,8 +145,10 @@ def filter_text(qs: QuerySet[Any], text: str) -> QuerySet[Any]:
     else:
         # Each word quoted, so FTS5 operators typed by a user are taken literally.
         query = " ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        # A unary + keeps SQLite from driving the query by the id list (see ``common``).
+        plus = "+" if common else ""
         condition = RawSQL(
-            f"{TABLE}.id IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s)",
+            f"{plus}{TABLE}.id IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s)",
             [query],
             output_field=BooleanField(),
         )

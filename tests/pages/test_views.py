@@ -391,3 +391,28 @@ def test_hostile_payloads_names_and_ids_are_escaped_everywhere(logged_in, db):
     download = logged_in.get(url + "runs/1/history.json")
     assert download["Content-Type"] == "application/json"
     assert "evil-" in download["Content-Disposition"] and "<" not in download["Content-Disposition"]
+
+
+def test_a_common_word_is_searched_by_walking_the_sort_order_with_the_same_results(
+    logged_in, seeded, monkeypatch
+):
+    monkeypatch.setattr(listing, "_text_is_common", lambda f, counts: False)
+    rare = ids_in(logged_in.get("/instances/?q=qty"))
+    monkeypatch.setattr(listing, "_text_is_common", lambda f, counts: True)
+    with CaptureQueriesContext(connection) as queries:
+        common = ids_in(logged_in.get("/instances/?q=qty"))
+    assert common == rare and len(rare) >= 3
+    if connection.vendor == "sqlite":
+        assert any("+workflows_ui_instance.id IN" in q["sql"] for q in queries.captured_queries)
+
+
+def test_words_are_common_when_walking_reads_fewer_rows_than_fetching_the_matches(
+    seeded, monkeypatch
+):
+    monkeypatch.setattr(listing, "PAGE_SIZE", 1)  # a page of 1 row among 15 instances
+    f = listing.Filters(q="anything")
+    assert listing._text_is_common(f, listing.Counts({"COMPLETED": 10}, exact=True))
+    assert not listing._text_is_common(f, listing.Counts({"COMPLETED": 3}, exact=True))
+    f = listing.Filters(q="anything", statuses=["COMPLETED"])  # 9 completed instances
+    assert listing._text_is_common(f, listing.Counts({"COMPLETED": 5, "FAILED": 1}, exact=True))
+    assert not listing._text_is_common(f, listing.Counts({"COMPLETED": 2}, exact=True))
