@@ -464,25 +464,30 @@ def summarize(run_pk: int, event_count: int, status: str) -> tuple[Timeline, lis
     from workflows_ui.models import HistoryEvent
 
     events = HistoryEvent.objects.filter(run_id=run_pk)
+    # Read from wf_event_run_type_pos alone (it covers name and timestamp); timers, whose
+    # kind and fire time are in ``details``, apart (there are few).
+    aggregates = {
+        "n": Count("id"),
+        "first": Min("timestamp"),
+        "last": Max("timestamp"),
+        "first_pos": Min("position"),
+    }
+    others = [*_STARTS, *_ENDS, "eventRaised", "executionCompleted"]
+    others.remove("timerCreated")
     stats: list[dict[str, Any]] = [
         dict(row)
-        for row in events.filter(
-            event_type__in=[*_STARTS, *_ENDS, "eventRaised", "executionCompleted"]
-        )
+        for row in events.filter(event_type__in=others)
         .values("event_type", "name")
-        .annotate(
-            origin=_origin_expr(),
-            n=Count("id"),
-            first=Min("timestamp"),
-            last=Max("timestamp"),
-            first_pos=Min("position"),
-            last_fire=Max(
-                Case(
-                    When(event_type="timerCreated", then=KT("details__fireAt")),
-                    output_field=CharField(),
-                )
-            ),
-        )
+        .annotate(**aggregates)
+        .order_by()
+    ]
+    stats += [
+        dict(row)
+        for row in events.filter(event_type="timerCreated")
+        .values("event_type", "name")
+        .annotate(origin=_origin_expr())
+        .values("event_type", "name", "origin")
+        .annotate(last_fire=Max(KT("details__fireAt")), **aggregates)
         .order_by()
     ]
     by_type: dict[str, list[dict[str, Any]]] = {}
@@ -555,7 +560,14 @@ def summarize(run_pk: int, event_count: int, status: str) -> tuple[Timeline, lis
 
     waits: list[Wait] = []
     if not tl.finished:
-        open_tl = _open_timeline(run_pk, raised, groups)
+        sentinels = sum(g.count for g in groups.values() if g.kind == "event")
+        open_counts = {
+            "taskScheduled": total("taskScheduled") - total("taskCompleted", "taskFailed"),
+            "childWorkflowInstanceCreated": total("childWorkflowInstanceCreated")
+            - total("childWorkflowInstanceCompleted", "childWorkflowInstanceFailed"),
+            "timerCreated": total("timerCreated") - sentinels - total("timerFired"),
+        }
+        open_tl = _open_timeline(run_pk, open_counts, raised, groups)
         waits = waiting_on(open_tl)
         for bar in open_tl.bars:
             label = bar.label.lower() if bar.kind == "event" else bar.label
@@ -610,7 +622,7 @@ def load_rows_last(run_pk: int, types: Iterable[str], limit: int = 1) -> list[Ev
 
     rows = (
         HistoryEvent.objects.filter(run_id=run_pk, event_type__in=list(types))
-        .order_by("-position")
+        .order_by((F("position") + 0).desc())  # through wf_event_run_type_pos, as in load_rows
         .values_list("position", "event_id", "event_type", "name", "timestamp", "related_id")
         .annotate(info=_info_expr(), origin=_origin_expr())[:limit]
     )
@@ -618,11 +630,15 @@ def load_rows_last(run_pk: int, types: Iterable[str], limit: int = 1) -> list[Ev
 
 
 def _open_timeline(
-    run_pk: int, raised: dict[str, tuple[int, datetime | None]], groups: dict[Any, Group]
+    run_pk: int,
+    open_counts: dict[str, int],
+    raised: dict[str, tuple[int, datetime | None]],
+    groups: dict[Any, Group],
 ) -> Timeline:
     """A timeline of what is still going on in a big run, built from the events that started
     something and have no completion, each preceded by the start of its turn (so a timer and an
-    event wait created in the same turn are seen racing, as in ``build_timeline``)."""
+    event wait created in the same turn are seen racing, as in ``build_timeline``).
+    ``open_counts``: per start event type, how many have no completion (starts minus ends)."""
     from workflows_ui.models import HistoryEvent
 
     events = HistoryEvent.objects.filter(run_id=run_pk)
@@ -635,18 +651,22 @@ def _open_timeline(
     sentinel = Q(event_type="timerCreated") & (
         Q(details__has_key="externalEvent") | Q(details__fireAt__startswith="9999-")
     )
-    started = (
-        events.filter(event_type__in=_STARTS)
-        .exclude(sentinel)
-        .exclude(Exists(completion))
-        .order_by(F("position") + 0)  # through wf_event_run_type_pos, as in load_rows
-    )
     selects = ("position", "event_id", "event_type", "name", "timestamp", "related_id")
-    rows = list(
-        started.values_list(*selects).annotate(
-            info=_info_expr(), origin=_origin_expr(), turn=Subquery(turn)
-        )[:OPEN_LIMIT]
-    )
+    rows: list[Any] = []
+    # Per kind of start, as many as the counts say are open, searched newest first (what is
+    # still going on is usually recent): a walk down wf_event_run_type_pos that stops there.
+    for start_type, expected in open_counts.items():
+        if expected <= 0:
+            continue
+        started = (
+            events.filter(event_type=start_type)
+            .exclude(sentinel)
+            .exclude(Exists(completion))
+            .order_by("-position")
+            .values_list(*selects)
+            .annotate(info=_info_expr(), origin=_origin_expr(), turn=Subquery(turn))
+        )
+        rows += list(started[: min(expected, OPEN_LIMIT)])
     # Waits for events: FIFO, so the ones still open are the last (waits - events raised).
     for g in groups.values():
         if g.kind != "event":

@@ -263,8 +263,12 @@ class HistoryEvent(models.Model):
             models.UniqueConstraint(fields=["run", "position"], name="wf_event_run_pos_uniq"),
         ]
         indexes = [
-            # History page filtered by event type, keyset on position.
-            models.Index(fields=["run", "event_type", "position"], name="wf_event_run_type_pos"),
+            # History page filtered by event type, keyset on position; and, covering with name
+            # and timestamp, the GROUP BY of a big run's timeline (``history.summarize``).
+            models.Index(
+                fields=["run", "event_type", "position", "name", "timestamp"],
+                name="wf_event_run_type_pos",
+            ),
             # "Waiting on" of a big run: the starts with no completion pointing back at them
             # (``history.summarize``, an anti-join on the completion's related id).
             models.Index(

@@ -34,6 +34,7 @@ def test_the_summary_of_a_big_run_agrees_with_the_timeline_built_from_every_even
     assert [(w.kind, w.until is not None) for w in waits] == [("activity", False), ("event", True)]
     assert waits[1].label == "approval"
 
+
 def test_a_finished_big_run_waits_on_nothing_and_its_open_bars_are_not_counted(run):
     summary, waits = history.summarize(run.pk, run.event_count, "TERMINATED")
     assert waits == []
