@@ -1,0 +1,212 @@
+"""Server time of the instance list with 1,000,000 instances in SQLite.
+
+    python bench/list_query.py [--instances 1000000] [--repeat 40] [--db PATH] [--record]
+
+Migrates a fresh SQLite database (in a temporary directory, or PATH kept for the next run with
+--db) and fills it with bulk SQL, not through the indexer: instances over 30 days of three
+engines and twenty workflow names, most completed, some failed, running, terminated or
+suspended, with small JSON inputs and outputs and failure messages; the full-text index is
+rebuilt once afterwards and the counts table summed from the rows. Then it calls the list view
+in-process through the test client (middleware, login, template; no network) and reports the
+median and p95 server time of each request, all of them first pages with their status counts.
+
+The targets of the pages issue: first page filtered by status + name, newest first, with its
+counts, p95 under 50 ms; text search first page p95 under 150 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from detail_page import p95, revision, setup_django, timed  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+NAMES = 20
+ENGINES = ("orders", "billing", "shipping")
+# (status, share in thousandths), in the order the generator deals them out.
+STATUSES = [
+    ("COMPLETED", 820),
+    ("FAILED", 50),
+    ("RUNNING", 80),
+    ("TERMINATED", 30),
+    ("SUSPENDED", 10),
+    ("PENDING", 10),
+]
+CITIES = ["lisbon", "oslo", "lagos", "lima", "osaka", "perth", "quito", "riga", "sofia", "tunis"]
+
+
+def fill(n: int) -> None:
+    """``n`` instances by INSERT ... SELECT over a recursive sequence, then the search index and
+    the counts table derived from them."""
+    from django.db import connection
+
+    from workflows_ui import search
+
+    search.drop_schema(connection)  # re-created (and rebuilt in one pass) below
+    status_case = "CASE"
+    acc = 0
+    for status, share in STATUSES:
+        acc += share
+        status_case += f" WHEN n % 1000 < {acc} THEN '{status}'"
+    status_case += " END"
+    cities = "'" + "','".join(CITIES) + "'"
+    with connection.cursor() as cur:
+        for i, name in enumerate(ENGINES, start=1):
+            cur.execute(
+                "INSERT INTO workflows_ui_engine (id, name, address, tls, configured, app_id,"
+                " reachable, last_error, created_at) VALUES (%s, %s, %s, 0, 1, %s, 1, '', %s)",
+                [i, name, f"10.0.0.{i}:50001", name, "2026-11-01 00:00:00"],
+            )
+        # Created 2.5 s apart over about 29 days, the newest last.
+        cur.execute(
+            f"""
+            WITH RECURSIVE seq(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM seq WHERE n < %s),
+            rows AS (
+              SELECT n, {status_case} AS status,
+                strftime('%%Y-%%m-%%d %%H:%%M:%%S', '2026-10-01', '+' || (n * 5 / 2) || ' seconds')
+                  || printf('.%%06d', (n * 7919) %% 1000000) AS created,
+                'wf_' || printf('%%02d', (n * 2654435761 / 256) %% {NAMES}) AS name,
+                json_array({cities}) AS cities
+              FROM seq
+            )
+            INSERT INTO workflows_ui_instance (
+              engine_id, instance_id, name, version, status, created_at, last_updated_at,
+              started_at, completed_at, input, input_size, output, output_size, custom_status,
+              custom_status_size, failure_type, failure_message, failure_stack_trace,
+              parent_app_id, parent_instance_id, parent_execution_id, trace_id, stall_reason,
+              stall_description, current_execution_id, purged, first_seen_at, indexed_at)
+            SELECT
+              1 + n %% 3, printf('inst-%%08d', n), name, '', status, created, created, created,
+              CASE WHEN status IN ('RUNNING', 'SUSPENDED', 'PENDING') THEN NULL ELSE created END,
+              json_object('order', printf('o-%%07d', n), 'customer', printf('c-%%05d', n %% 50000),
+                          'city', json_extract(cities, '$[' || (n %% 10) || ']'),
+                          'amount', (n %% 9000) / 100.0),
+              80,
+              CASE status WHEN 'COMPLETED' THEN json_object('tracking', printf('trk-%%07d', n))
+                          ELSE '' END,
+              CASE status WHEN 'COMPLETED' THEN 24 ELSE 0 END,
+              CASE status WHEN 'RUNNING' THEN '{{"step": "waiting for approval"}}' ELSE '' END,
+              CASE status WHEN 'RUNNING' THEN 31 ELSE 0 END,
+              CASE status WHEN 'FAILED' THEN 'TaskFailedError' ELSE '' END,
+              CASE status WHEN 'FAILED' THEN 'no carrier serves '
+                   || json_extract(cities, '$[' || (n %% 10) || ']') ELSE '' END,
+              '', '', '', '', '', '', '', printf('exec-%%08d', n), 0, created, created
+            FROM rows
+            """,  # noqa: S608 - built from this module's constants only
+            [n - 1],
+        )
+        cur.execute(
+            "INSERT INTO workflows_ui_statuscount (engine_id, name, status, count) "
+            "SELECT engine_id, name, status, count(*) FROM workflows_ui_instance "
+            "WHERE NOT purged GROUP BY engine_id, name, status"
+        )
+    search.create_schema(connection)  # triggers were missing: rebuilds the FTS index
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument("--db", help="database file to keep (filled once, reused after)")
+    parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+
+    with tempfile.TemporaryDirectory(prefix="bench-list-") as tmp:
+        db_path = Path(args.db) if args.db else Path(tmp) / "console.sqlite3"
+        fresh = not db_path.exists()
+        setup_django(db_path)
+        from django.contrib.auth.models import User
+        from django.test import Client
+
+        from workflows_ui.models import Instance
+
+        if fresh:
+            t0 = time.perf_counter()
+            fill(args.instances)
+            print(f"filled {args.instances:,} instances in {time.perf_counter() - t0:.0f} s")
+        total = Instance.objects.count()
+        user, _ = User.objects.get_or_create(username="bench")
+        client = Client()
+        client.force_login(user)
+
+        def get(url: str) -> Callable[[], object]:
+            def call() -> object:
+                response = client.get(url)
+                assert response.status_code == 200, (url, response.status_code)
+                assert b'class="instance-row"' in response.content, url
+                return response
+
+            return call
+
+        cases = [
+            ("status + name, newest first", "?status=RUNNING&name=wf_07", "filter"),
+            ("status + name, rarer status", "?status=SUSPENDED&name=wf_13", "filter"),
+            ("several statuses + name", "?status=FAILED&status=TERMINATED&name=wf_03", "filter"),
+            ("status only", "?status=FAILED", "filter"),
+            ("no filter", "", "filter"),
+            ("text: a customer id (20 matches)", "?q=c-04242", "text"),
+            ("text: a city (100,000 matches)", "?q=lisbon", "text"),
+            ("text + status: a failure message", "?q=carrier+oslo&status=FAILED", "text"),
+        ]
+        rows = []
+        for label, query, kind in cases:
+            ms = timed(get("/instances/" + query), args.repeat)
+            rows.append((label, query, kind, statistics.median(ms), p95(ms)))
+            print(f"{label:38} median {rows[-1][3]:6.1f} ms   p95 {rows[-1][4]:6.1f} ms")
+
+    targets = {"filter": 50.0, "text": 150.0}
+    main_ok = rows[0][4] < targets["filter"]
+    text_ok = all(r[4] < targets["text"] for r in rows if r[2] == "text")
+    print(f"target status + name p95 < 50 ms: {main_ok}; text search p95 < 150 ms: {text_ok}")
+    if args.record:
+        record(args, total, rows, targets, load_before)
+
+
+def record(args: argparse.Namespace, total: int, rows: list, targets: dict, load: float) -> None:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cmd = "python bench/list_query.py" + (
+        f" --instances {args.instances}" if args.instances != 1_000_000 else ""
+    )
+    lines = [
+        "",
+        f"## list_query, {now}",
+        "",
+        f"Command: `{cmd}`  ",
+        f"Revision: {revision()}  ",
+        f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{platform.system()}, SQLite {sqlite3.sqlite_version}, "
+        f"load average before the run {load:.2f}",
+        "",
+        f"{total:,} instances; first page (50 rows) with its status counts; {args.repeat} "
+        "requests each, server time through the Django test client.",
+        "",
+        "| request | query | median | p95 | target |",
+        "|---|---|---|---|---|",
+    ]
+    for i, (label, query, kind, med, p) in enumerate(rows):
+        target = ""
+        if i == 0 or kind == "text":
+            limit = targets[kind]
+            target = f"< {limit:.0f} ms: {'yes' if p < limit else 'no'}"
+        lines.append(f"| {label} | `{query or '(none)'}` | {med:.1f} ms | {p:.1f} ms | {target} |")
+    with open(RESULTS, "a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
