@@ -34,96 +34,120 @@ _PLAIN = (
 
 
 def time_adapter() -> _Adapt:
+    """Aware datetime -> what the database takes for a DateTimeField (``connection.ops``)."""
     adapt = connection.ops.adapt_datetimefield_value
     if connection.vendor != "sqlite" or not settings.USE_TZ or connection.timezone_name != "UTC":
         return adapt
 
     def utc_text(value: datetime | None) -> Any:
         # What the SQLite backend stores for an aware time: naive UTC, as str() writes it.
-        if value is None:
-            return None
-        if value.tzinfo is UTC:
-            return str(value.replace(tzinfo=None))
+        if value is not None and value.tzinfo is UTC:
+            return value.isoformat(" ")[:-6]  # less "+00:00"
         return adapt(value)
 
     return utc_text
 
 
+def _pk_of(value: Any) -> Any:
+    # A foreign key given as the related object, saved (or inserted) since it was assigned.
+    return value.pk if isinstance(value, models.Model) else value
+
+
 def _column_adapter(field: models.Field) -> _Adapt | None:
     if isinstance(field, models.ForeignKey):
-        attname, cache_name = field.attname, field.name
-
-        def key(obj: models.Model) -> Any:
-            value = getattr(obj, attname)
-            if value is None and field.is_cached(obj):
-                related = getattr(obj, cache_name)
-                value = related.pk if related is not None else None
-            return value
-
-        return key
-    attname = field.attname
+        return _pk_of
     if isinstance(field, models.DateTimeField):
-        adapt_time = time_adapter()
-        return lambda obj: adapt_time(getattr(obj, attname))
+        return time_adapter()
     if isinstance(field, models.JSONField):
         adapt_json, encoder = connection.ops.adapt_json_value, field.encoder
-        return lambda obj: adapt_json(getattr(obj, attname), encoder)
+        return lambda value: adapt_json(value, encoder)
     if isinstance(field, _PLAIN):
-        return lambda obj: getattr(obj, attname)
-    return None
+        return None  # as it is
+    raise TypeError(f"{field}: a column type engine_bridge.bulk does not adapt")
+
+
+class Rows:
+    """Rows of one model to insert: ``fields`` names them (foreign keys by field name, their
+    values an id or the related object), ``add`` takes one tuple of Python values per row."""
+
+    def __init__(self, model: type[models.Model], fields: Sequence[str]) -> None:
+        self.model = model
+        self.fields = tuple(fields)
+        self.rows: list[tuple[Any, ...]] = []
+
+    def add(self, *values: Any) -> None:
+        self.rows.append(values)
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 class _Statement:
-    def __init__(self, model: type[models.Model], on_conflict: str) -> None:
+    def __init__(self, model: type[models.Model], names: tuple[str, ...], on_conflict: str):
         meta = model._meta
-        fields = [
-            f
-            for f in meta.concrete_fields
-            if not (f.primary_key and isinstance(f, models.AutoField | models.BigAutoField))
-        ]
-        adapters = [_column_adapter(f) for f in fields]
-        self.supported = all(a is not None for a in adapters)
-        self.adapters: list[_Adapt] = [a for a in adapters if a is not None]
+        fields = [meta.get_field(name) for name in names]
         qn = connection.ops.quote_name
-        columns = ", ".join(qn(f.column or f.name) for f in fields)
+        columns = ", ".join(qn(f.column or f.name) for f in fields)  # type: ignore[union-attr]
         marks = ", ".join(["%s"] * len(fields))
         self.sql = f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({marks}){on_conflict}"  # noqa: S608
+        self.adapters = [
+            (i, adapt)
+            for i, f in enumerate(fields)
+            if (adapt := _column_adapter(f)) is not None  # type: ignore[arg-type]
+        ]
 
 
-_statements: dict[tuple[str, type[models.Model], str], _Statement] = {}
+_statements: dict[tuple[str, str, type[models.Model], tuple[str, ...], str], _Statement] = {}
 
 
-def _statement(model: type[models.Model], on_conflict: str = "") -> _Statement:
-    key = (connection.alias + connection.vendor, model, on_conflict)
-    if key not in _statements:
-        _statements[key] = _Statement(model, on_conflict)
-    return _statements[key]
-
-
-def insert(objs: Sequence[models.Model], on_conflict: str = "") -> None:
-    """INSERT the objects (of one model) with one executemany; primary keys are not set.
-    ``on_conflict``: an ``ON CONFLICT ...`` clause (same text on SQLite and PostgreSQL)."""
-    if not objs:
+def insert(rows: Rows, on_conflict: str = "") -> None:
+    """INSERT the rows with one executemany. ``on_conflict``: an ``ON CONFLICT ...`` clause
+    (the same text on SQLite and PostgreSQL)."""
+    if not rows.rows:
         return
-    model = type(objs[0])
-    stmt = _statement(model, on_conflict)
-    if not stmt.supported:
-        raise TypeError(f"{model.__name__} has a column type engine_bridge.bulk does not adapt")
-    adapters = stmt.adapters
-    rows = [tuple(adapt(obj) for adapt in adapters) for obj in objs]
+    key = (connection.alias, connection.vendor, rows.model, rows.fields, on_conflict)
+    stmt = _statements.get(key)
+    if stmt is None:
+        stmt = _statements[key] = _Statement(rows.model, rows.fields, on_conflict)
+    params: list[Any] = rows.rows
+    if stmt.adapters:
+        params = []
+        for row in rows.rows:
+            values = list(row)
+            for i, adapt in stmt.adapters:
+                values[i] = adapt(values[i])
+            params.append(values)
     with connection.cursor() as cur:
-        cur.executemany(stmt.sql, rows)
+        cur.executemany(stmt.sql, params)
 
 
-def upsert(objs: Sequence[models.Model], unique: Iterable[str], update: Iterable[str]) -> None:
+def upsert(rows: Rows, unique: Iterable[str], update: Iterable[str]) -> None:
     """INSERT, or UPDATE the ``update`` columns of the row with the same ``unique`` columns."""
-    if not objs:
-        return
-    meta = type(objs[0])._meta
+    meta = rows.model._meta
     qn = connection.ops.quote_name
     target = ", ".join(qn(meta.get_field(f).column or f) for f in unique)  # type: ignore[union-attr]
     sets = ", ".join(
         f"{qn(c)} = excluded.{qn(c)}"
         for c in (meta.get_field(f).column or f for f in update)  # type: ignore[union-attr]
     )
-    insert(objs, f" ON CONFLICT ({target}) DO UPDATE SET {sets}")
+    insert(rows, f" ON CONFLICT ({target}) DO UPDATE SET {sets}")
+
+
+def model_rows(objs: Sequence[models.Model]) -> Rows:
+    """Rows of saved-to-be model objects (every concrete field but an automatic primary key)."""
+    model = type(objs[0])
+    fields = [
+        f
+        for f in model._meta.concrete_fields
+        if not (f.primary_key and isinstance(f, models.AutoField | models.BigAutoField))
+    ]
+    # A foreign key assigned before its object was saved has no id yet: take the object.
+    keys = [(i, f) for i, f in enumerate(fields) if isinstance(f, models.ForeignKey)]
+    rows = Rows(model, [f.name for f in fields])
+    for obj in objs:
+        values = [getattr(obj, f.attname) for f in fields]
+        for i, key in keys:
+            if values[i] is None and key.is_cached(obj):
+                values[i] = key.get_cached_value(obj)
+        rows.add(*values)
+    return rows

@@ -186,18 +186,42 @@ class _Changed:
     interval: float | None
 
 
+_CHANGE_FIELDS = (
+    "created_at",
+    "engine",
+    "instance",
+    "kind",
+    "status",
+    "old_status",
+    "run",
+    "first_position",
+    "last_position",
+)
+_EVENT_FIELDS = (
+    "run",
+    "position",
+    "event_id",
+    "event_type",
+    "name",
+    "timestamp",
+    "related_id",
+    "details",
+)
+
+
 class _Writes:
     """Rows of one transaction written in bulk at its end."""
 
     def __init__(self) -> None:
-        self.changes: list[ChangeLog] = []
+        self.now = timezone.now()
+        self.changes = bulk.Rows(ChangeLog, _CHANGE_FIELDS)
         self.counts: dict[tuple[str, str], int] = defaultdict(int)
-        self.checks: list[InstanceCheck] = []
+        self.checks = bulk.Rows(InstanceCheck, ("instance", "engine", "due_at", "interval"))
         self.dropped_checks: list[int] = []
         self.new_instances: list[Instance] = []
         self.changed: list[_Changed] = []
         self.new_runs: list[Run] = []
-        self.events: list[tuple[Run, int, Event]] = []
+        self.events = bulk.Rows(HistoryEvent, _EVENT_FIELDS)
         #: Runs of the chunk's changed instances, by (instance pk, execution id).
         self.runs: dict[tuple[int, str], Run] = {}
         #: app id -> engine pk (parent links), for this chunk.
@@ -575,7 +599,7 @@ class EngineIndexer:
             interval = light[f.instance_id][4] if f.instance_id in light else None
             self._apply(f, inst, interval, w, result)
         if w.new_instances:
-            bulk.insert(w.new_instances)
+            bulk.insert(bulk.model_rows(w.new_instances))
             pks = dict(
                 Instance.objects.filter(
                     engine=self.engine, instance_id__in=[i.instance_id for i in w.new_instances]
@@ -602,15 +626,11 @@ class EngineIndexer:
 
     def _schedule_unchanged(self, pk: int, status: str, interval: float | None, w: _Writes) -> None:
         due_at, new_interval = self._next_check(status, False, interval)
-        w.checks.append(
-            InstanceCheck(instance_id=pk, engine=self.engine, due_at=due_at, interval=new_interval)
-        )
+        w.checks.add(pk, self.engine.pk, due_at, new_interval)
 
     def _schedule(self, inst: Instance, changed: bool, interval: float | None, w: _Writes) -> None:
         due_at, new_interval = self._next_check(inst.status, changed, interval)
-        w.checks.append(
-            InstanceCheck(instance=inst, engine=self.engine, due_at=due_at, interval=new_interval)
-        )
+        w.checks.add(inst, self.engine.pk, due_at, new_interval)
 
     def _next_check(
         self, status: str, changed: bool, interval: float | None
@@ -626,8 +646,28 @@ class EngineIndexer:
         delay = new_interval * (1 + random.uniform(-0.1, 0.1))
         return timezone.now() + timedelta(seconds=delay), new_interval
 
-    def _change(self, w: _Writes, inst: Instance, kind: str, **kwargs: Any) -> None:
-        w.changes.append(ChangeLog(engine=self.engine, instance=inst, kind=kind, **kwargs))
+    def _change(
+        self,
+        w: _Writes,
+        inst: Instance,
+        kind: str,
+        status: str,
+        old_status: str = "",
+        run: Run | None = None,
+        first_position: int | None = None,
+        last_position: int | None = None,
+    ) -> None:
+        w.changes.add(
+            w.now,
+            self.engine.pk,
+            inst,
+            kind,
+            status,
+            old_status,
+            run,
+            first_position,
+            last_position,
+        )
 
     def _apply(
         self,
@@ -795,7 +835,7 @@ class EngineIndexer:
                 self._change(w, c.inst, ChangeKind.UPDATED, status=c.inst.status)
             self._schedule(c.inst, c.is_new or c.history_moved or added, c.interval, w)
         if w.new_runs:
-            bulk.insert(w.new_runs)
+            bulk.insert(bulk.model_rows(w.new_runs))
             run_pks = {
                 (instance_pk, execution_id): pk
                 for instance_pk, execution_id, pk in Run.objects.filter(
@@ -806,8 +846,7 @@ class EngineIndexer:
             for run in w.new_runs:
                 run.pk = run_pks[(run.instance_id, run.execution_id)]
                 run._state.adding = False
-        if w.events:
-            _insert_events(w.events)
+        bulk.insert(w.events)
 
     def _engine_of_app(self, app_id: str, w: _Writes) -> int | None:
         if not app_id or app_id == self.engine.app_id or not self.engine.app_id:
@@ -869,7 +908,18 @@ class EngineIndexer:
             )
         new_events = events[first:]
         if new_events:
-            w.events.extend((run, first + i, e) for i, e in enumerate(new_events))
+            add = w.events.add
+            for i, e in enumerate(new_events):
+                add(
+                    run,
+                    first + i,
+                    e.event_id,
+                    e.event_type,
+                    e.name[:255],
+                    e.timestamp,
+                    e.related_id,
+                    e.details,
+                )
             run.event_count = first + len(new_events)
             self._change(
                 w,
@@ -889,47 +939,3 @@ class EngineIndexer:
         if run.pk is not None:
             run.save(update_fields=["event_count", "status", "completed_at"])
         return bool(new_events)
-
-
-_EVENT_FIELDS = (
-    "run",
-    "position",
-    "event_id",
-    "event_type",
-    "name",
-    "timestamp",
-    "related_id",
-    "details",
-)
-
-
-def _insert_events(rows: list[tuple[Run, int, Event]]) -> None:
-    """Inserts history events with one executemany: ``bulk_create`` spends more on preparing
-    each field of each row than the database spends writing them. Values are adapted the way
-    the model fields would (times and JSON per database)."""
-    ops = connection.ops
-    meta = HistoryEvent._meta
-    column = {f.name: f.column or f.name for f in meta.concrete_fields}
-    columns = ", ".join(ops.quote_name(column[f]) for f in _EVENT_FIELDS)
-    sql = (
-        f"INSERT INTO {ops.quote_name(meta.db_table)} ({columns}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(_EVENT_FIELDS))})"
-    )
-    adapt_time = bulk.time_adapter()
-    adapt_json = ops.adapt_json_value
-    encoder = HistoryEvent._meta.get_field("details").encoder
-    params = [
-        (
-            run.pk,
-            position,
-            e.event_id,
-            e.event_type,
-            e.name[:255],
-            adapt_time(e.timestamp) if e.timestamp is not None else None,
-            e.related_id,
-            adapt_json(e.details, encoder),
-        )
-        for run, position, e in rows
-    ]
-    with connection.cursor() as cur:
-        cur.executemany(sql, params)

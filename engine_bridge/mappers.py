@@ -126,7 +126,10 @@ _WRAPPERS = frozenset(
     }
 )
 _Convert = Any  # Callable[[Any], Any]; None: the type needs MessageToDict
-_converters: dict[str, dict[str, tuple[str, bool, _Convert]] | None] = {}
+#: Per message type: field number -> (JSON name, repeated, converter); None: MessageToDict.
+#: (Proto3 messages have no extensions, so a field number names a field.)
+_converters: dict[str, dict[int, tuple[str, bool, _Convert]] | None] = {}
+_by_class: dict[type, dict[int, tuple[str, bool, _Convert]] | None] = {}
 
 
 def _identity(value: Any) -> Any:
@@ -181,7 +184,7 @@ def _message_converter(desc: Descriptor) -> _Convert | None:
     if name not in _converters:
         # While being built, recursive fields (innerFailure) find the entry and call to_dict.
         _converters[name] = {}
-        fields: dict[str, tuple[str, bool, _Convert]] | None = {}
+        fields: dict[int, tuple[str, bool, _Convert]] | None = {}
         for field in desc.fields:
             is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
             convert = _map_converter(field) if is_map else _scalar_converter(field)
@@ -189,25 +192,26 @@ def _message_converter(desc: Descriptor) -> _Convert | None:
                 fields = None
                 break
             listed = field.is_repeated and not is_map
-            fields[field.full_name] = (field.json_name, listed, convert)  # type: ignore[index]
+            fields[field.number] = (field.json_name, listed, convert)  # type: ignore[index]
         _converters[name] = fields
     return to_dict
 
 
 def to_dict(message: Any) -> dict[str, Any]:
     """``json_format.MessageToDict(message)`` (defaults left out, camelCase names)."""
-    name = message.DESCRIPTOR.full_name
-    if name not in _converters:
-        _message_converter(message.DESCRIPTOR)
-    fields = _converters.get(name)
+    cls = type(message)
+    if cls in _by_class:
+        fields = _by_class[cls]
+    else:
+        name = message.DESCRIPTOR.full_name
+        if name not in _converters:
+            _message_converter(message.DESCRIPTOR)
+        fields = _by_class[cls] = _converters.get(name)
     if fields is None:
         return json_format.MessageToDict(message)
     out: dict[str, Any] = {}
     for field, value in message.ListFields():
-        entry = fields.get(field.full_name)
-        if entry is None:  # an extension
-            return json_format.MessageToDict(message)
-        name, listed, convert = entry
+        name, listed, convert = fields[field.number]
         if listed:
             out[name] = [convert(v) for v in value]
         else:
@@ -240,7 +244,8 @@ def event(ev: Any, payload_limit: int = 65536) -> Event:
     etype = ev.WhichOneof("eventType") or "unknown"
     body = getattr(ev, etype) if etype != "unknown" else None
     details: dict[str, Any] = to_dict(body) if body is not None else {}
-    if ev.HasField("router"):
+    routed = ev.HasField("router")
+    if routed:
         details["router"] = to_dict(ev.router)
     # No string of the JSON can be longer than the serialized event (base64 and the few
     # generated strings, times and enum names, stay within twice that and under 64).
@@ -254,7 +259,7 @@ def event(ev: Any, payload_limit: int = 65536) -> Event:
         event_type=etype,
         timestamp=timestamp(ev.timestamp),
         details=details,
-        source_app_id=ev.router.sourceAppID if ev.HasField("router") else "",
+        source_app_id=ev.router.sourceAppID if routed else "",
     )
     if body is None:
         return out
