@@ -7,6 +7,7 @@ messages parsed from the real engine's recorded JSON (tests/console/golden).
 from __future__ import annotations
 
 import base64
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -130,6 +131,8 @@ _Convert = Any  # Callable[[Any], Any]; None: the type needs MessageToDict
 #: (Proto3 messages have no extensions, so a field number names a field.)
 _converters: dict[str, dict[int, tuple[str, bool, _Convert]] | None] = {}
 _by_class: dict[type, dict[int, tuple[str, bool, _Convert]] | None] = {}
+_building: set[str] = set()
+_lock = threading.Lock()
 
 
 def _identity(value: Any) -> Any:
@@ -181,9 +184,10 @@ def _message_converter(desc: Descriptor) -> _Convert | None:
         return None if inner is None else (lambda msg: inner(msg.value))
     if name.startswith("google.protobuf.") and name != "google.protobuf.Empty":
         return None  # Any, Struct, Value, Duration, FieldMask...: their own mappings
-    if name not in _converters:
-        # While being built, recursive fields (innerFailure) find the entry and call to_dict.
-        _converters[name] = {}
+    if name not in _converters and name not in _building:
+        # Recursive fields (innerFailure) meet the type being built and call to_dict, which
+        # finds it built by then. Built under _lock; published when complete.
+        _building.add(name)
         fields: dict[int, tuple[str, bool, _Convert]] | None = {}
         for field in desc.fields:
             is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
@@ -194,6 +198,7 @@ def _message_converter(desc: Descriptor) -> _Convert | None:
             listed = field.is_repeated and not is_map
             fields[field.number] = (field.json_name, listed, convert)  # type: ignore[index]
         _converters[name] = fields
+        _building.discard(name)
     return to_dict
 
 
@@ -203,10 +208,11 @@ def to_dict(message: Any) -> dict[str, Any]:
     if cls in _by_class:
         fields = _by_class[cls]
     else:
-        name = message.DESCRIPTOR.full_name
-        if name not in _converters:
-            _message_converter(message.DESCRIPTOR)
-        fields = _by_class[cls] = _converters.get(name)
+        with _lock:  # the indexer maps answers in several threads
+            name = message.DESCRIPTOR.full_name
+            if name not in _converters:
+                _message_converter(message.DESCRIPTOR)
+            fields = _by_class[cls] = _converters[name]
     if fields is None:
         return json_format.MessageToDict(message)
     out: dict[str, Any] = {}

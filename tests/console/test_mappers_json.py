@@ -1,5 +1,7 @@
 """``mappers.to_dict`` is protobuf's JSON mapping (``json_format.MessageToDict``), only faster."""
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,33 @@ def test_long_strings_are_cut_whatever_the_limit(limit):
     else:
         assert out.details["input"] == "x" * 1000
         assert "_truncated" not in out.details
+
+
+def test_converters_built_by_concurrent_threads_are_complete(monkeypatch):
+    monkeypatch.setattr(mappers, "_converters", {})
+    monkeypatch.setattr(mappers, "_by_class", {})
+    build_field = mappers._scalar_converter
+
+    def slow_build(field):  # widen the window in which a half-built type could be seen
+        time.sleep(0.001)
+        return build_field(field)
+
+    monkeypatch.setattr(mappers, "_scalar_converter", slow_build)
+    events = golden_events()
+    barrier = threading.Barrier(8)
+    failures = []
+
+    def work():
+        barrier.wait()
+        try:
+            for ev in events:
+                assert mappers.to_dict(ev) == json_format.MessageToDict(ev)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
