@@ -75,6 +75,7 @@ class Layout:
     markers: list[tuple[str, str, str, int]] = field(default_factory=list)
     ticks: list[tuple[str, str]] = field(default_factory=list)
     grouped: bool = False
+    max_rows: int = MAX_ROWS
     bar_count: int = 0
     turn_count: int = 0
     empty: bool = True
@@ -159,14 +160,16 @@ def layout(tl: Timeline, now: datetime) -> Layout:
             last = end if g.open or g.last is None else min(g.last, end)
             x0, x1 = x_of(g.first), x_of(last)
             title = f"{g.kind} {g.label} · {g.count} bars · {g.failed} failed · {g.open} open"
+            label = f"{g.label or g.kind} ×{g.count}" + (f", {g.failed} failed" if g.failed else "")
             out.rows.append(
                 Row(
                     y=TOP + i * ROW_HEIGHT,
                     x=round(x0, 2),
                     width=round(max(x1 - x0, 2.0), 2),
-                    label=f"{g.label or g.kind} ×{g.count}",
+                    label=label,
                     kind=g.kind,
-                    outcome="failed" if g.failed else ("running" if g.open else "completed"),
+                    # A few failures among hundreds don't paint the row red: they outline it.
+                    outcome="running" if g.open else "completed",
                     open=bool(g.open),
                     title=title,
                     position=g.position,

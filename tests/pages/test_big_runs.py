@@ -1,6 +1,8 @@
 """A run too big to read whole: its timeline summarized in SQL agrees with the one built from
 every event, and its detail page reads neither every event nor every turn."""
 
+import re
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -61,7 +63,8 @@ def test_the_detail_page_of_a_big_run_summarizes_instead_of_reading_every_event(
     assert read_whole == []
     body = response.content.decode()
     assert body.count('class="event-row') == 50
-    assert "grouped by name" in body
+    assert "so grouped by kind and name" in body
+    assert re.search(r'data-kind="activity" data-outcome="\w+" data-failed="\d+"', body)
     assert "Activity <strong>" in body and "Event <strong>approval</strong>" in body
     # Every query on the events is bounded (LIMIT) or aggregated (GROUP BY / COUNT).
     for q in queries.captured_queries:
