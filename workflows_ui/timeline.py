@@ -73,7 +73,7 @@ class Layout:
     turn_path: str = ""
     turn_lines: int = 0
     markers: list[tuple[str, str, str, int]] = field(default_factory=list)
-    ticks: list[tuple[str, str]] = field(default_factory=list)
+    ticks: list[tuple[str, str, str]] = field(default_factory=list)
     grouped: bool = False
     max_rows: int = MAX_ROWS
     bar_count: int = 0
@@ -186,7 +186,10 @@ def layout(tl: Timeline, now: datetime) -> Layout:
     ]
     for k in range(5):
         frac = k / 4
-        out.ticks.append((_n(LABEL_WIDTH + frac * WIDTH), "+" + human_duration(span * frac)))
+        anchor = "end" if k == 4 else "middle"  # the last label would overflow the drawing
+        out.ticks.append(
+            (_n(LABEL_WIDTH + frac * WIDTH), "+" + human_duration(span * frac), anchor)
+        )
     return out
 
 
