@@ -120,7 +120,10 @@ def instance_list(request: HttpRequest) -> HttpResponse:
         "rows": [],
         "next_url": None,
         "cap": listing.COUNT_CAP,
-        "filtered": any(v for k, v in request.GET.items() if k not in ("sort", "cursor")),
+        "filtered": any(
+            v and k not in ("sort", "cursor") and (k, v) != ("purged", "exclude")
+            for k, v in request.GET.items()
+        ),
     }
     if form.is_valid():
         f = listing.Filters.from_form(form)
@@ -342,7 +345,11 @@ def _history_context(
             if has_prev and rows
             else None
         ),
-        "first_history": "?" + urlencode(type_query) if (after or -1) >= 0 or before else None,
+        "first_history": (
+            "?" + urlencode(type_query)
+            if (after is not None and after >= 0) or before is not None
+            else None
+        ),
         "selected_event": selected_event,
         "position": position,
     }

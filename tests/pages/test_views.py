@@ -165,6 +165,9 @@ def test_counts_beyond_the_cap_are_shown_as_at_least(logged_in, seeded, monkeypa
 
 def test_the_list_says_when_nothing_is_indexed_and_when_nothing_matches(logged_in, db):
     assert "No workflow instance has been indexed yet" in _text(logged_in.get("/instances/"))
+    # The form sent whole, with nothing chosen, is no filter.
+    empty_form = "/instances/?name=&id_prefix=&q=&purged=exclude&sort=-created"
+    assert "No workflow instance has been indexed yet" in _text(logged_in.get(empty_form))
     body = _text(logged_in.get("/instances/?status=FAILED"))
     assert "No instance matches these filters" in body
 
@@ -292,6 +295,9 @@ def test_the_history_is_paged_and_filtered_by_type(logged_in, seeded, monkeypatc
         match = re.search(r'class="next" href="([^"]*)"', body)
         url = match.group(1).replace("&amp;", "&") if match else ""
     assert positions == list(range(18))
+    second = _text(logged_in.get(base + "?after=0", headers={"HX-Request": "true"}))
+    assert re.findall(r'id="event-(\d+)"', second)[0] == "1"
+    assert "« First" in second and "‹ Previous" in second
     body = _text(logged_in.get(base + "?type=taskFailed", headers={"HX-Request": "true"}))
     assert body.count('class="event-row type-taskFailed') == 2
     assert 'class="event-row type-taskScheduled' not in body
