@@ -83,25 +83,39 @@ class Rows:
 
 
 class _Statement:
+    """``INSERT ... VALUES (...), (...), ...`` for up to ``per_statement`` rows: one statement
+    (and one step of the database) for many rows. Besides saving round trips, this matters in a
+    threaded process: SQLite's driver lets go of the GIL around every step, and getting it back
+    from busy fetch threads can take a switch interval each time."""
+
     def __init__(self, model: type[models.Model], names: tuple[str, ...], on_conflict: str):
         meta = model._meta
         fields = [meta.get_field(name) for name in names]
         qn = connection.ops.quote_name
         columns = ", ".join(qn(f.column or f.name) for f in fields)  # type: ignore[union-attr]
-        marks = ", ".join(["%s"] * len(fields))
-        self.sql = f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({marks}){on_conflict}"  # noqa: S608
+        self.head = f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES "  # noqa: S608
+        self.row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        self.tail = on_conflict
+        limit = connection.features.max_query_params or 10_000
+        self.per_statement = max(1, min(500, limit // len(fields)))
+        self._sql: dict[int, str] = {}
         self.adapters = [
             (i, adapt)
             for i, f in enumerate(fields)
             if (adapt := _column_adapter(f)) is not None  # type: ignore[arg-type]
         ]
 
+    def sql(self, rows: int) -> str:
+        if rows not in self._sql:
+            self._sql[rows] = self.head + ", ".join([self.row] * rows) + self.tail
+        return self._sql[rows]
+
 
 _statements: dict[tuple[str, str, type[models.Model], tuple[str, ...], str], _Statement] = {}
 
 
 def insert(rows: Rows, on_conflict: str = "") -> None:
-    """INSERT the rows with one executemany. ``on_conflict``: an ``ON CONFLICT ...`` clause
+    """INSERT the rows, many per statement. ``on_conflict``: an ``ON CONFLICT ...`` clause
     (the same text on SQLite and PostgreSQL)."""
     if not rows.rows:
         return
@@ -109,16 +123,21 @@ def insert(rows: Rows, on_conflict: str = "") -> None:
     stmt = _statements.get(key)
     if stmt is None:
         stmt = _statements[key] = _Statement(rows.model, rows.fields, on_conflict)
-    params: list[Any] = rows.rows
-    if stmt.adapters:
-        params = []
-        for row in rows.rows:
-            values = list(row)
-            for i, adapt in stmt.adapters:
-                values[i] = adapt(values[i])
-            params.append(values)
+    adapters = stmt.adapters
+    size = stmt.per_statement
     with connection.cursor() as cur:
-        cur.executemany(stmt.sql, params)
+        for start in range(0, len(rows.rows), size):
+            batch = rows.rows[start : start + size]
+            params: list[Any] = []
+            for row in batch:
+                if adapters:
+                    values = list(row)
+                    for i, adapt in adapters:
+                        values[i] = adapt(values[i])
+                    params += values
+                else:
+                    params += row
+            cur.execute(stmt.sql(len(batch)), params)
 
 
 def upsert(rows: Rows, unique: Iterable[str], update: Iterable[str]) -> None:
@@ -130,6 +149,13 @@ def upsert(rows: Rows, unique: Iterable[str], update: Iterable[str]) -> None:
         f"{qn(c)} = excluded.{qn(c)}"
         for c in (meta.get_field(f).column or f for f in update)  # type: ignore[union-attr]
     )
+    # One row per key, the last (PostgreSQL refuses to update a row twice in one statement).
+    where = [rows.fields.index(f) for f in unique]
+    last = {tuple(_pk_of(row[i]) for i in where): row for row in rows.rows}
+    if len(last) < len(rows.rows):
+        deduped = Rows(rows.model, rows.fields)
+        deduped.rows = list(last.values())
+        rows = deduped
     insert(rows, f" ON CONFLICT ({target}) DO UPDATE SET {sets}")
 
 
