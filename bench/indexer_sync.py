@@ -696,10 +696,18 @@ def measure_steady(args: argparse.Namespace, workdir: Path, template: Path) -> d
     console_built = time.perf_counter() - began
     times: list[float] = []
     refreshed: list[int] = []
-    listed: list[bool] = []
+    listed: list[int] = []
     with EngineProcess(workdir, source, "steady") as engine:
         Engine.objects.filter(name=ENGINE_NAME).update(address=engine.address)
         indexer = make_indexer(engine.address, args.concurrency)
+        pages = [0]
+        list_instance_ids = indexer.client.list_instance_ids
+
+        def counted(*a: Any, **k: Any) -> Any:
+            pages[0] += 1
+            return list_instance_ids(*a, **k)
+
+        indexer.client.list_instance_ids = counted
         try:
             indexer.run_pass()  # probes the engine, starts a sweep: not timed
             engine_cpu, own_cpu = engine.cpu, time.process_time()
@@ -709,12 +717,12 @@ def measure_steady(args: argparse.Namespace, workdir: Path, template: Path) -> d
                 InstanceCheck.objects.filter(
                     engine=indexer.engine, instance__status="RUNNING"
                 ).update(due_at=timezone.now())
-                sweep_before = (indexer._sweep_active, indexer._sweep_token)
+                pages[0] = 0
                 started = time.perf_counter()
                 result = indexer.run_pass()
                 times.append(time.perf_counter() - started)
                 refreshed.append(result.refreshed)
-                listed.append(indexer._sweep_active or sweep_before != (indexer._sweep_active, ""))
+                listed.append(pages[0])
                 if result.errors or result.discovered or result.purged or result.changed:
                     raise SystemExit(f"steady pass changed something: {result}")
             engine_cpu, own_cpu = engine.cpu - engine_cpu, time.process_time() - own_cpu
@@ -733,7 +741,8 @@ def measure_steady(args: argparse.Namespace, workdir: Path, template: Path) -> d
         "max_s": max(times),
         "times": times,
         "refreshed": statistics.median(refreshed),
-        "with_listing": sum(listed),
+        "with_listing": sum(1 for n in listed if n),
+        "pages": statistics.median(listed),
         "engine_cpu_s": engine_cpu / args.passes,
         "own_cpu_s": own_cpu / args.passes,
     }
@@ -776,6 +785,7 @@ def steady_table(r: dict[str, Any]) -> str:
             ("fetch threads", f"{r['concurrency']}", ""),
             ("instances read per pass, median", f"{r['refreshed']:.0f}", ""),
             ("passes (with ListInstanceIDs pages)", f"{r['passes']} ({r['with_listing']})", ""),
+            ("ListInstanceIDs pages per pass, median", f"{r['pages']:.0f}", ""),
             ("pass, median", f"{r['median_s'] * 1000:.0f} ms", f"< 1 s: {ok}"),
             ("pass, max", f"{r['max_s'] * 1000:.0f} ms", ""),
             ("engine CPU / pass", f"{r['engine_cpu_s'] * 1000:.0f} ms", ""),
