@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+# The console tests' database, whichever directory runs first (a file, not :memory:).
+from tests.console.conftest import django_db_modify_db_settings  # noqa: F401
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -24,17 +27,6 @@ def need(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{reason} (CI=true: missing programs fail instead of skipping)")
     pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def django_db_modify_db_settings(tmp_path_factory: pytest.TempPathFactory) -> None:
-    # As in tests/console: a file, not :memory:, whichever of the two directories runs first,
-    # so processes started by the console's tests see the same data.
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        db["TEST"]["NAME"] = str(tmp_path_factory.mktemp("db") / "test_console.sqlite3")
 
 
 @pytest.fixture(scope="module")
