@@ -364,12 +364,12 @@ def _int(value: str | None) -> int | None:
 
 def run_history(request: HttpRequest, engine: str, instance_id: str, ordinal: int) -> HttpResponse:
     """The history table alone (htmx), or the whole page at that history page."""
+    if not request.htmx:  # type: ignore[attr-defined]
+        return instance_detail(request, engine, instance_id, ordinal)
     inst = _get_instance(engine, instance_id)
     run = _get_run(inst, ordinal)
     assert run is not None
-    if request.htmx:  # type: ignore[attr-defined]
-        return render(request, "workflows_ui/_history.html", _history_context(request, inst, run))
-    return instance_detail(request, engine, instance_id, ordinal)
+    return render(request, "workflows_ui/_history.html", _history_context(request, inst, run))
 
 
 def history_download(
