@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Sum
@@ -130,34 +131,7 @@ def instance_list(request: HttpRequest) -> HttpResponse:
         counts = listing.status_counts(f)
         rows, cursor = listing.instance_page(f, counts=counts)
         now = timezone.now()
-        labels = dict(Status.choices)
-        # Plain dicts with the text already formatted: the template engine resolves dict keys
-        # first and formats dates slowly, and a page has fifty rows of eight columns.
-        display = []
-        for inst in rows:
-            engine_name = engine_names.get(inst.engine_id, "?")
-            end = inst.completed_at if inst.is_terminal else now
-            display.append(
-                {
-                    "engine": engine_name,
-                    "instance_id": inst.instance_id,
-                    "url": instance_url(engine_name, inst.instance_id),
-                    "name": inst.name,
-                    "status": labels.get(inst.status, inst.status),
-                    "colour": COLOURS.get(inst.status, "grey"),
-                    "created": inst.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                    "created_iso": inst.created_at.isoformat(),
-                    "updated": inst.last_updated_at.strftime("%Y-%m-%d %H:%M:%S"),
-                    "updated_iso": inst.last_updated_at.isoformat(),
-                    "duration": (
-                        human_duration(max((end - inst.created_at).total_seconds(), 0.0))
-                        if end
-                        else ""
-                    ),
-                    "custom_status": _cut(inst.custom_status, 80),
-                    "purged": inst.purged,
-                }
-            )
+        display = [_list_row(inst, engine_names.get(inst.engine_id, "?"), now) for inst in rows]
         query = request.GET.copy()
         query.pop("cursor", None)
         ctx.update(
@@ -182,6 +156,32 @@ def instance_list(request: HttpRequest) -> HttpResponse:
         else "workflows_ui/instance_list.html"
     )
     return render(request, template, ctx)
+
+
+_STATUS_LABELS = dict(Status.choices)
+
+
+def _list_row(inst: Instance, engine_name: str, now: datetime) -> dict[str, Any]:
+    """A row of the list as plain text: the template engine resolves dict keys first and
+    formats dates slowly, and a page has fifty rows of eight columns."""
+    end = inst.completed_at if inst.is_terminal else now
+    return {
+        "engine": engine_name,
+        "instance_id": inst.instance_id,
+        "url": instance_url(engine_name, inst.instance_id),
+        "name": inst.name,
+        "status": _STATUS_LABELS.get(inst.status, inst.status),
+        "colour": COLOURS.get(inst.status, "grey"),
+        "created": inst.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "created_iso": inst.created_at.isoformat(),
+        "updated": inst.last_updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "updated_iso": inst.last_updated_at.isoformat(),
+        "duration": (
+            human_duration(max((end - inst.created_at).total_seconds(), 0.0)) if end else ""
+        ),
+        "custom_status": _cut(inst.custom_status, 80),
+        "purged": inst.purged,
+    }
 
 
 def _sort_links(request: HttpRequest, current: str) -> dict[str, dict[str, str]]:
