@@ -201,6 +201,9 @@ def _split_values(f: Filters) -> tuple[str, list[Any]] | None:
     if f.q and search.words(f.q):
         return None
     if f.sort.endswith("updated"):
+        # Only status has an index ending in the update time (wf_inst_status_updated).
+        if len(f.statuses) > 1 and not f.name and not f.engine_ids:
+            return ("status", f.statuses)
         return None
     if f.name and not f.statuses:
         return ("status", list(Status.values))

@@ -167,6 +167,9 @@ class Instance(models.Model):
             ),
             # List filtered by engine only, newest first.
             models.Index(fields=["engine", "created_at", "id"], name="wf_inst_engine_created"),
+            # List sorted by last update ("what moved lately"), unfiltered or by status.
+            models.Index(fields=["last_updated_at", "id"], name="wf_inst_updated"),
+            models.Index(fields=["status", "last_updated_at", "id"], name="wf_inst_status_updated"),
             # Id prefix across engines ("id starts with ...").
             models.Index(fields=["instance_id"], name="wf_inst_instance_id"),
             # Children of an instance (detail page), by the textual parent link.

@@ -153,6 +153,10 @@ def test_column_headers_sort_both_ways(logged_in, seeded):
     updated = dict(Instance.objects.values_list("instance_id", "last_updated_at"))
     found = ids_in(logged_in.get("/instances/?sort=updated"))
     assert [updated[i] for i in found] == sorted(updated.values())
+    # Several statuses: one index range per status, merged.
+    found = ids_in(logged_in.get("/instances/?sort=-updated&status=RUNNING&status=COMPLETED"))
+    assert len(found) == 13
+    assert [updated[i] for i in found] == sorted((updated[i] for i in found), reverse=True)
 
 
 def test_counts_beyond_the_cap_are_shown_as_at_least(logged_in, seeded, monkeypatch):
