@@ -159,6 +159,8 @@ def main() -> None:
             ("several statuses + name", "?status=FAILED&status=TERMINATED&name=wf_03", "filter"),
             ("status only", "?status=FAILED", "filter"),
             ("no filter", "", "filter"),
+            ("last updated first", "?sort=-updated", "filter"),
+            ("status, last updated first", "?status=RUNNING&sort=-updated", "filter"),
             ("text: a customer id (20 matches)", "?q=c-04242", "text"),
             ("text: a city (100,000 matches)", "?q=lisbon", "text"),
             ("text + status: a failure message", "?q=carrier+oslo&status=FAILED", "text"),
