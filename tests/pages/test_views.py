@@ -189,6 +189,12 @@ def test_an_unreachable_engine_is_announced_while_its_data_is_still_listed(logge
     assert "is unreachable" in detail
 
 
+def test_an_engine_too_old_to_be_indexed_is_announced(logged_in, seeded):
+    Engine.objects.filter(pk=seeded.engine.pk).update(supports_list=False)
+    body = _text(logged_in.get("/instances/"))
+    assert "is too old to be indexed" in body
+
+
 def test_htmx_gets_the_results_alone(logged_in, seeded):
     response = logged_in.get(
         "/instances/?status=FAILED", headers={"HX-Request": "true", "HX-Target": "results"}
