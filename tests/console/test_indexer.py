@@ -313,3 +313,18 @@ def test_stall_reason_is_kept_while_stalled(fake, make_indexer):
     assert inst.status == "STALLED"
     assert inst.stall_reason == "PATCH_MISMATCH"
     assert inst.stall_description == "patch p2 not in this worker"
+
+
+def test_rows_written_from_tuples_name_every_column():
+    # The change log, schedule and events are inserted column by column (engine_bridge.bulk):
+    # a field added to those models must be added there too (a Django default is not a
+    # database default).
+    from workflows_ui.models import InstanceCheck
+
+    def columns(model):
+        return {f.name for f in model._meta.concrete_fields if not f.primary_key}
+
+    assert set(indexer_module._EVENT_FIELDS) == columns(HistoryEvent)
+    assert set(indexer_module._CHANGE_FIELDS) == columns(ChangeLog)
+    w = indexer_module._Writes()
+    assert set(w.checks.fields) == columns(InstanceCheck) | {"instance"}
