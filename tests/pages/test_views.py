@@ -244,6 +244,8 @@ def test_parent_and_children_link_to_each_other(logged_in, seeded):
     body = _text(logged_in.get("/instances/orders/g-fan-out/"))
     assert 'href="/instances/orders/g-fan-out:0001/"' in body
     assert 'href="/instances/orders/g-fan-out:0002/"' in body
+    svg = body[body.index("<svg") : body.index("</svg>")]
+    assert 'href="/instances/orders/g-fan-out:0002/"' in svg  # a child's bar leads to it
     child = _text(logged_in.get("/instances/orders/g-fan-out:0001/"))
     assert 'id="parent-link" href="/instances/orders/g-fan-out/"' in child
 
