@@ -23,8 +23,8 @@ test: setup
 	$(BIN)/python manage.py check
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python -m pytest
-	# The console's tests again, on a PostgreSQL cluster the test setup starts on 127.0.0.1.
-	CONSOLE_TEST_DATABASE=postgres $(BIN)/python -m pytest tests/console
+	# The tests of the console again, on a PostgreSQL cluster the test setup starts on 127.0.0.1.
+	CONSOLE_TEST_DATABASE=postgres $(BIN)/python -m pytest tests/console tests/pages tests/browser
 
 lint: setup
 	$(BIN)/ruff check .

@@ -14,9 +14,6 @@ from typing import Any
 
 import pytest
 
-# The console tests' database, whichever directory runs first (a file, not :memory:).
-from tests.console.conftest import django_db_modify_db_settings  # noqa: F401
-
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

@@ -1,7 +1,7 @@
 """Fixtures of the console's tests.
 
-``CONSOLE_TEST_DATABASE=postgres`` runs them on a PostgreSQL cluster started here (see
-``pgcluster``); otherwise on SQLite. A test needing a program the machine lacks skips with the
+The database (SQLite, or PostgreSQL with ``CONSOLE_TEST_DATABASE=postgres``) is set up in
+``tests/conftest.py``. A test needing a program the machine lacks skips with the
 reason, except under ``CI=true``, where it fails.
 """
 
@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.console import pgcluster
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -28,40 +25,6 @@ def need(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{reason} (CI=true: missing programs fail instead of skipping)")
     pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def django_db_modify_db_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    if os.environ.get("CONSOLE_TEST_DATABASE", "") == "postgres":
-        need(pgcluster.find_bin_dir() is not None, "PostgreSQL (initdb) is not installed")
-        cluster = pgcluster.start()
-        db.update(
-            {
-                "ENGINE": "django.db.backends.postgresql",
-                "NAME": "console",
-                "USER": "postgres",
-                "PASSWORD": "",
-                "HOST": "127.0.0.1",
-                "PORT": str(cluster.port),
-                "OPTIONS": {},
-                "CONN_MAX_AGE": 0,
-            }
-        )
-        db["TEST"]["NAME"] = "test_console"
-        try:
-            yield
-        finally:
-            from django.db import connections
-
-            connections.close_all()
-            cluster.stop()
-    else:
-        # A file, not :memory:, so processes started by a test (the indexer) see the same data.
-        db["TEST"]["NAME"] = str(tmp_path_factory.mktemp("db") / "test_console.sqlite3")
-        yield
 
 
 def load_golden(name: str) -> dict[str, Any]:

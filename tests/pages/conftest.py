@@ -1,7 +1,7 @@
 """Fixtures of the page tests: a logged-in client and instances seeded from recorded histories.
 
-The database is the console tests' (``CONSOLE_TEST_DATABASE=postgres`` runs these on PostgreSQL
-too), whichever directory runs first."""
+The database is set up in ``tests/conftest.py`` (SQLite, or PostgreSQL with
+``CONSOLE_TEST_DATABASE=postgres``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from tests.console.conftest import django_db_modify_db_settings  # noqa: F401 - same database
 from tests.pages import seed
 
 
