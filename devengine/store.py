@@ -10,10 +10,11 @@ The database runs in WAL mode with synchronous=NORMAL: a committed transaction s
 process being killed (only a power loss could drop the last commits). The engine holds the file
 exclusively (no other process reads it), which spares every transaction its file-lock calls.
 
-Changes are grouped: each `transaction()` is a savepoint inside a batch that is committed once per
-pass of the event loop, so a burst of worker results costs one commit. Nothing acknowledged to a
-client is lost that way: the engine calls `flush()` before answering a management call, and a
-worker result that dies with an uncommitted batch is simply handed out again after a restart.
+Changes are grouped: each `transaction()` is a savepoint inside a batch that is committed a few
+milliseconds later (COMMIT_DELAY), so a burst of worker results costs one commit. Nothing
+acknowledged to a client is lost that way: the engine calls `flush()` before answering a
+management call, and a worker result that dies with an uncommitted batch is simply handed out
+again after a restart.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devengine import protos as p
+
+# Changes made within this many seconds share one COMMIT. Management calls commit before they
+# answer; what workers report and is lost in a crash in between is redelivered (at least once).
+COMMIT_DELAY = 0.005
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -173,7 +178,7 @@ class Store:
             self.flush()  # no event loop (a tool or a unit test): commit at once
             return
         self._flush_scheduled = True
-        loop.call_soon(self.flush)
+        loop.call_later(COMMIT_DELAY, self.flush)
 
     def transaction(self) -> _Transaction:
         return _Transaction(self)
