@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench-engine clean
+.PHONY: setup run test lint bench-engine bench-indexer bench-pages clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ run: setup
 	$(BIN)/python -m console.devstack
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python manage.py check
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python -m pytest
@@ -28,10 +31,18 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 bench-engine: setup
 	$(BIN)/python bench/engine_throughput.py
+
+bench-indexer: setup
+	$(BIN)/python bench/indexer_sync.py
+
+bench-pages: setup
+	$(BIN)/python bench/list_query.py
+	$(BIN)/python bench/detail_page.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
