@@ -15,6 +15,8 @@ from django.db import close_old_connections
 from engine_bridge.errors import EngineError, EngineUnavailable
 
 log = logging.getLogger("engine_bridge.indexer")
+# Seconds between the lines that sum up what the passes of an engine changed.
+REPORT_INTERVAL = 30.0
 
 
 class Command(BaseCommand):
@@ -61,6 +63,8 @@ class Command(BaseCommand):
         # Per engine: when to try next after a failure (exponential back-off, capped).
         retry_at = {ix.engine.name: 0.0 for ix in indexers}
         failures = {ix.engine.name: 0 for ix in indexers}
+        totals = {ix.engine.name: [0, 0, 0, 0] for ix in indexers}  # new, changed, purged, read
+        report_at = {ix.engine.name: 0.0 for ix in indexers}
         self.stdout.write(f"indexing {', '.join(engines)}")
         try:
             while not stop.is_set():
@@ -87,15 +91,16 @@ class Command(BaseCommand):
                         log.info("engine %s reachable again", name)
                     failures[name] = 0
                     busy = busy or result.busy
-                    if result.discovered or result.changed or result.purged:
-                        log.info(
-                            "engine %s: %d new, %d changed, %d purged, %d read",
-                            name,
-                            result.discovered,
-                            result.changed,
-                            result.purged,
-                            result.refreshed + result.hinted,
-                        )
+                    done = totals[name]
+                    done[0] += result.discovered
+                    done[1] += result.changed
+                    done[2] += result.purged
+                    done[3] += result.refreshed + result.hinted
+                    # A line per pass would be one a second on a busy engine: sum them up.
+                    if time.monotonic() >= report_at[name] and any(done[:3]):
+                        log.info("engine %s: %d new, %d changed, %d purged, %d read", name, *done)
+                        totals[name] = [0, 0, 0, 0]
+                        report_at[name] = time.monotonic() + REPORT_INTERVAL
                 if options["once"]:
                     break
                 if not busy:
