@@ -124,6 +124,10 @@ class Limits:
     active_max_interval: float = 15.0
     terminal_interval: float = 3600.0
     sweep_interval: float = 2.0
+    #: After a sweep, wait at least this many times as long as its ListInstanceIDs calls took:
+    #: listing a big engine (100,000 ids) then takes a fifth of the time instead of all of it (a
+    #: sidecar pages through its state store for every call).
+    sweep_pause_factor: float = 4.0
     payload_limit: int = 65536
 
     @classmethod
@@ -244,6 +248,8 @@ class EngineIndexer:
         self._sweep_active = False
         self._sweep_started_at: datetime | None = None
         self._sweep_finished_at = 0.0
+        self._sweep_listing = 0.0  # seconds spent in ListInstanceIDs calls this sweep
+        self._sweep_pause = 0.0
         self._sweep_seen: set[int] = set()
         self._sweep_listed = 0
         # Live (not purged) instance ids in the database, for discovery; None until read.
@@ -377,14 +383,16 @@ class EngineIndexer:
 
     def _discover(self, result: PassResult) -> None:
         if not self._sweep_active:
-            if time.monotonic() - self._sweep_finished_at < self.limits.sweep_interval:
+            if time.monotonic() - self._sweep_finished_at < self._sweep_pause:
                 return
             self._sweep_active = True
+            self._sweep_listing = 0.0
             self._sweep_token = ""
             self._sweep_started_at = timezone.now()
             self._sweep_seen = set()
             self._sweep_listed = 0
         for _ in range(self.limits.list_pages_per_pass):
+            asked_at = time.monotonic()
             try:
                 page = self.client.list_instance_ids(
                     page_size=self.limits.list_page_size, continuation_token=self._sweep_token
@@ -394,6 +402,7 @@ class EngineIndexer:
                 self.engine.supports_list = False
                 self._sweep_active = False
                 return
+            self._sweep_listing += time.monotonic() - asked_at
             ids = page.instance_ids
             self._sweep_listed += len(ids)
             self._sweep_seen.update(hash(i) for i in ids)
@@ -432,6 +441,9 @@ class EngineIndexer:
     def _finish_sweep(self, result: PassResult) -> None:
         self._sweep_active = False
         self._sweep_finished_at = time.monotonic()
+        self._sweep_pause = max(
+            self.limits.sweep_interval, self._sweep_listing * self.limits.sweep_pause_factor
+        )
         live = StatusCount.objects.filter(engine=self.engine).aggregate(n=Sum("count"))["n"] or 0
         if live == self._sweep_listed:
             return  # every live instance was listed (all listed ids are in the database)

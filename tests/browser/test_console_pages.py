@@ -72,7 +72,8 @@ def indexed(engine: DevEngine) -> Iterator[None]:
     has it (each test starts from an empty database)."""
     (row,) = sync_engines([engine.config("shop")])
     client = EngineClient(engine.config("shop"), timeout=5.0)
-    ix = EngineIndexer(row, client, Limits(concurrency=4, active_interval=0.0, sweep_interval=0.0))
+    limits = Limits(concurrency=4, active_interval=0.0, sweep_interval=0.0, sweep_pause_factor=0.0)
+    ix = EngineIndexer(row, client, limits)
     want = {**FINISHED, **RUNNING}
     deadline = time.monotonic() + 30
     try:

@@ -39,7 +39,12 @@ def make_indexer(fake):
 
     def make(**limits):
         engine, _ = Engine.objects.get_or_create(name="orders", defaults={"address": "x:1"})
-        defaults = {"concurrency": 4, "active_interval": 0.0, "sweep_interval": 0.0}
+        defaults = {
+            "concurrency": 4,
+            "active_interval": 0.0,
+            "sweep_interval": 0.0,
+            "sweep_pause_factor": 0.0,
+        }
         ix = EngineIndexer(engine, fake, Limits(**{**defaults, **limits}))
         made.append(ix)
         return ix
@@ -328,3 +333,61 @@ def test_rows_written_from_tuples_name_every_column():
     assert set(indexer_module._CHANGE_FIELDS) == columns(ChangeLog)
     w = indexer_module._Writes()
     assert set(w.checks.fields) == columns(InstanceCheck) | {"instance"}
+
+
+class _Clock:
+    """Stands in for the indexer's ``time`` module: a monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def _count_sweep_pages(fake, clock, monkeypatch, seconds_per_call):
+    """Counts the ListInstanceIDs calls of sweeps (not the one-id capability probe)."""
+    pages = {"n": 0}
+    listing = fake.list_instance_ids
+
+    def timed(page_size=1000, continuation_token=""):
+        if page_size > 1:
+            pages["n"] += 1
+            clock.now += seconds_per_call
+        return listing(page_size=page_size, continuation_token=continuation_token)
+
+    monkeypatch.setattr(fake, "list_instance_ids", timed)
+    return pages
+
+
+def test_a_slow_listing_spaces_out_the_next_sweep(fake, make_indexer, monkeypatch):
+    fake.add(*golden_instance("two_steps"))
+    clock = _Clock()
+    monkeypatch.setattr(indexer_module, "time", clock)
+    pages = _count_sweep_pages(fake, clock, monkeypatch, seconds_per_call=3.0)
+    ix = make_indexer(sweep_interval=2.0, sweep_pause_factor=4.0)
+
+    ix.run_pass()
+    assert pages["n"] == 1 and Instance.objects.count() == 1
+    clock.now += 2.5  # past sweep_interval, but not 4 x 3 s after the sweep
+    ix.run_pass()
+    assert pages["n"] == 1
+    clock.now += 10.0
+    ix.run_pass()
+    assert pages["n"] == 2
+
+
+def test_a_quick_listing_sweeps_again_after_the_sweep_interval(fake, make_indexer, monkeypatch):
+    fake.add(*golden_instance("two_steps"))
+    clock = _Clock()
+    monkeypatch.setattr(indexer_module, "time", clock)
+    pages = _count_sweep_pages(fake, clock, monkeypatch, seconds_per_call=0.01)
+    ix = make_indexer(sweep_interval=2.0, sweep_pause_factor=4.0)
+
+    ix.run_pass()
+    clock.now += 1.0
+    ix.run_pass()
+    assert pages["n"] == 1
+    clock.now += 1.5
+    ix.run_pass()
+    assert pages["n"] == 2

@@ -62,7 +62,12 @@ def make_indexer():
 
     def make(config: EngineConfig, **limits):
         (engine,) = sync_engines([config])
-        defaults = {"concurrency": 4, "active_interval": 0.0, "sweep_interval": 0.0}
+        defaults = {
+            "concurrency": 4,
+            "active_interval": 0.0,
+            "sweep_interval": 0.0,
+            "sweep_pause_factor": 0.0,
+        }
         client = EngineClient(config, timeout=5.0)
         ix = EngineIndexer(engine, client, Limits(**{**defaults, **limits}))
         made.append(ix)
