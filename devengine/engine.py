@@ -621,16 +621,9 @@ class Engine:
                 execution_id=execution_id,
                 created_ns=now,
                 updated_ns=now,
-                started_ns=None,
-                completed_ns=None,
-                scheduled_ns=None,
                 input=child.input.value if child.HasField("input") else None,
-                output=None,
-                custom_status=None,
-                failure=None,
                 parent_instance_id=parent.instance_id,
                 trace_context=trace.SerializeToString() if trace is not None else None,
-                needs_turn=0,
             )
         )
         self.store.add_inbox(child_id, start.SerializeToString(), now)
@@ -858,16 +851,9 @@ class Engine:
                     execution_id=execution_id,
                     created_ns=now,
                     updated_ns=now,
-                    started_ns=None,
-                    completed_ns=None,
                     scheduled_ns=scheduled,
                     input=request.input.value if request.HasField("input") else None,
-                    output=None,
-                    custom_status=None,
-                    failure=None,
-                    parent_instance_id=None,
                     trace_context=trace.SerializeToString(),
-                    needs_turn=0,
                 )
             )
             self.store.add_inbox(instance_id, event.SerializeToString(), visible)
@@ -1150,15 +1136,8 @@ class Engine:
             created_ns=now,
             updated_ns=now,
             started_ns=now,
-            completed_ns=None,
-            scheduled_ns=None,
             input=started.input.value if started.HasField("input") else None,
-            output=None,
-            custom_status=None,
-            failure=None,
-            parent_instance_id=None,
             trace_context=source.trace_context,
-            needs_turn=0,
         )
         effects = _Effects(touched={new_id})
         with self.store.transaction():

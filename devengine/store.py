@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from pathlib import Path
 
 from devengine import protos as p
@@ -87,16 +88,11 @@ CREATE TABLE IF NOT EXISTS activities (
 CREATE INDEX IF NOT EXISTS activities_instance ON activities(instance_id);
 """
 
-INSTANCE_COLUMNS = (
-    "seq, instance_id, name, status, execution_id, created_ns, updated_ns, started_ns, "
-    "completed_ns, scheduled_ns, input, output, custom_status, failure, parent_instance_id, "
-    "trace_context, needs_turn"
-)
-
 
 @dataclass
 class InstanceRow:
-    """One workflow instance as stored: the metadata of its current run."""
+    """One workflow instance as stored: the metadata of its current run (``seq`` is the row id,
+    0 until inserted). The fields are the columns of ``instances``, in order."""
 
     seq: int
     instance_id: str
@@ -105,16 +101,26 @@ class InstanceRow:
     execution_id: str
     created_ns: int
     updated_ns: int
-    started_ns: int | None
-    completed_ns: int | None
-    scheduled_ns: int | None
-    input: str | None
-    output: str | None
-    custom_status: str | None
-    failure: bytes | None
-    parent_instance_id: str | None
-    trace_context: bytes | None
-    needs_turn: int
+    started_ns: int | None = None
+    completed_ns: int | None = None
+    scheduled_ns: int | None = None
+    input: str | None = None
+    output: str | None = None
+    custom_status: str | None = None
+    failure: bytes | None = None
+    parent_instance_id: str | None = None
+    trace_context: bytes | None = None
+    needs_turn: int = 0
+
+
+INSTANCE_COLUMNS = ", ".join(f.name for f in fields(InstanceRow))
+_DATA = tuple(f.name for f in fields(InstanceRow))[2:]  # all but seq and instance_id
+_data_of = attrgetter(*_DATA)
+# Built from the dataclass's field names, never from input.
+INSERT_INSTANCE = (
+    f"INSERT INTO instances (instance_id, {', '.join(_DATA)}) VALUES (?{', ?' * len(_DATA)})"  # noqa: S608
+)
+UPDATE_INSTANCE = f"UPDATE instances SET {' = ?, '.join(_DATA)} = ? WHERE instance_id = ?"  # noqa: S608
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -201,59 +207,13 @@ class Store:
         return found
 
     def insert_instance(self, row: InstanceRow) -> None:
-        cur = self.conn.execute(
-            "INSERT INTO instances (instance_id, name, status, execution_id, created_ns, "
-            "updated_ns, started_ns, completed_ns, scheduled_ns, input, output, custom_status, "
-            "failure, parent_instance_id, trace_context, needs_turn) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                row.instance_id,
-                row.name,
-                row.status,
-                row.execution_id,
-                row.created_ns,
-                row.updated_ns,
-                row.started_ns,
-                row.completed_ns,
-                row.scheduled_ns,
-                row.input,
-                row.output,
-                row.custom_status,
-                row.failure,
-                row.parent_instance_id,
-                row.trace_context,
-                row.needs_turn,
-            ),
-        )
+        cur = self.conn.execute(INSERT_INSTANCE, (row.instance_id, *_data_of(row)))
         row.seq = int(cur.lastrowid or 0)
         self._remember(row)
 
     def update_instance(self, row: InstanceRow) -> None:
         self._remember(row)
-        self.conn.execute(
-            "UPDATE instances SET name = ?, status = ?, execution_id = ?, created_ns = ?, "
-            "updated_ns = ?, started_ns = ?, completed_ns = ?, scheduled_ns = ?, input = ?, "
-            "output = ?, custom_status = ?, failure = ?, parent_instance_id = ?, "
-            "trace_context = ?, needs_turn = ? WHERE instance_id = ?",
-            (
-                row.name,
-                row.status,
-                row.execution_id,
-                row.created_ns,
-                row.updated_ns,
-                row.started_ns,
-                row.completed_ns,
-                row.scheduled_ns,
-                row.input,
-                row.output,
-                row.custom_status,
-                row.failure,
-                row.parent_instance_id,
-                row.trace_context,
-                row.needs_turn,
-                row.instance_id,
-            ),
-        )
+        self.conn.execute(UPDATE_INSTANCE, (*_data_of(row), row.instance_id))
 
     def delete_instance(self, instance_id: str) -> None:
         self._rows.pop(instance_id, None)
