@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from benchlib import REPO_ROOT, append_result, machine, p95
+
 TARGET_MS = 300.0
 
 
@@ -54,21 +52,6 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
         fn()
         out.append((time.perf_counter() - t0) * 1000)
     return out
-
-
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
-def revision() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    return rev + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def main() -> None:
@@ -133,20 +116,11 @@ def main() -> None:
 
 
 def record(args: argparse.Namespace, n_events: int, rows: list, load: float) -> None:
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python bench/detail_page.py" + (
         f" --events {args.events}" if args.events != 50_000 else ""
     )
+    line = f"{machine()}, SQLite {sqlite3.sqlite_version}, load average before the run {load:.2f}"
     lines = [
-        "",
-        f"## detail_page, {now}",
-        "",
-        f"Command: `{cmd}`  ",
-        f"Revision: {revision()}  ",
-        f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{platform.system()}, SQLite {__import__('sqlite3').sqlite_version}, "
-        f"load average before the run {load:.2f}",
-        "",
         f"One running instance whose run holds {n_events:,} events; {args.repeat} requests each, "
         "server time through the Django test client.",
         "",
@@ -156,8 +130,7 @@ def record(args: argparse.Namespace, n_events: int, rows: list, load: float) -> 
     for i, (label, med, p) in enumerate(rows):
         target = f"< {TARGET_MS:.0f} ms: {'yes' if p < TARGET_MS else 'no'}" if i < 2 else ""
         lines.append(f"| {label} | {med:.1f} ms | {p:.1f} ms | {target} |")
-    with open(RESULTS, "a") as f:
-        f.write("\n".join(lines) + "\n")
+    append_result("detail_page", cmd, line, "\n".join(lines))
 
 
 if __name__ == "__main__":

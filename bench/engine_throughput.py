@@ -21,22 +21,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from benchlib import REPO_ROOT, RESULTS, append_result, cpu_seconds, free_port, machine, percentile
+
 WORKFLOW = "bench_two_steps"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 IDLE_SAMPLE_S = 2.0
 
 
@@ -73,28 +70,6 @@ def run_worker(address: str, ready_file: str) -> None:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        # The command name may contain spaces: the fields we need come after its ')'.
-        fields = f.read().rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / CLOCK_TICKS
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
-    return sorted_values[index]
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -323,28 +298,9 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
-        )  # fmt: skip
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def record(result: dict, command: str) -> None:
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
-    header = "" if RESULTS.exists() else "# Benchmark results\n"
-    section = (
-        f"{header}\n## engine_throughput, {when}\n\n"
-        f"Command: `{command}`  \nRevision: {revision()}  \nMachine: {machine}, load average "
-        f"before the run {result['load_before']:.2f}\n\n{table(result)}\n"
-    )
-    with open(RESULTS, "a") as f:
-        f.write(section)
+    load = f"{machine()}, load average before the run {result['load_before']:.2f}"
+    append_result("engine_throughput", command, load, table(result))
 
 
 def main() -> None:

@@ -38,10 +38,8 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,12 +53,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from benchlib import REPO_ROOT, RESULTS, append_result, cpu_seconds, free_port, machine
+
 CACHE_DIR = Path(tempfile.gettempdir()) / "console-indexer-bench"
 #: Bump when the generated databases change shape.
 GENERATOR_VERSION = 1
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 APP_ID = "bench-app"
 ENGINE_NAME = "bench"
 WORKFLOW_NAMES = ("order_flow", "billing_flow", "shipping_flow", "refund_flow")
@@ -304,19 +301,6 @@ def cached_engine_db(
 
 
 # --- processes and measures ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 class EngineProcess:
@@ -794,28 +778,9 @@ def steady_table(r: dict[str, Any]) -> str:
     )
 
 
-def revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
-        )  # fmt: skip
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def record(text: str, command: str, load: tuple[float, float]) -> None:
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
-    header = "" if RESULTS.exists() else "# Benchmark results\n"
-    section = (
-        f"{header}\n## indexer_sync, {when}\n\n"
-        f"Command: `{command}`  \nRevision: {revision()}  \nMachine: {machine}, load average "
-        f"{load[0]:.2f} before the run, {load[1]:.2f} after\n\n{text}\n"
-    )
-    with open(RESULTS, "a") as f:
-        f.write(section)
+    line = f"{machine()}, load average {load[0]:.2f} before the run, {load[1]:.2f} after"
+    append_result("indexer_sync", command, line, text)
 
 
 def main() -> None:

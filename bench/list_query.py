@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from detail_page import p95, revision, setup_django, timed  # noqa: E402
+from benchlib import append_result, machine, p95  # noqa: E402
+from detail_page import setup_django, timed  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 NAMES = 20
 ENGINES = ("orders", "billing", "shipping")
 # (status, share in thousandths), in the order the generator deals them out.
@@ -180,20 +178,11 @@ def main() -> None:
 
 
 def record(args: argparse.Namespace, total: int, rows: list, targets: dict, load: float) -> None:
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python bench/list_query.py" + (
         f" --instances {args.instances}" if args.instances != 1_000_000 else ""
     )
+    line = f"{machine()}, SQLite {sqlite3.sqlite_version}, load average before the run {load:.2f}"
     lines = [
-        "",
-        f"## list_query, {now}",
-        "",
-        f"Command: `{cmd}`  ",
-        f"Revision: {revision()}  ",
-        f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{platform.system()}, SQLite {sqlite3.sqlite_version}, "
-        f"load average before the run {load:.2f}",
-        "",
         f"{total:,} instances; first page (50 rows) with its status counts; {args.repeat} "
         "requests each, server time through the Django test client.",
         "",
@@ -206,8 +195,7 @@ def record(args: argparse.Namespace, total: int, rows: list, targets: dict, load
             limit = targets[kind]
             target = f"< {limit:.0f} ms: {'yes' if p < limit else 'no'}"
         lines.append(f"| {label} | `{query or '(none)'}` | {med:.1f} ms | {p:.1f} ms | {target} |")
-    with open(RESULTS, "a") as f:
-        f.write("\n".join(lines) + "\n")
+    append_result("list_query", cmd, line, "\n".join(lines))
 
 
 if __name__ == "__main__":
