@@ -1,7 +1,7 @@
 """Pure functions from the engine's protobuf messages to ``engine_bridge.types``.
 
 They read message attributes only (no import of the generated stubs), so they are tested with
-messages parsed from the real engine's recorded JSON (tests/console/golden).
+messages parsed from the real engine's recorded JSON (tests/golden).
 """
 
 from __future__ import annotations

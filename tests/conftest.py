@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.console import pgcluster
-from tests.console.conftest import need
+from tests.needs import need
 
 
 @pytest.fixture(scope="session")

@@ -14,16 +14,7 @@ from typing import Any
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip (or, under CI=true, fail) when a program the test needs is missing."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: missing programs fail instead of skipping)")
-    pytest.skip(reason)
+from tests.needs import need
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Mappers over what the real engine returned (tests/console/golden)."""
+"""Mappers over what the real engine returned (tests/golden)."""
 
 from datetime import UTC, datetime
 

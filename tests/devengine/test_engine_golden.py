@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from engine_support import as_dicts, has_kind, unique_id
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN_DIR = Path(__file__).parent.parent / "golden"
 SENTINEL_FIRE_AT = "9999-12-31T23:59:59.999999999Z"
 
 

@@ -1,4 +1,4 @@
-"""The real engine's recorded histories (tests/pages/golden) as the console stores them."""
+"""The real engine's recorded histories (tests/golden) as the console stores them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from engine_bridge import mappers
 from engine_bridge.client import pb
 from workflows_ui.history import EventRow, info_of
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN_DIR = Path(__file__).parent.parent / "golden"
 
 
 def load(name: str) -> dict[str, Any]:
