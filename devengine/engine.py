@@ -867,7 +867,6 @@ class Engine:
         if visible <= now:
             # daprd answers once the first turn has committed.
             await self.wait_for(instance_id, lambda r: r is None or r.status != p.PENDING)
-            self.store.flush()
         return instance_id
 
     def get_instance(self, instance_id: str, with_payloads: bool) -> p.pb.GetInstanceResponse:
@@ -904,6 +903,8 @@ class Engine:
         while True:
             inst = self.store.get_instance(instance_id)
             if predicate(inst):
+                # What a waiter is told (and answers its caller) must survive a crash.
+                self.store.flush()
                 return inst
             future = loop.create_future()
             self.waiters.setdefault(instance_id, set()).add(future)
@@ -964,7 +965,6 @@ class Engine:
             instance_id,
             lambda r: r is None or r.status == p.SUSPENDED or r.status in p.TERMINAL_STATUSES,
         )
-        self.store.flush()
 
     async def resume(self, instance_id: str, reason: p.StringValue | None) -> None:
         inst = self._existing(instance_id)
@@ -978,7 +978,6 @@ class Engine:
         # Like daprd, a resume of an instance that is not suspended is accepted: the event
         # still reaches the workflow (and the Python SDK then fails it).
         await self.wait_for(instance_id, lambda r: r is None or r.status != p.SUSPENDED)
-        self.store.flush()
 
     async def terminate(
         self, instance_id: str, output: p.StringValue | None, recursive: bool
@@ -993,7 +992,6 @@ class Engine:
         event.executionTerminated.recurse = recursive
         self._add_event(inst, event)
         await self.wait_for(instance_id, lambda r: r is None or r.status in p.TERMINAL_STATUSES)
-        self.store.flush()
 
     def purge(self, instance_id: str, recursive: bool, force: bool) -> int:
         if not instance_id:
