@@ -12,7 +12,7 @@ The engine has no change feed, so (ARCHITECTURE.md "How the indexer learns about
 
 Every change to one instance (its row, runs, events, counts, change-log rows, schedule) commits in
 one transaction, and events are keyed by (run, position): a killed indexer restarts and converges,
-never duplicating anything. Engine calls run in a thread pool while the main thread writes.
+never duplicating anything. Engine calls are in flight while the indexer's thread writes.
 
 ``EngineIndexer.run_pass()`` is one small unit of work (tests call it directly);
 ``manage.py runindexer`` loops over it for each engine.
@@ -24,14 +24,15 @@ import contextlib
 import logging
 import queue
 import random
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import orjson
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Sum
@@ -89,6 +90,12 @@ class Client(Protocol):
     ) -> InstancePage: ...
     def get_instance(self, instance_id: str, payloads: bool = ...) -> InstanceState | None: ...
     def get_history(self, instance_id: str) -> list[Event]: ...
+    def get_instance_later(
+        self, instance_id: str, done: Callable[[InstanceState | None | EngineError], None]
+    ) -> None: ...
+    def get_history_later(
+        self, instance_id: str, done: Callable[[list[Event] | EngineError], None]
+    ) -> None: ...
     def supports_rerun(self) -> bool: ...
 
 
@@ -225,7 +232,7 @@ class _Writes:
         self.new_instances: list[Instance] = []
         self.changed: list[_Changed] = []
         self.new_runs: list[Run] = []
-        self.events = bulk.Rows(HistoryEvent, _EVENT_FIELDS)
+        self.events = bulk.Rows(HistoryEvent, _EVENT_FIELDS, encoded=["details"])
         #: Runs of the chunk's changed instances, by (instance pk, execution id).
         self.runs: dict[tuple[int, str], Run] = {}
         #: app id -> engine pk (parent links), for this chunk.
@@ -239,9 +246,6 @@ class EngineIndexer:
         self.engine = engine
         self.client = client
         self.limits = limits or Limits.from_settings()
-        self._pool = ThreadPoolExecutor(
-            max_workers=self.limits.concurrency, thread_name_prefix=f"fetch-{engine.name}"
-        )
         self._probed_at: datetime | None = None
         # Discovery sweep state (in memory: a restarted process starts a new sweep).
         self._sweep_token = ""
@@ -257,7 +261,7 @@ class EngineIndexer:
         self._known_read_at = 0.0
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Nothing is left running between passes (kept for callers that close indexers)."""
 
     # The unit of work ----------------------------------------------------------------------
 
@@ -476,29 +480,45 @@ class EngineIndexer:
                 last_pk = pk
                 yield iid, updated
 
-    # Fetch (threads) and write (main thread) ---------------------------------------------------
+    # Read (gRPC's threads) and write (this thread) ------------------------------------------
 
-    def _fetch(self, instance_id: str, known_updated: datetime | None, force: bool) -> Fetched:
+    def _read(
+        self,
+        instance_id: str,
+        known_updated: datetime | None,
+        force: bool,
+        done: Callable[[Fetched], None],
+    ) -> None:
+        """GetInstance, then GetInstanceHistory when the instance changed; ``done`` gets the
+        outcome on a gRPC thread (nothing here touches the database)."""
         out = Fetched(instance_id)
-        try:
-            out.state = self.client.get_instance(instance_id, payloads=True)
-            if out.state is None:
-                return out
-            changed = force or known_updated is None or out.state.last_updated_at != known_updated
-            if changed and self.engine.supports_history is not False:
-                try:
-                    out.events = self.client.get_history(instance_id)
-                except InstanceNotFound:
-                    out.events = []  # purged between the two calls: the next read says so
-        except EngineUnavailable:
-            raise
-        except NotSupported as exc:
-            self.engine.supports_history = False
-            Engine.objects.filter(pk=self.engine.pk).update(supports_history=False)
-            out.error = exc
-        except EngineError as exc:
-            out.error = exc
-        return out
+
+        def history_read(answer: list[Event] | EngineError) -> None:
+            if isinstance(answer, InstanceNotFound):
+                out.events = []  # purged between the two calls: the next read says so
+            elif isinstance(answer, EngineError):
+                out.error = answer
+            else:
+                out.events = answer
+            done(out)
+
+        def state_read(answer: InstanceState | None | EngineError) -> None:
+            if isinstance(answer, EngineError):
+                out.error = answer
+                done(out)
+                return
+            out.state = answer
+            changed = (
+                force
+                or known_updated is None
+                or (answer is not None and answer.last_updated_at != known_updated)
+            )
+            if answer is not None and changed and self.engine.supports_history is not False:
+                self.client.get_history_later(instance_id, history_read)
+            else:
+                done(out)
+
+        self.client.get_instance_later(instance_id, state_read)
 
     def _sync(
         self,
@@ -506,44 +526,89 @@ class EngineIndexer:
         result: PassResult,
         force: bool = False,
     ) -> None:
-        """Fetch these instances concurrently and write them as the answers come in."""
-        # Answers come back through a queue: waiting on the set of pending futures would cost
-        # every wake-up a lock on each of them.
-        answers: queue.SimpleQueue[Future[Fetched]] = queue.SimpleQueue()
-        in_flight = 0
+        """Read these instances, ``limits.concurrency`` at a time, and write them as the
+        answers come in. Reads go on while a chunk is written: each finished read starts the
+        next, as long as fewer than ``window`` answers wait for this thread."""
+        answers: queue.SimpleQueue[Fetched] = queue.SimpleQueue()
         todo = iter(items)
-        # Enough answers in flight that fetching goes on while a chunk is written.
         window = max(self.limits.concurrency * 4, WRITE_CHUNK + self.limits.concurrency)
+        lock = threading.Lock()
+        # Under the lock: reads started and not finished, finished and not taken here, and
+        # whether some thread is starting reads now (the others then leave it to that one).
+        state = {"running": 0, "held": 0}
+        flags = {"starting": False, "exhausted": False, "stop": False}
+
+        def finished(f: Fetched) -> None:
+            with lock:
+                state["running"] -= 1
+                state["held"] += 1
+                if isinstance(f.error, EngineUnavailable):
+                    flags["stop"] = True
+            answers.put(f)
+            start_more()
+
+        def start_more() -> None:
+            with lock:
+                if flags["starting"]:
+                    return
+                flags["starting"] = True
+            while True:
+                with lock:
+                    item = None
+                    if not (
+                        flags["stop"]
+                        or flags["exhausted"]
+                        or state["running"] >= self.limits.concurrency
+                        or state["running"] + state["held"] >= window
+                    ):
+                        item = next(todo, None)
+                        flags["exhausted"] = item is None
+                    if item is None:
+                        flags["starting"] = False
+                        return
+                    state["running"] += 1
+                try:
+                    self._read(item[0], item[1], force, finished)
+                except Exception as exc:  # noqa: BLE001 - count it finished, or we wait forever
+                    failed = Fetched(item[0], error=EngineError(repr(exc), operation="read"))
+                    finished(failed)
+
         ready: list[Fetched] = []
         unavailable: EngineUnavailable | None = None
-
-        def fill() -> None:
-            nonlocal in_flight
-            while in_flight < window:
-                item = next(todo, None)
-                if item is None:
-                    return
-                fut = self._pool.submit(self._fetch, item[0], item[1], force)
-                fut.add_done_callback(answers.put)
-                in_flight += 1
-
-        fill()
-        while in_flight:
-            done = [answers.get()]
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    done.append(answers.get_nowait())
-            in_flight -= len(done)
-            for fut in done:
-                try:
-                    ready.append(fut.result())
-                except EngineUnavailable as exc:
-                    unavailable = exc
-            if unavailable is None:
-                fill()
-            if len(ready) >= WRITE_CHUNK or (not in_flight and ready):
+        try:
+            start_more()
+            while True:
+                with lock:
+                    if state["running"] == 0 and state["held"] == 0:
+                        break
+                done = [answers.get()]
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        done.append(answers.get_nowait())
+                with lock:
+                    state["held"] -= len(done)
+                start_more()
+                for f in done:
+                    if isinstance(f.error, EngineUnavailable):
+                        unavailable = f.error
+                    elif (
+                        isinstance(f.error, NotSupported)
+                        and f.error.operation == "GetInstanceHistory"
+                        and self.engine.supports_history is not False
+                    ):
+                        self.engine.supports_history = False
+                        Engine.objects.filter(pk=self.engine.pk).update(supports_history=False)
+                        ready.append(f)
+                    else:
+                        ready.append(f)
+                if len(ready) >= WRITE_CHUNK or (ready and not state["running"]):
+                    self._write(ready, result)
+                    ready = []
+            if ready:
                 self._write(ready, result)
-                ready = []
+        finally:
+            with lock:
+                flags["stop"] = True  # an error here: start nothing more
         if unavailable is not None:
             raise unavailable
 
@@ -930,7 +995,7 @@ class EngineIndexer:
                     e.name[:255],
                     e.timestamp,
                     e.related_id,
-                    e.details,
+                    e.details_json or orjson.dumps(e.details).decode(),
                 )
             run.event_count = first + len(new_events)
             self._change(

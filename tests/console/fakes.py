@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from google.protobuf import json_format
 
 from engine_bridge import mappers
 from engine_bridge.client import pb
-from engine_bridge.errors import EngineUnavailable, InstanceNotFound, NotSupported
+from engine_bridge.errors import EngineError, EngineUnavailable, InstanceNotFound, NotSupported
 from engine_bridge.types import Event, InstancePage, InstanceState
 from tests.console.conftest import load_golden
 
@@ -106,6 +107,24 @@ class FakeEngine:
                 raise InstanceNotFound("no instance", code="NOT_FOUND")
             raise InstanceNotFound(f"instance {instance_id} not found", code="NOT_FOUND")
         return copy.deepcopy(found[1])
+
+    def get_instance_later(
+        self, instance_id: str, done: Callable[[InstanceState | None | EngineError], None]
+    ) -> None:
+        try:
+            answer: InstanceState | None | EngineError = self.get_instance(instance_id)
+        except EngineError as exc:
+            answer = exc
+        done(answer)
+
+    def get_history_later(
+        self, instance_id: str, done: Callable[[list[Event] | EngineError], None]
+    ) -> None:
+        try:
+            answer: list[Event] | EngineError = self.get_history(instance_id)
+        except EngineError as exc:
+            answer = exc
+        done(answer)
 
     def supports_rerun(self) -> bool:
         self._check("Hello")
