@@ -105,7 +105,10 @@ class Instance(models.Model):
     across engines when the parent's app id names another engine.
     """
 
-    engine = models.ForeignKey(Engine, on_delete=models.PROTECT, related_name="instances")
+    # No index of its own: the unique (engine, instance_id) below starts with it.
+    engine = models.ForeignKey(
+        Engine, on_delete=models.PROTECT, related_name="instances", db_index=False
+    )
     instance_id = models.CharField(max_length=512)
     name = models.CharField(max_length=255, blank=True, default="")
     version = models.CharField(max_length=255, blank=True, default="")
@@ -217,7 +220,10 @@ class Run(models.Model):
     (it can miss runs that started and ended between two polls).
     """
 
-    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="runs")
+    # No index of its own: the unique (instance, execution_id) below starts with it.
+    instance = models.ForeignKey(
+        Instance, on_delete=models.CASCADE, related_name="runs", db_index=False
+    )
     execution_id = models.CharField(max_length=100)
     ordinal = models.PositiveIntegerField()
     name = models.CharField(max_length=255, blank=True, default="")
@@ -251,7 +257,8 @@ class HistoryEvent(models.Model):
     big strings truncated (``details["_truncated"]`` lists them).
     """
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: the unique (run, position) below starts with it.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", db_index=False)
     position = models.PositiveIntegerField()
     event_id = models.IntegerField()
     event_type = models.CharField(max_length=40)
@@ -292,7 +299,10 @@ class StatusCount(models.Model):
     show counts without scanning instances.
     """
 
-    engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="status_counts")
+    # No index of its own: the unique (engine, name, status) below starts with it.
+    engine = models.ForeignKey(
+        Engine, on_delete=models.CASCADE, related_name="status_counts", db_index=False
+    )
     name = models.CharField(max_length=255, blank=True, default="")
     status = models.CharField(max_length=20, choices=Status.choices)
     count = models.BigIntegerField(default=0)
@@ -326,7 +336,10 @@ class ChangeLog(models.Model):
     id = models.BigAutoField(primary_key=True)
     created_at = models.DateTimeField(default=timezone.now)
     engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="+")
-    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="changes")
+    # No index of its own: the index (instance, id) below starts with it.
+    instance = models.ForeignKey(
+        Instance, on_delete=models.CASCADE, related_name="changes", db_index=False
+    )
     kind = models.CharField(max_length=10, choices=ChangeKind.choices)
     status = models.CharField(max_length=20, blank=True, default="")
     old_status = models.CharField(max_length=20, blank=True, default="")
@@ -365,7 +378,8 @@ class InstanceCheck(models.Model):
     instance = models.OneToOneField(
         Instance, primary_key=True, on_delete=models.CASCADE, related_name="schedule"
     )
-    engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the index (engine, due_at) below starts with it.
+    engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="+", db_index=False)
     due_at = models.DateTimeField()
     #: Seconds between reads while unchanged (grows up to a maximum, reset by any change).
     interval = models.FloatField(default=1.0)
@@ -384,7 +398,8 @@ class RefreshRequest(models.Model):
     """ "Read this instance now": written by the actions service (any process), taken by the
     indexer on its next pass. Works for ids the indexer has not discovered yet."""
 
-    engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique (engine, instance_id) below starts with it.
+    engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="+", db_index=False)
     instance_id = models.CharField(max_length=512)
     requested_at = models.DateTimeField(default=timezone.now)
 
