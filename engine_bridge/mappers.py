@@ -11,6 +11,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
@@ -265,6 +266,7 @@ def event(ev: Any, payload_limit: int = 65536) -> Event:
         event_type=etype,
         timestamp=timestamp(ev.timestamp),
         details=details,
+        details_json=orjson.dumps(details).decode(),
         source_app_id=ev.router.sourceAppID if routed else "",
     )
     if body is None:

@@ -78,6 +78,8 @@ class Event:
     #: Pairing: taskScheduledId of completions/failures, timerId of timerFired.
     related_id: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: ``details`` as JSON text (the mappers encode it; empty when made otherwise).
+    details_json: str = ""
     # Only for executionStarted:
     execution_id: str = ""
     parent: ParentRef | None = None
