@@ -109,7 +109,7 @@ class _Statement:
     """``INSERT ... VALUES (...), (...), ...`` for up to ``per_statement`` rows: one statement
     (and one step of the database) for many rows. Besides saving round trips, this matters in a
     threaded process: SQLite's driver lets go of the GIL around every step, and getting it back
-    from busy fetch threads can take a switch interval each time."""
+    from a busy gRPC thread can take a switch interval each time."""
 
     def __init__(
         self,

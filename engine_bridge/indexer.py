@@ -239,6 +239,90 @@ class _Writes:
         self.app_engines: dict[str, int | None] = {}
 
 
+class _Reads:
+    """Reads of one ``_sync``: at most ``concurrency`` in flight, and at most ``window`` read
+    but not yet taken by the writing thread. Each finished read starts the next (on gRPC's
+    thread), so reading goes on while the writer is busy."""
+
+    def __init__(
+        self,
+        items: Iterable[tuple[str, datetime | None]],
+        concurrency: int,
+        window: int,
+        force: bool,
+        read: Callable[[str, datetime | None, bool, Callable[[Fetched], None]], None],
+    ) -> None:
+        self._todo = iter(items)
+        self._concurrency = concurrency
+        self._window = window
+        self._force = force
+        self._read = read
+        self._answers: queue.SimpleQueue[Fetched] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        # Under the lock:
+        self._running = 0  # started, not finished
+        self._held = 0  # finished, not taken
+        self._starting = False  # some thread is in start_more (the others leave it to it)
+        self._exhausted = False
+        self._stopped = False  # the engine is unavailable, or the writer gave up
+
+    @property
+    def idle(self) -> bool:
+        return self._running == 0
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+
+    def start_more(self) -> None:
+        with self._lock:
+            if self._starting:
+                return
+            self._starting = True
+        while True:
+            with self._lock:
+                item = None
+                if not (
+                    self._stopped
+                    or self._exhausted
+                    or self._running >= self._concurrency
+                    or self._running + self._held >= self._window
+                ):
+                    item = next(self._todo, None)
+                    self._exhausted = item is None
+                if item is None:
+                    self._starting = False
+                    return
+                self._running += 1
+            try:
+                self._read(item[0], item[1], self._force, self._finished)
+            except Exception as exc:  # noqa: BLE001 - count it finished, or take() waits forever
+                self._finished(Fetched(item[0], error=EngineError(repr(exc), operation="read")))
+
+    def _finished(self, fetched: Fetched) -> None:
+        with self._lock:
+            self._running -= 1
+            self._held += 1
+            if isinstance(fetched.error, EngineUnavailable):
+                self._stopped = True
+        self._answers.put(fetched)
+        self.start_more()
+
+    def take(self) -> list[Fetched] | None:
+        """The reads finished since the last call (waiting for one), or None when all are."""
+        with self._lock:
+            if self._running == 0 and self._held == 0:
+                return None
+        done = [self._answers.get()]
+        with contextlib.suppress(queue.Empty):
+            while True:
+                done.append(self._answers.get_nowait())
+        with self._lock:
+            self._held -= len(done)
+        self.start_more()
+        return done
+
+
 class EngineIndexer:
     """Indexes one engine. Not thread-safe: one indexer per engine per process."""
 
@@ -529,86 +613,32 @@ class EngineIndexer:
         """Read these instances, ``limits.concurrency`` at a time, and write them as the
         answers come in. Reads go on while a chunk is written: each finished read starts the
         next, as long as fewer than ``window`` answers wait for this thread."""
-        answers: queue.SimpleQueue[Fetched] = queue.SimpleQueue()
-        todo = iter(items)
         window = max(self.limits.concurrency * 4, WRITE_CHUNK + self.limits.concurrency)
-        lock = threading.Lock()
-        # Under the lock: reads started and not finished, finished and not taken here, and
-        # whether some thread is starting reads now (the others then leave it to that one).
-        state = {"running": 0, "held": 0}
-        flags = {"starting": False, "exhausted": False, "stop": False}
-
-        def finished(f: Fetched) -> None:
-            with lock:
-                state["running"] -= 1
-                state["held"] += 1
-                if isinstance(f.error, EngineUnavailable):
-                    flags["stop"] = True
-            answers.put(f)
-            start_more()
-
-        def start_more() -> None:
-            with lock:
-                if flags["starting"]:
-                    return
-                flags["starting"] = True
-            while True:
-                with lock:
-                    item = None
-                    if not (
-                        flags["stop"]
-                        or flags["exhausted"]
-                        or state["running"] >= self.limits.concurrency
-                        or state["running"] + state["held"] >= window
-                    ):
-                        item = next(todo, None)
-                        flags["exhausted"] = item is None
-                    if item is None:
-                        flags["starting"] = False
-                        return
-                    state["running"] += 1
-                try:
-                    self._read(item[0], item[1], force, finished)
-                except Exception as exc:  # noqa: BLE001 - count it finished, or we wait forever
-                    failed = Fetched(item[0], error=EngineError(repr(exc), operation="read"))
-                    finished(failed)
-
+        reads = _Reads(items, self.limits.concurrency, window, force, self._read)
         ready: list[Fetched] = []
         unavailable: EngineUnavailable | None = None
         try:
-            start_more()
-            while True:
-                with lock:
-                    if state["running"] == 0 and state["held"] == 0:
-                        break
-                done = [answers.get()]
-                with contextlib.suppress(queue.Empty):
-                    while True:
-                        done.append(answers.get_nowait())
-                with lock:
-                    state["held"] -= len(done)
-                start_more()
+            reads.start_more()
+            while (done := reads.take()) is not None:
                 for f in done:
                     if isinstance(f.error, EngineUnavailable):
                         unavailable = f.error
-                    elif (
+                        continue
+                    if (
                         isinstance(f.error, NotSupported)
                         and f.error.operation == "GetInstanceHistory"
                         and self.engine.supports_history is not False
                     ):
                         self.engine.supports_history = False
                         Engine.objects.filter(pk=self.engine.pk).update(supports_history=False)
-                        ready.append(f)
-                    else:
-                        ready.append(f)
-                if len(ready) >= WRITE_CHUNK or (ready and not state["running"]):
+                    ready.append(f)
+                if len(ready) >= WRITE_CHUNK or (ready and reads.idle):
                     self._write(ready, result)
                     ready = []
             if ready:
                 self._write(ready, result)
         finally:
-            with lock:
-                flags["stop"] = True  # an error here: start nothing more
+            reads.stop()  # after an error here too: start nothing more
         if unavailable is not None:
             raise unavailable
 

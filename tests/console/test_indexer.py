@@ -1,12 +1,16 @@
 """The indexer's passes against a fake engine fed with the real engine's recorded answers."""
 
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
 from django.db.models import Count
 
 from engine_bridge import indexer as indexer_module
-from engine_bridge.errors import EngineUnavailable
+from engine_bridge.errors import EngineError, EngineUnavailable
 from engine_bridge.indexer import EngineIndexer, Limits, request_refresh
 from engine_bridge.types import Event
 from tests.console.fakes import FakeEngine, golden_child, golden_instance
@@ -391,3 +395,89 @@ def test_a_quick_listing_sweeps_again_after_the_sweep_interval(fake, make_indexe
     clock.now += 1.5
     ix.run_pass()
     assert pages["n"] == 2
+
+
+class LateAnswers(FakeEngine):
+    """Answers reads later, on other threads, as gRPC does; counts the calls in flight.
+    Every call after the first ``fail_after`` fails as an engine going away would."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        super().__init__()
+        self.pool = ThreadPoolExecutor(8)
+        self.guard = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.started = 0
+        self.fail_after = fail_after
+
+    def _later(self, call, done):
+        with self.guard:
+            self.started += 1
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            failing = self.fail_after is not None and self.started > self.fail_after
+
+        def answer():
+            time.sleep(random.uniform(0, 0.002))
+            try:
+                if failing:
+                    raise EngineUnavailable("connection reset", code="UNAVAILABLE")
+                value = call()
+            except EngineError as exc:
+                value = exc
+            with self.guard:
+                self.in_flight -= 1
+            done(value)
+
+        self.pool.submit(answer)
+
+    def get_instance_later(self, instance_id, done):
+        self._later(lambda: self.get_instance(instance_id), done)
+
+    def get_history_later(self, instance_id, done):
+        self._later(lambda: self.get_history(instance_id), done)
+
+
+def many_instances(fake, n):
+    state, events = golden_instance("two_steps")
+    for i in range(n):
+        fake.add(state, events, instance_id=f"order-{i:04d}")
+    return len(events)
+
+
+def sync_all(ix):
+    while ix.run_pass().busy:
+        pass
+
+
+def test_reads_answered_on_other_threads_stay_within_the_concurrency(make_indexer):
+    fake = LateAnswers()
+    per_instance = many_instances(fake, 300)
+    ix = EngineIndexer(
+        Engine.objects.create(name="orders", address="x:1"),
+        fake,
+        Limits(concurrency=4, active_interval=0.0, sweep_interval=0.0, sweep_pause_factor=0.0),
+    )
+    sync_all(ix)
+    assert Instance.objects.count() == 300
+    assert HistoryEvent.objects.count() == 300 * per_instance
+    assert 2 <= fake.most_in_flight <= 4
+
+
+def test_an_engine_lost_mid_sync_stops_the_reads_and_the_next_pass_converges(make_indexer):
+    fake = LateAnswers(fail_after=100)
+    per_instance = many_instances(fake, 300)
+    engine = Engine.objects.create(name="orders", address="x:1")
+    limits = Limits(concurrency=4, active_interval=0.0, sweep_interval=0.0, sweep_pause_factor=0.0)
+    ix = EngineIndexer(engine, fake, limits)
+    with pytest.raises(EngineUnavailable):
+        sync_all(ix)
+    # What was read before the failure is written; no read starts after it (only those
+    # already in flight finish, each with at most its history call).
+    assert 0 < Instance.objects.count() < 100
+    assert fake.started <= 100 + 2 * 4
+    fake.fail_after = None
+    sync_all(ix)
+    assert Instance.objects.count() == 300
+    assert HistoryEvent.objects.count() == 300 * per_instance
+    assert counts_are_exact(engine)
