@@ -9,15 +9,17 @@ database, and dropping the instance table would drop its full-text triggers).
 import django.db.models.deletion
 from django.db import migrations, models
 
-#: (model, foreign key column) whose single-column index goes.
+CASCADE = django.db.models.deletion.CASCADE
+PROTECT = django.db.models.deletion.PROTECT
+#: (model, foreign key, its column, on_delete, related_name, target) whose own index goes.
 COVERED = [
-    ("changelog", "instance_id"),
-    ("historyevent", "run_id"),
-    ("instance", "engine_id"),
-    ("instancecheck", "engine_id"),
-    ("refreshrequest", "engine_id"),
-    ("run", "instance_id"),
-    ("statuscount", "engine_id"),
+    ("changelog", "instance", "instance_id", CASCADE, "changes", "workflows_ui.instance"),
+    ("historyevent", "run", "run_id", CASCADE, "events", "workflows_ui.run"),
+    ("instance", "engine", "engine_id", PROTECT, "instances", "workflows_ui.engine"),
+    ("instancecheck", "engine", "engine_id", CASCADE, "+", "workflows_ui.engine"),
+    ("refreshrequest", "engine", "engine_id", CASCADE, "+", "workflows_ui.engine"),
+    ("run", "instance", "instance_id", CASCADE, "runs", "workflows_ui.instance"),
+    ("statuscount", "engine", "engine_id", CASCADE, "status_counts", "workflows_ui.engine"),
 ]
 
 
@@ -33,7 +35,7 @@ def _single_column_indexes(schema_editor, table, column):
 
 def drop_indexes(apps, schema_editor):
     qn = schema_editor.quote_name
-    for model, column in COVERED:
+    for model, _, column, *_ in COVERED:
         table = apps.get_model("workflows_ui", model)._meta.db_table
         for name in _single_column_indexes(schema_editor, table, column):
             schema_editor.execute(f"DROP INDEX {qn(name)}")
@@ -41,7 +43,7 @@ def drop_indexes(apps, schema_editor):
 
 def create_indexes(apps, schema_editor):
     qn = schema_editor.quote_name
-    for model, column in COVERED:
+    for model, _, column, *_ in COVERED:
         table = apps.get_model("workflows_ui", model)._meta.db_table
         if _single_column_indexes(schema_editor, table, column):
             continue
@@ -56,75 +58,13 @@ class Migration(migrations.Migration):
 
     state_operations = [
         migrations.AlterField(
-            model_name="changelog",
-            name="instance",
+            model_name=model,
+            name=name,
             field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="changes",
-                to="workflows_ui.instance",
+                db_index=False, on_delete=on_delete, related_name=related_name, to=to
             ),
-        ),
-        migrations.AlterField(
-            model_name="historyevent",
-            name="run",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="events",
-                to="workflows_ui.run",
-            ),
-        ),
-        migrations.AlterField(
-            model_name="instance",
-            name="engine",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="instances",
-                to="workflows_ui.engine",
-            ),
-        ),
-        migrations.AlterField(
-            model_name="instancecheck",
-            name="engine",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="+",
-                to="workflows_ui.engine",
-            ),
-        ),
-        migrations.AlterField(
-            model_name="refreshrequest",
-            name="engine",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="+",
-                to="workflows_ui.engine",
-            ),
-        ),
-        migrations.AlterField(
-            model_name="run",
-            name="instance",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="runs",
-                to="workflows_ui.instance",
-            ),
-        ),
-        migrations.AlterField(
-            model_name="statuscount",
-            name="engine",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="status_counts",
-                to="workflows_ui.engine",
-            ),
-        ),
+        )
+        for model, name, _, on_delete, related_name, to in COVERED
     ]
 
     operations = [
