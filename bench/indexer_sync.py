@@ -509,7 +509,6 @@ def initial_sync(address: str, concurrency: int, expected: int) -> int:
             if not result.busy and Instance.objects.count() >= expected:
                 return passes
     finally:
-        indexer.close()
         indexer.client.close()
 
 
@@ -780,7 +779,6 @@ def measure_steady(args: argparse.Namespace, workdir: Path, template: Path) -> d
                     raise SystemExit(f"steady pass changed something: {result}")
             engine_cpu, own_cpu = engine.cpu - engine_cpu, time.process_time() - own_cpu
         finally:
-            indexer.close()
             indexer.client.close()
     use_database(workdir / "unused.sqlite3")
     return {

@@ -344,9 +344,6 @@ class EngineIndexer:
         self._known: set[str] | None = None
         self._known_read_at = 0.0
 
-    def close(self) -> None:
-        """Nothing is left running between passes (kept for callers that close indexers)."""
-
     # The unit of work ----------------------------------------------------------------------
 
     def run_pass(self) -> PassResult:

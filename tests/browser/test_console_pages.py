@@ -87,7 +87,6 @@ def indexed(engine: DevEngine) -> Iterator[None]:
             time.sleep(0.1)
         yield
     finally:
-        ix.close()
         client.close()
 
 

@@ -39,9 +39,7 @@ def fake():
 
 @pytest.fixture
 def make_indexer(fake):
-    made = []
-
-    def make(**limits):
+    def make(client=None, **limits):
         engine, _ = Engine.objects.get_or_create(name="orders", defaults={"address": "x:1"})
         defaults = {
             "concurrency": 4,
@@ -49,13 +47,9 @@ def make_indexer(fake):
             "sweep_interval": 0.0,
             "sweep_pause_factor": 0.0,
         }
-        ix = EngineIndexer(engine, fake, Limits(**{**defaults, **limits}))
-        made.append(ix)
-        return ix
+        return EngineIndexer(engine, client or fake, Limits(**{**defaults, **limits}))
 
-    yield make
-    for ix in made:
-        ix.close()
+    return make
 
 
 def counts_are_exact(engine):
@@ -453,12 +447,7 @@ def sync_all(ix):
 def test_reads_answered_on_other_threads_stay_within_the_concurrency(make_indexer):
     fake = LateAnswers()
     per_instance = many_instances(fake, 300)
-    ix = EngineIndexer(
-        Engine.objects.create(name="orders", address="x:1"),
-        fake,
-        Limits(concurrency=4, active_interval=0.0, sweep_interval=0.0, sweep_pause_factor=0.0),
-    )
-    sync_all(ix)
+    sync_all(make_indexer(client=fake, concurrency=4))
     assert Instance.objects.count() == 300
     assert HistoryEvent.objects.count() == 300 * per_instance
     assert 2 <= fake.most_in_flight <= 4
@@ -467,9 +456,7 @@ def test_reads_answered_on_other_threads_stay_within_the_concurrency(make_indexe
 def test_an_engine_lost_mid_sync_stops_the_reads_and_the_next_pass_converges(make_indexer):
     fake = LateAnswers(fail_after=100)
     per_instance = many_instances(fake, 300)
-    engine = Engine.objects.create(name="orders", address="x:1")
-    limits = Limits(concurrency=4, active_interval=0.0, sweep_interval=0.0, sweep_pause_factor=0.0)
-    ix = EngineIndexer(engine, fake, limits)
+    ix = make_indexer(client=fake, concurrency=4)
     with pytest.raises(EngineUnavailable):
         sync_all(ix)
     # What was read before the failure is written; no read starts after it (only those
@@ -480,4 +467,4 @@ def test_an_engine_lost_mid_sync_stops_the_reads_and_the_next_pass_converges(mak
     sync_all(ix)
     assert Instance.objects.count() == 300
     assert HistoryEvent.objects.count() == 300 * per_instance
-    assert counts_are_exact(engine)
+    assert counts_are_exact(ix.engine)

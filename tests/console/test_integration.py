@@ -75,7 +75,6 @@ def make_indexer():
 
     yield make
     for ix in made:
-        ix.close()
         ix.client.close()
 
 

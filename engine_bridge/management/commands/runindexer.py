@@ -107,6 +107,5 @@ class Command(BaseCommand):
                     stop.wait(settings.CONSOLE_INDEXER_IDLE_SLEEP)
         finally:
             for ix in indexers:
-                ix.close()
                 ix.client.close()  # type: ignore[attr-defined]
         self.stdout.write("indexer stopped")
