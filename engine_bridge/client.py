@@ -15,8 +15,6 @@ the actions service do.
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -96,10 +94,6 @@ class EngineClient:
         )
         self._channel = channel or self._open_channel(config)
         self._stub = pb_grpc.TaskHubSidecarServiceStub(self._channel)
-        self._lock = threading.Lock()
-        #: Seconds spent in calls and their number, for logs and benchmarks.
-        self.calls = 0
-        self.call_seconds = 0.0
 
     @staticmethod
     def _open_channel(config: EngineConfig) -> grpc.Channel:
@@ -131,16 +125,10 @@ class EngineClient:
     def _call(
         self, operation: str, method: Callable[..., T], request: Any, timeout: float | None = None
     ) -> T:
-        started = time.perf_counter()
         try:
             return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
         except grpc.RpcError as err:
             raise map_rpc_error(err, operation) from None
-        finally:
-            elapsed = time.perf_counter() - started
-            with self._lock:
-                self.calls += 1
-                self.call_seconds += elapsed
 
     def _call_later(
         self,
@@ -154,8 +142,6 @@ class EngineClient:
         gRPC's threads. No thread waits on a call in flight, so the indexer keeps many in flight
         at the cost of one thread (a blocking call per thread costs every answer a GIL hand-off
         between threads, a third of the indexer's CPU with 16 threads)."""
-        started = time.perf_counter()
-
         def finished(future: grpc.Future) -> None:
             answer: T | EngineError
             try:
@@ -164,10 +150,6 @@ class EngineClient:
                 answer = map_rpc_error(err, operation)
             except Exception as exc:  # noqa: BLE001 - done() must always hear back
                 answer = EngineError(f"unreadable answer: {exc!r}", operation=operation)
-            elapsed = time.perf_counter() - started
-            with self._lock:
-                self.calls += 1
-                self.call_seconds += elapsed
             done(answer)
 
         try:
