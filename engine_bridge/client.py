@@ -142,6 +142,7 @@ class EngineClient:
         gRPC's threads. No thread waits on a call in flight, so the indexer keeps many in flight
         at the cost of one thread (a blocking call per thread costs every answer a GIL hand-off
         between threads, a third of the indexer's CPU with 16 threads)."""
+
         def finished(future: grpc.Future) -> None:
             answer: T | EngineError
             try:
