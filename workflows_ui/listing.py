@@ -74,9 +74,8 @@ class InstanceFilterForm(forms.Form):
         if not raw:
             return None
         try:
-            value, pk = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-            return datetime.fromisoformat(value), int(pk)
-        except (ValueError, TypeError, binascii.Error):
+            return decode_cursor(raw)
+        except ValueError:
             raise forms.ValidationError("This page link is not valid any more.") from None
 
     def clean(self) -> dict[str, Any]:
@@ -90,8 +89,18 @@ class InstanceFilterForm(forms.Form):
 
 
 def encode_cursor(value: datetime, pk: int) -> str:
+    """Where the next page starts: the sort value and id of the last row shown."""
     raw = json.dumps([value.isoformat(), pk]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(raw: str) -> tuple[datetime, int]:
+    """``encode_cursor`` undone; ValueError for anything it did not write."""
+    try:
+        value, pk = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        return datetime.fromisoformat(value), int(pk)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValueError("not a cursor") from exc
 
 
 @dataclass
@@ -171,6 +180,7 @@ _LIST_FIELDS = [
     "completed_at",
     "custom_status",
     "purged",
+    "version",
 ]
 
 
@@ -200,14 +210,11 @@ def _split_values(f: Filters) -> tuple[str, list[Any]] | None:
     subquery would run once per value)."""
     if f.q and search.words(f.q):
         return None
-    if f.sort.endswith("updated"):
-        # Only status has an index ending in the update time (wf_inst_status_updated).
-        if len(f.statuses) > 1 and not f.name and not f.engine_ids:
-            return ("status", f.statuses)
-        return None
-    if f.name and not f.statuses:
-        return ("status", list(Status.values))
-    if len(f.statuses) > 1:
+    by_update = f.sort.endswith("updated")
+    if f.name and len(f.statuses) != 1:
+        return ("status", f.statuses or list(Status.values))
+    if len(f.statuses) > 1 and not (by_update and f.engine_ids):
+        # By update time there is no (engine, status, ...) index to split along.
         return ("status", f.statuses)
     if len(f.engine_ids) > 1 and not f.name and not f.statuses:
         return ("engine_id", f.engine_ids)

@@ -173,6 +173,13 @@ class Instance(models.Model):
             # List sorted by last update ("what moved lately"), unfiltered or by status.
             models.Index(fields=["last_updated_at", "id"], name="wf_inst_updated"),
             models.Index(fields=["status", "last_updated_at", "id"], name="wf_inst_status_updated"),
+            # ... filtered by workflow name (+ status): one range per status, merged.
+            models.Index(
+                fields=["name", "status", "last_updated_at", "id"],
+                name="wf_inst_name_status_updated",
+            ),
+            # ... filtered by engine (one range per engine, merged).
+            models.Index(fields=["engine", "last_updated_at", "id"], name="wf_inst_engine_updated"),
             # Id prefix across engines ("id starts with ...").
             models.Index(fields=["instance_id"], name="wf_inst_instance_id"),
             # Children of an instance (detail page), by the textual parent link.
