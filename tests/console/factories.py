@@ -6,7 +6,9 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from workflows_ui.models import Engine, Instance, Run
+from django.db.models import F
+
+from workflows_ui.models import Engine, Instance, Run, StatusCount
 
 _seq = itertools.count(1)
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
@@ -30,7 +32,14 @@ def instance(eng: Engine | None = None, **kwargs: Any) -> Instance:
         "last_updated_at": created,
     }
     fields.update(kwargs)
-    return Instance.objects.create(**fields)
+    inst = Instance.objects.create(**fields)
+    if not inst.purged:
+        # Counted as the indexer counts what it writes (the list reads these counts).
+        counted, _ = StatusCount.objects.get_or_create(
+            engine=inst.engine, name=inst.name, status=inst.status
+        )
+        StatusCount.objects.filter(pk=counted.pk).update(count=F("count") + 1)
+    return inst
 
 
 def run(inst: Instance, **kwargs: Any) -> Run:

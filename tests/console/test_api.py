@@ -7,7 +7,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.console import factories
-from workflows_ui.models import HistoryEvent, StatusCount
+from workflows_ui.models import HistoryEvent, Instance, StatusCount
 
 pytestmark = pytest.mark.django_db
 
@@ -66,6 +66,42 @@ def test_instances_are_listed_newest_first_with_a_keyset_cursor(api):
     assert seen == [f"i{i}" for i in reversed(range(7))]
     oldest = ids(api.get("/api/instances/?ordering=created&limit=2"))
     assert oldest == ["i0", "i1"]
+
+
+def test_instances_page_by_last_update_across_statuses_and_engines(api):
+    billing = factories.engine("billing")
+    for i in range(12):
+        factories.instance(
+            billing if i % 2 else None,
+            instance_id=f"u{i:02d}",
+            name=("charge", "ship")[i % 3 == 0],
+            status=("RUNNING", "FAILED", "COMPLETED")[i % 3],
+            # Updates in another order than creation, with ties.
+            last_updated_at=factories.T0 + timedelta(minutes=(i * 5) % 7),
+        )
+    rows = {r.instance_id: r for r in Instance.objects.all()}
+
+    def walk(url: str) -> list[str]:
+        seen: list[str] = []
+        while url:
+            response = api.get(url)
+            seen += ids(response)
+            url = response.json()["next"]
+        return seen
+
+    for query, keep in (
+        ("name=charge", lambda r: r.name == "charge"),
+        ("status=RUNNING,FAILED", lambda r: r.status in ("RUNNING", "FAILED")),
+        ("engine=orders,billing", lambda r: True),
+    ):
+        for ordering in ("updated", "-updated"):
+            expected = sorted(
+                (r for r in rows.values() if keep(r)),
+                key=lambda r: (r.last_updated_at, r.pk),
+                reverse=ordering.startswith("-"),
+            )
+            url = f"/api/instances/?{query}&ordering={ordering}&limit=2"
+            assert walk(url) == [r.instance_id for r in expected], url
 
 
 def test_instances_with_the_same_created_time_are_not_skipped(api):

@@ -39,7 +39,11 @@ class InstanceFilterSerializer(serializers.Serializer):
     purged = serializers.ChoiceField(
         choices=["exclude", "include", "only"], default="exclude", required=False
     )
-    ordering = serializers.ChoiceField(choices=["-created", "created"], default="-created")
+    ordering = serializers.ChoiceField(
+        choices=["-created", "created", "-updated", "updated"],
+        default="-created",
+        help_text="by creation or last update time; '-': newest first",
+    )
     cursor = serializers.CharField(max_length=200, required=False)
     limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
 

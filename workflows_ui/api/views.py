@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -18,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from workflows_ui import search
+from workflows_ui import listing
 from workflows_ui.api.serializers import (
     EngineSerializer,
     HistoryEventSerializer,
@@ -57,45 +52,6 @@ def _get_instance(engine: str, instance_id: str) -> Instance:
     )
 
 
-def encode_cursor(created_at: datetime, pk: int) -> str:
-    raw = json.dumps([created_at.isoformat(), pk]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, pk = json.loads(raw)
-        return datetime.fromisoformat(created), int(pk)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
-        raise ValidationError({"cursor": ["not a cursor this API handed out"]}) from None
-
-
-def filter_instances(params: dict[str, Any]) -> QuerySet[Instance]:
-    """The list's filters (shared with the instance list page)."""
-    qs = Instance.objects.all()
-    if params.get("engine"):
-        qs = qs.filter(engine__name__in=params["engine"])
-    if params.get("status"):
-        qs = qs.filter(status__in=params["status"])
-    if params.get("name"):
-        qs = qs.filter(name=params["name"])
-    if params.get("created_after"):
-        qs = qs.filter(created_at__gte=params["created_after"])
-    if params.get("created_before"):
-        qs = qs.filter(created_at__lt=params["created_before"])
-    purged = params.get("purged", "exclude")
-    if purged == "exclude":
-        qs = qs.filter(purged=False)
-    elif purged == "only":
-        qs = qs.filter(purged=True)
-    if params.get("id_prefix"):
-        qs = search.filter_id_prefix(qs, params["id_prefix"])
-    if params.get("q"):
-        qs = search.filter_text(qs, params["q"])
-    return qs
-
-
 class EngineList(APIView):
     @extend_schema(
         responses=EngineSerializer(many=True),
@@ -128,29 +84,38 @@ class InstanceList(APIView):
             ),
             400: OpenApiResponse(description="an invalid filter, with the reason per field"),
         },
-        summary="Instances, newest first, keyset-paginated",
+        summary="Instances, newest first (see ordering), keyset-paginated",
         operation_id="instances_list",
     )
     def get(self, request: Request) -> Response:
         params = _validated(InstanceFilterSerializer, request)
-        qs = filter_instances(params).select_related("engine")
-        newest_first = params["ordering"] == "-created"
+        engines = {e.pk: e for e in Engine.objects.all()}
+        by_name = {e.name: e.pk for e in engines.values()}
+        cursor = None
         if params.get("cursor"):
-            created, pk = decode_cursor(params["cursor"])
-            if newest_first:
-                qs = qs.filter(Q(created_at__lt=created) | Q(created_at=created, pk__lt=pk))
-            else:
-                qs = qs.filter(Q(created_at__gt=created) | Q(created_at=created, pk__gt=pk))
-        order = ["-created_at", "-pk"] if newest_first else ["created_at", "pk"]
-        limit = params["limit"]
-        rows = list(qs.order_by(*order)[: limit + 1])
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_url = (
-            _next_url(request, cursor=encode_cursor(rows[-1].created_at, rows[-1].pk))
-            if more
-            else None
+            try:
+                cursor = listing.decode_cursor(params["cursor"])
+            except ValueError:
+                raise ValidationError({"cursor": ["not a cursor this API handed out"]}) from None
+        # The list page's filters and keyset pages: the same index ranges serve both.
+        f = listing.Filters(
+            engine_ids=[by_name[n] for n in params.get("engine") or []],
+            statuses=params.get("status") or [],
+            name=params.get("name") or "",
+            id_prefix=params.get("id_prefix") or "",
+            q=(params.get("q") or "").strip(),
+            created_after=params.get("created_after"),
+            created_before=params.get("created_before"),
+            purged=params["purged"],
+            sort=params["ordering"],
+            cursor=cursor,
         )
+        rows, next_cursor = listing.instance_page(
+            f, limit=params["limit"], counts=listing.status_counts(f)
+        )
+        for inst in rows:
+            inst.engine = engines[inst.engine_id]
+        next_url = _next_url(request, cursor=next_cursor) if next_cursor else None
         return Response({"results": InstanceListSerializer(rows, many=True).data, "next": next_url})
 
 
