@@ -66,6 +66,8 @@ _OWN_EVENTS = {
 }
 #: Instances written per transaction (each instance's changes stay together in one).
 WRITE_CHUNK = 200
+#: Ids read per query when a sweep looks for the instances the listing did not show.
+LIVE_IDS_BATCH = 5000
 #: The ids of live instances discovery compares listings with are read again this often (they
 #: are kept up to date as the indexer writes; the reload only catches changes made elsewhere).
 KNOWN_RELOAD_INTERVAL = 300.0
@@ -547,19 +549,23 @@ class EngineIndexer:
             self._sync(missing, result)
 
     def _iter_live_ids(self, before: datetime | None) -> Iterator[tuple[str, datetime | None]]:
-        last_pk = 0
+        # Keyset on (engine, instance_id), the unique constraint's index: every batch is a range
+        # of it, whatever statistics the database has (ordered by id, SQLite without ANALYZE
+        # took the rows of the whole engine from another index and sorted them, each batch).
+        last_id = ""
         while True:
-            qs = Instance.objects.filter(engine=self.engine, purged=False, pk__gt=last_pk)
+            qs = Instance.objects.filter(engine=self.engine, purged=False, instance_id__gt=last_id)
             if before is not None:
                 qs = qs.filter(first_seen_at__lt=before)
             rows = list(
-                qs.order_by("pk").values_list("pk", "instance_id", "last_updated_at")[:5000]
+                qs.order_by("instance_id").values_list("instance_id", "last_updated_at")[
+                    :LIVE_IDS_BATCH
+                ]
             )
             if not rows:
                 return
-            for pk, iid, updated in rows:
-                last_pk = pk
-                yield iid, updated
+            last_id = rows[-1][0]
+            yield from rows
 
     # Read (gRPC's threads) and write (this thread) ------------------------------------------
 

@@ -202,6 +202,21 @@ def test_an_id_missing_from_the_list_is_purged_only_when_the_engine_says_so(fake
     assert ChangeLog.objects.filter(kind="purged").count() == 1
 
 
+def test_a_sweep_looks_for_missing_ids_through_every_batch(fake, make_indexer, monkeypatch):
+    monkeypatch.setattr(indexer_module, "LIVE_IDS_BATCH", 2)
+    state, events = golden_instance("terminated")
+    for i in range(7):
+        fake.add(state, events, instance_id=f"t-{i}")
+    ix = make_indexer()
+    ix.run_pass()
+    for i in (0, 3, 6):
+        del fake.instances[f"t-{i}"]
+    ix.run_pass()
+    purged = Instance.objects.filter(purged=True).values_list("instance_id", flat=True)
+    assert sorted(purged) == ["t-0", "t-3", "t-6"]
+    assert counts_are_exact(ix.engine)
+
+
 def test_a_purged_id_started_again_comes_back_with_a_new_run(fake, make_indexer):
     state, events = golden_instance("two_steps")
     fake.add(state, events)
