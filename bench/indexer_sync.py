@@ -729,7 +729,7 @@ def build_console_db(template: Path, target: Path, all_specs: list[Spec], engine
     from django.db import connection
 
     with connection.cursor() as cur:
-        cur.execute("ANALYZE")
+        # No ANALYZE: the indexer's own database never gets one.
         cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
