@@ -98,9 +98,13 @@ def decode_cursor(raw: str) -> tuple[datetime, int]:
     """``encode_cursor`` undone; ValueError for anything it did not write."""
     try:
         value, pk = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        return datetime.fromisoformat(value), int(pk)
+        when = datetime.fromisoformat(value)
+        pk = int(pk)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise ValueError("not a cursor") from exc
+    if when.tzinfo is None:
+        raise ValueError("not a cursor")  # every cursor handed out carries its offset
+    return when, pk
 
 
 @dataclass
@@ -115,6 +119,11 @@ class Filters:
     purged: str = "exclude"
     sort: str = "-created"
     cursor: tuple[datetime, int] | None = None
+
+    def __post_init__(self) -> None:
+        # A value given twice (?status=FAILED&status=FAILED) would read its range twice.
+        self.engine_ids = list(dict.fromkeys(self.engine_ids))
+        self.statuses = list(dict.fromkeys(self.statuses))
 
     @classmethod
     def from_form(cls, form: InstanceFilterForm) -> Filters:

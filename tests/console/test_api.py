@@ -104,6 +104,17 @@ def test_instances_page_by_last_update_across_statuses_and_engines(api):
             assert walk(url) == [r.instance_id for r in expected], url
 
 
+def test_a_filter_value_given_twice_lists_each_instance_once(api):
+    billing = factories.engine("billing")
+    factories.instance(instance_id="r", status="RUNNING")
+    factories.instance(instance_id="f", status="FAILED")
+    factories.instance(billing, instance_id="b", status="RUNNING")
+    assert ids(api.get("/api/instances/?status=RUNNING,RUNNING,FAILED")) == ["b", "f", "r"]
+    assert ids(api.get("/api/instances/?engine=orders,billing,orders")) == ["b", "f", "r"]
+    page = api.get("/instances/?status=FAILED&status=FAILED&engine=orders&engine=orders")
+    assert page.content.decode().count('class="instance-row"') == 1
+
+
 def test_instances_with_the_same_created_time_are_not_skipped(api):
     t = factories.T0
     for i in range(5):
@@ -163,6 +174,8 @@ def test_created_range_filters(api):
         ("created_after=yesterday", "created_after", "Datetime has wrong format"),
         ("limit=0", "limit", "greater than or equal to 1"),
         ("cursor=%%%", "cursor", "not a cursor"),
+        # base64 of ["2026-01-01T00:00:00", 5]: a time without its offset
+        ("cursor=WyIyMDI2LTAxLTAxVDAwOjAwOjAwIiwgNV0", "cursor", "not a cursor"),
         ("ordering=name", "ordering", "not a valid choice"),
         (
             "created_after=2026-01-02T00:00:00Z&created_before=2026-01-01T00:00:00Z",
