@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import timedelta
 from typing import Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import BooleanField, QuerySet
+from django.db.models import BooleanField, DateTimeField, ExpressionWrapper, F, QuerySet, Value
 from django.db.models.expressions import RawSQL
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,18 @@ def filter_text(qs: QuerySet[Any], text: str, common: bool = False) -> QuerySet[
             output_field=BooleanField(),
         )
     return qs.filter(condition)
+
+
+def sort_key_after_filter(using: str, column: str) -> Any:
+    """An ORDER BY key on a time column that no index serves, for a page whose filter (a rare
+    word, an id prefix) matches few rows: the database then finds them by that filter's index
+    and sorts them. PostgreSQL otherwise walks the time index testing each row whenever its
+    estimates say matches are common enough, and they can't see that matches are bunched at
+    one end (ids made in time order; a word whose parts are common, like "c-04242" in
+    "c" & "-04242"): 0.8 s on a million instances. SQLite already starts from the filter."""
+    if connections[using].vendor == "postgresql":
+        return ExpressionWrapper(F(column) + Value(timedelta(0)), output_field=DateTimeField())
+    return F(column)
 
 
 def filter_id_prefix(qs: QuerySet[Any], prefix: str) -> QuerySet[Any]:

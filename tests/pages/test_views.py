@@ -295,7 +295,7 @@ def test_the_list_stays_within_its_query_budget(logged_in, seeded, django_assert
         ("/instances/?status=RUNNING&status=CANCELED&status=PENDING", 1),  # two have none
         ("/instances/?name=line_item", 2),  # completed and running ones
         ("/instances/?id_prefix=g-", 1),  # counted, capped, from the rows
-        ("/instances/?q=o-1001&status=COMPLETED", 2),  # and how many rows are in scope
+        ("/instances/?q=o-1001&status=COMPLETED", 1),  # counted the same way
     ):
         with django_assert_max_num_queries(LIST_QUERIES + pages):
             assert logged_in.get(url).status_code == 200
@@ -504,26 +504,37 @@ def test_hostile_payloads_names_and_ids_are_escaped_everywhere(logged_in, db):
     assert "evil-" in download["Content-Disposition"] and "<" not in download["Content-Disposition"]
 
 
-def test_a_common_word_is_searched_by_walking_the_sort_order_with_the_same_results(
-    logged_in, seeded, monkeypatch
+@pytest.mark.parametrize("query", ["q=qty", "id_prefix=g-", "id_prefix=g-&status=COMPLETED&q=qty"])
+def test_few_or_many_matches_are_read_in_their_own_way_with_the_same_results(
+    logged_in, seeded, monkeypatch, query
 ):
-    monkeypatch.setattr(listing, "_text_is_common", lambda f, counts: False)
-    rare = ids_in(logged_in.get("/instances/?q=qty"))
-    monkeypatch.setattr(listing, "_text_is_common", lambda f, counts: True)
-    with CaptureQueriesContext(connection) as queries:
-        common = ids_in(logged_in.get("/instances/?q=qty"))
-    assert common == rare and len(rare) >= 3
+    url = f"/instances/?{query}&sort=created"
+    monkeypatch.setattr(listing, "_few_matches", lambda f, counts: True)
+    with CaptureQueriesContext(connection) as few_queries:
+        few = ids_in(logged_in.get(url))
+    monkeypatch.setattr(listing, "_few_matches", lambda f, counts: False)
+    with CaptureQueriesContext(connection) as many_queries:
+        many = ids_in(logged_in.get(url))
+    assert many == few and len(few) >= 3
+    created = dict(Instance.objects.values_list("instance_id", "created_at"))
+    assert [created[i] for i in few] == sorted(created[i] for i in few)
+    few_sql = " ".join(q["sql"] for q in few_queries.captured_queries)
+    many_sql = " ".join(q["sql"] for q in many_queries.captured_queries)
     if connection.vendor == "sqlite":
-        assert any("+workflows_ui_instance.id IN" in q["sql"] for q in queries.captured_queries)
+        # Many matches of a word: tested for membership while the sort order is walked.
+        assert ("+workflows_ui_instance.id IN" in many_sql) == ("q=" in query)
+        assert "+workflows_ui_instance.id IN" not in few_sql
+    else:
+        # Few matches: sorted by a key no index serves, so they are found by their own index.
+        assert "interval" in few_sql.lower() and "interval" not in many_sql.lower()
 
 
-def test_words_are_common_when_walking_reads_fewer_rows_than_fetching_the_matches(
-    seeded, monkeypatch
-):
-    monkeypatch.setattr(listing, "PAGE_SIZE", 1)  # a page of 1 row among 15 instances
-    f = listing.Filters(q="anything")
-    assert listing._text_is_common(f, listing.Counts({"COMPLETED": 10}, exact=True))
-    assert not listing._text_is_common(f, listing.Counts({"COMPLETED": 3}, exact=True))
-    f = listing.Filters(q="anything", statuses=["COMPLETED"])  # 9 completed instances
-    assert listing._text_is_common(f, listing.Counts({"COMPLETED": 5, "FAILED": 1}, exact=True))
-    assert not listing._text_is_common(f, listing.Counts({"COMPLETED": 2}, exact=True))
+def test_matches_are_few_up_to_the_count_cap():
+    for f in (listing.Filters(q="anything"), listing.Filters(id_prefix="g-", statuses=["FAILED"])):
+        assert listing._few_matches(f, listing.Counts({"COMPLETED": 10_000}, exact=True))
+        assert listing._few_matches(f, listing.Counts({}, exact=True))
+        assert not listing._few_matches(
+            f, listing.Counts({"COMPLETED": 10_001}, exact=False, capped=True)
+        )
+    # Other filters are index ranges in the sort order already.
+    assert listing._few_matches(listing.Filters(name="x"), listing.Counts({}, exact=True)) is None

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from workflows_ui import listing, search
+from workflows_ui import listing
 from workflows_ui.api.serializers import (
     EngineSerializer,
     HistoryEventSerializer,
@@ -110,11 +110,9 @@ class InstanceList(APIView):
             sort=params["ordering"],
             cursor=cursor,
         )
-        # Counts steer the page's plan: statuses with no instance are skipped, and a common
-        # word is searched along the sort. Otherwise they would only cost a capped count.
-        needs_counts = f.counts_are_exact or bool(search.words(f.q))
-        counts = listing.status_counts(f) if needs_counts else None
-        rows, next_cursor = listing.instance_page(f, limit=params["limit"], counts=counts)
+        rows, next_cursor = listing.instance_page(
+            f, limit=params["limit"], counts=listing.counts_for_plan(f)
+        )
         for inst in rows:
             inst.engine = engines[inst.engine_id]
         next_url = _next_url(request, cursor=next_cursor) if next_cursor else None
