@@ -30,9 +30,10 @@ from benchlib import REPO_ROOT, append_result, machine, p95
 TARGET_MS = 300.0
 
 
-def setup_django(db_path: Path) -> None:
+def setup_django(db_path: Path | None, database_url: str = "") -> None:
+    """Django on the SQLite file ``db_path`` (or on ``database_url``), migrated."""
     sys.path.insert(0, str(REPO_ROOT))
-    os.environ["DATABASE_URL"] = f"sqlite:///{db_path}"
+    os.environ["DATABASE_URL"] = database_url or f"sqlite:///{db_path}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
     os.environ.setdefault("CONSOLE_LOG_LEVEL", "WARNING")
     os.environ["CONSOLE_ALLOWED_HOSTS"] = "testserver"  # the test client's host

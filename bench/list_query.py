@@ -1,13 +1,17 @@
-"""Server time of the instance list with 1,000,000 instances in SQLite.
+"""Server time of the instance list with 1,000,000 instances in SQLite or PostgreSQL.
 
     python bench/list_query.py [--instances 1000000] [--repeat 40] [--db PATH] [--record]
+    python bench/list_query.py --database postgres [--instances 1000000] [--record]
 
 Migrates a fresh SQLite database (in a temporary directory, or PATH kept for the next run with
---db) and fills it with bulk SQL, not through the indexer: instances over 30 days of three
-engines and twenty workflow names, most completed, some failed, running, terminated or
-suspended, with small JSON inputs and outputs and failure messages; the full-text index is
-rebuilt once afterwards and the counts table summed from the rows. Then it calls the list view
-in-process through the test client (middleware, login, template; no network) and reports the
+--db), or a PostgreSQL cluster the run starts in a temporary directory on 127.0.0.1 (as the
+test setup does), and fills it with bulk SQL, not through the indexer: instances over 30 days
+of three engines and twenty workflow names, ids in creation order, most completed, some failed,
+running, terminated or suspended, with small JSON inputs and outputs and failure messages; the
+full-text index is rebuilt once afterwards and the counts table summed from the rows. SQLite
+gets no ANALYZE (a console's database never does); PostgreSQL is ANALYZEd, as autovacuum does
+after such a load. Then it calls the list view in-process through the test client (middleware,
+login, template; no network) and the REST API the same way, and reports the
 median and p95 server time of each request, all of them first pages with their status counts.
 
 The targets of the pages issue: first page filtered by status + name, newest first, with its
@@ -24,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -114,19 +119,94 @@ def fill(n: int) -> None:
     # No ANALYZE: a console's database never gets one, and SQLite plans without statistics.
 
 
+def fill_postgres(n: int) -> None:
+    """``fill`` for PostgreSQL: the same rows from generate_series."""
+    from django.db import connection
+
+    status_case = "CASE"
+    acc = 0
+    for status, share in STATUSES:
+        acc += share
+        status_case += f" WHEN n %% 1000 < {acc} THEN '{status}'"
+    status_case += " END"
+    cities = "ARRAY['" + "','".join(CITIES) + "']"
+    with connection.cursor() as cur:
+        for i, name in enumerate(ENGINES, start=1):
+            cur.execute(
+                "INSERT INTO workflows_ui_engine (id, name, address, tls, configured, app_id,"
+                " reachable, last_error, created_at)"
+                " VALUES (%s, %s, %s, false, true, %s, true, '', %s)",
+                [i, name, f"10.0.0.{i}:50001", name, "2026-11-01 00:00:00+00"],
+            )
+        cur.execute(
+            f"""
+            WITH rows AS (
+              SELECT n, {status_case} AS status,
+                timestamptz '2026-10-01 00:00:00+00' + (n * 2.5) * interval '1 second'
+                  + ((n * 7919) %% 1000000) * interval '1 microsecond' AS created,
+                'wf_' || lpad((((n * 2654435761) / 256) %% {NAMES})::text, 2, '0') AS name,
+                ({cities})[1 + n %% 10] AS city
+              FROM generate_series(0::bigint, %s::bigint) AS n
+            )
+            INSERT INTO workflows_ui_instance (
+              engine_id, instance_id, name, version, status, created_at, last_updated_at,
+              started_at, completed_at, input, input_size, output, output_size, custom_status,
+              custom_status_size, failure_type, failure_message, failure_stack_trace,
+              parent_app_id, parent_instance_id, parent_execution_id, trace_id, stall_reason,
+              stall_description, current_execution_id, purged, first_seen_at, indexed_at)
+            SELECT
+              1 + n %% 3, 'inst-' || lpad(n::text, 8, '0'), name, '', status, created, created,
+              created,
+              CASE WHEN status IN ('RUNNING', 'SUSPENDED', 'PENDING') THEN NULL ELSE created END,
+              json_build_object('order', 'o-' || lpad(n::text, 7, '0'),
+                                'customer', 'c-' || lpad((n %% 50000)::text, 5, '0'),
+                                'city', city, 'amount', (n %% 9000) / 100.0)::text,
+              80,
+              CASE status WHEN 'COMPLETED'
+                THEN json_build_object('tracking', 'trk-' || lpad(n::text, 7, '0'))::text
+                ELSE '' END,
+              CASE status WHEN 'COMPLETED' THEN 24 ELSE 0 END,
+              CASE status WHEN 'RUNNING' THEN '{{"step": "waiting for approval"}}' ELSE '' END,
+              CASE status WHEN 'RUNNING' THEN 31 ELSE 0 END,
+              CASE status WHEN 'FAILED' THEN 'TaskFailedError' ELSE '' END,
+              CASE status WHEN 'FAILED' THEN 'no carrier serves ' || city ELSE '' END,
+              '', '', '', '', '', '', '', 'exec-' || lpad(n::text, 8, '0'), false, created,
+              created
+            FROM rows
+            """,  # noqa: S608 - built from this module's constants only
+            [n - 1],
+        )
+        cur.execute(
+            "INSERT INTO workflows_ui_statuscount (engine_id, name, status, count) "
+            "SELECT engine_id, name, status, count(*) FROM workflows_ui_instance "
+            "WHERE NOT purged GROUP BY engine_id, name, status"
+        )
+        cur.execute("ANALYZE")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=40)
-    parser.add_argument("--db", help="database file to keep (filled once, reused after)")
+    parser.add_argument("--db", help="SQLite file to keep (filled once, reused after)")
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
 
-    with tempfile.TemporaryDirectory(prefix="bench-list-") as tmp:
-        db_path = Path(args.db) if args.db else Path(tmp) / "console.sqlite3"
-        fresh = not db_path.exists()
-        setup_django(db_path)
+    with tempfile.TemporaryDirectory(prefix="bench-list-") as tmp, ExitStack() as stack:
+        if args.database == "postgres":
+            from tests.console import pgcluster
+
+            cluster = pgcluster.start()
+            stack.callback(cluster.stop)
+            stack.callback(close_connections)
+            setup_django(None, f"postgres://postgres@127.0.0.1:{cluster.port}/postgres")
+            fresh = True
+        else:
+            db_path = Path(args.db) if args.db else Path(tmp) / "console.sqlite3"
+            fresh = not db_path.exists()
+            setup_django(db_path)
         from django.contrib.auth.models import User
         from django.test import Client
 
@@ -134,7 +214,7 @@ def main() -> None:
 
         if fresh:
             t0 = time.perf_counter()
-            fill(args.instances)
+            (fill_postgres if args.database == "postgres" else fill)(args.instances)
             print(f"filled {args.instances:,} instances in {time.perf_counter() - t0:.0f} s")
         total = Instance.objects.count()
         user, _ = User.objects.get_or_create(username="bench")
@@ -178,6 +258,8 @@ def main() -> None:
             ("text: a customer id (20 matches)", "?q=c-04242", "text"),
             ("text: a city (100,000 matches)", "?q=lisbon", "text"),
             ("text + status: a failure message", "?q=carrier+oslo&status=FAILED", "text"),
+            ("id prefix (10,000 made together)", "?id_prefix=inst-0042", "filter"),
+            ("id prefix (100,000 made weeks ago)", "?id_prefix=inst-001", "filter"),
         ]
         # The REST API pages through the same code; a few of its own spellings.
         cases += [
@@ -190,6 +272,7 @@ def main() -> None:
                 "api",
             ),
             ("API: text, a city", "/api/instances/?q=lisbon", "api"),
+            ("API: id prefix", "/api/instances/?id_prefix=inst-0042", "api"),
         ]
         rows = []
         for label, query, kind in cases:
@@ -205,11 +288,25 @@ def main() -> None:
         record(args, total, rows, targets, load_before)
 
 
+def close_connections() -> None:
+    from django.db import connections
+
+    connections.close_all()
+
+
 def record(args: argparse.Namespace, total: int, rows: list, targets: dict, load: float) -> None:
     cmd = "python bench/list_query.py" + (
         f" --instances {args.instances}" if args.instances != 1_000_000 else ""
     )
-    line = f"{machine()}, SQLite {sqlite3.sqlite_version}, load average before the run {load:.2f}"
+    if args.database == "postgres":
+        from django.db import connection
+
+        cmd += " --database postgres"
+        version = connection.cursor().connection.info.server_version
+        engine = f"PostgreSQL {version // 10000}.{version % 10000}"
+    else:
+        engine = f"SQLite {sqlite3.sqlite_version}"
+    line = f"{machine()}, {engine}, load average before the run {load:.2f}"
     lines = [
         f"{total:,} instances; first page (50 rows) with its status counts; {args.repeat} "
         "requests each, server time through the Django test client.",
