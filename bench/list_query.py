@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import append_result, machine, p95  # noqa: E402
+from benchlib import REPO_ROOT, append_result, machine, p95  # noqa: E402
 from detail_page import setup_django, timed  # noqa: E402
 
 NAMES = 20
@@ -196,6 +196,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-list-") as tmp, ExitStack() as stack:
         if args.database == "postgres":
+            sys.path.insert(0, str(REPO_ROOT))
             from tests.console import pgcluster
 
             cluster = pgcluster.start()
@@ -233,6 +234,8 @@ def main() -> None:
 
             return call
 
+        prefix_10k = f"inst-{total * 42 // 100 // 10_000:04d}"
+        prefix_100k = f"inst-{total // 10 // 100_000:03d}"
         cases = [
             ("status + name, newest first", "?status=RUNNING&name=wf_07", "filter"),
             ("status + name, rarer status", "?status=SUSPENDED&name=wf_13", "filter"),
@@ -258,8 +261,9 @@ def main() -> None:
             ("text: a customer id (20 matches)", "?q=c-04242", "text"),
             ("text: a city (100,000 matches)", "?q=lisbon", "text"),
             ("text + status: a failure message", "?q=carrier+oslo&status=FAILED", "text"),
-            ("id prefix (10,000 made together)", "?id_prefix=inst-0042", "filter"),
-            ("id prefix (100,000 made weeks ago)", "?id_prefix=inst-001", "filter"),
+            # Ids are made in creation order: 10,000 in the middle, 100,000 weeks before the end.
+            ("id prefix (10,000 made together)", f"?id_prefix={prefix_10k}", "filter"),
+            ("id prefix (100,000 made weeks ago)", f"?id_prefix={prefix_100k}", "filter"),
         ]
         # The REST API pages through the same code; a few of its own spellings.
         cases += [
@@ -272,7 +276,7 @@ def main() -> None:
                 "api",
             ),
             ("API: text, a city", "/api/instances/?q=lisbon", "api"),
-            ("API: id prefix", "/api/instances/?id_prefix=inst-0042", "api"),
+            ("API: id prefix", f"/api/instances/?id_prefix={prefix_10k}", "api"),
         ]
         rows = []
         for label, query, kind in cases:
