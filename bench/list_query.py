@@ -218,6 +218,7 @@ def main() -> None:
             (fill_postgres if args.database == "postgres" else fill)(args.instances)
             print(f"filled {args.instances:,} instances in {time.perf_counter() - t0:.0f} s")
         total = Instance.objects.count()
+        engine = database_name()
         user, _ = User.objects.get_or_create(username="bench")
         client = Client()
         client.force_login(user)
@@ -289,7 +290,17 @@ def main() -> None:
     text_ok = all(r[4] < targets["text"] for r in rows if r[2] == "text")
     print(f"target status + name p95 < 50 ms: {main_ok}; text search p95 < 150 ms: {text_ok}")
     if args.record:
-        record(args, total, rows, targets, load_before)
+        record(args, engine, total, rows, targets, load_before)
+
+
+def database_name() -> str:
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            version = cur.connection.info.server_version
+        return f"PostgreSQL {version // 10000}.{version % 10000}"
+    return f"SQLite {sqlite3.sqlite_version}"
 
 
 def close_connections() -> None:
@@ -298,18 +309,14 @@ def close_connections() -> None:
     connections.close_all()
 
 
-def record(args: argparse.Namespace, total: int, rows: list, targets: dict, load: float) -> None:
+def record(
+    args: argparse.Namespace, engine: str, total: int, rows: list, targets: dict, load: float
+) -> None:
     cmd = "python bench/list_query.py" + (
         f" --instances {args.instances}" if args.instances != 1_000_000 else ""
     )
     if args.database == "postgres":
-        from django.db import connection
-
         cmd += " --database postgres"
-        version = connection.cursor().connection.info.server_version
-        engine = f"PostgreSQL {version // 10000}.{version % 10000}"
-    else:
-        engine = f"SQLite {sqlite3.sqlite_version}"
     line = f"{machine()}, {engine}, load average before the run {load:.2f}"
     lines = [
         f"{total:,} instances; first page (50 rows) with its status counts; {args.repeat} "
