@@ -8,7 +8,8 @@ Full-text search over an instance's input, output, custom status and failure mes
 
 Both use a language-neutral tokenizer (payloads are JSON, not prose); a query matches instances
 containing every word of it. Also here: the id-prefix filter, which must stay an index range scan
-on both databases.
+on both databases, and the sort key that makes either database sort the few rows such a filter
+matches instead of walking the time index.
 """
 
 from __future__ import annotations
@@ -129,8 +130,8 @@ def filter_text(qs: QuerySet[Any], text: str, common: bool = False) -> QuerySet[
     ``common``: the caller knows the words match many of the rows it will walk in its sort
     order (a list page). On SQLite the matches are then only tested for membership while the
     sort index is walked, instead of each match being fetched and all of them sorted (which is
-    what SQLite's planner picks otherwise, and right for rare words). PostgreSQL's planner
-    weighs both plans itself from its statistics."""
+    what SQLite's planner picks otherwise, and right for rare words). On PostgreSQL the
+    caller steers rare words with ``sort_key_after_filter`` instead."""
     terms = words(text)
     if not terms:
         return qs
