@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -33,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import REPO_ROOT, append_result, machine, p95  # noqa: E402
-from detail_page import setup_django, timed  # noqa: E402
+from benchlib import append_result, machine, p95  # noqa: E402
+from detail_page import database_name, setup_django, start_postgres, timed  # noqa: E402
 
 NAMES = 20
 ENGINES = ("orders", "billing", "shipping")
@@ -196,13 +195,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-list-") as tmp, ExitStack() as stack:
         if args.database == "postgres":
-            sys.path.insert(0, str(REPO_ROOT))
-            from tests.console import pgcluster
-
-            cluster = pgcluster.start()
-            stack.callback(cluster.stop)
-            stack.callback(close_connections)
-            setup_django(None, f"postgres://postgres@127.0.0.1:{cluster.port}/postgres")
+            setup_django(None, start_postgres(stack))
             fresh = True
         else:
             db_path = Path(args.db) if args.db else Path(tmp) / "console.sqlite3"
@@ -291,22 +284,6 @@ def main() -> None:
     print(f"target status + name p95 < 50 ms: {main_ok}; text search p95 < 150 ms: {text_ok}")
     if args.record:
         record(args, engine, total, rows, targets, load_before)
-
-
-def database_name() -> str:
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cur:
-            version = cur.connection.info.server_version
-        return f"PostgreSQL {version // 10000}.{version % 10000}"
-    return f"SQLite {sqlite3.sqlite_version}"
-
-
-def close_connections() -> None:
-    from django.db import connections
-
-    connections.close_all()
 
 
 def record(
