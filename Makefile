@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench-engine bench-indexer bench-pages clean
+.PHONY: setup run test lint bench-engine bench-indexer bench-pages bench-pages-postgres clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench-indexer: setup
 bench-pages: setup
 	$(BIN)/python bench/list_query.py
 	$(BIN)/python bench/detail_page.py
+
+bench-pages-postgres: setup
+	$(BIN)/python bench/list_query.py --database postgres
+	$(BIN)/python bench/detail_page.py --database postgres
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
