@@ -2,7 +2,7 @@
 
     python bench/indexer_sync.py [--n 10000] [--steps 6] [--repeat 3]
                                  [--steady-n 100000] [--steady-running 1000] [--passes 7]
-                                 [--only initial|steady] [--record]
+                                 [--only initial|steady] [--database postgres] [--record]
 
 Initial sync. A devengine database of N instances is written directly with devengine's own store
 code (devengine/store.py), each with the history the engine writes for a workflow of STEPS
@@ -16,7 +16,9 @@ executionCompleted; some failed, some still running. A real devengine process se
   (CONSOLE_INDEXER_CONCURRENCY), with gRPC futures as the indexer does; and the same reads as
   blocking calls from that many threads, a second (slower) baseline;
 - initial sync: `EngineIndexer.run_pass()` until nothing is left to do, into a fresh console
-  database (SQLite, migrated once and copied), checked afterwards (instances, runs, events).
+  database (SQLite, migrated once and copied; with --database postgres, a database made from a
+  migrated template in a PostgreSQL cluster the run starts on 127.0.0.1), checked afterwards
+  (instances, runs, events).
 
 It reports the median instances per second of both and the ratio (target: at least 0.8), plus
 the CPU seconds per instance of the engine and of this process in each phase.
@@ -50,6 +52,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -468,11 +471,30 @@ def raw_fetch_threads(address: str, ids: list[str], concurrency: int) -> None:
         channel.close()
 
 
+#: The PostgreSQL cluster's port with --database postgres: its databases then stand for this
+#: module's SQLite files, named after their stems.
+POSTGRES_PORT: int | None = None
+
+
+def _pg_name(path: Path) -> str:
+    return path.name.split(".")[0].replace("-", "_")
+
+
+def _pg_admin(*statements: str) -> None:
+    import psycopg
+
+    conninfo = f"host=127.0.0.1 port={POSTGRES_PORT} user=postgres dbname=postgres"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for sql in statements:
+            conn.execute(sql)  # type: ignore[arg-type]
+
+
 def use_database(path: Path) -> None:
     from django.db import connections
 
     connections.close_all()
-    connections["default"].settings_dict["NAME"] = str(path)
+    name = _pg_name(path) if POSTGRES_PORT else str(path)
+    connections["default"].settings_dict["NAME"] = name
 
 
 def make_indexer(address: str, concurrency: int) -> Any:
@@ -531,17 +553,29 @@ def migrated_template(workdir: Path) -> Path:
     from django.core.management import call_command
 
     path = workdir / "console-template.sqlite3"
+    if POSTGRES_PORT:
+        _pg_admin(f"CREATE DATABASE {_pg_name(path)}")
     use_database(path)
     call_command("migrate", verbosity=0)
     from django.db import connection
 
-    with connection.cursor() as cur:
-        cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cur:
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     use_database(workdir / "unused.sqlite3")
     return path
 
 
 def fresh_console_db(template: Path, target: Path) -> Path:
+    if POSTGRES_PORT:
+        use_database(template.parent / "unused.sqlite3")  # no connection to either left open
+        name = _pg_name(target)
+        _pg_admin(
+            f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+            f"CREATE DATABASE {name} TEMPLATE {_pg_name(template)}",
+        )
+        use_database(target)
+        return target
     for suffix in ("", "-wal", "-shm"):
         Path(f"{target}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(template, target)
@@ -729,8 +763,11 @@ def build_console_db(template: Path, target: Path, all_specs: list[Spec], engine
     from django.db import connection
 
     with connection.cursor() as cur:
-        # No ANALYZE: the indexer's own database never gets one.
-        cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if connection.vendor == "sqlite":
+            # No ANALYZE: the indexer's own database never gets one.
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:
+            cur.execute("ANALYZE")  # as autovacuum does after such a load
 
 
 def measure_steady(args: argparse.Namespace, workdir: Path, template: Path) -> dict[str, Any]:
@@ -871,14 +908,21 @@ def main() -> None:
         help="instances in flight (default: CONSOLE_INDEXER_CONCURRENCY, as the indexer)",
     )
     parser.add_argument("--only", choices=["initial", "steady"], help="run one of the two")
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="indexer-bench-") as tmp:
+    global POSTGRES_PORT
+    with tempfile.TemporaryDirectory(prefix="indexer-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         os.environ["DJANGO_SETTINGS_MODULE"] = "console.settings"
         os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'unused.sqlite3'}"
+        if args.database == "postgres":
+            from detail_page import start_postgres
+
+            os.environ["DATABASE_URL"] = start_postgres(stack)
+            POSTGRES_PORT = int(os.environ["DATABASE_URL"].rsplit(":", 1)[1].split("/")[0])
         os.environ.setdefault("CONSOLE_LOG_LEVEL", "WARNING")
         import django
 
@@ -888,7 +932,11 @@ def main() -> None:
         if args.concurrency is None:
             args.concurrency = settings.CONSOLE_INDEXER_CONCURRENCY
         template = migrated_template(workdir)
-        parts = []
+        from detail_page import database_name
+
+        use_database(template)
+        parts = [f"Console database: {database_name()}"]
+        use_database(workdir / "unused.sqlite3")
         if args.only in (None, "initial"):
             print(f"initial sync of {args.n} instances", flush=True)
             initial = measure_initial(args, workdir, template)
