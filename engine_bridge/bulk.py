@@ -10,16 +10,20 @@ saved after being assigned; every other column of these models is passed as it i
 column named in ``Rows(encoded=...)`` takes text already encoded (the mappers encode history
 events on gRPC's thread, off the writer's).
 
-On SQLite the statements go to the driver's cursor itself, written with its own ``?`` markers:
-Django's cursor rewrites every ``%s`` of a statement with a regular expression on each execution,
-which for a few hundred rows of eight columns cost as much as SQLite's own work. (They are
-therefore missing from Django's query log in DEBUG.)
+The statements go to the driver's own cursor, written with the driver's own markers: ``?`` on
+SQLite, ``$1, $2, ...`` on PostgreSQL (psycopg's raw cursor, parameters bound by the server).
+Through Django's cursor every ``%s`` of a statement is found again on each execution, by a regular
+expression on SQLite and by psycopg's query parser on PostgreSQL (which caches short statements
+only): for a few hundred rows of eight columns that cost as much as SQLite's own work, and six
+times the rest of the indexer's writing on PostgreSQL. (They are therefore missing from Django's
+query log in DEBUG.)
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,9 +127,9 @@ class _Statement:
         qn = connection.ops.quote_name
         columns = ", ".join(qn(f.column or f.name) for f in fields)  # type: ignore[union-attr]
         self.head = f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES "  # noqa: S608
-        self.raw = connection.vendor == "sqlite"
-        marker = "?" if self.raw else "%s"
-        self.row = "(" + ", ".join([marker] * len(fields)) + ")"
+        self.vendor = connection.vendor
+        self.width = len(fields)
+        self.row = "(" + ", ".join(["?"] * len(fields)) + ")"  # SQLite's markers
         self.tail = on_conflict
         limit = connection.features.max_query_params or 10_000
         self.per_statement = max(1, min(500, limit // len(fields)))
@@ -138,7 +142,16 @@ class _Statement:
 
     def sql(self, rows: int) -> str:
         if rows not in self._sql:
-            self._sql[rows] = self.head + ", ".join([self.row] * rows) + self.tail
+            if self.vendor == "postgresql":
+                # Numbered markers: $1 .. $n of the first row, $n+1 .. of the second...
+                w = self.width
+                values = ", ".join(
+                    "(" + ", ".join(f"${r * w + c + 1}" for c in range(w)) + ")"
+                    for r in range(rows)
+                )
+            else:
+                values = ", ".join([self.row] * rows)
+            self._sql[rows] = self.head + values + self.tail
         return self._sql[rows]
 
 
@@ -157,12 +170,20 @@ def insert(rows: Rows, on_conflict: str = "") -> None:
         _statements[key] = stmt
     adapters = stmt.adapters
     size = stmt.per_statement
-    with connection.cursor() as wrapper, connection.wrap_database_errors:
-        # Django's errors (IntegrityError...) either way; the driver's cursor on SQLite.
-        execute: Callable[[str, list[Any]], Any] = wrapper.execute
-        if stmt.raw:
+    with connection.cursor() as wrapper, connection.wrap_database_errors, ExitStack() as stack:
+        # The driver's cursor; Django's errors (IntegrityError...) all the same.
+        execute: Callable[[str, list[Any]], Any]
+        if stmt.vendor == "sqlite":
             driver_cursor = wrapper.cursor
             execute = lambda sql, params: sqlite3.Cursor.execute(driver_cursor, sql, params)  # noqa: E731
+        elif stmt.vendor == "postgresql":
+            import psycopg
+
+            raw = stack.enter_context(psycopg.RawCursor(connection.connection))
+            # Not prepared: a pooler in transaction mode may hand the next one another session.
+            execute = lambda sql, params: raw.execute(sql, params, prepare=False)  # noqa: E731
+        else:  # pragma: no cover - other databases are not supported
+            raise NotImplementedError(connection.vendor)
         for start in range(0, len(rows.rows), size):
             batch = rows.rows[start : start + size]
             params: list[Any] = []
