@@ -128,17 +128,22 @@ class Filters:
 
     @classmethod
     def from_form(cls, form: InstanceFilterForm) -> Filters:
-        d = form.cleaned_data
+        return cls.from_data(form.cleaned_data, {n: e.pk for n, e in form.engines.items()})
+
+    @classmethod
+    def from_data(cls, d: dict[str, Any], engine_ids: dict[str, int]) -> Filters:
+        """From validated filter values (the page's form, the API's serializer); engines by
+        name, ``engine_ids`` maps the names to ids."""
         return cls(
-            engine_ids=[form.engines[n].pk for n in d.get("engine") or []],
+            engine_ids=[engine_ids[n] for n in d.get("engine") or []],
             statuses=d.get("status") or [],
             name=d.get("name") or "",
             id_prefix=d.get("id_prefix") or "",
             q=(d.get("q") or "").strip(),
             created_after=d.get("created_after"),
             created_before=d.get("created_before"),
-            purged=d["purged"],
-            sort=d["sort"],
+            purged=d.get("purged") or "exclude",
+            sort=d.get("sort") or "-created",
             cursor=d.get("cursor"),
         )
 

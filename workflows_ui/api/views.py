@@ -90,26 +90,14 @@ class InstanceList(APIView):
     def get(self, request: Request) -> Response:
         params = _validated(InstanceFilterSerializer, request)
         engines = {e.pk: e for e in Engine.objects.all()}
-        by_name = {e.name: e.pk for e in engines.values()}
-        cursor = None
         if params.get("cursor"):
             try:
-                cursor = listing.decode_cursor(params["cursor"])
+                params["cursor"] = listing.decode_cursor(params["cursor"])
             except ValueError:
                 raise ValidationError({"cursor": ["not a cursor this API handed out"]}) from None
         # The list page's filters and keyset pages: the same index ranges serve both.
-        f = listing.Filters(
-            engine_ids=[by_name[n] for n in params.get("engine") or []],
-            statuses=params.get("status") or [],
-            name=params.get("name") or "",
-            id_prefix=params.get("id_prefix") or "",
-            q=(params.get("q") or "").strip(),
-            created_after=params.get("created_after"),
-            created_before=params.get("created_before"),
-            purged=params["purged"],
-            sort=params["ordering"],
-            cursor=cursor,
-        )
+        params["sort"] = params["ordering"]
+        f = listing.Filters.from_data(params, {e.name: pk for pk, e in engines.items()})
         rows, next_cursor = listing.instance_page(
             f, limit=params["limit"], counts=listing.counts_for_plan(f)
         )
