@@ -49,6 +49,48 @@ STATUSES = [
 CITIES = ["lisbon", "oslo", "lagos", "lima", "osaka", "perth", "quito", "riga", "sofia", "tunis"]
 
 
+INSTANCE_COLUMNS = """
+  engine_id, instance_id, name, version, status, created_at, last_updated_at, started_at,
+  completed_at, input, input_size, output, output_size, custom_status, custom_status_size,
+  failure_type, failure_message, failure_stack_trace, parent_app_id, parent_instance_id,
+  parent_execution_id, trace_id, stall_reason, stall_description, current_execution_id, purged,
+  first_seen_at, indexed_at"""
+#: The counts table, summed from the rows.
+SUM_COUNTS = (
+    "INSERT INTO workflows_ui_statuscount (engine_id, name, status, count) "
+    "SELECT engine_id, name, status, count(*) FROM workflows_ui_instance "
+    "WHERE NOT purged GROUP BY engine_id, name, status"
+)
+
+
+def _status_case() -> str:
+    """SQL dealing out STATUSES by ``n`` (``%%``: the statement is run with parameters)."""
+    case = "CASE"
+    acc = 0
+    for status, share in STATUSES:
+        acc += share
+        case += f" WHEN n %% 1000 < {acc} THEN '{status}'"
+    return case + " END"
+
+
+def _create_engines() -> None:
+    from datetime import UTC, datetime
+
+    from workflows_ui.models import Engine
+
+    Engine.objects.bulk_create(
+        Engine(
+            id=i,
+            name=name,
+            address=f"10.0.0.{i}:50001",
+            app_id=name,
+            reachable=True,
+            created_at=datetime(2026, 11, 1, tzinfo=UTC),
+        )
+        for i, name in enumerate(ENGINES, start=1)
+    )
+
+
 def fill(n: int) -> None:
     """``n`` instances by INSERT ... SELECT over a recursive sequence, then the search index and
     the counts table derived from them."""
@@ -57,20 +99,10 @@ def fill(n: int) -> None:
     from workflows_ui import search
 
     search.drop_schema(connection)  # re-created (and rebuilt in one pass) below
-    status_case = "CASE"
-    acc = 0
-    for status, share in STATUSES:
-        acc += share
-        status_case += f" WHEN n % 1000 < {acc} THEN '{status}'"
-    status_case += " END"
+    status_case = _status_case()
     cities = "'" + "','".join(CITIES) + "'"
+    _create_engines()
     with connection.cursor() as cur:
-        for i, name in enumerate(ENGINES, start=1):
-            cur.execute(
-                "INSERT INTO workflows_ui_engine (id, name, address, tls, configured, app_id,"
-                " reachable, last_error, created_at) VALUES (%s, %s, %s, 0, 1, %s, 1, '', %s)",
-                [i, name, f"10.0.0.{i}:50001", name, "2026-11-01 00:00:00"],
-            )
         # Created 2.5 s apart over about 29 days, the newest last.
         cur.execute(
             f"""
@@ -83,12 +115,7 @@ def fill(n: int) -> None:
                 json_array({cities}) AS cities
               FROM seq
             )
-            INSERT INTO workflows_ui_instance (
-              engine_id, instance_id, name, version, status, created_at, last_updated_at,
-              started_at, completed_at, input, input_size, output, output_size, custom_status,
-              custom_status_size, failure_type, failure_message, failure_stack_trace,
-              parent_app_id, parent_instance_id, parent_execution_id, trace_id, stall_reason,
-              stall_description, current_execution_id, purged, first_seen_at, indexed_at)
+            INSERT INTO workflows_ui_instance ({INSTANCE_COLUMNS})
             SELECT
               1 + n %% 3, printf('inst-%%08d', n), name, '', status, created, created, created,
               CASE WHEN status IN ('RUNNING', 'SUSPENDED', 'PENDING') THEN NULL ELSE created END,
@@ -109,11 +136,7 @@ def fill(n: int) -> None:
             """,  # noqa: S608 - built from this module's constants only
             [n - 1],
         )
-        cur.execute(
-            "INSERT INTO workflows_ui_statuscount (engine_id, name, status, count) "
-            "SELECT engine_id, name, status, count(*) FROM workflows_ui_instance "
-            "WHERE NOT purged GROUP BY engine_id, name, status"
-        )
+        cur.execute(SUM_COUNTS)
     search.create_schema(connection)  # triggers were missing: rebuilds the FTS index
     # No ANALYZE: a console's database never gets one, and SQLite plans without statistics.
 
@@ -122,21 +145,10 @@ def fill_postgres(n: int) -> None:
     """``fill`` for PostgreSQL: the same rows from generate_series."""
     from django.db import connection
 
-    status_case = "CASE"
-    acc = 0
-    for status, share in STATUSES:
-        acc += share
-        status_case += f" WHEN n %% 1000 < {acc} THEN '{status}'"
-    status_case += " END"
+    status_case = _status_case()
     cities = "ARRAY['" + "','".join(CITIES) + "']"
+    _create_engines()
     with connection.cursor() as cur:
-        for i, name in enumerate(ENGINES, start=1):
-            cur.execute(
-                "INSERT INTO workflows_ui_engine (id, name, address, tls, configured, app_id,"
-                " reachable, last_error, created_at)"
-                " VALUES (%s, %s, %s, false, true, %s, true, '', %s)",
-                [i, name, f"10.0.0.{i}:50001", name, "2026-11-01 00:00:00+00"],
-            )
         cur.execute(
             f"""
             WITH rows AS (
@@ -147,12 +159,7 @@ def fill_postgres(n: int) -> None:
                 ({cities})[1 + n %% 10] AS city
               FROM generate_series(0::bigint, %s::bigint) AS n
             )
-            INSERT INTO workflows_ui_instance (
-              engine_id, instance_id, name, version, status, created_at, last_updated_at,
-              started_at, completed_at, input, input_size, output, output_size, custom_status,
-              custom_status_size, failure_type, failure_message, failure_stack_trace,
-              parent_app_id, parent_instance_id, parent_execution_id, trace_id, stall_reason,
-              stall_description, current_execution_id, purged, first_seen_at, indexed_at)
+            INSERT INTO workflows_ui_instance ({INSTANCE_COLUMNS})
             SELECT
               1 + n %% 3, 'inst-' || lpad(n::text, 8, '0'), name, '', status, created, created,
               created,
@@ -175,11 +182,7 @@ def fill_postgres(n: int) -> None:
             """,  # noqa: S608 - built from this module's constants only
             [n - 1],
         )
-        cur.execute(
-            "INSERT INTO workflows_ui_statuscount (engine_id, name, status, count) "
-            "SELECT engine_id, name, status, count(*) FROM workflows_ui_instance "
-            "WHERE NOT purged GROUP BY engine_id, name, status"
-        )
+        cur.execute(SUM_COUNTS)
         cur.execute("ANALYZE")
 
 
