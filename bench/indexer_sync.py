@@ -471,9 +471,12 @@ def raw_fetch_threads(address: str, ids: list[str], concurrency: int) -> None:
         channel.close()
 
 
-#: The PostgreSQL cluster's port with --database postgres: its databases then stand for this
-#: module's SQLite files, named after their stems.
-POSTGRES_PORT: int | None = None
+def _on_postgres() -> bool:
+    """With --database postgres the cluster's databases stand for this module's SQLite files,
+    named after their stems."""
+    from django.db import connections
+
+    return connections["default"].vendor == "postgresql"
 
 
 def _pg_name(path: Path) -> str:
@@ -481,9 +484,14 @@ def _pg_name(path: Path) -> str:
 
 
 def _pg_admin(*statements: str) -> None:
+    """Statements on the cluster's maintenance database (CREATE/DROP DATABASE)."""
     import psycopg
+    from django.db import connections
 
-    conninfo = f"host=127.0.0.1 port={POSTGRES_PORT} user=postgres dbname=postgres"
+    db = connections["default"].settings_dict
+    conninfo = psycopg.conninfo.make_conninfo(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname="postgres"
+    )
     with psycopg.connect(conninfo, autocommit=True) as conn:
         for sql in statements:
             conn.execute(sql)  # type: ignore[arg-type]
@@ -493,7 +501,7 @@ def use_database(path: Path) -> None:
     from django.db import connections
 
     connections.close_all()
-    name = _pg_name(path) if POSTGRES_PORT else str(path)
+    name = _pg_name(path) if _on_postgres() else str(path)
     connections["default"].settings_dict["NAME"] = name
 
 
@@ -553,7 +561,7 @@ def migrated_template(workdir: Path) -> Path:
     from django.core.management import call_command
 
     path = workdir / "console-template.sqlite3"
-    if POSTGRES_PORT:
+    if _on_postgres():
         _pg_admin(f"CREATE DATABASE {_pg_name(path)}")
     use_database(path)
     call_command("migrate", verbosity=0)
@@ -567,7 +575,7 @@ def migrated_template(workdir: Path) -> Path:
 
 
 def fresh_console_db(template: Path, target: Path) -> Path:
-    if POSTGRES_PORT:
+    if _on_postgres():
         use_database(template.parent / "unused.sqlite3")  # no connection to either left open
         name = _pg_name(target)
         _pg_admin(
@@ -913,7 +921,6 @@ def main() -> None:
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
-    global POSTGRES_PORT
     with tempfile.TemporaryDirectory(prefix="indexer-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         os.environ["DJANGO_SETTINGS_MODULE"] = "console.settings"
@@ -922,7 +929,6 @@ def main() -> None:
             from detail_page import start_postgres
 
             os.environ["DATABASE_URL"] = start_postgres(stack)
-            POSTGRES_PORT = int(os.environ["DATABASE_URL"].rsplit(":", 1)[1].split("/")[0])
         os.environ.setdefault("CONSOLE_LOG_LEVEL", "WARNING")
         import django
 
