@@ -121,6 +121,7 @@ class _Statement:
         names: tuple[str, ...],
         on_conflict: str,
         encoded: tuple[str, ...] = (),
+        returning: tuple[str, ...] = (),
     ):
         meta = model._meta
         fields = [meta.get_field(name) for name in names]
@@ -131,6 +132,9 @@ class _Statement:
         self.width = len(fields)
         self.row = "(" + ", ".join(["?"] * len(fields)) + ")"  # SQLite's markers
         self.tail = on_conflict
+        if returning:
+            back = (meta.get_field(name) for name in returning)
+            self.tail += " RETURNING " + ", ".join(qn(f.column or f.name) for f in back)  # type: ignore[union-attr]
         limit = connection.features.max_query_params or 10_000
         self.per_statement = max(1, min(500, limit // len(fields)))
         self._sql: dict[int, str] = {}
@@ -158,30 +162,44 @@ class _Statement:
 _statements: dict[tuple[Any, ...], _Statement] = {}
 
 
-def insert(rows: Rows, on_conflict: str = "") -> None:
+def insert(
+    rows: Rows, on_conflict: str = "", returning: Sequence[str] = ()
+) -> list[tuple[Any, ...]]:
     """INSERT the rows, many per statement. ``on_conflict``: an ``ON CONFLICT ...`` clause
-    (the same text on SQLite and PostgreSQL)."""
+    (the same text on SQLite and PostgreSQL). Returns the ``returning`` fields (column values,
+    such as the new primary keys) of the inserted rows, in no particular order."""
+    out: list[tuple[Any, ...]] = []
     if not rows.rows:
-        return
-    key = (connection.alias, connection.vendor, rows.model, rows.fields, on_conflict, rows.encoded)
+        return out
+    returning = tuple(returning)
+    key = (
+        connection.alias,
+        connection.vendor,
+        rows.model,
+        rows.fields,
+        on_conflict,
+        rows.encoded,
+        returning,
+    )
     stmt = _statements.get(key)
     if stmt is None:
-        stmt = _Statement(rows.model, rows.fields, on_conflict, rows.encoded)
+        stmt = _Statement(rows.model, rows.fields, on_conflict, rows.encoded, returning)
         _statements[key] = stmt
     adapters = stmt.adapters
     size = stmt.per_statement
     with connection.cursor() as wrapper, connection.wrap_database_errors, ExitStack() as stack:
         # The driver's cursor; Django's errors (IntegrityError...) all the same.
         execute: Callable[[str, list[Any]], Any]
+        cursor: Any
         if stmt.vendor == "sqlite":
-            driver_cursor = wrapper.cursor
-            execute = lambda sql, params: sqlite3.Cursor.execute(driver_cursor, sql, params)  # noqa: E731
+            cursor = wrapper.cursor
+            execute = lambda sql, params: sqlite3.Cursor.execute(cursor, sql, params)  # noqa: E731
         elif stmt.vendor == "postgresql":
             import psycopg
 
-            raw = stack.enter_context(psycopg.RawCursor(connection.connection))
+            cursor = stack.enter_context(psycopg.RawCursor(connection.connection))
             # Not prepared: a pooler in transaction mode may hand the next one another session.
-            execute = lambda sql, params: raw.execute(sql, params, prepare=False)  # noqa: E731
+            execute = lambda sql, params: cursor.execute(sql, params, prepare=False)  # noqa: E731
         else:  # pragma: no cover - other databases are not supported
             raise NotImplementedError(connection.vendor)
         for start in range(0, len(rows.rows), size):
@@ -196,6 +214,9 @@ def insert(rows: Rows, on_conflict: str = "") -> None:
                 else:
                     params += row
             execute(stmt.sql(len(batch)), params)
+            if returning:
+                out += cursor.fetchall()
+    return out
 
 
 def upsert(rows: Rows, unique: Iterable[str], update: Iterable[str]) -> None:

@@ -709,11 +709,8 @@ class EngineIndexer:
             interval = light[f.instance_id][4] if f.instance_id in light else None
             self._apply(f, inst, interval, w, result)
         if w.new_instances:
-            bulk.insert(bulk.model_rows(w.new_instances))
             pks = dict(
-                Instance.objects.filter(
-                    engine=self.engine, instance_id__in=[i.instance_id for i in w.new_instances]
-                ).values_list("instance_id", "pk")
+                bulk.insert(bulk.model_rows(w.new_instances), returning=("instance_id", "id"))
             )
             for i in w.new_instances:
                 i.pk = pks[i.instance_id]
@@ -945,13 +942,11 @@ class EngineIndexer:
                 self._change(w, c.inst, ChangeKind.UPDATED, status=c.inst.status)
             self._schedule(c.inst, c.is_new or c.history_moved or added, c.interval, w)
         if w.new_runs:
-            bulk.insert(bulk.model_rows(w.new_runs))
+            inserted = bulk.insert(
+                bulk.model_rows(w.new_runs), returning=("instance", "execution_id", "id")
+            )
             run_pks = {
-                (instance_pk, execution_id): pk
-                for instance_pk, execution_id, pk in Run.objects.filter(
-                    instance__in={r.instance_id for r in w.new_runs},
-                    execution_id__in={r.execution_id for r in w.new_runs},
-                ).values_list("instance_id", "execution_id", "pk")
+                (instance_pk, execution_id): pk for instance_pk, execution_id, pk in inserted
             }
             for run in w.new_runs:
                 run.pk = run_pks[(run.instance_id, run.execution_id)]

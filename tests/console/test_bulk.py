@@ -53,6 +53,17 @@ def test_rows_of_several_statements_read_back_as_written():
     assert last.details == {"input": '{"n": 1233}', "quote": 'it\'s "$1" and ?', "n": 1233}
 
 
+def test_returning_gives_the_new_rows_keys_across_statements():
+    run = factories.run(factories.instance())
+    bulk.insert(_events(run, range(2)))
+    back = bulk.insert(_events(run, range(2, 1200)), returning=("position", "run", "id"))
+    stored = set(
+        HistoryEvent.objects.filter(run=run, position__gte=2).values_list("position", "run", "id")
+    )
+    assert len(back) == 1198 and set(back) == stored  # the new rows only, each once
+    assert bulk.insert(_events(run, [])) == []
+
+
 def test_a_duplicate_raises_djangos_integrity_error_and_changes_nothing():
     run = factories.run(factories.instance())
     bulk.insert(_events(run, range(3)))
