@@ -13,7 +13,7 @@ import binascii
 import heapq
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
@@ -33,6 +33,20 @@ SORTS = {
 }
 
 
+class _DateTimeField(forms.DateTimeField):
+    """A time with an offset that takes it outside the calendar in UTC (``0001-01-01T00:00+05:00``)
+    is refused here, not by the database."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        result = super().to_python(value)
+        if result is not None:
+            try:
+                result.astimezone(UTC)
+            except OverflowError:
+                raise forms.ValidationError("Out of range.", code="invalid") from None
+        return result
+
+
 class InstanceFilterForm(forms.Form):
     engine = forms.MultipleChoiceField(required=False)
     status = forms.MultipleChoiceField(required=False, choices=Status.choices)
@@ -44,8 +58,8 @@ class InstanceFilterForm(forms.Form):
         label="Text",
         help_text="words in input, output, custom status or failure message",
     )
-    created_after = forms.DateTimeField(required=False, label="Created from")
-    created_before = forms.DateTimeField(required=False, label="Created before")
+    created_after = _DateTimeField(required=False, label="Created from")
+    created_before = _DateTimeField(required=False, label="Created before")
     purged = forms.ChoiceField(
         required=False,
         choices=[("exclude", "hidden"), ("include", "shown"), ("only", "only")],
@@ -100,11 +114,12 @@ def decode_cursor(raw: str) -> tuple[datetime, int]:
     try:
         value, pk = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         when = datetime.fromisoformat(value)
-        pk = int(pk)
-    except (ValueError, TypeError, binascii.Error) as exc:
+        # Every cursor handed out carries its offset, and a time the database can store.
+        when.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
         raise ValueError("not a cursor") from exc
-    if when.tzinfo is None:
-        raise ValueError("not a cursor")  # every cursor handed out carries its offset
+    if when.tzinfo is None or type(pk) is not int or not 0 <= pk < 2**63:
+        raise ValueError("not a cursor")
     return when, pk
 
 

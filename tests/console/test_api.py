@@ -1,3 +1,5 @@
+import base64
+import json
 from datetime import timedelta
 from urllib.parse import quote
 
@@ -166,6 +168,11 @@ def test_created_range_filters(api):
     assert ids(api.get("/api/instances/", {"created_before": after})) == ["a"]
 
 
+def _cursor(when: str, pk: object) -> str:
+    raw = json.dumps([when, pk]).encode()  # 1e400 is written as Infinity
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
     ("query", "field", "reason"),
     [
@@ -176,6 +183,14 @@ def test_created_range_filters(api):
         ("cursor=%%%", "cursor", "not a cursor"),
         # base64 of ["2026-01-01T00:00:00", 5]: a time without its offset
         ("cursor=WyIyMDI2LTAxLTAxVDAwOjAwOjAwIiwgNV0", "cursor", "not a cursor"),
+        # Tampered cursors: ids that are not a row's id, times outside the calendar in UTC.
+        ("cursor=" + _cursor("2026-01-01T00:00:00+00:00", 1e400), "cursor", "not a cursor"),
+        ("cursor=" + _cursor("2026-01-01T00:00:00+00:00", 10**30), "cursor", "not a cursor"),
+        ("cursor=" + _cursor("2026-01-01T00:00:00+00:00", True), "cursor", "not a cursor"),
+        ("cursor=" + _cursor("2026-01-01T00:00:00+00:00", 5.7), "cursor", "not a cursor"),
+        ("cursor=" + _cursor("0001-01-01T00:00:00+05:00", 5), "cursor", "not a cursor"),
+        ("cursor=" + _cursor("9999-12-31T23:59:59-05:00", 5), "cursor", "not a cursor"),
+        ("created_after=0001-01-01T00:00%2B05:00", "created_after", "out of range"),
         ("ordering=name", "ordering", "not a valid choice"),
         (
             "created_after=2026-01-02T00:00:00Z&created_before=2026-01-01T00:00:00Z",

@@ -146,6 +146,23 @@ def test_a_bad_page_link_is_reported_not_a_crash(logged_in, seeded):
     assert "This page link is not valid any more." in _text(response)
 
 
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        # base64 of ["2026-01-01T00:00:00+00:00", Infinity]: an id no row has
+        ("cursor=WyIyMDI2LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwgSW5maW5pdHld", "not valid any more"),
+        # base64 of ["0001-01-01T00:00:00+05:00", 5]: before the calendar's start in UTC
+        ("cursor=WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzA1OjAwIiwgNV0", "not valid any more"),
+        ("created_after=0001-01-01T00:00%2B05:00", "Created from: Out of range."),
+        ("created_before=9999-12-31T23:59:59-05:00", "Created before: Out of range."),
+    ],
+)
+def test_values_outside_the_calendar_are_reported_not_a_crash(logged_in, seeded, query, message):
+    response = logged_in.get(f"/instances/?{query}")
+    assert response.status_code == 200
+    assert message in _text(response)
+
+
 def test_column_headers_sort_both_ways(logged_in, seeded):
     body = _text(logged_in.get("/instances/?status=RUNNING"))
     assert 'href="?status=RUNNING&amp;sort=-updated"' in body
