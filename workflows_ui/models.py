@@ -86,13 +86,23 @@ class Engine(models.Model):
         """The sidecar lacks calls the console needs to index it (Dapr older than 1.17)."""
         return self.supports_list is False or self.supports_history is False
 
+    @property
+    def failing(self) -> bool:
+        """Reachable, but its last pass failed since the last one that succeeded (the engine
+        refused the console's api token, say): ``last_error`` says why."""
+        if not self.reachable or self.last_error_at is None:
+            return False
+        return self.last_pass_at is None or self.last_error_at > self.last_pass_at
+
     def health(self) -> str:
-        """One word for pages: unknown, ok, unreachable, too-old."""
+        """One word for pages: unknown, ok, failing, unreachable, too-old."""
         if self.too_old:
             return "too-old"
         if self.reachable is None:
             return "unknown"
-        return "ok" if self.reachable else "unreachable"
+        if not self.reachable:
+            return "unreachable"
+        return "failing" if self.failing else "ok"
 
 
 class Instance(models.Model):

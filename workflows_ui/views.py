@@ -71,8 +71,8 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def _engine_warnings(engines: list[Engine]) -> list[Engine]:
-    """Engines whose indexed data may be stale: unreachable, or too old to be indexed."""
-    return [e for e in engines if e.reachable is False or e.too_old]
+    """Engines whose indexed data may be stale: unreachable, failing, or too old to be indexed."""
+    return [e for e in engines if e.reachable is False or e.too_old or e.failing]
 
 
 def _get_instance(engine: str, instance_id: str) -> Instance:

@@ -321,9 +321,11 @@ def test_a_wrong_api_token_is_reported_with_the_engines_reason(tmp_path, make_in
             ix.run_pass()
         row = Engine.objects.get(pk=ix.engine.pk)
         assert "UNAUTHENTICATED" in row.last_error
+        assert row.reachable is True and row.health() == "failing"
         good = make_indexer(engine.config(token="s3cret"))
         good.run_pass()
-        assert Engine.objects.get(pk=ix.engine.pk).supports_list is True
+        row = Engine.objects.get(pk=ix.engine.pk)
+        assert row.supports_list is True and row.health() == "ok"
     finally:
         engine.stop()
 

@@ -291,6 +291,22 @@ def test_an_unreachable_engine_is_announced_while_its_data_is_still_listed(logge
     assert "is unreachable" in detail
 
 
+def test_an_engine_failing_its_passes_is_announced_until_one_succeeds(logged_in, seeded):
+    passed = timezone.now() - timedelta(minutes=5)
+    Engine.objects.filter(pk=seeded.engine.pk).update(
+        reachable=True,
+        last_pass_at=passed,
+        last_error="Hello: api token mismatch (UNAUTHENTICATED)",
+        last_error_at=passed + timedelta(minutes=1),
+    )
+    body = _text(logged_in.get("/instances/"))
+    assert "answers, but its last pass failed: Hello: api token mismatch" in body
+    assert "health-failing" in _text(logged_in.get("/"))
+    Engine.objects.filter(pk=seeded.engine.pk).update(last_pass_at=timezone.now())
+    assert 'role="alert"' not in _text(logged_in.get("/instances/"))
+    assert "health-ok" in _text(logged_in.get("/"))
+
+
 def test_an_engine_too_old_to_be_indexed_is_announced(logged_in, seeded):
     Engine.objects.filter(pk=seeded.engine.pk).update(supports_list=False)
     body = _text(logged_in.get("/instances/"))

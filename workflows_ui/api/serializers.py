@@ -88,7 +88,10 @@ class PageFilterSerializer(serializers.Serializer):
 
 
 class EngineSerializer(serializers.ModelSerializer):
-    health = serializers.CharField()
+    health = serializers.CharField(
+        help_text="ok, failing (answers, but its last pass failed: see last_error), "
+        "unreachable, too-old (needs Dapr 1.17), unknown (not contacted yet)"
+    )
     too_old = serializers.BooleanField()
     counts = serializers.SerializerMethodField()
 
