@@ -47,9 +47,22 @@ class _DateTimeField(forms.DateTimeField):
         return result
 
 
+class _ListField(forms.MultipleChoiceField):
+    """Repeated values or comma-separated ones (``status=RUNNING,FAILED``), as the REST API takes
+    them; empty ones dropped; ``upper``: any case."""
+
+    def __init__(self, *args: Any, upper: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.upper = upper
+
+    def to_python(self, value: Any) -> list[str]:
+        parts = [p.strip() for v in super().to_python(value) for p in v.split(",")]
+        return [p.upper() if self.upper else p for p in parts if p]
+
+
 class InstanceFilterForm(forms.Form):
-    engine = forms.MultipleChoiceField(required=False)
-    status = forms.MultipleChoiceField(required=False, choices=Status.choices)
+    engine = _ListField(required=False)
+    status = _ListField(required=False, choices=Status.choices, upper=True)
     name = forms.CharField(required=False, max_length=255, label="Workflow name")
     id_prefix = forms.CharField(required=False, max_length=512, label="Id starts with")
     q = forms.CharField(
@@ -80,9 +93,6 @@ class InstanceFilterForm(forms.Form):
         super().__init__(data)
         self.engines = {e.name: e for e in engines}
         self.fields["engine"].choices = [(e.name, e.name) for e in engines]  # type: ignore[attr-defined]
-
-    def clean_status(self) -> list[str]:
-        return [s.upper() for s in self.cleaned_data.get("status") or []]
 
     def clean_cursor(self) -> tuple[datetime, int] | None:
         raw = self.cleaned_data.get("cursor") or ""

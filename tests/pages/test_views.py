@@ -321,6 +321,28 @@ def test_htmx_gets_the_results_alone(logged_in, seeded):
     assert "<html" not in body and ids_in(response) == ["g-fails"]
 
 
+def test_the_list_takes_statuses_and_engines_as_the_api_does(logged_in, seeded):
+    # Any case, comma-separated or repeated, empty values ignored.
+    expected = ids_in(logged_in.get("/instances/?status=FAILED&status=RUNNING"))
+    assert "g-fails" in expected and len(expected) > 1
+    for query in ("status=failed,Running", "status=FAILED,&status=running&status=&engine="):
+        response = logged_in.get(f"/instances/?{query}")
+        assert ids_in(response) == expected, query
+    assert ids_in(logged_in.get("/instances/?engine=orders,orders&status=FAILED")) == ["g-fails"]
+
+
+def test_htmx_results_carry_the_reasons_a_filter_is_refused(logged_in, seeded):
+    # The form is not re-rendered by htmx: the reasons must come with the results.
+    response = logged_in.get(
+        "/instances/?status=BOGUS&created_after=2026-01-02T00:00&created_before=2026-01-01T00:00",
+        headers={"HX-Request": "true", "HX-Target": "results"},
+    )
+    body = _text(response)
+    assert "<html" not in body and ids_in(response) == []
+    assert "Status: Select a valid choice. BOGUS is not one of the available choices." in body
+    assert "Created before: Must be later than “Created from”." in body
+
+
 def test_the_list_stays_within_its_query_budget(logged_in, seeded, django_assert_max_num_queries):
     for url, pages in (
         ("/instances/", 1),
