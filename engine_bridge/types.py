@@ -19,6 +19,32 @@ STATUS_NAMES = {
     8: "STALLED",
 }
 TERMINAL = frozenset({"COMPLETED", "FAILED", "TERMINATED", "CANCELED"})
+#: History event types, as stored: the HistoryEvent ``eventType`` oneof of the pinned protocol
+#: (in its order; a test holds this to the generated stubs), and ``unknown`` for an event of a
+#: type newer than those stubs.
+EVENT_TYPES = (
+    "executionStarted",
+    "executionCompleted",
+    "executionTerminated",
+    "taskScheduled",
+    "taskCompleted",
+    "taskFailed",
+    "childWorkflowInstanceCreated",
+    "childWorkflowInstanceCompleted",
+    "childWorkflowInstanceFailed",
+    "timerCreated",
+    "timerFired",
+    "workflowStarted",
+    "workflowCompleted",
+    "eventSent",
+    "eventRaised",
+    "continueAsNew",
+    "executionSuspended",
+    "executionResumed",
+    "executionStalled",
+    "detachedWorkflowInstanceCreated",
+    "unknown",
+)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
+from engine_bridge.types import EVENT_TYPES
 from workflows_ui import history, listing, payloads
 from workflows_ui.models import (
     STATUS_COLOURS,
@@ -34,26 +35,6 @@ COLOURS: dict[str, str] = {str(k): v for k, v in STATUS_COLOURS.items()}
 HISTORY_PAGE = 50
 RUNS_SHOWN = 20
 CHILDREN_SHOWN = 50
-#: Protocol event types (PROTOCOL.md), for the history's type filter.
-EVENT_TYPES = [
-    "executionStarted",
-    "executionCompleted",
-    "executionTerminated",
-    "executionSuspended",
-    "executionResumed",
-    "executionStalled",
-    "workflowStarted",
-    "taskScheduled",
-    "taskCompleted",
-    "taskFailed",
-    "timerCreated",
-    "timerFired",
-    "childWorkflowInstanceCreated",
-    "childWorkflowInstanceCompleted",
-    "childWorkflowInstanceFailed",
-    "eventRaised",
-    "eventSent",
-]
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -288,9 +269,14 @@ def _history_context(
     start: Any = None,
 ) -> dict[str, Any]:
     """One page of a run's history (keyset on position), filtered by event type."""
-    types = [t for t in request.GET.getlist("type") if t in EVENT_TYPES]
+    asked = list(dict.fromkeys(t for t in request.GET.getlist("type") if t))
+    types = [t for t in asked if t in EVENT_TYPES]
+    # A type no engine writes (a tampered or mistyped link) is named, and matches nothing.
+    unknown_types = [t[:40] for t in asked if t not in EVENT_TYPES]
     qs = HistoryEvent.objects.filter(run=run)
-    if types:
+    if unknown_types:
+        qs = qs.none()
+    elif types:
         qs = qs.filter(event_type__in=types)
     after, before = _int(request.GET.get("after")), _int(request.GET.get("before"))
     if position is not None:
@@ -333,6 +319,7 @@ def _history_context(
         "events": events,
         "event_types": EVENT_TYPES,
         "types": types,
+        "unknown_types": unknown_types,
         "history_url": f"{run_url}history/",
         "download_url": f"{run_url}history.json",
         "next_history": (

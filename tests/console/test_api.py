@@ -261,6 +261,10 @@ def test_runs_and_paged_history_filtered_by_type(api):
     assert typed["run"] == "r1"
     bad = api.get("/api/instances/orders/m/history/?run=zzz")
     assert bad.status_code == 400 and "no run" in str(bad.json()["run"])
+    both = api.get("/api/instances/orders/m/history/?type=timerFired,timerCreated&type=timerFired")
+    assert [e["position"] for e in both.json()["results"]] == [2, 4]
+    bad = api.get("/api/instances/orders/m/history/?type=timerFired,timerfired")
+    assert bad.status_code == 400 and "unknown event type timerfired" in str(bad.json()["type"])
 
 
 def test_the_openapi_schema_describes_the_api(api):

@@ -14,7 +14,7 @@ from engine_bridge.errors import (
     InstanceNotFound,
     NotSupported,
 )
-from engine_bridge.types import trace_id_of
+from engine_bridge.types import EVENT_TYPES, trace_id_of
 
 
 def history(record):
@@ -149,6 +149,12 @@ def test_stall_and_version_are_read():
     ws = pb.HistoryEvent(eventId=-1)
     ws.workflowStarted.version.name = "v2"
     assert mappers.event(ws).version == "v2"
+
+
+def test_the_event_types_are_the_protocols():
+    oneof = pb.HistoryEvent.DESCRIPTOR.oneofs_by_name["eventType"]
+    assert (*(f.name for f in oneof.fields), "unknown") == EVENT_TYPES
+    assert mappers.event(pb.HistoryEvent(eventId=1)).event_type == "unknown"
 
 
 def test_trace_parent_to_trace_id():

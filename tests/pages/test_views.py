@@ -456,6 +456,9 @@ def test_the_history_is_paged_and_filtered_by_type(logged_in, seeded, monkeypatc
     body = _text(logged_in.get(base + "?type=taskFailed", headers={"HX-Request": "true"}))
     assert body.count('class="event-row type-taskFailed') == 2
     assert 'class="event-row type-taskScheduled' not in body
+    # A type no engine writes is named, not ignored (which would show every event).
+    body = _text(logged_in.get(base + "?type=taskfailed", headers={"HX-Request": "true"}))
+    assert "Not an event type: taskfailed." in body and 'class="event-row' not in body
 
 
 def test_an_event_link_opens_the_page_at_that_event(logged_in, seeded, monkeypatch):

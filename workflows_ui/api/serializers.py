@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from rest_framework import serializers
 
+from engine_bridge.types import EVENT_TYPES
 from workflows_ui.models import Engine, HistoryEvent, Instance, Run, Status
 
 
@@ -77,8 +78,21 @@ class HistoryFilterSerializer(serializers.Serializer):
     run = serializers.CharField(
         max_length=100, required=False, help_text="executionId; default: the current run"
     )
-    type = CommaListField(child=serializers.CharField(max_length=40), required=False)
+    type = CommaListField(
+        child=serializers.CharField(max_length=40),
+        required=False,
+        help_text="event types (protocol names, such as taskCompleted)",
+    )
     after = serializers.IntegerField(min_value=-1, default=-1, help_text="position cursor")
+
+    def validate_type(self, value: list[str]) -> list[str]:
+        bad = [v for v in value if v not in EVENT_TYPES]
+        if bad:
+            raise serializers.ValidationError(
+                f"unknown event type {', '.join(bad)}; expected some of {', '.join(EVENT_TYPES)}"
+            )
+        return list(dict.fromkeys(value))
+
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=200)
 
 
