@@ -120,9 +120,11 @@ CHANNEL_LAYERS = {
 }
 
 REST_FRAMEWORK = {
+    # Token first: a request without credentials is answered 401 with "WWW-Authenticate: Token"
+    # (DRF takes the challenge from the first class; the session one has none, hence a 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

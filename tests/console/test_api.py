@@ -33,7 +33,10 @@ def ids(response):
 )
 def test_it_refuses_anonymous_requests(client, url):
     factories.instance(instance_id="x")
-    assert client.get(url).status_code in (401, 403)
+    for headers in ({}, {"Authorization": "Token not-a-token"}):
+        response = client.get(url, headers=headers)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Token"
 
 
 def test_a_token_authenticates():
