@@ -1,6 +1,7 @@
 """HTML pages: engines, the instance list, an instance's detail (summary, payloads, waiting on,
 timeline, history) and the history download. Every page needs a login (the login middleware);
-pages are served from the console's database only, never from an engine.
+pages are served from the console's database only, never from an engine, and change nothing:
+they answer GET and HEAD only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
+from django.views.decorators.http import require_safe
 
 from engine_bridge.types import EVENT_TYPES
 from workflows_ui import history, listing, payloads
@@ -37,6 +39,7 @@ RUNS_SHOWN = 20
 CHILDREN_SHOWN = 50
 
 
+@require_safe
 def home(request: HttpRequest) -> HttpResponse:
     engines = list(Engine.objects.all())
     totals = {
@@ -90,6 +93,7 @@ def instance_url(engine_name: str, instance_id: str, *rest: Any) -> str:
 # --- the instance list ------------------------------------------------------------------------
 
 
+@require_safe
 def instance_list(request: HttpRequest) -> HttpResponse:
     engines = list(Engine.objects.all())
     engine_names = {e.pk: e.name for e in engines}
@@ -194,6 +198,7 @@ def _without(request: HttpRequest, *keys: str) -> str:
 # --- an instance ------------------------------------------------------------------------------
 
 
+@require_safe
 def instance_detail(
     request: HttpRequest,
     engine: str,
@@ -349,6 +354,7 @@ def _int(value: str | None) -> int | None:
         return None
 
 
+@require_safe
 def run_history(request: HttpRequest, engine: str, instance_id: str, ordinal: int) -> HttpResponse:
     """The history table alone (htmx), or the whole page at that history page."""
     if not request.htmx:  # type: ignore[attr-defined]
@@ -359,6 +365,7 @@ def run_history(request: HttpRequest, engine: str, instance_id: str, ordinal: in
     return render(request, "workflows_ui/_history.html", _history_context(request, inst, run))
 
 
+@require_safe
 def history_download(
     request: HttpRequest, engine: str, instance_id: str, ordinal: int
 ) -> StreamingHttpResponse:
@@ -400,6 +407,7 @@ def history_download(
     return response
 
 
+@require_safe
 def payload_view(request: HttpRequest, engine: str, instance_id: str, field: str) -> HttpResponse:
     """One payload of an instance in full (the detail page shows big ones cut)."""
     inst = _get_instance(engine, instance_id)

@@ -163,6 +163,24 @@ def test_values_outside_the_calendar_are_reported_not_a_crash(logged_in, seeded,
     assert message in _text(response)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/",
+        "/instances/",
+        "/instances/orders/g-two-steps/",
+        "/instances/orders/g-two-steps/runs/1/history/",
+        "/instances/orders/g-two-steps/runs/1/history.json",
+        "/instances/orders/g-two-steps/payload/input/",
+    ],
+)
+def test_pages_answer_get_and_head_only(logged_in, seeded, url):
+    assert logged_in.get(url).status_code == 200
+    assert logged_in.head(url).status_code == 200
+    for method in (logged_in.post, logged_in.put, logged_in.delete):
+        assert method(url).status_code == 405
+
+
 def test_column_headers_sort_both_ways(logged_in, seeded):
     body = _text(logged_in.get("/instances/?status=RUNNING"))
     assert 'href="?status=RUNNING&amp;sort=-updated"' in body
