@@ -24,6 +24,8 @@ VAR = ROOT / "var"
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # As the servers bind (so connections of a run just stopped, in TIME_WAIT, don't count).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -83,7 +85,8 @@ def main() -> int:
     http_port = int(os.environ.get("CONSOLE_PORT", "8000"))
     env = dict(os.environ)
     env.setdefault("CONSOLE_ENGINES", f"local=127.0.0.1:{engine_port}")
-    env.setdefault("CONSOLE_DEBUG", "1")
+    # Production behaviour (no tracebacks or URL lists in error pages), static files from daphne.
+    env.setdefault("CONSOLE_SERVE_STATIC", "1")
     env["PYTHONUNBUFFERED"] = "1"
     VAR.mkdir(exist_ok=True)
 
