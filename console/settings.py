@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "console.middleware.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
@@ -109,6 +110,13 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
 # daphne serves static files itself in development (no separate web server in `make run`).
 CONSOLE_SERVE_STATIC = envbool("CONSOLE_SERVE_STATIC", DEBUG)
+
+# No inline script or style anywhere (htmx's own indicator style is turned off in base.html).
+CONSOLE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 
 REDIS_URL = envstr("REDIS_URL", "")
 CHANNEL_LAYERS = {

@@ -51,5 +51,17 @@ def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(10_000)
     page = context.new_page()
+    # Anything the Content-Security-Policy blocks (or any other script error) fails the test.
+    errors: list[str] = []
+    # (htmx reports a request it aborted for a newer one, hx-sync "replace", as an error.)
+    benign = ("htmx:afterRequest", "htmx:sendAbort")
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(m.text) if m.type == "error" and not m.text.startswith(benign) else None
+        ),
+    )
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
     yield page
     context.close()
+    assert errors == [], "\n".join(errors)

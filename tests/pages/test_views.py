@@ -181,6 +181,12 @@ def test_pages_answer_get_and_head_only(logged_in, seeded, url):
         assert method(url).status_code == 405
 
 
+def test_pages_and_the_api_forbid_inline_scripts(logged_in, seeded):
+    for url in ("/instances/", "/instances/orders/g-two-steps/", "/api/engines/", "/login/"):
+        policy = logged_in.get(url)["Content-Security-Policy"]
+        assert "script-src 'self';" in policy and "style-src 'self';" in policy, url
+
+
 def test_column_headers_sort_both_ways(logged_in, seeded):
     body = _text(logged_in.get("/instances/?status=RUNNING"))
     assert 'href="?status=RUNNING&amp;sort=-updated"' in body
