@@ -195,6 +195,8 @@ def _cursor(when: str, pk: object) -> str:
         ("cursor=" + _cursor("9999-12-31T23:59:59-05:00", 5), "cursor", "not a cursor"),
         ("created_after=0001-01-01T00:00%2B05:00", "created_after", "out of range"),
         ("ordering=name", "ordering", "not a valid choice"),
+        ("limit=50&limit=60", "limit", "given more than once"),
+        ("cursor=a&cursor=b", "cursor", "given more than once"),
         (
             "created_after=2026-01-02T00:00:00Z&created_before=2026-01-01T00:00:00Z",
             "created_before",

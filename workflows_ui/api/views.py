@@ -28,6 +28,14 @@ from workflows_ui.models import Engine, HistoryEvent, Instance, Run, StatusCount
 
 
 def _validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    fields = serializer_class().fields
+    repeated = {
+        key: ["given more than once: give it once"]
+        for key, values in request.query_params.lists()
+        if len(values) > 1 and key in fields and not isinstance(fields[key], serializers.ListField)
+    }
+    if repeated:
+        raise ValidationError(repeated)
     data = {
         key: (values if len(values) > 1 else values[0])
         for key, values in request.query_params.lists()
