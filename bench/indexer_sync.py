@@ -935,6 +935,9 @@ def main() -> None:
         django.setup()
         from django.conf import settings
 
+        from engine_bridge.indexer import tune_gc
+
+        tune_gc()  # as manage.py runindexer does (the raw fetch runs with it too)
         if args.concurrency is None:
             args.concurrency = settings.CONSOLE_INDEXER_CONCURRENCY
         template = migrated_template(workdir)

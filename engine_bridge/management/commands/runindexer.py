@@ -28,7 +28,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from engine_bridge.client import EngineClient
-        from engine_bridge.indexer import EngineIndexer, sync_engines
+        from engine_bridge.indexer import EngineIndexer, sync_engines, tune_gc
 
         configs = settings.CONSOLE_ENGINES
         if options["engine"]:
@@ -48,6 +48,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
+        tune_gc()
         engines = {e.name: e for e in sync_engines(configs)}
         indexers = [
             EngineIndexer(
