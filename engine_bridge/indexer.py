@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import orjson
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
@@ -194,6 +194,30 @@ def request_refresh(engine: Engine | str, instance_id: str) -> None:
     RefreshRequest.objects.update_or_create(
         engine=engine_obj, instance_id=instance_id, defaults={"requested_at": timezone.now()}
     )
+
+
+#: Longest ids the console stores (Instance.instance_id, Run.execution_id); longer ones are keys
+#: and can't be cut, so such an instance is reported instead of indexed.
+MAX_INSTANCE_ID = 512
+MAX_EXECUTION_ID = 100
+
+
+def _unstorable(f: Fetched) -> str | None:
+    """Why this answer can't be stored as it is (on every database: SQLite would take it), or
+    None."""
+    too_long = f"longer than {MAX_INSTANCE_ID} characters"
+    if len(f.instance_id) > MAX_INSTANCE_ID:
+        return f"its id is {too_long}"
+    if f.state is not None and len(f.state.parent_instance_id) > MAX_INSTANCE_ID:
+        return f"its parent's id is {too_long}"
+    for e in f.events or []:
+        if e.event_type == "executionStarted" and len(e.execution_id) > MAX_EXECUTION_ID:
+            return f"its execution id is longer than {MAX_EXECUTION_ID} characters"
+        if e.parent is not None and len(e.parent.instance_id) > MAX_INSTANCE_ID:
+            return f"its parent's id is {too_long}"
+        if e.parent is not None and len(e.parent.execution_id) > MAX_EXECUTION_ID:
+            return f"its parent's execution id is longer than {MAX_EXECUTION_ID} characters"
+    return None
 
 
 def _cut(text: str | None, limit: int) -> tuple[str, int]:
@@ -365,6 +389,8 @@ class EngineIndexer:
         # Live (not purged) instance ids in the database, for discovery; None until read.
         self._known: set[str] | None = None
         self._known_read_at = 0.0
+        # Ids the database cannot hold (too long, see _unstorable): reported once, not re-read.
+        self._refused: set[str] = set()
 
     # The unit of work ----------------------------------------------------------------------
 
@@ -514,7 +540,7 @@ class EngineIndexer:
             self._sweep_listed += len(ids)
             self._sweep_seen.update(hash(i) for i in ids)
             known = self._known_ids()
-            new = [i for i in dict.fromkeys(ids) if i not in known]
+            new = [i for i in dict.fromkeys(ids) if i not in known and i not in self._refused]
             if new:
                 self._sync([(i, None) for i in new], result)
                 result.discovered += len(new)
@@ -666,19 +692,24 @@ class EngineIndexer:
             raise unavailable
 
     def _write(self, fetched: list[Fetched], result: PassResult) -> None:
-        ok = [f for f in fetched if f.error is None]
+        ok = []
         for f in fetched:
             if f.error is not None:
                 self._note_error(result, f.error)
+            elif (reason := _unstorable(f)) is not None:
+                self._refuse(f.instance_id, reason, result)
+            else:
+                ok.append(f)
         if not ok:
             return
         try:
             with transaction.atomic():
                 self._write_chunk(ok, result)
             self._committed(ok)
-        except IntegrityError:
-            # Another indexer wrote some of these first: write them one by one, skipping losers.
-            log.warning("engine %s: concurrent write, retrying one by one", self.engine.name)
+        except (IntegrityError, DataError) as exc:
+            # Another indexer wrote some of these first (IntegrityError), or one of them holds a
+            # value the database refuses: write them one by one, so the others are indexed.
+            log.warning("engine %s: %s; writing one by one", self.engine.name, exc)
             for f in ok:
                 try:
                     with transaction.atomic():
@@ -688,6 +719,18 @@ class EngineIndexer:
                     log.warning(
                         "engine %s: skipped %s (written elsewhere)", self.engine.name, f.instance_id
                     )
+                except DataError as error:
+                    self._refuse(f.instance_id, str(error).strip(), result)
+
+    def _refuse(self, instance_id: str, reason: str, result: PassResult) -> None:
+        """An instance the database cannot hold: the engine's health says so, once per id."""
+        result.errors += 1
+        if instance_id in self._refused:
+            return
+        self._refused.add(instance_id)
+        message = f"cannot index instance {instance_id[:200]!r}: {reason}"
+        log.error("engine %s: %s", self.engine.name, message)
+        self._record_health(reachable=True, error=message)
 
     def _write_chunk(self, fetched: list[Fetched], result: PassResult) -> None:
         """One transaction for the chunk: each instance's row, runs, events, counts, change-log
@@ -840,7 +883,7 @@ class EngineIndexer:
             inst = Instance(engine=self.engine, instance_id=f.instance_id)
         history_moved = st.last_updated_at != inst.last_updated_at
 
-        inst.name = st.name
+        inst.name = st.name[:255]
         inst.status = st.status
         inst.created_at = st.created_at or st.last_updated_at or timezone.now()
         inst.last_updated_at = st.last_updated_at or inst.created_at
@@ -1011,7 +1054,7 @@ class EngineIndexer:
                 instance=inst,
                 execution_id=exec_id,
                 ordinal=ordinal,
-                name=started.name,
+                name=started.name[:255],
                 status=st.status,
                 started_at=started.timestamp,
                 input=run_input,

@@ -314,6 +314,55 @@ def test_payloads_are_cut_to_the_limit_with_their_size_kept(fake, make_indexer):
     assert len(inst.input) == 1000 and inst.input_size == 5000
 
 
+def test_values_the_database_cannot_hold_cost_one_instance_not_the_engine(fake, make_indexer):
+    state, events = golden_instance("two_steps")
+    fake.add(state, events, instance_id="a-fine")
+    long_name = [replace(e) for e in events]
+    long_name[1].name = "n" * 300
+    fake.add(replace(state, name="n" * 300), long_name, instance_id="b-long-name")
+    fake.add(state, events, instance_id="c-" + "x" * 600)
+    ix = make_indexer()
+    result = ix.run_pass()
+    assert result.errors == 1
+    assert sorted(Instance.objects.values_list("instance_id", flat=True)) == [
+        "a-fine",
+        "b-long-name",
+    ]
+    assert Instance.objects.get(instance_id="b-long-name").name == "n" * 255
+    assert Run.objects.get(instance__instance_id="b-long-name").name == "n" * 255
+    engine = Engine.objects.get(pk=ix.engine.pk)
+    assert "cannot index instance 'c-xxx" in engine.last_error
+    assert "longer than 512 characters" in engine.last_error
+    assert engine.health() == "failing" and counts_are_exact(engine)
+    # Reported once: the next sweeps don't read it again, and pass.
+    fake.calls.clear()
+    assert ix.run_pass().errors == 0
+    assert not any(arg.startswith("c-") for _, arg in fake.calls)
+
+
+def test_a_row_the_database_refuses_is_skipped_and_the_rest_of_the_chunk_written(
+    fake, make_indexer, monkeypatch
+):
+    from django.db import DataError
+
+    for iid in ("a", "b", "c"):
+        fake.add(*golden_instance("two_steps"), instance_id=iid)
+    real_apply = EngineIndexer._apply
+
+    def refusing(self, f, *args):
+        if f.instance_id == "b":
+            raise DataError("value too long for type character varying(255)")
+        return real_apply(self, f, *args)
+
+    monkeypatch.setattr(EngineIndexer, "_apply", refusing)
+    ix = make_indexer()
+    assert ix.run_pass().errors == 1
+    assert sorted(Instance.objects.values_list("instance_id", flat=True)) == ["a", "c"]
+    assert HistoryEvent.objects.filter(run__instance__instance_id="c").exists()
+    assert "cannot index instance 'b': value too long" in Engine.objects.get().last_error
+    assert counts_are_exact(ix.engine)
+
+
 def test_stall_reason_is_kept_while_stalled(fake, make_indexer):
     state, events = golden_instance("terminated")
     stall = Event(
