@@ -172,9 +172,13 @@ CONSOLE_INDEXER_BATCH = envint("CONSOLE_INDEXER_BATCH", 1000, minimum=1)
 CONSOLE_INDEXER_LIST_PAGE_SIZE = envint("CONSOLE_INDEXER_LIST_PAGE_SIZE", 1000, minimum=1)
 CONSOLE_INDEXER_LIST_PAGES_PER_PASS = envint("CONSOLE_INDEXER_LIST_PAGES_PER_PASS", 20, minimum=1)
 # Non-terminal instances are re-read after this many seconds, backing off to the maximum while
-# they don't change; terminal ones (which can only be restarted or purged) much less often.
+# they don't change; terminal ones (which can only be restarted, re-run or purged) a minute after
+# they end, then twice as long each time up to an hour.
 CONSOLE_INDEXER_ACTIVE_INTERVAL = envfloat("CONSOLE_INDEXER_ACTIVE_INTERVAL", 1.0, minimum=0.0)
 CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL = envfloat("CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL", 15.0)
+CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL = envfloat(
+    "CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL", 60.0, minimum=0.0
+)
 CONSOLE_INDEXER_TERMINAL_INTERVAL = envfloat("CONSOLE_INDEXER_TERMINAL_INTERVAL", 3600.0)
 # Seconds the indexer idles between passes that found nothing to do.
 CONSOLE_INDEXER_IDLE_SLEEP = envfloat("CONSOLE_INDEXER_IDLE_SLEEP", 1.0, minimum=0.0)

@@ -134,6 +134,7 @@ class Limits:
     list_pages_per_pass: int = 20
     active_interval: float = 1.0
     active_max_interval: float = 15.0
+    terminal_first_interval: float = 60.0
     terminal_interval: float = 3600.0
     sweep_interval: float = 2.0
     #: After a sweep, wait at least this many times as long as its ListInstanceIDs calls took:
@@ -151,6 +152,7 @@ class Limits:
             list_pages_per_pass=settings.CONSOLE_INDEXER_LIST_PAGES_PER_PASS,
             active_interval=settings.CONSOLE_INDEXER_ACTIVE_INTERVAL,
             active_max_interval=settings.CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL,
+            terminal_first_interval=settings.CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL,
             terminal_interval=settings.CONSOLE_INDEXER_TERMINAL_INTERVAL,
             payload_limit=settings.CONSOLE_PAYLOAD_LIMIT,
         )
@@ -807,7 +809,14 @@ class EngineIndexer:
     ) -> tuple[datetime, float]:
         lim = self.limits
         if status in TERMINAL:
-            new_interval = lim.terminal_interval
+            # A finished instance is restarted, re-run or purged and started again under its id
+            # mostly soon after it ended (a failure being dealt with, a singleton re-created):
+            # read it again after a minute, then twice as long each time, up to the maximum.
+            first = min(lim.terminal_first_interval, lim.terminal_interval)
+            if changed or interval is None or interval < first:
+                new_interval = first
+            else:
+                new_interval = min(lim.terminal_interval, interval * 2)
         elif changed or interval is None:
             new_interval = lim.active_interval
         else:

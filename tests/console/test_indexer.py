@@ -314,6 +314,39 @@ def test_payloads_are_cut_to_the_limit_with_their_size_kept(fake, make_indexer):
     assert len(inst.input) == 1000 and inst.input_size == 5000
 
 
+def test_finished_instances_are_read_again_soon_then_less_and_less_often(make_indexer):
+    ix = make_indexer(terminal_first_interval=60.0, terminal_interval=3600.0)
+    intervals = []
+    interval = 15.0  # what it had while running
+    changed = True  # it just ended
+    for _ in range(9):
+        due_at, interval = ix._next_check("COMPLETED", changed, interval)
+        intervals.append(interval)
+        changed = False
+    assert intervals == [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]
+    assert ix._next_check("FAILED", True, 3600.0)[1] == 60  # it changed (restarted and failed)
+    assert ix._next_check("FAILED", False, None)[1] == 60
+
+
+def test_a_finished_instance_restarted_under_its_id_is_seen_at_its_next_check(fake, make_indexer):
+    state, events = golden_instance("two_steps")
+    fake.add(state, events)
+    ix = make_indexer(terminal_first_interval=0.0)
+    ix.run_pass()
+    again = [replace(e) for e in events[:3]]
+    again[1].execution_id = "restarted"
+    moved = state.last_updated_at.replace(year=2027)
+    fake.add(replace(state, status="RUNNING", last_updated_at=moved, output=None), again)
+    # Listed as before, so discovery passes it by: only its check can see the new run.
+    ix.run_pass()
+    inst = Instance.objects.get()
+    assert (inst.status, inst.current_execution_id) == ("RUNNING", "restarted")
+    assert list(inst.runs.order_by("ordinal").values_list("execution_id", flat=True))[1:] == [
+        "restarted"
+    ]
+    assert counts_are_exact(ix.engine)
+
+
 def test_values_the_database_cannot_hold_cost_one_instance_not_the_engine(fake, make_indexer):
     state, events = golden_instance("two_steps")
     fake.add(state, events, instance_id="a-fine")
