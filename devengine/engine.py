@@ -870,6 +870,9 @@ class Engine:
         return instance_id
 
     def get_instance(self, instance_id: str, with_payloads: bool) -> p.pb.GetInstanceResponse:
+        # A read tells a client a state: like daprd, only a committed one (so a crash right
+        # after cannot take back what the console has already indexed).
+        self.store.flush()
         inst = self.store.get_instance(instance_id)
         if inst is None:
             return p.pb.GetInstanceResponse(exists=False)
@@ -1028,11 +1031,13 @@ class Engine:
         return len(targets)
 
     def history(self, instance_id: str) -> list[bytes]:
+        self.store.flush()  # committed state only (see get_instance)
         if self.store.get_instance(instance_id) is None:
             raise EngineError(grpc.StatusCode.NOT_FOUND, "no such instance exists")
         return self.store.history(instance_id)
 
     def list_ids(self, page_size: int, token: str) -> tuple[list[str], str | None]:
+        self.store.flush()  # committed state only (see get_instance)
         after = 0
         if token:
             if not token.isdigit():

@@ -13,8 +13,8 @@ exclusively (no other process reads it), which spares every transaction its file
 Changes are grouped: each `transaction()` is a savepoint inside a batch that is committed a few
 milliseconds later (COMMIT_DELAY), so a burst of worker results costs one commit. Nothing
 acknowledged to a client is lost that way: the engine calls `flush()` before answering a
-management call or telling a waiter a state, and a worker result that dies with an uncommitted
-batch is simply handed out again after a restart.
+management call or a read, or telling a waiter a state, and a worker result that dies with an
+uncommitted batch is simply handed out again after a restart.
 """
 
 from __future__ import annotations

@@ -149,3 +149,35 @@ def _worker_connected(engine: Engine) -> bool:
         )
     except Exception:
         return False
+
+
+def test_reads_answer_committed_state_only(tmp_path):
+    """Worker results are committed in batches a few milliseconds later. A read (GetInstance,
+    GetInstanceHistory, ListInstanceIDs) commits the open batch before answering, as daprd only
+    ever answers committed state: a kill right after cannot take back what a client was told."""
+    import asyncio
+
+    from devengine.engine import Engine as Core
+    from devengine.store import InstanceRow, Store
+
+    async def scenario() -> None:
+        store = Store(str(tmp_path / "reads.sqlite3"))
+        core = Core(store)
+        reads = [
+            lambda: core.get_instance("i-0", True),
+            lambda: core.history("i-0"),
+            lambda: core.list_ids(10, ""),
+        ]
+        try:
+            for n, read in enumerate(reads):
+                with store.transaction():
+                    store.insert_instance(
+                        InstanceRow(0, f"i-{n}", "w", 0, f"e-{n}", created_ns=1, updated_ns=1)
+                    )
+                assert store.conn.in_transaction  # the batch waits for its commit
+                read()
+                assert not store.conn.in_transaction, read
+        finally:
+            store.close()
+
+    asyncio.run(scenario())
