@@ -59,6 +59,10 @@ class _ListField(forms.MultipleChoiceField):
         parts = [p.strip() for v in super().to_python(value) for p in v.split(",")]
         return [p.upper() if self.upper else p for p in parts if p]
 
+    def prepare_value(self, value: Any) -> Any:
+        # What the form shows as checked: the values as read (``failed,running`` checks two).
+        return self.to_python(value) if isinstance(value, list | tuple) else value
+
 
 class InstanceFilterForm(forms.Form):
     engine = _ListField(required=False)

@@ -353,6 +353,9 @@ def test_the_list_takes_statuses_and_engines_as_the_api_does(logged_in, seeded):
         response = logged_in.get(f"/instances/?{query}")
         assert ids_in(response) == expected, query
     assert ids_in(logged_in.get("/instances/?engine=orders,orders&status=FAILED")) == ["g-fails"]
+    body = _text(logged_in.get("/instances/?status=failed,Running"))
+    checked = re.findall(r'name="status" value="(\w+)" checked', body)
+    assert sorted(checked) == ["FAILED", "RUNNING"]
 
 
 def test_htmx_results_carry_the_reasons_a_filter_is_refused(logged_in, seeded):
