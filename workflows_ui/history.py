@@ -214,6 +214,16 @@ class Timeline:
     turn_total: int = 0
 
 
+def happened_at(event_type: str, details: dict[str, Any], timestamp: datetime | None) -> Any:
+    """When an event happened. The engine stamps timerFired when it creates the timer (daprd
+    does, see the recorded histories): a timer fired at its fireAt."""
+    if event_type == "timerFired":
+        fired = parse_time(str(details.get("fireAt") or ""))
+        if fired is not None and fired is not NEVER:
+            return fired
+    return timestamp
+
+
 def parse_time(text: str) -> datetime | None:
     """An RFC 3339 time from the protobuf JSON mapping (nanoseconds cut to microseconds)."""
     if not text:

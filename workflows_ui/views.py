@@ -304,10 +304,13 @@ def _history_context(
     events: list[dict[str, Any]] = []
     for ev in rows:
         pretty, cut = payloads.pretty(ev.details, payloads.EVENT_LIMIT)
+        when = history.happened_at(ev.event_type, ev.details or {}, ev.timestamp)
         events.append(
             {
                 "ev": ev,
-                "elapsed": elapsed(start, ev.timestamp),
+                "when": when,
+                "recorded": ev.timestamp if when != ev.timestamp else None,
+                "elapsed": elapsed(start, when),
                 "summary": payloads.event_summary(ev.event_type, ev.details),
                 "pretty": pretty,
                 "cut": cut,

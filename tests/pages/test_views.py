@@ -488,6 +488,14 @@ def test_the_history_is_paged_and_filtered_by_type(logged_in, seeded, monkeypatc
     assert "Not an event type: taskfailed." in body and 'class="event-row' not in body
 
 
+def test_a_fired_timer_is_shown_at_its_fire_time_not_its_creation_stamp(logged_in, seeded):
+    # The engine stamps timerFired when it creates the timer (recorded: 03:26:24.500963);
+    # it fired at fireAt (03:26:24.792954).
+    body = _text(logged_in.get("/instances/orders/g-with-retry/runs/1/history/?type=timerFired"))
+    row = re.search(r'class="event-row type-timerFired.*?</tr>', body, re.S).group(0)
+    assert ">03:26:24.792954<" in row and "recorded the event at 2026-11-22T03:26:24.500963" in row
+
+
 def test_an_event_link_opens_the_page_at_that_event(logged_in, seeded, monkeypatch):
     from workflows_ui import views
 
