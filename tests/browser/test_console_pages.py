@@ -127,6 +127,8 @@ def test_a_person_logs_in_and_filters_by_status_then_by_text(signed_in: Any) -> 
     page.check("input[name=status][value=RUNNING]")
     wait_for_list(page, ["b-approval", "b-forever"])
     assert "status=RUNNING" in page.url  # the filter is in the address, to be shared
+    # ... and only what was chosen: no empty fields, no defaults.
+    assert not re.search(r"[?&](name|id_prefix|q|created_after|purged|sort)=", page.url), page.url
     page.check("input[name=status][value=FAILED]")
     wait_for_list(page, ["b-approval", "b-forever", "b-fails"])
     page.uncheck("input[name=status][value=RUNNING]")
