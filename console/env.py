@@ -6,8 +6,9 @@ says which setting to fix.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -63,6 +64,22 @@ def envfloat(
         value = float(env[name])
     except ValueError:
         raise ImproperlyConfigured(f"{name}={env[name]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{name}={env[name]!r} is not a finite number")
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
     return value
+
+
+def envchoice(
+    name: str, default: str, choices: Sequence[str], environ: Mapping[str, str] | None = None
+) -> str:
+    """One of ``choices`` (any case given, returned as listed)."""
+    env = os.environ if environ is None else environ
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    for choice in choices:
+        if value.upper() == choice.upper():
+            return choice
+    raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}")

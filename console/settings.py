@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
-from console.env import envbool, envfloat, envint, envstr
+from console.env import envbool, envchoice, envfloat, envint, envstr
 from engine_bridge.config import parse_engines
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -74,12 +75,23 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        envstr("DATABASE_URL", f"sqlite:///{VAR_DIR / 'console.sqlite3'}"),
-        conn_max_age=envint("CONSOLE_DB_CONN_MAX_AGE", 60, minimum=0),
+_DATABASE_URL = envstr("DATABASE_URL", "") or f"sqlite:///{VAR_DIR / 'console.sqlite3'}"
+try:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            _DATABASE_URL, conn_max_age=envint("CONSOLE_DB_CONN_MAX_AGE", 60, minimum=0)
+        )
+    }
+except ValueError as exc:  # dj_database_url's UnknownSchemeError among them
+    raise ImproperlyConfigured(f"DATABASE_URL: {exc}") from None
+if DATABASES["default"]["ENGINE"] not in (
+    "django.db.backends.sqlite3",
+    "django.db.backends.postgresql",
+):
+    raise ImproperlyConfigured(
+        f"DATABASE_URL: {DATABASES['default']['ENGINE']} is not supported "
+        "(sqlite:///path or postgres://user:password@host:port/name)"
     )
-}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The indexer writes while daphne reads: WAL lets readers run beside the writer, and
     # IMMEDIATE transactions take the write lock up front instead of failing on upgrade.
@@ -153,7 +165,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": envstr("CONSOLE_LOG_LEVEL", "INFO")},
+    "root": {
+        "handlers": ["console"],
+        "level": envchoice(
+            "CONSOLE_LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+        ),
+    },
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
 
@@ -175,10 +192,14 @@ CONSOLE_INDEXER_LIST_PAGES_PER_PASS = envint("CONSOLE_INDEXER_LIST_PAGES_PER_PAS
 # they don't change; terminal ones (which can only be restarted, re-run or purged) a minute after
 # they end, then twice as long each time up to an hour.
 CONSOLE_INDEXER_ACTIVE_INTERVAL = envfloat("CONSOLE_INDEXER_ACTIVE_INTERVAL", 1.0, minimum=0.0)
-CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL = envfloat("CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL", 15.0)
+CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL = envfloat(
+    "CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL", 15.0, minimum=0.0
+)
 CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL = envfloat(
     "CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL", 60.0, minimum=0.0
 )
-CONSOLE_INDEXER_TERMINAL_INTERVAL = envfloat("CONSOLE_INDEXER_TERMINAL_INTERVAL", 3600.0)
+CONSOLE_INDEXER_TERMINAL_INTERVAL = envfloat(
+    "CONSOLE_INDEXER_TERMINAL_INTERVAL", 3600.0, minimum=0.0
+)
 # Seconds the indexer idles between passes that found nothing to do.
 CONSOLE_INDEXER_IDLE_SLEEP = envfloat("CONSOLE_INDEXER_IDLE_SLEEP", 1.0, minimum=0.0)

@@ -13,6 +13,7 @@ start-up with an ``ImproperlyConfigured`` naming it.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,6 +56,12 @@ def _check_address(part: str, name: str, address: str) -> None:
             raise ImproperlyConfigured(
                 f"CONSOLE_ENGINES: {part!r}: address {address!r} is not [IPv6]:port"
             )
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"CONSOLE_ENGINES: {part!r}: {host!r} is not an IPv6 address"
+            ) from None
     else:
         host, sep, port = address.rpartition(":")
         if not sep or not host:
@@ -65,7 +72,7 @@ def _check_address(part: str, name: str, address: str) -> None:
             raise ImproperlyConfigured(
                 f"CONSOLE_ENGINES: {part!r}: host {host!r} is not a valid host name or IPv4 address"
             )
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ImproperlyConfigured(
             f"CONSOLE_ENGINES: {part!r}: port {port!r} is not a number between 1 and 65535"
         )

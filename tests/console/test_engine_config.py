@@ -1,7 +1,12 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from console.env import envbool, envint
+from console.env import envbool, envchoice, envfloat, envint
 from engine_bridge.config import EngineConfig, parse_engines
 
 
@@ -43,6 +48,8 @@ def test_it_returns_no_engines_when_unset():
         ("a-b=h:1,a_b=h:2", "share the settings suffix 'A_B'"),
         ("a=ho st:1", "host 'ho st'"),
         ("a=[::1]50001", "is not [IPv6]:port"),
+        ("a=[zz]:1", "'zz' is not an IPv6 address"),
+        ("a=h:\uff11", "port '\uff11'"),  # a full-width digit, which str.isdigit() takes
     ],
 )
 def test_it_names_the_bad_part(value, message):
@@ -67,3 +74,38 @@ def test_typed_helpers_read_and_validate():
         envint("X", 3, {"X": "ten"})
     with pytest.raises(ImproperlyConfigured, match="at least 1"):
         envint("X", 3, {"X": "0"}, minimum=1)
+
+    with pytest.raises(ImproperlyConfigured, match="X='nan' is not a finite number"):
+        envfloat("X", 1.0, {"X": "nan"})
+    with pytest.raises(ImproperlyConfigured, match="is not a finite number"):
+        envfloat("X", 1.0, {"X": "inf"})
+    assert envchoice("X", "INFO", ["INFO", "DEBUG"], {"X": "debug"}) == "DEBUG"
+    with pytest.raises(ImproperlyConfigured, match="X='LOUD' is not one of INFO, DEBUG"):
+        envchoice("X", "INFO", ["INFO", "DEBUG"], {"X": "LOUD"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "CONSOLE_ENGINES",
+            "a=h:1,a=h:2",
+            "CONSOLE_ENGINES: 'a=h:2': engine name 'a' is given twice",
+        ),
+        ("DATABASE_URL", "mysql://u:p@h/db", "DATABASE_URL: django.db.backends.mysql is not"),
+        ("DATABASE_URL", "garbage", "DATABASE_URL: Scheme"),
+        ("CONSOLE_LOG_LEVEL", "LOUD", "CONSOLE_LOG_LEVEL='LOUD' is not one of"),
+    ],
+)
+def test_manage_py_stops_on_a_bad_setting_with_one_line_naming_it(variable, value, message):
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).parents[2] / "manage.py"), "runindexer", "--once"],
+        env={**env, variable: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("configuration error: " + message), done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
