@@ -393,6 +393,9 @@ class EngineIndexer:
         self._known_read_at = 0.0
         # Ids the database cannot hold (too long, see _unstorable): reported once, not re-read.
         self._refused: set[str] = set()
+        #: Asked now and then during a pass: True ends it early (after the reads in flight are
+        #: written), so a stopping process doesn't wait for a first sweep of a big engine.
+        self.stopping: Callable[[], bool] = lambda: False
 
     # The unit of work ----------------------------------------------------------------------
 
@@ -527,6 +530,9 @@ class EngineIndexer:
             self._sweep_seen = set()
             self._sweep_listed = 0
         for _ in range(self.limits.list_pages_per_pass):
+            if self.stopping():
+                result.busy = True
+                return
             asked_at = time.monotonic()
             try:
                 page = self.client.list_instance_ids(
@@ -671,6 +677,9 @@ class EngineIndexer:
         try:
             reads.start_more()
             while (done := reads.take()) is not None:
+                if self.stopping():
+                    reads.stop()  # start nothing more; what is in flight is still written
+                    result.busy = True
                 for f in done:
                     if isinstance(f.error, EngineUnavailable):
                         unavailable = f.error

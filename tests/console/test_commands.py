@@ -49,9 +49,28 @@ def test_runindexer_keeps_going_when_an_engine_is_down(settings):
     from workflows_ui.models import Engine
 
     settings.CONSOLE_ENGINE_TIMEOUT = 0.5
-    settings.CONSOLE_ENGINES = [EngineConfig("down", "127.0.0.1:1")]
-    out = StringIO()
-    call_command("runindexer", "--once", stdout=out)
+    settings.CONSOLE_ENGINES = [EngineConfig("down", "127.0.0.1:1"), EngineConfig("other", "h:1")]
+    # One process per engine (--engine): the others stay configured for their own processes.
+    # --once tells a script that the pass failed.
+    with pytest.raises(CommandError, match="the pass failed for down"):
+        call_command("runindexer", "--once", "--engine", "down", stdout=StringIO())
     engine = Engine.objects.get(name="down")
     assert engine.reachable is False and engine.last_error
-    assert "indexer stopped" in out.getvalue()
+    assert Engine.objects.get(name="other").configured is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runindexer_outlives_a_database_error_and_reports_it(settings, monkeypatch, caplog):
+    from django.db import OperationalError
+
+    from engine_bridge.config import EngineConfig
+    from engine_bridge.indexer import EngineIndexer
+
+    def locked(self):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(EngineIndexer, "run_pass", locked)
+    settings.CONSOLE_ENGINES = [EngineConfig("a", "127.0.0.1:1")]
+    with pytest.raises(CommandError, match="the pass failed for a"):
+        call_command("runindexer", "--once", stdout=StringIO())
+    assert "engine a: database error (database is locked); retry in 1s" in caplog.text

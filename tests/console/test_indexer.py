@@ -314,6 +314,25 @@ def test_payloads_are_cut_to_the_limit_with_their_size_kept(fake, make_indexer):
     assert len(inst.input) == 1000 and inst.input_size == 5000
 
 
+def test_a_stopping_process_ends_the_pass_after_the_reads_in_flight(
+    fake, make_indexer, monkeypatch
+):
+    monkeypatch.setattr(indexer_module, "WRITE_CHUNK", 10)
+    state, events = golden_instance("two_steps")
+    for n in range(300):
+        fake.add(state, events, instance_id=f"i-{n:03}")
+    ix = make_indexer(concurrency=4)
+    ix.stopping = lambda: Instance.objects.exists()  # as soon as a first chunk is written
+    result = ix.run_pass()
+    written = Instance.objects.count()
+    assert result.busy and 10 <= written < 100  # the first chunk and the reads in flight
+    assert counts_are_exact(ix.engine)
+    ix.stopping = lambda: False
+    while ix.run_pass().busy:
+        pass
+    assert Instance.objects.count() == 300 and counts_are_exact(ix.engine)
+
+
 def test_finished_instances_are_read_again_soon_then_less_and_less_often(make_indexer):
     ix = make_indexer(terminal_first_interval=60.0, terminal_interval=3600.0)
     intervals = []

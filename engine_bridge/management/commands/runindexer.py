@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import close_old_connections
+from django.db import OperationalError, close_old_connections, connections
 
 from engine_bridge.errors import EngineError, EngineUnavailable
 
@@ -30,7 +30,7 @@ class Command(BaseCommand):
         from engine_bridge.client import EngineClient
         from engine_bridge.indexer import EngineIndexer, sync_engines, tune_gc
 
-        configs = settings.CONSOLE_ENGINES
+        all_configs = configs = settings.CONSOLE_ENGINES
         if options["engine"]:
             unknown = set(options["engine"]) - {c.name for c in configs}
             if unknown:
@@ -42,14 +42,16 @@ class Command(BaseCommand):
         stop = threading.Event()
 
         def on_signal(signum: int, frame: Any) -> None:
-            log.info("signal %s: stopping after the current pass", signum)
+            log.info("signal %s: stopping once the reads in flight are written", signum)
             stop.set()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
         tune_gc()
-        engines = {e.name: e for e in sync_engines(configs)}
+        # Every configured engine stays configured: other processes may index the others
+        # (one indexer per engine with --engine).
+        engines = {e.name: e for e in sync_engines(all_configs)}
         indexers = [
             EngineIndexer(
                 engines[c.name],
@@ -61,6 +63,8 @@ class Command(BaseCommand):
             )
             for c in configs
         ]
+        for ix in indexers:
+            ix.stopping = stop.is_set
         # Per engine: when to try next after a failure (exponential back-off, capped).
         retry_at = {ix.engine.name: 0.0 for ix in indexers}
         failures = {ix.engine.name: 0 for ix in indexers}
@@ -88,6 +92,17 @@ class Command(BaseCommand):
                         retry_at[name] = time.monotonic() + 5.0
                         log.warning("engine %s: pass failed: %s", name, exc)
                         continue
+                    except OperationalError as exc:
+                        # The console's database (locked for longer than its timeout, restarting,
+                        # out of disk): nothing of the chunk was committed; try again later.
+                        failures[name] += 1
+                        delay = min(30.0, 0.5 * 2 ** min(failures[name], 6))
+                        retry_at[name] = time.monotonic() + delay
+                        log.error(
+                            "engine %s: database error (%s); retry in %.0fs", name, exc, delay
+                        )
+                        connections.close_all()
+                        continue
                     if failures[name]:
                         log.info("engine %s reachable again", name)
                     failures[name] = 0
@@ -103,6 +118,9 @@ class Command(BaseCommand):
                         totals[name] = [0, 0, 0, 0]
                         report_at[name] = time.monotonic() + REPORT_INTERVAL
                 if options["once"]:
+                    failed = sorted(n for n, count in failures.items() if count)
+                    if failed:
+                        raise CommandError(f"the pass failed for {', '.join(failed)}")
                     break
                 if not busy:
                     stop.wait(settings.CONSOLE_INDEXER_IDLE_SLEEP)
