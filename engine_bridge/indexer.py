@@ -158,7 +158,7 @@ class Limits:
         )
 
 
-def tune_gc(threshold: int = GC_YOUNG_THRESHOLD) -> None:
+def tune_gc() -> None:
     """Set up Python's cycle collector for a process that runs the indexer (``runindexer``).
 
     Each written chunk keeps a window of answers alive (tens of thousands of small objects),
@@ -172,7 +172,7 @@ def tune_gc(threshold: int = GC_YOUNG_THRESHOLD) -> None:
     gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()
-    gc.set_threshold(threshold, middle, old)
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def sync_engines(configs: Iterable[EngineConfig]) -> list[Engine]:
@@ -198,10 +198,10 @@ def request_refresh(engine: Engine | str, instance_id: str) -> None:
     )
 
 
-#: Longest ids the console stores (Instance.instance_id, Run.execution_id); longer ones are keys
-#: and can't be cut, so such an instance is reported instead of indexed.
-MAX_INSTANCE_ID = 512
-MAX_EXECUTION_ID = 100
+#: Longest ids the console stores; longer ones are keys and can't be cut, so such an instance is
+#: reported instead of indexed.
+MAX_INSTANCE_ID: int = Instance._meta.get_field("instance_id").max_length  # type: ignore[assignment]
+MAX_EXECUTION_ID: int = Run._meta.get_field("execution_id").max_length  # type: ignore[assignment]
 
 
 def _unstorable(f: Fetched) -> str | None:

@@ -214,7 +214,9 @@ class Timeline:
     turn_total: int = 0
 
 
-def happened_at(event_type: str, details: dict[str, Any], timestamp: datetime | None) -> Any:
+def happened_at(
+    event_type: str, details: dict[str, Any], timestamp: datetime | None
+) -> datetime | None:
     """When an event happened. The engine stamps timerFired when it creates the timer (daprd
     does, see the recorded histories): a timer fired at its fireAt."""
     if event_type == "timerFired":

@@ -70,6 +70,14 @@ class Command(BaseCommand):
         failures = {ix.engine.name: 0 for ix in indexers}
         totals = {ix.engine.name: [0, 0, 0, 0] for ix in indexers}  # new, changed, purged, read
         report_at = {ix.engine.name: 0.0 for ix in indexers}
+
+        def back_off(name: str) -> float:
+            """One more failure of this engine's passes: seconds until the next try."""
+            failures[name] += 1
+            delay = min(30.0, 0.5 * 2 ** min(failures[name], 6))
+            retry_at[name] = time.monotonic() + delay
+            return delay
+
         self.stdout.write(f"indexing {', '.join(engines)}")
         try:
             while not stop.is_set():
@@ -82,9 +90,7 @@ class Command(BaseCommand):
                     try:
                         result = ix.run_pass()
                     except EngineUnavailable as exc:
-                        failures[name] += 1
-                        delay = min(30.0, 0.5 * 2 ** min(failures[name], 6))
-                        retry_at[name] = time.monotonic() + delay
+                        delay = back_off(name)
                         log.warning("engine %s unreachable (%s); retry in %.0fs", name, exc, delay)
                         continue
                     except EngineError as exc:
@@ -95,9 +101,7 @@ class Command(BaseCommand):
                     except OperationalError as exc:
                         # The console's database (locked for longer than its timeout, restarting,
                         # out of disk): nothing of the chunk was committed; try again later.
-                        failures[name] += 1
-                        delay = min(30.0, 0.5 * 2 ** min(failures[name], 6))
-                        retry_at[name] = time.monotonic() + delay
+                        delay = back_off(name)
                         log.error(
                             "engine %s: database error (%s); retry in %.0fs", name, exc, delay
                         )
