@@ -198,5 +198,7 @@ def test_an_events_link_opens_the_page_at_that_event(signed_in: Any) -> None:
 
     # The history's type filter (htmx) keeps to events of that type.
     page.select_option("#history select[name=type]", "taskFailed")
-    page.wait_for_function("document.querySelectorAll('#history tr.event-row').length === 2")
+    # A function, not an expression: Playwright polls an expression with eval, which the
+    # console's Content-Security-Policy refuses once the first check has failed.
+    page.wait_for_function("() => document.querySelectorAll('#history tr.event-row').length === 2")
     assert page.locator("#history tr.type-taskFailed").count() == 2
