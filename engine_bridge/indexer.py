@@ -76,6 +76,12 @@ KNOWN_RELOAD_INTERVAL = 300.0
 GC_YOUNG_THRESHOLD = 10_000
 #: Capabilities are probed again this often (a sidecar may be upgraded in place).
 PROBE_INTERVAL = timedelta(minutes=10)
+#: An instance whose read fails is tried again after twice its last interval, at most this long
+#: (seconds): one broken instance costs a failed read now and then, not one every pass.
+FAILED_READ_MAX_INTERVAL = 300.0
+#: After a read failed with a transient code other than UNAVAILABLE, an answered Hello within
+#: this many seconds says the engine is up (the failure was that instance's).
+ANSWERED_RECENTLY = 2.0
 
 
 _COUNT_TABLE = StatusCount._meta.db_table
@@ -287,6 +293,13 @@ class _Writes:
         self.app_engines: dict[str, int | None] = {}
 
 
+def _engine_gone(error: EngineError | None) -> bool:
+    """UNAVAILABLE: the engine can't be reached. Its other transient codes (a deadline exceeded,
+    an answer over the size limit) may be one instance's doing, a history too big to read in
+    time: the writer asks the engine before ending the pass."""
+    return isinstance(error, EngineUnavailable) and error.code in ("UNAVAILABLE", "")
+
+
 class _Reads:
     """Reads of one ``_sync``: at most ``concurrency`` in flight, and at most ``window`` read
     but not yet taken by the writing thread. Each finished read starts the next (on gRPC's
@@ -351,7 +364,7 @@ class _Reads:
         with self._lock:
             self._running -= 1
             self._held += 1
-            if isinstance(fetched.error, EngineUnavailable):
+            if _engine_gone(fetched.error):
                 self._stopped = True
         self._answers.put(fetched)
         self.start_more()
@@ -393,6 +406,7 @@ class EngineIndexer:
         self._known_read_at = 0.0
         # Ids the database cannot hold (too long, see _unstorable): reported once, not re-read.
         self._refused: set[str] = set()
+        self._answered_at = 0.0  # time.monotonic() of the last Hello answered (_still_answers)
         #: Asked now and then during a pass: True ends it early (after the reads in flight are
         #: written), so a stopping process doesn't wait for a first sweep of a big engine.
         self.stopping: Callable[[], bool] = lambda: False
@@ -438,10 +452,25 @@ class EngineIndexer:
             setattr(self.engine, key, value)
         Engine.objects.filter(pk=self.engine.pk).update(**fields)
 
-    def _note_error(self, result: PassResult, error: EngineError) -> None:
+    def _note_error(self, result: PassResult, error: EngineError, instance_id: str = "") -> None:
         result.errors += 1
-        log.warning("engine %s: %s", self.engine.name, error)
-        self._record_health(reachable=True, error=str(error))
+        message = f"reading {instance_id[:200]!r}: {error}" if instance_id else str(error)
+        log.warning("engine %s: %s", self.engine.name, message)
+        self._record_health(reachable=True, error=message)
+
+    def _still_answers(self) -> EngineUnavailable | None:
+        """After a read timed out (or its answer was too big): None when the engine answers a
+        Hello, so the pass goes on without that instance; else why it doesn't."""
+        if time.monotonic() - self._answered_at < ANSWERED_RECENTLY:
+            return None
+        try:
+            self.client.hello()
+        except EngineUnavailable as exc:
+            return exc
+        except EngineError:
+            pass  # it answered (refusing Hello is its business; reads will say more)
+        self._answered_at = time.monotonic()
+        return None
 
     def _probe_if_due(self) -> None:
         now = timezone.now()
@@ -681,8 +710,12 @@ class EngineIndexer:
                     reads.stop()  # start nothing more; what is in flight is still written
                     result.busy = True
                 for f in done:
-                    if isinstance(f.error, EngineUnavailable):
-                        unavailable = f.error
+                    if isinstance(f.error, EngineUnavailable) and unavailable is None:
+                        gone = f.error if _engine_gone(f.error) else self._still_answers()
+                        if gone is not None:
+                            unavailable = gone
+                            reads.stop()
+                    if unavailable is not None and isinstance(f.error, EngineUnavailable):
                         continue
                     if (
                         isinstance(f.error, NotSupported)
@@ -704,13 +737,17 @@ class EngineIndexer:
 
     def _write(self, fetched: list[Fetched], result: PassResult) -> None:
         ok = []
+        failed = []
         for f in fetched:
             if f.error is not None:
-                self._note_error(result, f.error)
+                self._note_error(result, f.error, f.instance_id)
+                failed.append(f.instance_id)
             elif (reason := _unstorable(f)) is not None:
                 self._refuse(f.instance_id, reason, result)
             else:
                 ok.append(f)
+        if failed:
+            self._retry_later(failed)
         if not ok:
             return
         try:
@@ -732,6 +769,18 @@ class EngineIndexer:
                     )
                 except DataError as error:
                     self._refuse(f.instance_id, str(error).strip(), result)
+
+    def _retry_later(self, instance_ids: list[str]) -> None:
+        """Move the next read of these (known) instances, whose reads failed, back by twice their
+        interval: left due, they would be read first again in every pass."""
+        checks = InstanceCheck.objects.filter(
+            engine=self.engine, instance__instance_id__in=instance_ids
+        )
+        now = timezone.now()
+        for pk, interval in checks.values_list("pk", "interval"):
+            new_interval = min(FAILED_READ_MAX_INTERVAL, max(1.0, interval * 2))
+            due_at = now + timedelta(seconds=new_interval * (1 + random.uniform(0, 0.1)))
+            InstanceCheck.objects.filter(pk=pk).update(due_at=due_at, interval=new_interval)
 
     def _refuse(self, instance_id: str, reason: str, result: PassResult) -> None:
         """An instance the database cannot hold: the engine's health says so, once per id."""

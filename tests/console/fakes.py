@@ -58,6 +58,8 @@ class FakeEngine:
         self.unsupported: set[str] = set()
         self.calls: list[tuple[str, str]] = []
         self.listing_hides: set[str] = set()
+        #: (method, instance id or "") -> the error that call raises.
+        self.failing: dict[tuple[str, str], EngineError] = {}
         self._lock = threading.Lock()
 
     # Test helpers
@@ -79,6 +81,8 @@ class FakeEngine:
             raise EngineUnavailable("connection refused", code="UNAVAILABLE", operation=method)
         if method in self.unsupported:
             raise NotSupported("unknown method " + method, code="UNIMPLEMENTED", operation=method)
+        if (method, arg) in self.failing:
+            raise self.failing[(method, arg)]
 
     # The Client protocol
     def hello(self) -> None:

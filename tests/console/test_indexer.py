@@ -5,16 +5,26 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from django.db.models import Count
+from django.utils import timezone
 
 from engine_bridge import indexer as indexer_module
 from engine_bridge.errors import EngineError, EngineUnavailable
 from engine_bridge.indexer import EngineIndexer, Limits, request_refresh
 from engine_bridge.types import Event
 from tests.console.fakes import FakeEngine, golden_child, golden_instance
-from workflows_ui.models import ChangeLog, Engine, HistoryEvent, Instance, Run, StatusCount
+from workflows_ui.models import (
+    ChangeLog,
+    Engine,
+    HistoryEvent,
+    Instance,
+    InstanceCheck,
+    Run,
+    StatusCount,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -251,6 +261,65 @@ def test_an_unreachable_engine_is_recorded_and_data_stays(fake, make_indexer):
     ix.run_pass()
     assert Engine.objects.get().reachable is True
     assert Instance.objects.count() == 2
+
+
+def too_slow(operation):
+    return EngineUnavailable("Deadline Exceeded", code="DEADLINE_EXCEEDED", operation=operation)
+
+
+def test_an_instance_too_slow_to_read_costs_that_instance_not_the_pass(fake, make_indexer):
+    state, events = golden_instance("two_steps")
+    fake.add(state, events, instance_id="slow")
+    fake.add(state, events, instance_id="fine")
+    fake.failing[("GetInstanceHistory", "slow")] = too_slow("GetInstanceHistory")
+    ix = make_indexer()
+    result = ix.run_pass()  # the engine answers Hello: only that read failed
+    assert result.errors == 1
+    assert list(Instance.objects.values_list("instance_id", flat=True)) == ["fine"]
+    engine = Engine.objects.get()
+    assert engine.reachable is True and engine.health() == "failing"
+    assert "'slow'" in engine.last_error and "DEADLINE_EXCEEDED" in engine.last_error
+    del fake.failing[("GetInstanceHistory", "slow")]
+    ix.run_pass()  # the next sweep finds it again
+    assert Instance.objects.count() == 2
+    assert Engine.objects.get().health() == "ok"
+
+
+def test_a_known_instance_whose_reads_fail_is_tried_again_later_not_every_pass(fake, make_indexer):
+    state, events = golden_instance("two_steps")
+    fake.add(state, events, instance_id="slow")
+    fake.add(state, events, instance_id="fine")
+    ix = make_indexer(terminal_first_interval=60.0)
+    ix.run_pass()
+    InstanceCheck.objects.update(due_at=timezone.now())
+    fake.append("slow", [])
+    fake.append("fine", [])
+    fake.failing[("GetInstanceHistory", "slow")] = too_slow("GetInstanceHistory")
+    before = timezone.now()
+    assert ix.run_pass().errors == 1
+    slow = InstanceCheck.objects.get(instance__instance_id="slow")
+    assert slow.interval == 120  # twice the 60 s it had (finished)
+    assert slow.due_at >= before + timedelta(seconds=120)
+    fine = Instance.objects.get(instance_id="fine")
+    assert fine.last_updated_at == fake.instances["fine"][0].last_updated_at
+    fake.calls.clear()
+    ix.run_pass()
+    assert ("GetInstance", "slow") not in fake.calls
+
+
+def test_reads_timing_out_on_an_engine_that_stopped_answering_end_the_pass(fake, make_indexer):
+    state, events = golden_instance("two_steps")
+    fake.add(state, events, instance_id="a")
+    ix = make_indexer()
+    ix.run_pass()
+    fake.add(state, events, instance_id="b")
+    fake.failing[("GetInstance", "b")] = too_slow("GetInstance")
+    fake.failing[("Hello", "")] = too_slow("Hello")
+    with pytest.raises(EngineUnavailable, match="Hello"):
+        ix.run_pass()
+    engine = Engine.objects.get()
+    assert engine.reachable is False
+    assert Instance.objects.count() == 1
 
 
 def test_a_crash_in_the_middle_of_a_write_leaves_nothing_half_done(fake, make_indexer, monkeypatch):

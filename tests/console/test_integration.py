@@ -313,6 +313,30 @@ def test_an_engine_stopped_and_restarted_is_reported_then_caught_up(devengine, w
     assert Instance.objects.get(instance_id="w1").output == '"back"'
 
 
+def test_an_instance_too_big_to_read_is_reported_and_the_others_indexed(devengine, wf):
+    # A history or payload over the client's receive limit fails with RESOURCE_EXHAUSTED, a
+    # code that used to end the pass as if the engine were down: the instance blocked the
+    # engine's indexing for good. (The limit is lowered here; the console's is 256 MiB.)
+    wf.schedule_new_workflow(wf_kinds.wait_forever, input="x" * 200_000, instance_id="huge")
+    wf.schedule_new_workflow(wf_kinds.two_steps, input=ORDER, instance_id="small")
+    wf.wait_for_workflow_start("huge", timeout_in_seconds=10)
+    wf.wait_for_workflow_completion("small", timeout_in_seconds=20)
+    config = devengine.config()
+    (engine,) = sync_engines([config])
+    channel = grpc.insecure_channel(config.address, [("grpc.max_receive_message_length", 100_000)])
+    client = EngineClient(config, timeout=5.0, channel=channel)
+    try:
+        ix = EngineIndexer(engine, client, Limits(concurrency=4, sweep_interval=0.0))
+        assert ix.run_pass().errors == 1
+        assert list(Instance.objects.values_list("instance_id", flat=True)) == ["small"]
+        assert Instance.objects.get().status == "COMPLETED"
+        row = Engine.objects.get(pk=engine.pk)
+        assert row.reachable is True and row.health() == "failing"
+        assert "'huge'" in row.last_error and "RESOURCE_EXHAUSTED" in row.last_error
+    finally:
+        client.close()
+
+
 def test_a_wrong_api_token_is_reported_with_the_engines_reason(tmp_path, make_indexer):
     engine = DevEngine(tmp_path / "auth.sqlite3", "--api-token", "s3cret").start()
     try:
