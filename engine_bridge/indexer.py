@@ -580,7 +580,9 @@ class EngineIndexer:
             new = [i for i in dict.fromkeys(ids) if i not in known and i not in self._refused]
             if new:
                 self._sync([(i, None) for i in new], result)
-                result.discovered += len(new)
+                # Those written: a stopping pass leaves some unread, and failed reads are not.
+                known = self._known_ids()
+                result.discovered += sum(1 for i in new if i in known)
             self._sweep_token = page.continuation_token
             if not self._sweep_token:
                 self._finish_sweep(result)

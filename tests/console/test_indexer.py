@@ -274,7 +274,7 @@ def test_an_instance_too_slow_to_read_costs_that_instance_not_the_pass(fake, mak
     fake.failing[("GetInstanceHistory", "slow")] = too_slow("GetInstanceHistory")
     ix = make_indexer()
     result = ix.run_pass()  # the engine answers Hello: only that read failed
-    assert result.errors == 1
+    assert (result.errors, result.discovered) == (1, 1)
     assert list(Instance.objects.values_list("instance_id", flat=True)) == ["fine"]
     engine = Engine.objects.get()
     assert engine.reachable is True and engine.health() == "failing"
@@ -395,6 +395,7 @@ def test_a_stopping_process_ends_the_pass_after_the_reads_in_flight(
     result = ix.run_pass()
     written = Instance.objects.count()
     assert result.busy and 10 <= written < 100  # the first chunk and the reads in flight
+    assert result.discovered == written  # not the 300 listed
     assert counts_are_exact(ix.engine)
     ix.stopping = lambda: False
     while ix.run_pass().busy:
