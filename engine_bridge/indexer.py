@@ -208,6 +208,8 @@ def request_refresh(engine: Engine | str, instance_id: str) -> None:
 #: reported instead of indexed.
 MAX_INSTANCE_ID: int = Instance._meta.get_field("instance_id").max_length  # type: ignore[assignment]
 MAX_EXECUTION_ID: int = Run._meta.get_field("execution_id").max_length  # type: ignore[assignment]
+#: Dapr app ids are DNS labels (63 characters); a longer one names no engine, and is stored cut.
+MAX_APP_ID: int = Engine._meta.get_field("app_id").max_length  # type: ignore[assignment]
 
 
 def _unstorable(f: Fetched) -> str | None:
@@ -984,7 +986,12 @@ class EngineIndexer:
         for e in events or []:
             if e.event_type == "workflowStarted" and e.version:
                 inst.version = e.version[:255]
-            if e.source_app_id and e.event_type in _OWN_EVENTS and not self.engine.app_id:
+            if (
+                e.source_app_id
+                and e.event_type in _OWN_EVENTS
+                and not self.engine.app_id
+                and len(e.source_app_id) <= MAX_APP_ID
+            ):
                 self.engine.app_id = e.source_app_id
                 Engine.objects.filter(pk=self.engine.pk).update(app_id=e.source_app_id)
         if started is not None:
@@ -992,11 +999,11 @@ class EngineIndexer:
             if started.parent is not None:
                 inst.parent_instance_id = started.parent.instance_id
                 inst.parent_execution_id = started.parent.execution_id
-                inst.parent_app_id = started.parent.app_id
+                inst.parent_app_id = started.parent.app_id[:MAX_APP_ID]
                 inst.parent_task_scheduled_id = started.parent.task_scheduled_id
         if st.parent_instance_id and not inst.parent_instance_id:
             inst.parent_instance_id = st.parent_instance_id
-            inst.parent_app_id = st.parent_app_id
+            inst.parent_app_id = st.parent_app_id[:MAX_APP_ID]
         if inst.parent_instance_id:
             inst.parent_engine_id = self._engine_of_app(inst.parent_app_id, w)
         if st.status == "STALLED":

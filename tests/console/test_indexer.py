@@ -443,14 +443,20 @@ def test_values_the_database_cannot_hold_cost_one_instance_not_the_engine(fake, 
     long_name[1].name = "n" * 300
     fake.add(replace(state, name="n" * 300), long_name, instance_id="b-long-name")
     fake.add(state, events, instance_id="c-" + "x" * 600)
+    # App ids are DNS labels; a longer one is stored cut and never taken as the engine's own.
+    routed = [replace(e, source_app_id="z" * 300) for e in events]
+    child = replace(state, parent_instance_id="p-1", parent_app_id="a" * 300)
+    fake.add(child, routed, instance_id="d-long-app-ids")
     ix = make_indexer()
     result = ix.run_pass()
     assert result.errors == 1
     assert sorted(Instance.objects.values_list("instance_id", flat=True)) == [
         "a-fine",
         "b-long-name",
+        "d-long-app-ids",
     ]
     assert Instance.objects.get(instance_id="b-long-name").name == "n" * 255
+    assert Instance.objects.get(instance_id="d-long-app-ids").parent_app_id == "a" * 255
     assert Run.objects.get(instance__instance_id="b-long-name").name == "n" * 255
     engine = Engine.objects.get(pk=ix.engine.pk)
     assert "cannot index instance 'c-xxx" in engine.last_error
@@ -460,6 +466,17 @@ def test_values_the_database_cannot_hold_cost_one_instance_not_the_engine(fake, 
     fake.calls.clear()
     assert ix.run_pass().errors == 0
     assert not any(arg.startswith("c-") for _, arg in fake.calls)
+
+
+def test_an_app_id_longer_than_a_dns_label_allows_is_not_taken_as_the_engines(fake, make_indexer):
+    state, events = golden_instance("two_steps")
+    fake.add(state, [replace(e, source_app_id="z" * 300) for e in events], instance_id="a")
+    ix = make_indexer()
+    assert ix.run_pass().errors == 0
+    assert Engine.objects.get(pk=ix.engine.pk).app_id == ""
+    fake.add(state, events, instance_id="b")  # the recorded app id, "example"
+    ix.run_pass()
+    assert Engine.objects.get(pk=ix.engine.pk).app_id == "example"
 
 
 def test_a_row_the_database_refuses_is_skipped_and_the_rest_of_the_chunk_written(
