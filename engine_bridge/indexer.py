@@ -82,6 +82,9 @@ FAILED_READ_MAX_INTERVAL = 300.0
 #: After a read failed with a transient code other than UNAVAILABLE, an answered Hello within
 #: this many seconds says the engine is up (the failure was that instance's).
 ANSWERED_RECENTLY = 2.0
+#: ListInstanceIDs pages are halved, down to this size, each time one exceeds the deadline while
+#: the engine answers (a sidecar pages through its state store for every call).
+MIN_LIST_PAGE_SIZE = 10
 
 
 _COUNT_TABLE = StatusCount._meta.db_table
@@ -409,6 +412,7 @@ class EngineIndexer:
         # Ids the database cannot hold (too long, see _unstorable): reported once, not re-read.
         self._refused: set[str] = set()
         self._answered_at = 0.0  # time.monotonic() of the last Hello answered (_still_answers)
+        self._list_page_size = self.limits.list_page_size
         #: Asked now and then during a pass: True ends it early (after the reads in flight are
         #: written), so a stopping process doesn't wait for a first sweep of a big engine.
         self.stopping: Callable[[], bool] = lambda: False
@@ -567,12 +571,24 @@ class EngineIndexer:
             asked_at = time.monotonic()
             try:
                 page = self.client.list_instance_ids(
-                    page_size=self.limits.list_page_size, continuation_token=self._sweep_token
+                    page_size=self._list_page_size, continuation_token=self._sweep_token
                 )
             except NotSupported:
                 Engine.objects.filter(pk=self.engine.pk).update(supports_list=False)
                 self.engine.supports_list = False
                 self._sweep_active = False
+                return
+            except EngineUnavailable as exc:
+                gone = exc if _engine_gone(exc) else self._still_answers()
+                if gone is not None:
+                    raise gone from None
+                # It answers, but not this page in time: smaller pages from now on.
+                self._note_error(result, exc)
+                smaller = max(MIN_LIST_PAGE_SIZE, self._list_page_size // 2)
+                if smaller < self._list_page_size:
+                    self._list_page_size = smaller
+                    log.warning("engine %s: listing %d ids a page", self.engine.name, smaller)
+                    result.busy = True  # try the smaller page now
                 return
             self._sweep_listing += time.monotonic() - asked_at
             ids = page.instance_ids

@@ -307,6 +307,32 @@ def test_a_known_instance_whose_reads_fail_is_tried_again_later_not_every_pass(f
     assert ("GetInstance", "slow") not in fake.calls
 
 
+def test_a_listing_page_too_slow_for_the_deadline_is_asked_again_smaller(
+    fake, make_indexer, monkeypatch
+):
+    monkeypatch.setattr(indexer_module, "ANSWERED_RECENTLY", 0.0)  # ask Hello every time
+    ix = make_indexer(list_page_size=40)
+    ix.run_pass()  # probed (with a page of one) before the engine fills up
+    state, events = golden_instance("two_steps")
+    for n in range(30):
+        fake.add(state, events, instance_id=f"i-{n:02}")
+    fake.failing[("ListInstanceIDs", "")] = too_slow("ListInstanceIDs")
+    result = ix.run_pass()  # the engine answers Hello: the page was too big to list in time
+    assert (result.errors, result.busy) == (1, True)
+    assert Engine.objects.get().reachable is True
+    assert "ListInstanceIDs" in Engine.objects.get().last_error
+    del fake.failing[("ListInstanceIDs", "")]
+    while ix.run_pass().busy:
+        pass
+    assert Instance.objects.count() == 30
+    assert ix._list_page_size == 20
+    fake.failing[("Hello", "")] = too_slow("Hello")  # now it doesn't answer at all
+    fake.failing[("ListInstanceIDs", "")] = too_slow("ListInstanceIDs")
+    ix._sweep_finished_at = 0.0
+    with pytest.raises(EngineUnavailable, match="Hello"):
+        ix.run_pass()
+
+
 def test_reads_timing_out_on_an_engine_that_stopped_answering_end_the_pass(fake, make_indexer):
     state, events = golden_instance("two_steps")
     fake.add(state, events, instance_id="a")
