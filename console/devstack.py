@@ -134,7 +134,18 @@ def main() -> int:
             print("devengine did not start", file=sys.stderr)
             return 1
         address = f"127.0.0.1:{engine_port}"
-        stack.start("samples", python, "-m", "devengine.samples", "--engine", address)
+        # The samples fail some activities on purpose, and the SDK logs a warning for each (one
+        # every second or two): the console shows those failures; the terminal keeps to errors.
+        stack.start(
+            "samples",
+            python,
+            "-m",
+            "devengine.samples",
+            "--engine",
+            address,
+            "--sdk-log-level",
+            "ERROR",
+        )
         stack.start("indexer", *manage, "runindexer")
         web = stack.start(
             "daphne",
