@@ -141,6 +141,10 @@ class Limits:
     batch: int = 1000
     list_page_size: int = 1000
     list_pages_per_pass: int = 20
+    #: A pass lists no further page after this many seconds of discovery: a first sweep of a big
+    #: engine (20 pages of new instances take about 45 s to read) would keep the engine's running
+    #: instances, its refresh requests and every other engine of the process waiting.
+    discovery_seconds: float = 5.0
     active_interval: float = 1.0
     active_max_interval: float = 15.0
     terminal_first_interval: float = 60.0
@@ -564,10 +568,13 @@ class EngineIndexer:
             self._sweep_started_at = timezone.now()
             self._sweep_seen = set()
             self._sweep_listed = 0
-        for _ in range(self.limits.list_pages_per_pass):
+        give_up_at = time.monotonic() + self.limits.discovery_seconds
+        for listed in range(self.limits.list_pages_per_pass):
             if self.stopping():
                 result.busy = True
                 return
+            if listed and time.monotonic() > give_up_at:
+                break  # the sweep goes on in the next pass
             asked_at = time.monotonic()
             try:
                 page = self.client.list_instance_ids(

@@ -307,6 +307,20 @@ def test_a_known_instance_whose_reads_fail_is_tried_again_later_not_every_pass(f
     assert ("GetInstance", "slow") not in fake.calls
 
 
+def test_a_first_sweep_of_a_big_engine_is_spread_over_short_passes(fake, make_indexer):
+    state, events = golden_instance("two_steps")
+    for n in range(30):
+        fake.add(state, events, instance_id=f"i-{n:02}")
+    ix = make_indexer(list_page_size=10, discovery_seconds=0.0)  # one page a pass
+    result = ix.run_pass()
+    assert (result.discovered, result.busy) == (10, True)
+    request_refresh("orders", "i-29")  # read in the next pass, not after the sweep
+    result = ix.run_pass()
+    assert (result.hinted, result.discovered, result.busy) == (1, 10, True)
+    assert ix.run_pass().discovered == 9  # i-29 is known by now
+    assert Instance.objects.count() == 30
+
+
 def test_a_listing_page_too_slow_for_the_deadline_is_asked_again_smaller(
     fake, make_indexer, monkeypatch
 ):
