@@ -26,7 +26,15 @@ from engine_bridge.errors import EngineRejected, EngineUnavailable
 from engine_bridge.indexer import EngineIndexer, Limits, request_refresh, sync_engines
 from tests.console import wf_kinds
 from tests.console.support import REPO_ROOT, DevEngine, free_port, wait_for
-from workflows_ui.models import ChangeLog, Engine, HistoryEvent, Instance, Run, StatusCount
+from workflows_ui.models import (
+    ChangeLog,
+    Engine,
+    HistoryEvent,
+    Instance,
+    InstanceCheck,
+    Run,
+    StatusCount,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -333,6 +341,37 @@ def test_an_instance_too_big_to_read_is_reported_and_the_others_indexed(devengin
         row = Engine.objects.get(pk=engine.pk)
         assert row.reachable is True and row.health() == "failing"
         assert "'huge'" in row.last_error and "RESOURCE_EXHAUSTED" in row.last_error
+    finally:
+        client.close()
+
+
+def test_an_engine_that_hangs_is_reported_after_one_deadline_not_one_per_instance(devengine, wf):
+    for n in range(40):
+        wf.schedule_new_workflow(wf_kinds.two_steps, input=ORDER, instance_id=f"h-{n:02}")
+    for n in range(40):
+        wf.wait_for_workflow_completion(f"h-{n:02}", timeout_in_seconds=30)
+    config = devengine.config()
+    (engine,) = sync_engines([config])
+    client = EngineClient(config, timeout=1.0)
+    assert devengine.process is not None
+    try:
+        ix = EngineIndexer(engine, client, Limits(concurrency=2, sweep_interval=3600.0))
+        ix.run_pass()
+        assert Instance.objects.count() == 40
+        InstanceCheck.objects.update(due_at=timezone.now())  # all 40 to be read again
+        devengine.process.send_signal(signal.SIGSTOP)  # it accepts connections, answers nothing
+        try:
+            began = time.monotonic()
+            with pytest.raises(EngineUnavailable, match="Hello"):
+                ix.run_pass()
+            # The reads in flight time out, Hello does too, and the pass ends: 40 reads two at a
+            # time would take 20 deadlines one by one.
+            assert time.monotonic() - began < 10
+            assert Engine.objects.get(pk=engine.pk).reachable is False
+        finally:
+            devengine.process.send_signal(signal.SIGCONT)
+        ix.run_pass()
+        assert Engine.objects.get(pk=engine.pk).health() == "ok"
     finally:
         client.close()
 
