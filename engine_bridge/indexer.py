@@ -271,6 +271,8 @@ _CHANGE_FIELDS = (
     "first_position",
     "last_position",
 )
+#: A read that succeeded clears its instance's read error.
+_CHECK_FIELDS = ("instance", "engine", "due_at", "interval", "read_error", "read_failing_since")
 _EVENT_FIELDS = (
     "run",
     "position",
@@ -290,7 +292,7 @@ class _Writes:
         self.now = timezone.now()
         self.changes = bulk.Rows(ChangeLog, _CHANGE_FIELDS)
         self.counts: dict[tuple[str, str], int] = defaultdict(int)
-        self.checks = bulk.Rows(InstanceCheck, ("instance", "engine", "due_at", "interval"))
+        self.checks = bulk.Rows(InstanceCheck, _CHECK_FIELDS)
         self.dropped_checks: list[int] = []
         self.new_instances: list[Instance] = []
         self.changed: list[_Changed] = []
@@ -764,11 +766,11 @@ class EngineIndexer:
 
     def _write(self, fetched: list[Fetched], result: PassResult) -> None:
         ok = []
-        failed = []
+        failed: dict[str, str] = {}
         for f in fetched:
             if f.error is not None:
                 self._note_error(result, f.error, f.instance_id)
-                failed.append(f.instance_id)
+                failed[f.instance_id] = str(f.error)
             elif (reason := _unstorable(f)) is not None:
                 self._refuse(f.instance_id, reason, result)
             else:
@@ -797,17 +799,22 @@ class EngineIndexer:
                 except DataError as error:
                     self._refuse(f.instance_id, str(error).strip(), result)
 
-    def _retry_later(self, instance_ids: list[str]) -> None:
-        """Move the next read of these (known) instances, whose reads failed, back by twice their
-        interval: left due, they would be read first again in every pass."""
+    def _retry_later(self, errors: dict[str, str]) -> None:
+        """Keep why these (known) instances could not be read, and move their next read back by
+        twice their interval: left due, they would be read first again in every pass."""
         checks = InstanceCheck.objects.filter(
-            engine=self.engine, instance__instance_id__in=instance_ids
+            engine=self.engine, instance__instance_id__in=list(errors)
         )
         now = timezone.now()
-        for pk, interval in checks.values_list("pk", "interval"):
+        rows = checks.values_list("pk", "instance__instance_id", "interval", "read_failing_since")
+        for pk, instance_id, interval, since in rows:
             new_interval = min(FAILED_READ_MAX_INTERVAL, max(1.0, interval * 2))
-            due_at = now + timedelta(seconds=new_interval * (1 + random.uniform(0, 0.1)))
-            InstanceCheck.objects.filter(pk=pk).update(due_at=due_at, interval=new_interval)
+            InstanceCheck.objects.filter(pk=pk).update(
+                due_at=now + timedelta(seconds=new_interval * (1 + random.uniform(0, 0.1))),
+                interval=new_interval,
+                read_error=errors[instance_id][:2000],
+                read_failing_since=since or now,
+            )
 
     def _refuse(self, instance_id: str, reason: str, result: PassResult) -> None:
         """An instance the database cannot hold: the engine's health says so, once per id."""
@@ -868,7 +875,7 @@ class EngineIndexer:
         if w.changed:
             self._store_histories(w, result)
         bulk.insert(w.changes)
-        bulk.upsert(w.checks, unique=["instance"], update=["due_at", "interval"])
+        bulk.upsert(w.checks, unique=["instance"], update=_CHECK_FIELDS[2:])
         if w.dropped_checks:
             InstanceCheck.objects.filter(instance__in=w.dropped_checks).delete()
         self._apply_counts(w.counts)
@@ -883,11 +890,11 @@ class EngineIndexer:
 
     def _schedule_unchanged(self, pk: int, status: str, interval: float | None, w: _Writes) -> None:
         due_at, new_interval = self._next_check(status, False, interval)
-        w.checks.add(pk, self.engine.pk, due_at, new_interval)
+        w.checks.add(pk, self.engine.pk, due_at, new_interval, "", None)
 
     def _schedule(self, inst: Instance, changed: bool, interval: float | None, w: _Writes) -> None:
         due_at, new_interval = self._next_check(inst.status, changed, interval)
-        w.checks.add(inst, self.engine.pk, due_at, new_interval)
+        w.checks.add(inst, self.engine.pk, due_at, new_interval, "", None)
 
     def _next_check(
         self, status: str, changed: bool, interval: float | None

@@ -221,6 +221,15 @@ class Instance(models.Model):
             parent_engine=self.engine_id, parent_instance_id=self.instance_id
         )
 
+    def read_problem(self) -> InstanceCheck | None:
+        """Why the indexer can't read this instance from its engine now; None when it can.
+        (No query when the instance was read with ``select_related("schedule")``.)"""
+        try:
+            check = self.schedule
+        except InstanceCheck.DoesNotExist:
+            return None  # purged: no longer read
+        return check if check.read_failing_since is not None else None
+
     def parent(self) -> Instance | None:
         if not self.parent_instance_id or self.parent_engine_id is None:
             return None
@@ -400,15 +409,36 @@ class InstanceCheck(models.Model):
     due_at = models.DateTimeField()
     #: Seconds between reads while unchanged (grows up to a maximum, reset by any change).
     interval = models.FloatField(default=1.0)
+    #: Why the engine's answer could not be read (a deadline exceeded, an answer too big), since
+    #: when; cleared by the next read that succeeds. The instance's row is as of its last read.
+    read_error = models.TextField(blank=True, default="", db_default="")
+    read_failing_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
             # The indexer's refresh pass: the instances of an engine due first.
             models.Index(fields=["engine", "due_at"], name="wf_check_due"),
+            # The instances each engine can't read, counted on the engines' page.
+            models.Index(
+                fields=["engine"],
+                name="wf_check_unreadable",
+                condition=Q(read_failing_since__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.instance_id} due {self.due_at:%Y-%m-%d %H:%M:%S}"
+
+    @staticmethod
+    def unreadable_by_engine() -> dict[int, int]:
+        """Engine pk -> how many of its instances the indexer can't read now."""
+        rows = (
+            InstanceCheck.objects.filter(read_failing_since__isnull=False)
+            .values("engine")
+            .annotate(n=models.Count("pk"))
+            .values_list("engine", "n")
+        )
+        return dict(rows)
 
 
 class RefreshRequest(models.Model):

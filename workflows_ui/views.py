@@ -26,6 +26,7 @@ from workflows_ui.models import (
     Engine,
     HistoryEvent,
     Instance,
+    InstanceCheck,
     Run,
     Status,
     StatusCount,
@@ -46,8 +47,10 @@ def home(request: HttpRequest) -> HttpResponse:
         row["engine"]: row["total"]
         for row in StatusCount.objects.values("engine").annotate(total=Sum("count"))
     }
+    unreadable = InstanceCheck.unreadable_by_engine()
     for engine in engines:
         engine.instance_total = totals.get(engine.pk, 0)  # type: ignore[attr-defined]
+        engine.unreadable = unreadable.get(engine.pk, 0)  # type: ignore[attr-defined]
     return render(request, "workflows_ui/home.html", {"engines": engines})
 
 
@@ -61,7 +64,7 @@ def _engine_warnings(engines: list[Engine]) -> list[Engine]:
 
 def _get_instance(engine: str, instance_id: str) -> Instance:
     return get_object_or_404(
-        Instance.objects.select_related("engine", "parent_engine"),
+        Instance.objects.select_related("engine", "parent_engine", "schedule"),
         engine__name=engine,
         instance_id=instance_id,
     )
@@ -243,6 +246,7 @@ def instance_detail(
             else None
         ),
         "warnings": _engine_warnings([inst.engine]),
+        "read_problem": inst.read_problem(),
         "duration": _duration(inst),
         "payloads": payloads.instance_payloads(inst, base=instance_url(engine, instance_id)),
     }

@@ -302,9 +302,26 @@ def test_a_known_instance_whose_reads_fail_is_tried_again_later_not_every_pass(f
     assert slow.due_at >= before + timedelta(seconds=120)
     fine = Instance.objects.get(instance_id="fine")
     assert fine.last_updated_at == fake.instances["fine"][0].last_updated_at
+    assert "DEADLINE_EXCEEDED" in slow.read_error
+    assert slow.read_failing_since is not None and slow.read_failing_since >= before
+    assert Instance.objects.get(instance_id="slow").read_problem() == slow
+    assert Instance.objects.get(instance_id="fine").read_problem() is None
     fake.calls.clear()
     ix.run_pass()
     assert ("GetInstance", "slow") not in fake.calls
+    # Failing again keeps the time it started failing; a read that succeeds clears it.
+    InstanceCheck.objects.filter(pk=slow.pk).update(due_at=timezone.now())
+    ix.run_pass()
+    again = InstanceCheck.objects.get(pk=slow.pk)
+    assert (again.interval, again.read_failing_since) == (240, slow.read_failing_since)
+    del fake.failing[("GetInstanceHistory", "slow")]
+    InstanceCheck.objects.filter(pk=slow.pk).update(due_at=timezone.now())
+    ix.run_pass()
+    healed = InstanceCheck.objects.get(pk=slow.pk)
+    assert (healed.read_error, healed.read_failing_since) == ("", None)
+    assert Instance.objects.get(instance_id="slow").last_updated_at == (
+        fake.instances["slow"][0].last_updated_at
+    )
 
 
 def test_a_first_sweep_of_a_big_engine_is_spread_over_short_passes(fake, make_indexer):

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from tests.pages import seed
 from workflows_ui import listing
-from workflows_ui.models import Engine, HistoryEvent, Instance, Run, StatusCount
+from workflows_ui.models import Engine, HistoryEvent, Instance, InstanceCheck, Run, StatusCount
 
 pytestmark = pytest.mark.django_db
 
@@ -329,6 +329,39 @@ def test_an_engine_failing_its_passes_is_announced_until_one_succeeds(logged_in,
     Engine.objects.filter(pk=seeded.engine.pk).update(last_pass_at=timezone.now())
     assert 'role="alert"' not in _text(logged_in.get("/instances/"))
     assert "health-ok" in _text(logged_in.get("/"))
+
+
+def test_an_instance_the_indexer_cant_read_is_named_on_its_page_the_engines_and_the_api(
+    logged_in, seeded
+):
+    inst = Instance.objects.get(instance_id="g-fails")
+    since = timezone.now() - timedelta(minutes=3)
+    InstanceCheck.objects.create(
+        instance=inst,
+        engine=seeded.engine,
+        due_at=timezone.now() + timedelta(minutes=2),
+        interval=120.0,
+        read_error="GetInstanceHistory: <b>Deadline</b> Exceeded (DEADLINE_EXCEEDED)",
+        read_failing_since=since,
+    )
+    InstanceCheck.objects.create(
+        instance=Instance.objects.get(instance_id="g-two-steps"),
+        engine=seeded.engine,
+        due_at=timezone.now(),
+    )
+    body = _text(logged_in.get("/instances/orders/g-fails/"))
+    assert 'id="read-problem"' in body
+    assert "read this instance from engine <strong>orders</strong> since" in body
+    assert "GetInstanceHistory: &lt;b&gt;Deadline&lt;/b&gt; Exceeded" in body  # escaped
+    assert 'id="read-problem"' not in _text(logged_in.get("/instances/orders/g-two-steps/"))
+    home = _text(logged_in.get("/"))
+    assert re.search(r'<td class="error" title="instances the indexer[^"]*">1</td>', home)
+    detail = logged_in.get("/api/instances/orders/g-fails/").json()
+    assert detail["read_problem"]["error"].startswith("GetInstanceHistory: <b>Deadline</b>")
+    assert detail["read_problem"]["since"].startswith(since.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert logged_in.get("/api/instances/orders/g-two-steps/").json()["read_problem"] is None
+    (engine,) = logged_in.get("/api/engines/").json()
+    assert engine["unreadable_instances"] == 1
 
 
 def test_an_engine_too_old_to_be_indexed_is_announced(logged_in, seeded):

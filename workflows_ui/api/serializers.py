@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from engine_bridge.types import EVENT_TYPES
@@ -108,6 +109,10 @@ class EngineSerializer(serializers.ModelSerializer):
     )
     too_old = serializers.BooleanField()
     counts = serializers.SerializerMethodField()
+    unreadable_instances = serializers.SerializerMethodField(
+        help_text="instances the indexer can't read from this engine now (see each instance's "
+        "read_problem)"
+    )
 
     class Meta:
         model = Engine
@@ -128,11 +133,15 @@ class EngineSerializer(serializers.ModelSerializer):
             "supports_rerun",
             "too_old",
             "counts",
+            "unreadable_instances",
         ]
 
     def get_counts(self, obj: Engine) -> dict[str, int]:
         """Live instances per status (from the counts table)."""
         return dict(getattr(obj, "status_totals", {}))
+
+    def get_unreadable_instances(self, obj: Engine) -> int:
+        return int(getattr(obj, "unreadable", 0))
 
 
 class InstanceListSerializer(serializers.ModelSerializer):
@@ -169,8 +178,18 @@ class ParentSerializer(serializers.Serializer):
     url = serializers.CharField(allow_null=True)
 
 
+class ReadProblemSerializer(serializers.Serializer):
+    error = serializers.CharField(help_text="the engine call that failed and why")
+    since = serializers.DateTimeField(help_text="first failure of the reads failing since")
+    next_try_at = serializers.DateTimeField()
+
+
 class InstanceDetailSerializer(InstanceListSerializer):
     failure = serializers.SerializerMethodField()
+    read_problem = serializers.SerializerMethodField(
+        help_text="null when the indexer reads this instance; else why it can't (the fields "
+        "above are as of its last successful read)"
+    )
     parent = serializers.SerializerMethodField()
     runs_url = serializers.SerializerMethodField()
     history_url = serializers.SerializerMethodField()
@@ -186,6 +205,7 @@ class InstanceDetailSerializer(InstanceListSerializer):
             "output_size",
             "custom_status_size",
             "failure",
+            "read_problem",
             "parent",
             "trace_id",
             "stall_reason",
@@ -206,6 +226,19 @@ class InstanceDetailSerializer(InstanceListSerializer):
             "message": obj.failure_message,
             "stack_trace": obj.failure_stack_trace,
         }
+
+    @extend_schema_field(ReadProblemSerializer(allow_null=True))
+    def get_read_problem(self, obj: Instance) -> dict[str, Any] | None:
+        check = obj.read_problem()
+        if check is None:
+            return None
+        return ReadProblemSerializer(
+            {
+                "error": check.read_error,
+                "since": check.read_failing_since,
+                "next_try_at": check.due_at,
+            }
+        ).data
 
     def get_parent(self, obj: Instance) -> dict[str, Any] | None:
         if not obj.parent_instance_id:

@@ -24,7 +24,7 @@ from workflows_ui.api.serializers import (
     PageFilterSerializer,
     RunSerializer,
 )
-from workflows_ui.models import Engine, HistoryEvent, Instance, Run, StatusCount
+from workflows_ui.models import Engine, HistoryEvent, Instance, InstanceCheck, Run, StatusCount
 
 
 def _validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def _next_url(request: Request, **params: Any) -> str:
 
 def _get_instance(engine: str, instance_id: str) -> Instance:
     return get_object_or_404(
-        Instance.objects.select_related("engine", "parent_engine"),
+        Instance.objects.select_related("engine", "parent_engine", "schedule"),
         engine__name=engine,
         instance_id=instance_id,
     )
@@ -74,8 +74,10 @@ class EngineList(APIView):
         ):
             per = totals.setdefault(engine_id, {})
             per[status] = per.get(status, 0) + count
+        unreadable = InstanceCheck.unreadable_by_engine()
         for engine in engines:
             engine.status_totals = {s: n for s, n in totals.get(engine.pk, {}).items() if n}  # type: ignore[attr-defined]
+            engine.unreadable = unreadable.get(engine.pk, 0)  # type: ignore[attr-defined]
         return Response(EngineSerializer(engines, many=True).data)
 
 
