@@ -802,12 +802,18 @@ class EngineIndexer:
     def _retry_later(self, errors: dict[str, str]) -> None:
         """Keep why these (known) instances could not be read, and move their next read back by
         twice their interval: left due, they would be read first again in every pass."""
-        checks = InstanceCheck.objects.filter(
-            engine=self.engine, instance__instance_id__in=list(errors)
+        # Through the instances' unique (engine, id) index: the checks of an engine are many.
+        ids = dict(
+            Instance.objects.filter(engine=self.engine, instance_id__in=list(errors)).values_list(
+                "pk", "instance_id"
+            )
         )
         now = timezone.now()
-        rows = checks.values_list("pk", "instance__instance_id", "interval", "read_failing_since")
-        for pk, instance_id, interval, since in rows:
+        rows = InstanceCheck.objects.filter(pk__in=list(ids)).values_list(
+            "pk", "interval", "read_failing_since"
+        )
+        for pk, interval, since in rows:
+            instance_id = ids[pk]
             new_interval = min(FAILED_READ_MAX_INTERVAL, max(1.0, interval * 2))
             InstanceCheck.objects.filter(pk=pk).update(
                 due_at=now + timedelta(seconds=new_interval * (1 + random.uniform(0, 0.1))),

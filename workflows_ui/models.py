@@ -418,9 +418,10 @@ class InstanceCheck(models.Model):
         indexes = [
             # The indexer's refresh pass: the instances of an engine due first.
             models.Index(fields=["engine", "due_at"], name="wf_check_due"),
-            # The instances each engine can't read, counted on the engines' page.
+            # The instances the indexer can't read (few), counted per engine on the engines'
+            # page.
             models.Index(
-                fields=["engine"],
+                fields=["read_failing_since"],
                 name="wf_check_unreadable",
                 condition=Q(read_failing_since__isnull=False),
             ),

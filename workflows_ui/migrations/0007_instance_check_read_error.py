@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
             model_name="instancecheck",
             index=models.Index(
                 condition=models.Q(("read_failing_since__isnull", False)),
-                fields=["engine"],
+                fields=["read_failing_since"],
                 name="wf_check_unreadable",
             ),
         ),
