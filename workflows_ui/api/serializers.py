@@ -180,8 +180,8 @@ class ParentSerializer(serializers.Serializer):
 
 class ReadProblemSerializer(serializers.Serializer):
     error = serializers.CharField(help_text="the engine call that failed and why")
-    since = serializers.DateTimeField(help_text="first failure of the reads failing since")
-    next_try_at = serializers.DateTimeField()
+    since = serializers.DateTimeField(help_text="when its reads started failing")
+    next_try_at = serializers.DateTimeField(help_text="when the indexer tries again")
 
 
 class InstanceDetailSerializer(InstanceListSerializer):
