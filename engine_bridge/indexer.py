@@ -417,7 +417,7 @@ class EngineIndexer:
         self._known_read_at = 0.0
         # Ids the database cannot hold (too long, see _unstorable): reported once, not re-read.
         self._refused: set[str] = set()
-        self._answered_at = 0.0  # time.monotonic() of the last Hello answered (_still_answers)
+        self._answered_at = 0.0  # time.monotonic() of the last Hello answered (_why_down)
         self._list_page_size = self.limits.list_page_size
         #: Asked now and then during a pass: True ends it early (after the reads in flight are
         #: written), so a stopping process doesn't wait for a first sweep of a big engine.
@@ -470,9 +470,12 @@ class EngineIndexer:
         log.warning("engine %s: %s", self.engine.name, message)
         self._record_health(reachable=True, error=message)
 
-    def _still_answers(self) -> EngineUnavailable | None:
-        """After a read timed out (or its answer was too big): None when the engine answers a
-        Hello, so the pass goes on without that instance; else why it doesn't."""
+    def _why_down(self, error: EngineUnavailable) -> EngineUnavailable | None:
+        """Why the engine is down after this call failed, or None when only the call failed (it
+        timed out, or its answer was too big, and the engine answers a Hello): the pass goes on
+        without it."""
+        if _engine_gone(error):
+            return error
         if time.monotonic() - self._answered_at < ANSWERED_RECENTLY:
             return None
         try:
@@ -588,8 +591,7 @@ class EngineIndexer:
                 self._sweep_active = False
                 return
             except EngineUnavailable as exc:
-                gone = exc if _engine_gone(exc) else self._still_answers()
-                if gone is not None:
+                if (gone := self._why_down(exc)) is not None:
                     raise gone from None
                 # It answers, but not this page in time: smaller pages from now on.
                 self._note_error(result, exc)
@@ -740,9 +742,8 @@ class EngineIndexer:
                     result.busy = True
                 for f in done:
                     if isinstance(f.error, EngineUnavailable) and unavailable is None:
-                        gone = f.error if _engine_gone(f.error) else self._still_answers()
-                        if gone is not None:
-                            unavailable = gone
+                        unavailable = self._why_down(f.error)
+                        if unavailable is not None:
                             reads.stop()
                     if unavailable is not None and isinstance(f.error, EngineUnavailable):
                         continue
