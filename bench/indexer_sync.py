@@ -18,10 +18,16 @@ executionCompleted; some failed, some still running. A real devengine process se
 - initial sync: `EngineIndexer.run_pass()` until nothing is left to do, into a fresh console
   database (SQLite, migrated once and copied; with --database postgres, a database made from a
   migrated template in a PostgreSQL cluster the run starts on 127.0.0.1), checked afterwards
-  (instances, runs, events).
+  (instances, runs, events);
+- least storing: the raw fetch plus the least any indexer could store, each instance as one row
+  and its events as their protobuf bytes, with sqlite3's executemany into a bare file (no
+  Django, runs, counts, change log or schedule). Not a design: a floor under the indexer.
 
-It reports the median instances per second of both and the ratio (target: at least 0.8), plus
-the CPU seconds per instance of the engine and of this process in each phase.
+It reports the median instances per second of each and the ratio to the raw fetch (target for the
+initial sync: at least 0.8), the CPU seconds per instance of the engine and of this process in
+each phase, how many CPUs the raw fetch keeps busy, and the ratio the sync and the floor would
+reach if they kept every CPU of the machine busy: on a machine whose CPUs the raw fetch already
+fills, that is their ceiling.
 
 Steady state. A devengine database of STEADY_N instances of which STEADY_RUNNING are running, and
 a console database with the same instances already indexed (rows, runs, counts, change log and
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -471,6 +478,98 @@ def raw_fetch_threads(address: str, ids: list[str], concurrency: int) -> None:
         channel.close()
 
 
+def least_storing(address: str, ids: list[str], concurrency: int, db: Path) -> None:
+    """The raw fetch plus the least an indexer could store: per instance one row of its state
+    and its events as their protobuf bytes (with position, type and time), written with
+    sqlite3's executemany in transactions of 200 instances by this thread while gRPC's thread
+    reads, into a bare file with no Django, runs, counts, change log or schedule. Not a design:
+    a floor under what any indexer of events in rows costs on this machine."""
+    import queue
+    import sqlite3
+    import threading
+
+    from engine_bridge.client import pb
+
+    channel, stub = _stub(address)
+    todo = iter(ids)
+    lock = threading.Lock()
+    answers: queue.SimpleQueue[tuple[str, Any, Any] | None] = queue.SimpleQueue()
+
+    def start() -> None:
+        with lock:
+            instance_id = next(todo, None)
+        if instance_id is None:
+            answers.put(None)
+            return
+        request = pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=True)
+        stub.GetInstance.future(request, timeout=30).add_done_callback(
+            lambda f: state_read(instance_id, f)
+        )
+
+    def state_read(instance_id: str, future: Any) -> None:
+        state = future.result()
+        request = pb.GetInstanceHistoryRequest(instanceId=instance_id)
+        stub.GetInstanceHistory.future(request, timeout=30).add_done_callback(
+            lambda f: (answers.put((instance_id, state, f.result())), start())
+        )
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # as the console's SQLite
+    conn.execute(
+        "CREATE TABLE instance (id INTEGER PRIMARY KEY, instance_id TEXT UNIQUE, name TEXT,"
+        " status INT, created INT, updated INT, input TEXT, output TEXT, custom_status TEXT)"
+    )
+    conn.execute(
+        "CREATE TABLE event (instance INT, position INT, event_id INT, type TEXT, time INT,"
+        " body BLOB, PRIMARY KEY (instance, position)) WITHOUT ROWID"
+    )
+    key = 0
+
+    def write(batch: list[tuple[str, Any, Any]]) -> None:
+        nonlocal key
+        instances, events = [], []
+        for instance_id, answer, history in batch:
+            key += 1
+            s = answer.workflowState
+            instances.append(
+                (key, instance_id, s.name, s.workflowStatus, s.createdTimestamp.ToNanoseconds(),
+                 s.lastUpdatedTimestamp.ToNanoseconds(), s.input.value, s.output.value,
+                 s.customStatus.value)
+            )  # fmt: skip
+            events += [
+                (key, i, e.eventId, e.WhichOneof("eventType"), e.timestamp.ToNanoseconds(),
+                 e.SerializeToString())
+                for i, e in enumerate(history.events)
+            ]  # fmt: skip
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO instance VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", instances)
+        conn.executemany("INSERT INTO event VALUES (?, ?, ?, ?, ?, ?)", events)
+        conn.execute("COMMIT")
+
+    try:
+        for _ in range(min(concurrency, len(ids))):
+            start()
+        ended, batch = 0, []
+        while ended < min(concurrency, len(ids)):
+            item = answers.get()
+            if item is None:
+                ended += 1
+            else:
+                batch.append(item)
+            if len(batch) >= 200 or (batch and item is None):
+                write(batch)
+                batch = []
+        if batch:
+            write(batch)
+        stored = conn.execute("SELECT COUNT(*) FROM instance").fetchone()[0]
+        if stored != len(ids):
+            raise SystemExit(f"least storing: {stored} instances stored of {len(ids)}")
+    finally:
+        conn.close()
+        channel.close()
+
+
 def _on_postgres() -> bool:
     """With --database postgres the cluster's databases stand for this module's SQLite files,
     named after their stems."""
@@ -599,6 +698,7 @@ def measure_initial(args: argparse.Namespace, workdir: Path, template: Path) -> 
     raw: list[Timed] = []
     threaded: list[Timed] = []
     synced: list[Timed] = []
+    least: list[Timed] = []
     passes: list[int] = []
     with EngineProcess(workdir, source, "initial") as engine:
         # Warm the engine's file and row caches once so both measures see the same engine.
@@ -619,10 +719,16 @@ def measure_initial(args: argparse.Namespace, workdir: Path, template: Path) -> 
             use_database(workdir / "unused.sqlite3")
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{workdir}/console-initial-{round_}.sqlite3{suffix}").unlink(missing_ok=True)
+            floor_db = workdir / f"least-{round_}.sqlite3"
+            body = functools.partial(least_storing, engine.address, ids, args.concurrency, floor_db)
+            least.append(timed(engine, body))
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{floor_db}{suffix}").unlink(missing_ok=True)
             print(
                 f"  round {round_ + 1}: raw fetch {len(ids) / raw[-1].seconds:.0f}/s "
                 f"(threads {len(ids) / threaded[-1].seconds:.0f}/s), "
-                f"initial sync {len(ids) / synced[-1].seconds:.0f}/s",
+                f"initial sync {len(ids) / synced[-1].seconds:.0f}/s, "
+                f"least storing {len(ids) / least[-1].seconds:.0f}/s",
                 flush=True,
             )
     n = len(ids)
@@ -645,6 +751,13 @@ def measure_initial(args: argparse.Namespace, workdir: Path, template: Path) -> 
         "threaded_own_ms": statistics.median(t.own_cpu for t in threaded) / n * 1000,
         "sync_engine_ms": statistics.median(t.engine_cpu for t in synced) / n * 1000,
         "sync_own_ms": statistics.median(t.own_cpu for t in synced) / n * 1000,
+        "least_rate": statistics.median(n / t.seconds for t in least),
+        "least_ratios": [
+            (n / f.seconds) / (n / r.seconds) for r, f in zip(raw, least, strict=True)
+        ],
+        "least_engine_ms": statistics.median(t.engine_cpu for t in least) / n * 1000,
+        "least_own_ms": statistics.median(t.own_cpu for t in least) / n * 1000,
+        "cpus": os.cpu_count() or 1,
         "passes": passes,
     }
 
@@ -857,6 +970,17 @@ def table(rows: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+def busy(rate: float, engine_ms: float, own_ms: float) -> float:
+    """CPUs kept busy by the engine and this process at ``rate`` instances a second."""
+    return rate * (engine_ms + own_ms) / 1000
+
+
+def bound(r: dict[str, Any], engine_ms: float, own_ms: float) -> float:
+    """The ratio to the raw fetch rate a phase costing ``engine_ms + own_ms`` of CPU per instance
+    would reach if it kept every CPU of the machine busy (its ceiling on this machine)."""
+    return r["cpus"] * 1000 / (engine_ms + own_ms) / r["raw_rate"]
+
+
 def initial_table(r: dict[str, Any]) -> str:
     ok = "yes" if r["ratio"] >= 0.8 else "no"
     return table(
@@ -876,6 +1000,26 @@ def initial_table(r: dict[str, Any]) -> str:
             ("client CPU / instance, raw (futures)", f"{r['raw_own_ms']:.2f} ms", ""),
             ("client CPU / instance, raw (threads)", f"{r['threaded_own_ms']:.2f} ms", ""),
             ("indexer CPU / instance, sync", f"{r['sync_own_ms']:.2f} ms", ""),
+            ("least storing, median", f"{r['least_rate']:.0f} instances/s", ""),
+            ("least storing / raw", f"{r['least_rate'] / r['raw_rate']:.2f}", ""),
+            ("least storing / raw per round", ", ".join(f"{x:.2f}" for x in r["least_ratios"]), ""),
+            ("engine CPU / instance, least storing", f"{r['least_engine_ms']:.2f} ms", ""),
+            ("own CPU / instance, least storing", f"{r['least_own_ms']:.2f} ms", ""),
+            (
+                "raw fetch: CPUs busy",
+                f"{busy(r['raw_rate'], r['raw_engine_ms'], r['raw_own_ms']):.2f} of {r['cpus']}",
+                "",
+            ),
+            (
+                "sync / raw, every CPU busy",
+                f"{bound(r, r['sync_engine_ms'], r['sync_own_ms']):.2f}",
+                "",
+            ),
+            (
+                "least storing / raw, every CPU busy",
+                f"{bound(r, r['least_engine_ms'], r['least_own_ms']):.2f}",
+                "",
+            ),
         ]
     )
 
