@@ -302,6 +302,19 @@ class _Writes:
         self.runs: dict[tuple[int, str], Run] = {}
         #: app id -> engine pk (parent links), for this chunk.
         self.app_engines: dict[str, int | None] = {}
+        #: Instances of the chunk whose state was read but not their history: why, and since
+        #: when it has been failing (None: it starts now).
+        self.failing: dict[str, str] = {}
+        self.failing_since: dict[str, datetime | None] = {}
+
+
+def _after_failed_read(interval: float) -> tuple[datetime, float]:
+    """When to read again an instance whose read failed, and the interval to keep: twice the
+    last (left due, it would come first again in every pass), up to FAILED_READ_MAX_INTERVAL."""
+    new_interval = min(FAILED_READ_MAX_INTERVAL, max(1.0, interval * 2))
+    return timezone.now() + timedelta(seconds=new_interval * (1 + random.uniform(0, 0.1))), (
+        new_interval
+    )
 
 
 def _engine_gone(error: EngineError | None) -> bool:
@@ -552,15 +565,19 @@ class EngineIndexer:
         due = list(
             InstanceCheck.objects.filter(engine=self.engine, due_at__lte=now)
             .order_by("due_at")
-            .values_list("instance__instance_id", "instance__last_updated_at")[
-                : self.limits.batch + 1
-            ]
+            .values_list(
+                "instance__instance_id", "instance__last_updated_at", "read_failing_since"
+            )[: self.limits.batch + 1]
         )
         if len(due) > self.limits.batch:
             result.busy = True
             due = due[: self.limits.batch]
         if due:
-            self._sync(due, result)
+            # An instance whose history failed has its state indexed as of that read: its
+            # history is asked for whether or not the state moved since.
+            self._sync(
+                [(iid, None if failing else updated) for iid, updated, failing in due], result
+            )
             result.refreshed += len(due)
 
     def _discover(self, result: PassResult) -> None:
@@ -754,6 +771,10 @@ class EngineIndexer:
                     ):
                         self.engine.supports_history = False
                         Engine.objects.filter(pk=self.engine.pk).update(supports_history=False)
+                    if isinstance(f.error, NotSupported) and f.error.operation == (
+                        "GetInstanceHistory"
+                    ):
+                        f.error = None  # an engine without histories: its state is all there is
                     ready.append(f)
                 if len(ready) >= WRITE_CHUNK or (ready and reads.idle):
                     self._write(ready, result)
@@ -768,11 +789,18 @@ class EngineIndexer:
     def _write(self, fetched: list[Fetched], result: PassResult) -> None:
         ok = []
         failed: dict[str, str] = {}
+        # Its state was read but not its history (a history over the sidecar's message size
+        # limit, or too slow to send): the state is indexed, so the instance is listed and
+        # counted, and the history is asked for again, backing off, until it comes.
+        history_failed: dict[str, str] = {}
         for f in fetched:
             if f.error is not None:
                 self._note_error(result, f.error, f.instance_id)
-                failed[f.instance_id] = str(f.error)
-            elif (reason := _unstorable(f)) is not None:
+                if f.state is None:
+                    failed[f.instance_id] = str(f.error)
+                    continue
+                history_failed[f.instance_id] = str(f.error)
+            if (reason := _unstorable(f)) is not None:
                 self._refuse(f.instance_id, reason, result)
             else:
                 ok.append(f)
@@ -782,7 +810,7 @@ class EngineIndexer:
             return
         try:
             with transaction.atomic():
-                self._write_chunk(ok, result)
+                self._write_chunk(ok, result, history_failed)
             self._committed(ok)
         except (IntegrityError, DataError) as exc:
             # Another indexer wrote some of these first (IntegrityError), or one of them holds a
@@ -791,7 +819,7 @@ class EngineIndexer:
             for f in ok:
                 try:
                     with transaction.atomic():
-                        self._write_chunk([f], result)
+                        self._write_chunk([f], result, history_failed)
                     self._committed([f])
                 except IntegrityError:
                     log.warning(
@@ -814,12 +842,11 @@ class EngineIndexer:
             "pk", "interval", "read_failing_since"
         )
         for pk, interval, since in rows:
-            instance_id = ids[pk]
-            new_interval = min(FAILED_READ_MAX_INTERVAL, max(1.0, interval * 2))
+            due_at, new_interval = _after_failed_read(interval)
             InstanceCheck.objects.filter(pk=pk).update(
-                due_at=now + timedelta(seconds=new_interval * (1 + random.uniform(0, 0.1))),
+                due_at=due_at,
                 interval=new_interval,
-                read_error=errors[instance_id][:2000],
+                read_error=errors[ids[pk]][:2000],
                 read_failing_since=since or now,
             )
 
@@ -833,19 +860,30 @@ class EngineIndexer:
         log.error("engine %s: %s", self.engine.name, message)
         self._record_health(reachable=True, error=message)
 
-    def _write_chunk(self, fetched: list[Fetched], result: PassResult) -> None:
+    def _write_chunk(
+        self, fetched: list[Fetched], result: PassResult, history_failed: dict[str, str]
+    ) -> None:
         """One transaction for the chunk: each instance's row, runs, events, counts, change-log
-        rows and schedule are in it, written with a few statements for the whole chunk."""
+        rows and schedule are in it, written with a few statements for the whole chunk.
+        ``history_failed``: the instances whose history could not be read, and why."""
         ids = [f.instance_id for f in fetched]
         # Most reads in a steady state find the instance unchanged: read the few columns that
         # tell, and the whole (wide) rows of the others only.
         light = {
             row[0]: row[1:]
             for row in Instance.objects.filter(engine=self.engine, instance_id__in=ids).values_list(
-                "instance_id", "pk", "last_updated_at", "status", "purged", "schedule__interval"
+                "instance_id",
+                "pk",
+                "last_updated_at",
+                "status",
+                "purged",
+                "schedule__interval",
+                "schedule__read_failing_since",
             )
         }
         w = _Writes()
+        w.failing = history_failed
+        w.failing_since = {i: light[i][5] if i in light else None for i in history_failed}
         rest: list[Fetched] = []
         for f in fetched:
             row = light.get(f.instance_id)
@@ -858,7 +896,7 @@ class EngineIndexer:
                 and st.last_updated_at == row[1]
                 and st.status == row[2]
             ):
-                self._schedule_unchanged(row[0], row[2], row[4], w)
+                self._schedule_unchanged(row[0], f.instance_id, row[2], row[4], w)
             else:
                 rest.append(f)
         stored = [f.instance_id for f in rest if f.instance_id in light]
@@ -895,13 +933,34 @@ class EngineIndexer:
             # One statement on both databases (SQLite >= 3.24, PostgreSQL >= 9.5).
             cur.executemany(_UPSERT_COUNT, rows)
 
-    def _schedule_unchanged(self, pk: int, status: str, interval: float | None, w: _Writes) -> None:
+    def _schedule_unchanged(
+        self, pk: int, instance_id: str, status: str, interval: float | None, w: _Writes
+    ) -> None:
+        if instance_id in w.failing:
+            self._schedule_failing(pk, instance_id, status, interval, w)
+            return
         due_at, new_interval = self._next_check(status, False, interval)
         w.checks.add(pk, self.engine.pk, due_at, new_interval, "", None)
 
     def _schedule(self, inst: Instance, changed: bool, interval: float | None, w: _Writes) -> None:
+        if inst.instance_id in w.failing:
+            self._schedule_failing(inst, inst.instance_id, inst.status, interval, w)
+            return
         due_at, new_interval = self._next_check(inst.status, changed, interval)
         w.checks.add(inst, self.engine.pk, due_at, new_interval, "", None)
+
+    def _schedule_failing(
+        self, key: Instance | int, instance_id: str, status: str, interval: float | None, w: _Writes
+    ) -> None:
+        """The next read of an instance whose history could not be read: twice its interval
+        (a new one's: twice the first), why, and since when."""
+        if interval is None:
+            interval = self._next_check(status, True, None)[1]
+        due_at, new_interval = _after_failed_read(interval)
+        since = w.failing_since.get(instance_id) or w.now
+        w.checks.add(
+            key, self.engine.pk, due_at, new_interval, w.failing[instance_id][:2000], since
+        )
 
     def _next_check(
         self, status: str, changed: bool, interval: float | None

@@ -430,6 +430,10 @@ class InstanceCheck(models.Model):
     def __str__(self) -> str:
         return f"{self.instance_id} due {self.due_at:%Y-%m-%d %H:%M:%S}"
 
+    def history_only(self) -> bool:
+        """Whether only the history failed (its state was read): the error names the call."""
+        return self.read_error.startswith("GetInstanceHistory:")
+
     @staticmethod
     def unreadable_by_engine() -> dict[int, int]:
         """Engine pk -> how many of its instances the indexer can't read now."""

@@ -274,14 +274,26 @@ def test_an_instance_too_slow_to_read_costs_that_instance_not_the_pass(fake, mak
     fake.failing[("GetInstanceHistory", "slow")] = too_slow("GetInstanceHistory")
     ix = make_indexer()
     result = ix.run_pass()  # the engine answers Hello: only that read failed
-    assert (result.errors, result.discovered) == (1, 1)
-    assert list(Instance.objects.values_list("instance_id", flat=True)) == ["fine"]
+    assert (result.errors, result.discovered) == (1, 2)
     engine = Engine.objects.get()
     assert engine.reachable is True and engine.health() == "failing"
     assert "'slow'" in engine.last_error and "DEADLINE_EXCEEDED" in engine.last_error
+    # Its state was read: it is listed and counted, with no history yet, and says why.
+    slow = Instance.objects.get(instance_id="slow")
+    assert (slow.status, slow.runs.count()) == ("COMPLETED", 0)
+    problem = slow.read_problem()
+    assert problem is not None and problem.history_only()
+    assert "DEADLINE_EXCEEDED" in problem.read_error
+    assert StatusCount.objects.get(name=slow.name, status="COMPLETED").count == 2
+    assert Instance.objects.get(instance_id="fine").runs.get().event_count == len(events)
     del fake.failing[("GetInstanceHistory", "slow")]
-    ix.run_pass()  # the next sweep finds it again
-    assert Instance.objects.count() == 2
+    ix.run_pass()
+    assert Instance.objects.get(instance_id="slow").runs.count() == 0  # not due yet
+    InstanceCheck.objects.filter(instance=slow).update(due_at=timezone.now())
+    ix.run_pass()  # its history is asked for though its state has not moved
+    slow = Instance.objects.get(instance_id="slow")
+    assert slow.runs.get().event_count == len(events)
+    assert slow.read_problem() is None
     assert Engine.objects.get().health() == "ok"
 
 

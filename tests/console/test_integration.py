@@ -345,6 +345,41 @@ def test_an_instance_too_big_to_read_is_reported_and_the_others_indexed(devengin
         client.close()
 
 
+def test_an_instance_whose_history_is_too_big_to_read_is_indexed_from_its_state(devengine, wf):
+    # A sidecar sends no message over its size limit (daprd's --max-body-size, 4 MiB by
+    # default): a long history can't be read while the instance's state still can. The
+    # instance is listed and counted from its state, and its history is asked for again until
+    # it comes. (The limit is the client's here, lowered.)
+    wf.schedule_new_workflow(wf_kinds.wait_forever, instance_id="long")
+    wf.wait_for_workflow_start("long", timeout_in_seconds=10)
+    wf.raise_workflow_event("long", "noise", data="x" * 150_000)  # not waited for: kept
+    config = devengine.config()
+    (engine,) = sync_engines([config])
+    roomy = EngineClient(config, timeout=5.0)
+    wait_for(lambda: any(e.event_type == "eventRaised" for e in roomy.get_history("long")))
+    channel = grpc.insecure_channel(config.address, [("grpc.max_receive_message_length", 100_000)])
+    tight = EngineClient(config, timeout=5.0, channel=channel)
+    try:
+        ix = EngineIndexer(engine, tight, Limits(concurrency=4, sweep_interval=0.0))
+        assert ix.run_pass().errors == 1
+        inst = Instance.objects.get(instance_id="long")
+        assert (inst.status, inst.runs.count()) == ("RUNNING", 0)
+        problem = inst.read_problem()
+        assert problem is not None and problem.history_only()
+        assert "RESOURCE_EXHAUSTED" in problem.read_error
+        assert StatusCount.objects.get(engine=engine, status="RUNNING").count == 1
+        InstanceCheck.objects.update(due_at=timezone.now())
+        ix = EngineIndexer(engine, roomy, Limits(concurrency=4, sweep_interval=0.0))
+        assert ix.run_pass().errors == 0
+        inst = Instance.objects.get(instance_id="long")
+        assert inst.read_problem() is None
+        types = list(inst.runs.get().events.values_list("event_type", flat=True))
+        assert "eventRaised" in types and types.count("executionStarted") == 1
+    finally:
+        tight.close()
+        roomy.close()
+
+
 def test_an_engine_that_hangs_is_reported_after_one_deadline_not_one_per_instance(devengine, wf):
     for n in range(40):
         wf.schedule_new_workflow(wf_kinds.two_steps, input=ORDER, instance_id=f"h-{n:02}")

@@ -351,7 +351,8 @@ def test_an_instance_the_indexer_cant_read_is_named_on_its_page_the_engines_and_
     )
     body = _text(logged_in.get("/instances/orders/g-fails/"))
     assert 'id="read-problem"' in body
-    assert "read this instance from engine <strong>orders</strong> since" in body
+    assert "read this instance's history from engine <strong>orders</strong> since" in body
+    assert "its runs and history as of their last successful read" in body
     assert "GetInstanceHistory: &lt;b&gt;Deadline&lt;/b&gt; Exceeded" in body  # escaped
     assert 'id="read-problem"' not in _text(logged_in.get("/instances/orders/g-two-steps/"))
     home = _text(logged_in.get("/"))
@@ -359,9 +360,20 @@ def test_an_instance_the_indexer_cant_read_is_named_on_its_page_the_engines_and_
     detail = logged_in.get("/api/instances/orders/g-fails/").json()
     assert detail["read_problem"]["error"].startswith("GetInstanceHistory: <b>Deadline</b>")
     assert detail["read_problem"]["since"].startswith(since.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert detail["read_problem"]["history_only"] is True
+    inst.runs.all().delete()  # as when its history failed from the first read on
+    body = _text(logged_in.get("/instances/orders/g-fails/"))
+    assert "no history has been read yet" in body and 'id="history"' not in body
     assert logged_in.get("/api/instances/orders/g-two-steps/").json()["read_problem"] is None
     (engine,) = logged_in.get("/api/engines/").json()
     assert engine["unreadable_instances"] == 1
+    # Its state could not be read either: the whole page is as of the last read.
+    InstanceCheck.objects.filter(instance=inst).update(read_error="GetInstance: too big")
+    body = _text(logged_in.get("/instances/orders/g-fails/"))
+    assert "read this instance from engine <strong>orders</strong> since" in body
+    assert "What this page shows was stored at" in body
+    detail = logged_in.get("/api/instances/orders/g-fails/").json()
+    assert detail["read_problem"]["history_only"] is False
 
 
 def test_an_engine_too_old_to_be_indexed_is_announced(logged_in, seeded):

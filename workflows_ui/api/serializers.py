@@ -182,13 +182,17 @@ class ReadProblemSerializer(serializers.Serializer):
     error = serializers.CharField(help_text="the engine call that failed and why")
     since = serializers.DateTimeField(help_text="when its reads started failing")
     next_try_at = serializers.DateTimeField(help_text="when the indexer tries again")
+    history_only = serializers.BooleanField(
+        help_text="true when only the history can't be read: the instance's fields are as of "
+        "its last read, its runs and history as of their last successful read"
+    )
 
 
 class InstanceDetailSerializer(InstanceListSerializer):
     failure = serializers.SerializerMethodField()
     read_problem = serializers.SerializerMethodField(
         help_text="null when the indexer reads this instance; else why it can't (the fields "
-        "above are as of its last successful read)"
+        "above are as of its last successful read, or of its last read when history_only)"
     )
     parent = serializers.SerializerMethodField()
     runs_url = serializers.SerializerMethodField()
@@ -237,6 +241,7 @@ class InstanceDetailSerializer(InstanceListSerializer):
                 "error": check.read_error,
                 "since": check.read_failing_since,
                 "next_try_at": check.due_at,
+                "history_only": check.history_only(),
             }
         ).data
 
