@@ -21,7 +21,15 @@ from typing import Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import BooleanField, DateTimeField, ExpressionWrapper, F, QuerySet, Value
+from django.db.models import (
+    BooleanField,
+    DateTimeField,
+    ExpressionWrapper,
+    F,
+    Func,
+    QuerySet,
+    Value,
+)
 from django.db.models.expressions import RawSQL
 
 log = logging.getLogger(__name__)
@@ -157,20 +165,28 @@ def filter_text(qs: QuerySet[Any], text: str, common: bool = False) -> QuerySet[
     return qs.filter(condition)
 
 
-def sort_key_after_filter(using: str, column: str) -> Any:
+def sort_key_after_filter(using: str, column: str, joined: bool = False) -> Any:
     """An ORDER BY key on a time column that no index serves, for a page whose filter (a rare
-    word, an id prefix) matches few rows: the database then finds them by that filter's index
-    and sorts them. PostgreSQL otherwise walks the time index testing each row whenever its
-    estimates say matches are common enough, and they can't see that matches are bunched at
-    one end (ids made in time order; a word whose parts are common, like "c-04242" in
-    "c" & "-04242"): 0.8 s on a million instances. SQLite already starts from the filter."""
-    if connections[using].vendor == "postgresql":
+    word, an id prefix, a joined table's few rows) matches few rows: the database then finds
+    them by that filter's index and sorts them. PostgreSQL otherwise walks the time index
+    testing each row whenever its estimates say matches are common enough, and they can't see
+    that matches are bunched at one end (ids made in time order; a word whose parts are common,
+    like "c-04242" in "c" & "-04242"): 0.8 s on a million instances. SQLite starts from a word
+    or an id prefix by itself, but from a ``joined`` table's filter only when told."""
+    vendor = connections[using].vendor
+    if vendor == "postgresql":
         return ExpressionWrapper(F(column) + Value(timedelta(0)), output_field=DateTimeField())
+    if joined and vendor == "sqlite":
+        # Unary + is a no-op in SQLite that keeps a term from using an index (its documented
+        # way of steering the planner); without it the instances' time index is walked, each
+        # row's check tested: 0.27 s for 300,000 instances.
+        return Func(F(column), template="+%(expressions)s", output_field=DateTimeField())
     return F(column)
 
 
-def filter_id_prefix(qs: QuerySet[Any], prefix: str) -> QuerySet[Any]:
-    """Instances whose id starts with ``prefix`` (case-sensitive), as an index range scan."""
+def filter_id_prefix(qs: QuerySet[Any], prefix: str, column: str = "instance_id") -> QuerySet[Any]:
+    """Instances whose id starts with ``prefix`` (case-sensitive), as an index range scan
+    (``column``: an alias of the id on SQLite, for a range no index serves)."""
     if not prefix:
         return qs
     conn = connections[qs.db]
@@ -179,4 +195,4 @@ def filter_id_prefix(qs: QuerySet[Any], prefix: str) -> QuerySet[Any]:
         return qs.filter(instance_id__startswith=prefix)
     # SQLite's LIKE ignores case and can't use the index: compare as a range instead (the
     # default BINARY collation orders by code point).
-    return qs.filter(instance_id__gte=prefix, instance_id__lt=prefix + "\U0010ffff")
+    return qs.filter(**{f"{column}__gte": prefix, f"{column}__lt": prefix + "\U0010ffff"})

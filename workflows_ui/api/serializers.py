@@ -41,6 +41,11 @@ class InstanceFilterSerializer(serializers.Serializer):
     purged = serializers.ChoiceField(
         choices=["exclude", "include", "only"], default="exclude", required=False
     )
+    unreadable = serializers.BooleanField(
+        default=False,
+        required=False,
+        help_text="true: only the instances the indexer can't read now (see read_problem)",
+    )
     ordering = serializers.ChoiceField(
         choices=["-created", "created", "-updated", "updated"],
         default="-created",
