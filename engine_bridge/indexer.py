@@ -77,7 +77,9 @@ GC_YOUNG_THRESHOLD = 10_000
 #: Capabilities are probed again this often (a sidecar may be upgraded in place).
 PROBE_INTERVAL = timedelta(minutes=10)
 #: An instance whose read fails is tried again after twice its last interval, at most this long
-#: (seconds): one broken instance costs a failed read now and then, not one every pass.
+#: (seconds): one broken instance costs a failed read now and then, not one every pass. A
+#: finished one backs off as far as finished instances are re-read (hourly by default): its
+#: history no longer changes, and a history over the sidecar's size limit stays over it.
 FAILED_READ_MAX_INTERVAL = 300.0
 #: After a read failed with a transient code other than UNAVAILABLE, an answered Hello within
 #: this many seconds says the engine is up (the failure was that instance's).
@@ -306,15 +308,6 @@ class _Writes:
         #: when it has been failing (None: it starts now).
         self.failing: dict[str, str] = {}
         self.failing_since: dict[str, datetime | None] = {}
-
-
-def _after_failed_read(interval: float) -> tuple[datetime, float]:
-    """When to read again an instance whose read failed, and the interval to keep: twice the
-    last (left due, it would come first again in every pass), up to FAILED_READ_MAX_INTERVAL."""
-    new_interval = min(FAILED_READ_MAX_INTERVAL, max(1.0, interval * 2))
-    return timezone.now() + timedelta(seconds=new_interval * (1 + random.uniform(0, 0.1))), (
-        new_interval
-    )
 
 
 def _engine_gone(error: EngineError | None) -> bool:
@@ -839,10 +832,10 @@ class EngineIndexer:
         )
         now = timezone.now()
         rows = InstanceCheck.objects.filter(pk__in=list(ids)).values_list(
-            "pk", "interval", "read_failing_since"
+            "pk", "interval", "read_failing_since", "instance__status"
         )
-        for pk, interval, since in rows:
-            due_at, new_interval = _after_failed_read(interval)
+        for pk, interval, since, status in rows:
+            due_at, new_interval = self._after_failed_read(interval, status)
             InstanceCheck.objects.filter(pk=pk).update(
                 due_at=due_at,
                 interval=new_interval,
@@ -956,11 +949,22 @@ class EngineIndexer:
         (a new one's: twice the first), why, and since when."""
         if interval is None:
             interval = self._next_check(status, True, None)[1]
-        due_at, new_interval = _after_failed_read(interval)
+        due_at, new_interval = self._after_failed_read(interval, status)
         since = w.failing_since.get(instance_id) or w.now
         w.checks.add(
             key, self.engine.pk, due_at, new_interval, w.failing[instance_id][:2000], since
         )
+
+    def _after_failed_read(self, interval: float, status: str) -> tuple[datetime, float]:
+        """When to read again an instance whose read failed, and the interval to keep: twice
+        the last (left due, it would come first again in every pass), up to
+        FAILED_READ_MAX_INTERVAL, or for a finished instance up to its usual re-read."""
+        longest = FAILED_READ_MAX_INTERVAL
+        if status in TERMINAL:
+            longest = max(longest, self.limits.terminal_interval)
+        new_interval = min(longest, max(1.0, interval * 2))
+        due_at = timezone.now() + timedelta(seconds=new_interval * (1 + random.uniform(0, 0.1)))
+        return due_at, new_interval
 
     def _next_check(
         self, status: str, changed: bool, interval: float | None

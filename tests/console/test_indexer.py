@@ -336,6 +336,25 @@ def test_a_known_instance_whose_reads_fail_is_tried_again_later_not_every_pass(f
     )
 
 
+def test_a_failing_read_backs_off_to_5_minutes_running_and_to_the_hourly_re_read_finished(
+    fake, make_indexer
+):
+    # A finished instance's history no longer changes, and one over the sidecar's size limit
+    # stays over it: re-reading it every 5 minutes would pull megabytes from the state store
+    # for nothing.
+    state, events = golden_instance("two_steps")
+    fake.add(state, events, instance_id="done")
+    fake.add(replace(state, status="RUNNING"), events[:4], instance_id="going")
+    for instance_id in ("done", "going"):
+        fake.failing[("GetInstanceHistory", instance_id)] = too_slow("GetInstanceHistory")
+    ix = make_indexer()  # finished instances re-read hourly at most (the default)
+    ix.run_pass()
+    InstanceCheck.objects.update(due_at=timezone.now(), interval=2000.0)
+    ix.run_pass()
+    intervals = dict(InstanceCheck.objects.values_list("instance__instance_id", "interval"))
+    assert intervals == {"done": 3600.0, "going": 300.0}
+
+
 def test_a_first_sweep_of_a_big_engine_is_spread_over_short_passes(fake, make_indexer):
     state, events = golden_instance("two_steps")
     for n in range(30):
