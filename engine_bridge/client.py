@@ -195,11 +195,14 @@ class EngineClient:
         return events
 
     def get_instance_later(
-        self, instance_id: str, done: Callable[[InstanceState | None | EngineError], None]
+        self,
+        instance_id: str,
+        done: Callable[[InstanceState | None | EngineError], None],
+        payloads: bool = True,
     ) -> None:
-        """``get_instance`` (with payloads) without waiting: ``done`` gets what it would return
-        or raise, on another thread."""
-        request = pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=True)
+        """``get_instance`` without waiting: ``done`` gets what it would return or raise, on
+        another thread."""
+        request = pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=payloads)
         self._call_later(
             "GetInstance", self._stub.GetInstance, request, mappers.instance_state, done
         )

@@ -107,7 +107,10 @@ class Client(Protocol):
     def get_instance(self, instance_id: str, payloads: bool = ...) -> InstanceState | None: ...
     def get_history(self, instance_id: str) -> list[Event]: ...
     def get_instance_later(
-        self, instance_id: str, done: Callable[[InstanceState | None | EngineError], None]
+        self,
+        instance_id: str,
+        done: Callable[[InstanceState | None | EngineError], None],
+        payloads: bool = ...,
     ) -> None: ...
     def get_history_later(
         self, instance_id: str, done: Callable[[list[Event] | EngineError], None]
@@ -123,6 +126,9 @@ class Fetched:
     state: InstanceState | None = None  # None: exists=false
     events: list[Event] | None = None  # None: history not fetched (unchanged or unsupported)
     error: EngineError | None = None
+    #: False: ``state`` came without its payloads (input, output, custom status, failure), the
+    #: whole answer being over the engine's message size limit (``error`` says so).
+    payloads: bool = True
 
 
 @dataclass
@@ -708,13 +714,19 @@ class EngineIndexer:
             if isinstance(answer, InstanceNotFound):
                 out.events = []  # purged between the two calls: the next read says so
             elif isinstance(answer, EngineError):
-                out.error = answer
+                out.error = out.error or answer  # the payloads' failure first
             else:
                 out.events = answer
             done(out)
 
         def state_read(answer: InstanceState | None | EngineError) -> None:
             if isinstance(answer, EngineError):
+                if answer.code == "RESOURCE_EXHAUSTED" and out.payloads:
+                    # Its payloads together are over the engine's message size limit: the
+                    # rest of its state (status, times) still fits.
+                    out.error, out.payloads = answer, False
+                    self.client.get_instance_later(instance_id, state_read, payloads=False)
+                    return
                 out.error = answer
                 done(out)
                 return
@@ -782,9 +794,9 @@ class EngineIndexer:
     def _write(self, fetched: list[Fetched], result: PassResult) -> None:
         ok = []
         failed: dict[str, str] = {}
-        # Its state was read but not its history (a history over the sidecar's message size
-        # limit, or too slow to send): the state is indexed, so the instance is listed and
-        # counted, and the history is asked for again, backing off, until it comes.
+        # Its state was read but not all of it (a history or payloads over the sidecar's message
+        # size limit, a history too slow to send): what was read is indexed, so the instance is
+        # listed and counted, and the rest is asked for again, backing off, until it comes.
         history_failed: dict[str, str] = {}
         for f in fetched:
             if f.error is not None:
@@ -1060,13 +1072,14 @@ class EngineIndexer:
         inst.last_updated_at = st.last_updated_at or inst.created_at
         inst.started_at = st.started_at
         inst.scheduled_start_at = st.scheduled_start_at
-        inst.input, inst.input_size = _cut(st.input, limit)
-        inst.output, inst.output_size = _cut(st.output, limit)
-        inst.custom_status, inst.custom_status_size = _cut(st.custom_status, limit)
-        fail = st.failure
-        inst.failure_type = (fail.type if fail else "")[:255]
-        inst.failure_message = (fail.message if fail else "")[:limit]
-        inst.failure_stack_trace = (fail.stack_trace if fail else "")[:limit]
+        if f.payloads:  # else: those stored before stay (none for a new instance)
+            inst.input, inst.input_size = _cut(st.input, limit)
+            inst.output, inst.output_size = _cut(st.output, limit)
+            inst.custom_status, inst.custom_status_size = _cut(st.custom_status, limit)
+            fail = st.failure
+            inst.failure_type = (fail.type if fail else "")[:255]
+            inst.failure_message = (fail.message if fail else "")[:limit]
+            inst.failure_stack_trace = (fail.stack_trace if fail else "")[:limit]
         if st.status in TERMINAL:
             completed = next(
                 (

@@ -99,9 +99,15 @@ class FakeEngine:
         return InstancePage(page, str(start + page_size) if more else "")
 
     def get_instance(self, instance_id: str, payloads: bool = True) -> InstanceState | None:
-        self._check("GetInstance", instance_id)
+        # ("GetInstance", id) in ``failing`` fails the call with payloads only, as an answer
+        # over the size limit does; ("GetInstance without payloads", id) the other.
+        self._check("GetInstance" if payloads else "GetInstance without payloads", instance_id)
         found = self.instances.get(instance_id)
-        return found[0] if found else None
+        if found is None:
+            return None
+        if payloads:
+            return found[0]
+        return replace(found[0], input=None, output=None, custom_status=None, failure=None)
 
     def get_history(self, instance_id: str) -> list[Event]:
         self._check("GetInstanceHistory", instance_id)
@@ -113,10 +119,13 @@ class FakeEngine:
         return copy.deepcopy(found[1])
 
     def get_instance_later(
-        self, instance_id: str, done: Callable[[InstanceState | None | EngineError], None]
+        self,
+        instance_id: str,
+        done: Callable[[InstanceState | None | EngineError], None],
+        payloads: bool = True,
     ) -> None:
         try:
-            answer: InstanceState | None | EngineError = self.get_instance(instance_id)
+            answer: InstanceState | None | EngineError = self.get_instance(instance_id, payloads)
         except EngineError as exc:
             answer = exc
         done(answer)

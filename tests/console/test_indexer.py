@@ -336,6 +336,44 @@ def test_a_known_instance_whose_reads_fail_is_tried_again_later_not_every_pass(f
     )
 
 
+def too_big(operation):
+    return EngineUnavailable(
+        "Sent message larger than max (5000000 vs. 4194304)",
+        code="RESOURCE_EXHAUSTED",
+        operation=operation,
+    )
+
+
+def test_an_instance_whose_payloads_are_too_big_is_indexed_without_them(fake, make_indexer):
+    state, events = golden_instance("two_steps")
+    fake.add(state, events, instance_id="known")
+    ix = make_indexer()
+    ix.run_pass()
+    assert Instance.objects.get(instance_id="known").input == state.input
+    fake.append("known", [])
+    fake.add(state, events, instance_id="big")
+    InstanceCheck.objects.update(due_at=timezone.now())
+    for instance_id in ("big", "known"):
+        fake.failing[("GetInstance", instance_id)] = too_big("GetInstance")
+        fake.failing[("GetInstanceHistory", instance_id)] = too_big("GetInstanceHistory")
+    assert ix.run_pass().errors == 2
+    big = Instance.objects.get(instance_id="big")
+    assert (big.status, big.input, big.runs.count()) == ("COMPLETED", "", 0)
+    problem = big.read_problem()
+    assert problem is not None and not problem.history_only()
+    assert problem.read_error.startswith("GetInstance: Sent message larger than max")
+    # A known instance's status moves on; its payloads stay as last read.
+    known = Instance.objects.get(instance_id="known")
+    assert known.last_updated_at == fake.instances["known"][0].last_updated_at
+    assert known.input == state.input and known.read_problem() is not None
+    fake.failing.clear()
+    InstanceCheck.objects.update(due_at=timezone.now())
+    ix.run_pass()
+    big = Instance.objects.get(instance_id="big")
+    assert big.input == state.input and big.read_problem() is None
+    assert big.runs.get().event_count == len(events)
+
+
 def test_a_failing_read_backs_off_to_5_minutes_running_and_to_the_hourly_re_read_finished(
     fake, make_indexer
 ):

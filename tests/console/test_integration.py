@@ -321,7 +321,7 @@ def test_an_engine_stopped_and_restarted_is_reported_then_caught_up(devengine, w
     assert Instance.objects.get(instance_id="w1").output == '"back"'
 
 
-def test_an_instance_too_big_to_read_is_reported_and_the_others_indexed(devengine, wf):
+def test_an_instance_too_big_to_read_is_reported_and_indexed_without_its_payloads(devengine, wf):
     # A history or payload over the client's receive limit fails with RESOURCE_EXHAUSTED, a
     # code that used to end the pass as if the engine were down: the instance blocked the
     # engine's indexing for good. (The limit is lowered here; the console's is 256 MiB.)
@@ -333,16 +333,29 @@ def test_an_instance_too_big_to_read_is_reported_and_the_others_indexed(devengin
     (engine,) = sync_engines([config])
     channel = grpc.insecure_channel(config.address, [("grpc.max_receive_message_length", 100_000)])
     client = EngineClient(config, timeout=5.0, channel=channel)
+    roomy = EngineClient(config, timeout=5.0)
     try:
         ix = EngineIndexer(engine, client, Limits(concurrency=4, sweep_interval=0.0))
         assert ix.run_pass().errors == 1
-        assert list(Instance.objects.values_list("instance_id", flat=True)) == ["small"]
-        assert Instance.objects.get().status == "COMPLETED"
+        assert Instance.objects.get(instance_id="small").status == "COMPLETED"
         row = Engine.objects.get(pk=engine.pk)
         assert row.reachable is True and row.health() == "failing"
         assert "'huge'" in row.last_error and "RESOURCE_EXHAUSTED" in row.last_error
+        # Read again without its payloads: listed and counted, its input not (yet) stored.
+        huge = Instance.objects.get(instance_id="huge")
+        assert (huge.status, huge.input, huge.runs.count()) == ("RUNNING", "", 0)
+        problem = huge.read_problem()
+        assert problem is not None and problem.read_error.startswith("GetInstance: ")
+        assert not problem.history_only()
+        InstanceCheck.objects.update(due_at=timezone.now())
+        ix = EngineIndexer(engine, roomy, Limits(concurrency=4, sweep_interval=0.0))
+        assert ix.run_pass().errors == 0
+        huge = Instance.objects.get(instance_id="huge")
+        assert huge.input_size == len('"' + "x" * 200_000 + '"') and huge.read_problem() is None
+        assert huge.runs.get().event_count > 0
     finally:
         client.close()
+        roomy.close()
 
 
 def test_an_instance_whose_history_is_too_big_to_read_is_indexed_from_its_state(devengine, wf):

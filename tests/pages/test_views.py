@@ -416,7 +416,7 @@ def test_an_instance_the_indexer_cant_read_is_named_on_its_page_the_engines_and_
     InstanceCheck.objects.filter(instance=inst).update(read_error="GetInstance: too big")
     body = _text(logged_in.get("/instances/orders/g-fails/"))
     assert "read this instance from engine <strong>orders</strong> since" in body
-    assert "What this page shows was stored at" in body
+    assert "What this page shows comes from the reads of it that succeeded" in body
     detail = logged_in.get("/api/instances/orders/g-fails/").json()
     assert detail["read_problem"]["history_only"] is False
 

@@ -189,7 +189,8 @@ class ReadProblemSerializer(serializers.Serializer):
     next_try_at = serializers.DateTimeField(help_text="when the indexer tries again")
     history_only = serializers.BooleanField(
         help_text="true when only the history can't be read: the instance's fields are as of "
-        "its last read, its runs and history as of their last successful read"
+        "its last read, its runs and history as of their last successful read; false: the "
+        "state could not be read whole either (its payloads may be older or missing)"
     )
 
 
