@@ -445,6 +445,24 @@ class InstanceCheck(models.Model):
         )
         return dict(rows)
 
+    @staticmethod
+    def refresh_lag(engine_pks: list[int]) -> dict[int, float]:
+        """Engine pk -> seconds the oldest re-read due has waited (0 when none is overdue): it
+        grows when the indexer can't keep up with the engine, or isn't running. One index seek
+        per engine (wf_check_due)."""
+        now = timezone.now()
+        out = {}
+        for pk in engine_pks:
+            oldest = (
+                InstanceCheck.objects.filter(engine_id=pk)
+                .order_by("due_at")
+                .values_list("due_at", flat=True)
+                .first()
+            )
+            if oldest is not None:
+                out[pk] = max(0.0, (now - oldest).total_seconds())
+        return out
+
 
 class RefreshRequest(models.Model):
     """ "Read this instance now": written by the actions service (any process), taken by the

@@ -38,6 +38,10 @@ COLOURS: dict[str, str] = {str(k): v for k, v in STATUS_COLOURS.items()}
 HISTORY_PAGE = 50
 RUNS_SHOWN = 20
 CHILDREN_SHOWN = 50
+#: Seconds the oldest due re-read of an engine has waited before the engines page shows it, and
+#: before it shows it as a problem.
+BEHIND_SHOWN = 5.0
+BEHIND_WARNED = 60.0
 
 
 @require_safe
@@ -48,9 +52,14 @@ def home(request: HttpRequest) -> HttpResponse:
         for row in StatusCount.objects.values("engine").annotate(total=Sum("count"))
     }
     unreadable = InstanceCheck.unreadable_by_engine()
+    lag = InstanceCheck.refresh_lag([e.pk for e in engines])
     for engine in engines:
         engine.instance_total = totals.get(engine.pk, 0)  # type: ignore[attr-defined]
         engine.unreadable = unreadable.get(engine.pk, 0)  # type: ignore[attr-defined]
+        behind = lag.get(engine.pk, 0.0)
+        # A re-read due a moment ago is the normal state of a running indexer.
+        engine.behind = human_duration(behind) if behind >= BEHIND_SHOWN else ""  # type: ignore[attr-defined]
+        engine.far_behind = behind >= BEHIND_WARNED  # type: ignore[attr-defined]
     return render(request, "workflows_ui/home.html", {"engines": engines})
 
 

@@ -285,6 +285,27 @@ def test_name_or_engine_sorted_by_update_reads_an_index_range_not_a_sort(logged_
                 assert "TEMP B-TREE" not in plan, (url, plan)
 
 
+def test_the_engines_page_says_how_far_behind_the_indexer_is(logged_in, seeded):
+    def behind():
+        (cell,) = re.findall(r'<td class="behind( error)?">([^<]*)</td>', _text(logged_in.get("/")))
+        (engine,) = logged_in.get("/api/engines/").json()
+        return cell[1], (cell[0], engine["refresh_lag_seconds"])
+
+    assert behind() == ("—", ("", None))  # nothing read yet, nothing due
+    now = timezone.now()
+    for n, inst in enumerate(Instance.objects.all()):
+        InstanceCheck.objects.create(
+            instance=inst, engine=inst.engine, due_at=now + timedelta(seconds=30 + n)
+        )
+    assert behind() == ("—", ("", 0.0))  # no re-read overdue
+    # An indexer that stopped ten minutes ago (or can't keep up) leaves reads overdue.
+    InstanceCheck.objects.filter(pk=InstanceCheck.objects.first().pk).update(
+        due_at=now - timedelta(minutes=10)
+    )
+    shown, (warned, lag) = behind()
+    assert shown.startswith("10 min") and warned == " error" and 600 <= lag < 660
+
+
 def test_the_unreadable_filter_starts_from_the_few_unreadable_checks(logged_in, seeded):
     if connection.vendor != "sqlite":
         pytest.skip("SQLite's query plans (PostgreSQL plans with the statistics it keeps)")

@@ -118,6 +118,10 @@ class EngineSerializer(serializers.ModelSerializer):
         help_text="instances the indexer can't read from this engine now (see each instance's "
         "read_problem)"
     )
+    refresh_lag_seconds = serializers.SerializerMethodField(
+        help_text="how long the oldest re-read that is due has waited (0: none is overdue; "
+        "null: nothing indexed): it grows when the indexer can't keep up, or is not running"
+    )
 
     class Meta:
         model = Engine
@@ -139,6 +143,7 @@ class EngineSerializer(serializers.ModelSerializer):
             "too_old",
             "counts",
             "unreadable_instances",
+            "refresh_lag_seconds",
         ]
 
     def get_counts(self, obj: Engine) -> dict[str, int]:
@@ -147,6 +152,11 @@ class EngineSerializer(serializers.ModelSerializer):
 
     def get_unreadable_instances(self, obj: Engine) -> int:
         return int(getattr(obj, "unreadable", 0))
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_refresh_lag_seconds(self, obj: Engine) -> float | None:
+        lag = getattr(obj, "refresh_lag", None)
+        return None if lag is None else round(lag, 3)
 
 
 class InstanceListSerializer(serializers.ModelSerializer):
