@@ -52,7 +52,8 @@ def home(request: HttpRequest) -> HttpResponse:
         for row in StatusCount.objects.values("engine").annotate(total=Sum("count"))
     }
     unreadable = InstanceCheck.unreadable_by_engine()
-    lag = InstanceCheck.refresh_lag([e.pk for e in engines])
+    # An engine no longer configured is not indexed at all: nothing is due for it.
+    lag = InstanceCheck.refresh_lag([e.pk for e in engines if e.configured])
     for engine in engines:
         engine.instance_total = totals.get(engine.pk, 0)  # type: ignore[attr-defined]
         engine.unreadable = unreadable.get(engine.pk, 0)  # type: ignore[attr-defined]

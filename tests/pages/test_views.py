@@ -304,6 +304,9 @@ def test_the_engines_page_says_how_far_behind_the_indexer_is(logged_in, seeded):
     )
     shown, (warned, lag) = behind()
     assert shown.startswith("10 min") and warned == " error" and 600 <= lag < 660
+    # Taken out of CONSOLE_ENGINES: no longer indexed, so not behind either.
+    Engine.objects.update(configured=False)
+    assert behind() == ("—", ("", None))
 
 
 def test_the_unreadable_filter_starts_from_the_few_unreadable_checks(logged_in, seeded):

@@ -120,7 +120,8 @@ class EngineSerializer(serializers.ModelSerializer):
     )
     refresh_lag_seconds = serializers.SerializerMethodField(
         help_text="how long the oldest re-read that is due has waited (0: none is overdue; "
-        "null: nothing indexed): it grows when the indexer can't keep up, or is not running"
+        "null: nothing indexed, or the engine is no longer configured): it grows when the "
+        "indexer can't keep up, or is not running"
     )
 
     class Meta:

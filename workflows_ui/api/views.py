@@ -75,7 +75,7 @@ class EngineList(APIView):
             per = totals.setdefault(engine_id, {})
             per[status] = per.get(status, 0) + count
         unreadable = InstanceCheck.unreadable_by_engine()
-        lag = InstanceCheck.refresh_lag([e.pk for e in engines])
+        lag = InstanceCheck.refresh_lag([e.pk for e in engines if e.configured])
         for engine in engines:
             engine.refresh_lag = lag.get(engine.pk)  # type: ignore[attr-defined]
             engine.status_totals = {s: n for s, n in totals.get(engine.pk, {}).items() if n}  # type: ignore[attr-defined]
