@@ -589,6 +589,7 @@ class EngineIndexer:
             self._sweep_started_at = timezone.now()
             self._sweep_seen = set()
             self._sweep_listed = 0
+            self._record_sweep(sweep_started_at=self._sweep_started_at, sweep_listed=0)
         give_up_at = time.monotonic() + self.limits.discovery_seconds
         for listed in range(self.limits.list_pages_per_pass):
             if self.stopping():
@@ -602,7 +603,9 @@ class EngineIndexer:
                     page_size=self._list_page_size, continuation_token=self._sweep_token
                 )
             except NotSupported:
-                Engine.objects.filter(pk=self.engine.pk).update(supports_list=False)
+                Engine.objects.filter(pk=self.engine.pk).update(
+                    supports_list=False, sweep_started_at=None, sweep_listed=0
+                )
                 self.engine.supports_list = False
                 self._sweep_active = False
                 return
@@ -632,7 +635,13 @@ class EngineIndexer:
             if not self._sweep_token:
                 self._finish_sweep(result)
                 return
+            self._record_sweep(sweep_listed=self._sweep_listed)
         result.busy = True
+
+    def _record_sweep(self, **fields: Any) -> None:
+        """How far the listing of the engine's ids has gone, for the engines page (a first
+        sweep of a big engine takes minutes)."""
+        Engine.objects.filter(pk=self.engine.pk).update(**fields)
 
     def _known_ids(self) -> set[str]:
         """The ids of the engine's live instances: one query now and then instead of one per
@@ -658,6 +667,12 @@ class EngineIndexer:
     def _finish_sweep(self, result: PassResult) -> None:
         self._sweep_active = False
         self._sweep_finished_at = time.monotonic()
+        self._record_sweep(
+            sweep_started_at=None,
+            sweep_listed=0,
+            last_sweep_at=timezone.now(),
+            last_sweep_listed=self._sweep_listed,
+        )
         self._sweep_pause = max(
             self.limits.sweep_interval, self._sweep_listing * self.limits.sweep_pause_factor
         )

@@ -74,6 +74,12 @@ class Engine(models.Model):
     supports_history = models.BooleanField(null=True)
     supports_rerun = models.BooleanField(null=True)
     created_at = models.DateTimeField(default=timezone.now)
+    #: Discovery: the listing of all the engine's ids in progress (since when, how many so far;
+    #: None when none is), and the last one that went to its end (when, how many ids).
+    sweep_started_at = models.DateTimeField(null=True, blank=True)
+    sweep_listed = models.PositiveIntegerField(default=0)
+    last_sweep_at = models.DateTimeField(null=True, blank=True)
+    last_sweep_listed = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

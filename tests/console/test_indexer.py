@@ -403,8 +403,15 @@ def test_a_first_sweep_of_a_big_engine_is_spread_over_short_passes(fake, make_in
     request_refresh("orders", "i-29")  # read in the next pass, not after the sweep
     result = ix.run_pass()
     assert (result.hinted, result.discovered, result.busy) == (1, 10, True)
+    # The engines page follows the listing: 20 ids listed so far, none listed to the end.
+    engine = Engine.objects.get()
+    assert engine.sweep_started_at is not None and engine.sweep_listed == 20
+    assert engine.last_sweep_at is None
     assert ix.run_pass().discovered == 9  # i-29 is known by now
     assert Instance.objects.count() == 30
+    engine = Engine.objects.get()  # the last page ended the listing
+    assert (engine.sweep_started_at, engine.last_sweep_listed) == (None, 30)
+    assert engine.last_sweep_at is not None
 
 
 def test_a_listing_page_too_slow_for_the_deadline_is_asked_again_smaller(

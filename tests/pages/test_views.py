@@ -285,6 +285,22 @@ def test_name_or_engine_sorted_by_update_reads_an_index_range_not_a_sort(logged_
                 assert "TEMP B-TREE" not in plan, (url, plan)
 
 
+def test_the_engines_page_follows_the_listing_of_an_engines_ids(logged_in, seeded):
+    def listing_cell() -> str:
+        (cell,) = re.findall(r'<td class="listing">(.*?)</td>', _text(logged_in.get("/")))
+        return cell
+
+    assert listing_cell() == "not yet"
+    Engine.objects.update(sweep_started_at=timezone.now(), sweep_listed=24000)
+    assert listing_cell() == "first listing in progress: 24000 ids so far"
+    (engine,) = logged_in.get("/api/engines/").json()
+    assert engine["sweep_listed"] == 24000 and engine["last_sweep_at"] is None
+    Engine.objects.update(last_sweep_at=timezone.now(), last_sweep_listed=31000, sweep_listed=5)
+    assert "31000 ids at " in listing_cell()  # the next listings go on behind it
+    Engine.objects.update(supports_list=False)
+    assert listing_cell() == "not supported"
+
+
 def test_the_engines_page_says_how_far_behind_the_indexer_is(logged_in, seeded):
     def behind():
         (cell,) = re.findall(r'<td class="behind( error)?">([^<]*)</td>', _text(logged_in.get("/")))

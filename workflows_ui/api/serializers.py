@@ -145,7 +145,20 @@ class EngineSerializer(serializers.ModelSerializer):
             "counts",
             "unreadable_instances",
             "refresh_lag_seconds",
+            "sweep_started_at",
+            "sweep_listed",
+            "last_sweep_at",
+            "last_sweep_listed",
         ]
+        extra_kwargs = {
+            "sweep_started_at": {
+                "help_text": "when the listing of all the engine's ids in progress began (null: "
+                "none is)"
+            },
+            "sweep_listed": {"help_text": "ids that listing has given so far"},
+            "last_sweep_at": {"help_text": "when the last listing that went to its end ended"},
+            "last_sweep_listed": {"help_text": "ids that listing gave"},
+        }
 
     def get_counts(self, obj: Engine) -> dict[str, int]:
         """Live instances per status (from the counts table)."""
