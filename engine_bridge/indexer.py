@@ -206,7 +206,10 @@ def sync_engines(configs: Iterable[EngineConfig]) -> list[Engine]:
         )
         engines.append(engine)
         names.append(cfg.name)
-    Engine.objects.exclude(name__in=names).update(configured=False)
+    # No longer indexed: a listing they were in the middle of won't go on.
+    Engine.objects.exclude(name__in=names).update(
+        configured=False, sweep_started_at=None, sweep_listed=0
+    )
     return engines
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from engine_bridge import indexer as indexer_module
 from engine_bridge.errors import EngineError, EngineUnavailable
-from engine_bridge.indexer import EngineIndexer, Limits, request_refresh
+from engine_bridge.indexer import EngineIndexer, Limits, request_refresh, sync_engines
 from engine_bridge.types import Event
 from tests.console.fakes import FakeEngine, golden_child, golden_instance
 from workflows_ui.models import (
@@ -412,6 +412,11 @@ def test_a_first_sweep_of_a_big_engine_is_spread_over_short_passes(fake, make_in
     engine = Engine.objects.get()  # the last page ended the listing
     assert (engine.sweep_started_at, engine.last_sweep_listed) == (None, 30)
     assert engine.last_sweep_at is not None
+    # Taken out of CONSOLE_ENGINES mid-listing: that listing won't go on.
+    Engine.objects.update(sweep_started_at=timezone.now(), sweep_listed=10)
+    sync_engines([])
+    engine = Engine.objects.get()
+    assert (engine.configured, engine.sweep_started_at, engine.sweep_listed) == (False, None, 0)
 
 
 def test_a_listing_page_too_slow_for_the_deadline_is_asked_again_smaller(
