@@ -178,23 +178,27 @@ def sort_key_after_filter(using: str, column: str, joined: bool = False) -> Any:
     if vendor == "postgresql":
         return ExpressionWrapper(F(column) + Value(timedelta(0)), output_field=DateTimeField())
     if joined and vendor == "sqlite":
-        # Unary + is a no-op in SQLite that keeps a term from using an index (its documented
-        # way of guiding the planner); without it the instances' time index is walked, each
-        # row's check tested: 0.27 s for 300,000 instances.
-        return Func(F(column), template="+%(expressions)s", output_field=DateTimeField())
+        # Without it the instances' time index is walked, each row's check tested: 0.27 s for
+        # 300,000 instances.
+        return _unindexed(column, DateTimeField())
     return F(column)
+
+
+def _unindexed(column: str, output_field: Any = None) -> Func:
+    """``column`` as SQLite's unary + of it: a no-op that keeps the term from using an index
+    (SQLite's documented way of guiding its planner)."""
+    return Func(F(column), template="+%(expressions)s", output_field=output_field)
 
 
 def off_index(qs: QuerySet[Any], columns: Iterable[str]) -> tuple[QuerySet[Any], dict[str, str]]:
     """``qs`` with names for ``columns`` that filter without their indexes, so the database
     starts from another, more selective one (a joined table's). SQLite, with no statistics
-    here, takes an equality on an indexed column for a rare one: its unary + is a no-op that
-    keeps a term off its index. PostgreSQL chooses by the statistics it keeps."""
+    here, takes an equality on an indexed column for a rare one. PostgreSQL chooses by the
+    statistics it keeps."""
     if connections[qs.db].vendor != "sqlite":
         return qs, {c: c for c in columns}
     names = {c: f"plain_{c}" for c in columns}
-    aliases = {names[c]: Func(F(c), template="+%(expressions)s") for c in columns}
-    return qs.alias(**aliases), names
+    return qs.alias(**{names[c]: _unindexed(c) for c in columns}), names
 
 
 def filter_id_prefix(qs: QuerySet[Any], prefix: str, column: str = "instance_id") -> QuerySet[Any]:
