@@ -4,12 +4,16 @@
 
 Migrates, creates a demo admin on a fresh database (and prints its login), then starts and
 supervises: devengine (var/devengine.sqlite3), the sample workloads (``devengine.samples``), the
-indexer and daphne on http://127.0.0.1:8000. If one of them exits, the others are stopped too.
-Ports: ``DEVENGINE_PORT`` (50001), ``CONSOLE_PORT`` (8000).
+indexer and daphne on http://127.0.0.1:8000. If one of them exits, the others are stopped too and
+the exit status is 1. Ctrl-C, SIGTERM, a closed terminal (SIGHUP) and Ctrl-\\ stop them all; on
+Linux so does the launcher's own death (even by SIGKILL), so no child keeps a port.
+Ports: ``DEVENGINE_PORT`` (50001), ``CONSOLE_PORT`` (8000); files under ``CONSOLE_VAR_DIR`` (var/).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
@@ -19,7 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var"
+# The same directory as the settings' VAR_DIR (read here without loading Django).
+VAR = Path(os.environ.get("CONSOLE_VAR_DIR", "") or ROOT / "var").resolve()
 
 
 def _port_free(port: int) -> bool:
@@ -45,6 +50,27 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30
     return False
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM to the calling child when the launcher dies, however it dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the launcher died before prctl took effect
+        os._exit(1)
+
+
+def _port_setting(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip() or str(default)
+    if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 65536:
+        raise ValueError(f"{name}={value!r} is not a port number between 1 and 65535")
+    return int(value)
+
+
 class Stack:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
@@ -52,7 +78,13 @@ class Stack:
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         # Own session: Ctrl-C reaches only this launcher, which then stops children in order.
-        proc = subprocess.Popen(list(args), cwd=ROOT, env=self.env, start_new_session=True)
+        proc = subprocess.Popen(
+            list(args),
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         self.children.append((name, proc))
         return proc
 
@@ -70,6 +102,7 @@ class Stack:
                 proc.wait()
 
     def watch(self) -> None:
+        """Return when one of the children has exited (on its own: a failure)."""
         while True:
             for name, proc in self.children:
                 code = proc.poll()
@@ -81,14 +114,19 @@ class Stack:
 
 def main() -> int:
     python = sys.executable
-    engine_port = int(os.environ.get("DEVENGINE_PORT", "50001"))
-    http_port = int(os.environ.get("CONSOLE_PORT", "8000"))
+    try:
+        engine_port = _port_setting("DEVENGINE_PORT", 50001)
+        http_port = _port_setting("CONSOLE_PORT", 8000)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 1
     env = dict(os.environ)
-    env.setdefault("CONSOLE_ENGINES", f"local=127.0.0.1:{engine_port}")
+    if not env.get("CONSOLE_ENGINES", "").strip():
+        env["CONSOLE_ENGINES"] = f"local=127.0.0.1:{engine_port}"
     # Production behaviour (no tracebacks or URL lists in error pages), static files from daphne.
     env.setdefault("CONSOLE_SERVE_STATIC", "1")
     env["PYTHONUNBUFFERED"] = "1"
-    VAR.mkdir(exist_ok=True)
+    VAR.mkdir(parents=True, exist_ok=True)
 
     for port, what in ((engine_port, "DEVENGINE_PORT"), (http_port, "CONSOLE_PORT")):
         if not _port_free(port):
@@ -96,15 +134,15 @@ def main() -> int:
             return 1
 
     manage = [python, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    login = subprocess.run(
-        [*manage, "ensure_demo_admin"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        text=True,
-        stdout=subprocess.PIPE,
-    ).stdout.strip()
+    # A bad setting makes manage.py print one line naming it; nothing to add to that.
+    if subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env).returncode:
+        return 1
+    made = subprocess.run(
+        [*manage, "ensure_demo_admin"], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE
+    )
+    if made.returncode:
+        return 1
+    login = made.stdout.strip()
     print(login, flush=True)
 
     stack = Stack(env)
@@ -117,8 +155,10 @@ def main() -> int:
         stopping = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)  # also when started with SIGINT ignored
+    # SIGINT also when started with it ignored; SIGHUP: the terminal was closed.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, on_signal)
+    failed = True
     try:
         engine = stack.start(
             "devengine",
@@ -166,10 +206,10 @@ def main() -> int:
             )
         stack.watch()
     except KeyboardInterrupt:
-        pass
+        failed = False
     finally:
         stack.stop()
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

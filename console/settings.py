@@ -17,7 +17,8 @@ from console.env import envbool, envchoice, envfloat, envint, envstr
 from engine_bridge.config import parse_engines
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
+# Local state of the embedded defaults: SQLite files, the demo login, collected static files.
+VAR_DIR = Path(envstr("CONSOLE_VAR_DIR", "") or BASE_DIR / "var").resolve()
 
 DEBUG = envbool("CONSOLE_DEBUG", False)
 SECRET_KEY = envstr(

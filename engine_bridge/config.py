@@ -8,12 +8,15 @@ app's sidecar) and its gRPC address. Per engine, optionally:
   ``CONSOLE_ENGINE_TLS_CA_<NAME>`` = path of a PEM bundle).
 
 ``<NAME>`` is the engine name upper-cased with ``-`` turned into ``_``. Any malformed part stops
-start-up with an ``ImproperlyConfigured`` naming it.
+start-up with an ``ImproperlyConfigured`` naming it, and so does a per-engine variable that names
+no configured engine: a misspelt ``CONSOLE_ENGINE_TLS_<NAME>`` would otherwise send the token in
+clear text without a word.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +26,11 @@ from django.core.exceptions import ImproperlyConfigured
 from console.env import envbool
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-HOST_RE = re.compile(r"^[A-Za-z0-9.-]+$")
+# One DNS label; '_' too, which container runtimes allow in service names ("orders_dapr").
+LABEL_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+# gRPC sends metadata values as printable ASCII only.
+TOKEN_RE = re.compile(r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")
+PER_ENGINE = ("CONSOLE_ENGINE_TOKEN_", "CONSOLE_ENGINE_TLS_CA_", "CONSOLE_ENGINE_TLS_")
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ def _check_address(part: str, name: str, address: str) -> None:
             raise ImproperlyConfigured(
                 f"CONSOLE_ENGINES: {part!r}: address {address!r} is not host:port"
             )
-        if not HOST_RE.match(host):
+        if not _valid_host(host):
             raise ImproperlyConfigured(
                 f"CONSOLE_ENGINES: {part!r}: host {host!r} is not a valid host name or IPv4 address"
             )
@@ -78,10 +85,65 @@ def _check_address(part: str, name: str, address: str) -> None:
         )
 
 
+def _valid_host(host: str) -> bool:
+    labels = host.split(".")
+    if all(label.isascii() and label.isdigit() for label in labels):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    return len(host) <= 253 and all(LABEL_RE.fullmatch(label) for label in labels)
+
+
+def _per_engine_setting(key: str, suffixes: set[str]) -> str | None:
+    """The engine suffix a per-engine variable belongs to, or None when it names none."""
+    for prefix in PER_ENGINE:
+        if key.startswith(prefix) and key[len(prefix) :] in suffixes:
+            return key[len(prefix) :]
+    return None
+
+
+def _check_per_engine(environ: Mapping[str, str], engines: list[EngineConfig]) -> None:
+    suffixes = {env_suffix(e.name) for e in engines}
+    for e in engines:  # CONSOLE_ENGINE_TLS_CA_X would be both x's CA file and ca_x's flag
+        if env_suffix(e.name).startswith("CA_") and env_suffix(e.name)[3:] in suffixes:
+            raise ImproperlyConfigured(
+                f"CONSOLE_ENGINES: engine names {e.name!r} and {e.name[3:]!r} can't both be used: "
+                f"CONSOLE_ENGINE_TLS_{env_suffix(e.name)} would set both"
+            )
+    for key in sorted(environ):
+        if key.startswith(PER_ENGINE) and _per_engine_setting(key, suffixes) is None:
+            known = ", ".join(sorted(e.name for e in engines)) or "none"
+            raise ImproperlyConfigured(
+                f"{key} names no engine of CONSOLE_ENGINES (engines: {known}; <NAME> is the "
+                "engine name upper-cased, '-' as '_')"
+            )
+    for e in engines:
+        suffix = env_suffix(e.name)
+        if e.token and not TOKEN_RE.fullmatch(e.token):
+            # Never the value itself: it is a secret.
+            raise ImproperlyConfigured(
+                f"CONSOLE_ENGINE_TOKEN_{suffix}: the token must be printable ASCII with no "
+                "leading or trailing space (gRPC can't send anything else)"
+            )
+        if e.tls_ca_file and not e.tls:
+            raise ImproperlyConfigured(
+                f"CONSOLE_ENGINE_TLS_CA_{suffix} is set but CONSOLE_ENGINE_TLS_{suffix} is not 1"
+            )
+        if e.tls_ca_file and not (
+            os.path.isfile(e.tls_ca_file) and os.access(e.tls_ca_file, os.R_OK)
+        ):
+            raise ImproperlyConfigured(
+                f"CONSOLE_ENGINE_TLS_CA_{suffix}={e.tls_ca_file!r} is not a readable file"
+            )
+
+
 def parse_engines(environ: Mapping[str, str]) -> list[EngineConfig]:
     """Return the configured engines, in the order given; raise naming the bad part."""
     raw = environ.get("CONSOLE_ENGINES", "").strip()
     if not raw:
+        _check_per_engine(environ, [])
         return []
     engines: list[EngineConfig] = []
     seen: dict[str, str] = {}
@@ -97,7 +159,7 @@ def parse_engines(environ: Mapping[str, str]) -> list[EngineConfig]:
             raise ImproperlyConfigured(
                 f"CONSOLE_ENGINES: {part!r} has no '='; expected name=host:port"
             )
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             raise ImproperlyConfigured(
                 f"CONSOLE_ENGINES: {part!r}: engine name {name!r} must be 1-40 lower-case letters, "
                 "digits, '-' or '_', starting with a letter or digit"
@@ -121,4 +183,5 @@ def parse_engines(environ: Mapping[str, str]) -> list[EngineConfig]:
                 tls_ca_file=environ.get(f"CONSOLE_ENGINE_TLS_CA_{suffix}", ""),
             )
         )
+    _check_per_engine(environ, engines)
     return engines

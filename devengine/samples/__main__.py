@@ -2,7 +2,8 @@
 
 Waits for the engine to accept connections, starts the SDK worker, then the load generator, and
 runs until SIGINT or SIGTERM. On a signal it stops starting work, lets in-flight calls finish,
-stops the worker and exits 0. A second signal exits at once.
+stops the worker and exits 0. A second signal exits at once, and so does a stop that takes over
+50 s (exit status 1).
 
 Run one samples process per engine: instance ids are numbered per day from what the engine
 holds at start-up, and two generators would hand out the same ids (starting an id whose
@@ -37,6 +38,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CALL_TIMEOUT_SECONDS = 30
 ENGINE_WAIT_LOG_EVERY = 10.0
 DRAIN_SECONDS = 5.0
+# The load generator's last call, the drain and the worker's shutdown, with room to spare.
+STOP_DEADLINE_SECONDS = CALL_TIMEOUT_SECONDS + 20
 WORKER_THREADS = 32
 
 
@@ -150,6 +153,11 @@ def wait_for_engine(host: str, port: int, stop: threading.Event) -> bool:
     return False
 
 
+def _stop_took_too_long() -> None:
+    log.warning("not stopped within %d s: exiting without cleaning up", STOP_DEADLINE_SECONDS)
+    os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sdk_handler = configure_logging(args.app_id, args.log_level, args.sdk_log_level)
@@ -162,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
             os._exit(1)
         log.info("%s received: stopping", signal.Signals(signum).name)
         stop.set()
+        # The clean stop waits on the SDK, which can wait for ever on an engine that died at the
+        # same moment (a launcher killed outright stops both at once): don't outlive it for long.
+        watchdog = threading.Timer(STOP_DEADLINE_SECONDS, _stop_took_too_long)
+        watchdog.daemon = True
+        watchdog.start()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -198,12 +211,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     in_flight = workflows.ActivitiesInFlight()
     workflows.register(runtime, in_flight)
+    start_returned = threading.Event()
+
+    def stop_while_connecting() -> None:
+        # start() waits for the engine's work-item stream until the worker is shut down: an
+        # engine stopped at the same moment as this process would keep it waiting for ever. A
+        # shutdown before start() has made its thread does nothing, so it is asked again.
+        stop.wait()
+        while not start_returned.wait(0.5):
+            runtime.shutdown()
+
+    threading.Thread(
+        target=stop_while_connecting, name="stop-while-connecting", daemon=True
+    ).start()
     try:
         runtime.start()
     except Exception as exc:  # noqa: BLE001 - report and exit, the SDK already logged details
-        log.error("the workflow worker could not connect to %s: %s", args.engine, exc)
         runtime.shutdown()
+        if stop.is_set():
+            log.info("stopped before the worker connected")
+            return 0
+        log.error("the workflow worker could not connect to %s: %s", args.engine, exc)
         return 1
+    finally:
+        start_returned.set()
     log.info(
         "worker connected to %s with %d workflows and %d activities",
         args.engine,

@@ -25,8 +25,69 @@ def test_it_parses_several_engines_with_token_and_tls():
 
 
 def test_it_accepts_host_names_and_ipv6():
-    engines = parse_engines({"CONSOLE_ENGINES": "a=dapr.local:50001,b=[::1]:50001"})
-    assert [e.address for e in engines] == ["dapr.local:50001", "[::1]:50001"]
+    engines = parse_engines(
+        {"CONSOLE_ENGINES": "a=dapr.local:50001,b=[::1]:50001,c=orders_dapr:50001"}
+    )
+    assert [e.address for e in engines] == [
+        "dapr.local:50001",
+        "[::1]:50001",
+        "orders_dapr:50001",
+    ]
+
+
+def test_it_reads_a_ca_file_for_tls(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    [engine] = parse_engines(
+        {
+            "CONSOLE_ENGINES": "orders=h:1",
+            "CONSOLE_ENGINE_TLS_ORDERS": "1",
+            "CONSOLE_ENGINE_TLS_CA_ORDERS": str(ca),
+        }
+    )
+    assert engine.tls and engine.tls_ca_file == str(ca)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        # Misspelt or lower-case: TLS would be silently off and the token sent in clear text.
+        ({"CONSOLE_ENGINE_TLS_orders": "1"}, "CONSOLE_ENGINE_TLS_orders names no engine"),
+        ({"CONSOLE_ENGINE_TOKEN_BILLING": "x"}, "CONSOLE_ENGINE_TOKEN_BILLING names no engine"),
+        ({"CONSOLE_ENGINE_TLS_CA_ORDER": "/x"}, "CONSOLE_ENGINE_TLS_CA_ORDER names no engine"),
+        (
+            {"CONSOLE_ENGINE_TLS_CA_ORDERS": "/x"},
+            "CONSOLE_ENGINE_TLS_CA_ORDERS is set but CONSOLE_ENGINE_TLS_ORDERS is not 1",
+        ),
+        (
+            {"CONSOLE_ENGINE_TLS_ORDERS": "1", "CONSOLE_ENGINE_TLS_CA_ORDERS": "/no/such.pem"},
+            "CONSOLE_ENGINE_TLS_CA_ORDERS='/no/such.pem' is not a readable file",
+        ),
+        ({"CONSOLE_ENGINE_TOKEN_ORDERS": "s3cret\n"}, "CONSOLE_ENGINE_TOKEN_ORDERS: the token"),
+        ({"CONSOLE_ENGINE_TOKEN_ORDERS": " s3cret"}, "CONSOLE_ENGINE_TOKEN_ORDERS: the token"),
+        ({"CONSOLE_ENGINE_TOKEN_ORDERS": "s3cr\u00e9t"}, "CONSOLE_ENGINE_TOKEN_ORDERS: the token"),
+    ],
+)
+def test_a_per_engine_variable_that_cant_apply_stops_start_up(extra, message):
+    with pytest.raises(ImproperlyConfigured) as exc:
+        parse_engines({"CONSOLE_ENGINES": "orders=h:1", **extra})
+    assert message in str(exc.value)
+    assert "s3cr" not in str(exc.value)
+
+
+def test_a_stray_token_stops_start_up_even_with_no_engines():
+    with pytest.raises(ImproperlyConfigured, match="CONSOLE_ENGINE_TOKEN_A names no engine"):
+        parse_engines({"CONSOLE_ENGINE_TOKEN_A": "x"})
+    assert parse_engines({"CONSOLE_ENGINE_TIMEOUT": "5"}) == []
+
+
+def test_engine_names_whose_ca_variable_would_collide_are_refused():
+    with pytest.raises(ImproperlyConfigured, match="'ca_orders' and 'orders' can't both"):
+        parse_engines({"CONSOLE_ENGINES": "orders=h:1,ca_orders=h:2"})
+    [engine] = parse_engines(
+        {"CONSOLE_ENGINES": "ca_orders=h:2", "CONSOLE_ENGINE_TLS_CA_ORDERS": "1"}
+    )
+    assert engine.tls
 
 
 def test_it_returns_no_engines_when_unset():
@@ -47,6 +108,11 @@ def test_it_returns_no_engines_when_unset():
         ("a=h:1,a=h:2", "'a' is given twice"),
         ("a-b=h:1,a_b=h:2", "share the settings suffix 'A_B'"),
         ("a=ho st:1", "host 'ho st'"),
+        ("a=-:1", "host '-'"),
+        ("a=...:1", "host '...'"),
+        ("a=1.2.3.4.5:1", "host '1.2.3.4.5'"),
+        ("a=300.1.1.1:1", "host '300.1.1.1'"),
+        ("a=h-.x:1", "host 'h-.x'"),
         ("a=[::1]50001", "is not [IPv6]:port"),
         ("a=[zz]:1", "'zz' is not an IPv6 address"),
         ("a=h:\uff11", "port '\uff11'"),  # a full-width digit, which str.isdigit() takes

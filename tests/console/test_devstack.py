@@ -1,0 +1,170 @@
+"""`make run`'s launcher: however it ends, none of what it started keeps running or holds a port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after its closing paren.
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+class Launched:
+    def __init__(self, tmp_path: Path) -> None:
+        self.engine_port, self.http_port = _free_port(), _free_port()
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k != "DATABASE_URL" and not k.startswith(("CONSOLE_", "DJANGO_"))
+        }
+        env |= {
+            "CONSOLE_VAR_DIR": str(tmp_path / "var"),
+            "DEVENGINE_PORT": str(self.engine_port),
+            "CONSOLE_PORT": str(self.http_port),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "console.devstack"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                assert self.proc.poll() is None, "".join(self.output)
+                continue
+            self.output.append(line)
+            if text in line:
+                return
+        pytest.fail(f"no {text!r} within {timeout} s:\n" + "".join(self.output))
+
+    def ports_free(self) -> bool:
+        for port in (self.engine_port, self.http_port):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return False
+        return True
+
+    def cleanup(self) -> None:
+        for pid in [*_children(self.proc.pid), self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def stack(tmp_path):
+    launched = Launched(tmp_path)
+    launched.wait_for("Dapr Workflow Console:")
+    yield launched
+    launched.cleanup()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGKILL])
+def test_a_closed_terminal_or_a_killed_launcher_stops_every_child(stack, signum):
+    children = _children(stack.proc.pid)
+    assert len(children) == 4  # devengine, samples, indexer, daphne
+
+    os.kill(stack.proc.pid, signum)
+
+    # Up to 60 s: the samples' own deadline for a clean stop is the backstop when they hang.
+    assert _wait_until(lambda: not any(_alive(pid) for pid in children), 60), [
+        _cmdline(pid) for pid in children if _alive(pid)
+    ]
+    assert stack.ports_free()
+    stack.proc.wait(10)
+    if signum == signal.SIGHUP:
+        assert stack.proc.returncode == 0
+
+
+def test_a_child_that_dies_stops_the_others_and_fails_the_run(stack):
+    children = _children(stack.proc.pid)
+    [engine] = [pid for pid in children if b"devengine\0--port" in _cmdline(pid)]
+
+    os.kill(engine, signal.SIGKILL)
+
+    assert stack.proc.wait(60) == 1
+    assert not any(_alive(pid) for pid in children)
+    assert stack.ports_free()
+
+
+def test_a_bad_port_setting_is_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "console.devstack"],
+        cwd=ROOT,
+        env={**os.environ, "DEVENGINE_PORT": "abc", "CONSOLE_VAR_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "DEVENGINE_PORT='abc' is not a port number between 1 and 65535"
