@@ -5,6 +5,7 @@ from urllib.parse import quote
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -242,6 +243,48 @@ def test_unknown_instances_and_engines_are_404(api):
     assert api.get("/api/instances/orders/nope/history/").status_code == 404
 
 
+def _strings(params):
+    values = params.values() if isinstance(params, dict) else params or ()
+    for value in values:
+        if isinstance(value, (list, tuple, dict)):
+            yield from _strings(value)
+        elif isinstance(value, str):
+            yield value
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/instances/orders/m%00/",
+        "/api/instances/orders/m%00/history/",
+        "/api/instances/orders/m%00/runs/",
+        "/api/instances/or%00ders/m/",
+        "/api/instances/or%00ders/m/history/",
+        "/instances/orders/m%00/",
+        "/instances/or%00ders/m/",
+        "/instances/orders/m%00/runs/1/",
+        "/instances/orders/m%00/runs/1/events/0/",
+        "/instances/orders/m%00/runs/1/history/",
+        "/instances/orders/m%00/runs/1/history.json",
+        "/instances/orders/m%00/payload/input/",
+    ],
+)
+def test_an_id_or_engine_with_a_nul_is_404_without_asking_the_database(api, url):
+    # No stored id can hold a NUL, and PostgreSQL refuses a query holding one (an error, a 500).
+    inst = factories.instance(instance_id="m", input='{"a": 1}')
+    factories.run(inst, execution_id="r1")
+    sent = []
+
+    def record(execute, sql, params, many, context):
+        sent.extend(_strings(params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        response = api.get(url, headers={"HX-Request": "true"} if "/history/" in url else {})
+    assert response.status_code == 404
+    assert not [value for value in sent if "\x00" in value]
+
+
 def test_runs_and_paged_history_filtered_by_type(api):
     inst = factories.instance(instance_id="m", name="monitor")
     old = factories.run(inst, execution_id="r1", status="CONTINUED_AS_NEW")
@@ -268,8 +311,9 @@ def test_runs_and_paged_history_filtered_by_type(api):
     assert bad.status_code == 400 and "no run" in str(bad.json()["run"])
     both = api.get("/api/instances/orders/m/history/?type=timerFired,timerCreated&type=timerFired")
     assert [e["position"] for e in both.json()["results"]] == [2, 4]
-    bad = api.get("/api/instances/orders/m/history/?type=timerFired,timerfired")
-    assert bad.status_code == 400 and "unknown event type timerfired" in str(bad.json()["type"])
+    bad = api.get("/api/instances/orders/m/history/?type=timerFired,timerFried")
+    assert bad.status_code == 400 and "unknown event type timerFried" in str(bad.json()["type"])
+    assert "expected some of executionStarted, " in str(bad.json()["type"])
 
 
 def test_the_openapi_schema_describes_the_api(api):
@@ -278,3 +322,154 @@ def test_the_openapi_schema_describes_the_api(api):
     text = response.content.decode()
     assert "/api/instances/{engine}/{instance_id}/history/" in text
     assert "id_prefix" in text
+
+
+def _walk(api, url, data=None):
+    """Every page from ``url`` on, following ``next``."""
+    pages = []
+    while url:
+        response = api.get(url, data)
+        assert response.status_code == 200, (url, response.content)
+        pages.append(response.json())
+        url, data = pages[-1]["next"], None
+    return pages
+
+
+@pytest.mark.parametrize("instance_id", ["a%41", "a?b", "a#b", "a/b", "x y", "ü:1", "a%2Fb"])
+def test_next_links_page_through_the_same_instance_whatever_its_id(api, instance_id):
+    for iid in {instance_id, "aA", "a", "x"}:
+        inst = factories.instance(instance_id=iid)
+        runs = [factories.run(inst, execution_id=f"{iid}|r{n}") for n in range(3)]
+        inst.current_execution_id = runs[-1].execution_id
+        inst.save()
+        for run in runs:
+            HistoryEvent.objects.bulk_create(
+                HistoryEvent(run=run, position=i, event_id=i, event_type="taskCompleted", name=iid)
+                for i in range(5)
+            )
+    base = f"/api/instances/orders/{quote(instance_id, safe='')}/"
+
+    runs = _walk(api, f"{base}runs/?limit=1")
+    assert runs[0]["next"].startswith(f"{base}runs/?")
+    assert [r["execution_id"] for page in runs for r in page["results"]] == [
+        f"{instance_id}|r{n}" for n in range(3)
+    ]
+    for run, query in (
+        (f"{instance_id}|r2", {}),
+        (f"{instance_id}|r0", {"run": f"{instance_id}|r0"}),
+    ):
+        pages = _walk(api, f"{base}history/", {"limit": 2, "type": "taskCompleted", **query})
+        assert [p["run"] for p in pages] == [run] * 3
+        events = [e for page in pages for e in page["results"]]
+        assert [(e["position"], e["name"]) for e in events] == [(i, instance_id) for i in range(5)]
+        # The id as the instance's url has it (re-encoded), the query kept.
+        assert pages[0]["next"].startswith(f"{base}history/?")
+        assert "type=taskCompleted" in pages[0]["next"]
+
+
+def _listed(api, query):
+    response = api.get(f"/api/instances/?{query}")
+    assert response.status_code == 200, (query, response.content)
+    return ids(response)
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        "engine",
+        "status",
+        "name",
+        "id_prefix",
+        "q",
+        "created_after",
+        "created_before",
+        "purged",
+        "unreadable",
+        "ordering",
+        "cursor",
+        "limit",
+    ],
+)
+def test_an_empty_instance_filter_is_no_filter(api, param):
+    for i in range(3):
+        factories.instance(instance_id=f"i{i}")
+    factories.instance(instance_id="gone", purged=True)
+    assert _listed(api, f"{param}=") == ["i2", "i1", "i0"]
+    assert _listed(api, f"{param}=%20") == ["i2", "i1", "i0"]
+
+
+def test_a_form_sending_every_instance_filter_empty_lists_everything(api):
+    for i in range(3):
+        factories.instance(instance_id=f"i{i}")
+    every = "engine=&status=&name=&id_prefix=&q=&created_after=&created_before=&purged="
+    every += "&unreadable=&ordering=&cursor=&limit="
+    assert _listed(api, every) == ["i2", "i1", "i0"]
+    assert _listed(api, "limit=&limit=2&name=&name=two_steps") == ["i2", "i1"]
+    assert _listed(api, "name=&id_prefix=i1&q=") == ["i1"]
+    bad = api.get("/api/instances/?name=&limit=x")
+    assert bad.status_code == 400 and "valid integer" in str(bad.json()["limit"])
+    assert "name" not in bad.json()
+    bad = api.get("/api/instances/?limit=2&limit=3&name=")
+    assert bad.status_code == 400 and "given more than once" in str(bad.json()["limit"])
+
+
+def test_empty_run_and_history_parameters_take_their_defaults(api):
+    inst = factories.instance(instance_id="m")
+    factories.run(inst, execution_id="r1")
+    current = factories.run(inst, execution_id="r2")
+    inst.current_execution_id = "r2"
+    inst.save()
+    HistoryEvent.objects.bulk_create(
+        HistoryEvent(run=current, position=i, event_id=-1, event_type="timerFired")
+        for i in range(3)
+    )
+    history = api.get("/api/instances/orders/m/history/?run=&type=&after=&limit=")
+    assert history.status_code == 200, history.content
+    assert history.json()["run"] == "r2"
+    assert [e["position"] for e in history.json()["results"]] == [0, 1, 2]
+    runs = api.get("/api/instances/orders/m/runs/?after=&limit=")
+    assert runs.status_code == 200, runs.content
+    assert [r["execution_id"] for r in runs.json()["results"]] == ["r1", "r2"]
+    for url, field, reason in (
+        ("/api/instances/orders/m/history/?run=&after=x", "after", "valid integer"),
+        ("/api/instances/orders/m/history/?limit=0&type=", "limit", "greater than or equal"),
+        ("/api/instances/orders/m/runs/?after=&limit=-1", "limit", "greater than or equal"),
+    ):
+        bad = api.get(url)
+        assert bad.status_code == 400 and reason in str(bad.json()[field]), url
+
+
+def test_history_event_types_are_taken_in_any_case(api):
+    inst = factories.instance(instance_id="m")
+    run = factories.run(inst, execution_id="r1")
+    inst.current_execution_id = "r1"
+    inst.save()
+    types = ["executionStarted", "taskScheduled", "taskCompleted", "timerFired"]
+    HistoryEvent.objects.bulk_create(
+        HistoryEvent(run=run, position=i, event_id=-1, event_type=t) for i, t in enumerate(types)
+    )
+    url = "/api/instances/orders/m/history/"
+    for query in ("TaskCompleted,TIMERFIRED", "taskcompleted&type=timerFired,TimerFired"):
+        page = api.get(f"{url}?type={query}").json()
+        assert [e["event_type"] for e in page["results"]] == ["taskCompleted", "timerFired"]
+    bad = api.get(f"{url}?type=TaskCompleted,TaskDone")
+    assert bad.status_code == 400
+    assert "unknown event type TaskDone; expected some of executionStarted" in str(bad.json())
+
+
+def test_the_schema_enumerates_statuses_and_event_types_and_the_errors_of_runs_and_history(api):
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    paths = schema["paths"]
+
+    def param(path, name):
+        found = [p for p in paths[path]["get"]["parameters"] if p["name"] == name]
+        assert len(found) == 1, (path, name)
+        return found[0]["schema"]
+
+    status = param("/api/instances/", "status")
+    assert status["type"] == "array" and "FAILED" in status["items"]["enum"]
+    history = "/api/instances/{engine}/{instance_id}/history/"
+    types = param(history, "type")
+    assert types["type"] == "array" and "taskCompleted" in types["items"]["enum"]
+    for path in (history, "/api/instances/{engine}/{instance_id}/runs/"):
+        assert {"200", "400", "404"} <= set(paths[path]["get"]["responses"]), path

@@ -3,6 +3,7 @@ read-only representations of engines, instances, runs and history events."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -18,19 +19,73 @@ def instance_path(engine_name: str, instance_id: str) -> str:
     return f"/api/instances/{quote(engine_name, safe='')}/{quote(instance_id, safe='')}/"
 
 
+def _blank(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip()
+
+
+class QuerySerializer(serializers.Serializer):
+    """Query-string parameters: each a string, or a list of them when given more than once. A
+    value given empty or blank (HTML forms, and clients that send every parameter, do) is as if
+    not given: no filter, or the default. A parameter that takes one value, given more than
+    once, is refused."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        given: dict[str, Any] = {}
+        repeated: dict[str, list[str]] = {}
+        for key, value in data.items():
+            field = self.fields.get(key)
+            if field is None or isinstance(field, serializers.ListField):
+                given[key] = value
+                continue
+            values = [v for v in (value if isinstance(value, list) else [value]) if not _blank(v)]
+            if len(values) > 1:
+                repeated[key] = ["given more than once: give it once"]
+            elif values:
+                given[key] = values[0]
+        if repeated:
+            raise serializers.ValidationError(repeated)
+        return super().to_internal_value(given)
+
+
 class CommaListField(serializers.ListField):
     """A list given as repeated parameters or comma-separated (``status=RUNNING,FAILED``)."""
 
-    def to_internal_value(self, data: Any) -> list[Any]:
+    @staticmethod
+    def split(data: Any) -> list[str]:
         if isinstance(data, str):
             data = [data]
-        items = [part.strip() for value in data for part in str(value).split(",") if part.strip()]
-        return super().to_internal_value(items)
+        return [part.strip() for value in data for part in str(value).split(",") if part.strip()]
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        return super().to_internal_value(self.split(data))
 
 
-class InstanceFilterSerializer(serializers.Serializer):
+class ChoiceListField(CommaListField):
+    """Some of ``choices``, in any case (each taken as the choice it names); an unknown one is
+    refused with the valid ones. Each is given once (the first time)."""
+
+    def __init__(self, *, choices: Sequence[str], noun: str, **kwargs: Any) -> None:
+        self.noun = noun
+        self.canonical = {choice.lower(): choice for choice in choices}
+        super().__init__(child=serializers.ChoiceField(choices=list(choices)), **kwargs)
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        items = self.split(data)
+        bad = [item[:40] for item in items if item.lower() not in self.canonical]
+        if bad:
+            raise serializers.ValidationError(
+                f"unknown {self.noun} {', '.join(bad)}; "
+                f"expected some of {', '.join(self.canonical.values())}"
+            )
+        canonical = list(dict.fromkeys(self.canonical[item.lower()] for item in items))
+        return serializers.ListField.to_internal_value(self, canonical)
+
+
+class InstanceFilterSerializer(QuerySerializer):
     engine = CommaListField(child=serializers.CharField(max_length=40), required=False)
-    status = CommaListField(child=serializers.CharField(max_length=20), required=False)
+    status = ChoiceListField(
+        choices=Status.values, noun="status", required=False, help_text="statuses, in any case"
+    )
     name = serializers.CharField(max_length=255, required=False)
     id_prefix = serializers.CharField(max_length=512, required=False)
     created_after = serializers.DateTimeField(required=False, help_text="inclusive")
@@ -54,16 +109,6 @@ class InstanceFilterSerializer(serializers.Serializer):
     cursor = serializers.CharField(max_length=200, required=False)
     limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
 
-    def validate_status(self, value: list[str]) -> list[str]:
-        known = set(Status.values)
-        upper = [v.upper() for v in value]
-        bad = [v for v in upper if v not in known]
-        if bad:
-            raise serializers.ValidationError(
-                f"unknown status {', '.join(bad)}; expected some of {', '.join(Status.values)}"
-            )
-        return upper
-
     def validate_engine(self, value: list[str]) -> list[str]:
         known = set(Engine.objects.filter(name__in=value).values_list("name", flat=True))
         bad = [v for v in value if v not in known]
@@ -80,29 +125,21 @@ class InstanceFilterSerializer(serializers.Serializer):
         return attrs
 
 
-class HistoryFilterSerializer(serializers.Serializer):
+class HistoryFilterSerializer(QuerySerializer):
     run = serializers.CharField(
         max_length=100, required=False, help_text="executionId; default: the current run"
     )
-    type = CommaListField(
-        child=serializers.CharField(max_length=40),
+    type = ChoiceListField(
+        choices=EVENT_TYPES,
+        noun="event type",
         required=False,
-        help_text="event types (protocol names, such as taskCompleted)",
+        help_text="event types (protocol names, such as taskCompleted; in any case)",
     )
     after = serializers.IntegerField(min_value=-1, default=-1, help_text="position cursor")
-
-    def validate_type(self, value: list[str]) -> list[str]:
-        bad = [v for v in value if v not in EVENT_TYPES]
-        if bad:
-            raise serializers.ValidationError(
-                f"unknown event type {', '.join(bad)}; expected some of {', '.join(EVENT_TYPES)}"
-            )
-        return list(dict.fromkeys(value))
-
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=200)
 
 
-class PageFilterSerializer(serializers.Serializer):
+class PageFilterSerializer(QuerySerializer):
     after = serializers.IntegerField(min_value=0, default=0, help_text="ordinal cursor")
     limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
 

@@ -23,19 +23,13 @@ from workflows_ui.api.serializers import (
     InstanceListSerializer,
     PageFilterSerializer,
     RunSerializer,
+    instance_path,
 )
 from workflows_ui.models import Engine, HistoryEvent, Instance, InstanceCheck, Run, StatusCount
+from workflows_ui.views import refuse_nul
 
 
 def _validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
-    fields = serializer_class().fields
-    repeated = {
-        key: ["given more than once: give it once"]
-        for key, values in request.query_params.lists()
-        if len(values) > 1 and key in fields and not isinstance(fields[key], serializers.ListField)
-    }
-    if repeated:
-        raise ValidationError(repeated)
     data = {
         key: (values if len(values) > 1 else values[0])
         for key, values in request.query_params.lists()
@@ -45,19 +39,31 @@ def _validated(serializer_class: type[serializers.Serializer], request: Request)
     return dict(serializer.validated_data)
 
 
-def _next_url(request: Request, **params: Any) -> str:
+def _next_url(request: Request, path: str, **params: Any) -> str:
+    """``path`` (ids re-encoded: ``request.path`` is decoded) with the query and ``params``."""
     query = request.query_params.copy()
     for key, value in params.items():
         query[key] = str(value)
-    return f"{request.path}?{urlencode(list(query.lists()), doseq=True)}"
+    return f"{path}?{urlencode(list(query.lists()), doseq=True)}"
 
 
 def _get_instance(engine: str, instance_id: str) -> Instance:
+    refuse_nul(engine, instance_id)
     return get_object_or_404(
         Instance.objects.select_related("engine", "parent_engine", "schedule"),
         engine__name=engine,
         instance_id=instance_id,
     )
+
+
+def _instance_path(inst: Instance) -> str:
+    return instance_path(inst.engine.name, inst.instance_id)
+
+
+_ERRORS: dict[int, OpenApiResponse] = {
+    400: OpenApiResponse(description="an invalid parameter, with the reason per field"),
+    404: OpenApiResponse(description="unknown engine or instance"),
+}
 
 
 class EngineList(APIView):
@@ -115,7 +121,7 @@ class InstanceList(APIView):
         )
         for inst in rows:
             inst.engine = engines[inst.engine_id]
-        next_url = _next_url(request, cursor=next_cursor) if next_cursor else None
+        next_url = _next_url(request, request.path, cursor=next_cursor) if next_cursor else None
         return Response({"results": InstanceListSerializer(rows, many=True).data, "next": next_url})
 
 
@@ -132,10 +138,16 @@ class InstanceDetail(APIView):
 class RunList(APIView):
     @extend_schema(
         parameters=[PageFilterSerializer],
-        responses=inline_serializer(
-            "RunPage",
-            {"results": RunSerializer(many=True), "next": serializers.CharField(allow_null=True)},
-        ),
+        responses={
+            200: inline_serializer(
+                "RunPage",
+                {
+                    "results": RunSerializer(many=True),
+                    "next": serializers.CharField(allow_null=True),
+                },
+            ),
+            **_ERRORS,
+        },
         summary="The runs of an instance the indexer saw, oldest first",
         operation_id="instance_runs_list",
     )
@@ -154,7 +166,11 @@ class RunList(APIView):
         return Response(
             {
                 "results": RunSerializer(rows, many=True, context=context).data,
-                "next": _next_url(request, after=rows[-1].ordinal) if more else None,
+                "next": (
+                    _next_url(request, _instance_path(inst) + "runs/", after=rows[-1].ordinal)
+                    if more
+                    else None
+                ),
             }
         )
 
@@ -162,14 +178,17 @@ class RunList(APIView):
 class HistoryList(APIView):
     @extend_schema(
         parameters=[HistoryFilterSerializer],
-        responses=inline_serializer(
-            "HistoryPage",
-            {
-                "run": serializers.CharField(allow_null=True),
-                "results": HistoryEventSerializer(many=True),
-                "next": serializers.CharField(allow_null=True),
-            },
-        ),
+        responses={
+            200: inline_serializer(
+                "HistoryPage",
+                {
+                    "run": serializers.CharField(allow_null=True),
+                    "results": HistoryEventSerializer(many=True),
+                    "next": serializers.CharField(allow_null=True),
+                },
+            ),
+            **_ERRORS,
+        },
         summary="A run's history events in order, paged by position",
         operation_id="instance_history_list",
     )
@@ -193,6 +212,10 @@ class HistoryList(APIView):
             {
                 "run": run.execution_id,
                 "results": HistoryEventSerializer(rows, many=True).data,
-                "next": _next_url(request, after=rows[-1].position) if more else None,
+                "next": (
+                    _next_url(request, _instance_path(inst) + "history/", after=rows[-1].position)
+                    if more
+                    else None
+                ),
             }
         )
