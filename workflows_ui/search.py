@@ -6,8 +6,12 @@ Full-text search over an instance's input, output, custom status and failure mes
   stored twice), kept in step by triggers on the instance table.
 - PostgreSQL: a generated ``tsvector`` column on the instance table with a GIN index.
 
-Both use a language-neutral tokenizer (payloads are JSON, not prose); a query matches instances
-containing every word of it. Also here: the id-prefix filter, which must stay an index range scan
+Both use a language-neutral tokenizer (payloads are JSON, not prose) and split text the same way:
+a run of letters and digits is a word, anything else separates (SQLite's ``unicode61``).
+PostgreSQL's own parser would keep an email, a host, a URL, a path, a version or a decimal whole,
+so its documents and searches are first split by ``PG_SEPARATORS``. A query matches instances
+containing every word of it; letters and digits joined by an underscore (``order_42``) match as
+adjacent words on both. Also here: the id-prefix filter, which must stay an index range scan
 on both databases, and the sort key that makes either database sort the few rows such a filter
 matches instead of walking the time index.
 """
@@ -65,10 +69,75 @@ _SQLITE_DROP = [
     f"DROP TABLE IF EXISTS {FTS_TABLE}",
 ]
 
-_PG_DOCUMENT = " || ' ' || ".join(f"coalesce(left({c}, {PG_INDEXED_CHARS}), '')" for c in COLUMNS)
+#: Code points that separate words on PostgreSQL, as SQLite's ``unicode61`` tokenizer takes
+#: anything but a letter or a digit: ASCII and Latin-1 exactly, and the blocks of punctuation,
+#: spaces, currency signs, arrows, mathematical and technical signs, box drawing, shapes,
+#: dingbats, CJK and full-width punctuation, variation selectors and emoji. Every other character
+#: stays in a word, so letters of any script do. Spelled by code point, so neither the database's
+#: locale nor its version changes it. Changing it needs a migration that rebuilds the column
+#: (as 0009 did).
+PG_SEPARATOR_RANGES = (
+    (0x0001, 0x002F),
+    (0x003A, 0x0040),
+    (0x005B, 0x0060),
+    (0x007B, 0x00A9),
+    (0x00AB, 0x00B1),
+    (0x00B4, 0x00B4),
+    (0x00B6, 0x00B8),
+    (0x00BB, 0x00BB),
+    (0x00BF, 0x00BF),
+    (0x00D7, 0x00D7),
+    (0x00F7, 0x00F7),
+    (0x2000, 0x206F),
+    (0x20A0, 0x20CF),
+    (0x2190, 0x245F),
+    (0x2500, 0x2775),
+    (0x2794, 0x2BFF),
+    (0x2E00, 0x2E2E),
+    (0x2E30, 0x2E7F),
+    (0x3000, 0x3004),
+    (0x3008, 0x3020),
+    (0x3030, 0x3030),
+    (0x303D, 0x303F),
+    (0xFE00, 0xFE19),
+    (0xFE30, 0xFE6F),
+    (0xFEFF, 0xFEFF),
+    (0xFF01, 0xFF0F),
+    (0xFF1A, 0xFF20),
+    (0xFF3B, 0xFF40),
+    (0xFF5B, 0xFF65),
+    (0xFFE0, 0xFFEF),
+    (0xFFF9, 0xFFFD),
+    (0x1F000, 0x1F0FF),
+    (0x1F10D, 0x1FAFF),
+    (0xE0000, 0xE007F),
+)
+
+
+def _escape(cp: int) -> str:
+    return f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}"
+
+
+#: ``PG_SEPARATOR_RANGES`` as a bracket expression that Python's ``re`` and PostgreSQL's regular
+#: expressions read alike (code point escapes only, no classes that depend on a locale).
+PG_SEPARATORS = (
+    "["
+    + "".join(
+        _escape(lo) if lo == hi else f"{_escape(lo)}-{_escape(hi)}"
+        for lo, hi in PG_SEPARATOR_RANGES
+    )
+    + "]"
+)
+_PG_SEPARATORS_RE = re.compile(PG_SEPARATORS + "+")
+
+_PG_TEXT = " || ' ' || ".join(f"coalesce(left({c}, {PG_INDEXED_CHARS}), '')" for c in COLUMNS)
+#: The indexed document: the searched columns, split into words as SQLite splits them.
+PG_DOCUMENT = (
+    f"to_tsvector('simple'::regconfig, regexp_replace({_PG_TEXT}, '{PG_SEPARATORS}+', ' ', 'g'))"
+)
 _PG_SCHEMA = [
     f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS search_document tsvector "
-    f"GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, {_PG_DOCUMENT})) STORED",
+    f"GENERATED ALWAYS AS ({PG_DOCUMENT}) STORED",
     # Text search on the instance list.
     f"CREATE INDEX IF NOT EXISTS wf_inst_search ON {TABLE} USING gin (search_document)",
     # Id prefix on PostgreSQL (LIKE 'x%' under any collation).
@@ -133,6 +202,18 @@ def words(text: str) -> list[str]:
     return _WORD_RE.findall(text.lower())[:32]
 
 
+_PG_WORD_SEPARATORS_RE = re.compile(f"(?:(?!_){PG_SEPARATORS})+")
+
+
+def _pg_phrases(text: str) -> list[str]:
+    """The words of a search as PostgreSQL's documents are split (``PG_SEPARATORS``), each as
+    its parts joined by spaces: ``order_42`` is "order 42", to match as adjacent words. Words are
+    found as ``words`` finds them, a run of letters, digits and underscores; a word of
+    underscores only has no parts ("")."""
+    found = [w for w in _PG_WORD_SEPARATORS_RE.split(text) if w][:32]
+    return [" ".join(p for p in _PG_SEPARATORS_RE.split(w) if p) for w in found]
+
+
 def filter_text(qs: QuerySet[Any], text: str, common: bool = False) -> QuerySet[Any]:
     """Instances whose input, output, custom status or failure message contain every word.
 
@@ -146,11 +227,15 @@ def filter_text(qs: QuerySet[Any], text: str, common: bool = False) -> QuerySet[
         return qs
     conn = connections[qs.db]
     if conn.vendor == "postgresql":
-        # `simple` config: no stemming or stop words, payloads are JSON. The query is parsed by
-        # the same parser as the documents (so "59.9" stays one token on both sides).
+        # Each word a phrase of its parts (one part unless joined by underscores), all of them
+        # required: what the FTS5 query below asks. `simple` config: no stemming or stop words.
+        phrases = [p for p in _pg_phrases(text) if p]
+        tsquery = " && ".join("phraseto_tsquery('simple'::regconfig, %s)" for _ in phrases)
         condition = RawSQL(
-            f"{TABLE}.search_document @@ plainto_tsquery('simple'::regconfig, %s)",
-            [text[:1000]],
+            # Only underscores: no word to look for, and FTS5 then matches nothing either (a
+            # condition, not ``qs.none()``, so that callers can still take the query's SQL).
+            f"{TABLE}.search_document @@ ({tsquery})" if phrases else "false",
+            phrases,
             output_field=BooleanField(),
         )
     else:

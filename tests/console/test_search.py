@@ -1,4 +1,5 @@
 import pytest
+from django.db import connection
 
 from tests.console import factories
 from workflows_ui import search
@@ -51,3 +52,82 @@ def test_id_prefix_is_case_sensitive_and_literal():
     assert ids(search.filter_id_prefix(qs, "order-1")) == ["order-1", "order-1:0001"]
     assert ids(search.filter_id_prefix(qs, "order_")) == ["order_x"]
     assert ids(search.filter_id_prefix(qs, "Order")) == ["Order-2"]
+
+
+# What SQLite's tokenizer splits (a letter or digit run is a word, anything else separates),
+# PostgreSQL must split the same way: its own parser keeps emails, hosts, URLs, paths, versions
+# and decimals whole.
+SPLIT_PAYLOAD = (
+    '{"email":"bob@acme.com","url":"https://shop.example.com/orders/42?x=1",'
+    '"path":"/var/data/file.txt","amount":59.9,"ver":"v1.2.3"}'
+)
+SPLIT_WORDS = [
+    "acme",
+    "acme.com",
+    "bob",
+    "example",
+    "shop",
+    "orders",
+    "42",
+    "var",
+    "file",
+    "59",
+    "v1",
+    "1.2.3",
+    "bob@acme.com",
+    "https://shop.example.com/orders/42",
+    "/var/data/file.txt",
+    "59.9",
+    "v1.2.3",
+]
+
+
+@pytest.mark.parametrize("q", SPLIT_WORDS)
+def test_words_inside_emails_urls_paths_versions_and_decimals_are_found(q):
+    factories.instance(instance_id="a", input=SPLIT_PAYLOAD)
+    factories.instance(instance_id="b", input='{"email":"eve@corp.org","amount":12.5}')
+    assert ids(search.filter_text(Instance.objects.all(), q)) == ["a"]
+
+
+UNICODE_PAYLOAD = '{"city":"Zürich","note":"東京タワー","dash":"naïve—dash","emoji":"ok👍done"}'
+
+
+@pytest.mark.parametrize("q", ["Zürich", "東京タワー", "naïve", "dash", "ok", "done", "ok👍done"])
+def test_letters_beyond_ascii_stay_in_words_and_other_signs_separate(q):
+    factories.instance(instance_id="a", input=UNICODE_PAYLOAD)
+    factories.instance(instance_id="b", input='{"city":"Oslo"}')
+    assert ids(search.filter_text(Instance.objects.all(), q)) == ["a"]
+
+
+def test_words_joined_by_an_underscore_match_as_adjacent_words():
+    factories.instance(instance_id="a", input='{"ref": "order_42"}')
+    factories.instance(instance_id="b", input='{"ref": "order 7", "n": 42}')
+    factories.instance(instance_id="c", input='{"ref": "42 order"}')
+    qs = Instance.objects.all()
+    assert ids(search.filter_text(qs, "order_42")) == ["a"]
+    assert ids(search.filter_text(qs, "order 42")) == ["a", "b", "c"]
+    assert ids(search.filter_text(qs, "_")) == []
+    assert ids(search.filter_text(qs, "_ order_42")) == ["a"]
+
+
+def test_the_migrated_search_column_is_the_one_searches_are_split_for():
+    """The migrations spell out the column's SQL; searches are split by ``search``'s."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's search column")
+    expr = (
+        "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a "
+        "ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
+        "WHERE d.adrelid = %s::regclass AND a.attname = 'search_document'"
+    )
+    with connection.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE search_probe (input text, output text, custom_status text, "
+            f"failure_message text, search_document tsvector "
+            f"GENERATED ALWAYS AS ({search.PG_DOCUMENT}) STORED)"
+        )
+        cur.execute(expr, [search.TABLE])
+        migrated = cur.fetchone()
+        cur.execute(expr, ["search_probe"])
+        built = cur.fetchone()
+    assert migrated == built
+    assert migrated is not None
