@@ -41,7 +41,13 @@ from django.utils import timezone
 
 from engine_bridge import bulk
 from engine_bridge.config import EngineConfig
-from engine_bridge.errors import EngineError, EngineUnavailable, InstanceNotFound, NotSupported
+from engine_bridge.errors import (
+    EngineError,
+    EngineRejected,
+    EngineUnavailable,
+    InstanceNotFound,
+    NotSupported,
+)
 from engine_bridge.types import TERMINAL, Event, InstancePage, InstanceState, trace_id_of
 from workflows_ui.models import (
     ChangeKind,
@@ -427,6 +433,9 @@ class EngineIndexer:
         self._sweep_pause = 0.0
         self._sweep_seen: set[int] = set()
         self._sweep_listed = 0
+        # Distinct listed ids that were indexed (live) when listed: all the live ones, when
+        # every one was listed.
+        self._sweep_listed_known = 0
         # Live (not purged) instance ids in the database, for discovery; None until read.
         self._known: set[str] | None = None
         self._known_read_at = 0.0
@@ -592,6 +601,7 @@ class EngineIndexer:
             self._sweep_started_at = timezone.now()
             self._sweep_seen = set()
             self._sweep_listed = 0
+            self._sweep_listed_known = 0
             self._record_sweep(sweep_started_at=self._sweep_started_at, sweep_listed=0)
         give_up_at = time.monotonic() + self.limits.discovery_seconds
         for listed in range(self.limits.list_pages_per_pass):
@@ -623,10 +633,25 @@ class EngineIndexer:
                     log.warning("engine %s: listing %d ids a page", self.engine.name, smaller)
                     result.busy = True  # try the smaller page now
                 return
+            except EngineRejected as exc:
+                if not self._sweep_token:
+                    raise
+                # A continuation token the engine no longer takes (it restarted, or its state
+                # store moved on): asking with it again would fail for ever. List from the start.
+                log.warning(
+                    "engine %s: listing refused its continuation token (%s); starting over",
+                    self.engine.name,
+                    exc,
+                )
+                self._note_error(result, exc)
+                self._sweep_active = False
+                self._sweep_finished_at = 0.0
+                self._sweep_seen = set()
+                result.busy = True
+                return
             self._sweep_listing += time.monotonic() - asked_at
             ids = page.instance_ids
             self._sweep_listed += len(ids)
-            self._sweep_seen.update(hash(i) for i in ids)
             known = self._known_ids()
             new = [i for i in dict.fromkeys(ids) if i not in known and i not in self._refused]
             if new:
@@ -634,6 +659,11 @@ class EngineIndexer:
                 # Those written: a stopping pass leaves some unread, and failed reads are not.
                 known = self._known_ids()
                 result.discovered += sum(1 for i in new if i in known)
+            for i in ids:
+                h = hash(i)
+                if h not in self._sweep_seen:
+                    self._sweep_seen.add(h)
+                    self._sweep_listed_known += i in known
             self._sweep_token = page.continuation_token
             if not self._sweep_token:
                 self._finish_sweep(result)
@@ -680,8 +710,11 @@ class EngineIndexer:
             self.limits.sweep_interval, self._sweep_listing * self.limits.sweep_pause_factor
         )
         live = StatusCount.objects.filter(engine=self.engine).aggregate(n=Sum("count"))["n"] or 0
-        if live == self._sweep_listed:
-            return  # every live instance was listed (all listed ids are in the database)
+        if live == self._sweep_listed_known:
+            # Every live instance was listed. (Not the count of listed ids: one listed twice, or
+            # one that couldn't be read, would hide an instance that is gone.)
+            self._sweep_seen = set()
+            return
         # Some instance was not listed: find which (one pass over ids, no payloads) and ask the
         # engine about each; only exists=false marks it purged.
         started = self._sweep_started_at
@@ -832,24 +865,32 @@ class EngineIndexer:
         if not ok:
             return
         try:
-            with transaction.atomic():
-                self._write_chunk(ok, result, history_failed)
-            self._committed(ok)
+            self._write_atomic(ok, result, history_failed)
         except (IntegrityError, DataError) as exc:
             # Another indexer wrote some of these first (IntegrityError), or one of them holds a
             # value the database refuses: write them one by one, so the others are indexed.
             log.warning("engine %s: %s; writing one by one", self.engine.name, exc)
             for f in ok:
                 try:
-                    with transaction.atomic():
-                        self._write_chunk([f], result, history_failed)
-                    self._committed([f])
+                    self._write_atomic([f], result, history_failed)
                 except IntegrityError:
                     log.warning(
                         "engine %s: skipped %s (written elsewhere)", self.engine.name, f.instance_id
                     )
                 except DataError as error:
                     self._refuse(f.instance_id, str(error).strip(), result)
+
+    def _write_atomic(
+        self, fetched: list[Fetched], result: PassResult, history_failed: dict[str, str]
+    ) -> None:
+        app_id = self.engine.app_id
+        try:
+            with transaction.atomic():
+                self._write_chunk(fetched, result, history_failed)
+        except BaseException:
+            self.engine.app_id = app_id  # learned in the transaction that rolled back
+            raise
+        self._committed(fetched)
 
     def _retry_later(self, errors: dict[str, str]) -> None:
         """Keep why these (known) instances could not be read, and move their next read back by
@@ -1112,7 +1153,10 @@ class EngineIndexer:
             )
         else:
             inst.completed_at = None
-        if st.version:
+        # A run we had not seen (a restart, or a purged id started again) may be another
+        # workflow, or another version of it, with another parent or none.
+        new_run = started is not None and started.execution_id != inst.current_execution_id
+        if st.version or new_run:
             inst.version = st.version[:255]
         for e in events or []:
             if e.event_type == "workflowStarted" and e.version:
@@ -1123,8 +1167,7 @@ class EngineIndexer:
                 and not self.engine.app_id
                 and len(e.source_app_id) <= MAX_APP_ID
             ):
-                self.engine.app_id = e.source_app_id
-                Engine.objects.filter(pk=self.engine.pk).update(app_id=e.source_app_id)
+                self._learn_app_id(e.source_app_id, w)
         if started is not None:
             inst.trace_id = trace_id_of(started.trace_parent)
             if started.parent is not None:
@@ -1132,6 +1175,12 @@ class EngineIndexer:
                 inst.parent_execution_id = started.parent.execution_id
                 inst.parent_app_id = started.parent.app_id[:MAX_APP_ID]
                 inst.parent_task_scheduled_id = started.parent.task_scheduled_id
+            elif new_run and not st.parent_instance_id:
+                inst.parent_instance_id = ""
+                inst.parent_execution_id = ""
+                inst.parent_app_id = ""
+                inst.parent_task_scheduled_id = None
+                inst.parent_engine_id = None
         if st.parent_instance_id and not inst.parent_instance_id:
             inst.parent_instance_id = st.parent_instance_id
             inst.parent_app_id = st.parent_app_id[:MAX_APP_ID]
@@ -1223,8 +1272,24 @@ class EngineIndexer:
                 run._state.adding = False
         bulk.insert(w.events)
 
+    def _learn_app_id(self, app_id: str, w: _Writes) -> None:
+        """The app id this engine's sidecar records on its own events (router.sourceAppID),
+        learned in the chunk's transaction (``_write`` forgets it if that rolls back). Children
+        indexed before it was known, on any engine, get their parent's engine now: a child
+        that finished before will not be read again for an hour."""
+        self.engine.app_id = app_id
+        Engine.objects.filter(pk=self.engine.pk).update(app_id=app_id)
+        Instance.objects.filter(parent_app_id=app_id, parent_engine__isnull=True).update(
+            parent_engine=self.engine
+        )
+        for inst in w.new_instances:  # this chunk's, inserted after
+            if inst.parent_app_id == app_id and inst.parent_engine_id is None:
+                inst.parent_engine_id = self.engine.pk
+
     def _engine_of_app(self, app_id: str, w: _Writes) -> int | None:
-        if not app_id or app_id == self.engine.app_id or not self.engine.app_id:
+        """The engine of a parent in app ``app_id``; None while no engine is known to serve
+        that app (``_learn_app_id`` fills it in later)."""
+        if not app_id or app_id == self.engine.app_id:
             return self.engine.pk
         if app_id not in w.app_engines:
             w.app_engines[app_id] = (

@@ -12,9 +12,9 @@ from django.db.models import Count
 from django.utils import timezone
 
 from engine_bridge import indexer as indexer_module
-from engine_bridge.errors import EngineError, EngineUnavailable
+from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable
 from engine_bridge.indexer import EngineIndexer, Limits, request_refresh, sync_engines
-from engine_bridge.types import Event
+from engine_bridge.types import Event, InstancePage
 from tests.console.fakes import FakeEngine, golden_child, golden_instance
 from workflows_ui.models import (
     ChangeLog,
@@ -638,6 +638,8 @@ def test_a_row_the_database_refuses_is_skipped_and_the_rest_of_the_chunk_written
     assert HistoryEvent.objects.filter(run__instance__instance_id="c").exists()
     assert "cannot index instance 'b': value too long" in Engine.objects.get().last_error
     assert counts_are_exact(ix.engine)
+    # Learned in the chunk that rolled back, and again in the write of "a" alone.
+    assert Engine.objects.get().app_id == ix.engine.app_id == "example"
 
 
 def test_stall_reason_is_kept_while_stalled(fake, make_indexer):
@@ -809,3 +811,97 @@ def test_an_engine_lost_mid_sync_stops_the_reads_and_the_next_pass_converges(mak
     assert Instance.objects.count() == 300
     assert HistoryEvent.objects.count() == 300 * per_instance
     assert counts_are_exact(ix.engine)
+
+
+class _ListingWithGenerations(FakeEngine):
+    """Continuation tokens that hold only until the engine restarts (``generation`` moves)."""
+
+    generation = 1
+
+    def list_instance_ids(self, page_size=1000, continuation_token=""):
+        self._check("ListInstanceIDs", continuation_token)
+        start = 0
+        if continuation_token:
+            generation, _, at = continuation_token.partition(":")
+            if int(generation) != self.generation:
+                raise EngineRejected("invalid continuation token", code="INVALID_ARGUMENT")
+            start = int(at)
+        ids = sorted(self.instances)
+        more = start + page_size < len(ids)
+        token = f"{self.generation}:{start + page_size}" if more else ""
+        return InstancePage(ids[start : start + page_size], token)
+
+
+def test_a_continuation_token_the_engine_no_longer_takes_starts_the_listing_over(make_indexer):
+    engine = _ListingWithGenerations()
+    state, events = golden_instance("terminated")
+    for i in range(6):
+        engine.add(state, events, instance_id=f"t-{i}")
+    ix = make_indexer(engine, list_page_size=2, list_pages_per_pass=1)
+    ix.run_pass()
+    assert Instance.objects.count() == 2
+    engine.generation = 2  # restarted: the token of the listing in progress is refused
+    failed = ix.run_pass()
+    assert failed.errors == 1
+    for _ in range(4):
+        ix.run_pass()
+    assert Instance.objects.count() == 6
+    assert Engine.objects.get(pk=ix.engine.pk).last_sweep_listed == 6
+
+
+def test_a_listed_id_that_cant_be_read_does_not_hide_one_that_is_gone(fake, make_indexer):
+    state, events = golden_instance("terminated")
+    for iid in ("a", "b", "unreadable"):
+        fake.add(state, events, instance_id=iid)
+    broken = EngineError("state store error", code="INTERNAL")
+    fake.failing[("GetInstance", "unreadable")] = broken
+    fake.failing[("GetInstance without payloads", "unreadable")] = broken
+    ix = make_indexer()
+    ix.run_pass()
+    del fake.instances["a"]
+    # Listed: b and the unreadable one, two ids as there are two live instances (a, b).
+    ix.run_pass()
+    assert Instance.objects.get(instance_id="a").purged
+    assert counts_are_exact(ix.engine)
+
+
+def test_a_child_indexed_before_its_parents_engine_knew_its_app_id_is_linked_then(
+    fake, make_indexer
+):
+    parent_state, parent_events = golden_instance("fan_out_children")
+    fake.add(parent_state, parent_events)  # app id "example" on its events
+    child_state, child_events = golden_child("fan_out_children", "g-fan-out:0001")
+    billing_fake = FakeEngine()
+    # Its engine can't tell its own app id (no router on its events): the parent's app id,
+    # "example", is not its.
+    billing_fake.add(child_state, [replace(e, source_app_id="") for e in child_events])
+    billing = Engine.objects.create(name="billing", address="y:1")
+    EngineIndexer(billing, billing_fake, Limits(concurrency=2)).run_pass()
+    child = Instance.objects.get(instance_id="g-fan-out:0001")
+    assert (child.parent_app_id, child.parent_engine_id) == ("example", None)
+
+    orders = make_indexer()
+    orders.run_pass()  # learns "example"
+
+    child.refresh_from_db()
+    assert child.parent_engine_id == orders.engine.pk
+    parent = Instance.objects.get(instance_id="g-fan-out")
+    assert list(parent.children().values_list("instance_id", flat=True)) == ["g-fan-out:0001"]
+
+
+def test_a_restart_as_another_workflow_drops_the_old_runs_version_and_parent(fake, make_indexer):
+    state, events = golden_child("fan_out_children", "g-fan-out:0001")
+    fake.add(replace(state, version="v2"), events, instance_id="x")
+    ix = make_indexer(terminal_first_interval=0.0)
+    ix.run_pass()
+    inst = Instance.objects.get()
+    assert (inst.version, inst.parent_instance_id) == ("v2", "g-fan-out")
+    plain, plain_events = golden_instance("two_steps")
+    again = [replace(e) for e in plain_events]
+    again[1].execution_id = "restarted"
+    moved = state.last_updated_at.replace(year=2027)
+    fake.add(replace(plain, last_updated_at=moved), again, instance_id="x")
+    ix.run_pass()
+    inst.refresh_from_db()
+    assert (inst.name, inst.current_execution_id) == ("two_steps", "restarted")
+    assert (inst.version, inst.parent_instance_id, inst.parent_engine_id) == ("", "", None)
