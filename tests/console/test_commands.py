@@ -74,3 +74,28 @@ def test_runindexer_outlives_a_database_error_and_reports_it(settings, monkeypat
     with pytest.raises(CommandError, match="the pass failed for a"):
         call_command("runindexer", "--once", stdout=StringIO())
     assert "engine a: database error (database is locked); retry in 1s" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runindexer_refuses_an_engine_another_indexer_holds(settings, monkeypatch):
+    from engine_bridge.config import EngineConfig
+    from engine_bridge.indexer import EngineIndexer, PassResult, sync_engines
+    from engine_bridge.locks import EngineLock
+
+    monkeypatch.setattr(EngineIndexer, "run_pass", lambda self: PassResult())  # no engine
+    settings.CONSOLE_ENGINES = [EngineConfig("a", "127.0.0.1:1"), EngineConfig("b", "h:1")]
+    [a, b] = sync_engines(settings.CONSOLE_ENGINES)
+    other = EngineLock(a.pk, "a")  # as another process would: its own file or connection
+    other.acquire()
+    try:
+        with pytest.raises(CommandError, match="engine 'a' is being indexed by another"):
+            call_command("runindexer", "--once", stdout=StringIO())
+        # An engine nobody holds can be indexed by a process of its own.
+        out = StringIO()
+        call_command("runindexer", "--once", "--engine", "b", stdout=out)
+        assert "indexer stopped" in out.getvalue()
+    finally:
+        other.release()
+    out = StringIO()
+    call_command("runindexer", "--once", "--engine", "a", stdout=out)
+    assert "indexer stopped" in out.getvalue()

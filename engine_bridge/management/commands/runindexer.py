@@ -27,8 +27,8 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="one pass per engine, then exit")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from engine_bridge.client import EngineClient
-        from engine_bridge.indexer import EngineIndexer, sync_engines, tune_gc
+        from engine_bridge.indexer import sync_engines, tune_gc
+        from engine_bridge.locks import EngineLock, EngineTaken
 
         all_configs = configs = settings.CONSOLE_ENGINES
         if options["engine"]:
@@ -52,6 +52,27 @@ class Command(BaseCommand):
         # Every configured engine stays configured: other processes may index the others
         # (one indexer per engine with --engine).
         engines = {e.name: e for e in sync_engines(all_configs)}
+        locks = [EngineLock(engines[c.name].pk, c.name) for c in configs]
+        try:
+            for lock in locks:
+                lock.acquire()
+        except EngineTaken as exc:
+            for lock in locks:
+                lock.release()
+            raise CommandError(str(exc)) from None
+        try:
+            self._index(configs, engines, stop, options["once"])
+        finally:
+            for lock in locks:
+                lock.release()
+        self.stdout.write("indexer stopped")
+
+    def _index(
+        self, configs: list[Any], engines: dict[str, Any], stop: threading.Event, once: bool
+    ) -> None:
+        from engine_bridge.client import EngineClient
+        from engine_bridge.indexer import EngineIndexer
+
         indexers = [
             EngineIndexer(
                 engines[c.name],
@@ -121,7 +142,7 @@ class Command(BaseCommand):
                         log.info("engine %s: %d new, %d changed, %d purged, %d read", name, *done)
                         totals[name] = [0, 0, 0, 0]
                         report_at[name] = time.monotonic() + REPORT_INTERVAL
-                if options["once"]:
+                if once:
                     failed = sorted(n for n, count in failures.items() if count)
                     if failed:
                         raise CommandError(f"the pass failed for {', '.join(failed)}")
@@ -131,4 +152,3 @@ class Command(BaseCommand):
         finally:
             for ix in indexers:
                 ix.client.close()  # type: ignore[attr-defined]
-        self.stdout.write("indexer stopped")

@@ -1,0 +1,80 @@
+"""One indexer per engine: a lock each ``runindexer`` takes on the engines it indexes.
+
+Two indexers writing one engine's instances would each apply the same status change to the
+counts (on PostgreSQL, where their transactions run side by side, counts went negative) and ask
+the engine everything twice. The lock is the operating system's or the database's, so a process
+killed outright releases it with its file descriptors or its connection:
+
+- SQLite: ``flock`` on a file beside the database;
+- PostgreSQL: a session advisory lock, held on a connection of its own (the indexer's own
+  connection is closed and opened again as Django sees fit, which would release it).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+from django.db import connections
+
+#: The first key of the PostgreSQL advisory locks; the second is the engine's row id.
+_PG_LOCK_CLASS = 0x57464958  # "WFIX"
+
+
+class EngineTaken(Exception):
+    """Another indexer holds the engine."""
+
+
+class EngineLock:
+    """Held from ``acquire`` until ``release`` or the end of the process."""
+
+    def __init__(self, engine_pk: int, engine_name: str) -> None:
+        self.engine_pk = engine_pk
+        self.engine_name = engine_name
+        self._file: Any = None
+        self._connection: Any = None
+
+    def acquire(self) -> None:
+        default = connections["default"]
+        if default.vendor == "postgresql":
+            conn = connections.create_connection("default")
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [_PG_LOCK_CLASS, self.engine_pk])
+                (taken,) = cur.fetchone()
+            if not taken:
+                conn.close()
+                raise EngineTaken(self._message())
+            self._connection = conn
+            return
+        name = str(default.settings_dict["NAME"])
+        if name == ":memory:" or "mode=memory" in name:
+            return  # a database no other process can open
+        database = Path(name)
+        path = database.with_name(f"{database.name}.indexer-{self.engine_pk}.lock")
+        f = open(path, "a+")  # noqa: SIM115 - held open for the process's life
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise EngineTaken(self._message()) from None
+        # Who holds it, for whoever looks at the file.
+        f.truncate(0)
+        f.write(f"{os.getpid()} {self.engine_name}\n")
+        f.flush()
+        self._file = f
+
+    def release(self) -> None:
+        if self._connection is not None:
+            self._connection.close()  # ends the session, and its advisory locks with it
+            self._connection = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _message(self) -> str:
+        return (
+            f"engine {self.engine_name!r} is being indexed by another runindexer: stop it, or "
+            "give each process its own engines with --engine"
+        )
