@@ -45,7 +45,6 @@ from engine_bridge.errors import (
     EngineError,
     EngineRejected,
     EngineUnavailable,
-    InstanceNotFound,
     NotSupported,
 )
 from engine_bridge.types import TERMINAL, Event, InstancePage, InstanceState, trace_id_of
@@ -762,9 +761,10 @@ class EngineIndexer:
         out = Fetched(instance_id)
 
         def history_read(answer: list[Event] | EngineError) -> None:
-            if isinstance(answer, InstanceNotFound):
-                out.events = []  # purged between the two calls: the next read says so
-            elif isinstance(answer, EngineError):
+            if isinstance(answer, EngineError):
+                # Not found too: purged between the two calls, the next GetInstance says so;
+                # or a spurious answer, and taking it for an empty history would leave the
+                # events of this change unread for good (lastUpdatedAt has moved past them).
                 out.error = out.error or answer  # the payloads' failure first
             else:
                 out.events = answer

@@ -12,7 +12,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from engine_bridge import indexer as indexer_module
-from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable
+from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable, InstanceNotFound
 from engine_bridge.indexer import EngineIndexer, Limits, request_refresh, sync_engines
 from engine_bridge.types import Event, InstancePage
 from tests.console.fakes import FakeEngine, golden_child, golden_instance
@@ -905,3 +905,23 @@ def test_a_restart_as_another_workflow_drops_the_old_runs_version_and_parent(fak
     inst.refresh_from_db()
     assert (inst.name, inst.current_execution_id) == ("two_steps", "restarted")
     assert (inst.version, inst.parent_instance_id, inst.parent_engine_id) == ("", "", None)
+
+
+def test_a_history_not_found_while_the_instance_exists_is_asked_for_again(fake, make_indexer):
+    state, events = golden_instance("two_steps")
+    fake.add(replace(state, status="RUNNING", output=None), events[:3], instance_id="a")
+    ix = make_indexer(terminal_first_interval=0.0)
+    ix.run_pass()
+    fake.add(replace(state, last_updated_at=state.last_updated_at.replace(year=2027)), events, "a")
+    # A spurious answer (or one racing a purge): not an empty history.
+    fake.failing[("GetInstanceHistory", "a")] = InstanceNotFound(
+        "failed to load history: not found", code="UNKNOWN"
+    )
+    ix.run_pass()
+    inst = Instance.objects.get()
+    assert inst.status == "COMPLETED" and inst.schedule.read_failing_since is not None
+    del fake.failing[("GetInstanceHistory", "a")]
+    InstanceCheck.objects.update(due_at=timezone.now())  # its retry, backed off, is due
+    ix.run_pass()
+    assert inst.runs.get().events.count() == 9
+    assert InstanceCheck.objects.get().read_failing_since is None
