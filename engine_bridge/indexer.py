@@ -47,6 +47,7 @@ from engine_bridge.errors import (
     EngineUnavailable,
     NotSupported,
 )
+from engine_bridge.locks import change_log_in_commit_order
 from engine_bridge.types import TERMINAL, Event, InstancePage, InstanceState, trace_id_of
 from workflows_ui.models import (
     ChangeKind,
@@ -983,11 +984,14 @@ class EngineIndexer:
                 i._state.adding = False
         if w.changed:
             self._store_histories(w, result)
-        bulk.insert(w.changes)
         bulk.upsert(w.checks, unique=["instance"], update=_CHECK_FIELDS[2:])
         if w.dropped_checks:
             InstanceCheck.objects.filter(instance__in=w.dropped_checks).delete()
         self._apply_counts(w.counts)
+        if len(w.changes):
+            # Last, so that the lock is held for this insert and the commit only.
+            change_log_in_commit_order()
+            bulk.insert(w.changes)
 
     def _apply_counts(self, deltas: dict[tuple[str, str], int]) -> None:
         rows = [(self.engine.pk, n, s, d) for (n, s), d in deltas.items() if d]

@@ -1,4 +1,6 @@
-"""One indexer per engine: a lock each ``runindexer`` takes on the engines it indexes.
+"""Locks of the indexer's processes.
+
+One indexer per engine: a lock each ``runindexer`` takes on the engines it indexes.
 
 Two indexers writing one engine's instances would each apply the same status change to the
 counts (on PostgreSQL, where their transactions run side by side, counts went negative) and ask
@@ -21,6 +23,23 @@ from django.db import connections
 
 #: The first key of the PostgreSQL advisory locks; the second is the engine's row id.
 _PG_LOCK_CLASS = 0x57464958  # "WFIX"
+#: The key of the lock that keeps the change log's ids in commit order.
+PG_CHANGE_LOG_LOCK = 0x5746434C  # "WFCL"
+
+
+def change_log_in_commit_order(using: str = "default") -> None:
+    """Call in a transaction just before inserting change-log rows; held until it ends.
+
+    Live pages catch up with "changes after id N". On PostgreSQL ids come from a sequence when a
+    row is inserted, not when it commits: with two indexer processes (one per engine), a
+    transaction could take id 10 and commit after another took 11 and committed, and a page
+    that had read 11 would never see 10. Holding this lock from the insert to the commit puts
+    the ids in commit order. (SQLite has one writer at a time: nothing to do.)
+    """
+    conn = connections[using]
+    if conn.vendor == "postgresql":
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_CHANGE_LOG_LOCK])
 
 
 class EngineTaken(Exception):

@@ -12,6 +12,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from engine_bridge import indexer as indexer_module
+from engine_bridge import locks
 from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable, InstanceNotFound
 from engine_bridge.indexer import EngineIndexer, Limits, request_refresh, sync_engines
 from engine_bridge.types import Event, InstancePage
@@ -925,3 +926,38 @@ def test_a_history_not_found_while_the_instance_exists_is_asked_for_again(fake, 
     ix.run_pass()
     assert inst.runs.get().events.count() == 9
     assert InstanceCheck.objects.get().read_failing_since is None
+
+
+def test_change_log_ids_are_taken_in_commit_order_on_postgresql(fake, make_indexer):
+    """A transaction of another indexer process holds the change log (it has inserted its rows
+    and not yet committed): this one's rows must wait, or they would take higher ids and be
+    visible first, and a page that read them would skip the other's for good."""
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    fake.add(*golden_instance("two_steps"))
+    ix = make_indexer()
+    other = connections.create_connection("default")
+    other.set_autocommit(False)
+    with other.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", [locks.PG_CHANGE_LOG_LOCK])
+    done = threading.Event()
+
+    def index():
+        try:
+            ix.run_pass()
+        finally:
+            connection.close()
+            done.set()
+
+    thread = threading.Thread(target=index)
+    thread.start()
+    try:
+        assert not done.wait(1.5)
+        assert not ChangeLog.objects.exists()
+    finally:
+        other.commit()
+        other.close()
+    assert done.wait(30)
+    assert ChangeLog.objects.filter(kind="new").count() == 1
