@@ -1315,10 +1315,13 @@ class EngineIndexer:
                 w.runs.get((inst.pk, c.previous_execution_id)) if c.previous_execution_id else None
             )
             if previous is not None and previous.status not in TERMINAL:
-                # Superseded while we weren't looking at its end: continue-as-new (a finished
-                # run restarted under the same id would have been terminal already).
-                previous.status = "CONTINUED_AS_NEW"
-                previous.completed_at = started.timestamp
+                # Superseded while we weren't looking at its end. Continue-as-new keeps the
+                # workflow's name; under another name the id was started again after this run
+                # ended (terminated, or purged), and how it ended was not seen: no status.
+                if previous.name == started.name[:255]:
+                    previous.status, previous.completed_at = "CONTINUED_AS_NEW", started.timestamp
+                else:
+                    previous.status, previous.completed_at = "", None
                 previous.save(update_fields=["status", "completed_at"])
             if c.is_new:
                 ordinal = 1

@@ -46,7 +46,9 @@ _INFO_KEYS = {
 _TIMER_ORIGINS = ("externalEvent", "activityRetry", "childWorkflowRetry", "createTimer")
 #: The fire time of the SDK's "waiting for an event" timer.
 NEVER = datetime.max.replace(tzinfo=UTC)
-TERMINAL = frozenset({"COMPLETED", "FAILED", "TERMINATED", "CANCELED", "CONTINUED_AS_NEW"})
+#: Statuses of a run that has ended; ENDED: an earlier run that ended unseen (stored with no
+#: status: the id was started again before the indexer read how it ended).
+TERMINAL = frozenset({"COMPLETED", "FAILED", "TERMINATED", "CANCELED", "CONTINUED_AS_NEW", "ENDED"})
 
 
 @dataclass(slots=True)

@@ -269,7 +269,7 @@ def instance_detail(
         "payloads": payloads.instance_payloads(inst, base=instance_url(engine, instance_id)),
     }
     if run is not None:
-        status = inst.status if is_current else run.status
+        status = inst.status if is_current else (run.status or "ENDED")
         tl, waits = history.load_timeline(run, status)
         ctx["timeline"] = layout(tl, timezone.now())
         ctx["waits"] = waits

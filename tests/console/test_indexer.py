@@ -961,3 +961,21 @@ def test_change_log_ids_are_taken_in_commit_order_on_postgresql(fake, make_index
         other.close()
     assert done.wait(30)
     assert ChangeLog.objects.filter(kind="new").count() == 1
+
+
+def test_a_running_run_replaced_by_another_workflow_ended_unseen_not_continued_as_new(
+    fake, make_indexer
+):
+    state, events = golden_instance("two_steps")
+    fake.add(replace(state, status="RUNNING", output=None), events[:3], instance_id="x")
+    ix = make_indexer()
+    ix.run_pass()
+    # Terminated and started again as another workflow between two reads.
+    other, other_events = golden_instance("custom_status")
+    again = [replace(e) for e in other_events]
+    again[1].execution_id = "second"
+    fake.add(replace(other, last_updated_at=other.last_updated_at.replace(year=2027)), again, "x")
+    ix.run_pass()
+    first, second = Run.objects.order_by("ordinal")
+    assert (first.name, first.status, first.completed_at) == ("two_steps", "", None)
+    assert (second.execution_id, second.status) == ("second", other.status)

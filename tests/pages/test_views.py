@@ -559,6 +559,18 @@ def test_other_runs_of_the_same_id_are_listed_and_readable(logged_in, seeded):
     assert 'class="event-row' in body and "this run has finished" in body
 
 
+def test_an_earlier_run_that_ended_unseen_says_so(logged_in, seeded):
+    inst = seeded.instances["continue_as_new"]
+    old = Run.objects.create(
+        instance=inst, execution_id="older-run", ordinal=0, name="other_flow", status=""
+    )
+    HistoryEvent.objects.create(run=old, position=0, event_id=-1, event_type="workflowStarted")
+    body = _text(logged_in.get("/instances/orders/g-monitor/"))
+    assert "ended, not seen how" in body
+    body = _text(logged_in.get("/instances/orders/g-monitor/runs/0/"))
+    assert "this run has finished" in body
+
+
 def test_payloads_are_pretty_printed_and_big_ones_cut_with_a_link_to_all(logged_in, seeded):
     big = json.dumps({"rows": [{"n": i, "text": "x" * 40} for i in range(400)]})
     Instance.objects.filter(instance_id="g-two-steps").update(input=big, input_size=len(big))

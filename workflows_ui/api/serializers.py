@@ -349,6 +349,12 @@ class RunSerializer(serializers.ModelSerializer):
             "event_count",
             "current",
         ]
+        extra_kwargs = {
+            "status": {
+                "help_text": "empty for a run that ended unseen: the id was started again as "
+                "another workflow before the indexer read this run's end"
+            }
+        }
 
     def get_current(self, obj: Run) -> bool:
         return obj.execution_id == self.context.get("current_execution_id")
