@@ -297,4 +297,20 @@ def filter_id_prefix(qs: QuerySet[Any], prefix: str, column: str = "instance_id"
         return qs.filter(instance_id__startswith=prefix)
     # SQLite's LIKE ignores case and can't use the index: compare as a range instead (the
     # default BINARY collation orders by code point).
-    return qs.filter(**{f"{column}__gte": prefix, f"{column}__lt": prefix + "\U0010ffff"})
+    qs = qs.filter(**{f"{column}__gte": prefix})
+    upper = _after_prefix(prefix)
+    return qs if upper is None else qs.filter(**{f"{column}__lt": upper})
+
+
+def _after_prefix(prefix: str) -> str | None:
+    """The least string greater than every string starting with ``prefix`` (its last code
+    point moved up by one; ``prefix + max code point`` would leave out "a" + U+10FFFF + "z");
+    None when there is none."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        prefix = prefix[:-1]
+        if last <= 0x10FFFF:
+            if 0xD800 <= last <= 0xDFFF:  # surrogates can't be stored: the next code point
+                last = 0xE000
+            return prefix + chr(last)
+    return None

@@ -54,6 +54,16 @@ def test_id_prefix_is_case_sensitive_and_literal():
     assert ids(search.filter_id_prefix(qs, "Order")) == ["Order-2"]
 
 
+def test_id_prefix_takes_ids_with_any_code_point_after_it():
+    top = "\U0010ffff"
+    for iid in ["a" + top + "z", "a\ud7ffx", "a\ue000", "b", top + top, top + "x"]:
+        factories.instance(instance_id=iid)
+    qs = Instance.objects.all()
+    assert ids(search.filter_id_prefix(qs, "a")) == ["a\ud7ffx", "a\ue000", "a" + top + "z"]
+    assert ids(search.filter_id_prefix(qs, "a\ud7ff")) == ["a\ud7ffx"]
+    assert ids(search.filter_id_prefix(qs, top)) == [top + "x", top + top]
+
+
 # What SQLite's tokenizer splits (a letter or digit run is a word, anything else separates),
 # PostgreSQL must split the same way: its own parser keeps emails, hosts, URLs, paths, versions
 # and decimals whole.
