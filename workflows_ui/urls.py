@@ -1,14 +1,16 @@
 """HTML routes (the REST API is included from console.urls under /api/).
 
-Instance ids are the rest of the path and may contain ':' (child workflows) or '/': the more
-specific routes come first. Runs are addressed by their ordinal, events by their position.
+Instance ids are one path segment, whatever they hold (see ``converters.PageInstanceId``). Runs
+are addressed by their ordinal, events by their position.
 """
 
-from django.urls import path
+from django.urls import path, register_converter
 
-from workflows_ui import views
+from workflows_ui import converters, views
 
-_INST = "instances/<str:engine>/<path:instance_id>/"
+register_converter(converters.PageInstanceId, "page_instance_id")
+
+_INST = "instances/<str:engine>/<page_instance_id:instance_id>/"
 _RUN = _INST + "runs/<int:ordinal>/"
 
 urlpatterns = [

@@ -1,0 +1,59 @@
+"""Instance ids are arbitrary strings: every one gets a link to its own page, and only to it."""
+
+from html import unescape
+
+import pytest
+
+from tests.console import factories
+from workflows_ui.views import instance_url
+
+ODD_IDS = [
+    "nl\nid",  # the SDK starts it; the list page answered 500 for everyone
+    "x/runs/1",  # was run 1 of instance "x"
+    "a/../b",  # the browser resolved it to instance "b"
+    "..",
+    ".",
+    "a%2Fb",
+    "50%",
+    "y/payload/input",
+    "z/runs/1/history",
+    "\u00fc:1",
+    "q?x=1#f",
+    "sp ace",
+]
+
+
+@pytest.fixture
+def odd(db):
+    eng = factories.engine()
+    # The ones their links used to land on instead.
+    for iid in ("x", "b", "a"):
+        factories.instance(eng, instance_id=iid, name="decoy")
+    return {iid: factories.instance(eng, instance_id=iid, name="odd_one") for iid in ODD_IDS}
+
+
+@pytest.mark.parametrize("iid", ODD_IDS)
+def test_an_odd_id_opens_its_own_page(logged_in, odd, iid):
+    response = logged_in.get(instance_url("orders", iid))
+    assert response.status_code == 200
+    assert response.context["inst"].pk == odd[iid].pk
+    assert response.context["inst"].name == "odd_one"
+
+
+def test_the_list_links_every_odd_id_to_its_page(logged_in, odd):
+    response = logged_in.get("/instances/?name=odd_one")
+    assert response.status_code == 200
+    body = unescape(response.content.decode())
+    for iid in ODD_IDS:
+        assert f'href="{instance_url("orders", iid)}"' in body
+
+
+def test_plain_and_child_ids_keep_plain_urls():
+    assert instance_url("orders", "order-1:0001") == "/instances/orders/order-1:0001/"
+    assert instance_url("orders", "o_1", 2) == "/instances/orders/o_1/runs/2/"
+
+
+def test_the_api_takes_an_id_with_a_newline(logged_in, odd):
+    response = logged_in.get("/api/instances/orders/nl%0Aid/")
+    assert response.status_code == 200
+    assert response.json()["instance_id"] == "nl\nid"
