@@ -517,7 +517,7 @@ def summarize(run_pk: int, event_count: int, status: str) -> tuple[Timeline, lis
     if completed or status in TERMINAL:
         tl.finished = True
         if completed:
-            tl.end = max(r["last"] for r in completed if r["last"]) or tl.end
+            tl.end = max((r["last"] for r in completed if r["last"]), default=None) or tl.end
 
     groups: dict[tuple[str, str], Group] = {}
 

@@ -74,3 +74,13 @@ def test_the_detail_page_of_a_big_run_summarizes_instead_of_reading_every_event(
         sql = q["sql"]
         if "workflows_ui_historyevent" in sql.split(" WHERE ")[0]:
             assert "LIMIT" in sql or "GROUP BY" in sql, sql
+
+
+def test_an_end_event_without_a_time_is_not_an_error(run):
+    from workflows_ui.models import HistoryEvent
+
+    HistoryEvent.objects.create(
+        run=run, position=run.event_count, event_id=-1, event_type="executionCompleted"
+    )
+    summary, waits = history.summarize(run.pk, run.event_count + 1, "COMPLETED")
+    assert summary.finished and waits == []
