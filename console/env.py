@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -83,3 +86,38 @@ def envchoice(
         if value.upper() == choice.upper():
             return choice
     raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def secret_key(var_dir: Path, environ: Mapping[str, str] | None = None) -> str:
+    """``CONSOLE_SECRET_KEY``, or else a key of this installation's own kept in
+    ``var_dir/secret-key`` (made on first start). A default written in the code would let anyone
+    who has read it sign session cookies of this console."""
+    env = os.environ if environ is None else environ
+    given = env.get("CONSOLE_SECRET_KEY", "")
+    if given:
+        return given
+    path = var_dir / "secret-key"
+    if not path.exists():
+        try:
+            var_dir.mkdir(parents=True, exist_ok=True)
+            # Written whole under another name, then linked: processes starting together all
+            # read the one that was linked first, never a half-written file.
+            fd, tmp = tempfile.mkstemp(dir=var_dir, prefix=".secret-key-")
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(50) + "\n")
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        except OSError as exc:
+            raise ImproperlyConfigured(
+                f"CONSOLE_SECRET_KEY is not set and {path} can't be written ({exc.strerror})"
+            ) from None
+    key = path.read_text().strip()
+    if len(key) < 32:
+        raise ImproperlyConfigured(
+            f"{path}: too short for a secret key; delete it or set CONSOLE_SECRET_KEY"
+        )
+    return key

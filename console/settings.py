@@ -1,8 +1,9 @@
 """Django settings, read from environment variables (see README "Configuration").
 
-Embedded defaults (SQLite under ``var/``, in-memory channel layer) need no setting at all;
-production sets ``DATABASE_URL`` (PostgreSQL), ``REDIS_URL``, ``CONSOLE_SECRET_KEY`` and
-``CONSOLE_ALLOWED_HOSTS``.
+Embedded defaults (SQLite and a secret key of its own under ``var/``, in-memory channel layer)
+need no setting at all; production sets ``DATABASE_URL`` (PostgreSQL), ``REDIS_URL``,
+``CONSOLE_SECRET_KEY`` (several web processes must share one), ``CONSOLE_ALLOWED_HOSTS`` and,
+over HTTPS, ``CONSOLE_HTTPS``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from console.env import envbool, envchoice, envfloat, envint, envstr
+from console.env import envbool, envchoice, envfloat, envint, envstr, secret_key
 from engine_bridge.config import parse_engines
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -21,11 +22,14 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(envstr("CONSOLE_VAR_DIR", "") or BASE_DIR / "var").resolve()
 
 DEBUG = envbool("CONSOLE_DEBUG", False)
-SECRET_KEY = envstr(
-    "CONSOLE_SECRET_KEY", "dev-only-insecure-key-set-CONSOLE_SECRET_KEY-in-production"
-)
+SECRET_KEY = secret_key(VAR_DIR)
 ALLOWED_HOSTS = [h for h in envstr("CONSOLE_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in envstr("CONSOLE_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+# Served over HTTPS (directly or behind a TLS proxy): session and CSRF cookies only over HTTPS.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("CONSOLE_HTTPS", False)
+if envbool("CONSOLE_TRUST_X_FORWARDED_PROTO", False):  # only behind a proxy that sets it
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = envint("CONSOLE_HSTS_SECONDS", 0, minimum=0)
 
 INSTALLED_APPS = [
     "daphne",

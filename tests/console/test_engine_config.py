@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from console.env import envbool, envchoice, envfloat, envint
+from console.env import envbool, envchoice, envfloat, envint, secret_key
 from engine_bridge.config import EngineConfig, parse_engines
 
 
@@ -175,3 +175,25 @@ def test_manage_py_stops_on_a_bad_setting_with_one_line_naming_it(variable, valu
     assert done.returncode == 1
     assert done.stderr.startswith("configuration error: " + message), done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_without_a_secret_key_set_the_installation_makes_its_own(tmp_path):
+    var = tmp_path / "var"
+    key = secret_key(var, {})
+    assert len(key) >= 50 and key == secret_key(var, {})
+    assert (var / "secret-key").stat().st_mode & 0o077 == 0  # readable by its owner only
+    assert [p.name for p in var.iterdir()] == ["secret-key"]
+    assert secret_key(var, {"CONSOLE_SECRET_KEY": "given"}) == "given"
+    assert secret_key(tmp_path / "other", {}) != key
+
+
+def test_a_secret_key_that_cant_be_kept_stops_start_up(tmp_path):
+    not_a_dir = tmp_path / "var"
+    not_a_dir.write_text("")
+    with pytest.raises(ImproperlyConfigured, match="CONSOLE_SECRET_KEY is not set and"):
+        secret_key(not_a_dir, {})
+    var = tmp_path / "var2"
+    var.mkdir()
+    (var / "secret-key").write_text("short\n")
+    with pytest.raises(ImproperlyConfigured, match="too short"):
+        secret_key(var, {})
