@@ -7,6 +7,7 @@ escape it (never ``|safe``).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,22 +15,70 @@ from workflows_ui.models import Instance
 
 #: Characters of a payload shown on the detail page; the rest behind "see all".
 DISPLAY_LIMIT = 4000
+#: Characters of the failure message and of a stall's description shown in the summary.
+SUMMARY_TEXT_LIMIT = 1000
 #: Characters of an event's details shown in the history table.
 EVENT_LIMIT = 2000
 SUMMARY_LIMIT = 140
+#: JSON is indented only while the indented text stays within this many characters, or
+#: ``PRETTY_FACTOR`` times the stored text when that is more; beyond, it is shown as stored.
+#: Indenting adds depth × lines characters: 50 KB of JSON can make tens of megabytes.
+PRETTY_LIMIT = 256 * 1024
+PRETTY_FACTOR = 4
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (from a JSON escape such as ``"\\ud800"``, which the
+    Dapr SDKs write) written as that escape again: a page can't be encoded with one in it."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _indented(value: Any, bound: int) -> str | None:
+    """``value`` as indented JSON, or None when that is longer than ``bound`` characters or
+    nests too deep to encode; made a piece at a time, so a huge one costs no more than
+    ``bound``."""
+    chunks: list[str] = []
+    size = 0
+    try:
+        for chunk in json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(value):
+            size += len(chunk)
+            if size > bound:
+                return None
+            chunks.append(chunk)
+    except (RecursionError, ValueError, TypeError):
+        return None
+    return "".join(chunks)
+
+
+def _compact(value: Any) -> str:
+    """A parsed JSON value on one line (what the history table shows when it can't indent)."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (RecursionError, ValueError, TypeError):
+        return "(nested too deep to show)"
 
 
 def pretty(value: Any, limit: int | None) -> tuple[str, bool]:
-    """``value`` (a JSON text, or already-parsed JSON) indented; ``(text, was_cut)``."""
+    """``value`` (a JSON text, or already-parsed JSON) indented; ``(text, was_cut)``.
+
+    A text that isn't JSON, nests too deep, or whose indented form would pass the bound
+    (``PRETTY_LIMIT``) is shown as it is, so the work and the page stay within a few times
+    the stored text, whatever the payload."""
     if isinstance(value, str):
+        text = value
         try:
-            value = json.loads(value)
-        except ValueError:
-            text = value
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            pass
         else:
-            text = json.dumps(value, indent=2, ensure_ascii=False)
+            text = _indented(parsed, max(PRETTY_LIMIT, PRETTY_FACTOR * len(value))) or value
     else:
-        text = json.dumps(value, indent=2, ensure_ascii=False)
+        text = _indented(value, PRETTY_LIMIT) or _compact(value)
+    text = _escape_surrogates(text)
     if limit is not None and len(text) > limit:
         return text[:limit], True
     return text, False
@@ -51,68 +100,116 @@ class Payload:
         return self.size > self.stored
 
 
+#: Payloads that have a page of their own: key -> (label, field, size field or None, JSON?).
+FIELDS: dict[str, tuple[str, str, str | None, bool]] = {
+    "input": ("Input", "input", "input_size", True),
+    "output": ("Output", "output", "output_size", True),
+    "custom_status": ("Custom status", "custom_status", "custom_status_size", True),
+    "stack_trace": ("Stack trace", "failure_stack_trace", None, False),
+    "failure_message": ("Failure message", "failure_message", None, False),
+    "stall_description": ("Stall description", "stall_description", None, False),
+}
+#: Shown in the payloads section of the detail page (the others sit in its summary).
+SECTION_KEYS = ("input", "output", "custom_status", "stack_trace")
+
+
+def instance_payload(
+    inst: Instance, key: str, base: str = "", limit: int | None = None
+) -> Payload | None:
+    """One payload of ``inst`` (cut to ``limit``), or None if it has none of that name."""
+    if key not in FIELDS:
+        return None
+    label, field, size_field, is_json = FIELDS[key]
+    raw: str = getattr(inst, field) or ""
+    if not raw:
+        return None
+    if is_json:
+        text, cut = pretty(raw, limit)
+    else:
+        text = _escape_surrogates(raw)
+        text, cut = (
+            (text[:limit], True) if limit is not None and len(text) > limit else (text, False)
+        )
+    size = max(getattr(inst, size_field) if size_field else 0, len(raw))
+    return Payload(key, label, text, cut, size, len(raw), f"{base}payload/{key}/")
+
+
+class InstancePayloads(list[Payload]):
+    """The payloads section's items (input, output, custom status, stack trace), and the texts
+    shown in the summary: ``failure_message`` and ``stall_description`` (None when empty)."""
+
+    def __init__(
+        self,
+        items: list[Payload],
+        failure_message: Payload | None,
+        stall_description: Payload | None,
+    ) -> None:
+        super().__init__(items)
+        self.failure_message = failure_message
+        self.stall_description = stall_description
+
+
 def instance_payloads(
     inst: Instance, base: str, limit: int | None = DISPLAY_LIMIT
-) -> list[Payload]:
-    out = []
-    for key, label, raw, size in (
-        ("input", "Input", inst.input, inst.input_size),
-        ("output", "Output", inst.output, inst.output_size),
-        ("custom_status", "Custom status", inst.custom_status, inst.custom_status_size),
-    ):
-        if not raw:
-            continue
-        text, cut = pretty(raw, limit)
-        out.append(
-            Payload(key, label, text, cut, max(size, len(raw)), len(raw), f"{base}payload/{key}/")
-        )
-    if inst.failure_stack_trace:
-        raw = inst.failure_stack_trace
-        text, cut = (raw[:limit], True) if limit is not None and len(raw) > limit else (raw, False)
-        out.append(
-            Payload(
-                "stack_trace",
-                "Stack trace",
-                text,
-                cut,
-                len(raw),
-                len(raw),
-                f"{base}payload/stack_trace/",
-            )
-        )
-    return out
+) -> InstancePayloads:
+    """What the detail page shows of ``inst``'s payloads, each cut with a link to all of it."""
+    items = [instance_payload(inst, key, base, limit) for key in SECTION_KEYS]
+    summary_limit = SUMMARY_TEXT_LIMIT if limit is not None else None
+    return InstancePayloads(
+        [p for p in items if p is not None],
+        instance_payload(inst, "failure_message", base, summary_limit),
+        instance_payload(inst, "stall_description", base, summary_limit),
+    )
 
 
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+def _text(value: Any) -> str:
+    """A value of an event's details as text: a string as it is, nothing for null."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else _compact(value)
+
+
+def _short(text: str) -> str:
+    text = _escape_surrogates(text)
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"
 
 
-def event_summary(event_type: str, details: dict[str, Any]) -> str:
-    """One line about an event for the history table (the full details sit beside it)."""
-    d = details or {}
+def event_summary(event_type: str, details: Any) -> str:
+    """One line about an event for the history table (the full details sit beside it).
+
+    The engine leaves out empty values, so any key may be missing: each is looked up with a
+    fallback, and details that aren't an object are taken as empty."""
+    d: dict[str, Any] = details if isinstance(details, dict) else {}
+
+    def get(key: str) -> str:
+        return _text(d.get(key))
+
     if event_type in ("taskScheduled", "childWorkflowInstanceCreated", "executionStarted"):
-        extra = f" → {d['instanceId']}" if event_type == "childWorkflowInstanceCreated" else ""
-        return _short(f"input {d['input']}{extra}") if "input" in d else extra.strip()
+        child = get("instanceId") if event_type == "childWorkflowInstanceCreated" else ""
+        extra = f" → {child}" if child else ""
+        return _short(f"input {get('input')}{extra}") if "input" in d else _short(extra.strip())
     if event_type in ("taskCompleted", "childWorkflowInstanceCompleted"):
-        return _short(f"result {d['result']}") if "result" in d else ""
+        return _short(f"result {get('result')}") if "result" in d else ""
     if event_type in ("taskFailed", "childWorkflowInstanceFailed", "executionCompleted"):
         fd = d.get("failureDetails")
         if isinstance(fd, dict):
-            return _short(f"{fd.get('errorType', '')}: {fd.get('errorMessage', '')}")
-        return _short(f"result {d['result']}") if "result" in d else ""
+            return _short(f"{_text(fd.get('errorType'))}: {_text(fd.get('errorMessage'))}")
+        if fd:
+            return _short(_text(fd))
+        return _short(f"result {get('result')}") if "result" in d else ""
     if event_type == "timerCreated":
         if "externalEvent" in d:
-            name = (d.get("externalEvent") or {}).get("name", "")
-            return _short(f"waiting for event {name}")
-        return _short(f"fires at {d.get('fireAt', '')}")
+            event = d.get("externalEvent")
+            name = _text(event.get("name")) if isinstance(event, dict) else _text(event)
+            return _short(f"waiting for event {name}".strip())
+        return _short(f"fires at {get('fireAt')}")
     if event_type == "timerFired":
-        return _short(f"timer {d.get('timerId', '')} fired (due {d.get('fireAt', '')})")
+        return _short(f"timer {get('timerId')} fired (due {get('fireAt')})")
     if event_type in ("eventRaised", "eventSent"):
-        to = f" to {d['instanceId']}" if "instanceId" in d else ""
-        return _short(f"{d.get('name', '')}{to} {d.get('input', '')}".strip())
+        to = f" to {get('instanceId')}" if get("instanceId") else ""
+        return _short(f"{get('name')}{to} {get('input')}".strip())
     if event_type in ("executionSuspended", "executionResumed", "executionTerminated"):
-        return _short(d["input"]) if "input" in d else ""
+        return _short(get("input"))
     if event_type == "executionStalled":
-        return _short(f"{d.get('reason', '')} {d.get('description', '')}".strip())
+        return _short(f"{get('reason')} {get('description')}".strip())
     return ""

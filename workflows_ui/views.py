@@ -434,11 +434,10 @@ def history_download(
 
 @require_safe
 def payload_view(request: HttpRequest, engine: str, instance_id: str, field: str) -> HttpResponse:
-    """One payload of an instance in full (the detail page shows big ones cut)."""
+    """One payload of an instance in full (the detail page shows big ones cut): input, output,
+    custom status, stack trace, failure message or stall description."""
     inst = _get_instance(engine, instance_id)
-    item = next(
-        (p for p in payloads.instance_payloads(inst, base="", limit=None) if p.key == field), None
-    )
+    item = payloads.instance_payload(inst, field)
     if item is None:
         raise Http404("no such payload")
     return render(
