@@ -57,3 +57,11 @@ def test_the_api_takes_an_id_with_a_newline(logged_in, odd):
     response = logged_in.get("/api/instances/orders/nl%0Aid/")
     assert response.status_code == 200
     assert response.json()["instance_id"] == "nl\nid"
+
+
+def test_direction_overrides_in_untrusted_text_stay_inside_it(logged_in, db):
+    rlo = "\u202e"
+    factories.instance(instance_id=f"{rlo}evil", name=f"{rlo}flow", version=f"{rlo}v2")
+    body = logged_in.get(instance_url("orders", f"{rlo}evil")).content.decode()
+    for text in (f"{rlo}evil", f"{rlo}flow", f"{rlo}v2"):
+        assert f"<bdi>{text}</bdi>" in body

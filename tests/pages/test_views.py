@@ -385,7 +385,7 @@ def test_an_unreachable_engine_is_announced_while_its_data_is_still_listed(logge
     )
     response = logged_in.get("/instances/")
     body = _text(response)
-    assert 'role="alert"' in body and "is unreachable: connection refused" in body
+    assert 'role="alert"' in body and "is unreachable: <bdi>connection refused</bdi>" in body
     assert len(ids_in(response)) == len(seeded.instances)
     detail = _text(logged_in.get("/instances/orders/g-two-steps/"))
     assert "is unreachable" in detail
@@ -400,7 +400,10 @@ def test_an_engine_failing_its_passes_is_announced_until_one_succeeds(logged_in,
         last_error_at=passed + timedelta(minutes=1),
     )
     body = _text(logged_in.get("/instances/"))
-    assert "answers, but its last pass failed: Hello: api token mismatch" in body
+    assert (
+        "answers, but its last pass failed: <bdi>Hello: api token mismatch (UNAUTHENTICATED)</bdi>"
+        in body
+    )
     assert "health-failing" in _text(logged_in.get("/"))
     Engine.objects.filter(pk=seeded.engine.pk).update(last_pass_at=timezone.now())
     assert 'role="alert"' not in _text(logged_in.get("/instances/"))
@@ -527,7 +530,7 @@ def test_the_detail_page_sums_up_an_instance(logged_in, seeded):
     for text in (
         "g-fails",
         "Failed",
-        "version v1",
+        "version <bdi>v1</bdi>",
         "4bf92f3577b34da6a3ce929d0e0e4736",
         "PATCH_MISMATCH: the worker lacks patch v2",
         "TaskFailedError",
