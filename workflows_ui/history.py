@@ -4,8 +4,8 @@ Pure functions over ``EventRow`` (a lean copy of ``HistoryEvent``), tested with 
 recorded histories; only ``load_rows`` touches the database. Pairing follows PROTOCOL.md:
 taskScheduled.eventId = taskCompleted/Failed.taskScheduledId, timerCreated.eventId =
 timerFired.timerId, childWorkflowInstanceCreated.eventId = childWorkflowInstance*.taskScheduledId.
-A timerCreated with origin externalEvent (fireAt 9999-12-31) is the SDK's marker for "waiting for
-event X" and is never a timer.
+A timerCreated with origin externalEvent is the SDK's record of "waiting for event X", never a
+timer of its own: its fireAt is 9999-12-31 for a wait without timeout, else the timeout.
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def parse_time(text: str) -> datetime | None:
 
 
 def is_sentinel(row: EventRow) -> bool:
-    """The timer the SDK records for a wait on an external event (never fires)."""
+    """The timer the SDK records for a wait on an external event (fires only as its timeout)."""
     return row.origin == "externalEvent" or row.info.startswith("9999-")
 
 
@@ -311,6 +311,13 @@ def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
                 bar = Bar("event", ev.name, ts, None, "waiting", ev.position, event_id=ev.event_id)
                 waits.setdefault(ev.name.lower(), deque()).append(bar)
                 tl.bars.append(bar)
+                fire = parse_time(ev.info)
+                if fire is not None and fire != NEVER:
+                    # The SDK's wait with a timeout: this timer is the timeout, and fires then.
+                    bar.due = fire
+                    bar.timeout_timer = ev.event_id
+                    open_timers[ev.event_id] = bar
+                    continue
                 # A timer created in the same turn races this wait (when_any with a timeout).
                 racer = next((t for t in turn_timers if t.timeout_timer is None), None)
                 if racer is not None:
@@ -335,7 +342,13 @@ def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
             bar_or_none = (
                 open_timers.pop(ev.related_id, None) if ev.related_id is not None else None
             )
-            if bar_or_none is not None:
+            if bar_or_none is not None and bar_or_none.kind == "event":
+                if bar_or_none.is_open:  # else the event came first
+                    bar_or_none.end = bar_or_none.due or ts
+                    bar_or_none.end_position = ev.position
+                    bar_or_none.outcome = "timed out"
+                    waits[bar_or_none.label.lower()].remove(bar_or_none)
+            elif bar_or_none is not None:
                 # The engine stamps timerFired with its creation time: the fire time is fireAt.
                 bar_or_none.end = bar_or_none.due or ts
                 bar_or_none.end_position = ev.position

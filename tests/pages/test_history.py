@@ -148,3 +148,63 @@ def test_events_raised_twice_end_two_waits_in_order():
     tl = build_timeline(rows, "RUNNING")
     assert [b.outcome for b in tl.bars] == ["received", "waiting"]
     assert [w.label for w in waiting_on(tl)] == ["go"]
+
+
+def _wait_with_its_own_timeout(*later):
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    return [
+        EventRow(0, -1, "workflowStarted", timestamp=t0),
+        EventRow(1, -1, "executionStarted", "renewal", t0),
+        # wait_for_external_event with a timeout: the SDK's timer has the event's origin and
+        # the timeout as its fire time (without one it is the 9999 sentinel).
+        EventRow(
+            2,
+            1,
+            "timerCreated",
+            "confirmed",
+            t0,
+            info="2026-01-08T00:00:00Z",
+            origin="externalEvent",
+        ),
+        *later,
+    ]
+
+
+def test_a_wait_with_a_timeout_of_its_own_is_waited_on_until_then():
+    tl = build_timeline(_wait_with_its_own_timeout(), "RUNNING")
+    [bar] = tl.bars
+    assert (bar.kind, bar.outcome) == ("event", "waiting")
+    [wait] = waiting_on(tl)
+    assert (wait.kind, wait.label) == ("event", "confirmed")
+    assert wait.until == datetime(2026, 1, 8, tzinfo=UTC)
+
+
+def test_a_wait_with_a_timeout_of_its_own_times_out_when_its_timer_fires():
+    t1 = datetime(2026, 1, 8, tzinfo=UTC)
+    tl = build_timeline(
+        _wait_with_its_own_timeout(
+            EventRow(3, -1, "workflowStarted", timestamp=t1),
+            EventRow(4, -1, "timerFired", timestamp=t1, related_id=1),
+        ),
+        "RUNNING",
+    )
+    [bar] = tl.bars
+    assert (bar.outcome, bar.end) == ("timed out", t1)
+    assert waiting_on(tl) == []
+
+
+def test_an_event_before_its_own_timeout_is_received_and_the_late_timer_changes_nothing():
+    t1 = datetime(2026, 1, 2, tzinfo=UTC)
+    t2 = datetime(2026, 1, 8, tzinfo=UTC)
+    tl = build_timeline(
+        _wait_with_its_own_timeout(
+            EventRow(3, -1, "workflowStarted", timestamp=t1),
+            EventRow(4, -1, "eventRaised", "confirmed", t1),
+            EventRow(5, -1, "workflowStarted", timestamp=t2),
+            EventRow(6, -1, "timerFired", timestamp=t2, related_id=1),
+        ),
+        "RUNNING",
+    )
+    [bar] = tl.bars
+    assert (bar.outcome, bar.end) == ("received", t1)
+    assert waiting_on(tl) == []
