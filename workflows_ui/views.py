@@ -267,6 +267,13 @@ def instance_detail(
         "read_problem": inst.read_problem(),
         "duration": _duration(inst),
         "payloads": payloads.instance_payloads(inst, base=instance_url(engine, instance_id)),
+        # An earlier run: its own input (the instance's output, custom status and failure are
+        # its current run's, and the engine keeps no others).
+        "run_input": (
+            payloads.pretty(run.input, payloads.DISPLAY_LIMIT)
+            if run is not None and not is_current and run.input
+            else None
+        ),
     }
     if run is not None:
         status = inst.status if is_current else (run.status or "ENDED")

@@ -562,6 +562,29 @@ def test_other_runs_of_the_same_id_are_listed_and_readable(logged_in, seeded):
     assert 'class="event-row' in body and "this run has finished" in body
 
 
+def test_an_earlier_runs_page_shows_that_runs_status_and_input_not_the_current_ones(
+    logged_in, seeded
+):
+    inst = seeded.instances["continue_as_new"]
+    assert "checked 3 times" in inst.output
+    Run.objects.create(
+        instance=inst,
+        execution_id="older-run",
+        ordinal=0,
+        name="monitor",
+        status="CONTINUED_AS_NEW",
+        input='{"checks": 0}',
+        input_size=13,
+    )
+    body = _text(logged_in.get("/instances/orders/g-monitor/runs/0/"))
+    assert 'id="this-run">#0, <bdi>monitor</bdi>: Continued as new' in body
+    assert "&quot;checks&quot;: 0" in body
+    assert "checked 3 times" not in body
+    assert "kept for the" in body
+    current = _text(logged_in.get("/instances/orders/g-monitor/"))
+    assert "checked 3 times" in current and 'id="this-run"' not in current
+
+
 def test_an_earlier_run_that_ended_unseen_says_so(logged_in, seeded):
     inst = seeded.instances["continue_as_new"]
     old = Run.objects.create(
