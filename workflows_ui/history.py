@@ -208,6 +208,9 @@ class Timeline:
     turns: list[Marker] = field(default_factory=list)
     suspended: bool = False
     suspend_reason: str = ""
+    #: The run continued as new (its last turn is in no history: the engine replaces the
+    #: history in that turn) or ended unseen: what still ran is "not read", not abandoned.
+    end_unread: bool = False
     #: Set for a run summarized in SQL (``summarize``): the groups replace ``bars``, and
     #: ``turns`` holds one marker per bucket of turns.
     groups: list[Group] | None = None
@@ -386,13 +389,14 @@ def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
     if tl.start is None:
         tl.start = min((b.start for b in tl.bars if b.start), default=None)
     if status in TERMINAL:
+        tl.end_unread = not tl.finished and status in ("CONTINUED_AS_NEW", "ENDED")
         tl.finished = True
     if tl.finished:
         tl.end = tl.end or last_ts
         for bar in tl.bars:
             if bar.is_open:
                 bar.end = tl.end if tl.end and (bar.start is None or tl.end >= bar.start) else None
-                bar.outcome = "abandoned"
+                bar.outcome = "not read" if tl.end_unread else "abandoned"
         tl.suspended = False
     else:
         tl.end = last_ts

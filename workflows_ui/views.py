@@ -279,6 +279,7 @@ def instance_detail(
         status = inst.status if is_current else (run.status or "ENDED")
         tl, waits = history.load_timeline(run, status)
         ctx["timeline"] = layout(tl, timezone.now())
+        ctx["end_unread"] = tl.end_unread
         ctx["waits"] = waits
         ctx["suspended"] = tl.suspended and inst.status == Status.SUSPENDED
         ctx["suspend_reason"] = tl.suspend_reason

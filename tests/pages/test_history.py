@@ -208,3 +208,12 @@ def test_an_event_before_its_own_timeout_is_received_and_the_late_timer_changes_
     [bar] = tl.bars
     assert (bar.outcome, bar.end) == ("received", t1)
     assert waiting_on(tl) == []
+
+
+def test_a_run_that_continued_as_new_leaves_its_open_bars_not_read_not_abandoned():
+    tl = timeline("two_steps", "CONTINUED_AS_NEW", cut=3)  # up to its first taskScheduled
+    assert tl.finished and tl.end_unread
+    assert [b.outcome for b in tl.bars] == ["not read"]
+    terminated = timeline("two_steps", "TERMINATED", cut=3)
+    assert not terminated.end_unread
+    assert [b.outcome for b in terminated.bars] == ["abandoned"]

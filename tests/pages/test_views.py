@@ -581,8 +581,10 @@ def test_an_earlier_runs_page_shows_that_runs_status_and_input_not_the_current_o
     assert "&quot;checks&quot;: 0" in body
     assert "checked 3 times" not in body
     assert "kept for the" in body
+    assert "continued as new is in no history" in body
     current = _text(logged_in.get("/instances/orders/g-monitor/"))
     assert "checked 3 times" in current and 'id="this-run"' not in current
+    assert 'id="end-unread"' not in current
 
 
 def test_an_earlier_run_that_ended_unseen_says_so(logged_in, seeded):
