@@ -16,7 +16,7 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import urlencode
+from django.utils.http import content_disposition_header, urlencode
 from django.views.decorators.http import require_safe
 
 from engine_bridge.types import EVENT_TYPES
@@ -434,9 +434,11 @@ def history_download(
         yield "]}\n"
 
     filename = f"{inst.instance_id}-run{run.ordinal}-history.json"
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in filename)
+    # What no file system takes, and control characters, out; other characters stay (RFC
+    # 6266's filename* carries them, so an id in any script keeps its name).
+    safe = "".join(c if c.isprintable() and c not in '<>:"/\\|?*' else "_" for c in filename)
     response = StreamingHttpResponse(chunks(), content_type="application/json")
-    response["Content-Disposition"] = f'attachment; filename="{safe}"'
+    response["Content-Disposition"] = content_disposition_header(True, safe)
     return response
 
 

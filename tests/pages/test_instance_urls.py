@@ -65,3 +65,13 @@ def test_direction_overrides_in_untrusted_text_stay_inside_it(logged_in, db):
     body = logged_in.get(instance_url("orders", f"{rlo}evil")).content.decode()
     for text in (f"{rlo}evil", f"{rlo}flow", f"{rlo}v2"):
         assert f"<bdi>{text}</bdi>" in body
+
+
+def test_a_history_download_keeps_an_id_in_any_script_as_its_file_name(logged_in, db):
+    inst = factories.instance(instance_id="注文-review-1")
+    factories.run(inst)
+    response = logged_in.get(instance_url("orders", inst.instance_id, 1) + "history.json")
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == (
+        "attachment; filename*=utf-8''%E6%B3%A8%E6%96%87-review-1-run1-history.json"
+    )

@@ -801,3 +801,13 @@ def test_matches_are_few_up_to_the_count_cap():
         )
     # Other filters are index ranges in the sort order already.
     assert listing._few_matches(listing.Filters(name="x"), listing.Counts({}, exact=True)) is None
+
+
+def test_a_terminated_instance_shows_its_reason_and_every_page_says_when_it_was_read(
+    logged_in, seeded
+):
+    inst = seeded.instances["terminated"]
+    Instance.objects.filter(pk=inst.pk).update(output='"cancelled by the customer"')
+    body = _text(logged_in.get(f"/instances/orders/{inst.instance_id}/"))
+    assert 'id="termination-reason">reason: <bdi>&quot;cancelled by the customer&quot;' in body
+    assert 'id="as-of">As the indexer last read it, at ' in body and "Times are UTC." in body
