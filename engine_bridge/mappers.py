@@ -7,6 +7,8 @@ messages parsed from the real engine's recorded JSON (tests/golden).
 from __future__ import annotations
 
 import base64
+import json
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,6 +55,43 @@ def _opt_str(msg: Any, field: str) -> str | None:
     return getattr(msg, field).value if msg.HasField(field) else None
 
 
+# A \uXXXX escape (an odd run of backslashes before the u), or a surrogate pair of them.
+_U_ESCAPE = re.compile(
+    r"(\\+)u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|(\\+)u([0-9a-fA-F]{4})"
+)
+
+
+def _unescape(m: re.Match[str]) -> str:
+    slashes = m.group(1) or m.group(4)
+    if len(slashes) % 2 == 0:  # an escaped backslash followed by a plain "u"
+        return m.group(0)
+    if m.group(2):
+        high, low = int(m.group(2), 16), int(m.group(3), 16)
+        code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+    else:
+        code = int(m.group(5), 16)
+        if code < 0x80 or 0xD800 <= code <= 0xDFFF:
+            return m.group(0)  # quotes, backslashes, control characters and lone surrogates
+    return slashes[:-1] + chr(code)
+
+
+def readable_json(text: str | None) -> str | None:
+    """A JSON payload with its non-ASCII characters written as themselves.
+
+    The Dapr SDKs serialize with ``ensure_ascii``: "Müller" arrives as ``"M\\u00fcller"``, which
+    text search would split into "M" and "u00fcller". The same JSON value, with only those
+    escapes replaced; a text that isn't JSON is left as it is."""
+    if not text or "\\u" not in text:
+        return text
+    try:
+        value = json.loads(text)
+        readable = _U_ESCAPE.sub(_unescape, text)
+        # Escapes are only read inside strings, where this is sound; checked all the same.
+        return readable if json.loads(readable) == value else text
+    except (ValueError, RecursionError):
+        return text
+
+
 def failure(details: Any) -> Failure:
     return Failure(
         type=details.errorType,
@@ -81,9 +120,9 @@ def instance_state(response: Any) -> InstanceState | None:
         started_at=timestamp(st.startedAt),
         completed_at=timestamp(st.completedTimestamp),
         scheduled_start_at=timestamp(st.scheduledStartTimestamp),
-        input=_opt_str(st, "input"),
-        output=_opt_str(st, "output"),
-        custom_status=_opt_str(st, "customStatus"),
+        input=readable_json(_opt_str(st, "input")),
+        output=readable_json(_opt_str(st, "output")),
+        custom_status=readable_json(_opt_str(st, "customStatus")),
         failure=failure(st.failureDetails) if st.HasField("failureDetails") else None,
         execution_id=st.executionId.value if st.HasField("executionId") else "",
         parent_instance_id=st.parentInstanceId.value if st.HasField("parentInstanceId") else "",

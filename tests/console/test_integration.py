@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -565,3 +566,50 @@ def test_an_engine_answering_unimplemented_is_reported_too_old_not_crashed(make_
         assert row["health"] == "too-old" and row["too_old"] is True
     finally:
         server.stop(0)
+
+
+def test_non_ascii_payloads_are_stored_readable_and_found_by_search(devengine, wf, make_indexer):
+    from workflows_ui import search
+
+    ix = make_indexer(devengine.config())
+    # The SDK sends JSON with every non-ASCII character escaped ("J\u00fcrgen").
+    customer = {"customer": "Jürgen Müller", "note": "注文 😀", "quote": 'say "hi" \\u00fc'}
+    wf.schedule_new_workflow(wf_kinds.two_steps, input=customer, instance_id="intl")
+    wf.wait_for_workflow_completion("intl", timeout_in_seconds=20)
+    converge(ix)
+    inst = Instance.objects.get(instance_id="intl")
+    assert "Jürgen Müller" in inst.input and "注文 😀" in inst.input
+    assert json.loads(inst.input) == customer  # the same JSON value
+    qs = Instance.objects.all()
+    for word in ("Jürgen", "müller", "注文"):
+        assert list(search.filter_text(qs, word).values_list("instance_id", flat=True)) == [
+            "intl"
+        ], word
+
+
+def test_payloads_stored_escaped_before_are_made_readable_by_the_migration(make_indexer):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from workflows_ui import search
+
+    migration = import_module("workflows_ui.migrations.0010_payloads_non_ascii_readable")
+    engine = Engine.objects.create(name="old", address="h:1")
+    now = timezone.now()
+    Instance.objects.create(
+        engine=engine,
+        instance_id="before",
+        name="wf",
+        status="COMPLETED",
+        created_at=now,
+        last_updated_at=now,
+        input='{"city": "Z\\u00fcrich"}',
+        output='"plain"',
+    )
+    qs = Instance.objects.all()
+    assert not search.filter_text(qs, "Zürich").exists()
+    migration.forwards(apps, None)
+    inst = Instance.objects.get(instance_id="before")
+    assert (inst.input, inst.output) == ('{"city": "Zürich"}', '"plain"')
+    assert search.filter_text(qs, "Zürich").exists()

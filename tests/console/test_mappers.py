@@ -198,3 +198,22 @@ def test_grpc_errors_map_to_a_few_exceptions(code, text, kind):
     assert err.message == text
     assert str(err) == f"GetInstance: {text} ({code.name})"
     assert err.transient is (kind is EngineUnavailable)
+
+
+@pytest.mark.parametrize(
+    ("text", "readable"),
+    [
+        ('"M\\u00fcller"', '"Müller"'),
+        ('{"a": "\\u6ce8\\u6587"}', '{"a": "注文"}'),
+        ('"\\ud83d\\ude00"', '"😀"'),  # a surrogate pair: one character
+        ('"\\ud800"', '"\\ud800"'),  # a lone surrogate can't be written as itself
+        ('"\\u0022\\u005c\\u000a"', '"\\u0022\\u005c\\u000a"'),  # quote, backslash, newline
+        ('"\\\\u00fc"', '"\\\\u00fc"'),  # an escaped backslash, then "u00fc"
+        ('"\\\\\\u00fc"', '"\\\\ü"'),
+        ("not json \\u00fc", "not json \\u00fc"),
+        ("", ""),
+        (None, None),
+    ],
+)
+def test_json_payloads_get_their_non_ascii_characters_as_themselves(text, readable):
+    assert mappers.readable_json(text) == readable
