@@ -680,6 +680,9 @@ class Engine:
         inst.output = None
         inst.failure = None
         inst.created_ns = now
+        # Like created: the new run's (daprd reads both from the current history, which
+        # continue-as-new replaces); set by the new run's first turn.
+        inst.started_ns = None
         inst.updated_ns = now
         self.store.update_instance(inst)
         effects.ready.add(inst.instance_id)

@@ -199,6 +199,11 @@ def test_continue_as_new_keeps_only_the_latest_generation(engine):
         "timerFired",
         "executionCompleted",
     ]
+    # Created and started are the latest generation's, as daprd reads both from the current
+    # history (the recorded golden: startedAt = its first workflowStarted, a few µs earlier).
+    state = done.workflowState
+    assert state.createdTimestamp.ToNanoseconds() == started.timestamp.ToNanoseconds()
+    assert state.startedAt.ToNanoseconds() == events[0].timestamp.ToNanoseconds()
 
 
 def test_events_raised_before_continue_as_new_are_carried_over(engine):
