@@ -656,6 +656,11 @@ def test_the_history_is_paged_and_filtered_by_type(logged_in, seeded, monkeypatc
     # A type no engine writes is named, not ignored (which would show every event).
     body = _text(logged_in.get(base + "?type=taskfailed", headers={"HX-Request": "true"}))
     assert "Not an event type: taskfailed." in body and 'class="event-row' not in body
+    # The filter and the pages go into the address bar (hx-push-url), and that address opens the
+    # whole page filtered: it can be reloaded and shared.
+    assert body.count('hx-push-url="true"') == 1  # the filter (no paging for no rows)
+    page = _text(logged_in.get(base + "?type=taskFailed"))
+    assert "<html" in page and page.count('class="event-row type-taskFailed') == 2
 
 
 def test_a_fired_timer_is_shown_at_its_fire_time_not_its_creation_stamp(logged_in, seeded):
