@@ -202,3 +202,21 @@ def test_an_events_link_opens_the_page_at_that_event(signed_in: Any) -> None:
     # console's Content-Security-Policy refuses once the first check has failed.
     page.wait_for_function("() => document.querySelectorAll('#history tr.event-row').length === 2")
     assert page.locator("#history tr.type-taskFailed").count() == 2
+
+
+def test_the_list_and_an_instance_page_fit_a_1024_pixel_window(signed_in: Any) -> None:
+    from workflows_ui.models import HistoryEvent
+
+    started = HistoryEvent.objects.get(
+        run__instance__instance_id="b-retry", event_type="executionStarted"
+    )
+    # A long unbroken payload in a history row's details.
+    started.details = {**started.details, "input": '"' + "x" * 3000 + '"'}
+    started.save(update_fields=["details"])
+    page = signed_in
+    page.set_viewport_size({"width": 1024, "height": 800})
+    for path in ("/instances/", "/instances/shop/b-retry/"):
+        page.goto(page.url.split("/instances/")[0] + path)
+        # The timeline scrolls in its own box; nothing else may widen the page.
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1024, f"{path}: {width}px wide"
