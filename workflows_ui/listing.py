@@ -99,6 +99,13 @@ class InstanceFilterForm(forms.Form):
         self.engines = {e.name: e for e in engines}
         self.fields["engine"].choices = [(e.name, e.name) for e in engines]  # type: ignore[attr-defined]
 
+    def clean_q(self) -> str:
+        q: str = self.cleaned_data.get("q") or ""
+        if q.strip() and not search.words(q):
+            # Searching nothing would list everything, as if the search had matched it all.
+            raise forms.ValidationError("has no word to search for (letters or digits)")
+        return q
+
     def clean_cursor(self) -> tuple[datetime, int] | None:
         raw = self.cleaned_data.get("cursor") or ""
         if not raw:

@@ -473,3 +473,9 @@ def test_the_schema_enumerates_statuses_and_event_types_and_the_errors_of_runs_a
     assert types["type"] == "array" and "taskCompleted" in types["items"]["enum"]
     for path in (history, "/api/instances/{engine}/{instance_id}/runs/"):
         assert {"200", "400", "404"} <= set(paths[path]["get"]["responses"]), path
+
+
+def test_a_search_with_no_word_is_refused_not_taken_for_everything(api):
+    response = api.get("/api/instances/?q=%2A%22%F0%9F%91%8D")
+    assert response.status_code == 400
+    assert response.json()["q"] == ["has no word to search for (letters or digits)"]

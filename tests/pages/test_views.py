@@ -155,6 +155,8 @@ def test_a_bad_page_link_is_reported_not_a_crash(logged_in, seeded):
         ("cursor=WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzA1OjAwIiwgNV0", "not valid any more"),
         ("created_after=0001-01-01T00:00%2B05:00", "Created from: Out of range."),
         ("created_before=9999-12-31T23:59:59-05:00", "Created before: Out of range."),
+        # Nothing to search for: not a list of everything as if all matched.
+        ("q=%2A%22", "Text: has no word to search for"),
     ],
 )
 def test_values_outside_the_calendar_are_reported_not_a_crash(logged_in, seeded, query, message):

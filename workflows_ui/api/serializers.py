@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from engine_bridge.types import EVENT_TYPES
+from workflows_ui import search
 from workflows_ui.models import Engine, HistoryEvent, Instance, Run, Status
 
 
@@ -108,6 +109,11 @@ class InstanceFilterSerializer(QuerySerializer):
     )
     cursor = serializers.CharField(max_length=200, required=False)
     limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
+
+    def validate_q(self, value: str) -> str:
+        if not search.words(value):
+            raise serializers.ValidationError("has no word to search for (letters or digits)")
+        return value
 
     def validate_engine(self, value: list[str]) -> list[str]:
         known = set(Engine.objects.filter(name__in=value).values_list("name", flat=True))
