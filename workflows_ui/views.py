@@ -47,15 +47,27 @@ BEHIND_WARNED = 60.0
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
     engines = list(Engine.objects.all())
-    totals = {
-        row["engine"]: row["total"]
-        for row in StatusCount.objects.values("engine").annotate(total=Sum("count"))
-    }
+    by_status: dict[int, dict[str, int]] = {}
+    for row in (
+        StatusCount.objects.filter(count__gt=0)
+        .values("engine", "status")
+        .annotate(n=Sum("count"))
+        .order_by()
+    ):
+        by_status.setdefault(row["engine"], {})[row["status"]] = row["n"]
+    totals = {pk: sum(counts.values()) for pk, counts in by_status.items()}
     unreadable = InstanceCheck.unreadable_by_engine()
     # An engine no longer configured is not indexed at all: nothing is due for it.
     lag = InstanceCheck.refresh_lag([e.pk for e in engines if e.configured])
     for engine in engines:
         engine.instance_total = totals.get(engine.pk, 0)  # type: ignore[attr-defined]
+        counts = by_status.get(engine.pk, {})
+        # Per status, in the statuses' order, each a link to the list of them.
+        engine.per_status = [  # type: ignore[attr-defined]
+            (status, Status(status).label, counts[status], COLOURS.get(status, "grey"))
+            for status in Status.values
+            if counts.get(status)
+        ]
         engine.unreadable = unreadable.get(engine.pk, 0)  # type: ignore[attr-defined]
         behind = lag.get(engine.pk, 0.0)
         # A re-read due a moment ago is the normal state of a running indexer.
@@ -183,7 +195,10 @@ def _list_row(inst: Instance, engine_name: str, now: datetime) -> dict[str, Any]
         "updated": inst.last_updated_at.strftime("%Y-%m-%d %H:%M:%S"),
         "updated_iso": inst.last_updated_at.isoformat(),
         "duration": (
-            human_duration(max((end - inst.created_at).total_seconds(), 0.0)) if end else ""
+            human_duration(max((end - inst.created_at).total_seconds(), 0.0))
+            + ("" if inst.is_terminal else " so far")
+            if end
+            else ""
         ),
         "custom_status": _cut(inst.custom_status, 80),
         "purged": inst.purged,

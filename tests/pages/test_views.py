@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import Sum
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -68,6 +69,8 @@ def test_the_list_shows_every_column_newest_first(logged_in, seeded):
     assert [created[i] for i in ids] == sorted(created.values(), reverse=True)
     assert "status-red" in body  # the failed instance, in its colour
     assert "&quot;waiting for go&quot;" in body  # a custom status
+    running = Instance.objects.filter(status="RUNNING").count()
+    assert running and body.count(" so far</td>") == running  # durations still growing
 
 
 def test_several_statuses_filter_together_and_the_counts_come_from_the_counts_table(
@@ -301,6 +304,22 @@ def test_the_engines_page_follows_the_listing_of_an_engines_ids(logged_in, seede
     assert "31000 ids at " in listing_cell()  # the next listings go on behind it
     Engine.objects.update(supports_list=False)
     assert listing_cell() == "not supported"
+
+
+def test_the_engines_page_counts_instances_per_status_with_links_and_shows_the_app_id(
+    logged_in, seeded
+):
+    Engine.objects.filter(name="orders").update(app_id="shop-app")
+    body = _text(logged_in.get("/"))
+    (cell,) = re.findall(r'<td class="status-counts">(.*?)</td>', body)
+    counts = {
+        row["status"]: row["n"]
+        for row in StatusCount.objects.filter(count__gt=0).values("status").annotate(n=Sum("count"))
+    }
+    links = re.findall(r'href="/instances/\?engine=orders&amp;status=(\w+)">[^<]* (\d+)</a>', cell)
+    assert {status: int(n) for status, n in links} == counts and len(counts) > 2
+    assert cell.startswith(str(sum(counts.values())))
+    assert '<td class="mono">shop-app</td>' in body
 
 
 def test_the_engines_page_says_how_far_behind_the_indexer_is(logged_in, seeded):
