@@ -220,3 +220,21 @@ def test_the_list_and_an_instance_page_fit_a_1024_pixel_window(signed_in: Any) -
         # The timeline scrolls in its own box; nothing else may widen the page.
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 1024, f"{path}: {width}px wide"
+
+
+def test_back_and_forward_through_filtered_lists_show_each_list(signed_in: Any) -> None:
+    page = signed_in
+    wait_for_list(page, [*FINISHED, *RUNNING])
+    page.check("input[name=status][value=RUNNING]")
+    wait_for_list(page, ["b-approval", "b-forever"])
+    page.check("input[name=status][value=FAILED]")
+    wait_for_list(page, ["b-approval", "b-forever", "b-fails"])
+    page.go_back()
+    wait_for_list(page, ["b-approval", "b-forever"])
+    page.go_back()
+    wait_for_list(page, [*FINISHED, *RUNNING])
+    page.go_forward()
+    wait_for_list(page, ["b-approval", "b-forever"])
+    assert page.is_checked("input[name=status][value=RUNNING]")
+    assert not page.is_checked("input[name=status][value=FAILED]")
+    # (The page fixture fails the test on any script or Content-Security-Policy error.)
