@@ -30,7 +30,7 @@ def ids(response):
 
 @pytest.mark.parametrize(
     "url",
-    ["/api/engines/", "/api/instances/", "/api/instances/orders/x/", "/api/schema/"],
+    ["/api/", "/api/engines/", "/api/instances/", "/api/instances/orders/x/", "/api/schema/"],
 )
 def test_it_refuses_anonymous_requests(client, url):
     factories.instance(instance_id="x")
@@ -479,3 +479,16 @@ def test_a_search_with_no_word_is_refused_not_taken_for_everything(api):
     response = api.get("/api/instances/?q=%2A%22%F0%9F%91%8D")
     assert response.status_code == 400
     assert response.json()["q"] == ["has no word to search for (letters or digits)"]
+
+
+def test_the_api_root_links_its_collections(api):
+    response = api.get("/api/")
+    assert response.status_code == 200
+    links = response.json()
+    assert links == {
+        "engines": "http://testserver/api/engines/",
+        "instances": "http://testserver/api/instances/",
+        "schema": "http://testserver/api/schema/",
+    }
+    for url in links.values():
+        assert api.get(url).status_code == 200

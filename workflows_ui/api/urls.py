@@ -13,6 +13,7 @@ from workflows_ui.api import views
 register_converter(converters.ApiInstanceId, "api_instance_id")
 
 urlpatterns = [
+    path("", login_not_required(views.ApiRoot.as_view()), name="api-root"),
     path("schema/", login_not_required(SpectacularAPIView.as_view()), name="api-schema"),
     path("engines/", login_not_required(views.EngineList.as_view()), name="api-engines"),
     path("instances/", login_not_required(views.InstanceList.as_view()), name="api-instances"),

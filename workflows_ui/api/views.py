@@ -66,6 +66,25 @@ _ERRORS: dict[int, OpenApiResponse] = {
 }
 
 
+class ApiRoot(APIView):
+    @extend_schema(
+        responses=inline_serializer(
+            "ApiRoot",
+            {name: serializers.CharField() for name in ("engines", "instances", "schema")},
+        ),
+        summary="Where the API's collections are",
+        operation_id="api_root",
+    )
+    def get(self, request: Request) -> Response:
+        return Response(
+            {
+                "engines": request.build_absolute_uri("/api/engines/"),
+                "instances": request.build_absolute_uri("/api/instances/"),
+                "schema": request.build_absolute_uri("/api/schema/"),
+            }
+        )
+
+
 class EngineList(APIView):
     @extend_schema(
         responses=EngineSerializer(many=True),
