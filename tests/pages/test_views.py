@@ -735,6 +735,16 @@ def test_unknown_instances_and_runs_are_404(logged_in, seeded):
     assert logged_in.get("/instances/other/g-two-steps/").status_code == 404
 
 
+def test_a_404_page_keeps_the_console_around_it(logged_in, seeded, settings):
+    settings.DEBUG = False
+    response = logged_in.get("/instances/orders/%3Cb%3Enope/")
+    assert response.status_code == 404
+    body = _text(response)
+    assert "<h1>Not found</h1>" in body and 'href="/instances/">All instances</a>' in body
+    assert "<code>/instances/orders/%3Cb%3Enope/</code>" in body  # the path as asked for
+    assert 'class="topbar"' in body
+
+
 # --- untrusted payloads -------------------------------------------------------------------------
 
 HOSTILE = '<script>alert("x")</script>'
