@@ -1,16 +1,35 @@
+"""The Django admin shows the indexed data read-only: the indexer owns it, and a row changed by
+hand would disagree with the engine, the counts and the change log until the next read (or for
+good, for a count). Users and tokens are the admin's to manage."""
+
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 
 from workflows_ui.models import ChangeLog, Engine, HistoryEvent, Instance, Run, StatusCount
 
 
+class IndexedAdmin(admin.ModelAdmin):
+    """Look, never add, change or delete."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Engine)
-class EngineAdmin(admin.ModelAdmin):
+class EngineAdmin(IndexedAdmin):
     list_display = ["name", "address", "reachable", "last_pass_at", "supports_list", "last_error"]
-    readonly_fields = [f.name for f in Engine._meta.fields]
 
 
 @admin.register(Instance)
-class InstanceAdmin(admin.ModelAdmin):
+class InstanceAdmin(IndexedAdmin):
     list_display = [
         "instance_id",
         "engine",
@@ -24,31 +43,30 @@ class InstanceAdmin(admin.ModelAdmin):
     # Range scan on the unique (engine, instance_id) index, not a LIKE '%...%' over millions.
     search_fields = ["=instance_id"]
     show_full_result_count = False
-    readonly_fields = [f.name for f in Instance._meta.fields]
 
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(IndexedAdmin):
     list_display = ["instance", "ordinal", "execution_id", "status", "event_count"]
     raw_id_fields = ["instance"]
     show_full_result_count = False
 
 
 @admin.register(HistoryEvent)
-class HistoryEventAdmin(admin.ModelAdmin):
+class HistoryEventAdmin(IndexedAdmin):
     list_display = ["run", "position", "event_id", "event_type", "name", "timestamp"]
     raw_id_fields = ["run"]
     show_full_result_count = False
 
 
 @admin.register(StatusCount)
-class StatusCountAdmin(admin.ModelAdmin):
+class StatusCountAdmin(IndexedAdmin):
     list_display = ["engine", "name", "status", "count"]
     list_filter = ["engine", "status"]
 
 
 @admin.register(ChangeLog)
-class ChangeLogAdmin(admin.ModelAdmin):
+class ChangeLogAdmin(IndexedAdmin):
     list_display = ["id", "created_at", "kind", "engine", "instance", "status", "old_status"]
     raw_id_fields = ["instance", "run"]
     show_full_result_count = False

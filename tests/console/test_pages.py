@@ -27,3 +27,27 @@ def test_a_user_logs_in_and_sees_engines(client):
 
 def test_admin_needs_login(client):
     assert client.get("/admin/").status_code == 302
+
+
+@pytest.mark.parametrize(
+    "model", ["engine", "instance", "run", "historyevent", "statuscount", "changelog"]
+)
+def test_the_admin_shows_indexed_data_read_only(client, model):
+    from django.apps import apps
+
+    from tests.console import factories
+    from workflows_ui.models import ChangeLog, HistoryEvent
+
+    inst = factories.instance()
+    run = factories.run(inst)
+    HistoryEvent.objects.create(run=run, position=0, event_id=-1, event_type="workflowStarted")
+    ChangeLog.objects.create(engine=inst.engine, instance=inst, kind="new", status=inst.status)
+    client.force_login(User.objects.create_superuser("root", "", "pw-123456789"))
+    base = f"/admin/workflows_ui/{model}/"
+    assert client.get(base).status_code == 200  # it can be looked at
+    assert client.get(base + "add/").status_code == 403
+    row = apps.get_model("workflows_ui", model).objects.first()
+    page = client.get(f"{base}{row.pk}/change/")
+    assert page.status_code == 200 and b'name="_save"' not in page.content
+    assert client.post(f"{base}{row.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert apps.get_model("workflows_ui", model).objects.filter(pk=row.pk).exists()
