@@ -1125,6 +1125,7 @@ class EngineIndexer:
         revived = inst is not None and inst.purged
         old_key = None if inst is None or inst.purged else (inst.name, inst.status)
         old_status = inst.status if inst else ""
+        old_name = inst.name if inst else ""
         if inst is None:
             inst = Instance(engine=self.engine, instance_id=f.instance_id)
         history_moved = st.last_updated_at != inst.last_updated_at
@@ -1179,7 +1180,9 @@ class EngineIndexer:
                 inst.parent_execution_id = started.parent.execution_id
                 inst.parent_app_id = started.parent.app_id[:MAX_APP_ID]
                 inst.parent_task_scheduled_id = started.parent.task_scheduled_id
-            elif new_run and not st.parent_instance_id:
+            elif new_run and started.name[:255] != old_name and not st.parent_instance_id:
+                # Another workflow under the id (continue-as-new keeps the name, and its
+                # executionStarted may not repeat the parent): not the old run's child.
                 inst.parent_instance_id = ""
                 inst.parent_execution_id = ""
                 inst.parent_app_id = ""

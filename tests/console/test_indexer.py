@@ -979,3 +979,23 @@ def test_a_running_run_replaced_by_another_workflow_ended_unseen_not_continued_a
     first, second = Run.objects.order_by("ordinal")
     assert (first.name, first.status, first.completed_at) == ("two_steps", "", None)
     assert (second.execution_id, second.status) == ("second", other.status)
+
+
+def test_a_child_that_continues_as_new_keeps_its_parent(fake, make_indexer):
+    state, events = golden_child("fan_out_children", "g-fan-out:0001")
+    fake.add(replace(state, status="RUNNING"), events[:3], instance_id="c")
+    ix = make_indexer()
+    ix.run_pass()
+    assert Instance.objects.get().parent_instance_id == "g-fan-out"
+    again = [replace(e) for e in events[:3]]
+    again[1].execution_id = "next-generation"
+    again[1].parent = None  # as if the new generation's executionStarted didn't repeat it
+    fake.add(
+        replace(state, status="RUNNING", last_updated_at=state.last_updated_at.replace(year=2027)),
+        again,
+        "c",
+    )
+    ix.run_pass()
+    inst = Instance.objects.get()
+    assert inst.current_execution_id == "next-generation"
+    assert inst.parent_instance_id == "g-fan-out"
