@@ -51,3 +51,9 @@ def test_the_admin_shows_indexed_data_read_only(client, model):
     assert page.status_code == 200 and b'name="_save"' not in page.content
     assert client.post(f"{base}{row.pk}/delete/", {"post": "yes"}).status_code == 403
     assert apps.get_model("workflows_ui", model).objects.filter(pk=row.pk).exists()
+
+
+def test_the_favicon_is_found_without_a_login(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"].endswith("favicon.svg")
