@@ -356,6 +356,8 @@ def _history_context(
                 "when": when,
                 "recorded": ev.timestamp if when != ev.timestamp else None,
                 "elapsed": elapsed(start, when),
+                # The time of day alone, unless the run began on another day (a wait of days).
+                "dated": bool(when and start and when.date() != start.date()),
                 "summary": payloads.event_summary(ev.event_type, ev.details),
                 "pretty": pretty,
                 "cut": cut,

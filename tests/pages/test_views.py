@@ -847,3 +847,17 @@ def test_a_terminated_instance_shows_its_reason_and_every_page_says_when_it_was_
     body = _text(logged_in.get(f"/instances/orders/{inst.instance_id}/"))
     assert 'id="termination-reason">reason: <bdi>&quot;cancelled by the customer&quot;' in body
     assert 'id="as-of">As the indexer last read it, at ' in body and "Times are UTC." in body
+
+
+def test_history_times_carry_their_date_once_the_run_is_past_its_first_day(logged_in, seeded):
+    from datetime import timedelta
+
+    inst = seeded.instances["approval_timeout"]
+    run = inst.runs.get()
+    last = run.events.order_by("-position").first()
+    HistoryEvent.objects.filter(pk=last.pk).update(timestamp=last.timestamp + timedelta(days=7))
+    body = _text(logged_in.get(f"/instances/orders/{inst.instance_id}/runs/{run.ordinal}/history/"))
+    later = (last.timestamp + timedelta(days=7)).strftime("%Y-%m-%d %H:%M:%S")
+    first_day = run.events.order_by("position").first().timestamp.strftime("%H:%M:%S")
+    assert f">{later}." in body  # the date, a week on
+    assert f">{first_day}." in body  # the time alone, on the run's first day
