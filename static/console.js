@@ -12,3 +12,55 @@ document.addEventListener("htmx:configRequest", (event) => {
     kept.forEach((v) => data.append(key, v));
   }
 });
+
+// The "Times" switch: every <time data-fmt> the server wrote in UTC is shown in UTC or in the
+// browser's time zone, as chosen (kept in this browser). Fractions of a second are the server's
+// digits: a zone moves whole minutes.
+const TZ_KEY = "console.times";
+
+function pad(n, width = 2) {
+  return String(n).padStart(width, "0");
+}
+
+function showTimes(root) {
+  const local = localStorage.getItem(TZ_KEY) === "local";
+  for (const el of root.querySelectorAll("time[data-fmt]")) {
+    if (el.dataset.utc === undefined) el.dataset.utc = el.textContent;
+    if (!local) {
+      el.textContent = el.dataset.utc;
+      continue;
+    }
+    const iso = el.getAttribute("datetime");
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) continue;
+    const fraction = (iso.match(/\.(\d+)/) || [, ""])[1].padEnd(6, "0").slice(0, 6);
+    const date = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+    const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    const fmt = el.dataset.fmt;
+    el.textContent =
+      fmt === "datetime" ? `${date} ${time}` :
+      fmt === "datetime-us" ? `${date} ${time}.${fraction}` :
+      `${time}.${fraction}`;
+  }
+  const zone = local ? Intl.DateTimeFormat().resolvedOptions().timeZone || "local" : "UTC";
+  for (const el of document.querySelectorAll(".tz-name")) el.textContent = zone;
+  const toggle = document.getElementById("tz-toggle");
+  if (toggle) {
+    toggle.hidden = false;
+    toggle.textContent = `Times: ${zone}`;
+    toggle.title = local ? "show times in UTC" : "show times in this browser's time zone";
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  showTimes(document);
+  const toggle = document.getElementById("tz-toggle");
+  if (toggle) {
+    toggle.addEventListener("click", () => {
+      const local = localStorage.getItem(TZ_KEY) === "local";
+      localStorage.setItem(TZ_KEY, local ? "utc" : "local");
+      showTimes(document);
+    });
+  }
+});
+document.addEventListener("htmx:afterSwap", (event) => showTimes(event.detail.target));

@@ -238,3 +238,38 @@ def test_back_and_forward_through_filtered_lists_show_each_list(signed_in: Any) 
     assert page.is_checked("input[name=status][value=RUNNING]")
     assert not page.is_checked("input[name=status][value=FAILED]")
     # (The page fixture fails the test on any script or Content-Security-Policy error.)
+
+
+def test_times_switch_between_utc_and_the_browsers_time_zone(
+    browser: Any, live_server: Any, indexed: None
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    User.objects.create_user("alice", password=PASSWORD)
+    context = browser.new_context(timezone_id="America/Los_Angeles")
+    page = context.new_page()
+    try:
+        page.goto(live_server.url + "/instances/shop/b-two/")
+        page.fill("input[name=username]", "alice")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit], input[type=submit]")
+        page.wait_for_url(re.compile(r"/instances/shop/b-two/$"))
+        created = Instance.objects.get(instance_id="b-two").created_at
+        utc_text = created.strftime("%Y-%m-%d %H:%M:%S.%f")
+        local_text = created.astimezone(ZoneInfo("America/Los_Angeles")).strftime(
+            "%Y-%m-%d %H:%M:%S.%f"
+        )
+        cell = page.locator("dt:text('Created') + dd time")
+        assert cell.inner_text() == utc_text
+        assert page.inner_text("#tz-toggle") == "Times: UTC"
+
+        page.click("#tz-toggle")
+        assert cell.inner_text() == local_text
+        assert page.inner_text("#tz-toggle") == "Times: America/Los_Angeles"
+        assert "America/Los_Angeles" in page.inner_text("#as-of")
+        page.reload()  # the choice is kept
+        assert page.locator("dt:text('Created') + dd time").inner_text() == local_text
+        page.click("#tz-toggle")
+        assert page.locator("dt:text('Created') + dd time").inner_text() == utc_text
+    finally:
+        context.close()

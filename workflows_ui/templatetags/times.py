@@ -1,0 +1,31 @@
+"""``{% when value "datetime" %}``: a time as the console shows it, in UTC, marked up so that the
+page's script can show it in the browser's time zone instead (the "Times" switch)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django import template
+from django.utils.html import format_html
+
+register = template.Library()
+
+#: The formats of ``when``: strftime patterns, and the same shown by the script.
+FORMATS = {
+    "datetime": "%Y-%m-%d %H:%M:%S",
+    "datetime-us": "%Y-%m-%d %H:%M:%S.%f",
+    "time-us": "%H:%M:%S.%f",
+}
+
+
+@register.simple_tag
+def when(value: datetime | None, fmt: str = "datetime") -> str:
+    if value is None:
+        return ""
+    utc = value.astimezone(UTC)
+    return format_html(
+        '<time datetime="{}" data-fmt="{}">{}</time>',
+        utc.isoformat(),
+        fmt,
+        utc.strftime(FORMATS[fmt]),
+    )
