@@ -73,6 +73,8 @@ class Layout:
     turn_path: str = ""
     turn_lines: int = 0
     markers: list[tuple[str, str, str, int]] = field(default_factory=list)
+    #: Suspended periods, shaded behind the bars: (x, width, title).
+    suspensions: list[tuple[str, str, str]] = field(default_factory=list)
     ticks: list[tuple[str, str, str]] = field(default_factory=list)
     grouped: bool = False
     max_rows: int = MAX_ROWS
@@ -184,6 +186,15 @@ def layout(tl: Timeline, now: datetime) -> Layout:
     out.markers = [
         (_n(x_of(m.at)), m.kind, m.label, m.position) for m in tl.markers[:MAX_MARKERS] if m.at
     ]
+    suspended_at: datetime | None = None
+    for m in tl.markers[:MAX_MARKERS]:
+        if m.kind == "suspended" and suspended_at is None:
+            suspended_at = m.at
+        elif m.kind == "resumed" and suspended_at is not None and m.at:
+            out.suspensions.append(_suspension(x_of(suspended_at), x_of(m.at), suspended_at, m.at))
+            suspended_at = None
+    if suspended_at is not None:  # still suspended (or until the run ended)
+        out.suspensions.append(_suspension(x_of(suspended_at), x_of(end), suspended_at, None))
     for k in range(5):
         frac = k / 4
         anchor = "end" if k == 4 else "middle"  # the last label would overflow the drawing
@@ -191,6 +202,17 @@ def layout(tl: Timeline, now: datetime) -> Layout:
             (_n(LABEL_WIDTH + frac * WIDTH), "+" + human_duration(span * frac), anchor)
         )
     return out
+
+
+def _suspension(
+    x0: float, x1: float, since: datetime | None, until: datetime | None
+) -> tuple[str, str, str]:
+    title = "suspended"
+    if since and until:
+        title += f" for {human_duration((until - since).total_seconds())}"
+    elif until is None:
+        title += " since " + (since.isoformat() if since else "?")
+    return _n(x0), _n(max(x1 - x0, 1.0)), title
 
 
 def groups_of(bars: list[Bar]) -> list[Group]:

@@ -862,3 +862,14 @@ def test_history_times_carry_their_date_once_the_run_is_past_its_first_day(logge
     first_day = run.events.order_by("position").first().timestamp.strftime("%H:%M:%S")
     assert f">{later}." in body  # the date, a week on
     assert f">{first_day}." in body  # the time alone, on the run's first day
+
+
+def test_a_suspended_period_is_shaded_on_the_timeline(logged_in, seeded):
+    inst = seeded.instances["suspend_event_resume"]
+    body = _text(logged_in.get(f"/instances/orders/{inst.instance_id}/"))
+    spans = re.findall(r'<rect class="suspended-span" x="([\d.]+)" y="14" width="([\d.]+)"', body)
+    assert len(spans) == 1 and float(spans[0][1]) > 1
+    assert re.search(r"<title>suspended for [\d.]+ (ms|s)</title>", body)
+    assert 'sw-suspended"></span>suspended' in body
+    plain = _text(logged_in.get("/instances/orders/g-two-steps/"))
+    assert "suspended-span" not in plain
