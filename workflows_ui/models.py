@@ -348,6 +348,17 @@ class StatusCount(models.Model):
     def __str__(self) -> str:
         return f"{self.engine_id}/{self.name}/{self.status}={self.count}"
 
+    @staticmethod
+    def per_engine() -> dict[int, dict[str, int]]:
+        """Engine pk -> status -> live instances (statuses with none left out)."""
+        out: dict[int, dict[str, int]] = {}
+        for engine_id, status, count in StatusCount.objects.filter(count__gt=0).values_list(
+            "engine_id", "status", "count"
+        ):
+            per = out.setdefault(engine_id, {})
+            per[status] = per.get(status, 0) + count
+        return out
+
 
 class ChangeKind(models.TextChoices):
     NEW = "new", "New instance"

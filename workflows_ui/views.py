@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Sum
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -47,14 +46,7 @@ BEHIND_WARNED = 60.0
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
     engines = list(Engine.objects.all())
-    by_status: dict[int, dict[str, int]] = {}
-    for row in (
-        StatusCount.objects.filter(count__gt=0)
-        .values("engine", "status")
-        .annotate(n=Sum("count"))
-        .order_by()
-    ):
-        by_status.setdefault(row["engine"], {})[row["status"]] = row["n"]
+    by_status = StatusCount.per_engine()
     totals = {pk: sum(counts.values()) for pk, counts in by_status.items()}
     unreadable = InstanceCheck.unreadable_by_engine()
     # An engine no longer configured is not indexed at all: nothing is due for it.

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -78,9 +79,8 @@ class ApiRoot(APIView):
     def get(self, request: Request) -> Response:
         return Response(
             {
-                "engines": request.build_absolute_uri("/api/engines/"),
-                "instances": request.build_absolute_uri("/api/instances/"),
-                "schema": request.build_absolute_uri("/api/schema/"),
+                name: request.build_absolute_uri(reverse(f"api-{name}"))
+                for name in ("engines", "instances", "schema")
             }
         )
 
@@ -93,17 +93,12 @@ class EngineList(APIView):
     )
     def get(self, request: Request) -> Response:
         engines = list(Engine.objects.all())
-        totals: dict[int, dict[str, int]] = {}
-        for engine_id, status, count in StatusCount.objects.values_list(
-            "engine_id", "status", "count"
-        ):
-            per = totals.setdefault(engine_id, {})
-            per[status] = per.get(status, 0) + count
+        totals = StatusCount.per_engine()
         unreadable = InstanceCheck.unreadable_by_engine()
         lag = InstanceCheck.refresh_lag([e.pk for e in engines if e.configured])
         for engine in engines:
             engine.refresh_lag = lag.get(engine.pk)  # type: ignore[attr-defined]
-            engine.status_totals = {s: n for s, n in totals.get(engine.pk, {}).items() if n}  # type: ignore[attr-defined]
+            engine.status_totals = totals.get(engine.pk, {})  # type: ignore[attr-defined]
             engine.unreadable = unreadable.get(engine.pk, 0)  # type: ignore[attr-defined]
         return Response(EngineSerializer(engines, many=True).data)
 
