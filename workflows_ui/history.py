@@ -46,9 +46,13 @@ _INFO_KEYS = {
 _TIMER_ORIGINS = ("externalEvent", "activityRetry", "childWorkflowRetry", "createTimer")
 #: The fire time of the SDK's "waiting for an event" timer.
 NEVER = datetime.max.replace(tzinfo=UTC)
-#: Statuses of a run that has ended; ENDED: an earlier run that ended unseen (stored with no
-#: status: the id was started again before the indexer read how it ended).
-TERMINAL = frozenset({"COMPLETED", "FAILED", "TERMINATED", "CANCELED", "CONTINUED_AS_NEW", "ENDED"})
+#: The status to read a run with when it is stored with none: it ended unseen (the id was
+#: started again before the indexer read how it ended).
+ENDED_UNSEEN = "ENDED"
+#: Statuses of a run that has ended.
+TERMINAL = frozenset(
+    {"COMPLETED", "FAILED", "TERMINATED", "CANCELED", "CONTINUED_AS_NEW", ENDED_UNSEEN}
+)
 
 
 @dataclass(slots=True)
@@ -389,7 +393,7 @@ def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
     if tl.start is None:
         tl.start = min((b.start for b in tl.bars if b.start), default=None)
     if status in TERMINAL:
-        tl.end_unread = not tl.finished and status in ("CONTINUED_AS_NEW", "ENDED")
+        tl.end_unread = not tl.finished and status in ("CONTINUED_AS_NEW", ENDED_UNSEEN)
         tl.finished = True
     if tl.finished:
         tl.end = tl.end or last_ts

@@ -174,7 +174,6 @@ _STATUS_LABELS = dict(Status.choices)
 def _list_row(inst: Instance, engine_name: str, now: datetime) -> dict[str, Any]:
     """A row of the list as plain text: the template engine resolves dict keys first and
     formats dates slowly, and a page has fifty rows of eight columns."""
-    end = inst.completed_at if inst.is_terminal else now
     return {
         "engine": engine_name,
         "instance_id": inst.instance_id,
@@ -186,12 +185,7 @@ def _list_row(inst: Instance, engine_name: str, now: datetime) -> dict[str, Any]
         "created_iso": inst.created_at.isoformat(),
         "updated": inst.last_updated_at.strftime("%Y-%m-%d %H:%M:%S"),
         "updated_iso": inst.last_updated_at.isoformat(),
-        "duration": (
-            human_duration(max((end - inst.created_at).total_seconds(), 0.0))
-            + ("" if inst.is_terminal else " so far")
-            if end
-            else ""
-        ),
+        "duration": _duration(inst, now),
         "custom_status": _cut(inst.custom_status, 80),
         "purged": inst.purged,
     }
@@ -272,7 +266,7 @@ def instance_detail(
         ),
         "warnings": _engine_warnings([inst.engine]),
         "read_problem": inst.read_problem(),
-        "duration": _duration(inst),
+        "duration": _duration(inst, timezone.now()),
         "payloads": payloads.instance_payloads(inst, base=instance_url(engine, instance_id)),
         # An earlier run: its own input (the instance's output, custom status and failure are
         # its current run's, and the engine keeps no others).
@@ -283,7 +277,7 @@ def instance_detail(
         ),
     }
     if run is not None:
-        status = inst.status if is_current else (run.status or "ENDED")
+        status = inst.status if is_current else (run.status or history.ENDED_UNSEEN)
         tl, waits = history.load_timeline(run, status)
         ctx["timeline"] = layout(tl, timezone.now())
         ctx["end_unread"] = tl.end_unread
@@ -295,8 +289,8 @@ def instance_detail(
     return render(request, "workflows_ui/instance_detail.html", ctx)
 
 
-def _duration(inst: Instance) -> str:
-    end = inst.completed_at if inst.is_terminal else timezone.now()
+def _duration(inst: Instance, now: datetime) -> str:
+    end = inst.completed_at if inst.is_terminal else now
     if end is None:
         return ""
     text = human_duration(max((end - inst.created_at).total_seconds(), 0.0))
