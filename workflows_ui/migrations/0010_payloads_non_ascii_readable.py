@@ -25,10 +25,11 @@ def forwards(apps, schema_editor):
         if not rows:
             return
         for pk, *values in rows:
+            readable = [readable_json(value) for value in values]
             changed = {
-                field: readable_json(value)
-                for field, value in zip(FIELDS, values, strict=True)
-                if value and readable_json(value) != value
+                field: new
+                for field, old, new in zip(FIELDS, values, readable, strict=True)
+                if new != old
             }
             if changed:
                 Instance.objects.filter(pk=pk).update(**changed)
