@@ -96,24 +96,22 @@ def _valid_host(host: str) -> bool:
     return len(host) <= 253 and all(LABEL_RE.fullmatch(label) for label in labels)
 
 
-def _per_engine_setting(key: str, suffixes: set[str]) -> str | None:
-    """The engine suffix a per-engine variable belongs to, or None when it names none."""
-    for prefix in PER_ENGINE:
-        if key.startswith(prefix) and key[len(prefix) :] in suffixes:
-            return key[len(prefix) :]
-    return None
+def _names_an_engine(key: str, suffixes: set[str]) -> bool:
+    """Whether a per-engine variable names one of the engines (by their settings suffix)."""
+    return any(key.startswith(p) and key[len(p) :] in suffixes for p in PER_ENGINE)
 
 
 def _check_per_engine(environ: Mapping[str, str], engines: list[EngineConfig]) -> None:
     suffixes = {env_suffix(e.name) for e in engines}
-    for e in engines:  # CONSOLE_ENGINE_TLS_CA_X would be both x's CA file and ca_x's flag
-        if env_suffix(e.name).startswith("CA_") and env_suffix(e.name)[3:] in suffixes:
+    for suffix in suffixes:  # CONSOLE_ENGINE_TLS_CA_X would be both x's CA file and ca_x's flag
+        if suffix.startswith("CA_") and suffix[3:] in suffixes:
+            ca_name = next(e.name for e in engines if env_suffix(e.name) == suffix)
             raise ImproperlyConfigured(
-                f"CONSOLE_ENGINES: engine names {e.name!r} and {e.name[3:]!r} can't both be used: "
-                f"CONSOLE_ENGINE_TLS_{env_suffix(e.name)} would set both"
+                f"CONSOLE_ENGINES: engine names {ca_name!r} and {ca_name[3:]!r} can't both be "
+                f"used: CONSOLE_ENGINE_TLS_{suffix} would set both"
             )
     for key in sorted(environ):
-        if key.startswith(PER_ENGINE) and _per_engine_setting(key, suffixes) is None:
+        if key.startswith(PER_ENGINE) and not _names_an_engine(key, suffixes):
             known = ", ".join(sorted(e.name for e in engines)) or "none"
             raise ImproperlyConfigured(
                 f"{key} names no engine of CONSOLE_ENGINES (engines: {known}; <NAME> is the "
