@@ -1,15 +1,37 @@
-"""URL converters for instance ids, which are arbitrary strings.
+"""URL converters for engine names and instance ids.
 
 Dapr checks the ids a person types, but an SDK or a parent workflow may start an instance under
-any string: ':' in child ids, and '/', '%', '.', '..' or a newline in others.
+any string: ':' in child ids, and '/', '%', '.', '..' or a newline in others. Not a NUL, though,
+which no database of the console can hold (PostgreSQL answers a query holding one with an
+error): a path with one matches no route, a 404.
 """
 
 from __future__ import annotations
 
 import re
 
+from django.urls import register_converter
+
 _ESCAPE = {"%": "%25", "/": "%2F"}
 _UNESCAPE = re.compile("%(25|2F|2E)", re.IGNORECASE)
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("NUL")  # the route does not match
+    return value
+
+
+class EngineName:
+    """An engine's name, as ``CONSOLE_ENGINES`` allows it (``engine_bridge.config``)."""
+
+    regex = r"[a-z0-9][a-z0-9_-]{0,39}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
 
 
 class PageInstanceId:
@@ -25,7 +47,7 @@ class PageInstanceId:
     regex = r"[^/]+"
 
     def to_python(self, value: str) -> str:
-        return _UNESCAPE.sub(lambda m: bytes.fromhex(m.group(1)).decode(), value)
+        return _UNESCAPE.sub(lambda m: bytes.fromhex(m.group(1)).decode(), _no_nul(value))
 
     def to_url(self, value: str) -> str:
         escaped = "".join(_ESCAPE.get(c, c) for c in value)
@@ -41,7 +63,13 @@ class ApiInstanceId:
     regex = r"[\s\S]+"
 
     def to_python(self, value: str) -> str:
-        return value
+        return _no_nul(value)
 
     def to_url(self, value: str) -> str:
         return value
+
+
+# Here, once: the pages' and the API's routes both use them.
+register_converter(EngineName, "engine_name")
+register_converter(PageInstanceId, "page_instance_id")
+register_converter(ApiInstanceId, "api_instance_id")

@@ -4,13 +4,14 @@ Instance ids are one path segment, whatever they hold (see ``converters.PageInst
 are addressed by their ordinal, events by their position.
 """
 
-from django.urls import path, register_converter
+from django.urls import path
 
-from workflows_ui import converters, views
+from workflows_ui import (
+    converters,  # noqa: F401 - registers the path converters
+    views,
+)
 
-register_converter(converters.PageInstanceId, "page_instance_id")
-
-_INST = "instances/<str:engine>/<page_instance_id:instance_id>/"
+_INST = "instances/<engine_name:engine>/<page_instance_id:instance_id>/"
 _RUN = _INST + "runs/<int:ordinal>/"
 
 urlpatterns = [

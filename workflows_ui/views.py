@@ -76,15 +76,7 @@ def _engine_warnings(engines: list[Engine]) -> list[Engine]:
     return [e for e in engines if e.reachable is False or e.too_old or e.failing]
 
 
-def refuse_nul(*parts: str) -> None:
-    """404 when an engine name or instance id from a URL holds a NUL: none stored can (a
-    PostgreSQL text can't), and PostgreSQL answers a query holding one with an error."""
-    if any("\x00" in part for part in parts):
-        raise Http404("no such instance")
-
-
 def _get_instance(engine: str, instance_id: str) -> Instance:
-    refuse_nul(engine, instance_id)
     return get_object_or_404(
         Instance.objects.select_related("engine", "parent_engine", "schedule"),
         engine__name=engine,

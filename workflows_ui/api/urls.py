@@ -1,16 +1,14 @@
 """REST API routes. Every view answers 401/403 itself (DRF: session or token auth), so the login
 middleware lets them through. Instance ids are url-encoded by clients and may contain ':' (child
 workflows), '/' or a newline: the id is the rest of the path, the more specific routes come
-first (the converter is registered with the pages' routes)."""
+first."""
 
 from django.contrib.auth.decorators import login_not_required
-from django.urls import path, register_converter
+from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from workflows_ui import converters
+from workflows_ui import converters  # noqa: F401 - registers the path converters
 from workflows_ui.api import views
-
-register_converter(converters.ApiInstanceId, "api_instance_id")
 
 urlpatterns = [
     path("", login_not_required(views.ApiRoot.as_view()), name="api-root"),
@@ -18,17 +16,17 @@ urlpatterns = [
     path("engines/", login_not_required(views.EngineList.as_view()), name="api-engines"),
     path("instances/", login_not_required(views.InstanceList.as_view()), name="api-instances"),
     path(
-        "instances/<str:engine>/<api_instance_id:instance_id>/runs/",
+        "instances/<engine_name:engine>/<api_instance_id:instance_id>/runs/",
         login_not_required(views.RunList.as_view()),
         name="api-instance-runs",
     ),
     path(
-        "instances/<str:engine>/<api_instance_id:instance_id>/history/",
+        "instances/<engine_name:engine>/<api_instance_id:instance_id>/history/",
         login_not_required(views.HistoryList.as_view()),
         name="api-instance-history",
     ),
     path(
-        "instances/<str:engine>/<api_instance_id:instance_id>/",
+        "instances/<engine_name:engine>/<api_instance_id:instance_id>/",
         login_not_required(views.InstanceDetail.as_view()),
         name="api-instance",
     ),

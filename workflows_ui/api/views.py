@@ -27,7 +27,6 @@ from workflows_ui.api.serializers import (
     instance_path,
 )
 from workflows_ui.models import Engine, HistoryEvent, Instance, InstanceCheck, Run, StatusCount
-from workflows_ui.views import refuse_nul
 
 
 def _validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
@@ -49,7 +48,6 @@ def _next_url(request: Request, path: str, **params: Any) -> str:
 
 
 def _get_instance(engine: str, instance_id: str) -> Instance:
-    refuse_nul(engine, instance_id)
     return get_object_or_404(
         Instance.objects.select_related("engine", "parent_engine", "schedule"),
         engine__name=engine,
