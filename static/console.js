@@ -7,7 +7,8 @@ document.addEventListener("htmx:configRequest", (event) => {
   for (const key of [...new Set(data.keys())]) {
     const field = form.querySelector(`[name="${CSS.escape(key)}"]`);
     const fallback = field ? field.dataset.default : undefined;
-    const kept = data.getAll(key).filter((v) => v !== "" && v !== fallback);
+    let kept = data.getAll(key).filter((v) => v !== "" && v !== fallback);
+    if (field && field.dataset.zone === "local") kept = kept.map(localToUtc);
     data.delete(key);
     kept.forEach((v) => data.append(key, v));
   }
@@ -42,6 +43,7 @@ function showTimes(root) {
       fmt === "datetime-us" ? `${date} ${time}.${fraction}` :
       `${time}.${fraction}`;
   }
+  showInputZones(local);
   const zone = local ? Intl.DateTimeFormat().resolvedOptions().timeZone || "local" : "UTC";
   for (const el of document.querySelectorAll(".tz-name")) el.textContent = zone;
   const toggle = document.getElementById("tz-toggle");
@@ -49,6 +51,49 @@ function showTimes(root) {
     toggle.hidden = false;
     toggle.textContent = `Times: ${zone}`;
     toggle.title = local ? "show times in UTC" : "show times in this browser's time zone";
+  }
+}
+
+// Time inputs (``<input type="datetime-local" data-zone>``): the server reads and writes their
+// values in UTC, the address bar keeps UTC (a link means the same for everyone), and the input
+// shows the zone the switch says. ``data-zone`` is the zone its value is in now.
+const INPUT_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?$/;
+
+function inputTime(d, utc, withSeconds) {
+  const get = (name) => d[`get${utc ? "UTC" : ""}${name}`]();
+  const text =
+    `${pad(get("FullYear"), 4)}-${pad(get("Month") + 1)}-${pad(get("Date"))}` +
+    `T${pad(get("Hours"))}:${pad(get("Minutes"))}`;
+  return withSeconds ? `${text}:${pad(get("Seconds"))}` : text;
+}
+
+function moveZone(value, toLocal) {
+  const m = INPUT_TIME.exec(value);
+  if (!m) return value; // empty or not a time: left for the server to refuse
+  const [y, mo, d, h, mi, s] = m.slice(1, 7).map((v) => Number(v || 0));
+  // Fractions of a second are dropped (the input has none); seconds are kept when given.
+  const date = new Date(0);
+  if (toLocal) {
+    date.setUTCFullYear(y, mo - 1, d); // not Date.UTC(), which takes years 0-99 as 19xx
+    date.setUTCHours(h, mi, s, 0);
+  } else {
+    date.setFullYear(y, mo - 1, d);
+    date.setHours(h, mi, s, 0);
+  }
+  if (Number.isNaN(date.getTime())) return value;
+  return inputTime(date, !toLocal, m[6] !== undefined);
+}
+
+function localToUtc(value) {
+  return moveZone(value, false);
+}
+
+function showInputZones(local) {
+  for (const el of document.querySelectorAll("input[data-zone]")) {
+    const want = local ? "local" : "utc";
+    if (el.dataset.zone === want) continue;
+    el.value = moveZone(el.value, local);
+    el.dataset.zone = want;
   }
 }
 

@@ -273,3 +273,46 @@ def test_times_switch_between_utc_and_the_browsers_time_zone(
         assert page.locator("dt:text('Created') + dd time").inner_text() == utc_text
     finally:
         context.close()
+
+
+def test_the_created_filter_takes_times_in_the_zone_the_switch_shows(
+    browser: Any, live_server: Any, indexed: None
+) -> None:
+    """Times typed in the browser's zone are filtered as that zone's times; the address keeps
+    UTC, so a shared link lists the same instances for everyone."""
+    from datetime import UTC, datetime
+
+    Instance.objects.update(created_at=datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    # 02:00 in Los Angeles (UTC-8 until 8 March).
+    Instance.objects.filter(instance_id="b-two").update(
+        created_at=datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    )
+    User.objects.create_user("alice", password=PASSWORD)
+    context = browser.new_context(timezone_id="America/Los_Angeles")
+    page = context.new_page()
+    try:
+        page.goto(live_server.url + "/instances/")
+        page.fill("input[name=username]", "alice")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit], input[type=submit]")
+        page.wait_for_url(re.compile(r"/instances/$"))
+        page.click("#tz-toggle")
+        assert "America/Los_Angeles" in page.inner_text("label:has(input[name=created_after])")
+
+        page.fill("input[name=created_after]", "2026-03-01T01:30")
+        page.fill("input[name=created_before]", "2026-03-01T02:30")
+        wait_for_list(page, ["b-two"])  # in UTC, 01:30 to 02:30 would list none
+        page.wait_for_url(re.compile(r"created_before=2026-03-01T10%3A30"))
+        assert "created_after=2026-03-01T09%3A30" in page.url
+
+        page.reload()  # the server writes UTC; the inputs show it in the chosen zone again
+        assert listed_ids(page) == ["b-two"]
+        assert page.input_value("input[name=created_after]") == "2026-03-01T01:30"
+        page.click("#tz-toggle")
+        assert page.input_value("input[name=created_after]") == "2026-03-01T09:30"
+        assert page.input_value("input[name=created_before]") == "2026-03-01T10:30"
+        page.fill("input[name=created_before]", "2026-03-01T09:45")
+        wait_for_list(page, [])  # now typed in UTC
+        page.wait_for_url(re.compile(r"created_before=2026-03-01T09%3A45"))
+    finally:
+        context.close()
