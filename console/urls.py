@@ -17,3 +17,6 @@ urlpatterns = [
     ),
     path("", include("workflows_ui.urls")),
 ]
+
+# Paths under /api/ that match no route answer JSON, as the API's own 404s do.
+handler404 = "workflows_ui.api.views.not_found"

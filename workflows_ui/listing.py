@@ -68,7 +68,8 @@ class InstanceFilterForm(forms.Form):
     engine = _ListField(required=False)
     status = _ListField(required=False, choices=Status.choices, upper=True)
     name = forms.CharField(required=False, max_length=255, label="Workflow name")
-    id_prefix = forms.CharField(required=False, max_length=512, label="Id starts with")
+    # Not stripped: ids may start or end with a space (a prefix stripped matches other ids).
+    id_prefix = forms.CharField(required=False, max_length=512, strip=False, label="Id starts with")
     q = forms.CharField(
         required=False,
         max_length=500,
@@ -101,10 +102,17 @@ class InstanceFilterForm(forms.Form):
 
     def clean_q(self) -> str:
         q: str = self.cleaned_data.get("q") or ""
-        if q.strip() and not search.words(q):
-            # Searching nothing would list everything, as if the search had matched it all.
-            raise forms.ValidationError("has no word to search for (letters or digits)")
+        # Searching nothing would list everything, as if the search had matched it all; more
+        # words than are looked for would list instances without the words left out.
+        problem = search.check_words(q) if q.strip() else None
+        if problem:
+            raise forms.ValidationError(problem)
         return q
+
+    def clean_id_prefix(self) -> str:
+        # Only blanks: no filter, as in the REST API.
+        value: str = self.cleaned_data.get("id_prefix") or ""
+        return value if value.strip() else ""
 
     def clean_cursor(self) -> tuple[datetime, int] | None:
         raw = self.cleaned_data.get("cursor") or ""

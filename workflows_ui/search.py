@@ -195,11 +195,26 @@ def on_post_migrate(using: str = "default", **kwargs: Any) -> None:
 
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
+#: The words of a search that are looked for; a search with more is refused (``check_words``),
+#: not cut short (the words left out would match instances without them).
+MAX_WORDS = 32
 
 
 def words(text: str) -> list[str]:
     """The words of a search: what both databases' tokenizers would split it into."""
-    return _WORD_RE.findall(text.lower())[:32]
+    return _WORD_RE.findall(text.lower())[:MAX_WORDS]
+
+
+def check_words(text: str) -> str | None:
+    """Why a search can't be run as given, or None. Underscores alone are no word: both
+    tokenizers drop them, and the search would match nothing."""
+    if not any(ch.isalnum() for ch in text):
+        return "has no word to search for (letters or digits)"
+    # As each database's search splits it (``words``, ``_pg_phrases``).
+    pg_words = [w for w in _PG_WORD_SEPARATORS_RE.split(text) if w]
+    if max(len(_WORD_RE.findall(text)), len(pg_words)) > MAX_WORDS:
+        return f"has more than {MAX_WORDS} words: search for fewer"
+    return None
 
 
 _PG_WORD_SEPARATORS_RE = re.compile(f"(?:(?!_){PG_SEPARATORS})+")
@@ -210,7 +225,7 @@ def _pg_phrases(text: str) -> list[str]:
     its parts joined by spaces: ``order_42`` is "order 42", to match as adjacent words. Words are
     found as ``words`` finds them, a run of letters, digits and underscores; a word of
     underscores only has no parts ("")."""
-    found = [w for w in _PG_WORD_SEPARATORS_RE.split(text) if w][:32]
+    found = [w for w in _PG_WORD_SEPARATORS_RE.split(text) if w][:MAX_WORDS]
     return [" ".join(p for p in _PG_SEPARATORS_RE.split(w) if p) for w in found]
 
 

@@ -492,3 +492,73 @@ def test_the_api_root_links_its_collections(api):
     }
     for url in links.values():
         assert api.get(url).status_code == 200
+
+
+def test_a_run_that_ended_unseen_has_an_empty_status_the_schema_allows(api):
+    inst = factories.instance(instance_id="m")
+    factories.run(inst, execution_id="r1", status="")
+    runs = api.get("/api/instances/orders/m/runs/").json()["results"]
+    assert [r["status"] for r in runs] == [""]
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()["components"]
+    status = schema["schemas"]["Run"]["properties"]["status"]
+    allowed = [
+        value
+        for choice in status.get("oneOf", [status])
+        for value in schema["schemas"][choice["$ref"].rsplit("/", 1)[1]]["enum"]
+    ]
+    assert "" in allowed and "COMPLETED" in allowed
+
+
+@pytest.mark.parametrize("instance_id", [".", ".."])
+def test_an_id_that_is_a_dot_segment_has_urls_clients_send_as_they_are(api, instance_id):
+    # HTTP libraries and browsers resolve "/./" and "/../" before sending: "/orders/../" would
+    # be the list of instances.
+    inst = factories.instance(instance_id=instance_id)
+    factories.run(inst, execution_id="r1")
+    (row,) = api.get("/api/instances/").json()["results"]
+    escaped = instance_id.replace(".", "%2E")
+    assert row["url"] == f"/api/instances/orders/{escaped}/"
+    detail = api.get(row["url"]).json()
+    assert detail["instance_id"] == instance_id
+    assert detail["runs_url"] == f"/api/instances/orders/{escaped}/runs/"
+    assert api.get(detail["runs_url"]).json()["results"][0]["execution_id"] == "r1"
+
+
+def test_an_id_prefix_keeps_its_spaces(api):
+    for iid in (" hxlead", "hx", "hx-2"):
+        factories.instance(instance_id=iid)
+    assert _listed(api, "id_prefix=%20hx") == [" hxlead"]
+    assert _listed(api, "id_prefix=hx%20") == []
+
+
+@pytest.mark.parametrize(
+    ("q", "reason"),
+    [
+        ("___", "has no word to search for"),
+        ("+".join(["gold"] * 33), "has more than 32 words"),
+        # Split as PostgreSQL's search splits it (at the dots), too many words there as well.
+        (".".join(["gold"] * 33), "has more than 32 words"),
+    ],
+)
+def test_a_search_that_cant_be_run_as_given_is_refused(api, q, reason):
+    # Cut to its first 32 words, the search would list instances without the words left out.
+    response = api.get(f"/api/instances/?q={q}")
+    assert response.status_code == 400
+    assert reason in response.json()["q"][0]
+
+
+def test_a_search_of_32_words_is_run(api):
+    factories.instance(instance_id="i", input='"gold"')
+    assert _listed(api, "q=" + "+".join(["gold"] * 32)) == ["i"]
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/nope/", "/api/instances/ORDERS/x/", "/api/instances/orders/m%00/"]
+)
+def test_a_path_under_api_that_matches_nothing_answers_json(api, url):
+    factories.instance(instance_id="m")
+    response = api.get(url)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    page = api.get("/no-such-page/")
+    assert page.status_code == 404 and "text/html" in page["Content-Type"]

@@ -107,6 +107,7 @@ def test_name_id_prefix_and_created_range_filter(logged_in, seeded):
         "g-fan-out:0001",
         "g-fan-out:0002",
     ]
+    assert ids_in(logged_in.get("/instances/?id_prefix=%20g-fan-out")) == []  # spaces kept
     newest = Instance.objects.order_by("-created_at")[:3]
     start = newest[2].created_at.strftime("%Y-%m-%dT%H:%M:%S")
     found = ids_in(logged_in.get(f"/instances/?created_after={start}"))
@@ -160,6 +161,8 @@ def test_a_bad_page_link_is_reported_not_a_crash(logged_in, seeded):
         ("created_before=9999-12-31T23:59:59-05:00", "Created before: Out of range."),
         # Nothing to search for: not a list of everything as if all matched.
         ("q=%2A%22", "Text: has no word to search for"),
+        ("q=___", "Text: has no word to search for"),
+        ("q=" + "+".join(["gold"] * 33), "Text: has more than 32 words"),
     ],
 )
 def test_values_outside_the_calendar_are_reported_not_a_crash(logged_in, seeded, query, message):

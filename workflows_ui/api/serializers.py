@@ -16,8 +16,13 @@ from workflows_ui.models import Engine, HistoryEvent, Instance, Run, Status
 
 
 def instance_path(engine_name: str, instance_id: str) -> str:
-    """The API path of an instance; ids are url-encoded (child ids contain ':')."""
-    return f"/api/instances/{quote(engine_name, safe='')}/{quote(instance_id, safe='')}/"
+    """The API path of an instance; ids are url-encoded (child ids contain ':'). An id that is
+    a whole '.' or '..' is sent as '%2E' / '%2E%2E': clients resolve a plain dot segment before
+    sending ('/local/../' is requested as '/api/instances/'), the server decodes it back."""
+    encoded = quote(instance_id, safe="")
+    if encoded in (".", ".."):
+        encoded = encoded.replace(".", "%2E")
+    return f"/api/instances/{quote(engine_name, safe='')}/{encoded}/"
 
 
 def _blank(value: Any) -> bool:
@@ -88,7 +93,8 @@ class InstanceFilterSerializer(QuerySerializer):
         choices=Status.values, noun="status", required=False, help_text="statuses, in any case"
     )
     name = serializers.CharField(max_length=255, required=False)
-    id_prefix = serializers.CharField(max_length=512, required=False)
+    # Not trimmed: ids may start or end with a space, and a prefix trimmed matches other ids.
+    id_prefix = serializers.CharField(max_length=512, required=False, trim_whitespace=False)
     created_after = serializers.DateTimeField(required=False, help_text="inclusive")
     created_before = serializers.DateTimeField(required=False, help_text="exclusive")
     q = serializers.CharField(
@@ -105,14 +111,16 @@ class InstanceFilterSerializer(QuerySerializer):
     ordering = serializers.ChoiceField(
         choices=["-created", "created", "-updated", "updated"],
         default="-created",
-        help_text="by creation or last update time; '-': newest first",
+        help_text="by creation or last update time; '-': newest first. By update time, an "
+        "instance that changes while the pages are read moves: it may be skipped or repeated",
     )
     cursor = serializers.CharField(max_length=200, required=False)
     limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
 
     def validate_q(self, value: str) -> str:
-        if not search.words(value):
-            raise serializers.ValidationError("has no word to search for (letters or digits)")
+        problem = search.check_words(value)
+        if problem:
+            raise serializers.ValidationError(problem)
         return value
 
     def validate_engine(self, value: list[str]) -> list[str]:
@@ -338,6 +346,14 @@ class InstanceDetailSerializer(InstanceListSerializer):
 
 
 class RunSerializer(serializers.ModelSerializer):
+    # Not the model field's choices alone: the indexer stores "" for a run that ended unseen, and
+    # the schema must allow it (a StatusEnum without "" fails every client that validates).
+    status = serializers.ChoiceField(
+        choices=Status.choices,
+        allow_blank=True,
+        help_text="empty for a run that ended unseen: the id was started again as another "
+        "workflow before the indexer read this run's end",
+    )
     current = serializers.SerializerMethodField()
 
     class Meta:
@@ -355,12 +371,6 @@ class RunSerializer(serializers.ModelSerializer):
             "event_count",
             "current",
         ]
-        extra_kwargs = {
-            "status": {
-                "help_text": "empty for a run that ended unseen: the id was started again as "
-                "another workflow before the indexer read this run's end"
-            }
-        }
 
     def get_current(self, obj: Run) -> bool:
         return obj.execution_id == self.context.get("current_execution_id")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.views import defaults
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -45,6 +47,15 @@ def _next_url(request: Request, path: str, **params: Any) -> str:
     for key, value in params.items():
         query[key] = str(value)
     return f"{path}?{urlencode(list(query.lists()), doseq=True)}"
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The 404 of a path no route matches (``handler404``): under /api/ the API's JSON, as its
+    views answer (an engine name in capitals, a NUL in an id, a mistyped collection), elsewhere
+    the console's page."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
 
 
 def _get_instance(engine: str, instance_id: str) -> Instance:
