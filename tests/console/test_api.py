@@ -562,3 +562,84 @@ def test_a_path_under_api_that_matches_nothing_answers_json(api, url):
     assert response.json() == {"detail": "Not found."}
     page = api.get("/no-such-page/")
     assert page.status_code == 404 and "text/html" in page["Content-Type"]
+
+
+def _response_validator(spec, path, status):
+    """A JSON Schema validator of the OpenAPI schema's response to GET ``path``."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    def as_json_schema(node):
+        # OpenAPI 3.0's "nullable" is a type list in JSON Schema; refs point into the spec.
+        if isinstance(node, list):
+            return [as_json_schema(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: as_json_schema(v) for k, v in node.items() if k != "nullable"}
+        if "$ref" in out:
+            out["$ref"] = "spec.json" + out["$ref"]
+        return {"anyOf": [out, {"type": "null"}]} if node.get("nullable") else out
+
+    converted = as_json_schema(spec)
+    registry = Registry().with_resource("spec.json", Resource.opaque(converted))
+    schema = converted["paths"][path]["get"]["responses"][str(status)]
+    return Draft202012Validator(schema["content"]["application/json"]["schema"], registry=registry)
+
+
+def _conforms(api, spec, path, url, status=200):
+    response = api.get(url)
+    assert response.status_code == status, response.content
+    errors = list(_response_validator(spec, path, status).iter_errors(response.json()))
+    assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors]
+    return response.json()
+
+
+def test_responses_conform_to_the_served_schema(api):
+    """Every field a generated client reads, checked against what the API answers: a run that
+    ended unseen, a child with its parent, a failure, an instance the indexer can't read."""
+    from workflows_ui.models import InstanceCheck
+
+    parent = factories.instance(instance_id="p", status="RUNNING")
+    factories.run(parent, execution_id="pr")
+    child = factories.instance(
+        instance_id="p:0001",
+        status="FAILED",
+        parent_engine=parent.engine,
+        parent_instance_id="p",
+        parent_execution_id="pr",
+        failure_type="ValueError",
+        failure_message="boom",
+        input='{"a": 1}',
+    )
+    unseen = factories.run(child, execution_id="c1", status="")
+    current = factories.run(child, execution_id="c2", status="FAILED")
+    child.current_execution_id = "c2"
+    child.save()
+    HistoryEvent.objects.bulk_create(
+        HistoryEvent(run=r, position=i, event_id=-1, event_type="executionStarted", details={})
+        for r in (unseen, current)
+        for i in range(2)
+    )
+    InstanceCheck.objects.create(
+        instance=child,
+        engine=child.engine,
+        due_at=factories.T0,
+        read_error="GetInstance: deadline exceeded",
+        read_failing_since=factories.T0,
+    )
+    one = "/api/instances/{engine}/{instance_id}/"
+    spec = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    _conforms(api, spec, "/api/engines/", "/api/engines/")
+    listed = _conforms(api, spec, "/api/instances/", "/api/instances/?limit=1")
+    assert listed["next"]
+    detail = _conforms(api, spec, one, "/api/instances/orders/p%3A0001/")
+    assert detail["parent"]["url"] and detail["failure"]["message"] == "boom"
+    assert detail["read_problem"]["history_only"] is False
+    assert _conforms(api, spec, one, "/api/instances/orders/p/")["parent"] is None
+    runs = _conforms(api, spec, one + "runs/", "/api/instances/orders/p%3A0001/runs/")
+    assert [r["status"] for r in runs["results"]] == ["", "FAILED"]
+    _conforms(api, spec, one + "history/", "/api/instances/orders/p%3A0001/history/?run=c1&limit=1")
+    _conforms(api, spec, "/api/instances/", "/api/instances/?status=NOPE", status=400)
+    _conforms(api, spec, one, "/api/instances/orders/nope/", status=404)
+    api.logout()
+    _conforms(api, spec, "/api/instances/", "/api/instances/", status=401)

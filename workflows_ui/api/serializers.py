@@ -251,11 +251,19 @@ class InstanceListSerializer(serializers.ModelSerializer):
 
 
 class ParentSerializer(serializers.Serializer):
-    engine = serializers.CharField(allow_null=True)
+    engine = serializers.CharField(
+        allow_null=True, help_text="null when no configured engine has the parent's app id"
+    )
     app_id = serializers.CharField()
     instance_id = serializers.CharField()
     execution_id = serializers.CharField()
     url = serializers.CharField(allow_null=True)
+
+
+class FailureSerializer(serializers.Serializer):
+    type = serializers.CharField(help_text="the error's type, as the SDK reported it")
+    message = serializers.CharField()
+    stack_trace = serializers.CharField()
 
 
 class ReadProblemSerializer(serializers.Serializer):
@@ -303,6 +311,7 @@ class InstanceDetailSerializer(InstanceListSerializer):
             "history_url",
         ]
 
+    @extend_schema_field(FailureSerializer(allow_null=True))
     def get_failure(self, obj: Instance) -> dict[str, str] | None:
         if not (obj.failure_type or obj.failure_message):
             return None
@@ -326,6 +335,7 @@ class InstanceDetailSerializer(InstanceListSerializer):
             }
         ).data
 
+    @extend_schema_field(ParentSerializer(allow_null=True))
     def get_parent(self, obj: Instance) -> dict[str, Any] | None:
         if not obj.parent_instance_id:
             return None

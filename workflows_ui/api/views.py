@@ -70,18 +70,31 @@ def _instance_path(inst: Instance) -> str:
     return instance_path(inst.engine.name, inst.instance_id)
 
 
-_ERRORS: dict[int, OpenApiResponse] = {
-    400: OpenApiResponse(description="an invalid parameter, with the reason per field"),
-    404: OpenApiResponse(description="unknown engine or instance"),
+# Error bodies as DRF writes them, so generated clients can read them: {"detail": "..."}, and
+# for a 400 the reasons per parameter ({"status": ["unknown status X; ..."]}).
+_DETAIL = inline_serializer("ErrorDetail", {"detail": serializers.CharField()})
+_NOT_LOGGED_IN = {
+    401: OpenApiResponse(_DETAIL, description="no session and no valid token"),
 }
+_NOT_FOUND = {404: OpenApiResponse(_DETAIL, description="unknown engine or instance")}
+_INVALID = {
+    400: OpenApiResponse(
+        {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        description="an invalid parameter, with the reasons per parameter",
+    )
+}
+_ERRORS: dict[int, OpenApiResponse] = {**_INVALID, **_NOT_FOUND, **_NOT_LOGGED_IN}
 
 
 class ApiRoot(APIView):
     @extend_schema(
-        responses=inline_serializer(
-            "ApiRoot",
-            {name: serializers.CharField() for name in ("engines", "instances", "schema")},
-        ),
+        responses={
+            200: inline_serializer(
+                "ApiRoot",
+                {name: serializers.CharField() for name in ("engines", "instances", "schema")},
+            ),
+            **_NOT_LOGGED_IN,
+        },
         summary="Where the API's collections are",
         operation_id="api_root",
     )
@@ -96,7 +109,7 @@ class ApiRoot(APIView):
 
 class EngineList(APIView):
     @extend_schema(
-        responses=EngineSerializer(many=True),
+        responses={200: EngineSerializer(many=True), **_NOT_LOGGED_IN},
         summary="Engines and their health",
         operation_id="engines_list",
     )
@@ -123,7 +136,8 @@ class InstanceList(APIView):
                     "next": serializers.CharField(allow_null=True),
                 },
             ),
-            400: OpenApiResponse(description="an invalid filter, with the reason per field"),
+            **_INVALID,
+            **_NOT_LOGGED_IN,
         },
         summary="Instances, newest first (see ordering), keyset-paginated",
         operation_id="instances_list",
@@ -150,7 +164,7 @@ class InstanceList(APIView):
 
 class InstanceDetail(APIView):
     @extend_schema(
-        responses={200: InstanceDetailSerializer, 404: OpenApiResponse(description="unknown")},
+        responses={200: InstanceDetailSerializer, **_NOT_FOUND, **_NOT_LOGGED_IN},
         summary="One instance (ids url-encoded)",
         operation_id="instance_retrieve",
     )
