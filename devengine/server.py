@@ -46,6 +46,11 @@ async def serve(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            # The Dapr SDKs ping every 30 s, with or without calls in flight (keepalive through
+            # load balancers); gRPC's default (one ping in 5 minutes without data) answers
+            # them with GOAWAY "too_many_pings", and calls in flight fail with UNAVAILABLE.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ],
     )
     p.grpc_stubs.add_TaskHubSidecarServiceServicer_to_server(TaskHubService(engine), server)

@@ -75,3 +75,28 @@ def test_list_and_history_through_the_sdk(client):
     assert len(page.instance_ids) == 1
     assert page.continuation_token
     assert [event.event_id for event in history if event.is_rerunnable] == [1]
+
+
+def test_the_sdks_keepalive_pings_are_accepted_while_idle(engine_address):
+    """The SDKs' channels ping every 30 s whether or not a call is in flight. gRPC's default
+    (a ping in 5 minutes without data) answered with GOAWAY "too_many_pings", and a call in
+    flight at that moment failed with UNAVAILABLE. A channel pinging every 6 s stays up."""
+    import time
+
+    import grpc
+    from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc as stubs
+    from dapr.ext.workflow._durabletask.internal.shared import DEFAULT_GRPC_KEEPALIVE_OPTIONS
+    from google.protobuf import empty_pb2
+
+    options = {**dict(DEFAULT_GRPC_KEEPALIVE_OPTIONS), "grpc.keepalive_time_ms": 6_000}
+    channel = grpc.insecure_channel(engine_address, options=list(options.items()))
+    states: list[grpc.ChannelConnectivity] = []
+    try:
+        stub = stubs.TaskHubSidecarServiceStub(channel)
+        stub.Hello(empty_pb2.Empty(), timeout=10)
+        channel.subscribe(states.append)
+        time.sleep(30)  # four pings at least, no call
+        assert states and set(states) == {grpc.ChannelConnectivity.READY}, states
+        stub.Hello(empty_pb2.Empty(), timeout=10)
+    finally:
+        channel.close()
