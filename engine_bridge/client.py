@@ -162,9 +162,11 @@ class EngineClient:
 
     # Reads ---------------------------------------------------------------------------------
 
-    def hello(self) -> None:
-        """A cheap round trip: raises if the engine is unreachable or rejects our token."""
-        self._call("Hello", self._stub.Hello, empty_pb2.Empty())
+    def hello(self, timeout: float | None = None) -> None:
+        """A cheap round trip: raises if the engine is unreachable or rejects our token.
+        ``timeout``: a shorter deadline than the reads' (an engine that does not answer a Hello
+        in a few seconds is down for the indexer)."""
+        self._call("Hello", self._stub.Hello, empty_pb2.Empty(), timeout=timeout)
 
     def list_instance_ids(
         self, page_size: int = 1000, continuation_token: str = ""

@@ -90,6 +90,14 @@ FAILED_READ_MAX_INTERVAL = 300.0
 #: After a read failed with a transient code other than UNAVAILABLE, an answered Hello within
 #: this many seconds says the engine is up (the failure was that instance's).
 ANSWERED_RECENTLY = 2.0
+#: Seconds (at most) before an instance whose read timed out for the first time is read again:
+#: an engine that stalled (a stopped process, a long pause) times out every read in flight,
+#: then answers again. A second timeout in a row makes the instance unreadable.
+FIRST_TIMEOUT_RETRY = 10.0
+#: Deadline (seconds) of the Hello that tells a stalled engine from one slow instance, and of the
+#: one that opens each pass while the engine is unreachable: a runindexer indexes its engines
+#: one after the other, so each of these waits holds every other engine's pass back.
+HELLO_TIMEOUT = 3.0
 #: ListInstanceIDs pages are halved, down to this size, each time one exceeds the deadline while
 #: the engine answers (a sidecar pages through its state store for every call).
 MIN_LIST_PAGE_SIZE = 10
@@ -106,7 +114,7 @@ _UPSERT_COUNT = (
 class Client(Protocol):
     """What the indexer needs from ``engine_bridge.client.EngineClient`` (fakes implement it)."""
 
-    def hello(self) -> None: ...
+    def hello(self, timeout: float | None = ...) -> None: ...
     def list_instance_ids(
         self, page_size: int = ..., continuation_token: str = ...
     ) -> InstancePage: ...
@@ -323,6 +331,9 @@ class _Writes:
         #: when it has been failing (None: it starts now).
         self.failing: dict[str, str] = {}
         self.failing_since: dict[str, datetime | None] = {}
+        #: Of those, the ones whose read timed out with no read of theirs failing before: not
+        #: yet unreadable (``EngineIndexer._retry_later`` says why).
+        self.first_strike: set[str] = set()
 
 
 def _engine_gone(error: EngineError | None) -> bool:
@@ -330,6 +341,21 @@ def _engine_gone(error: EngineError | None) -> bool:
     an answer over the size limit) may be one instance's doing, a history too big to read in
     time: the writer asks the engine before ending the pass."""
     return isinstance(error, EngineUnavailable) and error.code in ("UNAVAILABLE", "")
+
+
+def _first_timeout(error: EngineError, since: datetime | None, last_error: str) -> bool:
+    """A read that timed out, of an instance whose reads did not fail before."""
+    timed_out = isinstance(error, EngineUnavailable) and error.code == "DEADLINE_EXCEEDED"
+    return timed_out and since is None and not last_error
+
+
+def _console_refused(error: EngineError | None) -> bool:
+    """The engine refused the console itself (its api token): no instance's doing. Every read
+    fails the same way, so none of them is the instance's failure to record."""
+    return isinstance(error, EngineRejected) and error.code in (
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+    )
 
 
 class _Reads:
@@ -396,17 +422,28 @@ class _Reads:
         with self._lock:
             self._running -= 1
             self._held += 1
-            if _engine_gone(fetched.error):
+            if _engine_gone(fetched.error) or _console_refused(fetched.error):
                 self._stopped = True
         self._answers.put(fetched)
         self.start_more()
 
-    def take(self) -> list[Fetched] | None:
-        """The reads finished since the last call (waiting for one), or None when all are."""
-        with self._lock:
-            if self._running == 0 and self._held == 0:
-                return None
-        done = [self._answers.get()]
+    def take(self, stopping: Callable[[], bool] = lambda: False) -> list[Fetched] | None:
+        """The reads finished since the last call (waiting for one), or None when all are, or
+        when ``stopping()`` turns true while reads are still in flight: those are left
+        unwritten (asked again at the next start), not waited for up to their deadline (an
+        engine that hangs would hold a stopping process that long)."""
+        while True:
+            with self._lock:
+                if self._running == 0 and self._held == 0:
+                    return None
+            try:
+                first = self._answers.get(timeout=0.25)
+                break
+            except queue.Empty:
+                if stopping():
+                    self.stop()
+                    return None
+        done = [first]
         with contextlib.suppress(queue.Empty):
             while True:
                 done.append(self._answers.get_nowait())
@@ -457,6 +494,10 @@ class EngineIndexer:
         """
         result = PassResult()
         try:
+            if self.engine.reachable is False:
+                # Down at the last pass: a short Hello first, not a batch of reads that each
+                # wait for the full deadline (an engine that hangs rather than refuses).
+                self.client.hello(timeout=HELLO_TIMEOUT)
             self._probe_if_due()
             self._take_hints(result)
             self._refresh_due(result)
@@ -503,7 +544,7 @@ class EngineIndexer:
         if time.monotonic() - self._answered_at < ANSWERED_RECENTLY:
             return None
         try:
-            self.client.hello()
+            self.client.hello(timeout=HELLO_TIMEOUT)
         except EngineUnavailable as exc:
             return exc
         except EngineError:
@@ -566,6 +607,8 @@ class EngineIndexer:
         if not hints:
             return
         self._sync([(iid, None) for _, iid, _ in hints], result, force=True)
+        if self.stopping():
+            return  # some may not have been read: the hints stay for the next start
         result.hinted += len(hints)
         for pk, _, requested_at in hints:
             # A hint renewed while we worked stays for the next pass.
@@ -576,19 +619,17 @@ class EngineIndexer:
         due = list(
             InstanceCheck.objects.filter(engine=self.engine, due_at__lte=now)
             .order_by("due_at")
-            .values_list(
-                "instance__instance_id", "instance__last_updated_at", "read_failing_since"
-            )[: self.limits.batch + 1]
+            .values_list("instance__instance_id", "instance__last_updated_at", "read_error")[
+                : self.limits.batch + 1
+            ]
         )
         if len(due) > self.limits.batch:
             result.busy = True
             due = due[: self.limits.batch]
         if due:
-            # An instance whose history failed has its state indexed as of that read: its
-            # history is asked for whether or not the state moved since.
-            self._sync(
-                [(iid, None if failing else updated) for iid, updated, failing in due], result
-            )
+            # An instance whose history failed (even once) has its state indexed as of that
+            # read: its history is asked for whether or not the state moved since.
+            self._sync([(iid, None if error else updated) for iid, updated, error in due], result)
             result.refreshed += len(due)
 
     def _discover(self, result: PassResult) -> None:
@@ -808,9 +849,10 @@ class EngineIndexer:
         reads = _Reads(items, self.limits.concurrency, window, force, self._read)
         ready: list[Fetched] = []
         unavailable: EngineUnavailable | None = None
+        refused: EngineError | None = None
         try:
             reads.start_more()
-            while (done := reads.take()) is not None:
+            while (done := reads.take(self.stopping)) is not None:
                 if self.stopping():
                     reads.stop()  # start nothing more; what is in flight is still written
                     result.busy = True
@@ -820,6 +862,12 @@ class EngineIndexer:
                         if unavailable is not None:
                             reads.stop()
                     if unavailable is not None and isinstance(f.error, EngineUnavailable):
+                        continue
+                    if _console_refused(f.error):
+                        # Its schedule stays as it is: read again once the token is right
+                        # (the pass fails, and the engine's health says why).
+                        refused = refused or f.error
+                        reads.stop()
                         continue
                     if (
                         isinstance(f.error, NotSupported)
@@ -842,21 +890,23 @@ class EngineIndexer:
             reads.stop()  # after an error here too: start nothing more
         if unavailable is not None:
             raise unavailable
+        if refused is not None:
+            raise refused
 
     def _write(self, fetched: list[Fetched], result: PassResult) -> None:
         ok = []
-        failed: dict[str, str] = {}
+        failed: dict[str, EngineError] = {}
         # Its state was read but not all of it (a history or payloads over the sidecar's message
         # size limit, a history too slow to send): what was read is indexed, so the instance is
         # listed and counted, and the rest is asked for again, backing off, until it comes.
-        history_failed: dict[str, str] = {}
+        history_failed: dict[str, EngineError] = {}
         for f in fetched:
             if f.error is not None:
                 self._note_error(result, f.error, f.instance_id)
                 if f.state is None:
-                    failed[f.instance_id] = str(f.error)
+                    failed[f.instance_id] = f.error
                     continue
-                history_failed[f.instance_id] = str(f.error)
+                history_failed[f.instance_id] = f.error
             if (reason := _unstorable(f)) is not None:
                 self._refuse(f.instance_id, reason, result)
             else:
@@ -882,7 +932,7 @@ class EngineIndexer:
                     self._refuse(f.instance_id, str(error).strip(), result)
 
     def _write_atomic(
-        self, fetched: list[Fetched], result: PassResult, history_failed: dict[str, str]
+        self, fetched: list[Fetched], result: PassResult, history_failed: dict[str, EngineError]
     ) -> None:
         app_id = self.engine.app_id
         try:
@@ -893,9 +943,14 @@ class EngineIndexer:
             raise
         self._committed(fetched)
 
-    def _retry_later(self, errors: dict[str, str]) -> None:
+    def _retry_later(self, errors: dict[str, EngineError]) -> None:
         """Keep why these (known) instances could not be read, and move their next read back by
-        twice their interval: left due, they would be read first again in every pass."""
+        twice their interval: left due, they would be read first again in every pass.
+
+        A first timeout is not yet the instance's: an engine that stalled for longer than the
+        deadline (a stopped process, an overloaded host) fails every read in flight, then
+        answers the Hello that follows. Such an instance is read again within
+        FIRST_TIMEOUT_RETRY, and a second timeout in a row makes it unreadable."""
         # Through the instances' unique (engine, id) index: the checks of an engine are many.
         ids = dict(
             Instance.objects.filter(engine=self.engine, instance_id__in=list(errors)).values_list(
@@ -904,14 +959,23 @@ class EngineIndexer:
         )
         now = timezone.now()
         rows = InstanceCheck.objects.filter(pk__in=list(ids)).values_list(
-            "pk", "interval", "read_failing_since", "instance__status"
+            "pk", "interval", "read_failing_since", "read_error", "instance__status"
         )
-        for pk, interval, since, status in rows:
+        for pk, interval, since, last_error, status in rows:
+            error = errors[ids[pk]]
+            if _first_timeout(error, since, last_error):
+                # Kept in read_error (a read that succeeds clears it), while read_failing_since
+                # stays empty: not listed as unreadable yet.
+                InstanceCheck.objects.filter(pk=pk).update(
+                    due_at=now + timedelta(seconds=min(interval, FIRST_TIMEOUT_RETRY)),
+                    read_error=str(error)[:2000],
+                )
+                continue
             due_at, new_interval = self._after_failed_read(interval, status)
             InstanceCheck.objects.filter(pk=pk).update(
                 due_at=due_at,
                 interval=new_interval,
-                read_error=errors[ids[pk]][:2000],
+                read_error=str(error)[:2000],
                 read_failing_since=since or now,
             )
 
@@ -926,7 +990,7 @@ class EngineIndexer:
         self._record_health(reachable=True, error=message)
 
     def _write_chunk(
-        self, fetched: list[Fetched], result: PassResult, history_failed: dict[str, str]
+        self, fetched: list[Fetched], result: PassResult, history_failed: dict[str, EngineError]
     ) -> None:
         """One transaction for the chunk: each instance's row, runs, events, counts, change-log
         rows and schedule are in it, written with a few statements for the whole chunk.
@@ -944,11 +1008,17 @@ class EngineIndexer:
                 "purged",
                 "schedule__interval",
                 "schedule__read_failing_since",
+                "schedule__read_error",
             )
         }
         w = _Writes()
-        w.failing = history_failed
+        w.failing = {i: str(error) for i, error in history_failed.items()}
         w.failing_since = {i: light[i][5] if i in light else None for i in history_failed}
+        w.first_strike = {
+            i
+            for i, error in history_failed.items()
+            if _first_timeout(error, *(light[i][5:7] if i in light else (None, "")))
+        }
         rest: list[Fetched] = []
         for f in fetched:
             row = light.get(f.instance_id)
@@ -1024,6 +1094,12 @@ class EngineIndexer:
         (a new one's: twice the first), why, and since when."""
         if interval is None:
             interval = self._next_check(status, True, None)[1]
+        if instance_id in w.first_strike:
+            # Read again soon, its history asked for whatever its state says (``_refresh_due``:
+            # a read error is kept), and not listed as unreadable yet (``_retry_later``).
+            due = w.now + timedelta(seconds=min(interval, FIRST_TIMEOUT_RETRY))
+            w.checks.add(key, self.engine.pk, due, interval, w.failing[instance_id][:2000], None)
+            return
         due_at, new_interval = self._after_failed_read(interval, status)
         since = w.failing_since.get(instance_id) or w.now
         w.checks.add(

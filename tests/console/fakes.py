@@ -85,7 +85,7 @@ class FakeEngine:
             raise self.failing[(method, arg)]
 
     # The Client protocol
-    def hello(self) -> None:
+    def hello(self, timeout: float | None = None) -> None:
         self._check("Hello")
 
     def list_instance_ids(

@@ -14,7 +14,13 @@ from django.utils import timezone
 from engine_bridge import indexer as indexer_module
 from engine_bridge import locks
 from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable, InstanceNotFound
-from engine_bridge.indexer import EngineIndexer, Limits, request_refresh, sync_engines
+from engine_bridge.indexer import (
+    FIRST_TIMEOUT_RETRY,
+    EngineIndexer,
+    Limits,
+    request_refresh,
+    sync_engines,
+)
 from engine_bridge.types import Event, InstancePage
 from tests.console.fakes import FakeEngine, golden_child, golden_instance
 from workflows_ui.models import (
@@ -279,10 +285,16 @@ def test_an_instance_too_slow_to_read_costs_that_instance_not_the_pass(fake, mak
     engine = Engine.objects.get()
     assert engine.reachable is True and engine.health() == "failing"
     assert "'slow'" in engine.last_error and "DEADLINE_EXCEEDED" in engine.last_error
-    # Its state was read: it is listed and counted, with no history yet, and says why.
+    # Its state was read: it is listed and counted, with no history yet.
     slow = Instance.objects.get(instance_id="slow")
     assert (slow.status, slow.runs.count()) == ("COMPLETED", 0)
-    problem = slow.read_problem()
+    # A first timeout may be the engine's (it stalled): read again soon, not unreadable yet.
+    check = InstanceCheck.objects.get(instance=slow)
+    assert slow.read_problem() is None and "DEADLINE_EXCEEDED" in check.read_error
+    assert check.due_at <= timezone.now() + timedelta(seconds=FIRST_TIMEOUT_RETRY)
+    InstanceCheck.objects.filter(instance=slow).update(due_at=timezone.now())
+    assert ix.run_pass().errors == 1  # its history is asked for again, and times out again
+    problem = Instance.objects.get(instance_id="slow").read_problem()
     assert problem is not None and problem.history_only()
     assert "DEADLINE_EXCEEDED" in problem.read_error
     assert StatusCount.objects.get(name=slow.name, status="COMPLETED").count == 2
@@ -308,6 +320,10 @@ def test_a_known_instance_whose_reads_fail_is_tried_again_later_not_every_pass(f
     fake.append("slow", [])
     fake.append("fine", [])
     fake.failing[("GetInstanceHistory", "slow")] = too_slow("GetInstanceHistory")
+    assert ix.run_pass().errors == 1
+    first = InstanceCheck.objects.get(instance__instance_id="slow")
+    assert (first.interval, first.read_failing_since) == (60, None)  # a first timeout
+    InstanceCheck.objects.filter(pk=first.pk).update(due_at=timezone.now())
     before = timezone.now()
     assert ix.run_pass().errors == 1
     slow = InstanceCheck.objects.get(instance__instance_id="slow")
@@ -999,3 +1015,44 @@ def test_a_child_that_continues_as_new_keeps_its_parent(fake, make_indexer):
     inst = Instance.objects.get()
     assert inst.current_execution_id == "next-generation"
     assert inst.parent_instance_id == "g-fan-out"
+
+
+def token_refused(operation):
+    return EngineRejected(
+        "authentication error: api token mismatch", code="UNAUTHENTICATED", operation=operation
+    )
+
+
+def test_an_engine_refusing_the_token_fails_the_pass_and_flags_no_instance(fake, make_indexer):
+    fake.add(*golden_instance("two_steps"), instance_id="a")
+    fake.add(*golden_instance("two_steps"), instance_id="b")
+    ix = make_indexer()
+    ix.run_pass()
+    InstanceCheck.objects.update(due_at=timezone.now())
+    due = dict(InstanceCheck.objects.values_list("pk", "due_at"))
+    for iid in ("a", "b"):
+        fake.failing[("GetInstance", iid)] = token_refused("GetInstance")
+    with pytest.raises(EngineRejected):
+        ix.run_pass()
+    assert Engine.objects.get().health() == "failing"
+    # Nothing is the instances' doing: none is unreadable, none is pushed back.
+    assert not InstanceCheck.objects.filter(read_failing_since__isnull=False).exists()
+    assert dict(InstanceCheck.objects.values_list("pk", "due_at")) == due
+
+
+def test_a_first_timeout_of_a_state_read_is_retried_on_schedule_a_second_flags_it(
+    fake, make_indexer
+):
+    fake.add(*golden_instance("two_steps"), instance_id="slow")
+    ix = make_indexer(terminal_first_interval=60.0)
+    ix.run_pass()
+    InstanceCheck.objects.update(due_at=timezone.now())
+    fake.failing[("GetInstance", "slow")] = too_slow("GetInstance")
+    ix.run_pass()  # the engine answers Hello: the read failed, maybe because the engine stalled
+    check = InstanceCheck.objects.get()
+    assert check.read_failing_since is None and check.interval == 60
+    assert "DEADLINE_EXCEEDED" in check.read_error
+    InstanceCheck.objects.update(due_at=timezone.now())
+    ix.run_pass()  # again: now it is the instance's
+    check = InstanceCheck.objects.get()
+    assert check.read_failing_since is not None and check.interval == 120

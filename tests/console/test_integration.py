@@ -518,6 +518,58 @@ def test_an_indexer_killed_at_any_moment_converges_without_duplicates(
     assert b"indexer stopped" in (tmp_path / "indexer.log").read_bytes()
 
 
+def test_an_engine_that_hangs_holds_back_neither_the_other_engines_nor_a_stop(tmp_path):
+    hung = DevEngine(tmp_path / "hung.sqlite3").start()
+    other = DevEngine(tmp_path / "other.sqlite3").start()
+    workers, clients = [], {}
+    for name, dev in (("hung", hung), ("other", other)):
+        runtime = WorkflowRuntime(host="127.0.0.1", port=str(dev.port))
+        wf_kinds.register_all(runtime)
+        runtime.start()
+        workers.append(runtime)
+        clients[name] = DaprWorkflowClient(host="127.0.0.1", port=str(dev.port))
+        clients[name].schedule_new_workflow(wf_kinds.wait_forever, instance_id=f"{name}-1")
+    env = {
+        **subprocess_env(hung.config("hung")),
+        "CONSOLE_ENGINES": f"hung={hung.address},other={other.address}",
+        # Each read of the stopped engine waits this long: far more than the waits below.
+        "CONSOLE_ENGINE_TIMEOUT": "60",
+    }
+    log = open(tmp_path / "indexer.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "runindexer"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(
+            lambda: Instance.objects.filter(instance_id__in=["hung-1", "other-1"]).count() == 2
+        )
+        assert hung.process is not None
+        os.kill(hung.process.pid, signal.SIGSTOP)  # answers nothing, refuses nothing
+        time.sleep(1.0)  # the pending instance is re-read every pass: reads now wait
+        clients["other"].schedule_new_workflow(wf_kinds.wait_forever, instance_id="other-2")
+        wait_for(lambda: Instance.objects.filter(instance_id="other-2").exists(), timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0  # not after the hung reads' deadline
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        if hung.process is not None:
+            os.kill(hung.process.pid, signal.SIGCONT)
+        for client in clients.values():
+            client.close()
+        for runtime in workers:
+            runtime.shutdown()
+        hung.stop()
+        other.stop()
+    assert b"indexer stopped" in (tmp_path / "indexer.log").read_bytes()
+
+
 class OldSidecar(pb_grpc.TaskHubSidecarServiceServicer):
     """A sidecar from before Dapr 1.17: Hello and GetInstance only (the rest: UNIMPLEMENTED)."""
 

@@ -70,6 +70,8 @@ class Command(BaseCommand):
     def _index(
         self, configs: list[Any], engines: dict[str, Any], stop: threading.Event, once: bool
     ) -> None:
+        """A thread per engine: an engine that hangs (each read waits for its deadline) holds
+        back its own passes, not the others'."""
         from engine_bridge.client import EngineClient
         from engine_bridge.indexer import EngineIndexer
 
@@ -84,71 +86,86 @@ class Command(BaseCommand):
             )
             for c in configs
         ]
+        failed: list[str] = []
+        crashed: list[BaseException] = []
+
+        def run(ix: Any) -> None:
+            try:
+                if not _passes(ix, stop, once):
+                    failed.append(ix.engine.name)
+            except BaseException as exc:  # a bug: stop everything, as one thread would
+                crashed.append(exc)
+                stop.set()
+            finally:
+                ix.client.close()
+                connections.close_all()  # this thread's
+
         for ix in indexers:
             ix.stopping = stop.is_set
-        # Per engine: when to try next after a failure (exponential back-off, capped).
-        retry_at = {ix.engine.name: 0.0 for ix in indexers}
-        failures = {ix.engine.name: 0 for ix in indexers}
-        totals = {ix.engine.name: [0, 0, 0, 0] for ix in indexers}  # new, changed, purged, read
-        report_at = {ix.engine.name: 0.0 for ix in indexers}
+        threads = [
+            threading.Thread(target=run, args=(ix,), name=f"index {ix.engine.name}", daemon=True)
+            for ix in indexers
+        ]
+        self.stdout.write(f"indexing {', '.join(c.name for c in configs)}")
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)  # signals are handled between the waits
+        if crashed:
+            raise crashed[0]
+        if once and failed:
+            raise CommandError(f"the pass failed for {', '.join(sorted(failed))}")
 
-        def back_off(name: str) -> float:
-            """One more failure of this engine's passes: seconds until the next try."""
-            failures[name] += 1
-            delay = min(30.0, 0.5 * 2 ** min(failures[name], 6))
-            retry_at[name] = time.monotonic() + delay
-            return delay
 
-        self.stdout.write(f"indexing {', '.join(engines)}")
+def _passes(ix: Any, stop: threading.Event, once: bool) -> bool:
+    """Pass after pass over one engine until ``stop`` (one pass with ``once``); returns
+    whether the last pass succeeded."""
+    name = ix.engine.name
+    failures = 0
+    totals = [0, 0, 0, 0]  # new, changed, purged, read
+    report_at = 0.0
+    while not stop.is_set():
+        close_old_connections()
         try:
-            while not stop.is_set():
-                busy = False
-                for ix in indexers:
-                    name = ix.engine.name
-                    if stop.is_set() or time.monotonic() < retry_at[name]:
-                        continue
-                    close_old_connections()
-                    try:
-                        result = ix.run_pass()
-                    except EngineUnavailable as exc:
-                        delay = back_off(name)
-                        log.warning("engine %s unreachable (%s); retry in %.0fs", name, exc, delay)
-                        continue
-                    except EngineError as exc:
-                        failures[name] += 1
-                        retry_at[name] = time.monotonic() + 5.0
-                        log.warning("engine %s: pass failed: %s", name, exc)
-                        continue
-                    except OperationalError as exc:
-                        # The console's database (locked for longer than its timeout, restarting,
-                        # out of disk): nothing of the chunk was committed; try again later.
-                        delay = back_off(name)
-                        log.error(
-                            "engine %s: database error (%s); retry in %.0fs", name, exc, delay
-                        )
-                        connections.close_all()
-                        continue
-                    if failures[name]:
-                        log.info("engine %s reachable again", name)
-                    failures[name] = 0
-                    busy = busy or result.busy
-                    done = totals[name]
-                    done[0] += result.discovered
-                    done[1] += result.changed
-                    done[2] += result.purged
-                    done[3] += result.refreshed + result.hinted
-                    # A line per pass would be one a second on a busy engine: sum them up.
-                    if time.monotonic() >= report_at[name] and any(done[:3]):
-                        log.info("engine %s: %d new, %d changed, %d purged, %d read", name, *done)
-                        totals[name] = [0, 0, 0, 0]
-                        report_at[name] = time.monotonic() + REPORT_INTERVAL
-                if once:
-                    failed = sorted(n for n, count in failures.items() if count)
-                    if failed:
-                        raise CommandError(f"the pass failed for {', '.join(failed)}")
-                    break
-                if not busy:
-                    stop.wait(settings.CONSOLE_INDEXER_IDLE_SLEEP)
-        finally:
-            for ix in indexers:
-                ix.client.close()  # type: ignore[attr-defined]
+            result = ix.run_pass()
+        except EngineUnavailable as exc:
+            failures += 1
+            delay = _back_off(failures)
+            log.warning("engine %s unreachable (%s); retry in %.0fs", name, exc, delay)
+        except EngineError as exc:
+            # Answered but refused (an api token): a fixed retry, not a step up the back-off
+            # of an unreachable engine (minutes of refusals made a later blip wait 30 s).
+            failures = max(failures, 1)
+            delay = 5.0
+            log.warning("engine %s: pass failed: %s", name, exc)
+        except OperationalError as exc:
+            # The console's database (locked for longer than its timeout, restarting, out of
+            # disk): nothing of the chunk was committed; try again later.
+            failures += 1
+            delay = _back_off(failures)
+            log.error("engine %s: database error (%s); retry in %.0fs", name, exc, delay)
+            connections.close_all()
+        else:
+            if failures:
+                log.info("engine %s reachable again", name)
+            failures = 0
+            totals[0] += result.discovered
+            totals[1] += result.changed
+            totals[2] += result.purged
+            totals[3] += result.refreshed + result.hinted
+            # A line per pass would be one a second on a busy engine: sum them up.
+            if time.monotonic() >= report_at and any(totals[:3]):
+                log.info("engine %s: %d new, %d changed, %d purged, %d read", name, *totals)
+                totals = [0, 0, 0, 0]
+                report_at = time.monotonic() + REPORT_INTERVAL
+            delay = 0.0 if result.busy else settings.CONSOLE_INDEXER_IDLE_SLEEP
+        if once:
+            return failures == 0
+        stop.wait(delay)
+    return failures == 0
+
+
+def _back_off(failures: int) -> float:
+    """Seconds until the next try after this many failed passes in a row (capped)."""
+    return min(30.0, 0.5 * 2 ** min(failures, 6))
