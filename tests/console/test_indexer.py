@@ -1040,9 +1040,7 @@ def test_an_engine_refusing_the_token_fails_the_pass_and_flags_no_instance(fake,
     assert dict(InstanceCheck.objects.values_list("pk", "due_at")) == due
 
 
-def test_a_first_timeout_of_a_state_read_is_retried_on_schedule_a_second_flags_it(
-    fake, make_indexer
-):
+def test_a_first_timeout_of_a_state_read_is_retried_soon_a_second_flags_it(fake, make_indexer):
     fake.add(*golden_instance("two_steps"), instance_id="slow")
     ix = make_indexer(terminal_first_interval=60.0)
     ix.run_pass()
@@ -1052,6 +1050,7 @@ def test_a_first_timeout_of_a_state_read_is_retried_on_schedule_a_second_flags_i
     check = InstanceCheck.objects.get()
     assert check.read_failing_since is None and check.interval == 60
     assert "DEADLINE_EXCEEDED" in check.read_error
+    assert check.due_at <= timezone.now() + timedelta(seconds=FIRST_TIMEOUT_RETRY)
     InstanceCheck.objects.update(due_at=timezone.now())
     ix.run_pass()  # again: now it is the instance's
     check = InstanceCheck.objects.get()
