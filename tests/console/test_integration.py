@@ -641,10 +641,13 @@ def test_non_ascii_payloads_are_stored_readable_and_found_by_search(devengine, w
 
 def test_payloads_stored_escaped_before_are_made_readable_by_the_migration(make_indexer):
     from importlib import import_module
+    from types import SimpleNamespace
 
     from django.apps import apps
+    from django.db import connection
 
     from workflows_ui import search
+    from workflows_ui.payloads import instance_payload
 
     migration = import_module("workflows_ui.migrations.0010_payloads_non_ascii_readable")
     engine = Engine.objects.create(name="old", address="h:1")
@@ -657,11 +660,67 @@ def test_payloads_stored_escaped_before_are_made_readable_by_the_migration(make_
         created_at=now,
         last_updated_at=now,
         input='{"city": "Z\\u00fcrich"}',
+        input_size=23,
         output='"plain"',
+        output_size=7,
     )
     qs = Instance.objects.all()
     assert not search.filter_text(qs, "Zürich").exists()
-    migration.forwards(apps, None)
+    migration.forwards(apps, SimpleNamespace(connection=connection))
     inst = Instance.objects.get(instance_id="before")
     assert (inst.input, inst.output) == ('{"city": "Zürich"}', '"plain"')
+    # The sizes are those of the readable text: the page doesn't call the payload cut.
+    assert (inst.input_size, inst.output_size) == (18, 7)
+    payload = instance_payload(inst, "input")
+    assert payload is not None and not payload.stored_cut
     assert search.filter_text(qs, "Zürich").exists()
+
+
+def test_payload_sizes_left_by_the_first_readable_rewrite_are_mended(make_indexer):
+    from importlib import import_module
+    from types import SimpleNamespace
+
+    from django.apps import apps
+    from django.db import connection
+
+    from workflows_ui.payloads import instance_payload
+
+    migration = import_module("workflows_ui.migrations.0011_payload_sizes_after_readable")
+    engine = Engine.objects.create(name="old", address="h:1")
+    now = timezone.now()
+
+    def stored(instance_id, **payloads):
+        Instance.objects.create(
+            engine=engine,
+            instance_id=instance_id,
+            name="wf",
+            status="COMPLETED",
+            created_at=now,
+            last_updated_at=now,
+            **payloads,
+        )
+
+    # As 0010's first version left them: readable text, the escaped text's size.
+    stored(
+        "rewritten",
+        input='{"city": "Zürich"}',  # was {"city": "Z\u00fcrich"}: 23 characters
+        input_size=23,
+        output='"日本 😀"',  # was "\u65e5\u672c \ud83d\ude00": 27
+        output_size=27,
+        custom_status='"plain"',
+        custom_status_size=7,
+    )
+    # Cut by the indexer (the size is the whole payload's), and one never rewritten.
+    stored("cut", input='{"city": "Zü', input_size=70_000, output='"ü"', output_size=3)
+    migration.forwards(apps, SimpleNamespace(connection=connection))
+    sizes = {
+        i.instance_id: (i.input_size, i.output_size, i.custom_status_size)
+        for i in Instance.objects.all()
+    }
+    assert sizes == {"rewritten": (18, 6, 7), "cut": (70_000, 3, 0)}
+    rewritten = Instance.objects.get(instance_id="rewritten")
+    for field in ("input", "output"):
+        payload = instance_payload(rewritten, field)
+        assert payload is not None and not payload.stored_cut
+    cut = instance_payload(Instance.objects.get(instance_id="cut"), "input")
+    assert cut is not None and cut.stored_cut
