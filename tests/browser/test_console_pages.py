@@ -90,16 +90,21 @@ def indexed(engine: DevEngine) -> Iterator[None]:
         client.close()
 
 
-@pytest.fixture
-def signed_in(page: Any, live_server: Any, indexed: None) -> Any:
+def sign_in(page: Any, url: str) -> Any:
+    """Open ``url`` as a new user, through the login page it sends to."""
     User.objects.create_user("alice", password=PASSWORD)
-    page.goto(live_server.url + "/instances/")
+    page.goto(url)
     assert "/login/" in page.url
     page.fill("input[name=username]", "alice")
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit], input[type=submit]")
-    page.wait_for_url(re.compile(r"/instances/$"))
+    page.wait_for_url(re.compile(re.escape(url) + "$"))
     return page
+
+
+@pytest.fixture
+def signed_in(page: Any, live_server: Any, indexed: None) -> Any:
+    return sign_in(page, live_server.url + "/instances/")
 
 
 def listed_ids(page: Any) -> list[str]:
@@ -245,15 +250,9 @@ def test_times_switch_between_utc_and_the_browsers_time_zone(
 ) -> None:
     from zoneinfo import ZoneInfo
 
-    User.objects.create_user("alice", password=PASSWORD)
     context = browser.new_context(timezone_id="America/Los_Angeles")
-    page = context.new_page()
     try:
-        page.goto(live_server.url + "/instances/shop/b-two/")
-        page.fill("input[name=username]", "alice")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit], input[type=submit]")
-        page.wait_for_url(re.compile(r"/instances/shop/b-two/$"))
+        page = sign_in(context.new_page(), live_server.url + "/instances/shop/b-two/")
         created = Instance.objects.get(instance_id="b-two").created_at
         utc_text = created.strftime("%Y-%m-%d %H:%M:%S.%f")
         local_text = created.astimezone(ZoneInfo("America/Los_Angeles")).strftime(
@@ -287,15 +286,9 @@ def test_the_created_filter_takes_times_in_the_zone_the_switch_shows(
     Instance.objects.filter(instance_id="b-two").update(
         created_at=datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     )
-    User.objects.create_user("alice", password=PASSWORD)
     context = browser.new_context(timezone_id="America/Los_Angeles")
-    page = context.new_page()
     try:
-        page.goto(live_server.url + "/instances/")
-        page.fill("input[name=username]", "alice")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit], input[type=submit]")
-        page.wait_for_url(re.compile(r"/instances/$"))
+        page = sign_in(context.new_page(), live_server.url + "/instances/")
         page.click("#tz-toggle")
         assert "America/Los_Angeles" in page.inner_text("label:has(input[name=created_after])")
 
