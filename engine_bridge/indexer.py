@@ -90,6 +90,8 @@ FAILED_READ_MAX_INTERVAL = 300.0
 #: After a read failed with a transient code other than UNAVAILABLE, an answered Hello within
 #: this many seconds says the engine is up (the failure was that instance's).
 ANSWERED_RECENTLY = 2.0
+#: A sweep that finds at least this many (and half) of an engine's instances gone warns.
+MANY_GONE = 10
 #: Seconds (at most) before an instance whose read timed out for the first time is read again:
 #: an engine that stalled (a stopped process, a long pause) times out every read in flight,
 #: then answers again. A second timeout in a row makes the instance unreadable.
@@ -764,10 +766,21 @@ class EngineIndexer:
             if hash(iid) not in self._sweep_seen:
                 missing.append((iid, updated))
         self._sweep_seen = set()
-        if missing:
+        if len(missing) >= max(MANY_GONE, live // 2):
+            # Most of an engine gone at once is seldom a purge: a sidecar pointed at another or
+            # an emptied state store. Each is still asked for (the tombstones keep histories).
+            log.warning(
+                "engine %s: %d of %d indexed instances are no longer listed: was its state store "
+                "emptied or replaced? Those the engine says don't exist are marked purged",
+                self.engine.name,
+                len(missing),
+                live,
+            )
+        elif missing:
             log.info(
                 "engine %s: %d instance(s) not listed, checking", self.engine.name, len(missing)
             )
+        if missing:
             self._sync(missing, result)
 
     def _iter_live_ids(self, before: datetime | None) -> Iterator[tuple[str, datetime | None]]:

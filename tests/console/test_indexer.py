@@ -1055,3 +1055,19 @@ def test_a_first_timeout_of_a_state_read_is_retried_soon_a_second_flags_it(fake,
     ix.run_pass()  # again: now it is the instance's
     check = InstanceCheck.objects.get()
     assert check.read_failing_since is not None and check.interval == 120
+
+
+def test_most_of_an_engine_gone_at_once_is_warned_about(fake, make_indexer, caplog):
+    state, events = golden_instance("terminated")
+    for i in range(12):
+        fake.add(state, events, instance_id=f"t-{i:02}")
+    ix = make_indexer()
+    ix.run_pass()
+    del fake.instances["t-00"]
+    ix.run_pass()  # one purged: as usual
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    fake.instances.clear()  # the sidecar now reads an empty state store
+    ix.run_pass()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "11 of 11 indexed instances are no longer listed" in warning
+    assert Instance.objects.filter(purged=True).count() == 12
