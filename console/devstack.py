@@ -123,8 +123,8 @@ def main() -> int:
     env = dict(os.environ)
     if not env.get("CONSOLE_ENGINES", "").strip():
         env["CONSOLE_ENGINES"] = f"local=127.0.0.1:{engine_port}"
-    # Production behaviour (no tracebacks or URL lists in error pages), static files from daphne.
-    env.setdefault("CONSOLE_SERVE_STATIC", "1")
+    # Production behaviour: no tracebacks or URL lists in error pages (static files from daphne,
+    # as by default).
     env["PYTHONUNBUFFERED"] = "1"
     VAR.mkdir(parents=True, exist_ok=True)
 

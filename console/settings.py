@@ -125,8 +125,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
-# daphne serves static files itself in development (no separate web server in `make run`).
-CONSOLE_SERVE_STATIC = envbool("CONSOLE_SERVE_STATIC", DEBUG)
+# daphne serves the static files itself (from the source tree, no collectstatic needed), so the
+# console works as started; 0 when a web server in front serves `collectstatic`'s STATIC_ROOT.
+CONSOLE_SERVE_STATIC = envbool("CONSOLE_SERVE_STATIC", True)
 
 # No inline script or style anywhere (htmx's own indicator style is turned off in base.html).
 CONSOLE_CSP = (
