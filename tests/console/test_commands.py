@@ -99,3 +99,11 @@ def test_runindexer_refuses_an_engine_another_indexer_holds(settings, monkeypatc
     out = StringIO()
     call_command("runindexer", "--once", "--engine", "a", stdout=out)
     assert "indexer stopped" in out.getvalue()
+
+
+def test_an_engine_down_is_tried_again_within_ten_seconds_however_long_it_was_down():
+    from engine_bridge.management.commands.runindexer import _back_off
+
+    waits = [_back_off(n) for n in range(1, 30)]
+    assert waits[:4] == [1.0, 2.0, 4.0, 8.0]  # a blip costs a second or two
+    assert max(waits) == 10.0

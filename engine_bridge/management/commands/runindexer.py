@@ -17,6 +17,8 @@ from engine_bridge.errors import EngineError, EngineUnavailable
 log = logging.getLogger("engine_bridge.indexer")
 # Seconds between the lines that sum up what the passes of an engine changed.
 REPORT_INTERVAL = 30.0
+# Longest wait, in seconds, before trying again an engine that is down (or the database).
+RETRY_MAX = 10.0
 
 
 class Command(BaseCommand):
@@ -167,5 +169,7 @@ def _passes(ix: Any, stop: threading.Event, once: bool) -> bool:
 
 
 def _back_off(failures: int) -> float:
-    """Seconds until the next try after this many failed passes in a row (capped)."""
-    return min(30.0, 0.5 * 2 ** min(failures, 6))
+    """Seconds until the next try after this many failed passes in a row: doubling, capped at
+    RETRY_MAX so that an engine back up is caught up with within seconds (a try on an engine
+    that is down costs one short Hello)."""
+    return min(RETRY_MAX, 0.5 * 2 ** min(failures, 6))
