@@ -570,6 +570,68 @@ def test_an_engine_that_hangs_holds_back_neither_the_other_engines_nor_a_stop(tm
     assert b"indexer stopped" in (tmp_path / "indexer.log").read_bytes()
 
 
+def test_two_busy_engines_indexed_at_once_by_one_indexer_converge(tmp_path, make_indexer):
+    # Each engine has a thread of its own: their chunks commit side by side into one database
+    # (SQLite's single writer, PostgreSQL's change-log lock), counts and events kept exact.
+    engines = [
+        DevEngine(tmp_path / f"{name}.sqlite3", "--app-id", name).start() for name in ("a", "b")
+    ]
+    workers, clients = [], []
+    try:
+        for dev in engines:
+            runtime = WorkflowRuntime(host="127.0.0.1", port=str(dev.port))
+            wf_kinds.register_all(runtime)
+            runtime.start()
+            workers.append(runtime)
+            clients.append(DaprWorkflowClient(host="127.0.0.1", port=str(dev.port)))
+        env = {
+            **subprocess_env(engines[0].config("a")),
+            "CONSOLE_ENGINES": f"a={engines[0].address},b={engines[1].address}",
+        }
+        log = open(tmp_path / "indexer.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runindexer"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            for i in range(40):  # started while the indexer works on both
+                for client in clients:
+                    client.schedule_new_workflow(
+                        wf_kinds.two_steps, input=ORDER, instance_id=f"w-{i:02}"
+                    )
+            for client in clients:
+                for i in range(40):
+                    client.wait_for_workflow_completion(f"w-{i:02}", timeout_in_seconds=60)
+            indexers = [
+                make_indexer(dev.config(name)) for dev, name in zip(engines, "ab", strict=True)
+            ]
+            deadline = time.monotonic() + 60
+            diffs = [mismatches(ix) for ix in indexers]
+            while any(diffs) and time.monotonic() < deadline:
+                time.sleep(0.3)
+                diffs = [mismatches(ix) for ix in indexers]
+            assert diffs == [[], []]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+            log.close()
+    finally:
+        for client in clients:
+            client.close()
+        for runtime in workers:
+            runtime.shutdown()
+        for dev in engines:
+            dev.stop()
+    text = (tmp_path / "indexer.log").read_bytes()
+    assert b"Traceback" not in text and b"database error" not in text, text[-2000:]
+    dupes = HistoryEvent.objects.values("run", "position").annotate(n=Count("id")).filter(n__gt=1)
+    assert not dupes.exists()
+    assert ChangeLog.objects.filter(kind="new").count() == Instance.objects.count() == 80
+
+
 class OldSidecar(pb_grpc.TaskHubSidecarServiceServicer):
     """A sidecar from before Dapr 1.17: Hello and GetInstance only (the rest: UNIMPLEMENTED)."""
 
