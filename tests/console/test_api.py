@@ -643,3 +643,58 @@ def test_responses_conform_to_the_served_schema(api):
     _conforms(api, spec, one, "/api/instances/orders/nope/", status=404)
     api.logout()
     _conforms(api, spec, "/api/instances/", "/api/instances/", status=401)
+
+
+def _asgi_get(raw_path: bytes, token: str):
+    """GET through the ASGI application as daphne calls it: the path decoded, and as sent."""
+    from urllib.parse import unquote
+
+    from asgiref.sync import async_to_sync
+    from asgiref.testing import ApplicationCommunicator
+
+    from console.asgi import application
+
+    async def get():
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": unquote(raw_path.decode()),
+            "raw_path": raw_path,
+            "query_string": b"",
+            "headers": [(b"host", b"127.0.0.1"), (b"authorization", f"Token {token}".encode())],
+        }
+        app = ApplicationCommunicator(application, scope)
+        await app.send_input({"type": "http.request", "body": b""})
+        start = await app.receive_output(5)
+        body = b""
+        while True:
+            chunk = await app.receive_output(5)
+            body += chunk.get("body", b"")
+            if not chunk.get("more_body"):
+                return start["status"], json.loads(body)
+
+    return async_to_sync(get)()
+
+
+@pytest.mark.django_db(transaction=True)  # the ASGI handler reads in a thread of its own
+def test_an_id_ending_like_a_route_is_routed_as_the_client_encoded_it():
+    # Django routes the decoded path: without the path as sent, the url of "hx/runs" answered
+    # the runs of "hx".
+    token = Token.objects.create(user=User.objects.create_user("bob")).key
+    for iid in ("hx", "hx/runs"):
+        inst = factories.instance(instance_id=iid, current_execution_id=f"{iid}|r1")
+        factories.run(inst, execution_id=f"{iid}|r1")
+    status, detail = _asgi_get(b"/api/instances/orders/hx%2Fruns/", token)
+    assert (status, detail["instance_id"]) == (200, "hx/runs")
+    assert detail["url"] == "/api/instances/orders/hx%2Fruns/"
+    status, runs = _asgi_get(detail["runs_url"].encode(), token)
+    assert [r["execution_id"] for r in runs["results"]] == ["hx/runs|r1"]
+    status, runs = _asgi_get(b"/api/instances/orders/hx/runs/", token)
+    assert [r["execution_id"] for r in runs["results"]] == ["hx|r1"]
+    status, history = _asgi_get(b"/api/instances/orders/hx%2Fruns/history/", token)
+    assert (status, history["run"]) == (200, "hx/runs|r1")
+    assert _asgi_get(b"/api/instances/orders/hx%2Fhistory/", token) == (
+        404,
+        {"detail": "No Instance matches the given query."},
+    )
+    assert _asgi_get(b"/api/instances/orders/hx%00%2Fruns/", token)[0] == 404

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -28,6 +29,7 @@ from workflows_ui.api.serializers import (
     RunSerializer,
     instance_path,
 )
+from workflows_ui.converters import EngineName
 from workflows_ui.models import Engine, HistoryEvent, Instance, InstanceCheck, Run, StatusCount
 
 
@@ -162,7 +164,46 @@ class InstanceList(APIView):
         return Response({"results": InstanceListSerializer(rows, many=True).data, "next": next_url})
 
 
-class InstanceDetail(APIView):
+def _as_sent(request: HttpRequest) -> tuple[str, str, str] | None:
+    """(engine, instance id, "" | "runs" | "history") as the client wrote the path, when the
+    server passes it on undecoded (daphne's ``raw_path``); None when unknown.
+
+    Django routes the decoded path, in which an id's own '%2F' is a '/' like the others: the url
+    of instance 'hx/runs' would route to the runs of 'hx'. Encoded, the id is one segment."""
+    scope = getattr(request, "scope", None)
+    raw = scope.get("raw_path") if scope else None
+    if not raw or max(raw) >= 0x80:
+        return None
+    _, marker, rest = raw.decode("ascii").partition("/api/instances/")
+    parts = rest.split("/")
+    if not marker or len(parts) < 3:
+        return None
+    route = {("",): "", ("runs", ""): "runs", ("history", ""): "history"}.get(tuple(parts[2:]))
+    if route is None:
+        return None
+    return unquote(parts[0]), unquote(parts[1]), route
+
+
+class _OneInstance(APIView):
+    """A view of one instance, routed as the client wrote its id (``_as_sent``)."""
+
+    route = ""
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        sent = _as_sent(request)
+        if sent is not None and sent != (
+            kwargs.get("engine"),
+            kwargs.get("instance_id"),
+            self.route,
+        ):
+            engine, instance_id, route = sent
+            if "\x00" in engine + instance_id or not re.fullmatch(EngineName.regex, engine):
+                return not_found(request, Exception())
+            return _ONE_INSTANCE[route](request, engine=engine, instance_id=instance_id)
+        return super().dispatch(request, *args, **kwargs)
+
+
+class InstanceDetail(_OneInstance):
     @extend_schema(
         responses={200: InstanceDetailSerializer, **_NOT_FOUND, **_NOT_LOGGED_IN},
         summary="One instance (ids url-encoded)",
@@ -172,7 +213,9 @@ class InstanceDetail(APIView):
         return Response(InstanceDetailSerializer(_get_instance(engine, instance_id)).data)
 
 
-class RunList(APIView):
+class RunList(_OneInstance):
+    route = "runs"
+
     @extend_schema(
         parameters=[PageFilterSerializer],
         responses={
@@ -212,7 +255,9 @@ class RunList(APIView):
         )
 
 
-class HistoryList(APIView):
+class HistoryList(_OneInstance):
+    route = "history"
+
     @extend_schema(
         parameters=[HistoryFilterSerializer],
         responses={
@@ -256,3 +301,10 @@ class HistoryList(APIView):
                 ),
             }
         )
+
+
+_ONE_INSTANCE = {
+    "": InstanceDetail.as_view(),
+    "runs": RunList.as_view(),
+    "history": HistoryList.as_view(),
+}
