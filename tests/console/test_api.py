@@ -698,3 +698,23 @@ def test_an_id_ending_like_a_route_is_routed_as_the_client_encoded_it():
         {"detail": "No Instance matches the given query."},
     )
     assert _asgi_get(b"/api/instances/orders/hx%00%2Fruns/", token)[0] == 404
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/instances/?stauts=FAILED",
+        "/api/instances/orders/m/runs/?limt=1",
+        "/api/instances/orders/m/history/?types=taskCompleted",
+    ],
+)
+def test_a_parameter_the_endpoint_doesnt_take_is_refused_not_ignored(api, url):
+    # Ignored, a misspelt filter lists everything, as if everything matched it.
+    inst = factories.instance(instance_id="m", status="COMPLETED")
+    factories.run(inst, execution_id="r1")
+    response = api.get(url)
+    assert response.status_code == 400
+    ((name, (reason,)),) = response.json().items()
+    assert name == url.split("?")[1].split("=")[0]
+    assert reason.startswith("unknown parameter; expected some of ")
+    assert api.get(url.split("?")[0] + "?format=json").status_code == 200  # DRF's own

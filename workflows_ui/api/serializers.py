@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from engine_bridge.types import EVENT_TYPES
 from workflows_ui import search
@@ -33,13 +34,18 @@ class QuerySerializer(serializers.Serializer):
     """Query-string parameters: each a string, or a list of them when given more than once. A
     value given empty or blank (HTML forms, and clients that send every parameter, do) is as if
     not given: no filter, or the default. A parameter that takes one value, given more than
-    once, is refused."""
+    once, is refused, and so is a parameter this endpoint doesn't take: a misspelt filter
+    (``stauts=FAILED``) would list everything, as if it matched."""
 
     def to_internal_value(self, data: Any) -> Any:
         given: dict[str, Any] = {}
         repeated: dict[str, list[str]] = {}
+        unknown: dict[str, list[str]] = {}
         for key, value in data.items():
             field = self.fields.get(key)
+            if field is None and key != api_settings.URL_FORMAT_OVERRIDE:
+                unknown[key] = [f"unknown parameter; expected some of {', '.join(self.fields)}"]
+                continue
             if field is None or isinstance(field, serializers.ListField):
                 given[key] = value
                 continue
@@ -48,8 +54,8 @@ class QuerySerializer(serializers.Serializer):
                 repeated[key] = ["given more than once: give it once"]
             elif values:
                 given[key] = values[0]
-        if repeated:
-            raise serializers.ValidationError(repeated)
+        if repeated or unknown:
+            raise serializers.ValidationError({**unknown, **repeated})
         return super().to_internal_value(given)
 
 
