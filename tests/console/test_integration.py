@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from concurrent import futures
+from contextlib import ExitStack
 from urllib.parse import quote
 
 import grpc
@@ -518,24 +519,26 @@ def test_an_indexer_killed_at_any_moment_converges_without_duplicates(
     assert b"indexer stopped" in (tmp_path / "indexer.log").read_bytes()
 
 
-def test_an_engine_that_hangs_holds_back_neither_the_other_engines_nor_a_stop(tmp_path):
-    hung = DevEngine(tmp_path / "hung.sqlite3").start()
-    other = DevEngine(tmp_path / "other.sqlite3").start()
-    workers, clients = [], {}
-    for name, dev in (("hung", hung), ("other", other)):
+def _two_engines_with_workers(stack: ExitStack, tmp_path, names) -> tuple[list, list]:
+    """Two devengines, each with an SDK worker and client; all stopped when ``stack`` closes."""
+    engines, clients = [], []
+    for name in names:
+        dev = DevEngine(tmp_path / f"{name}.sqlite3", "--app-id", name)
+        stack.callback(dev.stop)
+        dev.start()
         runtime = WorkflowRuntime(host="127.0.0.1", port=str(dev.port))
         wf_kinds.register_all(runtime)
         runtime.start()
-        workers.append(runtime)
-        clients[name] = DaprWorkflowClient(host="127.0.0.1", port=str(dev.port))
-        clients[name].schedule_new_workflow(wf_kinds.wait_forever, instance_id=f"{name}-1")
-    env = {
-        **subprocess_env(hung.config("hung")),
-        "CONSOLE_ENGINES": f"hung={hung.address},other={other.address}",
-        # Each read of the stopped engine waits this long: far more than the waits below.
-        "CONSOLE_ENGINE_TIMEOUT": "60",
-    }
-    log = open(tmp_path / "indexer.log", "ab")  # noqa: SIM115
+        stack.callback(runtime.shutdown)
+        client = DaprWorkflowClient(host="127.0.0.1", port=str(dev.port))
+        stack.callback(client.close)
+        engines.append(dev)
+        clients.append(client)
+    return engines, clients
+
+
+def _runindexer(stack: ExitStack, log_path, env) -> subprocess.Popen[bytes]:
+    log = stack.enter_context(open(log_path, "ab"))  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "runindexer"],
         cwd=REPO_ROOT,
@@ -543,88 +546,70 @@ def test_an_engine_that_hangs_holds_back_neither_the_other_engines_nor_a_stop(tm
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    try:
+
+    def killed() -> None:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    stack.callback(killed)
+    return proc
+
+
+def test_an_engine_that_hangs_holds_back_neither_the_other_engines_nor_a_stop(tmp_path):
+    with ExitStack() as stack:
+        (hung, other), clients = _two_engines_with_workers(stack, tmp_path, ("hung", "other"))
+        for client, name in zip(clients, ("hung", "other"), strict=True):
+            client.schedule_new_workflow(wf_kinds.wait_forever, instance_id=f"{name}-1")
+        env = {
+            **subprocess_env(hung.config("hung")),
+            "CONSOLE_ENGINES": f"hung={hung.address},other={other.address}",
+            # Each read of the stopped engine waits this long: far more than the waits below.
+            "CONSOLE_ENGINE_TIMEOUT": "60",
+        }
+        proc = _runindexer(stack, tmp_path / "indexer.log", env)
         wait_for(
             lambda: Instance.objects.filter(instance_id__in=["hung-1", "other-1"]).count() == 2
         )
         assert hung.process is not None
-        os.kill(hung.process.pid, signal.SIGSTOP)  # answers nothing, refuses nothing
+        pid = hung.process.pid
+        os.kill(pid, signal.SIGSTOP)  # answers nothing, refuses nothing
+        stack.callback(os.kill, pid, signal.SIGCONT)
         time.sleep(1.0)  # the pending instance is re-read every pass: reads now wait
-        clients["other"].schedule_new_workflow(wf_kinds.wait_forever, instance_id="other-2")
+        clients[1].schedule_new_workflow(wf_kinds.wait_forever, instance_id="other-2")
         wait_for(lambda: Instance.objects.filter(instance_id="other-2").exists(), timeout=20)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0  # not after the hung reads' deadline
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
-        if hung.process is not None:
-            os.kill(hung.process.pid, signal.SIGCONT)
-        for client in clients.values():
-            client.close()
-        for runtime in workers:
-            runtime.shutdown()
-        hung.stop()
-        other.stop()
     assert b"indexer stopped" in (tmp_path / "indexer.log").read_bytes()
 
 
 def test_two_busy_engines_indexed_at_once_by_one_indexer_converge(tmp_path, make_indexer):
     # Each engine has a thread of its own: their chunks commit side by side into one database
     # (SQLite's single writer, PostgreSQL's change-log lock), counts and events kept exact.
-    engines = [
-        DevEngine(tmp_path / f"{name}.sqlite3", "--app-id", name).start() for name in ("a", "b")
-    ]
-    workers, clients = [], []
-    try:
-        for dev in engines:
-            runtime = WorkflowRuntime(host="127.0.0.1", port=str(dev.port))
-            wf_kinds.register_all(runtime)
-            runtime.start()
-            workers.append(runtime)
-            clients.append(DaprWorkflowClient(host="127.0.0.1", port=str(dev.port)))
+    with ExitStack() as stack:
+        engines, clients = _two_engines_with_workers(stack, tmp_path, ("a", "b"))
         env = {
             **subprocess_env(engines[0].config("a")),
             "CONSOLE_ENGINES": f"a={engines[0].address},b={engines[1].address}",
         }
-        log = open(tmp_path / "indexer.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runindexer"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            for i in range(40):  # started while the indexer works on both
-                for client in clients:
-                    client.schedule_new_workflow(
-                        wf_kinds.two_steps, input=ORDER, instance_id=f"w-{i:02}"
-                    )
+        proc = _runindexer(stack, tmp_path / "indexer.log", env)
+        for i in range(40):  # started while the indexer works on both
             for client in clients:
-                for i in range(40):
-                    client.wait_for_workflow_completion(f"w-{i:02}", timeout_in_seconds=60)
-            indexers = [
-                make_indexer(dev.config(name)) for dev, name in zip(engines, "ab", strict=True)
-            ]
-            deadline = time.monotonic() + 60
-            diffs = [mismatches(ix) for ix in indexers]
-            while any(diffs) and time.monotonic() < deadline:
-                time.sleep(0.3)
-                diffs = [mismatches(ix) for ix in indexers]
-            assert diffs == [[], []]
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(20) == 0
-            log.close()
-    finally:
+                client.schedule_new_workflow(
+                    wf_kinds.two_steps, input=ORDER, instance_id=f"w-{i:02}"
+                )
         for client in clients:
-            client.close()
-        for runtime in workers:
-            runtime.shutdown()
-        for dev in engines:
-            dev.stop()
+            for i in range(40):
+                client.wait_for_workflow_completion(f"w-{i:02}", timeout_in_seconds=60)
+        indexers = [make_indexer(dev.config(name)) for dev, name in zip(engines, "ab", strict=True)]
+        deadline = time.monotonic() + 60
+        diffs = [mismatches(ix) for ix in indexers]
+        while any(diffs) and time.monotonic() < deadline:
+            time.sleep(0.3)
+            diffs = [mismatches(ix) for ix in indexers]
+        assert diffs == [[], []]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
     text = (tmp_path / "indexer.log").read_bytes()
     assert b"Traceback" not in text and b"database error" not in text, text[-2000:]
     dupes = HistoryEvent.objects.values("run", "position").annotate(n=Count("id")).filter(n__gt=1)
