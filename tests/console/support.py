@@ -100,3 +100,35 @@ class DevEngine:
             return self.db_path.with_suffix(".log").read_text(errors="replace")[-3000:]
         except OSError:
             return ""
+
+
+def asgi_get(raw_path: bytes, *headers: tuple[bytes, bytes]) -> tuple[int, bytes]:
+    """GET through the console's ASGI application as daphne calls it: the path decoded, and
+    as sent (``raw_path``). Returns the status and the body."""
+    from urllib.parse import unquote
+
+    from asgiref.sync import async_to_sync
+    from asgiref.testing import ApplicationCommunicator
+
+    from console.asgi import application
+
+    async def get() -> tuple[int, bytes]:
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": unquote(raw_path.decode()),
+            "raw_path": raw_path,
+            "query_string": b"",
+            "headers": [(b"host", b"127.0.0.1"), *headers],
+        }
+        app = ApplicationCommunicator(application, scope)
+        await app.send_input({"type": "http.request", "body": b""})
+        start = await app.receive_output(5)
+        body = b""
+        while True:
+            chunk = await app.receive_output(5)
+            body += chunk.get("body", b"")
+            if not chunk.get("more_body"):
+                return start["status"], body
+
+    return async_to_sync(get)()

@@ -10,6 +10,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.console import factories
+from tests.console.support import asgi_get
 from workflows_ui.models import HistoryEvent, Instance, StatusCount
 
 pytestmark = pytest.mark.django_db
@@ -646,34 +647,8 @@ def test_responses_conform_to_the_served_schema(api):
 
 
 def _asgi_get(raw_path: bytes, token: str):
-    """GET through the ASGI application as daphne calls it: the path decoded, and as sent."""
-    from urllib.parse import unquote
-
-    from asgiref.sync import async_to_sync
-    from asgiref.testing import ApplicationCommunicator
-
-    from console.asgi import application
-
-    async def get():
-        scope = {
-            "type": "http",
-            "method": "GET",
-            "path": unquote(raw_path.decode()),
-            "raw_path": raw_path,
-            "query_string": b"",
-            "headers": [(b"host", b"127.0.0.1"), (b"authorization", f"Token {token}".encode())],
-        }
-        app = ApplicationCommunicator(application, scope)
-        await app.send_input({"type": "http.request", "body": b""})
-        start = await app.receive_output(5)
-        body = b""
-        while True:
-            chunk = await app.receive_output(5)
-            body += chunk.get("body", b"")
-            if not chunk.get("more_body"):
-                return start["status"], json.loads(body)
-
-    return async_to_sync(get)()
+    status, body = asgi_get(raw_path, (b"authorization", f"Token {token}".encode()))
+    return status, json.loads(body)
 
 
 @pytest.mark.django_db(transaction=True)  # the ASGI handler reads in a thread of its own

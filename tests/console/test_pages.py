@@ -62,23 +62,8 @@ def test_the_favicon_is_found_without_a_login(client):
 def test_daphne_serves_the_static_files_as_started_without_a_login():
     # As README starts it (`daphne console.asgi:application`): no web server in front, no
     # collectstatic; pages without their CSS and htmx would be all there is otherwise.
-    from asgiref.sync import async_to_sync
-    from asgiref.testing import ApplicationCommunicator
-
-    from console.asgi import application
-
-    async def get(path):
-        scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": []}
-        app = ApplicationCommunicator(application, scope)
-        await app.send_input({"type": "http.request", "body": b""})
-        start = await app.receive_output(5)
-        body = b""
-        while True:
-            chunk = await app.receive_output(5)
-            body += chunk.get("body", b"")
-            if not chunk.get("more_body"):
-                return start["status"], body
+    from tests.console.support import asgi_get
 
     for path in ("/static/console.css", "/static/console.js"):
-        status, body = async_to_sync(get)(path)
+        status, body = asgi_get(path.encode())
         assert status == 200 and len(body) > 100, path
