@@ -41,12 +41,7 @@ from django.utils import timezone
 
 from engine_bridge import bulk
 from engine_bridge.config import EngineConfig
-from engine_bridge.errors import (
-    EngineError,
-    EngineRejected,
-    EngineUnavailable,
-    NotSupported,
-)
+from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable, NotSupported
 from engine_bridge.locks import change_log_in_commit_order
 from engine_bridge.types import TERMINAL, Event, InstancePage, InstanceState, trace_id_of
 from workflows_ui.models import (
@@ -97,8 +92,8 @@ MANY_GONE = 10
 #: then answers again. A second timeout in a row makes the instance unreadable.
 FIRST_TIMEOUT_RETRY = 10.0
 #: Deadline (seconds) of the Hello that tells a stalled engine from one slow instance, and of the
-#: one that opens each pass while the engine is unreachable: a runindexer indexes its engines
-#: one after the other, so each of these waits holds every other engine's pass back.
+#: one that opens each pass while the engine is unreachable: shorter than the reads' deadline,
+#: since an engine that hangs answers neither (and a stop waits for it).
 HELLO_TIMEOUT = 3.0
 #: ListInstanceIDs pages are halved, down to this size, each time one exceeds the deadline while
 #: the engine answers (a sidecar pages through its state store for every call).
@@ -429,7 +424,7 @@ class _Reads:
         self._answers.put(fetched)
         self.start_more()
 
-    def take(self, stopping: Callable[[], bool] = lambda: False) -> list[Fetched] | None:
+    def take(self, stopping: Callable[[], bool]) -> list[Fetched] | None:
         """The reads finished since the last call (waiting for one), or None when all are, or
         when ``stopping()`` turns true while reads are still in flight: those are left
         unwritten (asked again at the next start), not waited for up to their deadline (an

@@ -8,7 +8,7 @@ document.addEventListener("htmx:configRequest", (event) => {
     const field = form.querySelector(`[name="${CSS.escape(key)}"]`);
     const fallback = field ? field.dataset.default : undefined;
     let kept = data.getAll(key).filter((v) => v !== "" && v !== fallback);
-    if (field && field.dataset.zone === "local") kept = kept.map(localToUtc);
+    if (field && field.dataset.zone === "local") kept = kept.map((v) => moveZone(v, false));
     data.delete(key);
     kept.forEach((v) => data.append(key, v));
   }
@@ -82,10 +82,6 @@ function moveZone(value, toLocal) {
   }
   if (Number.isNaN(date.getTime())) return value;
   return inputTime(date, !toLocal, m[6] !== undefined);
-}
-
-function localToUtc(value) {
-  return moveZone(value, false);
 }
 
 function showInputZones(local) {

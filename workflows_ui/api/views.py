@@ -29,7 +29,7 @@ from workflows_ui.api.serializers import (
     RunSerializer,
     instance_path,
 )
-from workflows_ui.converters import EngineName
+from workflows_ui.converters import ApiInstanceId, EngineName
 from workflows_ui.models import Engine, HistoryEvent, Instance, InstanceCheck, Run, StatusCount
 
 
@@ -197,7 +197,12 @@ class _OneInstance(APIView):
             self.route,
         ):
             engine, instance_id, route = sent
-            if "\x00" in engine + instance_id or not re.fullmatch(EngineName.regex, engine):
+            # As the routes' converters take them (a NUL, or a name no engine can have: 404).
+            if not re.fullmatch(EngineName.regex, engine):
+                return not_found(request, Exception())
+            try:
+                instance_id = ApiInstanceId().to_python(instance_id)
+            except ValueError:
                 return not_found(request, Exception())
             return _ONE_INSTANCE[route](request, engine=engine, instance_id=instance_id)
         return super().dispatch(request, *args, **kwargs)
