@@ -31,8 +31,8 @@ def change_log_in_commit_order(using: str = "default") -> None:
     """Call in a transaction just before inserting change-log rows; held until it ends.
 
     Live pages catch up with "changes after id N". On PostgreSQL ids come from a sequence when a
-    row is inserted, not when it commits: with two indexer processes (one per engine), a
-    transaction could take id 10 and commit after another took 11 and committed, and a page
+    row is inserted, not when it commits: with two engines indexed at once (the threads of one
+    ``runindexer``, or two processes), a transaction could take id 10 and commit after another took 11 and committed, and a page
     that had read 11 would never see 10. Holding this lock from the insert to the commit puts
     the ids in commit order. (SQLite has one writer at a time: nothing to do.)
     """
