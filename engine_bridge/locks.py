@@ -33,8 +33,9 @@ def change_log_in_commit_order(using: str = "default") -> None:
     Live pages catch up with "changes after id N". On PostgreSQL ids come from a sequence when a
     row is inserted, not when it commits: with two engines indexed at once (the threads of one
     ``runindexer``, or two processes), a transaction could take id 10 and commit after another
-    took 11 and committed, and a page that had read 11 would never see 10. Holding this lock from the insert to the commit puts
-    the ids in commit order. (SQLite has one writer at a time: nothing to do.)
+    took 11 and committed, and a page that had read 11 would never see 10. Holding this lock
+    from the insert to the commit puts the ids in commit order. (SQLite has one writer at a
+    time: nothing to do.)
     """
     conn = connections[using]
     if conn.vendor == "postgresql":
