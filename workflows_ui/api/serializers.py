@@ -37,6 +37,14 @@ class QuerySerializer(serializers.Serializer):
     once, is refused, and so is a parameter this endpoint doesn't take: a misspelt filter
     (``stauts=FAILED``) would list everything, as if it matched."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Blank values never reach the fields (see to_internal_value); saying so lets the schema
+        # allow them, or clients that validate requests refuse to send what works.
+        for field in self.fields.values():
+            if isinstance(field, serializers.CharField | serializers.ChoiceField):
+                field.allow_blank = True
+
     def to_internal_value(self, data: Any) -> Any:
         given: dict[str, Any] = {}
         repeated: dict[str, list[str]] = {}
