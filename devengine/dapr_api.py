@@ -26,7 +26,7 @@ from dapr.proto.runtime.v1 import workflow_pb2
 from google.protobuf import empty_pb2
 
 from devengine import protos as p
-from devengine.engine import Engine, EngineError, InstanceNotFound
+from devengine.engine import Engine, EngineError, InstanceNotFound, NothingToPurge
 
 SERVICE_NAME = "dapr.proto.runtime.v1.Dapr"
 
@@ -295,11 +295,11 @@ class WorkflowApi:
     async def purge(self, instance_id: str) -> None:
         validate_instance_id(instance_id, is_create=False)
         try:
-            count = self.engine.purge(instance_id, True, False)
+            self.engine.purge(instance_id, True, False)
+        except NothingToPurge:
+            raise instance_not_found(instance_id) from None
         except EngineError as e:
             raise purge_failed(instance_id, e.message) from None
-        if count == 0:
-            raise instance_not_found(instance_id)
 
 
 def _trace_metadata(context: grpc.aio.ServicerContext) -> tuple[str | None, str | None]:

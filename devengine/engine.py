@@ -58,6 +58,15 @@ class InstanceNotFound(EngineError):
         super().__init__(grpc.StatusCode.UNKNOWN, "no such instance exists")
 
 
+class NothingToPurge(EngineError):
+    """A purge of an instance that does not exist: daprd's executor wraps the not-found error."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            grpc.StatusCode.UNKNOWN, "failed to purge workflow state: no such instance exists"
+        )
+
+
 def no_such_instance() -> EngineError:
     return InstanceNotFound()
 
@@ -952,6 +961,9 @@ class Engine:
             raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "event name is required")
         if inst.status in p.TERMINAL_STATUSES:
             return  # accepted and dropped, as daprd does
+        if inst.status == p.STALLED:
+            # daprd's workflow actor refuses it: a stalled instance runs no turn to take it.
+            raise EngineError(grpc.StatusCode.UNKNOWN, "workflow is stalled")
         event = new_event()
         event.eventRaised.name = name
         if data is not None:
@@ -1004,7 +1016,7 @@ class Engine:
             raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "instance ID is required")
         inst = self.store.get_instance(instance_id)
         if inst is None:
-            return 0
+            raise NothingToPurge()
         targets = [inst]
         if recursive:
             queue = [inst.instance_id]
@@ -1015,11 +1027,10 @@ class Engine:
         if not force:
             for target in targets:
                 if target.status not in p.TERMINAL_STATUSES:
+                    # daprd's words and code (an error of its executor, not a gRPC status).
                     raise EngineError(
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        f"cannot purge workflow '{target.instance_id}': it is "
-                        f"{status_name(target.status)}, not in a terminal state "
-                        "(use force to purge it anyway)",
+                        grpc.StatusCode.UNKNOWN,
+                        "failed to purge workflow state: orchestration has not yet completed",
                     )
         with self.store.transaction():
             for target in targets:

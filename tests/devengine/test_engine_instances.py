@@ -370,11 +370,13 @@ def test_purge_refuses_an_active_instance_unless_forced(engine):
     instance_id = unique_id("purge-active")
     engine.start("wait_forever", instance_id)
 
-    try:
-        refused = engine.purge(instance_id).deletedInstanceCount == 0
-    except grpc.RpcError:
-        refused = True
-    assert refused
+    with pytest.raises(grpc.RpcError) as refused:
+        engine.purge(instance_id)
+    # daprd's executor error, not a gRPC status of its own: UNKNOWN with its words.
+    assert refused.value.code() == grpc.StatusCode.UNKNOWN
+    assert refused.value.details() == (
+        "failed to purge workflow state: orchestration has not yet completed"
+    )
     assert engine.status(instance_id) == "RUNNING"
 
     assert engine.purge(instance_id, force=True).deletedInstanceCount == 1
@@ -405,6 +407,14 @@ def test_non_recursive_purge_keeps_the_children(engine):
     assert response.deletedInstanceCount == 1
     assert engine.get(parent).exists is False
     assert all(engine.get(child).exists for child in children)
+
+
+def test_purge_of_an_unknown_instance_is_an_error(engine):
+    for recursive in (True, False):
+        with pytest.raises(grpc.RpcError) as refused:
+            engine.purge(unique_id("never-started"), recursive=recursive)
+        assert refused.value.code() == grpc.StatusCode.UNKNOWN
+        assert refused.value.details() == "failed to purge workflow state: no such instance exists"
 
 
 def test_purge_with_a_filter_is_an_error_and_deletes_nothing(engine):

@@ -88,11 +88,15 @@ def test_patches_that_do_not_match_the_history_stall_the_instance(own_engine):
         assert not has_kind("executionCompleted")(events)
 
         # A stalled instance is not terminal: only a forced purge removes it.
-        try:
-            refused = engine.purge(instance_id).deletedInstanceCount == 0
-        except grpc.RpcError:
-            refused = True
-        assert refused and engine.status(instance_id) == "STALLED"
+        with pytest.raises(grpc.RpcError) as refused:
+            engine.purge(instance_id)
+        assert "orchestration has not yet completed" in refused.value.details()
+        assert engine.status(instance_id) == "STALLED"
+        # Nor does it take an event: no turn runs to receive it (daprd's actor refuses it).
+        with pytest.raises(grpc.RpcError) as raised:
+            engine.raise_event(instance_id, "approval", '"yes"')
+        assert raised.value.code() == grpc.StatusCode.UNKNOWN
+        assert raised.value.details() == "workflow is stalled"
         assert engine.purge(instance_id, force=True).deletedInstanceCount == 1
         assert engine.get(instance_id).exists is False
     finally:
