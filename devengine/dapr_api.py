@@ -26,7 +26,13 @@ from dapr.proto.runtime.v1 import workflow_pb2
 from google.protobuf import empty_pb2
 
 from devengine import protos as p
-from devengine.engine import Engine, EngineError, InstanceNotFound, NothingToPurge
+from devengine.engine import (
+    GO_ZERO_TIME,
+    Engine,
+    EngineError,
+    InstanceNotFound,
+    NothingToPurge,
+)
 
 SERVICE_NAME = "dapr.proto.runtime.v1.Dapr"
 
@@ -237,12 +243,17 @@ class WorkflowApi:
             workflow_name=inst.name,
             runtime_status=RUNTIME_STATUS.get(inst.status, "UNKNOWN"),
         )
-        response.created_at.FromNanoseconds(inst.created_ns)
-        response.last_updated_at.FromNanoseconds(inst.updated_ns)
+        pending = inst.status == p.PENDING  # no committed history yet: see Engine.state_of
+        if pending:
+            response.created_at.CopyFrom(GO_ZERO_TIME)
+            response.last_updated_at.CopyFrom(GO_ZERO_TIME)
+        else:
+            response.created_at.FromNanoseconds(inst.created_ns)
+            response.last_updated_at.FromNanoseconds(inst.updated_ns)
         properties = response.properties
         if inst.custom_status is not None:
             properties[CUSTOM_STATUS] = inst.custom_status
-        if inst.input is not None:
+        if inst.input is not None and not pending:
             properties[INPUT] = inst.input
         if inst.failure:
             failure = p.TaskFailureDetails.FromString(inst.failure)

@@ -81,6 +81,11 @@ def timestamp(ns: int) -> p.Timestamp:
     return ts
 
 
+# Go's time.Time{} as a protobuf Timestamp (0001-01-01T00:00:00Z): what daprd sends for a time
+# it doesn't have.
+GO_ZERO_TIME = p.Timestamp(seconds=-62135596800)
+
+
 def timestamp_ns(ts: p.Timestamp) -> int:
     return ts.seconds * 1_000_000_000 + ts.nanos
 
@@ -896,14 +901,18 @@ class Engine:
         state = p.WorkflowState(instanceId=inst.instance_id, name=inst.name)
         state.workflowStatus = inst.status  # type: ignore[assignment]
         state.version.value = ""
-        state.createdTimestamp.CopyFrom(timestamp(inst.created_ns))
-        state.lastUpdatedTimestamp.CopyFrom(timestamp(inst.updated_ns))
+        # daprd reads these from the committed history, which is empty until the first turn
+        # commits: a pending instance has Go's zero time for both, and no input.
+        pending = inst.status == p.PENDING
+        state.createdTimestamp.CopyFrom(GO_ZERO_TIME if pending else timestamp(inst.created_ns))
+        state.lastUpdatedTimestamp.CopyFrom(GO_ZERO_TIME if pending else timestamp(inst.updated_ns))
         if inst.started_ns is not None:
             state.startedAt.CopyFrom(timestamp(inst.started_ns))
         if inst.scheduled_ns is not None:
             state.scheduledStartTimestamp.CopyFrom(timestamp(inst.scheduled_ns))
         if with_payloads:
-            state.input.value = inst.input or ""
+            if not pending:
+                state.input.value = inst.input or ""
             state.output.value = inst.output or ""
             if inst.custom_status is not None:
                 state.customStatus.value = inst.custom_status

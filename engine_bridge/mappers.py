@@ -43,9 +43,14 @@ _NAMED = {
 }
 
 
+# What daprd sends for a time it doesn't have: Go's zero time (0001-01-01), such as the created
+# and last-updated times of an instance whose first turn hasn't committed (a scheduled start).
+_GO_ZERO_TIME = -62135596800
+
+
 def timestamp(ts: Any) -> datetime | None:
-    """A protobuf Timestamp as an aware datetime (microseconds), None when unset."""
-    if ts is None or (ts.seconds == 0 and ts.nanos == 0):
+    """A protobuf Timestamp as an aware datetime (microseconds), None when unset or zero."""
+    if ts is None or (ts.seconds in (0, _GO_ZERO_TIME) and ts.nanos == 0):
         return None
     return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 

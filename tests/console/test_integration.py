@@ -11,6 +11,7 @@ import sys
 import time
 from concurrent import futures
 from contextlib import ExitStack
+from datetime import timedelta
 from urllib.parse import quote
 
 import grpc
@@ -283,6 +284,37 @@ def test_a_finished_id_started_again_gets_a_new_run(devengine, wf, make_indexer)
     runs = list(inst.runs.order_by("ordinal").values_list("name", "status"))
     assert runs == [("two_steps", "COMPLETED"), ("fails", "FAILED")]
     assert StatusCount.objects.get(name="two_steps", status="COMPLETED").count == 0
+
+
+def test_a_scheduled_start_is_listed_pending_with_times_of_its_own_then_its_run(
+    devengine, wf, make_indexer
+):
+    # Until its first turn commits, the engine (like daprd) has no created or last-updated
+    # time for it: Go's zero time on the wire, which must not reach the console as year 1.
+    ix = make_indexer(devengine.config())
+    before = timezone.now()
+    start_at = before + timedelta(seconds=8)  # time enough to index it while pending
+    wf.schedule_new_workflow(
+        wf_kinds.two_steps, input=ORDER, instance_id="later", start_at=start_at
+    )
+    assert ix.client.get_instance("later").created_at is None
+    converge(ix)
+    inst = Instance.objects.get(instance_id="later")
+    assert inst.status == "PENDING" and inst.name == "two_steps"
+    assert before <= inst.created_at <= timezone.now()
+    assert before <= inst.last_updated_at <= timezone.now()
+    listed = APIClient()
+    listed.force_authenticate(User.objects.create_user("viewer"))
+    (row,) = listed.get("/api/instances/?status=PENDING").json()["results"]
+    assert row["instance_id"] == "later" and row["created_at"].startswith(str(before.year))
+
+    wf.wait_for_workflow_completion("later", timeout_in_seconds=20)
+    request_refresh(ix.engine, "later")
+    converge(ix)
+    inst.refresh_from_db()
+    engine_state = ix.client.get_instance("later")
+    assert inst.status == "COMPLETED" and inst.created_at == engine_state.created_at
+    assert json.loads(inst.runs.get().input) == ORDER
 
 
 def test_purge_leaves_a_tombstone_with_its_history(devengine, wf, make_indexer):

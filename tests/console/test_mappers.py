@@ -54,6 +54,22 @@ def test_instance_state_keeps_custom_status(golden):
     assert state(golden("custom_status")).custom_status == '{"step": "done"}'
 
 
+def test_a_pending_instance_without_times_has_none_not_year_one():
+    # daprd answers Go's zero time for the times of an instance whose first turn hasn't
+    # committed (a scheduled start): shown as 0001-01-01, it sorts and reads as nonsense.
+    response = pb.GetInstanceResponse(exists=True)
+    st = response.workflowState
+    st.instanceId, st.name = "later", "report"
+    st.workflowStatus = pb.ORCHESTRATION_STATUS_PENDING
+    st.createdTimestamp.FromDatetime(datetime(1, 1, 1, tzinfo=UTC))
+    st.lastUpdatedTimestamp.seconds = -62135596800
+    mapped = mappers.instance_state(response)
+    assert (mapped.created_at, mapped.last_updated_at) == (None, None)
+    assert mappers.timestamp(st.createdTimestamp) is None
+    st.createdTimestamp.nanos = 1000  # a real time, a microsecond after it
+    assert mappers.timestamp(st.createdTimestamp) == datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
+
+
 def test_a_missing_instance_maps_to_none():
     assert mappers.instance_state(pb.GetInstanceResponse(exists=False)) is None
 

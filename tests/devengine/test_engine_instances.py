@@ -64,6 +64,11 @@ def test_a_scheduled_start_stays_pending_until_its_time(engine):
     assert engine.status(instance_id) == "PENDING"
     state = engine.get(instance_id).workflowState
     assert state.name == "hello_world"
+    # daprd reads times and input from the committed history, empty until the first turn:
+    # Go's zero time (0001-01-01) for both times, no input.
+    for pending_time in (state.createdTimestamp, state.lastUpdatedTimestamp):
+        assert pending_time.ToJsonString() == "0001-01-01T00:00:00Z"
+    assert not state.HasField("input")
 
     started = engine.call(
         "WaitForInstanceStart", pb.GetInstanceRequest(instanceId=instance_id), timeout=10
