@@ -52,14 +52,27 @@ class TaskHubService(p.grpc_stubs.TaskHubSidecarServiceServicer):
         return self.engine.get_instance(request.instanceId, request.getInputsAndOutputs)
 
     async def WaitForInstanceStart(self, request, context):
-        await self.engine.wait_for(request.instanceId, lambda r: r is None or r.status != p.PENDING)
+        await self._wait(request.instanceId, lambda r: r.status != p.PENDING)
         return self.engine.get_instance(request.instanceId, request.getInputsAndOutputs)
 
     async def WaitForInstanceCompletion(self, request, context):
-        await self.engine.wait_for(
-            request.instanceId, lambda r: r is None or r.status in p.TERMINAL_STATUSES
-        )
+        await self._wait(request.instanceId, lambda r: r.status in p.TERMINAL_STATUSES)
         return self.engine.get_instance(request.instanceId, request.getInputsAndOutputs)
+
+    async def _wait(self, instance_id: str, done) -> None:
+        """Until ``done(instance)``. Like daprd's watch of the workflow actor, an id that doesn't
+        exist yet is waited for (until the caller's deadline, or until it is started and done);
+        one purged during the wait is answered at once (``exists=false``)."""
+        existed = self.engine.store.get_instance(instance_id) is not None
+
+        def reached(inst) -> bool:
+            nonlocal existed
+            if inst is None:
+                return existed
+            existed = True
+            return done(inst)
+
+        await self.engine.wait_for(instance_id, reached)
 
     async def RaiseEvent(self, request, context):
         try:

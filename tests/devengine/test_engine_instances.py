@@ -188,6 +188,40 @@ def test_wait_for_start_returns_at_once_for_a_running_instance(engine):
     engine.terminate(instance_id)
 
 
+def test_a_wait_for_an_unknown_id_waits_for_it_to_be_started_as_daprd_does(engine):
+    # daprd watches the workflow actor: no answer before the id exists (no early exists=false).
+    instance_id = unique_id("not-yet")
+    for method in ("WaitForInstanceStart", "WaitForInstanceCompletion"):
+        request = pb.GetInstanceRequest(instanceId=instance_id)
+        error = rpc_error(lambda m=method, r=request: engine.call(m, r, timeout=0.5))
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            engine.call,
+            "WaitForInstanceCompletion",
+            pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=True),
+            timeout=20,
+        )
+        time.sleep(0.3)
+        engine.start("hello_world", instance_id, input='"late"')
+        done = waiting.result()
+    assert done.exists and done.workflowState.output.value == '"hello late"'
+
+
+def test_a_wait_on_an_instance_purged_meanwhile_answers_that_it_is_gone(engine):
+    instance_id = unique_id("purged-while-waited")
+    engine.start("wait_forever", instance_id)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            engine.call, "WaitForInstanceCompletion", pb.GetInstanceRequest(instanceId=instance_id),
+            timeout=20,
+        )  # fmt: skip
+        time.sleep(0.3)
+        engine.purge(instance_id, force=True)
+        assert waiting.result().exists is False
+
+
 # --- RaiseEvent --------------------------------------------------------------------------------
 
 
