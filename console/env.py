@@ -88,6 +88,28 @@ def envchoice(
     raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}")
 
 
+def private_file(path: Path) -> None:
+    """Makes ``path`` readable and writable by its owner only, creating it empty when missing.
+
+    For a SQLite database: it holds sessions, API tokens and password hashes, and SQLite gives
+    its -wal and -shm files the database's mode. The directory stays as it is (it may hold
+    collectstatic's output for a web server running as another user)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        # Made before this rule (or by hand): narrowed if it is ours.
+        for made in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            try:
+                info = made.stat()
+                if info.st_mode & 0o077 and info.st_uid == os.getuid():
+                    made.chmod(0o600)
+            except FileNotFoundError:
+                pass
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{path} can't be created ({exc.strerror})") from None
+
+
 def secret_key(var_dir: Path, environ: Mapping[str, str] | None = None) -> str:
     """``CONSOLE_SECRET_KEY``, or else a key of this installation's own kept in
     ``var_dir/secret-key`` (made on first start). A default written in the code would let anyone

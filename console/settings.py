@@ -14,7 +14,15 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from console.env import envbool, envchoice, envfloat, envint, envstr, secret_key
+from console.env import (
+    envbool,
+    envchoice,
+    envfloat,
+    envint,
+    envstr,
+    private_file,
+    secret_key,
+)
 from engine_bridge.config import parse_engines
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -106,6 +114,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        private_file(Path(DATABASES["default"]["NAME"]))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

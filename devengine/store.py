@@ -20,6 +20,7 @@ uncommitted batch is simply handed out again after a restart.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections import OrderedDict
 from dataclasses import dataclass, fields
@@ -125,7 +126,7 @@ UPDATE_INSTANCE = f"UPDATE instances SET {' = ?, '.join(_DATA)} = ? WHERE instan
 
 def connect(path: str) -> sqlite3.Connection:
     if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _private(Path(path))
     # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -134,6 +135,22 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
     return conn
+
+
+def _private(path: Path) -> None:
+    """The database file (and so its -wal and -shm, which SQLite gives its mode) readable by
+    its owner only: it holds every workflow's payloads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        for made in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            try:
+                info = made.stat()
+            except FileNotFoundError:
+                continue
+            if info.st_mode & 0o077 and info.st_uid == os.getuid():
+                made.chmod(0o600)
 
 
 class Store:

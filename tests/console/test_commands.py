@@ -14,6 +14,7 @@ def test_a_demo_admin_is_created_only_when_no_user_exists(settings, tmp_path):
     assert "Log in as: admin / " in out.getvalue()
     password = out.getvalue().strip().rsplit(" ", 1)[-1]
     assert User.objects.get().check_password(password)
+    assert (tmp_path / "demo-admin.txt").stat().st_mode & 0o777 == 0o600
     again = StringIO()
     call_command("ensure_demo_admin", stdout=again)
     assert User.objects.count() == 1

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from console.env import envbool, envchoice, envfloat, envint, secret_key
+from console.env import envbool, envchoice, envfloat, envint, private_file, secret_key
 from engine_bridge.config import EngineConfig, parse_engines
 
 
@@ -185,6 +185,36 @@ def test_without_a_secret_key_set_the_installation_makes_its_own(tmp_path):
     assert [p.name for p in var.iterdir()] == ["secret-key"]
     assert secret_key(var, {"CONSOLE_SECRET_KEY": "given"}) == "given"
     assert secret_key(tmp_path / "other", {}) != key
+
+
+def test_the_database_file_is_made_private_and_an_old_one_narrowed(tmp_path):
+    # Sessions, API tokens and password hashes: not for the machine's other accounts.
+    made = tmp_path / "var" / "console.sqlite3"
+    old = os.umask(0o022)
+    try:
+        private_file(made)
+        assert made.stat().st_mode & 0o777 == 0o600 and made.read_bytes() == b""
+        older = tmp_path / "older.sqlite3"
+        for path in (older, tmp_path / "older.sqlite3-wal"):
+            path.write_bytes(b"kept")
+            path.chmod(0o644)
+        private_file(older)
+    finally:
+        os.umask(old)
+    for path in (older, tmp_path / "older.sqlite3-wal"):
+        assert path.stat().st_mode & 0o777 == 0o600 and path.read_bytes() == b"kept"
+    assert (tmp_path / "var").stat().st_mode & 0o755 == 0o755  # the directory is left alone
+
+
+def test_migrate_makes_the_console_database_readable_by_its_owner_only(tmp_path):
+    env = {**os.environ, "CONSOLE_VAR_DIR": str(tmp_path)}
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run(
+        ["sh", "-c", f"umask 022 && {sys.executable} manage.py migrate -v 0"],
+        cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "console.sqlite3").stat().st_mode & 0o777 == 0o600
 
 
 def test_a_secret_key_that_cant_be_kept_stops_start_up(tmp_path):

@@ -181,3 +181,24 @@ def test_reads_answer_committed_state_only(tmp_path):
             store.close()
 
     asyncio.run(scenario())
+
+
+def test_the_state_file_is_readable_by_its_owner_only(tmp_path):
+    """Every workflow's payloads are in it: not for the machine's other accounts (the -wal and
+    -shm files SQLite makes take the database's mode)."""
+    import os
+
+    from devengine.store import Store
+
+    old = os.umask(0o022)
+    try:
+        store = Store(str(tmp_path / "engine.sqlite3"))
+        with store.transaction():
+            store.conn.execute("CREATE TABLE probe (x)")
+        made = sorted(p.name for p in tmp_path.iterdir())
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+        store.conn.close()
+    finally:
+        os.umask(old)
+    assert "engine.sqlite3-wal" in made
+    assert set(modes.values()) == {0o600}, modes

@@ -6,6 +6,7 @@ saved under var/ by an earlier run).
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Any
 
@@ -24,8 +25,10 @@ class Command(BaseCommand):
             password = secrets.token_urlsafe(12)
             User.objects.create_superuser("admin", "", password)
             settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-            saved.write_text(f"admin {password}\n")
-            saved.chmod(0o600)
+            # Created private: written first and narrowed after, it was readable meanwhile.
+            saved.unlink(missing_ok=True)
+            with os.fdopen(os.open(saved, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "w") as f:
+                f.write(f"admin {password}\n")
             self.stdout.write(f"Created the demo admin. Log in as: admin / {password}")
             return
         if saved.exists():
