@@ -14,7 +14,20 @@ from django.conf import settings  # noqa: E402
 http_app = django_asgi_app
 if settings.CONSOLE_SERVE_STATIC:
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+    from django.core.exceptions import SuspiciousFileOperation
+    from django.http import Http404
 
-    http_app = ASGIStaticFilesHandler(django_asgi_app)
+    class StaticFiles(ASGIStaticFilesHandler):
+        """Django's static handler, but a path leading out of the static directories
+        (``/static/../settings.py``) is a file it doesn't have: a 404, not a 500 with a
+        traceback in the log for every such probe."""
+
+        def serve(self, request):
+            try:
+                return super().serve(request)
+            except SuspiciousFileOperation:
+                raise Http404("no such static file") from None
+
+    http_app = StaticFiles(django_asgi_app)
 
 application = ProtocolTypeRouter({"http": http_app})

@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 from django.contrib.auth.models import User
 
@@ -67,3 +69,14 @@ def test_daphne_serves_the_static_files_as_started_without_a_login():
     for path in ("/static/console.css", "/static/console.js"):
         status, body = asgi_get(path.encode())
         assert status == 200 and len(body) > 100, path
+
+
+@pytest.mark.parametrize(
+    "path", [b"/static/..%2fconsole%2fsettings.py", b"/static/../console/settings.py"]
+)
+def test_a_static_path_leading_out_of_the_static_files_is_not_found(path, caplog):
+    from tests.console.support import asgi_get
+
+    status, body = asgi_get(path)
+    assert status == 404 and b"SECRET_KEY" not in body
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
