@@ -27,6 +27,49 @@ def test_a_user_logs_in_and_sees_engines(client):
     assert b"No engine has been indexed yet" in response.content
 
 
+@pytest.fixture
+def fresh_counts():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_failed_sign_ins_are_limited_per_username_and_address(client, fresh_counts):
+    from console import signin
+
+    User.objects.create_user("alice", password="pw-123456789")
+    User.objects.create_user("bob", password="pw-987654321")
+    for _ in range(signin.PER_USER):
+        wrong = client.post("/login/", {"username": "alice", "password": "guess"})
+        assert wrong.status_code == 200 and b"correct username and password" in wrong.content
+    # Refused now without the password being checked, even the right one.
+    right = client.post("/login/", {"username": "Alice", "password": "pw-123456789"})
+    assert right.status_code == 200 and b"Too many failed sign-ins" in right.content
+    assert "_auth_user_id" not in client.session
+    # The admin's login counts the same way.
+    admin = client.post("/admin/login/", {"username": "alice", "password": "pw-123456789"})
+    assert b"Too many failed sign-ins" in admin.content
+    # Another user from the same address still signs in, and a success clears its count.
+    ok = client.post("/login/", {"username": "bob", "password": "pw-987654321"})
+    assert ok.status_code == 302
+
+
+def test_many_usernames_tried_from_one_address_are_limited_too(client, fresh_counts):
+    from console import signin
+
+    User.objects.create_user("carol", password="pw-123456789")
+    for n in range(signin.PER_ADDRESS):
+        client.post("/login/", {"username": f"user{n}", "password": "guess"})
+    refused = client.post("/login/", {"username": "carol", "password": "pw-123456789"})
+    assert b"Too many failed sign-ins" in refused.content
+    elsewhere = client.post(
+        "/login/", {"username": "carol", "password": "pw-123456789"}, REMOTE_ADDR="10.0.0.9"
+    )
+    assert elsewhere.status_code == 302
+
+
 def test_admin_needs_login(client):
     assert client.get("/admin/").status_code == 302
 
