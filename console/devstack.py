@@ -123,6 +123,13 @@ def main() -> int:
     env = dict(os.environ)
     if not env.get("CONSOLE_ENGINES", "").strip():
         env["CONSOLE_ENGINES"] = f"local=127.0.0.1:{engine_port}"
+    else:
+        # Exported for the console against real sidecars, it would hide the samples unsaid.
+        print(
+            f"CONSOLE_ENGINES is set ({env['CONSOLE_ENGINES']}): the console indexes those "
+            "engines, not the devengine started here. Unset it to see the sample workflows.",
+            flush=True,
+        )
     # Production behaviour: no tracebacks or URL lists in error pages (static files from daphne,
     # as by default).
     env["PYTHONUNBUFFERED"] = "1"

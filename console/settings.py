@@ -31,8 +31,14 @@ VAR_DIR = Path(envstr("CONSOLE_VAR_DIR", "") or BASE_DIR / "var").resolve()
 
 DEBUG = envbool("CONSOLE_DEBUG", False)
 SECRET_KEY = secret_key(VAR_DIR)
-ALLOWED_HOSTS = [h for h in envstr("CONSOLE_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [o for o in envstr("CONSOLE_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in envstr("CONSOLE_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+    if h.strip()
+]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in envstr("CONSOLE_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
 # Served over HTTPS (directly or behind a TLS proxy): session and CSRF cookies only over HTTPS.
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("CONSOLE_HTTPS", False)
 if envbool("CONSOLE_TRUST_X_FORWARDED_PROTO", False):  # only behind a proxy that sets it

@@ -74,7 +74,47 @@ def test_runindexer_outlives_a_database_error_and_reports_it(settings, monkeypat
     settings.CONSOLE_ENGINES = [EngineConfig("a", "127.0.0.1:1")]
     with pytest.raises(CommandError, match="the pass failed for a"):
         call_command("runindexer", "--once", stdout=StringIO())
-    assert "engine a: database error (database is locked); retry in 1s" in caplog.text
+    assert "engine a: database error (database is locked)" in caplog.text
+    assert "retry" not in caplog.text  # --once tries no more
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runindexer_started_before_its_database_answers_waits_for_it(settings, monkeypatch, caplog):
+    # A deployment starting the database and the indexer together: it died at once.
+    from django.db import OperationalError
+
+    from engine_bridge import indexer
+    from engine_bridge.config import EngineConfig
+    from engine_bridge.management.commands import runindexer
+
+    real_sync = indexer.sync_engines
+    tries = []
+
+    def not_yet(configs):
+        tries.append(1)
+        if len(tries) < 3:
+            raise OperationalError("connection refused")
+        return real_sync(configs)
+
+    indexed = []
+    monkeypatch.setattr(indexer, "sync_engines", not_yet)
+    monkeypatch.setattr(runindexer, "_back_off", lambda failures: 0.01)
+    monkeypatch.setattr(
+        runindexer.Command,
+        "_index",
+        lambda self, configs, engines, stop, once: indexed.append(engines),
+    )
+    settings.CONSOLE_ENGINES = [EngineConfig("a", "127.0.0.1:1")]
+    out = StringIO()
+    call_command("runindexer", stdout=out)
+    assert len(tries) == 3 and list(indexed[0]) == ["a"]
+    assert caplog.text.count("the console's database: connection refused; retry in 0s") == 2
+    assert "indexer stopped" in out.getvalue()
+
+    tries.clear()
+    with pytest.raises(CommandError, match="the console's database: connection refused"):
+        call_command("runindexer", "--once", stdout=StringIO())
+    assert len(tries) == 1
 
 
 @pytest.mark.django_db(transaction=True)

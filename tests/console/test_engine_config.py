@@ -163,10 +163,19 @@ def test_typed_helpers_read_and_validate():
         ("CONSOLE_LOG_LEVEL", "LOUD", "CONSOLE_LOG_LEVEL='LOUD' is not one of"),
     ],
 )
-def test_manage_py_stops_on_a_bad_setting_with_one_line_naming_it(variable, value, message):
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["manage.py", "runindexer", "--once"],
+        # As README starts the web server: not a traceback of daphne's around the line.
+        ["-m", "daphne", "-b", "127.0.0.1", "-p", "0", "console.asgi:application"],
+    ],
+)
+def test_a_bad_setting_stops_start_up_with_one_line_naming_it(command, variable, value, message):
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     done = subprocess.run(
-        [sys.executable, str(Path(__file__).parents[2] / "manage.py"), "runindexer", "--once"],
+        [sys.executable, *command],
+        cwd=Path(__file__).parents[2],
         env={**env, variable: value},
         capture_output=True,
         text=True,

@@ -25,7 +25,13 @@ class Command(BaseCommand):
     help = "Index the workflow instances of the engines in CONSOLE_ENGINES (runs until stopped)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--engine", action="append", default=[], help="only this engine")
+        parser.add_argument(
+            "--engine",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="only this engine of CONSOLE_ENGINES (repeat it for several)",
+        )
         parser.add_argument("--once", action="store_true", help="one pass per engine, then exit")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -51,23 +57,41 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, on_signal)
 
         tune_gc()
-        # Every configured engine stays configured: other processes may index the others
-        # (one indexer per engine with --engine).
-        engines = {e.name: e for e in sync_engines(all_configs)}
-        locks = [EngineLock(engines[c.name].pk, c.name) for c in configs]
-        try:
-            for lock in locks:
-                lock.acquire()
-        except EngineTaken as exc:
-            for lock in locks:
-                lock.release()
-            raise CommandError(str(exc)) from None
+        failures = 0
+        while True:
+            locks: list[EngineLock] = []
+            try:
+                # Every configured engine stays configured: other processes may index the
+                # others (one indexer per engine with --engine).
+                engines = {e.name: e for e in sync_engines(all_configs)}
+                locks = [EngineLock(engines[c.name].pk, c.name) for c in configs]
+                for lock in locks:
+                    lock.acquire()
+                break
+            except EngineTaken as exc:
+                for lock in locks:
+                    lock.release()
+                raise CommandError(str(exc)) from None
+            except OperationalError as exc:
+                # Started beside its database (a deployment starting both): wait for it, as
+                # the passes do once running.
+                for lock in locks:
+                    lock.release()
+                connections.close_all()
+                if options["once"]:
+                    raise CommandError(f"the console's database: {exc}") from None
+                failures += 1
+                delay = _back_off(failures)
+                log.error("the console's database: %s; retry in %.0fs", exc, delay)
+                if stop.wait(delay):
+                    return
         try:
             self._index(configs, engines, stop, options["once"])
         finally:
             for lock in locks:
                 lock.release()
         self.stdout.write("indexer stopped")
+        self.stdout.flush()
 
     def _index(
         self, configs: list[Any], engines: dict[str, Any], stop: threading.Event, once: bool
@@ -109,6 +133,7 @@ class Command(BaseCommand):
             for ix in indexers
         ]
         self.stdout.write(f"indexing {', '.join(c.name for c in configs)}")
+        self.stdout.flush()  # in order with the log's lines when the output is a file
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -125,6 +150,8 @@ def _passes(ix: Any, stop: threading.Event, once: bool) -> bool:
     whether the last pass succeeded."""
     name = ix.engine.name
     failures = 0
+    failing = ""  # what failed last: the engine or the database
+    retry = "" if once else "; retry in {:.0f}s"
     totals = [0, 0, 0, 0]  # new, changed, purged, read
     report_at = 0.0
     while not stop.is_set():
@@ -133,25 +160,30 @@ def _passes(ix: Any, stop: threading.Event, once: bool) -> bool:
             result = ix.run_pass()
         except EngineUnavailable as exc:
             failures += 1
+            failing = "engine"
             delay = _back_off(failures)
-            log.warning("engine %s unreachable (%s); retry in %.0fs", name, exc, delay)
+            log.warning("engine %s unreachable (%s)%s", name, exc, retry.format(delay))
         except EngineError as exc:
             # Answered but refused (an api token): a fixed retry, not a step up the back-off
             # of an unreachable engine (minutes of refusals made a later blip wait 30 s).
             failures = max(failures, 1)
+            failing = "engine"
             delay = 5.0
             log.warning("engine %s: pass failed: %s", name, exc)
         except OperationalError as exc:
             # The console's database (locked for longer than its timeout, restarting, out of
             # disk): nothing of the chunk was committed; try again later.
             failures += 1
+            failing = "database"
             delay = _back_off(failures)
-            log.error("engine %s: database error (%s); retry in %.0fs", name, exc, delay)
+            log.error("engine %s: database error (%s)%s", name, exc, retry.format(delay))
             connections.close_all()
         else:
-            if failures:
+            if failing == "engine":
                 log.info("engine %s reachable again", name)
-            failures = 0
+            elif failing == "database":
+                log.info("engine %s: the console's database answers again", name)
+            failures, failing = 0, ""
             totals[0] += result.discovered
             totals[1] += result.changed
             totals[2] += result.purged
