@@ -588,8 +588,15 @@ class EngineIndexer:
             missing = " and ".join(c for k, c in calls.items() if supports[k] is False)
             message = (
                 f"engine {self.engine.name} is too old: it does not implement {missing} "
-                "(needs Dapr 1.17 or later); showing what GetInstance can tell"
+                "(needs Dapr 1.17 or later): "
+                + (
+                    "its instances can't be listed"
+                    if supports["supports_list"] is False
+                    else "its instances are indexed without their histories"
+                )
             )
+            if self._probed_at is None or changed:
+                log.warning("%s", message)
             self._record_health(reachable=True, error=message)
         self._probed_at = now
 

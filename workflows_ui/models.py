@@ -101,7 +101,10 @@ class Engine(models.Model):
         return self.last_pass_at is None or self.last_error_at > self.last_pass_at
 
     def health(self) -> str:
-        """One word for pages: unknown, ok, failing, unreachable, too-old."""
+        """One word for pages: unknown, ok, failing, unreachable, too-old, not-indexed."""
+        if not self.configured:
+            # Taken out of CONSOLE_ENGINES: its last health would go on looking current.
+            return "not-indexed"
         if self.too_old:
             return "too-old"
         if self.reachable is None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -65,15 +66,17 @@ def home(request: HttpRequest) -> HttpResponse:
         # A re-read due a moment ago is the normal state of a running indexer.
         engine.behind = human_duration(behind) if behind >= BEHIND_SHOWN else ""  # type: ignore[attr-defined]
         engine.far_behind = behind >= BEHIND_WARNED  # type: ignore[attr-defined]
-    return render(request, "workflows_ui/home.html", {"engines": engines})
+    configured = [c.name for c in settings.CONSOLE_ENGINES]
+    return render(request, "workflows_ui/home.html", {"engines": engines, "configured": configured})
 
 
 # --- helpers ----------------------------------------------------------------------------------
 
 
 def _engine_warnings(engines: list[Engine]) -> list[Engine]:
-    """Engines whose indexed data may be stale: unreachable, failing, or too old to be indexed."""
-    return [e for e in engines if e.reachable is False or e.too_old or e.failing]
+    """Engines whose indexed data may be stale: unreachable, failing, or too old to be indexed
+    (not those taken out of CONSOLE_ENGINES: the engines page says so, once)."""
+    return [e for e in engines if e.configured and (e.reachable is False or e.too_old or e.failing)]
 
 
 def _get_instance(engine: str, instance_id: str) -> Instance:

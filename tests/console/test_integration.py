@@ -669,7 +669,7 @@ class OldSidecar(pb_grpc.TaskHubSidecarServiceServicer):
         return response
 
 
-def test_an_engine_answering_unimplemented_is_reported_too_old_not_crashed(make_indexer):
+def test_an_engine_answering_unimplemented_is_reported_too_old_not_crashed(make_indexer, caplog):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     pb_grpc.add_TaskHubSidecarServiceServicer_to_server(OldSidecar(), server)
     port = free_port()
@@ -691,6 +691,8 @@ def test_an_engine_answering_unimplemented_is_reported_too_old_not_crashed(make_
         ix.run_pass()
         legacy = Instance.objects.get(instance_id="legacy-1")
         assert legacy.status == "RUNNING" and legacy.name == "old_flow"
+        # Said once in the indexer's log too (a terminal showed nothing).
+        assert caplog.text.count("engine old is too old") == 1
         api = APIClient()
         api.force_login(User.objects.create_user("alice"))
         row = api.get("/api/engines/").json()[0]

@@ -415,6 +415,29 @@ def test_an_unreachable_engine_is_announced_while_its_data_is_still_listed(logge
     assert "is unreachable" in detail
 
 
+def test_an_engine_taken_out_of_the_settings_is_shown_as_not_indexed_without_alerts(
+    logged_in, seeded, settings
+):
+    # Its last health (ok, or unreachable) went on looking current, with banners on every page.
+    Engine.objects.filter(pk=seeded.engine.pk).update(
+        configured=False, reachable=False, last_error="connection refused"
+    )
+    settings.CONSOLE_ENGINES = []
+    home = _text(logged_in.get("/"))
+    assert "health-not-indexed" in home and ">not-indexed<" in home
+    listed = logged_in.get("/instances/")
+    assert 'role="alert"' not in _text(listed)
+    assert len(ids_in(listed)) == len(seeded.instances)  # what was indexed stays readable
+
+
+def test_the_engines_page_names_the_configured_engines_no_indexer_has_seen(logged_in, settings):
+    from engine_bridge.config import EngineConfig
+
+    settings.CONSOLE_ENGINES = [EngineConfig("orders", "127.0.0.1:50001")]
+    body = _text(logged_in.get("/"))
+    assert "names <strong>orders</strong>, and no indexer has started" in body
+
+
 def test_an_engine_failing_its_passes_is_announced_until_one_succeeds(logged_in, seeded):
     passed = timezone.now() - timedelta(minutes=5)
     Engine.objects.filter(pk=seeded.engine.pk).update(

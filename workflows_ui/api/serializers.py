@@ -175,7 +175,8 @@ class PageFilterSerializer(QuerySerializer):
 class EngineSerializer(serializers.ModelSerializer):
     health = serializers.CharField(
         help_text="ok, failing (answers, but its last pass failed: see last_error), "
-        "unreachable, too-old (needs Dapr 1.17), unknown (not contacted yet)"
+        "unreachable, too-old (needs Dapr 1.17), unknown (not contacted yet), not-indexed "
+        "(not in CONSOLE_ENGINES when the indexer last started: what was indexed stays)"
     )
     too_old = serializers.BooleanField()
     counts = serializers.SerializerMethodField()
