@@ -476,11 +476,19 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 
 async def start_http_server(
-    api: WorkflowApi, host: str, port: int, api_token: str | None = None
+    api: WorkflowApi,
+    host: str,
+    port: int,
+    api_token: str | None = None,
+    start_serving: bool = True,
 ) -> tuple[asyncio.Server, HttpApi]:
     http_api = HttpApi(api, api_token)
     server = await asyncio.start_server(
-        http_api.handle_connection, host, port, limit=MAX_LINE_BYTES * 2
+        http_api.handle_connection,
+        host,
+        port,
+        limit=MAX_LINE_BYTES * 2,
+        start_serving=start_serving,
     )
     return server, http_api
 

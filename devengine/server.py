@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
 
 import grpc
 
@@ -31,7 +32,13 @@ async def serve(
     ready: asyncio.Event | None = None,
     http_port: int | None = None,
 ) -> None:
-    store = Store(db_path)
+    try:
+        store = Store(db_path)
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e):
+            # The store holds its file exclusively: another devengine runs on it.
+            raise SystemExit(f"devengine: {db_path} is in use by another devengine") from None
+        raise SystemExit(f"devengine: cannot open {db_path}: {e}") from None
     tracing = Tracing()
     engine = Engine(store, app_id=app_id, tracing=tracing)
     # Each interceptor costs every call a coroutine: only install the ones in use.
@@ -57,18 +64,29 @@ async def serve(
     workflow_api = WorkflowApi(engine)
     add_dapr_workflow_service(workflow_api, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    if server.add_insecure_port(address) == 0:
-        raise SystemExit(f"devengine: cannot listen on {address}")
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpc.aio raises where grpc returns 0
+        bound = 0
+    if bound == 0:
+        store.close()
+        raise SystemExit(f"devengine: cannot listen on {address} (is the port in use?)")
+    http = None
+    if http_port is not None:
+        # Bound before anything starts: a port in use stops start-up with its one line.
+        try:
+            http = await start_http_server(
+                workflow_api, host, http_port, api_token, start_serving=False
+            )
+        except OSError as e:
+            store.close()
+            raise SystemExit(f"devengine: cannot listen on {host}:{http_port}: {e}") from None
     await engine.start()
     await server.start()
     log.info("devengine listening on %s (app id %r, database %s)", address, app_id, db_path)
     print(f"devengine listening on {address}", flush=True)
-    http = None
-    if http_port is not None:
-        try:
-            http = await start_http_server(workflow_api, host, http_port, api_token)
-        except OSError as e:
-            raise SystemExit(f"devengine: cannot listen on {host}:{http_port}: {e}") from None
+    if http is not None:
+        await http[0].start_serving()
         log.info("devengine HTTP API on %s:%d", host, http_port)
         print(f"devengine HTTP API listening on {host}:{http_port}", flush=True)
 

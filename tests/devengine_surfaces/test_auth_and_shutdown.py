@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import http.client
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,7 +15,7 @@ import grpc
 import pytest
 from dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2
 from dapr.proto.runtime.v1 import workflow_pb2 as wf
-from surfaces_support import EngineProcess, Http
+from surfaces_support import REPO_ROOT, EngineProcess, Http, free_port
 
 TOKEN = "s3cr3t-token"
 
@@ -99,3 +101,29 @@ def test_stopping_the_engine_ends_an_http_request_in_flight(token_engine):
     assert not caller.is_alive()
     assert "error" in outcome  # the connection was closed, without an answer
     assert "Traceback" not in token_engine.log()
+
+
+def _start_fails(*args: str) -> str:
+    """Runs devengine with ``args``; it must exit at once with status 1. Returns its stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "devengine", *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr
+    assert "listening" not in done.stdout
+    return done.stderr
+
+
+def test_start_up_problems_are_one_line_each_not_tracebacks(token_engine, tmp_path):
+    # The database another devengine runs on (a second `make run` in the same checkout).
+    taken = _start_fails("--port", str(free_port()), "--db", str(token_engine.db_path))
+    assert f"devengine: {token_engine.db_path} is in use by another devengine" in taken
+    # Its gRPC port, then its HTTP port: said before anything claims to listen.
+    grpc_port = _start_fails("--port", str(token_engine.grpc_port), "--db", str(tmp_path / "a"))
+    assert f"devengine: cannot listen on 127.0.0.1:{token_engine.grpc_port}" in grpc_port
+    http_port = _start_fails(
+        "--port", str(free_port()), "--http-port", str(token_engine.http_port),
+        "--db", str(tmp_path / "b"),
+    )  # fmt: skip
+    assert f"devengine: cannot listen on 127.0.0.1:{token_engine.http_port}" in http_port
