@@ -30,6 +30,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(envstr("CONSOLE_VAR_DIR", "") or BASE_DIR / "var").resolve()
 
 DEBUG = envbool("CONSOLE_DEBUG", False)
+DEFAULT_EXCEPTION_REPORTER_FILTER = "console.error_reports.EngineTokenFilter"
 SECRET_KEY = secret_key(VAR_DIR)
 ALLOWED_HOSTS = [
     h.strip()

@@ -123,3 +123,31 @@ def test_a_static_path_leading_out_of_the_static_files_is_not_found(path, caplog
     status, body = asgi_get(path)
     assert status == 404 and b"SECRET_KEY" not in body
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_error_reports_hide_an_engine_token_held_in_a_frame(settings, rf):
+    # gRPC's frames hold a call's metadata as plain tuples: a debug page (or a mail to
+    # ADMINS) of a failed engine call would show the token.
+    import sys
+
+    from django.views.debug import ExceptionReporter
+
+    from engine_bridge.config import EngineConfig
+
+    token = "-".join(["s3cr3t", "t0ken"])  # not in this file as one string: pages show code
+    settings.CONSOLE_ENGINES = [EngineConfig("orders", "127.0.0.1:1", token=token)]
+    settings.DEBUG = True
+
+    def call_engine():
+        metadata = (("dapr-api-token", token),)
+        raise RuntimeError(f"engine call failed ({len(metadata)} header)")
+
+    try:
+        call_engine()
+    except RuntimeError:
+        info = sys.exc_info()
+    html = ExceptionReporter(rf.get("/"), *info).get_traceback_html()
+    assert "engine call failed" in html and "metadata" in html
+    assert token not in html
+    mail = ExceptionReporter(rf.get("/"), *info, is_email=True).get_traceback_text()
+    assert token not in mail
