@@ -13,7 +13,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
-	mkdir -p var
+	mkdir -p $${CONSOLE_VAR_DIR:-var}
 
 # devengine + sample workloads + indexer + daphne on http://127.0.0.1:8000; one Ctrl-C stops all.
 run: setup
