@@ -117,6 +117,8 @@ def main() -> int:
     try:
         engine_port = _port_setting("DEVENGINE_PORT", 50001)
         http_port = _port_setting("CONSOLE_PORT", 8000)
+        if engine_port == http_port:
+            raise ValueError(f"DEVENGINE_PORT and CONSOLE_PORT are both {http_port}")
     except ValueError as e:
         print(e, file=sys.stderr)
         return 1

@@ -154,6 +154,10 @@ CONSOLE_CSP = (
 )
 
 REDIS_URL = envstr("REDIS_URL", "")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(
+        "REDIS_URL: expected redis://host:port[/db], rediss://... or unix:///path"
+    )
 CHANNEL_LAYERS = {
     "default": (
         {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
@@ -224,5 +228,11 @@ CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL = envfloat(
 CONSOLE_INDEXER_TERMINAL_INTERVAL = envfloat(
     "CONSOLE_INDEXER_TERMINAL_INTERVAL", 3600.0, minimum=0.0
 )
+for _first, _most in (
+    ("CONSOLE_INDEXER_ACTIVE_INTERVAL", "CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL"),
+    ("CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL", "CONSOLE_INDEXER_TERMINAL_INTERVAL"),
+):
+    if globals()[_first] > globals()[_most]:
+        raise ImproperlyConfigured(f"{_first} must not be more than {_most}")
 # Seconds the indexer idles between passes that found nothing to do.
 CONSOLE_INDEXER_IDLE_SLEEP = envfloat("CONSOLE_INDEXER_IDLE_SLEEP", 1.0, minimum=0.0)

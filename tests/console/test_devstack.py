@@ -157,14 +157,28 @@ def test_a_child_that_dies_stops_the_others_and_fails_the_run(stack):
     assert stack.ports_free()
 
 
-def test_a_bad_port_setting_is_one_line(tmp_path):
+@pytest.mark.parametrize(
+    ("ports", "message"),
+    [
+        (
+            {"DEVENGINE_PORT": "abc"},
+            "DEVENGINE_PORT='abc' is not a port number between 1 and 65535",
+        ),
+        # One port for both: daphne failed on it after everything else had started.
+        (
+            {"DEVENGINE_PORT": "47123", "CONSOLE_PORT": "47123"},
+            "DEVENGINE_PORT and CONSOLE_PORT are both 47123",
+        ),
+    ],
+)
+def test_a_bad_port_setting_is_one_line(tmp_path, ports, message):
     done = subprocess.run(
         [sys.executable, "-m", "console.devstack"],
         cwd=ROOT,
-        env={**os.environ, "DEVENGINE_PORT": "abc", "CONSOLE_VAR_DIR": str(tmp_path)},
+        env={**os.environ, **ports, "CONSOLE_VAR_DIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 1
-    assert done.stderr.strip() == "DEVENGINE_PORT='abc' is not a port number between 1 and 65535"
+    assert done.stderr.strip() == message

@@ -161,6 +161,13 @@ def test_typed_helpers_read_and_validate():
         ("DATABASE_URL", "mysql://u:p@h/db", "DATABASE_URL: django.db.backends.mysql is not"),
         ("DATABASE_URL", "garbage", "DATABASE_URL: Scheme"),
         ("CONSOLE_LOG_LEVEL", "LOUD", "CONSOLE_LOG_LEVEL='LOUD' is not one of"),
+        ("REDIS_URL", "notaurl", "REDIS_URL: expected redis://"),
+        (
+            "CONSOLE_INDEXER_ACTIVE_INTERVAL",
+            "20",
+            "CONSOLE_INDEXER_ACTIVE_INTERVAL must not be more than "
+            "CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL",
+        ),
     ],
 )
 @pytest.mark.parametrize(
