@@ -42,7 +42,7 @@ from django.utils import timezone
 from engine_bridge import bulk
 from engine_bridge.config import EngineConfig
 from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable, NotSupported
-from engine_bridge.locks import change_log_in_commit_order
+from engine_bridge.locks import change_log_in_commit_order, check_holder
 from engine_bridge.types import TERMINAL, Event, InstancePage, InstanceState, trace_id_of
 from workflows_ui.models import (
     ChangeKind,
@@ -457,6 +457,9 @@ class EngineIndexer:
         self.engine = engine
         self.client = client
         self.limits = limits or Limits.from_settings()
+        #: The fence token of runindexer's lock on the engine, checked by each write (none when
+        #: no lock was taken: tests, and benchmarks).
+        self.holder_token = ""
         self._probed_at: datetime | None = None
         # Discovery sweep state (in memory: a restarted process starts a new sweep).
         self._sweep_token = ""
@@ -952,6 +955,8 @@ class EngineIndexer:
         app_id = self.engine.app_id
         try:
             with transaction.atomic():
+                if self.holder_token:
+                    check_holder(self.engine.pk, self.holder_token)
                 self._write_chunk(fetched, result, history_failed)
         except BaseException:
             self.engine.app_id = app_id  # learned in the transaction that rolled back

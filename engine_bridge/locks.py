@@ -10,16 +10,25 @@ killed outright releases it with its file descriptors or its connection:
 - SQLite: ``flock`` on a file beside the database;
 - PostgreSQL: a session advisory lock, held on a connection of its own (the indexer's own
   connection is closed and opened again as Django sees fit, which would release it).
+
+A lock can be lost unseen: a PostgreSQL restart or failover, or a killed backend, ends its
+session; a second path to a SQLite file (a link) is another lock file. So the lock is also a
+fence: taking it writes a token of this process in the engine's row, each write transaction of
+the indexer checks it (``check_holder``), and a process whose token was replaced stops writing
+that engine. ``ensure`` takes a lost PostgreSQL lock again between passes when it is free.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 from django.db import connections
+
+from workflows_ui.models import Engine
 
 #: The first key of the PostgreSQL advisory locks; the second is the engine's row id.
 _PG_LOCK_CLASS = 0x57464958  # "WFIX"
@@ -47,19 +56,64 @@ class EngineTaken(Exception):
     """Another indexer holds the engine."""
 
 
+class LockLost(Exception):
+    """Another indexer took the engine over: this one's lock had been lost."""
+
+
+def check_holder(engine_pk: int, token: str) -> None:
+    """In a write transaction, first: the engine is still this process's. On PostgreSQL the
+    engine's row stays locked until the commit, so another process taking the engine over waits
+    for it, and every write of this one lands before the takeover or not at all."""
+    holder = (
+        Engine.objects.select_for_update()
+        .filter(pk=engine_pk)
+        .values_list("indexer_token", flat=True)
+        .first()
+    )
+    if holder != token:
+        raise LockLost(
+            "another runindexer took this engine over (this one's lock was lost, with its "
+            "database connection or through another path to the database)"
+        )
+
+
 class EngineLock:
     """Held from ``acquire`` until ``release`` or the end of the process."""
 
     def __init__(self, engine_pk: int, engine_name: str) -> None:
         self.engine_pk = engine_pk
         self.engine_name = engine_name
+        #: This process's fence token for the engine (see check_holder), set by acquire.
+        self.token = ""
         self._file: Any = None
         self._connection: Any = None
 
     def acquire(self) -> None:
+        self._lock()
+        self.token = uuid.uuid4().hex
+        # On PostgreSQL this waits for a write transaction of a former holder still in flight.
+        Engine.objects.filter(pk=self.engine_pk).update(indexer_token=self.token)
+
+    def ensure(self) -> None:
+        """Between passes: a PostgreSQL lock whose session ended is taken again if free
+        (EngineTaken if another process has it now)."""
+        if self._connection is None:
+            return
+        try:
+            with self._connection.cursor() as cur:
+                cur.execute("SELECT 1")
+            return
+        except Exception:  # noqa: BLE001 - any failure: the session, and the lock, are gone
+            self._connection.close()
+            self._connection = None
+        self._lock()
+
+    def _lock(self) -> None:
         default = connections["default"]
         if default.vendor == "postgresql":
             conn = connections.create_connection("default")
+            # Taken by runindexer's main thread, checked by the engine's thread (ensure).
+            conn.inc_thread_sharing()
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [_PG_LOCK_CLASS, self.engine_pk])
                 (taken,) = cur.fetchone()
@@ -71,7 +125,7 @@ class EngineLock:
         name = str(default.settings_dict["NAME"])
         if name == ":memory:" or "mode=memory" in name:
             return  # a database no other process can open
-        database = Path(name)
+        database = Path(name).resolve()  # one lock file for every link to the database
         path = database.with_name(f"{database.name}.indexer-{self.engine_pk}.lock")
         f = open(path, "a+")  # noqa: SIM115 - held open for the process's life
         try:

@@ -80,6 +80,10 @@ class Engine(models.Model):
     sweep_listed = models.PositiveIntegerField(default=0)
     last_sweep_at = models.DateTimeField(null=True, blank=True)
     last_sweep_listed = models.PositiveIntegerField(null=True, blank=True)
+    #: Which ``runindexer`` indexes the engine: each writes its own token here when it takes the
+    #: engine, and each of its write transactions checks it (a fence, for when its lock was lost
+    #: unseen with a database connection and another indexer took the engine meanwhile).
+    indexer_token = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
         ordering = ["name"]

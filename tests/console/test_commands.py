@@ -102,7 +102,7 @@ def test_runindexer_started_before_its_database_answers_waits_for_it(settings, m
     monkeypatch.setattr(
         runindexer.Command,
         "_index",
-        lambda self, configs, engines, stop, once: indexed.append(engines),
+        lambda self, configs, engines, locks, stop, once: indexed.append(engines),
     )
     settings.CONSOLE_ENGINES = [EngineConfig("a", "127.0.0.1:1")]
     out = StringIO()
@@ -148,3 +148,45 @@ def test_an_engine_down_is_tried_again_within_ten_seconds_however_long_it_was_do
     waits = [_back_off(n) for n in range(1, 30)]
     assert waits[:4] == [1.0, 2.0, 4.0, 8.0]  # a blip costs a second or two
     assert max(waits) == 10.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runindexer_stops_indexing_an_engine_another_took_over(settings, monkeypatch, caplog):
+    from engine_bridge.config import EngineConfig
+    from engine_bridge.indexer import EngineIndexer
+    from engine_bridge.locks import LockLost
+
+    def taken_over(self):
+        raise LockLost("another runindexer took this engine over")
+
+    monkeypatch.setattr(EngineIndexer, "run_pass", taken_over)
+    settings.CONSOLE_ENGINES = [EngineConfig("a", "127.0.0.1:1")]
+    with pytest.raises(CommandError, match="no longer indexing a: another runindexer took it"):
+        call_command("runindexer", stdout=StringIO())  # not --once: it stops by itself
+    assert "engine a: another runindexer took this engine over; no longer indexing it here" in (
+        caplog.text
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_path_to_the_sqlite_file_is_the_same_lock(settings, tmp_path):
+    from django.db import connection
+
+    from engine_bridge.locks import EngineLock, EngineTaken
+    from workflows_ui.models import Engine
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's lock file")
+    engine = Engine.objects.create(name="a", address="h:1")
+    mine = EngineLock(engine.pk, "a")
+    mine.acquire()
+    real = connection.settings_dict["NAME"]
+    alias = tmp_path / "alias.sqlite3"
+    alias.symlink_to(real)
+    connection.settings_dict["NAME"] = str(alias)
+    try:
+        with pytest.raises(EngineTaken):
+            EngineLock(engine.pk, "a").acquire()
+    finally:
+        connection.settings_dict["NAME"] = real
+        mine.release()

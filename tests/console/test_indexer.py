@@ -1071,3 +1071,63 @@ def test_most_of_an_engine_gone_at_once_is_warned_about(fake, make_indexer, capl
     (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert "11 of 11 indexed instances are no longer listed" in warning
     assert Instance.objects.filter(purged=True).count() == 12
+
+
+def test_an_indexer_whose_engine_was_taken_over_writes_nothing_more(fake, make_indexer):
+    # Its lock lost unseen (a PostgreSQL restart ends the lock's session), another runindexer
+    # took the engine: two writers made the counts drift for good.
+    state, events = golden_instance("two_steps")
+    fake.add(state, events, instance_id="before")
+    ix = make_indexer()
+    mine = locks.EngineLock(ix.engine.pk, "orders")
+    mine.acquire()
+    ix.holder_token = mine.token
+    ix.run_pass()
+    assert Instance.objects.filter(instance_id="before").exists()
+    mine.release()  # as if lost: this indexer still holds its token
+    theirs = locks.EngineLock(ix.engine.pk, "orders")
+    theirs.acquire()
+    try:
+        fake.add(state, events, instance_id="after")
+        changes = ChangeLog.objects.count()
+        with pytest.raises(locks.LockLost, match="another runindexer took this engine over"):
+            ix.run_pass()
+        assert not Instance.objects.filter(instance_id="after").exists()
+        assert ChangeLog.objects.count() == changes
+        counts_are_exact(ix.engine)
+        # The new holder writes.
+        ix.holder_token = theirs.token
+        ix.run_pass()
+        assert Instance.objects.filter(instance_id="after").exists()
+    finally:
+        theirs.release()
+
+
+def test_a_lost_postgresql_lock_is_taken_again_between_passes():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's advisory lock (SQLite's is a file lock the process keeps)")
+    engine = Engine.objects.create(name="orders", address="x:1")
+    mine = locks.EngineLock(engine.pk, "orders")
+    mine.acquire()
+    try:
+        with mine._connection.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            (pid,) = cur.fetchone()
+        with connection.cursor() as cur:  # a restart or a failover ends the session like this
+            cur.execute("SELECT pg_terminate_backend(%s)", [pid])
+        wait_until = time.monotonic() + 10
+        other = locks.EngineLock(engine.pk, "orders")
+        while time.monotonic() < wait_until:  # the lock is free once the backend has gone
+            try:
+                other.acquire()
+                other.release()
+                break
+            except locks.EngineTaken:
+                time.sleep(0.05)
+        mine.ensure()  # between passes: taken again
+        with pytest.raises(locks.EngineTaken):
+            locks.EngineLock(engine.pk, "orders").acquire()
+    finally:
+        mine.release()

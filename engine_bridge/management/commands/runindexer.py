@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError, close_old_connections, connections
 
 from engine_bridge.errors import EngineError, EngineUnavailable
+from engine_bridge.locks import EngineTaken, LockLost
 
 log = logging.getLogger("engine_bridge.indexer")
 # Seconds between the lines that sum up what the passes of an engine changed.
@@ -36,7 +37,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from engine_bridge.indexer import sync_engines, tune_gc
-        from engine_bridge.locks import EngineLock, EngineTaken
+        from engine_bridge.locks import EngineLock
 
         all_configs = configs = settings.CONSOLE_ENGINES
         if options["engine"]:
@@ -86,7 +87,9 @@ class Command(BaseCommand):
                 if stop.wait(delay):
                     return
         try:
-            self._index(configs, engines, stop, options["once"])
+            self._index(
+                configs, engines, {lock.engine_name: lock for lock in locks}, stop, options["once"]
+            )
         finally:
             for lock in locks:
                 lock.release()
@@ -94,7 +97,12 @@ class Command(BaseCommand):
         self.stdout.flush()
 
     def _index(
-        self, configs: list[Any], engines: dict[str, Any], stop: threading.Event, once: bool
+        self,
+        configs: list[Any],
+        engines: dict[str, Any],
+        locks: dict[str, Any],
+        stop: threading.Event,
+        once: bool,
     ) -> None:
         """A thread per engine: an engine that hangs (each read waits for its deadline) holds
         back its own passes, not the others'."""
@@ -113,12 +121,17 @@ class Command(BaseCommand):
             for c in configs
         ]
         failed: list[str] = []
+        lost: list[str] = []
         crashed: list[BaseException] = []
 
         def run(ix: Any) -> None:
             try:
-                if not _passes(ix, stop, once):
+                if not _passes(ix, locks.get(ix.engine.name), stop, once):
                     failed.append(ix.engine.name)
+            except (EngineTaken, LockLost) as exc:
+                # Another process indexes it now: this one goes on with its other engines.
+                log.error("engine %s: %s; no longer indexing it here", ix.engine.name, exc)
+                lost.append(ix.engine.name)
             except BaseException as exc:  # a bug: stop everything, as one thread would
                 crashed.append(exc)
                 stop.set()
@@ -128,6 +141,8 @@ class Command(BaseCommand):
 
         for ix in indexers:
             ix.stopping = stop.is_set
+            lock = locks.get(ix.engine.name)
+            ix.holder_token = lock.token if lock else ""
         threads = [
             threading.Thread(target=run, args=(ix,), name=f"index {ix.engine.name}", daemon=True)
             for ix in indexers
@@ -141,13 +156,19 @@ class Command(BaseCommand):
                 thread.join(0.5)  # signals are handled between the waits
         if crashed:
             raise crashed[0]
+        if lost:
+            raise CommandError(
+                f"no longer indexing {', '.join(sorted(lost))}: another runindexer took it over"
+            )
         if once and failed:
             raise CommandError(f"the pass failed for {', '.join(sorted(failed))}")
 
 
-def _passes(ix: Any, stop: threading.Event, once: bool) -> bool:
+def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
     """Pass after pass over one engine until ``stop`` (one pass with ``once``); returns
-    whether the last pass succeeded."""
+    whether the last pass succeeded. EngineTaken or LockLost when another process took the
+    engine."""
+
     name = ix.engine.name
     failures = 0
     failing = ""  # what failed last: the engine or the database
@@ -157,6 +178,8 @@ def _passes(ix: Any, stop: threading.Event, once: bool) -> bool:
     while not stop.is_set():
         close_old_connections()
         try:
+            if lock is not None:
+                lock.ensure()
             result = ix.run_pass()
         except EngineUnavailable as exc:
             failures += 1
