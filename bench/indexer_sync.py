@@ -604,12 +604,18 @@ def use_database(path: Path) -> None:
     connections["default"].settings_dict["NAME"] = name
 
 
+_held: list[Any] = []  # the engine lock of the indexer made last
+
+
 def make_indexer(address: str, concurrency: int) -> Any:
+    """An indexer as runindexer runs it: holding the engine's lock, each write checking its
+    token."""
     from django.conf import settings
 
     from engine_bridge.client import EngineClient
     from engine_bridge.config import EngineConfig
     from engine_bridge.indexer import EngineIndexer, Limits, sync_engines
+    from engine_bridge.locks import EngineLock
 
     config = EngineConfig(name=ENGINE_NAME, address=address)
     (engine,) = sync_engines([config])
@@ -620,7 +626,14 @@ def make_indexer(address: str, concurrency: int) -> Any:
     )
     limits = Limits.from_settings()
     limits.concurrency = concurrency
-    return EngineIndexer(engine, client, limits)
+    indexer = EngineIndexer(engine, client, limits)
+    while _held:
+        _held.pop().release()
+    lock = EngineLock(engine.pk, engine.name)
+    lock.acquire()
+    _held.append(lock)
+    indexer.holder_token = lock.token
+    return indexer
 
 
 def initial_sync(address: str, concurrency: int, expected: int) -> int:

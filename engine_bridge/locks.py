@@ -87,6 +87,7 @@ class EngineLock:
         self.token = ""
         self._file: Any = None
         self._connection: Any = None
+        self._postgres = False
 
     def acquire(self) -> None:
         self._lock()
@@ -97,20 +98,22 @@ class EngineLock:
     def ensure(self) -> None:
         """Between passes: a PostgreSQL lock whose session ended is taken again if free
         (EngineTaken if another process has it now)."""
-        if self._connection is None:
+        if not self._postgres:
             return
-        try:
-            with self._connection.cursor() as cur:
-                cur.execute("SELECT 1")
-            return
-        except Exception:  # noqa: BLE001 - any failure: the session, and the lock, are gone
-            self._connection.close()
-            self._connection = None
-        self._lock()
+        if self._connection is not None:
+            try:
+                with self._connection.cursor() as cur:
+                    cur.execute("SELECT 1")
+                return
+            except Exception:  # noqa: BLE001 - any failure: the session, and the lock, are gone
+                self._connection.close()
+                self._connection = None
+        self._lock()  # a database still down raises, and the next pass tries again
 
     def _lock(self) -> None:
         default = connections["default"]
         if default.vendor == "postgresql":
+            self._postgres = True
             conn = connections.create_connection("default")
             # Taken by runindexer's main thread, checked by the engine's thread (ensure).
             conn.inc_thread_sharing()
@@ -140,6 +143,7 @@ class EngineLock:
         self._file = f
 
     def release(self) -> None:
+        self._postgres = False  # nothing for ensure to take again
         if self._connection is not None:
             self._connection.close()  # ends the session, and its advisory locks with it
             self._connection = None
