@@ -227,6 +227,22 @@ def test_the_list_and_an_instance_page_fit_a_1024_pixel_window(signed_in: Any) -
         assert width <= 1024, f"{path}: {width}px wide"
 
 
+def test_the_created_filters_caption_reads_on_one_line(signed_in: Any) -> None:
+    # The labels stack their parts in a column: the caption split into "Created from (",
+    # "UTC" and ")" on three lines.
+    page = signed_in
+    page.goto(page.url.split("/instances/")[0] + "/instances/")
+    label = page.locator("label:has(input[name=created_after])")
+    spread = label.evaluate(
+        "el => { const r = document.createRange(); r.setStartBefore(el.firstChild);"
+        " r.setEndBefore(el.querySelector('input'));"
+        " const text = [...r.getClientRects()].filter(b => b.width > 1);"
+        " const tops = text.map(b => b.top); return Math.max(...tops) - Math.min(...tops); }"
+    )
+    assert label.inner_text().startswith("Created from (UTC)")
+    assert spread < 8, f"the caption's parts are {spread}px apart vertically: not one line"
+
+
 def test_back_and_forward_through_filtered_lists_show_each_list(signed_in: Any) -> None:
     page = signed_in
     wait_for_list(page, [*FINISHED, *RUNNING])
