@@ -58,6 +58,17 @@ class _Limited:
 
     request: HttpRequest | None
     cleaned_data: dict[str, Any]
+    errors: Any
+    fields: Any
+
+    def full_clean(self) -> None:
+        super().full_clean()  # type: ignore[misc]
+        if self.errors:
+            # Screen readers then say why with the field (the message is #login-error).
+            for name in ("username", "password"):
+                self.fields[name].widget.attrs.update(
+                    {"aria-invalid": "true", "aria-describedby": "login-error"}
+                )
 
     def clean(self) -> dict[str, Any]:
         username = str(self.cleaned_data.get("username") or "")

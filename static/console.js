@@ -105,3 +105,31 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 });
 document.addEventListener("htmx:afterSwap", (event) => showTimes(event.detail.target));
+
+// Results and history pages are swapped in place: say so to screen readers (the one live region
+// of the page reads the new part's summary), show the old part as busy meanwhile, and keep the
+// keyboard where it was. htmx puts focus back on an element of the same id; a control gone
+// from the new part (the last page has no "Next") would leave it on the body, at the page's top.
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const target = event.detail.target;
+  if (target) target.setAttribute("aria-busy", "true");
+});
+document.addEventListener("htmx:afterRequest", (event) => {
+  const target = event.detail.target;
+  if (target) target.removeAttribute("aria-busy");
+});
+document.addEventListener("htmx:afterSettle", (event) => {
+  const target = event.detail.target;
+  const live = document.getElementById("announce");
+  const summary = target.querySelector("[data-announce]");
+  if (live && summary) {
+    live.textContent = "";
+    // A new text in a cleared region is read even when it is the same as the last one.
+    window.setTimeout(() => { live.textContent = summary.textContent.replace(/\s+/g, " ").trim(); }, 50);
+  }
+  if (document.activeElement === document.body || !document.activeElement) {
+    const heading = target.querySelector("h2") || target;
+    if (!heading.hasAttribute("tabindex")) heading.setAttribute("tabindex", "-1");
+    heading.focus({ preventScroll: true });
+  }
+});

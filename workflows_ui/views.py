@@ -197,6 +197,8 @@ def _sort_links(request: HttpRequest, current: str) -> dict[str, dict[str, str]]
         out[column] = {
             "url": f"?{base}&sort={target}" if base else f"?sort={target}",
             "arrow": arrow,
+            # aria-sort of the column's header, for screen readers (the arrow is drawn).
+            "aria": {desc: "descending", column: "ascending"}.get(current, "none"),
         }
     return out
 

@@ -325,3 +325,58 @@ def test_the_created_filter_takes_times_in_the_zone_the_switch_shows(
         page.wait_for_url(re.compile(r"created_before=2026-03-01T09%3A45"))
     finally:
         context.close()
+
+
+def test_a_keyboard_and_screen_reader_user_filters_and_pages(signed_in: Any) -> None:
+    page = signed_in
+    wait_for_list(page, [*FINISHED, *RUNNING])
+    # A new list is said in the page's live region, with the chosen chip marked as such.
+    page.check("input[name=status][value=RUNNING]")
+    wait_for_list(page, ["b-approval", "b-forever"])
+    page.wait_for_function(
+        "() => document.getElementById('announce').textContent === '2 instances'"
+    )
+    assert page.get_attribute("a.chip[data-status=RUNNING]", "aria-current") == "true"
+    assert page.get_attribute("#results", "aria-busy") is None
+
+    # The history's type filter, with the keyboard: each change keeps the focus on it (it was
+    # swapped with the history and left the focus on the page's body, at its top).
+    page.goto(page.url.split("/instances/")[0] + "/instances/shop/b-retry/")
+    page.locator("#history-type").focus()
+    focused = "() => document.activeElement && document.activeElement.id === 'history-type'"
+    idle = "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
+    for _ in range(2):
+        page.wait_for_function(idle)
+        page.wait_for_function(focused)
+        before = page.url
+        page.keyboard.press("ArrowDown")
+        page.wait_for_function("(u) => location.href !== u", arg=before)
+        page.wait_for_function(idle)
+        page.wait_for_function(focused)
+    assert "type=" in page.url
+    page.wait_for_function(
+        "() => document.getElementById('announce').textContent.startsWith('History')"
+    )
+
+
+def test_a_failed_sign_in_is_said_with_the_fields(page: Any, live_server: Any) -> None:
+    page.goto(live_server.url + "/login/")
+    page.fill("#id_username", "nobody")
+    page.fill("#id_password", "wrong")
+    page.click("button[type=submit]")
+    alert = page.locator("#login-error[role=alert]")
+    alert.wait_for()
+    assert "correct username and password" in alert.inner_text()
+    for field in ("#id_username", "#id_password"):
+        assert page.get_attribute(field, "aria-invalid") == "true"
+        assert page.get_attribute(field, "aria-describedby") == "login-error"
+
+
+def test_pages_reflow_in_a_640_pixel_window(signed_in: Any) -> None:
+    # 200% zoom on a 1280-pixel screen: wide tables scroll in their own box, not the page.
+    page = signed_in
+    page.set_viewport_size({"width": 640, "height": 800})
+    for path in ("/", "/instances/", "/instances/shop/b-retry/"):
+        page.goto(page.url.split("/instances/")[0].rstrip("/") + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 640, f"{path}: {width}px wide"
