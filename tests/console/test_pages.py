@@ -151,3 +151,29 @@ def test_error_reports_hide_an_engine_token_held_in_a_frame(settings, rf):
     assert token not in html
     mail = ExceptionReporter(rf.get("/"), *info, is_email=True).get_traceback_text()
     assert token not in mail
+
+
+def test_the_timelines_bars_stand_out_from_the_white_drawing():
+    # WCAG asks 3:1 of graphics a reader needs: the lighter fills were 1.7 to 2.7.
+    import re
+    from pathlib import Path
+
+    css = (Path(__file__).resolve().parents[2] / "static" / "console.css").read_text()
+    fills = re.findall(
+        r"svg\.timeline \.(bar[\w-]*|outcome-failed|marker-event) \{ fill: #([0-9a-f]{6})", css
+    )
+
+    def luminance(hex_colour: str) -> float:
+        def channel(c: float) -> float:
+            return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+        r, g, b = (int(hex_colour[i : i + 2], 16) / 255 for i in (0, 2, 4))
+        return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+
+    names = {name for name, _ in fills}
+    assert {"bar", "bar-timer", "bar-child", "bar-event", "outcome-failed"} <= names
+    for name, colour in fills:
+        if name == "bar-retry":
+            continue  # a light fill with a dark dashed outline (4.7:1) that carries it
+        ratio = 1.05 / (luminance(colour) + 0.05)
+        assert ratio >= 3, f"{name} #{colour}: {ratio:.2f}:1 against white"
