@@ -344,6 +344,9 @@ def test_the_engines_page_says_how_far_behind_the_indexer_is(logged_in, seeded):
     )
     shown, (warned, lag) = behind()
     assert shown.startswith("10 min") and warned == " error" and 600 <= lag < 660
+    assert shown.endswith("(far behind)")  # said in words too, not by the red alone
+    # What the columns mean, for a keyboard or a touch screen too (not in hover titles only).
+    assert "About these columns</summary>" in _text(logged_in.get("/"))
     # Taken out of CONSOLE_ENGINES: no longer indexed, so not behind either.
     Engine.objects.update(configured=False)
     assert behind() == ("—", ("", None))
