@@ -27,11 +27,11 @@ from google.protobuf import empty_pb2
 
 from devengine import protos as p
 from devengine.engine import (
-    GO_ZERO_TIME,
     Engine,
     EngineError,
     InstanceNotFound,
     NothingToPurge,
+    history_times,
 )
 
 SERVICE_NAME = "dapr.proto.runtime.v1.Dapr"
@@ -243,17 +243,13 @@ class WorkflowApi:
             workflow_name=inst.name,
             runtime_status=RUNTIME_STATUS.get(inst.status, "UNKNOWN"),
         )
-        pending = inst.status == p.PENDING  # no committed history yet: see Engine.state_of
-        if pending:
-            response.created_at.CopyFrom(GO_ZERO_TIME)
-            response.last_updated_at.CopyFrom(GO_ZERO_TIME)
-        else:
-            response.created_at.FromNanoseconds(inst.created_ns)
-            response.last_updated_at.FromNanoseconds(inst.updated_ns)
+        created, updated = history_times(inst)
+        response.created_at.CopyFrom(created)
+        response.last_updated_at.CopyFrom(updated)
         properties = response.properties
         if inst.custom_status is not None:
             properties[CUSTOM_STATUS] = inst.custom_status
-        if inst.input is not None and not pending:
+        if inst.input is not None and inst.status != p.PENDING:  # see history_times
             properties[INPUT] = inst.input
         if inst.failure:
             failure = p.TaskFailureDetails.FromString(inst.failure)

@@ -86,6 +86,15 @@ def timestamp(ns: int) -> p.Timestamp:
 GO_ZERO_TIME = p.Timestamp(seconds=-62135596800)
 
 
+def history_times(inst: InstanceRow) -> tuple[p.Timestamp, p.Timestamp]:
+    """Created and last-updated times as daprd answers them: read from the committed history,
+    which is empty until the first turn commits, so a pending instance has Go's zero time for
+    both, and no input."""
+    if inst.status == p.PENDING:
+        return GO_ZERO_TIME, GO_ZERO_TIME
+    return timestamp(inst.created_ns), timestamp(inst.updated_ns)
+
+
 def timestamp_ns(ts: p.Timestamp) -> int:
     return ts.seconds * 1_000_000_000 + ts.nanos
 
@@ -901,17 +910,15 @@ class Engine:
         state = p.WorkflowState(instanceId=inst.instance_id, name=inst.name)
         state.workflowStatus = inst.status  # type: ignore[assignment]
         state.version.value = ""
-        # daprd reads these from the committed history, which is empty until the first turn
-        # commits: a pending instance has Go's zero time for both, and no input.
-        pending = inst.status == p.PENDING
-        state.createdTimestamp.CopyFrom(GO_ZERO_TIME if pending else timestamp(inst.created_ns))
-        state.lastUpdatedTimestamp.CopyFrom(GO_ZERO_TIME if pending else timestamp(inst.updated_ns))
+        created, updated = history_times(inst)
+        state.createdTimestamp.CopyFrom(created)
+        state.lastUpdatedTimestamp.CopyFrom(updated)
         if inst.started_ns is not None:
             state.startedAt.CopyFrom(timestamp(inst.started_ns))
         if inst.scheduled_ns is not None:
             state.scheduledStartTimestamp.CopyFrom(timestamp(inst.scheduled_ns))
         if with_payloads:
-            if not pending:
+            if inst.status != p.PENDING:  # see history_times
                 state.input.value = inst.input or ""
             state.output.value = inst.output or ""
             if inst.custom_status is not None:
