@@ -228,11 +228,14 @@ CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL = envfloat(
 CONSOLE_INDEXER_TERMINAL_INTERVAL = envfloat(
     "CONSOLE_INDEXER_TERMINAL_INTERVAL", 3600.0, minimum=0.0
 )
-for _first, _most in (
-    ("CONSOLE_INDEXER_ACTIVE_INTERVAL", "CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL"),
-    ("CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL", "CONSOLE_INDEXER_TERMINAL_INTERVAL"),
-):
-    if globals()[_first] > globals()[_most]:
-        raise ImproperlyConfigured(f"{_first} must not be more than {_most}")
+if CONSOLE_INDEXER_ACTIVE_INTERVAL > CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL:
+    raise ImproperlyConfigured(
+        "CONSOLE_INDEXER_ACTIVE_INTERVAL must not be more than CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL"
+    )
+if CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL > CONSOLE_INDEXER_TERMINAL_INTERVAL:
+    raise ImproperlyConfigured(
+        "CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL must not be more than "
+        "CONSOLE_INDEXER_TERMINAL_INTERVAL"
+    )
 # Seconds the indexer idles between passes that found nothing to do.
 CONSOLE_INDEXER_IDLE_SLEEP = envfloat("CONSOLE_INDEXER_IDLE_SLEEP", 1.0, minimum=0.0)
