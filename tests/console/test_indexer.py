@@ -173,6 +173,21 @@ def test_new_events_are_appended_with_positions_and_logged(fake, make_indexer):
     assert StatusCount.objects.get(name="two_steps", status="RUNNING").count == 0
 
 
+def test_new_events_are_read_when_the_last_updated_time_goes_back(fake, make_indexer):
+    # daprd's actor backend answers the last history event's time, and a turn's last event can
+    # be an event that arrived before the previous turn committed: the time moves back.
+    state, events = golden_instance("two_steps")
+    fake.add(replace(state, status="RUNNING", output=None), events[:3])
+    ix = make_indexer()
+    ix.run_pass()
+    earlier = state.last_updated_at - timedelta(milliseconds=5)
+    fake.append("g-two-steps", events[3:6], last_updated_at=earlier)
+    ix.run_pass()
+    run = Run.objects.get()
+    assert run.event_count == 6
+    assert run.instance.last_updated_at == earlier
+
+
 def test_continue_as_new_starts_a_new_run_and_keeps_the_old_one(fake, make_indexer):
     state, events = golden_instance("continue_as_new")
     first = [replace(e) for e in events[:3]]
