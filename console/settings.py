@@ -166,6 +166,22 @@ CHANNEL_LAYERS = {
     )
 }
 
+# Shared by every web process when there is a Redis (the sign-in limits count there: in each
+# process's memory, several processes would each allow the limit).
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "console",
+            # A Redis gone quiet must not hold a sign-in for long (see console/signin.py).
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 REST_FRAMEWORK = {
     # Token first: a request without credentials is answered 401 with "WWW-Authenticate: Token"
     # (DRF takes the challenge from the first class; the session one has none, hence a 403).

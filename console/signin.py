@@ -3,13 +3,16 @@
 Each failed password costs the server a slow hash, and nothing else stopped a script from
 guessing: after ``PER_USER`` failures for one username from one address, or ``PER_ADDRESS``
 from one address for any usernames, within ``WINDOW`` seconds, further attempts are refused
-without checking the password until the window ends. Counts live in Django's cache (this
-process's memory by default: several web processes each count their own).
+without checking the password until the window ends. Counts live in Django's cache: Redis
+when ``REDIS_URL`` is set, shared by every web process; else this process's memory, where several
+web processes each count their own. A cache that fails (Redis down) stops the counting, not the
+sign-ins: each failure is logged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 from django import forms
@@ -17,6 +20,8 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.cache import cache
 from django.http import HttpRequest
+
+log = logging.getLogger(__name__)
 
 PER_USER = 5
 PER_ADDRESS = 30
@@ -36,21 +41,38 @@ def _keys(request: HttpRequest | None, username: str) -> list[tuple[str, int]]:
 
 
 def refused(request: HttpRequest | None, username: str) -> bool:
-    return any(cache.get(key, 0) >= limit for key, limit in _keys(request, username))
+    try:
+        return any(cache.get(key, 0) >= limit for key, limit in _keys(request, username))
+    except Exception as exc:  # the cache's errors depend on its backend
+        _cache_failed(exc)
+        return False
 
 
 def failed(request: HttpRequest | None, username: str) -> None:
-    for key, _ in _keys(request, username):
-        # The window starts at the first failure (add does nothing when the key exists).
-        cache.add(key, 0, timeout=WINDOW)
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between the two calls
-            cache.add(key, 1, timeout=WINDOW)
+    try:
+        for key, _ in _keys(request, username):
+            # The window starts at the first failure (add does nothing when the key exists).
+            cache.add(key, 0, timeout=WINDOW)
+            try:
+                cache.incr(key)
+            except ValueError:  # expired between the two calls
+                cache.add(key, 1, timeout=WINDOW)
+    except Exception as exc:
+        _cache_failed(exc)
 
 
 def succeeded(request: HttpRequest | None, username: str) -> None:
-    cache.delete(_keys(request, username)[0][0])
+    try:
+        cache.delete(_keys(request, username)[0][0])
+    except Exception as exc:
+        _cache_failed(exc)
+
+
+def _cache_failed(exc: Exception) -> None:
+    # Refusing every sign-in while the cache is down would lock everyone out; the limit is
+    # lifted instead, and said. The exception's text only: no frame holds a password here,
+    # but a traceback in a log is noise for an outage the operator sees anyway.
+    log.warning("sign-in limits not applied: the cache failed: %s", exc)
 
 
 class _Limited:

@@ -177,3 +177,102 @@ def test_the_timelines_bars_stand_out_from_the_white_drawing():
             continue  # a light fill with a dark dashed outline (4.7:1) that carries it
         ratio = 1.05 / (luminance(colour) + 0.05)
         assert ratio >= 3, f"{name} #{colour}: {ratio:.2f}:1 against white"
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A real Redis on 127.0.0.1, for this test only."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    from tests.needs import need
+
+    need(shutil.which("redis-server") is not None, "redis-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            tmp_path,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _in_another_process(tmp_path, redis_url, code):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(REDIS_URL=redis_url, CONSOLE_VAR_DIR=str(tmp_path / "var"))
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=Path(__file__).parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_with_redis_every_web_process_counts_the_same_failed_sign_ins(tmp_path, redis_url):
+    # Two processes set up from REDIS_URL alone, as two web processes are: the failures one
+    # saw refuse the next attempt in the other.
+    fail = (
+        "from console import signin\nfor _ in range(signin.PER_USER): signin.failed(None, 'alice')"
+    )
+    assert _in_another_process(tmp_path, redis_url, fail) == ""
+    ask = (
+        "from console import signin\n"
+        "print(signin.refused(None, 'alice'), signin.refused(None, 'bob'))"
+    )
+    assert _in_another_process(tmp_path, redis_url, ask) == "True False"
+
+
+def test_a_cache_that_fails_lifts_the_limit_but_not_the_sign_in(client, settings, caplog):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens there once the socket is closed
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed}/0",
+        }
+    }
+    User.objects.create_user("dave", password="pw-123456789")
+    wrong = client.post("/login/", {"username": "dave", "password": "guess"})
+    assert wrong.status_code == 200 and b"correct username and password" in wrong.content
+    with caplog.at_level(logging.WARNING, logger="console.signin"):
+        right = client.post("/login/", {"username": "dave", "password": "pw-123456789"})
+    assert right.status_code == 302
+    assert "sign-in limits not applied: the cache failed" in caplog.text
