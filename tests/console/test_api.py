@@ -213,6 +213,19 @@ def test_invalid_filters_answer_400_with_the_reason(api, query, field, reason):
     assert reason in str(response.json()[field])
 
 
+@pytest.mark.parametrize("engine", ["x" * 41, "ord%00ers", "orders,x%00"])
+def test_an_invalid_engine_name_is_refused_with_a_list_of_reasons(api, engine):
+    # The reasons of one name of the list were keyed by its index ({"engine": {"0": [...]}}),
+    # not the list of reasons per parameter the schema promises.
+    factories.engine()
+    response = api.get(f"/api/instances/?engine={engine}")
+    assert response.status_code == 400
+    ((name, reasons),) = response.json().items()
+    assert name == "engine"
+    assert isinstance(reasons, list) and reasons, reasons
+    assert all(isinstance(reason, str) for reason in reasons), reasons
+
+
 def test_an_instance_with_a_colon_in_its_id_is_found_url_encoded(api):
     parent = factories.instance(instance_id="order-7", name="fan_out")
     child = factories.instance(

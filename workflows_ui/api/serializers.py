@@ -77,7 +77,15 @@ class CommaListField(serializers.ListField):
         return [part.strip() for value in data for part in str(value).split(",") if part.strip()]
 
     def to_internal_value(self, data: Any) -> list[Any]:
-        return super().to_internal_value(self.split(data))
+        try:
+            return super().to_internal_value(self.split(data))
+        except serializers.ValidationError as exc:
+            # ListField keys its items' reasons by index ({"engine": {"0": [...]}}): the API's
+            # 400 is a list of reasons per parameter, as its schema says and clients read it.
+            if isinstance(exc.detail, dict):
+                reasons = [r for item in exc.detail.values() for r in item]
+                raise serializers.ValidationError(reasons) from None
+            raise
 
 
 class ChoiceListField(CommaListField):
