@@ -224,6 +224,8 @@ class EngineSerializer(serializers.ModelSerializer):
             "last_sweep_at",
             "last_sweep_listed",
         ]
+        # Read-only: the schema then lists every field as required, as every answer has them.
+        read_only_fields = fields
         extra_kwargs = {
             "sweep_started_at": {
                 "help_text": "when the listing of all the engine's ids in progress began (null: "
@@ -268,6 +270,9 @@ class InstanceListSerializer(serializers.ModelSerializer):
             "purged",
             "url",
         ]
+        # Read-only: the schema then lists every field as required, as every answer has them
+        # (else generated clients type name, completed_at, ... as possibly missing).
+        read_only_fields = fields
 
     def get_url(self, obj: Instance) -> str:
         return instance_path(obj.engine.name, obj.instance_id)
@@ -333,6 +338,7 @@ class InstanceDetailSerializer(InstanceListSerializer):
             "runs_url",
             "history_url",
         ]
+        read_only_fields = fields
 
     @extend_schema_field(FailureSerializer(allow_null=True))
     def get_failure(self, obj: Instance) -> dict[str, str] | None:
@@ -404,6 +410,7 @@ class RunSerializer(serializers.ModelSerializer):
             "event_count",
             "current",
         ]
+        read_only_fields = fields
 
     def get_current(self, obj: Run) -> bool:
         return obj.execution_id == self.context.get("current_execution_id")
@@ -421,3 +428,4 @@ class HistoryEventSerializer(serializers.ModelSerializer):
             "related_id",
             "details",
         ]
+        read_only_fields = fields
