@@ -348,6 +348,22 @@ def test_the_schema_lists_every_field_of_an_answer_as_required(api):
             assert set(schema.get("required", [])) == set(schema["properties"]), name
 
 
+def test_the_schema_says_how_a_cut_payload_is_told(api):
+    # Payloads over CONSOLE_PAYLOAD_LIMIT are stored cut: a client can only tell by the sizes
+    # and by the event's _truncated, which the schema did not describe.
+    schemas = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()["components"]
+    fields = {
+        ("InstanceDetail", "input_size"): "characters",
+        ("InstanceDetail", "output_size"): "characters",
+        ("InstanceDetail", "custom_status_size"): "characters",
+        ("Run", "input_size"): "characters",
+        ("HistoryEvent", "details"): "_truncated",
+    }
+    for (component, field), words in fields.items():
+        described = schemas["schemas"][component]["properties"][field].get("description", "")
+        assert words in described, (component, field)
+
+
 def _walk(api, url, data=None):
     """Every page from ``url`` on, following ``next``."""
     pages = []

@@ -339,6 +339,14 @@ class InstanceDetailSerializer(InstanceListSerializer):
             "history_url",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            f"{name}_size": {
+                "help_text": f"characters of the whole {name.replace('_', ' ')}: more than the "
+                f"length of {name} when the console stored only the start of it "
+                "(CONSOLE_PAYLOAD_LIMIT)"
+            }
+            for name in ("input", "output", "custom_status")
+        }
 
     @extend_schema_field(FailureSerializer(allow_null=True))
     def get_failure(self, obj: Instance) -> dict[str, str] | None:
@@ -411,6 +419,12 @@ class RunSerializer(serializers.ModelSerializer):
             "current",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "input_size": {
+                "help_text": "characters of the whole input: more than the length of input when "
+                "the console stored only the start of it (CONSOLE_PAYLOAD_LIMIT)"
+            }
+        }
 
     def get_current(self, obj: Run) -> bool:
         return obj.execution_id == self.context.get("current_execution_id")
@@ -429,3 +443,10 @@ class HistoryEventSerializer(serializers.ModelSerializer):
             "details",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "details": {
+                "help_text": "the event as the engine sent it (protobuf's JSON mapping: camelCase "
+                "names). A string longer than CONSOLE_PAYLOAD_LIMIT is cut to it, and the paths "
+                'of the cut strings are listed in _truncated (such as ["input"])'
+            }
+        }
