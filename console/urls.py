@@ -22,5 +22,8 @@ urlpatterns = [
     path("", include("workflows_ui.urls")),
 ]
 
-# Paths under /api/ that match no route answer JSON, as the API's own 404s do.
+# Paths under /api/ that match no route answer JSON, as the API's own 404s do; so do its 400s
+# and 500s that Django answers itself.
+handler400 = "workflows_ui.api.views.bad_request"
 handler404 = "workflows_ui.api.views.not_found"
+handler500 = "workflows_ui.api.views.server_error"

@@ -604,6 +604,31 @@ def test_a_path_under_api_that_matches_nothing_answers_json(api, url):
     assert page.status_code == 404 and "text/html" in page["Content-Type"]
 
 
+def test_a_server_error_under_api_answers_json(monkeypatch):
+    # Django's own 500 and 400 pages were HTML under /api/ too: a client reading "detail" got
+    # a page (a database that is locked or down; a Host header not allowed).
+    from django.db import OperationalError
+
+    from workflows_ui.models import Engine
+
+    user = User.objects.create_user("carol", password="pw-123456789")
+    client = APIClient(raise_request_exception=False)
+    client.force_login(user)
+
+    def locked(*args, **kwargs):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(Engine.objects, "all", locked)
+    response = client.get("/api/engines/")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Server error."}
+    response = client.get("/api/engines/", HTTP_HOST="elsewhere.example")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Bad request."}
+    page = client.get("/")
+    assert page.status_code == 500 and "text/html" in page["Content-Type"]
+
+
 def _response_validator(spec, path, status):
     """A JSON Schema validator of the OpenAPI schema's response to GET ``path``."""
     from jsonschema import Draft202012Validator

@@ -60,6 +60,22 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     return defaults.page_not_found(request, exception)
 
 
+def server_error(request: HttpRequest) -> HttpResponse:
+    """The 500 (``handler500``): under /api/ JSON, as the API's other errors, so that a client
+    reading ``detail`` is not handed an HTML page (a database that is locked or down)."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": "Server error."}, status=500)
+    return defaults.server_error(request)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's own 400 (``handler400``: a Host header not allowed, a request it can't read):
+    under /api/ JSON, as the API's other errors."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": "Bad request."}, status=400)
+    return defaults.bad_request(request, exception)
+
+
 def _get_instance(engine: str, instance_id: str) -> Instance:
     return get_object_or_404(
         Instance.objects.select_related("engine", "parent_engine", "schedule"),
