@@ -194,6 +194,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # An unknown ?format= answers 400 naming it, not DRF's 404.
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "workflows_ui.api.negotiation.FormatNegotiation",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Dapr Workflow Console API",

@@ -759,6 +759,16 @@ def test_a_parameter_the_endpoint_doesnt_take_is_refused_not_ignored(api, url):
     assert api.get(url.split("?")[0] + "?format=json").status_code == 200  # DRF's own
 
 
+@pytest.mark.parametrize("url", ["/api/instances/", "/api/engines/", "/api/instances/orders/m/"])
+def test_an_unknown_format_is_refused_as_a_parameter_not_a_missing_endpoint(api, url):
+    # DRF answered 404 "Not found.": a client read it as an endpoint or instance not there.
+    factories.instance(instance_id="m")
+    response = api.get(url + "?format=xml")
+    assert response.status_code == 400
+    assert response.json() == {"format": ["unknown format; expected json"]}
+    assert api.get(url + "?format=json").status_code == 200
+
+
 def test_every_parameter_the_api_takes_empty_the_schema_allows_empty(api):
     """Forms and clients that send every parameter send empty ones, taken as not given; a
     schema saying ``minLength: 1`` makes validating clients refuse to send what works."""
