@@ -114,15 +114,6 @@ class InstanceFilterForm(forms.Form):
         value: str = self.cleaned_data.get("id_prefix") or ""
         return value if value.strip() else ""
 
-    def clean_cursor(self) -> tuple[datetime, int] | None:
-        raw = self.cleaned_data.get("cursor") or ""
-        if not raw:
-            return None
-        try:
-            return decode_cursor(raw)
-        except ValueError:
-            raise forms.ValidationError("This page link is not valid any more.") from None
-
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         after, before = data.get("created_after"), data.get("created_before")
@@ -130,19 +121,34 @@ class InstanceFilterForm(forms.Form):
             self.add_error("created_before", "Must be later than “Created from”.")
         data["purged"] = data.get("purged") or "exclude"
         data["sort"] = data.get("sort") or "-created"
+        raw = data.get("cursor") or ""
+        data["cursor"] = None
+        if raw:
+            try:
+                data["cursor"] = decode_cursor(raw, data["sort"])
+            except ValueError:
+                self.add_error("cursor", "This page link is not valid any more.")
         return data
 
 
-def encode_cursor(value: datetime, pk: int) -> str:
-    """Where the next page starts: the sort value and id of the last row shown."""
-    raw = json.dumps([value.isoformat(), pk]).encode()
+class CursorOfAnotherOrder(ValueError):
+    """A cursor handed out for another sort order than the one asked for."""
+
+
+def encode_cursor(value: datetime, pk: int, sort: str) -> str:
+    """Where the next page starts: the sort value and id of the last row shown, and the order
+    they are a place in."""
+    raw = json.dumps([value.isoformat(), pk, sort]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(raw: str) -> tuple[datetime, int]:
-    """``encode_cursor`` undone; ValueError for anything it did not write."""
+def decode_cursor(raw: str, sort: str) -> tuple[datetime, int]:
+    """``encode_cursor`` undone; ValueError for anything it did not write, or wrote for another
+    order than ``sort`` (a place among the newest created is no place among the last updated:
+    the page would silently start elsewhere). A cursor without its order (handed out before
+    they had one) is taken as it is."""
     try:
-        value, pk = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        value, pk, *made_for = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         when = datetime.fromisoformat(value)
         # Every cursor handed out carries its offset, and a time the database can store.
         when.astimezone(UTC)
@@ -150,6 +156,8 @@ def decode_cursor(raw: str) -> tuple[datetime, int]:
         raise ValueError("not a cursor") from exc
     if when.tzinfo is None or type(pk) is not int or not 0 <= pk < 2**63:
         raise ValueError("not a cursor")
+    if made_for and made_for != [sort]:
+        raise CursorOfAnotherOrder(made_for[0])
     return when, pk
 
 
@@ -343,7 +351,9 @@ def instance_page(
         rows = list(heapq.merge(*parts, key=sort_key, reverse=desc))[: limit + 1]
     more = len(rows) > limit
     rows = rows[:limit]
-    cursor = encode_cursor(getattr(rows[-1], column), rows[-1].pk) if more and rows else None
+    cursor = (
+        encode_cursor(getattr(rows[-1], column), rows[-1].pk, f.sort) if more and rows else None
+    )
     return rows, cursor
 
 

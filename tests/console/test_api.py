@@ -1,7 +1,7 @@
 import base64
 import json
 from datetime import timedelta
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from django.contrib.auth.models import User
@@ -73,6 +73,12 @@ def test_instances_are_listed_newest_first_with_a_keyset_cursor(api):
     assert seen == [f"i{i}" for i in reversed(range(7))]
     oldest = ids(api.get("/api/instances/?ordering=created&limit=2"))
     assert oldest == ["i0", "i1"]
+    # A cursor is a place in one order: sent with another, it is refused, not read as a place
+    # there (the page would start anywhere).
+    cursor = parse_qs(urlsplit(api.get("/api/instances/?limit=3").json()["next"]).query)["cursor"]
+    other = api.get(f"/api/instances/?limit=3&ordering=-updated&cursor={cursor[0]}")
+    assert other.status_code == 400
+    assert other.json() == {"cursor": ["a cursor of another ordering than -updated"]}
 
 
 def test_instances_page_by_last_update_across_statuses_and_engines(api):

@@ -150,6 +150,16 @@ def test_a_bad_page_link_is_reported_not_a_crash(logged_in, seeded):
     assert "This page link is not valid any more." in _text(response)
 
 
+def test_a_page_link_of_one_order_is_refused_in_another(logged_in, seeded, monkeypatch):
+    monkeypatch.setattr(listing, "PAGE_SIZE", 4)
+    first = _text(logged_in.get("/instances/?sort=created"))
+    cursor = re.search(r'class="next" href="[^"]*cursor=([^"&]*)', first).group(1)
+    assert ids_in(logged_in.get(f"/instances/?sort=created&cursor={cursor}"))
+    response = logged_in.get(f"/instances/?sort=-updated&cursor={cursor}")
+    assert "This page link is not valid any more." in _text(response)
+    assert ids_in(response) == []
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [

@@ -136,7 +136,12 @@ class InstanceFilterSerializer(QuerySerializer):
         help_text="by creation or last update time; '-': newest first. By update time, an "
         "instance that changes while the pages are read moves: it may be skipped or repeated",
     )
-    cursor = serializers.CharField(max_length=200, required=False)
+    cursor = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text="where the page starts, as the previous page's next link gives it; valid "
+        "only with the ordering it was handed out for",
+    )
     limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
 
     def validate_q(self, value: str) -> str:

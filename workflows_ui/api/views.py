@@ -165,7 +165,10 @@ class InstanceList(APIView):
         engines = {e.pk: e for e in Engine.objects.all()}
         if params.get("cursor"):
             try:
-                params["cursor"] = listing.decode_cursor(params["cursor"])
+                params["cursor"] = listing.decode_cursor(params["cursor"], params["ordering"])
+            except listing.CursorOfAnotherOrder:
+                reason = f"a cursor of another ordering than {params['ordering']}"
+                raise ValidationError({"cursor": [reason]}) from None
             except ValueError:
                 raise ValidationError({"cursor": ["not a cursor this API handed out"]}) from None
         # The list page's filters and keyset pages: the same index ranges serve both.
