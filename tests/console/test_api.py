@@ -81,6 +81,25 @@ def test_instances_are_listed_newest_first_with_a_keyset_cursor(api):
     assert other.json() == {"cursor": ["a cursor of another ordering than -updated"]}
 
 
+def test_a_list_carries_the_start_of_each_custom_status_and_the_instance_all_of_it(api):
+    from django.test.utils import CaptureQueriesContext
+
+    from workflows_ui.listing import LIST_CUSTOM_STATUS
+
+    big = json.dumps({"log": "é" * 60_000})
+    for i in range(3):
+        factories.instance(instance_id=f"s{i}", custom_status=big, custom_status_size=len(big))
+    with CaptureQueriesContext(connection) as queries:
+        listed = api.get("/api/instances/?limit=2").json()
+    # One query for the page (plus the session's, the engines' and the counts'), not one a row.
+    assert len(queries.captured_queries) <= 6, [q["sql"] for q in queries.captured_queries]
+    row = listed["results"][0]
+    assert row["custom_status"] == big[:LIST_CUSTOM_STATUS]
+    assert row["custom_status_size"] == len(big)
+    whole = api.get(row["url"]).json()
+    assert whole["custom_status"] == big and whole["custom_status_size"] == len(big)
+
+
 def test_instances_page_by_last_update_across_statuses_and_engines(api):
     billing = factories.engine("billing")
     for i in range(12):

@@ -12,7 +12,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from engine_bridge.types import EVENT_TYPES
-from workflows_ui import search
+from workflows_ui import listing, search
 from workflows_ui.models import Engine, HistoryEvent, Instance, Run, Status
 
 
@@ -257,6 +257,12 @@ class EngineSerializer(serializers.ModelSerializer):
 class InstanceListSerializer(serializers.ModelSerializer):
     engine = serializers.CharField(source="engine.name")
     duration_seconds = serializers.FloatField(allow_null=True)
+    custom_status = serializers.CharField(
+        source="custom_status_head",
+        read_only=True,
+        help_text=f"its first {listing.LIST_CUSTOM_STATUS:,} characters in a list (shorter than "
+        "custom_status_size when there is more); the instance's url answers it whole",
+    )
     url = serializers.SerializerMethodField()
 
     class Meta:
@@ -272,12 +278,19 @@ class InstanceListSerializer(serializers.ModelSerializer):
             "completed_at",
             "duration_seconds",
             "custom_status",
+            "custom_status_size",
             "purged",
             "url",
         ]
         # Read-only: the schema then lists every field as required, as every answer has them
         # (else generated clients type name, completed_at, ... as possibly missing).
         read_only_fields = fields
+        extra_kwargs = {
+            "custom_status_size": {
+                "help_text": "characters of the whole custom status (more than the console "
+                "keeps when it is over CONSOLE_PAYLOAD_LIMIT)"
+            }
+        }
 
     def get_url(self, obj: Instance) -> str:
         return instance_path(obj.engine.name, obj.instance_id)
@@ -311,6 +324,11 @@ class ReadProblemSerializer(serializers.Serializer):
 
 
 class InstanceDetailSerializer(InstanceListSerializer):
+    custom_status = serializers.CharField(
+        read_only=True,
+        help_text="whole, as the console stored it: its first CONSOLE_PAYLOAD_LIMIT characters "
+        "when custom_status_size is more",
+    )
     failure = serializers.SerializerMethodField()
     read_problem = serializers.SerializerMethodField(
         help_text="null when the indexer reads this instance; else why it can't (the fields "
@@ -329,7 +347,6 @@ class InstanceDetailSerializer(InstanceListSerializer):
             "input_size",
             "output",
             "output_size",
-            "custom_status_size",
             "failure",
             "read_problem",
             "parent",
