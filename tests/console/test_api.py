@@ -355,6 +355,28 @@ def test_runs_and_paged_history_filtered_by_type(api):
     assert "expected some of executionStarted, " in str(bad.json()["type"])
 
 
+def test_the_next_history_page_stays_in_its_run_when_a_new_run_starts(api):
+    inst = factories.instance(instance_id="loop", name="monitor")
+    first = factories.run(inst, execution_id="r1", status="RUNNING")
+    inst.current_execution_id = "r1"
+    inst.save()
+    HistoryEvent.objects.bulk_create(
+        HistoryEvent(run=first, position=i, event_id=-1, event_type="timerFired") for i in range(4)
+    )
+    page = api.get("/api/instances/orders/loop/history/?limit=2").json()
+    # The workflow continues as new between two pages.
+    second = factories.run(inst, execution_id="r2", status="RUNNING")
+    inst.current_execution_id = "r2"
+    inst.save()
+    HistoryEvent.objects.bulk_create(
+        HistoryEvent(run=second, position=i, event_id=-1, event_type="executionStarted")
+        for i in range(4)
+    )
+    page2 = api.get(page["next"]).json()
+    assert page2["run"] == "r1"
+    assert [e["event_type"] for e in page2["results"]] == ["timerFired", "timerFired"]
+
+
 def test_the_openapi_schema_describes_the_api(api):
     response = api.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200

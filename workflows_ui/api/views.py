@@ -318,8 +318,15 @@ class HistoryList(_OneInstance):
             {
                 "run": run.execution_id,
                 "results": HistoryEventSerializer(rows, many=True).data,
+                # The next page names the run: should the instance continue as new (or be
+                # re-run) meanwhile, it still comes from this run, not from the new one.
                 "next": (
-                    _next_url(request, _instance_path(inst) + "history/", after=rows[-1].position)
+                    _next_url(
+                        request,
+                        _instance_path(inst) + "history/",
+                        run=run.execution_id,
+                        after=rows[-1].position,
+                    )
                     if more
                     else None
                 ),
