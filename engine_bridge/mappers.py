@@ -97,11 +97,36 @@ def readable_json(text: str | None) -> str | None:
         return text
 
 
+# PostgreSQL refuses a NUL character in text and in jsonb (as ``\u0000``): an instance holding
+# one, such as an exception message built from a binary record, could not be indexed at all.
+_NUL = "\x00"
+_NUL_JSON = "\\u0000"
+#: What a NUL is stored as, on every database.
+NUL_REPLACEMENT = "\ufffd"
+
+
+def without_nul(text: str | None) -> str | None:
+    """``text`` with its NUL characters replaced (a payload, failure text or name)."""
+    return text.replace(_NUL, NUL_REPLACEMENT) if text and _NUL in text else text
+
+
+def _without_nul_json(value: Any) -> Any:
+    """Copy of a JSON value with NUL characters replaced in its strings and keys."""
+    if isinstance(value, str):
+        return value.replace(_NUL, NUL_REPLACEMENT)
+    if isinstance(value, dict):
+        return {k.replace(_NUL, NUL_REPLACEMENT): _without_nul_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul_json(v) for v in value]
+    return value
+
+
 def failure(details: Any) -> Failure:
+    stack_trace = details.stackTrace.value if details.HasField("stackTrace") else ""
     return Failure(
-        type=details.errorType,
-        message=details.errorMessage,
-        stack_trace=details.stackTrace.value if details.HasField("stackTrace") else "",
+        type=without_nul(details.errorType) or "",
+        message=without_nul(details.errorMessage) or "",
+        stack_trace=without_nul(stack_trace) or "",
     )
 
 
@@ -125,9 +150,9 @@ def instance_state(response: Any) -> InstanceState | None:
         started_at=timestamp(st.startedAt),
         completed_at=timestamp(st.completedTimestamp),
         scheduled_start_at=timestamp(st.scheduledStartTimestamp),
-        input=readable_json(_opt_str(st, "input")),
-        output=readable_json(_opt_str(st, "output")),
-        custom_status=readable_json(_opt_str(st, "customStatus")),
+        input=without_nul(readable_json(_opt_str(st, "input"))),
+        output=without_nul(readable_json(_opt_str(st, "output"))),
+        custom_status=without_nul(readable_json(_opt_str(st, "customStatus"))),
         failure=failure(st.failureDetails) if st.HasField("failureDetails") else None,
         execution_id=st.executionId.value if st.HasField("executionId") else "",
         parent_instance_id=st.parentInstanceId.value if st.HasField("parentInstanceId") else "",
@@ -305,24 +330,28 @@ def event(ev: Any, payload_limit: int = 65536) -> Event:
         details = truncate_strings(details, payload_limit, cut=cut)
         if cut:
             details["_truncated"] = cut
+    details_json = orjson.dumps(details).decode()
+    if _NUL_JSON in details_json:  # (or an escaped backslash before "u0000": rare, and harmless)
+        details = _without_nul_json(details)
+        details_json = orjson.dumps(details).decode()
     out = Event(
         event_id=ev.eventId,
         event_type=etype,
         timestamp=timestamp(ev.timestamp),
         details=details,
-        details_json=orjson.dumps(details).decode(),
+        details_json=details_json,
         source_app_id=ev.router.sourceAppID if routed else "",
     )
     if body is None:
         return out
     if etype in _NAMED:
-        out.name = body.name
+        out.name = without_nul(body.name) or ""
     related = _RELATED_FIELD.get(etype)
     if related:
         out.related_id = getattr(body, related)
     if etype == "executionStarted":
         out.execution_id = body.workflowInstance.executionId.value
-        out.input = body.input.value if body.HasField("input") else None
+        out.input = without_nul(body.input.value) if body.HasField("input") else None
         out.version = body.version.value if body.HasField("version") else ""
         if body.HasField("parentTraceContext"):
             out.trace_parent = body.parentTraceContext.traceParent

@@ -1,5 +1,6 @@
 """The indexer's passes against a fake engine fed with the real engine's recorded answers."""
 
+import copy
 import random
 import threading
 import time
@@ -10,9 +11,11 @@ from datetime import timedelta
 import pytest
 from django.db.models import Count
 from django.utils import timezone
+from google.protobuf import json_format
 
 from engine_bridge import indexer as indexer_module
-from engine_bridge import locks
+from engine_bridge import locks, mappers
+from engine_bridge.client import pb
 from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable, InstanceNotFound
 from engine_bridge.indexer import (
     FIRST_TIMEOUT_RETRY,
@@ -121,6 +124,29 @@ def test_a_pass_indexes_every_recorded_workflow(fake, make_indexer):
     engine = Engine.objects.get(pk=ix.engine.pk)
     assert engine.reachable is True and engine.last_pass_at is not None
     assert engine.supports_list and engine.supports_history and engine.supports_rerun
+
+
+def test_an_instance_with_a_nul_character_is_indexed(fake, make_indexer, golden):
+    # An exception message built from a binary record: the SDK sends it as it is, and
+    # PostgreSQL takes no NUL in text or jsonb.
+    record = copy.deepcopy(golden("activity_fails"))
+    message = "no carrier serves rec\x00ord"
+    record["get_instance"]["workflowState"]["failureDetails"]["errorMessage"] = message
+    for e in record["history"]:
+        if "taskFailed" in e:
+            e["taskFailed"]["failureDetails"]["errorMessage"] = message
+    state = mappers.instance_state(
+        json_format.ParseDict(record["get_instance"], pb.GetInstanceResponse())
+    )
+    events = [mappers.event(json_format.ParseDict(e, pb.HistoryEvent())) for e in record["history"]]
+    fake.add(state, events)
+    ix = make_indexer()
+    assert ix.run_pass().errors == 0
+    inst = Instance.objects.get(instance_id="g-fails")
+    assert inst.failure_message == "no carrier serves rec\ufffdord"
+    failed = inst.runs.get().events.get(event_type="taskFailed")
+    assert failed.details["failureDetails"]["errorMessage"] == "no carrier serves rec\ufffdord"
+    assert counts_are_exact(ix.engine)
 
 
 def test_a_second_pass_over_unchanged_instances_writes_nothing_new(fake, make_indexer):

@@ -155,6 +155,24 @@ def test_big_strings_in_details_are_cut_and_listed():
     assert out.details["_truncated"] == ["input"]
 
 
+def test_nul_characters_are_replaced_in_payloads_failures_and_details():
+    response = pb.GetInstanceResponse(exists=True)
+    st = response.workflowState
+    st.instanceId, st.name = "i", "w"
+    st.input.value = "rec\x00ord"
+    st.failureDetails.errorType = "ValueError"
+    st.failureDetails.errorMessage = "bad record rec\x00ord"
+    mapped = mappers.instance_state(response)
+    assert mapped.input == "rec\ufffdord"
+    assert mapped.failure.message == "bad record rec\ufffdord"
+    ev = pb.HistoryEvent(eventId=-1)
+    ev.taskFailed.taskScheduledId = 1
+    ev.taskFailed.failureDetails.errorMessage = "bad record rec\x00ord"
+    out = mappers.event(ev)
+    assert out.details["failureDetails"]["errorMessage"] == "bad record rec\ufffdord"
+    assert "\\u0000" not in out.details_json and "\\ufffd" not in out.details_json
+
+
 def test_stall_and_version_are_read():
     ev = pb.HistoryEvent(eventId=-1)
     ev.executionStalled.reason = 1
