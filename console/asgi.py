@@ -16,6 +16,13 @@ except ImproperlyConfigured as exc:
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
 from django.conf import settings  # noqa: E402
 
+# No persistent database connections in web processes, as Django advises under ASGI: the sync
+# code of each request runs in a thread of its own, and a connection kept for that thread's next
+# request is never closed once the thread is gone. Under load each daphne held dozens of
+# PostgreSQL connections, never given back, until PostgreSQL refused new clients. (Before any
+# connection is made; CONSOLE_DB_CONN_MAX_AGE still applies to the indexer.)
+settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
 http_app = django_asgi_app
 if settings.CONSOLE_SERVE_STATIC:
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler

@@ -243,3 +243,24 @@ def test_a_secret_key_that_cant_be_kept_stops_start_up(tmp_path):
     (var / "secret-key").write_text("short\n")
     with pytest.raises(ImproperlyConfigured, match="too short"):
         secret_key(var, {})
+
+
+def test_web_processes_keep_no_database_connection_for_the_next_request():
+    # Under daphne each request's sync code runs in a thread of its own: a connection kept for
+    # that thread's next request was never closed, and each web process held more PostgreSQL
+    # connections as requests came, until PostgreSQL refused new clients (Django: persistent
+    # connections should be disabled under ASGI). The indexer keeps its connection age.
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env |= {"DATABASE_URL": "postgres://u:p@127.0.0.1:1/db", "CONSOLE_DB_CONN_MAX_AGE": "60"}
+    ages = "from django.conf import settings; print(settings.DATABASES['default']['CONN_MAX_AGE'])"
+    cwd = Path(__file__).parents[2]
+    web = subprocess.run(
+        [sys.executable, "-c", f"import console.asgi; {ages}"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert web.returncode == 0 and web.stdout.strip() == "0", web.stderr
+    command = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v", "0", "-c", ages],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert command.returncode == 0 and command.stdout.strip() == "60", command.stderr
