@@ -1,4 +1,5 @@
-"""ASGI entry point (daphne): HTTP now; websocket routes join the router when pages need them."""
+"""ASGI entry point (daphne): HTTP now; websocket routes join the router when pages need them
+(until then every websocket handshake is refused)."""
 
 import os
 
@@ -42,4 +43,12 @@ if settings.CONSOLE_SERVE_STATIC:
 
     http_app = StaticFiles(django_asgi_app)
 
-application = ProtocolTypeRouter({"http": http_app})
+
+async def no_websockets(scope, receive, send):
+    """No page opens a websocket yet: a handshake (a scanner's, a stray client's) is refused,
+    as daphne answers a closed handshake (403), not a 500 with a traceback logged for each."""
+    if (await receive())["type"] == "websocket.connect":
+        await send({"type": "websocket.close"})
+
+
+application = ProtocolTypeRouter({"http": http_app, "websocket": no_websockets})

@@ -125,6 +125,26 @@ def test_a_static_path_leading_out_of_the_static_files_is_not_found(path, caplog
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def test_a_websocket_handshake_is_refused_without_an_error_logged(caplog):
+    # No page opens a websocket yet: a scanner's handshake on any path was a 500, with a
+    # traceback logged at ERROR for each ("No application configured for scope type").
+    from asgiref.sync import async_to_sync
+    from channels.testing import WebsocketCommunicator
+
+    from console.asgi import application
+
+    async def connect() -> tuple[bool, object]:
+        client = WebsocketCommunicator(application, "/ws/anything/")
+        try:
+            return await client.connect(timeout=5)
+        finally:
+            await client.wait(timeout=5)
+
+    connected, _ = async_to_sync(connect)()
+    assert connected is False
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def test_error_reports_hide_an_engine_token_held_in_a_frame(settings, rf):
     # gRPC's frames hold a call's metadata as plain tuples: a debug page (or a mail to
     # ADMINS) of a failed engine call would show the token.
