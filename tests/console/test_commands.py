@@ -150,6 +150,50 @@ def test_an_engine_down_is_tried_again_within_ten_seconds_however_long_it_was_do
     assert max(waits) == 10.0
 
 
+def test_a_failure_that_goes_on_is_logged_once_then_every_ten_minutes(monkeypatch, caplog):
+    import threading
+    from types import SimpleNamespace
+
+    from engine_bridge.errors import EngineRejected
+    from engine_bridge.indexer import PassResult
+    from engine_bridge.management.commands import runindexer
+
+    clock = [0.0]
+    monkeypatch.setattr(runindexer.time, "monotonic", lambda: clock[0])
+    answers = iter([*(["refused"] * 300), "ok", *(["refused"] * 2)])
+
+    def run_pass():
+        if next(answers, "end") == "ok":
+            return PassResult()
+        raise EngineRejected("api token mismatch")
+
+    class Stop(threading.Event):
+        waits = 0
+
+        def wait(self, timeout=None):
+            # A pass every 5 s (the refused token's retry), for 303 passes.
+            clock[0] += 5.0
+            self.waits += 1
+            if self.waits >= 303:
+                self.set()
+            return self.is_set()
+
+    ix = SimpleNamespace(engine=SimpleNamespace(name="a"), run_pass=run_pass)
+    with caplog.at_level("INFO", logger="engine_bridge.indexer"):
+        runindexer._passes(ix, None, Stop(), once=False)
+    lines = [r.getMessage() for r in caplog.records]
+    refused = [line for line in lines if "api token mismatch" in line]
+    # 300 refusals in 25 minutes: said at once, then at 10 and 20 minutes with their counts;
+    # after a pass that worked, the same refusal is new again.
+    assert refused[:3] == [
+        "engine a: pass failed: api token mismatch",
+        "engine a: pass failed: api token mismatch (120 times in 10 min)",
+        "engine a: pass failed: api token mismatch (120 times in 10 min)",
+    ]
+    assert refused[3:] == ["engine a: pass failed: api token mismatch"]
+    assert "engine a reachable again" in lines
+
+
 @pytest.mark.django_db(transaction=True)
 def test_runindexer_stops_indexing_an_engine_another_took_over(settings, monkeypatch, caplog):
     from engine_bridge.config import EngineConfig

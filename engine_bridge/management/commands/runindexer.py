@@ -20,6 +20,8 @@ log = logging.getLogger("engine_bridge.indexer")
 REPORT_INTERVAL = 30.0
 # Longest wait, in seconds, before trying again an engine that is down (or the database).
 RETRY_MAX = 10.0
+# Seconds between the lines of a failure that goes on unchanged (see _FailureLog).
+REPEAT_INTERVAL = 600.0
 
 
 class Command(BaseCommand):
@@ -170,6 +172,7 @@ def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
     engine."""
 
     name = ix.engine.name
+    said = _FailureLog()
     failures = 0
     failing = ""  # what failed last: the engine or the database
     retry = "" if once else "; retry in {:.0f}s"
@@ -185,23 +188,38 @@ def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
             failures += 1
             failing = "engine"
             delay = _back_off(failures)
-            log.warning("engine %s unreachable (%s)%s", name, exc, retry.format(delay))
+            said.say(
+                logging.WARNING,
+                str(exc),
+                "engine %s unreachable (%s)%s",
+                name,
+                exc,
+                retry.format(delay),
+            )
         except EngineError as exc:
             # Answered but refused (an api token): a fixed retry, not a step up the back-off
             # of an unreachable engine (minutes of refusals made a later blip wait 30 s).
             failures = max(failures, 1)
             failing = "engine"
             delay = 5.0
-            log.warning("engine %s: pass failed: %s", name, exc)
+            said.say(logging.WARNING, str(exc), "engine %s: pass failed: %s", name, exc)
         except OperationalError as exc:
             # The console's database (locked for longer than its timeout, restarting, out of
             # disk): nothing of the chunk was committed; try again later.
             failures += 1
             failing = "database"
             delay = _back_off(failures)
-            log.error("engine %s: database error (%s)%s", name, exc, retry.format(delay))
+            said.say(
+                logging.ERROR,
+                str(exc),
+                "engine %s: database error (%s)%s",
+                name,
+                exc,
+                retry.format(delay),
+            )
             connections.close_all()
         else:
+            said.clear()
             if failing == "engine":
                 log.info("engine %s reachable again", name)
             elif failing == "database":
@@ -221,6 +239,32 @@ def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
             return failures == 0
         stop.wait(delay)
     return failures == 0
+
+
+class _FailureLog:
+    """The lines of failed passes. A new failure is said at once; the same one again only once
+    every REPEAT_INTERVAL, with how often it happened meanwhile: an engine refusing the api token
+    was said every 5 s (17,000 lines a day), one down every 10 s."""
+
+    def __init__(self) -> None:
+        self.key: str | None = None
+        self.said_at = 0.0
+        self.unsaid = 0
+
+    def say(self, level: int, key: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if key != self.key:
+            self.key, self.said_at, self.unsaid = key, now, 0
+            log.log(level, message, *args)
+            return
+        self.unsaid += 1
+        if now - self.said_at >= REPEAT_INTERVAL:
+            minutes = (now - self.said_at) / 60
+            log.log(level, message + " (%d times in %.0f min)", *args, self.unsaid, minutes)
+            self.said_at, self.unsaid = now, 0
+
+    def clear(self) -> None:
+        self.key = None
 
 
 def _back_off(failures: int) -> float:
