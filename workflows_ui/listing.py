@@ -77,6 +77,8 @@ class InstanceFilterForm(forms.Form):
         label="Text",
         help_text="words in input, output, custom status or failure message",
     )
+    # "engine/instance id": the children of that instance (ids may hold "/", names may not).
+    parent = forms.CharField(required=False, max_length=600, strip=False, label="Children of")
     created_after = _DateTimeField(required=False, label="Created from")
     created_before = _DateTimeField(required=False, label="Created before")
     purged = forms.ChoiceField(
@@ -110,6 +112,15 @@ class InstanceFilterForm(forms.Form):
             raise forms.ValidationError(problem)
         return q
 
+    def clean_parent(self) -> tuple[int, str] | None:
+        value: str = self.cleaned_data.get("parent") or ""
+        if not value:
+            return None
+        try:
+            return parse_parent(value, {n: e.pk for n, e in self.engines.items()})
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
     def clean_id_prefix(self) -> str:
         # Only blanks: no filter, as in the REST API.
         value: str = self.cleaned_data.get("id_prefix") or ""
@@ -130,6 +141,17 @@ class InstanceFilterForm(forms.Form):
             except ValueError:
                 self.add_error("cursor", "This page link is not valid any more.")
         return data
+
+
+def parse_parent(value: str, engine_ids: dict[str, int]) -> tuple[int, str]:
+    """``engine/instance id`` (the parent filter) as (engine id, instance id); ValueError
+    saying what is wrong. Split at the first "/": engine names have none, ids may."""
+    engine, slash, instance_id = value.partition("/")
+    if not slash or not instance_id:
+        raise ValueError("expected engine/instance id")
+    if engine not in engine_ids:
+        raise ValueError(f"unknown engine {engine[:40]}")
+    return engine_ids[engine], instance_id
 
 
 class CursorOfAnotherOrder(ValueError):
@@ -168,6 +190,8 @@ class Filters:
     statuses: list[str] = field(default_factory=list)
     name: str = ""
     id_prefix: str = ""
+    #: (engine id, instance id): the children of that instance.
+    parent: tuple[int, str] | None = None
     q: str = ""
     created_after: datetime | None = None
     created_before: datetime | None = None
@@ -195,6 +219,7 @@ class Filters:
             statuses=d.get("status") or [],
             name=d.get("name") or "",
             id_prefix=d.get("id_prefix") or "",
+            parent=d.get("parent"),
             q=(d.get("q") or "").strip(),
             created_after=d.get("created_after"),
             created_before=d.get("created_before"),
@@ -210,6 +235,7 @@ class Filters:
         return (
             self.purged == "exclude"
             and not self.id_prefix
+            and self.parent is None
             and not search.words(self.q)
             and self.created_after is None
             and self.created_before is None
@@ -237,6 +263,9 @@ def base_queryset(
         qs = qs.filter(**{col["purged"]: True})
     if f.id_prefix:
         qs = search.filter_id_prefix(qs, f.id_prefix, column=col["instance_id"])
+    if f.parent is not None:
+        # Through the parent link's index (wf_inst_parent); the children are then sorted.
+        qs = qs.filter(parent_engine_id=f.parent[0], parent_instance_id=f.parent[1])
     if f.q:
         qs = search.filter_text(qs, f.q, common=common_text)
     if f.unreadable:
@@ -318,7 +347,7 @@ def _split_values(f: Filters) -> tuple[str, list[Any]] | None:
     index range scan with a LIMIT; the pages are merged here. Text search and id prefix are left
     whole: their matches are counted, and few matches are fetched and sorted (``_few_matches``).
     """
-    if (f.q and search.words(f.q)) or f.id_prefix or f.unreadable:
+    if (f.q and search.words(f.q)) or f.id_prefix or f.parent or f.unreadable:
         return None
     by_update = f.sort.endswith("updated")
     if f.name and len(f.statuses) != 1:
@@ -369,16 +398,16 @@ def instance_page(
 
 
 def _few_matches(f: Filters, counts: Counts) -> bool | None:
-    """Whether a text search, an id prefix or the unreadable filter matches few enough rows to
-    fetch them all and sort them, rather than walk the sort column's index testing each row.
-    None: the filter has none of them.
+    """Whether a text search, an id prefix, a parent or the unreadable filter matches few
+    enough rows to fetch them all and sort them, rather than walk the sort column's index
+    testing each row. None: the filter has none of them.
 
     Up to the count's cap (``COUNT_CAP``, counted anyway for the page) fetching and sorting
     is bounded. Walking reads about PAGE_SIZE x scope / matches rows only when the matches are
     spread evenly over the sort order; bunched at its far end (ids made in time order, a
     customer's month) it reads the whole scope: 0.3-0.8 s on a million instances. Beyond the
     cap, matches are common and walking finds a page soon."""
-    if not (search.words(f.q) or f.id_prefix or f.unreadable):
+    if not (search.words(f.q) or f.id_prefix or f.parent or f.unreadable):
         return None
     return not counts.capped
 
@@ -420,7 +449,7 @@ def counts_for_plan(f: Filters) -> Counts | None:
     """The counts ``instance_page`` chooses its plan by (statuses with no instance skipped;
     few or many matches of a word or an id prefix), for a caller that shows none: None when
     they would not change the plan and would only cost a capped count."""
-    if f.counts_are_exact or search.words(f.q) or f.id_prefix or f.unreadable:
+    if f.counts_are_exact or search.words(f.q) or f.id_prefix or f.parent or f.unreadable:
         return status_counts(f)
     return None
 

@@ -130,6 +130,10 @@ def instance_list(request: HttpRequest) -> HttpResponse:
             v and k not in ("sort", "cursor") and (k, v) != ("purged", "exclude")
             for k, v in request.GET.items()
         ),
+        # The parent filter has no field of its own: it comes from an instance's page, is kept
+        # through the other filters' changes, and is taken off by a link.
+        "parent": request.GET.get("parent", ""),
+        "without_parent": "?" + _without(request, "parent", "cursor"),
     }
     if form.is_valid():
         f = listing.Filters.from_form(form)
@@ -236,7 +240,7 @@ def instance_detail(
     children = list(
         Instance.objects.filter(parent_engine=inst.engine_id, parent_instance_id=inst.instance_id)
         .select_related("engine")
-        .only("engine__name", "instance_id", "name", "status", "created_at")
+        .only("engine__name", "instance_id", "name", "status", "created_at", "purged")
         .order_by("created_at", "id")[: CHILDREN_SHOWN + 1]
     )
     for child in children:

@@ -270,6 +270,33 @@ def test_an_instance_with_a_colon_in_its_id_is_found_url_encoded(api):
     assert api.get(data["history_url"]).json() == {"run": None, "results": [], "next": None}
 
 
+def test_an_instances_children_are_listed_whatever_their_ids(api):
+    # The SDK's default child ids are "<parent>:000N", but a workflow may name its children:
+    # the parent link finds them all, and no grandchild or namesake.
+    parent = factories.instance(instance_id="a/b", name="fan_out")
+    other = factories.instance(instance_id="a/b:0009")  # not a child: an id alike
+    kids = ["a/b:0001", "named-child", "a/b:0002"]
+    for kid in kids:
+        factories.instance(
+            instance_id=kid,
+            parent_engine=parent.engine,
+            parent_instance_id="a/b",
+            purged=kid == "a/b:0002",
+        )
+    factories.instance(parent_engine=parent.engine, parent_instance_id="named-child")
+    children_url = api.get(f"/api/instances/orders/{quote('a/b', safe='')}/").json()["children_url"]
+    assert children_url == "/api/instances/?parent=orders%2Fa%2Fb&purged=include"
+    assert ids(api.get(children_url)) == list(reversed(kids))
+    assert ids(api.get("/api/instances/?parent=orders%2Fa%2Fb&ordering=created&limit=1")) == [
+        kids[0]
+    ]
+    assert other.instance_id not in ids(api.get(children_url))
+    for bad, reason in (("orders", "expected engine/instance id"), ("nope/x", "unknown engine")):
+        response = api.get(f"/api/instances/?parent={quote(bad, safe='')}")
+        assert response.status_code == 400
+        assert reason in response.json()["parent"][0]
+
+
 def test_an_id_with_a_slash_still_resolves(api):
     factories.instance(instance_id="a/b")
     assert api.get("/api/instances/orders/a%2Fb/").json()["instance_id"] == "a/b"

@@ -610,6 +610,41 @@ def test_parent_and_children_link_to_each_other(logged_in, seeded):
     assert 'id="parent-link" href="/instances/orders/g-fan-out/"' in child
 
 
+def test_more_children_than_shown_are_listed_by_their_parent_link(logged_in, seeded, monkeypatch):
+    from workflows_ui import views
+
+    monkeypatch.setattr(views, "CHILDREN_SHOWN", 1)
+    parent = Instance.objects.get(instance_id="g-fan-out")
+    named = Instance.objects.create(
+        engine=parent.engine,
+        instance_id="a-named-child",  # not "<parent>:000N": an id prefix would miss it
+        name="child",
+        status="COMPLETED",
+        created_at=parent.created_at,
+        last_updated_at=parent.created_at,
+        parent_engine=parent.engine,
+        parent_instance_id="g-fan-out",
+        purged=True,
+    )
+    body = _text(logged_in.get("/instances/orders/g-fan-out/"))
+    link = re.search(r'More children: <a href="([^"]*)">list them all</a>', body).group(1)
+    assert link == "/instances/?parent=orders%2Fg-fan-out&amp;purged=include"
+    listed = logged_in.get(link.replace("&amp;", "&"))
+    assert sorted(ids_in(listed)) == sorted(["g-fan-out:0001", "g-fan-out:0002", named.instance_id])
+    page = _text(listed)
+    assert 'Children of <bdi class="mono">orders/g-fan-out</bdi> only.' in page
+    # Kept through the other filters' changes (the form holds it), taken off by a link.
+    assert '<input type="hidden" name="parent" value="orders/g-fan-out">' in page
+    assert 'href="/instances/?purged=include">Show all instances</a>' in page
+    bad = _text(logged_in.get("/instances/?parent=nope%2Fx"))
+    assert "Children of: unknown engine nope" in bad
+    # A purged child is said to be purged on its parent's page.
+    monkeypatch.setattr(views, "CHILDREN_SHOWN", 5)
+    body = _text(logged_in.get("/instances/orders/g-fan-out/"))
+    row = re.search(r"a-named-child</a>.*?</li>", body).group(0)
+    assert '<span class="tag">purged</span>' in row
+
+
 def test_other_runs_of_the_same_id_are_listed_and_readable(logged_in, seeded):
     inst = seeded.instances["continue_as_new"]
     old = Run.objects.create(

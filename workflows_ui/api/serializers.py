@@ -117,6 +117,13 @@ class InstanceFilterSerializer(QuerySerializer):
     name = serializers.CharField(max_length=255, required=False)
     # Not trimmed: ids may start or end with a space, and a prefix trimmed matches other ids.
     id_prefix = serializers.CharField(max_length=512, required=False, trim_whitespace=False)
+    parent = serializers.CharField(
+        max_length=600,
+        required=False,
+        trim_whitespace=False,
+        help_text="engine/instance id: the children of that instance (the id as it is, "
+        "url-encoded in the query like any value)",
+    )
     created_after = serializers.DateTimeField(required=False, help_text="inclusive")
     created_before = serializers.DateTimeField(required=False, help_text="exclusive")
     q = serializers.CharField(
@@ -149,6 +156,16 @@ class InstanceFilterSerializer(QuerySerializer):
         if problem:
             raise serializers.ValidationError(problem)
         return value
+
+    def validate_parent(self, value: str) -> tuple[int, str] | None:
+        if not value:
+            return None
+        engine = value.partition("/")[0]
+        known = dict(Engine.objects.filter(name=engine).values_list("name", "pk"))
+        try:
+            return listing.parse_parent(value, known)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
     def validate_engine(self, value: list[str]) -> list[str]:
         known = set(Engine.objects.filter(name__in=value).values_list("name", flat=True))
@@ -337,6 +354,9 @@ class InstanceDetailSerializer(InstanceListSerializer):
     parent = serializers.SerializerMethodField()
     runs_url = serializers.SerializerMethodField()
     history_url = serializers.SerializerMethodField()
+    children_url = serializers.SerializerMethodField(
+        help_text="the list of its child workflows (purged ones included)"
+    )
 
     class Meta(InstanceListSerializer.Meta):
         fields = [
@@ -359,6 +379,7 @@ class InstanceDetailSerializer(InstanceListSerializer):
             "indexed_at",
             "runs_url",
             "history_url",
+            "children_url",
         ]
         read_only_fields = fields
         extra_kwargs = {
@@ -412,6 +433,10 @@ class InstanceDetailSerializer(InstanceListSerializer):
 
     def get_history_url(self, obj: Instance) -> str:
         return instance_path(obj.engine.name, obj.instance_id) + "history/"
+
+    def get_children_url(self, obj: Instance) -> str:
+        parent = quote(f"{obj.engine.name}/{obj.instance_id}", safe="")
+        return f"/api/instances/?parent={parent}&purged=include"
 
 
 class RunSerializer(serializers.ModelSerializer):
