@@ -198,10 +198,19 @@ def layout(tl: Timeline, now: datetime) -> Layout:
     for k in range(5):
         frac = k / 4
         anchor = "end" if k == 4 else "middle"  # the last label would overflow the drawing
-        out.ticks.append(
-            (_n(LABEL_WIDTH + frac * WIDTH), "+" + human_duration(span * frac), anchor)
-        )
+        out.ticks.append((_n(LABEL_WIDTH + frac * WIDTH), "+" + _tick(span * frac, span), anchor))
     return out
+
+
+def _tick(seconds: float, span: float) -> str:
+    """A tick's label: in whole milliseconds the ticks of a run of a few ms read
+    "+0 ms, +1 ms, +1 ms, +2 ms": below a second, as many decimals as a quarter of the span
+    needs to tell them apart."""
+    if span >= 1 or seconds >= 1:
+        return human_duration(seconds)
+    step_ms = span * 1000 / 4
+    decimals = 0 if step_ms >= 5 else 1 if step_ms >= 0.5 else 2 if step_ms >= 0.05 else 3
+    return f"{seconds * 1000:.{decimals}f} ms"
 
 
 def _suspension(

@@ -217,3 +217,21 @@ def test_a_run_that_continued_as_new_leaves_its_open_bars_not_read_not_abandoned
     terminated = timeline("two_steps", "TERMINATED", cut=3)
     assert not terminated.end_unread
     assert [b.outcome for b in terminated.bars] == ["abandoned"]
+
+
+def test_the_timeline_ticks_of_a_run_of_a_few_milliseconds_read_apart():
+    from workflows_ui.timeline import layout
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    ms = timedelta(milliseconds=1)
+    rows = [
+        EventRow(0, -1, "workflowStarted", timestamp=t0),
+        EventRow(1, -1, "executionStarted", "quick", t0),
+        EventRow(2, 0, "taskScheduled", "step", t0 + ms),
+        EventRow(3, -1, "workflowStarted", timestamp=t0 + 2 * ms),
+        EventRow(4, -1, "taskCompleted", "step", t0 + 2 * ms, related_id=0),
+        EventRow(5, 1, "executionCompleted", timestamp=t0 + 3 * ms),
+    ]
+    labels = [label for _, label, _ in layout(build_timeline(rows, "COMPLETED"), t0).ticks]
+    # In whole milliseconds they were +0, +1, +2, +2, +3 ms.
+    assert labels == ["+0.0 ms", "+0.8 ms", "+1.5 ms", "+2.3 ms", "+3.0 ms"]
