@@ -1,11 +1,18 @@
-"""Response headers Django 5.2 does not set itself."""
+"""Response headers Django 5.2 does not set itself, and the answer of a web process whose
+database lacks migrations."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+log = logging.getLogger(__name__)
 
 
 class ContentSecurityPolicyMiddleware:
@@ -22,3 +29,50 @@ class ContentSecurityPolicyMiddleware:
         if self.policy:
             response.headers.setdefault("Content-Security-Policy", self.policy)
         return response
+
+
+NOT_MIGRATED = (
+    "The console's database lacks {n} migration(s) of this version of the console: "
+    "run `python manage.py migrate`."
+)
+
+
+class MigratedDatabaseMiddleware:
+    """While the database lacks migrations this code needs (the code upgraded, ``migrate`` not
+    run yet), every request is answered 503 saying so, and the log says it, instead of a 500
+    with a "no such column" traceback on each page. Checked until the database is found
+    migrated (at most every few seconds), then never again in this process. A database that
+    can't be asked is let through: the request then meets what it meets."""
+
+    RECHECK = 5.0
+    #: Once found migrated, for the whole process (it has one database).
+    migrated = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.missing = 0
+        self.checked_at = float("-inf")
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not self.migrated and self._missing():
+            message = NOT_MIGRATED.format(n=self.missing)
+            if request.path_info.startswith("/api/"):
+                return JsonResponse({"detail": message}, status=503)
+            return HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)
+
+    def _missing(self) -> int:
+        now = time.monotonic()
+        if now - self.checked_at < self.RECHECK:
+            return self.missing
+        self.checked_at = now
+        try:
+            executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+            plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        except Exception:  # a database down, or not reachable from here: not ours to answer
+            return 0
+        self.missing = len(plan)
+        MigratedDatabaseMiddleware.migrated = not plan
+        if plan:
+            log.error(NOT_MIGRATED.format(n=self.missing))
+        return self.missing
