@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from console.schema import NOT_MIGRATED, missing_migrations
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,6 @@ class ContentSecurityPolicyMiddleware:
         return response
 
 
-NOT_MIGRATED = (
-    "The console's database lacks {n} migration(s) of this version of the console: "
-    "run `python manage.py migrate`."
-)
-
-
 class MigratedDatabaseMiddleware:
     """While the database lacks migrations this code needs (the code upgraded, ``migrate`` not
     run yet), every request is answered 503 saying so, and the log says it, instead of a 500
@@ -55,7 +49,8 @@ class MigratedDatabaseMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not self.migrated and self._missing():
-            message = NOT_MIGRATED.format(n=self.missing)
+            text = NOT_MIGRATED.format(n=self.missing)
+            message = text[:1].upper() + text[1:] + "."
             if request.path_info.startswith("/api/"):
                 return JsonResponse({"detail": message}, status=503)
             return HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
@@ -67,12 +62,10 @@ class MigratedDatabaseMiddleware:
             return self.missing
         self.checked_at = now
         try:
-            executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
-            plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+            self.missing = missing_migrations()
         except Exception:  # a database down, or not reachable from here: not ours to answer
             return 0
-        self.missing = len(plan)
-        MigratedDatabaseMiddleware.migrated = not plan
-        if plan:
+        MigratedDatabaseMiddleware.migrated = not self.missing
+        if self.missing:
             log.error(NOT_MIGRATED.format(n=self.missing))
         return self.missing

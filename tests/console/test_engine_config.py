@@ -295,6 +295,17 @@ def test_a_database_lacking_migrations_is_answered_503_naming_migrate(tmp_path):
     assert answers[0].startswith('503 {"detail": "The console\'s database lacks 1 migration(s)')
     assert answers[1].startswith("503 The console's database lacks 1 migration(s)")
     assert "run `python manage.py migrate`" in answers[1]
+    # The indexer waits for it (a pass failed on the missing column, again and again); once:
+    indexer = subprocess.run(
+        [sys.executable, "manage.py", "runindexer", "--once"],
+        cwd=cwd, env=env | {"CONSOLE_ENGINES": "a=127.0.0.1:1"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert indexer.returncode == 1
+    assert indexer.stderr.strip() == (
+        "CommandError: the console's database lacks 1 migration(s) of this version of the "
+        "console: run `python manage.py migrate`"
+    )
     manage("migrate", "-v", "0")
     answers = manage("shell", "--no-imports", "-c", ask).splitlines()
     assert answers[0].startswith("401") and answers[1].startswith("302"), answers

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError, close_old_connections, connections
 
+from console.schema import NOT_MIGRATED, missing_migrations
 from engine_bridge.errors import EngineError, EngineUnavailable
 from engine_bridge.locks import EngineTaken, LockLost
 
@@ -22,6 +23,10 @@ REPORT_INTERVAL = 30.0
 RETRY_MAX = 10.0
 # Seconds between the lines of a failure that goes on unchanged (see _FailureLog).
 REPEAT_INTERVAL = 600.0
+
+
+class NotMigrated(Exception):
+    """The console's database lacks migrations of this code."""
 
 
 class Command(BaseCommand):
@@ -64,6 +69,11 @@ class Command(BaseCommand):
         while True:
             locks: list[EngineLock] = []
             try:
+                missing = missing_migrations()
+                if missing:
+                    # The code upgraded before `migrate` ran (or a deployment running both at
+                    # once): wait for it rather than fail on a missing column every pass.
+                    raise NotMigrated(NOT_MIGRATED.format(n=missing))
                 # Every configured engine stays configured: other processes may index the
                 # others (one indexer per engine with --engine).
                 engines = {e.name: e for e in sync_engines(all_configs)}
@@ -75,17 +85,20 @@ class Command(BaseCommand):
                 for lock in locks:
                     lock.release()
                 raise CommandError(str(exc)) from None
-            except OperationalError as exc:
+            except (OperationalError, NotMigrated) as exc:
                 # Started beside its database (a deployment starting both): wait for it, as
                 # the passes do once running.
                 for lock in locks:
                     lock.release()
                 connections.close_all()
+                problem = (
+                    str(exc) if isinstance(exc, NotMigrated) else f"the console's database: {exc}"
+                )
                 if options["once"]:
-                    raise CommandError(f"the console's database: {exc}") from None
+                    raise CommandError(problem) from None
                 failures += 1
                 delay = _back_off(failures)
-                log.error("the console's database: %s; retry in %.0fs", exc, delay)
+                log.error("%s; retry in %.0fs", problem, delay)
                 if stop.wait(delay):
                     return
         try:
