@@ -52,3 +52,7 @@ async def no_websockets(scope, receive, send):
 
 
 application = ProtocolTypeRouter({"http": http_app, "websocket": no_websockets})
+if settings.CONSOLE_URL_PREFIX:
+    from console.prefix import UnderPrefix
+
+    application = UnderPrefix(application, settings.CONSOLE_URL_PREFIX)

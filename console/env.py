@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -86,6 +87,34 @@ def envchoice(
         if value.upper() == choice.upper():
             return choice
     raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def envurlprefix(
+    name: str, reserved: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> str:
+    """A path the console is reached under (``/dapr``, ``/tools/dapr``), without a trailing
+    slash; "" when unset or ``/``. Each segment is letters, digits and ``-._~`` (nothing a proxy
+    or a browser would encode or resolve), none is ``.`` or ``..``, and the first is none of
+    ``reserved`` (the console's own first segments: ``/api`` could not be told from the API)."""
+    env = os.environ if environ is None else environ
+    given = env.get(name, "")
+    value = given.strip()
+    if value in ("", "/"):
+        return ""
+    if not value.startswith("/"):
+        raise ImproperlyConfigured(f"{name}={given!r} must start with / (like /dapr)")
+    segments = value.removesuffix("/").split("/")[1:]
+    for segment in segments:
+        if segment in (".", "..") or not re.fullmatch(r"[A-Za-z0-9._~-]+", segment):
+            raise ImproperlyConfigured(
+                f"{name}={given!r}: each segment is letters, digits and -._~, "
+                "none empty, . or .. (like /dapr or /tools/dapr)"
+            )
+    if segments[0] in reserved:
+        raise ImproperlyConfigured(
+            f"{name}={given!r} starts with one of the console's own paths ({', '.join(reserved)})"
+        )
+    return "/" + "/".join(segments)
 
 
 def private_file(path: Path) -> None:

@@ -20,6 +20,7 @@ from console.env import (
     envfloat,
     envint,
     envstr,
+    envurlprefix,
     private_file,
     secret_key,
 )
@@ -148,6 +149,19 @@ STATIC_ROOT = VAR_DIR / "static"
 # console works as started; 0 when a web server in front serves `collectstatic`'s STATIC_ROOT.
 CONSOLE_SERVE_STATIC = envbool("CONSOLE_SERVE_STATIC", True)
 
+# The path the console is reached under behind a proxy (``/dapr``), "" at the root of its host.
+# A proxy may pass the path on as it is or take the prefix off (console.prefix.UnderPrefix
+# serves both); every link, redirect and static URL carries it (Django's script prefix), and the
+# session and CSRF cookies are sent to the console's paths only.
+CONSOLE_TOP_PATHS = ("admin", "api", "favicon.ico", "instances", "login", "logout", "static")
+CONSOLE_URL_PREFIX = envurlprefix("CONSOLE_URL_PREFIX", reserved=CONSOLE_TOP_PATHS)
+if CONSOLE_URL_PREFIX:
+    FORCE_SCRIPT_NAME = CONSOLE_URL_PREFIX
+    SESSION_COOKIE_PATH = CSRF_COOKIE_PATH = CONSOLE_URL_PREFIX
+    # Written whole: Django adds the script prefix to a relative one as of its first read, which
+    # may come before any request set the prefix.
+    STATIC_URL = f"{CONSOLE_URL_PREFIX}/static/"
+
 # No inline script or style anywhere (htmx's own indicator style is turned off in base.html).
 CONSOLE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -205,6 +219,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The schema's paths are the API's own (/api/...): under a prefix, its server says where.
+    "SERVERS": [{"url": CONSOLE_URL_PREFIX}] if CONSOLE_URL_PREFIX else [],
 }
 
 LOGGING = {

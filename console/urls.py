@@ -1,13 +1,20 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.templatetags.static import static
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 from console.signin import AdminSignInForm, SignInForm
 
 admin.site.login_form = AdminSignInForm
+
+
+@login_not_required
+def favicon(request: HttpRequest) -> HttpResponse:
+    # The static URL as of this request (it carries the console's path prefix, if any).
+    return HttpResponsePermanentRedirect(static("favicon.svg"))
+
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(authentication_form=SignInForm), name="login"),
@@ -15,10 +22,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("workflows_ui.api.urls")),
     # Browsers ask for it on pages that name no icon (the API's JSON): not a 404 each time.
-    path(
-        "favicon.ico",
-        login_not_required(RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
-    ),
+    path("favicon.ico", favicon),
     path("", include("workflows_ui.urls")),
 ]
 

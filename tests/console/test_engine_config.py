@@ -162,6 +162,7 @@ def test_typed_helpers_read_and_validate():
         ("DATABASE_URL", "garbage", "DATABASE_URL: Scheme"),
         ("CONSOLE_LOG_LEVEL", "LOUD", "CONSOLE_LOG_LEVEL='LOUD' is not one of"),
         ("REDIS_URL", "notaurl", "REDIS_URL: expected redis://"),
+        ("CONSOLE_URL_PREFIX", "/dapr/../x", "CONSOLE_URL_PREFIX='/dapr/../x': each segment"),
         (
             "CONSOLE_INDEXER_ACTIVE_INTERVAL",
             "20",
