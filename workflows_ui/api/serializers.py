@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
@@ -19,11 +20,12 @@ from workflows_ui.models import Engine, HistoryEvent, Instance, Run, Status
 def instance_path(engine_name: str, instance_id: str) -> str:
     """The API path of an instance; ids are url-encoded (child ids contain ':'). An id that is
     a whole '.' or '..' is sent as '%2E' / '%2E%2E': clients resolve a plain dot segment before
-    sending ('/local/../' is requested as '/api/instances/'), the server decodes it back."""
+    sending ('/local/../' is requested as '/api/instances/'), the server decodes it back. Under
+    the console's path prefix, so is the path."""
     encoded = quote(instance_id, safe="")
     if encoded in (".", ".."):
         encoded = encoded.replace(".", "%2E")
-    return f"/api/instances/{quote(engine_name, safe='')}/{encoded}/"
+    return f"{reverse('api-instances')}{quote(engine_name, safe='')}/{encoded}/"
 
 
 def _blank(value: Any) -> bool:

@@ -193,7 +193,8 @@ def _as_sent(request: HttpRequest) -> tuple[str, str, str] | None:
     raw = scope.get("raw_path") if scope else None
     if not raw or max(raw) >= 0x80:
         return None
-    _, marker, rest = raw.decode("ascii").partition("/api/instances/")
+    sent = raw.decode("ascii").removeprefix(request.META.get("SCRIPT_NAME", ""))
+    _, marker, rest = sent.partition("/api/instances/")
     parts = rest.split("/")
     if not marker or len(parts) < 3:
         return None
