@@ -118,6 +118,7 @@ def test_every_link_of_the_api_carries_the_prefix(signed_in: Client) -> None:
     urls += [page["next"], *(row["url"] for row in page["results"])]
     child = answer(answer(f"{PREFIX}/api/instances/?id_prefix=g-fan-running:")["results"][0]["url"])
     urls += [child["url"], child["runs_url"], child["history_url"], child["parent"]["url"]]
+    urls.append(child["children_url"])
     history = answer(f"{PREFIX}/api/instances/orders/g-two-steps/history/?limit=2")
     urls.append(history["next"])
     # Each of them answers, through the prefix.

@@ -438,7 +438,7 @@ class InstanceDetailSerializer(InstanceListSerializer):
 
     def get_children_url(self, obj: Instance) -> str:
         parent = quote(f"{obj.engine.name}/{obj.instance_id}", safe="")
-        return f"/api/instances/?parent={parent}&purged=include"
+        return f"{reverse('api-instances')}?parent={parent}&purged=include"
 
 
 class RunSerializer(serializers.ModelSerializer):
