@@ -37,9 +37,13 @@ if settings.CONSOLE_SERVE_STATIC:
 
         def serve(self, request):
             try:
-                return super().serve(request)
+                response = super().serve(request)
             except SuspiciousFileOperation:
                 raise Http404("no such static file") from None
+            # Asked for again at each use (a 304 when unchanged): with Last-Modified alone a
+            # browser may keep the old script and style sheet for a while after an upgrade.
+            response.headers.setdefault("Cache-Control", "no-cache")
+            return response
 
     http_app = StaticFiles(django_asgi_app)
 

@@ -105,6 +105,14 @@ class DevEngine:
 def asgi_get(raw_path: bytes, *headers: tuple[bytes, bytes]) -> tuple[int, bytes]:
     """GET through the console's ASGI application as daphne calls it: the path decoded, and
     as sent (``raw_path``). Returns the status and the body."""
+    status, _, body = asgi_get_with_headers(raw_path, *headers)
+    return status, body
+
+
+def asgi_get_with_headers(
+    raw_path: bytes, *headers: tuple[bytes, bytes]
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    """``asgi_get``, with the response's headers (names lower-cased)."""
     from urllib.parse import unquote
 
     from asgiref.sync import async_to_sync
@@ -112,7 +120,7 @@ def asgi_get(raw_path: bytes, *headers: tuple[bytes, bytes]) -> tuple[int, bytes
 
     from console.asgi import application
 
-    async def get() -> tuple[int, bytes]:
+    async def get() -> tuple[int, dict[bytes, bytes], bytes]:
         scope = {
             "type": "http",
             "method": "GET",
@@ -129,6 +137,7 @@ def asgi_get(raw_path: bytes, *headers: tuple[bytes, bytes]) -> tuple[int, bytes
             chunk = await app.receive_output(5)
             body += chunk.get("body", b"")
             if not chunk.get("more_body"):
-                return start["status"], body
+                sent = {name.lower(): value for name, value in start.get("headers", [])}
+                return start["status"], sent, body
 
     return async_to_sync(get)()
