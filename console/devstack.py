@@ -38,6 +38,19 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _url_prefix() -> str:
+    """CONSOLE_URL_PREFIX as the console reads it ("" when unset or malformed: the web server
+    then stops with its own line about it)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from console.env import envurlprefix
+
+    try:
+        return envurlprefix("CONSOLE_URL_PREFIX")
+    except ImproperlyConfigured:
+        return ""
+
+
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -209,7 +222,8 @@ def main() -> int:
         )
         if _wait_for_port(http_port, web):
             print(
-                f"\n  Dapr Workflow Console: http://127.0.0.1:{http_port}/  (Ctrl-C stops all)"
+                f"\n  Dapr Workflow Console: http://127.0.0.1:{http_port}{_url_prefix()}/"
+                "  (Ctrl-C stops all)"
                 f"\n  {login}\n",
                 flush=True,
             )

@@ -182,3 +182,14 @@ def test_a_bad_port_setting_is_one_line(tmp_path, ports, message):
     )
     assert done.returncode == 1
     assert done.stderr.strip() == message
+
+
+def test_the_printed_address_carries_the_path_prefix(monkeypatch):
+    from console.devstack import _url_prefix
+
+    monkeypatch.setenv("CONSOLE_URL_PREFIX", "/dapr/")
+    assert _url_prefix() == "/dapr"
+    monkeypatch.setenv("CONSOLE_URL_PREFIX", "dapr")  # malformed: the web server says so
+    assert _url_prefix() == ""
+    monkeypatch.delenv("CONSOLE_URL_PREFIX")
+    assert _url_prefix() == ""
