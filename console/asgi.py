@@ -17,12 +17,18 @@ except ImproperlyConfigured as exc:
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
 from django.conf import settings  # noqa: E402
 
+from console.dbpool import use_pool  # noqa: E402
+
 # No persistent database connections in web processes, as Django advises under ASGI: the sync
 # code of each request runs in a thread of its own, and a connection kept for that thread's next
 # request is never closed once the thread is gone. Under load each daphne held dozens of
-# PostgreSQL connections, never given back, until PostgreSQL refused new clients. (Before any
-# connection is made; CONSOLE_DB_CONN_MAX_AGE still applies to the indexer.)
+# PostgreSQL connections, never given back, until PostgreSQL refused new clients. On PostgreSQL
+# the requests share a bounded pool instead: a request takes a connection when it first queries
+# and gives it back when it ends (Django's "closing" it), so a request needs no new connection
+# and a process holds at most CONSOLE_DB_POOL_MAX. (Set before any connection is made;
+# runindexer keeps its own connection, CONSOLE_DB_CONN_MAX_AGE.)
 settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+use_pool(settings.DATABASES["default"], settings.CONSOLE_DB_POOL_MAX)
 
 http_app = django_asgi_app
 if settings.CONSOLE_SERVE_STATIC:

@@ -126,6 +126,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     if DATABASES["default"]["NAME"] not in ("", ":memory:"):
         private_file(Path(DATABASES["default"]["NAME"]))
+# Most PostgreSQL connections each web process (daphne) holds, in a pool its requests share
+# (see console/asgi.py); 0: no pool, a new connection for each request.
+CONSOLE_DB_POOL_MAX = envint("CONSOLE_DB_POOL_MAX", 10, minimum=0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -38,6 +38,10 @@ def django_db_modify_db_settings(tmp_path_factory: pytest.TempPathFactory) -> It
             }
         )
         db["TEST"]["NAME"] = "test_console"
+        # The tests' own connections are not pooled: console.asgi, imported by tests that call
+        # the ASGI application in this process, would otherwise switch them to the web
+        # processes' pool mid-session. The pool is tested through daphne processes.
+        settings.CONSOLE_DB_POOL_MAX = 0
         # Django made its connection from the settings before this fixture ran: drop it, so the
         # next use opens one to PostgreSQL (the settings dict is shared, so the switch shows).
         from django.db import connections

@@ -1,6 +1,10 @@
+import ast
+import http.client
 import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -246,25 +250,125 @@ def test_a_secret_key_that_cant_be_kept_stops_start_up(tmp_path):
         secret_key(var, {})
 
 
+def _database_settings(env: dict[str, str], code: str) -> dict:
+    """DATABASES["default"] as a web process (``console.asgi`` imported) or a ``manage.py``
+    command sees it under ``env``."""
+    show = "from django.conf import settings; print(repr(settings.DATABASES['default']))"
+    cwd = Path(__file__).parents[2]
+    args = ["-c", f"import console.asgi; {show}"]
+    if code == "command":
+        args = ["manage.py", "shell", "-v", "0", "-c", show]
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"} | env
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return ast.literal_eval(done.stdout.strip())
+
+
 def test_web_processes_keep_no_database_connection_for_the_next_request():
     # Under daphne each request's sync code runs in a thread of its own: a connection kept for
     # that thread's next request was never closed, and each web process held more PostgreSQL
     # connections as requests came, until PostgreSQL refused new clients (Django: persistent
-    # connections should be disabled under ASGI). The indexer keeps its connection age.
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    env |= {"DATABASE_URL": "postgres://u:p@127.0.0.1:1/db", "CONSOLE_DB_CONN_MAX_AGE": "60"}
-    ages = "from django.conf import settings; print(settings.DATABASES['default']['CONN_MAX_AGE'])"
-    cwd = Path(__file__).parents[2]
-    web = subprocess.run(
-        [sys.executable, "-c", f"import console.asgi; {ages}"],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+    # connections should be disabled under ASGI). A web process gives its connection back to a
+    # bounded pool after each request instead; the indexer keeps its connection age, unpooled.
+    env = {
+        "DATABASE_URL": "postgres://u:p@127.0.0.1:1/db",
+        "CONSOLE_DB_CONN_MAX_AGE": "60",
+        "CONSOLE_DB_POOL_MAX": "7",
+    }
+    web = _database_settings(env, "web")
+    assert web["CONN_MAX_AGE"] == 0 and web["CONN_HEALTH_CHECKS"] is True
+    assert web["OPTIONS"]["pool"]["min_size"] == 1 and web["OPTIONS"]["pool"]["max_size"] == 7
+    command = _database_settings(env, "command")
+    assert command["CONN_MAX_AGE"] == 60 and "pool" not in command.get("OPTIONS", {})
+    # No pool: a connection per request, closed after it.
+    web = _database_settings(env | {"CONSOLE_DB_POOL_MAX": "0"}, "web")
+    assert web["CONN_MAX_AGE"] == 0 and "pool" not in web.get("OPTIONS", {})
+    # SQLite has no pool (Django's is PostgreSQL's only).
+    web = _database_settings(env | {"DATABASE_URL": "sqlite:///:memory:"}, "web")
+    assert web["CONN_MAX_AGE"] == 0 and "pool" not in web["OPTIONS"]
+
+
+@pytest.mark.django_db(transaction=True)  # daphne reads the token the test wrote
+def test_daphne_reuses_a_bounded_pool_of_connections_under_concurrent_requests(tmp_path):
+    # Concurrent requests each run in a thread of their own: they share at most
+    # CONSOLE_DB_POOL_MAX connections (the others wait for one), which outlive the requests
+    # instead of being opened for each one, and are given back idle when the requests end.
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from rest_framework.authtoken.models import Token
+
+    from tests.console.support import free_port, wait_for
+
+    if connection.vendor != "postgresql":
+        pytest.skip("Django's pool is PostgreSQL's (CONSOLE_TEST_DATABASE=postgres)")
+    import psycopg
+
+    token = Token.objects.create(user=User.objects.create_user("bob")).key
+    db, port = connection.settings_dict, free_port()
+    url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"} | {
+        "DATABASE_URL": f"{url}?application_name=pooled-daphne",
+        "CONSOLE_DB_POOL_MAX": "3",
+        "CONSOLE_ALLOWED_HOSTS": "127.0.0.1",
+        "CONSOLE_VAR_DIR": str(tmp_path),
+    }
+    daphne = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port),
+         "console.asgi:application"],
+        cwd=Path(__file__).parents[2], env=env,
     )  # fmt: skip
-    assert web.returncode == 0 and web.stdout.strip() == "0", web.stderr
-    command = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-v", "0", "-c", ages],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert command.returncode == 0 and command.stdout.strip() == "60", command.stderr
+    watcher = psycopg.connect(url.replace("postgres://", "postgresql://"), autocommit=True)
+    seen: list[list[tuple[int, str]]] = []
+    done = threading.Event()
+
+    def backends() -> list[tuple[int, str]]:
+        query = "SELECT pid, state FROM pg_stat_activity WHERE application_name = 'pooled-daphne'"
+        return [(int(pid), str(state)) for pid, state in watcher.execute(query).fetchall()]
+
+    def watch() -> None:
+        while not done.wait(0.005):
+            seen.append(backends())
+
+    def get(statuses: list[int]) -> None:
+        client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for _ in range(5):
+            client.request("GET", "/api/instances/", headers={"Authorization": f"Token {token}"})
+            response = client.getresponse()
+            response.read()
+            statuses.append(response.status)
+        client.close()
+
+    try:
+        wait_for(lambda: _answers(port), timeout=30)
+        statuses: list[int] = []
+        watching = threading.Thread(target=watch)
+        watching.start()
+        clients = [threading.Thread(target=get, args=(statuses,)) for _ in range(12)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join()
+        done.set()
+        watching.join()
+        after = backends()
+    finally:
+        daphne.terminate()
+        daphne.wait(30)
+        watcher.close()
+    assert statuses == [200] * 60
+    assert max(len(s) for s in seen) <= 3
+    assert 1 <= len({pid for s in seen for pid, _ in s}) <= 3  # the same few, not one a request
+    assert 1 <= len(after) <= 3 and {state for _, state in after} == {"idle"}
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def test_a_database_lacking_migrations_is_answered_503_naming_migrate(tmp_path):
