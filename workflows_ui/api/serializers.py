@@ -54,7 +54,12 @@ class QuerySerializer(serializers.Serializer):
         for key, value in data.items():
             field = self.fields.get(key)
             if field is None and key != api_settings.URL_FORMAT_OVERRIDE:
-                unknown[key] = [f"unknown parameter; expected some of {', '.join(self.fields)}"]
+                expected = (
+                    f"expected some of {', '.join(self.fields)}"
+                    if self.fields
+                    else ("this endpoint takes none")
+                )
+                unknown[key] = [f"unknown parameter; {expected}"]
                 continue
             if field is None or isinstance(field, serializers.ListField):
                 given[key] = value
@@ -109,6 +114,11 @@ class ChoiceListField(CommaListField):
             )
         canonical = list(dict.fromkeys(self.canonical[item.lower()] for item in items))
         return serializers.ListField.to_internal_value(self, canonical)
+
+
+class NoParameters(QuerySerializer):
+    """For the endpoints that take no parameter: one given is refused, as by the others (a
+    filter given to the wrong endpoint would seem to have been applied)."""
 
 
 class InstanceFilterSerializer(QuerySerializer):

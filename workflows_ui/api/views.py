@@ -25,6 +25,7 @@ from workflows_ui.api.serializers import (
     InstanceDetailSerializer,
     InstanceFilterSerializer,
     InstanceListSerializer,
+    NoParameters,
     PageFilterSerializer,
     RunSerializer,
     instance_path,
@@ -117,6 +118,7 @@ class ApiRoot(APIView):
         operation_id="api_root",
     )
     def get(self, request: Request) -> Response:
+        _validated(NoParameters, request)
         return Response(
             {
                 name: request.build_absolute_uri(reverse(f"api-{name}"))
@@ -132,6 +134,7 @@ class EngineList(APIView):
         operation_id="engines_list",
     )
     def get(self, request: Request) -> Response:
+        _validated(NoParameters, request)
         engines = list(Engine.objects.all())
         totals = StatusCount.per_engine()
         unreadable = InstanceCheck.unreadable_by_engine()
@@ -235,6 +238,7 @@ class InstanceDetail(_OneInstance):
         operation_id="instance_retrieve",
     )
     def get(self, request: Request, engine: str, instance_id: str) -> Response:
+        _validated(NoParameters, request)
         return Response(InstanceDetailSerializer(_get_instance(engine, instance_id)).data)
 
 
