@@ -35,9 +35,12 @@ REFUSED = (
 
 def _keys(request: HttpRequest | None, username: str) -> list[tuple[str, int]]:
     address = (request.META.get("REMOTE_ADDR") if request else None) or "unknown"
-    # Hashed: usernames are user input of any length, and cache keys have limits.
+    # Hashed: usernames are user input of any length, and cache keys have limits. So is the
+    # address: behind a proxy it is the first of X-Forwarded-For, text of any length should the
+    # proxy pass on a client's own header.
     user = hashlib.sha256(f"{address} {username.strip().lower()}".encode()).hexdigest()
-    return [(f"signin:user:{user}", PER_USER), (f"signin:addr:{address}", PER_ADDRESS)]
+    addr = hashlib.sha256(address.encode()).hexdigest()
+    return [(f"signin:user:{user}", PER_USER), (f"signin:addr:{addr}", PER_ADDRESS)]
 
 
 def refused(request: HttpRequest | None, username: str) -> bool:

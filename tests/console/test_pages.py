@@ -70,6 +70,22 @@ def test_many_usernames_tried_from_one_address_are_limited_too(client, fresh_cou
     assert elsewhere.status_code == 302
 
 
+def test_an_address_of_any_length_is_counted_under_a_short_key(fresh_counts):
+    # Behind a proxy that passes a client's X-Forwarded-For on, the address is any text
+    # (daphne takes its first value): each attempt must not store kilobytes in the cache.
+    from django.test import RequestFactory
+
+    from console import signin
+
+    request = RequestFactory().post("/login/", REMOTE_ADDR="a" * 10_000)
+    keys = [key for key, _ in signin._keys(request, "x" * 10_000)]
+    assert all(len(key) < 100 for key in keys)
+    for _ in range(signin.PER_USER):
+        signin.failed(request, "alice")
+    assert signin.refused(request, "alice")
+    assert not signin.refused(RequestFactory().post("/login/", REMOTE_ADDR="10.0.0.9"), "alice")
+
+
 def test_admin_needs_login(client):
     assert client.get("/admin/").status_code == 302
 
