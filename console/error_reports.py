@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +15,15 @@ class EngineTokenFilter(SafeExceptionReporterFilter):
     metadata as plain tuples (``("dapr-api-token", "...")``), and a failed engine call in a
     view would print them."""
 
+    def cleanse_setting(self, key: Any, value: Any) -> Any:
+        """Django's masking, and the credentials of a URL in any setting: Django hides settings
+        by their names only, and ``REDIS_URL``, the cache's ``LOCATION``, the channel layer's
+        ``hosts`` and ``_DATABASE_URL`` carry a password in a name it does not hide."""
+        cleansed = super().cleanse_setting(key, value)
+        if isinstance(cleansed, str):
+            return _CREDENTIALS.sub(rf"\1{self.cleansed_substitute}@", cleansed)
+        return cleansed
+
     def get_traceback_frame_variables(self, request: Any, tb_frame: Any) -> Any:
         variables = super().get_traceback_frame_variables(request, tb_frame)
         tokens = [c.token for c in settings.CONSOLE_ENGINES if c.token]
@@ -23,6 +33,10 @@ class EngineTokenFilter(SafeExceptionReporterFilter):
             (name, self.cleansed_substitute if _holds(value, tokens) else value)
             for name, value in variables
         ]
+
+
+# The user and password of a URL (redis://:password@host, postgres://user:password@host/db).
+_CREDENTIALS = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/]*@", re.IGNORECASE)
 
 
 def _holds(value: Any, tokens: list[str]) -> bool:

@@ -174,6 +174,32 @@ def test_a_websocket_handshake_is_refused_without_an_error_logged(caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def test_error_reports_hide_the_password_of_a_redis_or_database_url(settings, rf):
+    # Django's debug page lists the settings, hiding them by name only: REDIS_URL, the
+    # cache's LOCATION and the channel layer's hosts showed the Redis password.
+    import sys
+
+    from django.views.debug import ExceptionReporter
+
+    password = "-".join(["s3cr3t", "pass"])  # not in this file as one string: pages show code
+    url = f"redis://:{password}@redis.internal:6379/0"
+    settings.REDIS_URL = url
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": url}}
+    settings.CHANNEL_LAYERS = {"default": {"CONFIG": {"hosts": [url]}}}
+    settings._DATABASE_URL = f"postgres://console:{password}@db.internal/console"
+    settings.DEBUG = True
+
+    def failing_view():  # a frame of its own: the page shows a frame's variables too
+        try:
+            raise RuntimeError("a view failed")
+        except RuntimeError:
+            return sys.exc_info()
+
+    html = ExceptionReporter(rf.get("/"), *failing_view()).get_traceback_html()
+    assert "a view failed" in html and "redis.internal:6379" in html
+    assert password not in html
+
+
 def test_error_reports_hide_an_engine_token_held_in_a_frame(settings, rf):
     # gRPC's frames hold a call's metadata as plain tuples: a debug page (or a mail to
     # ADMINS) of a failed engine call would show the token.
