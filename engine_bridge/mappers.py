@@ -141,11 +141,11 @@ def instance_state(response: Any) -> InstanceState | None:
     st = response.workflowState
     return InstanceState(
         instance_id=st.instanceId,
-        name=st.name,
+        name=without_nul(st.name) or "",
         status=status_name(st.workflowStatus),
         created_at=timestamp(st.createdTimestamp),
         last_updated_at=timestamp(st.lastUpdatedTimestamp),
-        version=st.version.value if st.HasField("version") else "",
+        version=(without_nul(st.version.value) or "") if st.HasField("version") else "",
         # Unset timestamps read as zero, which timestamp() maps to None.
         started_at=timestamp(st.startedAt),
         completed_at=timestamp(st.completedTimestamp),
@@ -352,7 +352,7 @@ def event(ev: Any, payload_limit: int = 65536) -> Event:
     if etype == "executionStarted":
         out.execution_id = body.workflowInstance.executionId.value
         out.input = without_nul(body.input.value) if body.HasField("input") else None
-        out.version = body.version.value if body.HasField("version") else ""
+        out.version = (without_nul(body.version.value) or "") if body.HasField("version") else ""
         if body.HasField("parentTraceContext"):
             out.trace_parent = body.parentTraceContext.traceParent
         if body.HasField("parentInstance"):
@@ -366,15 +366,17 @@ def event(ev: Any, payload_limit: int = 65536) -> Event:
             )
     elif etype == "timerCreated":
         if body.HasField("name"):
-            out.name = body.name
+            out.name = without_nul(body.name) or ""
         elif body.WhichOneof("origin") == "externalEvent":
-            out.name = body.externalEvent.name
+            out.name = without_nul(body.externalEvent.name) or ""
     elif etype == "workflowStarted":
         if body.HasField("version") and body.version.HasField("name"):
-            out.version = body.version.name
+            out.version = without_nul(body.version.name) or ""
     elif etype == "executionStalled":
         out.stall_reason = details.get("reason", "")
-        out.stall_description = body.description if body.HasField("description") else ""
+        out.stall_description = (
+            (without_nul(body.description) or "") if body.HasField("description") else ""
+        )
         out.name = out.stall_reason
     elif etype == "executionCompleted":
         out.name = status_name(body.workflowStatus)

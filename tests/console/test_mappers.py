@@ -173,6 +173,33 @@ def test_nul_characters_are_replaced_in_payloads_failures_and_details():
     assert "\\u0000" not in out.details_json and "\\ufffd" not in out.details_json
 
 
+def test_nul_characters_are_replaced_in_names_versions_and_descriptions():
+    # Text columns too (the workflow's name, a timer's, a stall's description): PostgreSQL
+    # refused the whole instance for a NUL in any of them.
+    response = pb.GetInstanceResponse(exists=True)
+    st = response.workflowState
+    st.instanceId, st.name = "i", "w\x00f"
+    st.version.value = "v\x001"
+    mapped = mappers.instance_state(response)
+    assert (mapped.name, mapped.version) == ("w\ufffdf", "v\ufffd1")
+    timer = pb.HistoryEvent(eventId=1)
+    timer.timerCreated.name = "t\x00"
+    waiting = pb.HistoryEvent(eventId=2)
+    waiting.timerCreated.externalEvent.name = "e\x00"
+    stalled = pb.HistoryEvent(eventId=-1)
+    stalled.executionStalled.description = "patch \x00 missing"
+    started = pb.HistoryEvent(eventId=-1)
+    started.workflowStarted.version.name = "v\x002"
+    begun = pb.HistoryEvent(eventId=-1)
+    begun.executionStarted.name = "w"
+    begun.executionStarted.version.value = "v\x003"
+    assert mappers.event(timer).name == "t\ufffd"
+    assert mappers.event(waiting).name == "e\ufffd"
+    assert mappers.event(stalled).stall_description == "patch \ufffd missing"
+    assert mappers.event(started).version == "v\ufffd2"
+    assert mappers.event(begun).version == "v\ufffd3"
+
+
 def test_stall_and_version_are_read():
     ev = pb.HistoryEvent(eventId=-1)
     ev.executionStalled.reason = 1
