@@ -62,6 +62,12 @@ SUM_COUNTS = (
     "WHERE NOT purged GROUP BY engine_id, name, status"
 )
 
+#: 2,000 children of one instance (a fan-out), for the parent filter.
+CHILDREN = (
+    "UPDATE workflows_ui_instance SET parent_engine_id = 1, parent_instance_id = 'inst-00420000' "
+    "WHERE instance_id > 'inst-00420000' AND instance_id <= 'inst-00422000'"
+)
+
 
 def _status_case() -> str:
     """SQL dealing out STATUSES by ``n`` (``%%``: the statement is run with parameters)."""
@@ -137,6 +143,7 @@ def fill(n: int) -> None:
             [n - 1],
         )
         cur.execute(SUM_COUNTS)
+        cur.execute(CHILDREN)
     search.create_schema(connection)  # triggers were missing: rebuilds the FTS index
     # No ANALYZE: a console's database never gets one, and SQLite plans without statistics.
 
@@ -183,6 +190,7 @@ def fill_postgres(n: int) -> None:
             [n - 1],
         )
         cur.execute(SUM_COUNTS)
+        cur.execute(CHILDREN)
         cur.execute("ANALYZE")
 
 
@@ -261,6 +269,11 @@ def main() -> None:
             # Ids are made in creation order: 10,000 in the middle, 100,000 weeks before the end.
             ("id prefix (10,000 made together)", f"?id_prefix={prefix_10k}", "filter"),
             ("id prefix (100,000 made weeks ago)", f"?id_prefix={prefix_100k}", "filter"),
+            (
+                "children of an instance (2,000)",
+                f"?parent={ENGINES[0]}%2Finst-00420000&purged=include",
+                "filter",
+            ),
         ]
         # The REST API pages through the same code; a few of its own spellings.
         cases += [
