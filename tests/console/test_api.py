@@ -587,6 +587,12 @@ def test_the_schema_enumerates_statuses_and_event_types_and_the_errors_of_runs_a
     assert types["type"] == "array" and "taskCompleted" in types["items"]["enum"]
     for path in (history, "/api/instances/{engine}/{instance_id}/runs/"):
         assert {"200", "400", "404"} <= set(paths[path]["get"]["responses"]), path
+    # An engine's health is one of a few words, and says which (a client can switch on it).
+    health = schema["components"]["schemas"]["Engine"]["properties"]["health"]
+    ref = health["allOf"][0]["$ref"].rsplit("/", 1)[1]
+    assert set(schema["components"]["schemas"][ref]["enum"]) == {
+        "ok", "failing", "unreachable", "too-old", "unknown", "not-indexed"
+    }  # fmt: skip
 
 
 def test_a_search_with_no_word_is_refused_not_taken_for_everything(api):

@@ -215,7 +215,9 @@ class PageFilterSerializer(QuerySerializer):
 
 
 class EngineSerializer(serializers.ModelSerializer):
-    health = serializers.CharField(
+    health = serializers.ChoiceField(
+        choices=["ok", "failing", "unreachable", "too-old", "unknown", "not-indexed"],
+        read_only=True,
         help_text="ok, failing (answers, but its last pass failed: see last_error), "
         "unreachable, too-old (needs Dapr 1.17), unknown (not contacted yet), not-indexed "
         "(not in CONSOLE_ENGINES when the indexer last started: what was indexed stays)"
