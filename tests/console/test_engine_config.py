@@ -1,5 +1,5 @@
-import ast
 import http.client
+import json
 import os
 import socket
 import subprocess
@@ -252,8 +252,11 @@ def test_a_secret_key_that_cant_be_kept_stops_start_up(tmp_path):
 
 def _database_settings(env: dict[str, str], code: str) -> dict:
     """DATABASES["default"] as a web process (``console.asgi`` imported) or a ``manage.py``
-    command sees it under ``env``."""
-    show = "from django.conf import settings; print(repr(settings.DATABASES['default']))"
+    command sees it under ``env`` (values that are not JSON, the pool's callback, as their repr)."""
+    show = (
+        "import json; from django.conf import settings; "
+        "print(json.dumps(settings.DATABASES['default'], default=repr))"
+    )
     cwd = Path(__file__).parents[2]
     args = ["-c", f"import console.asgi; {show}"]
     if code == "command":
@@ -263,7 +266,7 @@ def _database_settings(env: dict[str, str], code: str) -> dict:
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    return ast.literal_eval(done.stdout.strip())
+    return json.loads(done.stdout.strip())
 
 
 def test_web_processes_keep_no_database_connection_for_the_next_request():
@@ -361,6 +364,45 @@ def test_daphne_reuses_a_bounded_pool_of_connections_under_concurrent_requests(t
     assert max(len(s) for s in seen) <= 3
     assert 1 <= len({pid for s in seen for pid, _ in s}) <= 3  # the same few, not one a request
     assert 1 <= len(after) <= 3 and {state for _, state in after} == {"idle"}
+
+
+@pytest.mark.django_db
+def test_the_pool_connects_again_within_a_second_or_two_of_postgresql_coming_back():
+    # While PostgreSQL is down, a request waiting for a connection makes the pool try to open
+    # one, with growing delays between tries: with psycopg_pool's defaults the next try came
+    # seconds after PostgreSQL was back (8 s after a 20 s outage), and requests kept failing.
+    import time
+
+    from django.db import connection
+    from psycopg_pool import ConnectionPool, PoolTimeout
+
+    from console.dbpool import use_pool
+    from tests.console.support import free_port
+
+    if connection.vendor != "postgresql":
+        pytest.skip("Django's pool is PostgreSQL's (CONSOLE_TEST_DATABASE=postgres)")
+    db = connection.settings_dict
+    params = {"host": db["HOST"], "user": db["USER"], "dbname": db["NAME"], "autocommit": True}
+    nothing_there, down = free_port(), threading.Event()
+    down.set()
+
+    def kwargs() -> dict:  # PostgreSQL "down": a port nobody listens on
+        return {**params, "port": nothing_there if down.is_set() else db["PORT"]}
+
+    settings = {"ENGINE": "django.db.backends.postgresql", "OPTIONS": {}}
+    use_pool(settings, 3)  # type: ignore[arg-type]
+    pool = ConnectionPool(kwargs=kwargs, open=False, **settings["OPTIONS"]["pool"])
+    try:
+        pool.open()
+        with pytest.raises(PoolTimeout):  # a request waiting while PostgreSQL is down
+            pool.getconn(timeout=4.5)
+        down.clear()
+        back = time.monotonic()
+        with pool.connection(timeout=10) as conn:
+            conn.execute("SELECT 1")
+        assert time.monotonic() - back < 1.5
+    finally:
+        pool.close()
 
 
 def _answers(port: int) -> bool:
