@@ -230,6 +230,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"database_down": {"()": "console.logfilters.DatabaseDown"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {
         "handlers": ["console"],
@@ -237,7 +238,11 @@ LOGGING = {
             "CONSOLE_LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
         ),
     },
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # A database down: a line a minute, not a traceback a request.
+        "django.request": {"filters": ["database_down"]},
+    },
 }
 
 # Engines (see engine_bridge.config): a malformed value stops start-up here.

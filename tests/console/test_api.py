@@ -695,10 +695,10 @@ def test_a_server_error_under_api_answers_json(monkeypatch):
     client = APIClient(raise_request_exception=False)
     client.force_login(user)
 
-    def locked(*args, **kwargs):
-        raise OperationalError("database is locked")
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
 
-    monkeypatch.setattr(Engine.objects, "all", locked)
+    monkeypatch.setattr(Engine.objects, "all", broken)
     response = client.get("/api/engines/")
     assert response.status_code == 500
     assert response.json() == {"detail": "Server error."}
@@ -707,6 +707,67 @@ def test_a_server_error_under_api_answers_json(monkeypatch):
     assert response.json() == {"detail": "Bad request."}
     page = client.get("/")
     assert page.status_code == 500 and "text/html" in page["Content-Type"]
+
+    # The database down (restarting, full, locked): a 503 to try again, not a 500.
+    def down(*args, **kwargs):
+        raise OperationalError("connection failed: Connection refused\nIs the server running?")
+
+    monkeypatch.setattr(Engine.objects, "all", down)
+    response = client.get("/api/engines/")
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response.json() == {
+        "detail": "The console's database does not answer: try again in a moment."
+    }
+    page = client.get("/")
+    assert page.status_code == 503 and b"does not answer" in page.content
+
+
+def test_a_database_down_is_logged_a_line_a_minute_not_a_traceback_a_request(monkeypatch):
+    import logging
+
+    from django.db import OperationalError
+
+    from console.logfilters import DatabaseDown
+    from workflows_ui.models import Engine
+
+    user = User.objects.create_user("dave", password="pw-123456789")
+    client = APIClient(raise_request_exception=False)
+    client.force_login(user)
+
+    def down(*args, **kwargs):
+        raise OperationalError("connection failed: Connection refused\nIs the server running?")
+
+    monkeypatch.setattr(Engine.objects, "all", down)
+    lines: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record)
+
+    # Through the logger's own filter, as configured in the settings.
+    logger = logging.getLogger("django.request")
+    assert any(isinstance(f, DatabaseDown) for f in logger.filters)
+    keep = Keep()
+    logger.addHandler(keep)
+    clock = [1000.0]
+    monkeypatch.setattr("console.logfilters.time.monotonic", lambda: clock[0])
+    for f in logger.filters:
+        if isinstance(f, DatabaseDown):
+            f.said_at, f.unsaid = float("-inf"), 0
+    try:
+        for _ in range(5):
+            assert client.get("/api/engines/").status_code == 503
+        clock[0] += 61
+        assert client.get("/api/engines/").status_code == 503
+    finally:
+        logger.removeHandler(keep)
+    assert [r.getMessage() for r in lines] == [
+        "the console's database does not answer (connection failed: Connection refused): "
+        "requests answered 503",
+        "the console's database does not answer (connection failed: Connection refused): "
+        "requests answered 503 (4 more since the last such line)",
+    ]
+    assert all(r.exc_info is None for r in lines)
 
 
 def _response_validator(spec, path, status):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 from urllib.parse import unquote, urlencode
 
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -61,10 +63,25 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     return defaults.page_not_found(request, exception)
 
 
+DATABASE_DOWN = "The console's database does not answer: try again in a moment."
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     """The 500 (``handler500``): under /api/ JSON, as the API's other errors, so that a client
-    reading ``detail`` is not handed an HTML page (a database that is locked or down)."""
-    if request.path_info.startswith("/api/"):
+    reading ``detail`` is not handed an HTML page. A request the database failed (down,
+    restarting, full) is a 503 saying so, to try again: nothing is wrong with the request or
+    the console (``console.logfilters.DatabaseDown`` keeps its log to a line a minute)."""
+    api = request.path_info.startswith("/api/")
+    # Django calls this while handling the exception: it is the one being handled.
+    if isinstance(sys.exc_info()[1], OperationalError | InterfaceError):
+        response: HttpResponse = (
+            JsonResponse({"detail": DATABASE_DOWN}, status=503)
+            if api
+            else HttpResponse(DATABASE_DOWN, status=503, content_type="text/plain; charset=utf-8")
+        )
+        response["Retry-After"] = "5"
+        return response
+    if api:
         return JsonResponse({"detail": "Server error."}, status=500)
     return defaults.server_error(request)
 
