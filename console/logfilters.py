@@ -38,3 +38,28 @@ class DatabaseDown(logging.Filter):
         record.exc_info = record.exc_text = None
         self.said_at, self.unsaid = now, 0
         return True
+
+
+class OnceAMinute(logging.Filter):
+    """Each kind of line (its format, not its values) at most once a minute, the next one saying
+    how many were left out: psycopg's pool warns at every failed attempt to connect, two or
+    three lines a second per web process while PostgreSQL is down or full."""
+
+    INTERVAL = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said_at: dict[str, float] = {}
+        self.unsaid: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = str(record.msg)
+        now = time.monotonic()
+        if now - self.said_at.get(kind, float("-inf")) < self.INTERVAL:
+            self.unsaid[kind] = self.unsaid.get(kind, 0) + 1
+            return False
+        left_out = self.unsaid.pop(kind, 0)
+        if left_out:
+            record.msg = f"{record.msg} (and {left_out} more like it since the last one said)"
+        self.said_at[kind] = now
+        return True

@@ -230,7 +230,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"database_down": {"()": "console.logfilters.DatabaseDown"}},
+    "filters": {
+        "database_down": {"()": "console.logfilters.DatabaseDown"},
+        "once_a_minute": {"()": "console.logfilters.OnceAMinute"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {
         "handlers": ["console"],
@@ -242,6 +245,8 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         # A database down: a line a minute, not a traceback a request.
         "django.request": {"filters": ["database_down"]},
+        # The web processes' pool warns at each failed attempt to connect (console/dbpool.py).
+        "psycopg.pool": {"filters": ["once_a_minute"]},
     },
 }
 

@@ -456,3 +456,41 @@ def test_a_database_lacking_migrations_is_answered_503_naming_migrate(tmp_path):
     manage("migrate", "-v", "0")
     answers = manage("shell", "--no-imports", "-c", ask).splitlines()
     assert answers[0].startswith("401") and answers[1].startswith("302"), answers
+
+
+def test_the_pools_warnings_are_said_once_a_minute_with_a_count(monkeypatch):
+    # While PostgreSQL was down each web process logged two or three of psycopg's pool warnings
+    # a second.
+    import logging
+
+    from console.logfilters import OnceAMinute
+
+    logger = logging.getLogger("psycopg.pool")
+    [limit] = [f for f in logger.filters if isinstance(f, OnceAMinute)]  # as the settings have it
+    monkeypatch.setattr(limit, "said_at", {})
+    monkeypatch.setattr(limit, "unsaid", {})
+    clock = [500.0]
+    monkeypatch.setattr("console.logfilters.time.monotonic", lambda: clock[0])
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    keep = Keep()
+    logger.addHandler(keep)
+    try:
+        for n in range(5):
+            logger.warning("error connecting in %r: attempt %d", "console-web", n)
+            clock[0] += 1
+        logger.warning("reconnection attempt in pool %r failed", "console-web")
+        clock[0] += 60
+        logger.warning("error connecting in %r: attempt %d", "console-web", 99)
+    finally:
+        logger.removeHandler(keep)
+    assert said == [
+        "error connecting in 'console-web': attempt 0",
+        "reconnection attempt in pool 'console-web' failed",
+        "error connecting in 'console-web': attempt 99"
+        " (and 4 more like it since the last one said)",
+    ]
