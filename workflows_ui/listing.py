@@ -230,16 +230,20 @@ class Filters:
         )
 
     @property
+    def own_index(self) -> bool:
+        """A text search, an id prefix, a parent or the unreadable filter: its matches are
+        found through an index of their own (words, ids, parent links, checks), counted up to
+        the cap, and when few, fetched and sorted (``_few_matches``)."""
+        return bool(search.words(self.q) or self.id_prefix or self.parent or self.unreadable)
+
+    @property
     def counts_are_exact(self) -> bool:
         """StatusCount holds live instances per engine x name x status: nothing else filtered."""
         return (
             self.purged == "exclude"
-            and not self.id_prefix
-            and self.parent is None
-            and not search.words(self.q)
+            and not self.own_index
             and self.created_after is None
             and self.created_before is None
-            and not self.unreadable
         )
 
 
@@ -347,7 +351,7 @@ def _split_values(f: Filters) -> tuple[str, list[Any]] | None:
     index range scan with a LIMIT; the pages are merged here. Text search and id prefix are left
     whole: their matches are counted, and few matches are fetched and sorted (``_few_matches``).
     """
-    if (f.q and search.words(f.q)) or f.id_prefix or f.parent or f.unreadable:
+    if f.own_index:
         return None
     by_update = f.sort.endswith("updated")
     if f.name and len(f.statuses) != 1:
@@ -407,7 +411,7 @@ def _few_matches(f: Filters, counts: Counts) -> bool | None:
     spread evenly over the sort order; bunched at its far end (ids made in time order, a
     customer's month) it reads the whole scope: 0.3-0.8 s on a million instances. Beyond the
     cap, matches are common and walking finds a page soon."""
-    if not (search.words(f.q) or f.id_prefix or f.parent or f.unreadable):
+    if not f.own_index:
         return None
     return not counts.capped
 
@@ -449,7 +453,7 @@ def counts_for_plan(f: Filters) -> Counts | None:
     """The counts ``instance_page`` chooses its plan by (statuses with no instance skipped;
     few or many matches of a word or an id prefix), for a caller that shows none: None when
     they would not change the plan and would only cost a capped count."""
-    if f.counts_are_exact or search.words(f.q) or f.id_prefix or f.parent or f.unreadable:
+    if f.counts_are_exact or f.own_index:
         return status_counts(f)
     return None
 
