@@ -1,4 +1,4 @@
-"""Filters of the console's log."""
+"""Filters of the console's log, and when a line that repeats is said."""
 
 from __future__ import annotations
 
@@ -6,6 +6,32 @@ import logging
 import time
 
 from django.db import InterfaceError, OperationalError
+
+
+class Repeats:
+    """When to say a line that may repeat: the first of a kind at once, the same kind again at
+    most once every ``interval`` seconds, with how many were left out meanwhile."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.said_at: dict[str, float] = {}
+        self.unsaid: dict[str, int] = {}
+
+    def due(self, kind: str) -> tuple[int, float] | None:
+        """None: leave this one out. Else say it: (how many were left out, seconds since the
+        last one said)."""
+        now = time.monotonic()
+        last = self.said_at.get(kind, float("-inf"))
+        if now - last < self.interval:
+            self.unsaid[kind] = self.unsaid.get(kind, 0) + 1
+            return None
+        self.said_at[kind] = now
+        return self.unsaid.pop(kind, 0), now - last
+
+    def forget(self) -> None:
+        """Every kind is new again."""
+        self.said_at.clear()
+        self.unsaid.clear()
 
 
 class DatabaseDown(logging.Filter):
@@ -18,25 +44,22 @@ class DatabaseDown(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.said_at = float("-inf")
-        self.unsaid = 0
+        self.repeats = Repeats(self.INTERVAL)
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if not isinstance(exc, OperationalError | InterfaceError):
             return True
-        now = time.monotonic()
-        if now - self.said_at < self.INTERVAL:
-            self.unsaid += 1
+        due = self.repeats.due("database")
+        if due is None:
             return False
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         record.msg = "the console's database does not answer (%s): requests answered 503%s"
         record.args = (
             first_line,
-            f" ({self.unsaid} more since the last such line)" if self.unsaid else "",
+            f" ({due[0]} more since the last such line)" if due[0] else "",
         )
         record.exc_info = record.exc_text = None
-        self.said_at, self.unsaid = now, 0
         return True
 
 
@@ -49,17 +72,12 @@ class OnceAMinute(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.said_at: dict[str, float] = {}
-        self.unsaid: dict[str, int] = {}
+        self.repeats = Repeats(self.INTERVAL)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        kind = str(record.msg)
-        now = time.monotonic()
-        if now - self.said_at.get(kind, float("-inf")) < self.INTERVAL:
-            self.unsaid[kind] = self.unsaid.get(kind, 0) + 1
+        due = self.repeats.due(str(record.msg))
+        if due is None:
             return False
-        left_out = self.unsaid.pop(kind, 0)
-        if left_out:
-            record.msg = f"{record.msg} (and {left_out} more like it since the last one said)"
-        self.said_at[kind] = now
+        if due[0]:
+            record.msg = f"{record.msg} (and {due[0]} more like it since the last one said)"
         return True

@@ -471,8 +471,7 @@ def test_the_pools_warnings_are_said_once_a_minute_with_a_count(monkeypatch):
     limits = [f for f in logger.filters if isinstance(f, OnceAMinute)]
     assert limits
     for limit in limits:
-        monkeypatch.setattr(limit, "said_at", {})
-        monkeypatch.setattr(limit, "unsaid", {})
+        limit.repeats.forget()
     clock = [500.0]
     monkeypatch.setattr("console.logfilters.time.monotonic", lambda: clock[0])
     said: list[str] = []

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError, close_old_connections, connections
 
+from console.logfilters import Repeats
 from console.schema import NOT_MIGRATED, missing_migrations
 from engine_bridge.errors import EngineError, EngineUnavailable
 from engine_bridge.locks import EngineTaken, LockLost
@@ -261,20 +262,20 @@ class _FailureLog:
 
     def __init__(self) -> None:
         self.key: str | None = None
-        self.said_at = 0.0
-        self.unsaid = 0
+        self.repeats = Repeats(REPEAT_INTERVAL)
 
     def say(self, level: int, key: str, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        if key != self.key:
-            self.key, self.said_at, self.unsaid = key, now, 0
-            log.log(level, message, *args)
+        if key != self.key:  # another failure: said at once, whatever was said before
+            self.key = key
+            self.repeats.forget()
+        due = self.repeats.due(key)
+        if due is None:
             return
-        self.unsaid += 1
-        if now - self.said_at >= REPEAT_INTERVAL:
-            minutes = (now - self.said_at) / 60
-            log.log(level, message + " (%d times in %.0f min)", *args, self.unsaid, minutes)
-            self.said_at, self.unsaid = now, 0
+        left_out, since = due
+        if since == float("inf"):
+            log.log(level, message, *args)
+        else:  # this one and those left out since the last said
+            log.log(level, message + " (%d times in %.0f min)", *args, left_out + 1, since / 60)
 
     def clear(self) -> None:
         self.key = None
