@@ -11,7 +11,7 @@ import json
 import re
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 import orjson
 from google.protobuf import json_format
@@ -105,6 +105,10 @@ _NUL_JSON = "\\u0000"
 NUL_REPLACEMENT = "\ufffd"
 
 
+@overload
+def without_nul(text: str) -> str: ...
+@overload
+def without_nul(text: None) -> None: ...
 def without_nul(text: str | None) -> str | None:
     """``text`` with its NUL characters replaced (a payload, failure text or name)."""
     return text.replace(_NUL, NUL_REPLACEMENT) if text and _NUL in text else text
@@ -124,9 +128,9 @@ def _without_nul_json(value: Any) -> Any:
 def failure(details: Any) -> Failure:
     stack_trace = details.stackTrace.value if details.HasField("stackTrace") else ""
     return Failure(
-        type=without_nul(details.errorType) or "",
-        message=without_nul(details.errorMessage) or "",
-        stack_trace=without_nul(stack_trace) or "",
+        type=without_nul(details.errorType),
+        message=without_nul(details.errorMessage),
+        stack_trace=without_nul(stack_trace),
     )
 
 
@@ -141,11 +145,11 @@ def instance_state(response: Any) -> InstanceState | None:
     st = response.workflowState
     return InstanceState(
         instance_id=st.instanceId,
-        name=without_nul(st.name) or "",
+        name=without_nul(st.name),
         status=status_name(st.workflowStatus),
         created_at=timestamp(st.createdTimestamp),
         last_updated_at=timestamp(st.lastUpdatedTimestamp),
-        version=(without_nul(st.version.value) or "") if st.HasField("version") else "",
+        version=without_nul(st.version.value) if st.HasField("version") else "",
         # Unset timestamps read as zero, which timestamp() maps to None.
         started_at=timestamp(st.startedAt),
         completed_at=timestamp(st.completedTimestamp),
@@ -345,14 +349,14 @@ def event(ev: Any, payload_limit: int = 65536) -> Event:
     if body is None:
         return out
     if etype in _NAMED:
-        out.name = without_nul(body.name) or ""
+        out.name = without_nul(body.name)
     related = _RELATED_FIELD.get(etype)
     if related:
         out.related_id = getattr(body, related)
     if etype == "executionStarted":
         out.execution_id = body.workflowInstance.executionId.value
         out.input = without_nul(body.input.value) if body.HasField("input") else None
-        out.version = (without_nul(body.version.value) or "") if body.HasField("version") else ""
+        out.version = without_nul(body.version.value) if body.HasField("version") else ""
         if body.HasField("parentTraceContext"):
             out.trace_parent = body.parentTraceContext.traceParent
         if body.HasField("parentInstance"):
@@ -366,16 +370,16 @@ def event(ev: Any, payload_limit: int = 65536) -> Event:
             )
     elif etype == "timerCreated":
         if body.HasField("name"):
-            out.name = without_nul(body.name) or ""
+            out.name = without_nul(body.name)
         elif body.WhichOneof("origin") == "externalEvent":
-            out.name = without_nul(body.externalEvent.name) or ""
+            out.name = without_nul(body.externalEvent.name)
     elif etype == "workflowStarted":
         if body.HasField("version") and body.version.HasField("name"):
-            out.version = without_nul(body.version.name) or ""
+            out.version = without_nul(body.version.name)
     elif etype == "executionStalled":
         out.stall_reason = details.get("reason", "")
         out.stall_description = (
-            (without_nul(body.description) or "") if body.HasField("description") else ""
+            without_nul(body.description) if body.HasField("description") else ""
         )
         out.name = out.stall_reason
     elif etype == "executionCompleted":
