@@ -684,21 +684,29 @@ def test_a_path_under_api_that_matches_nothing_answers_json(api, url):
     assert page.status_code == 404 and "text/html" in page["Content-Type"]
 
 
+def _engines_failing_with(monkeypatch, exc: Exception) -> APIClient:
+    """A signed-in client whose requests meet ``exc`` when they read the engines (every page's
+    banner and ``/api/engines/`` do), answered as a browser or a script would see it."""
+    from workflows_ui.models import Engine
+
+    def failing(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(Engine.objects, "all", failing)
+    client = APIClient(raise_request_exception=False)
+    client.force_login(User.objects.get_or_create(username="carol")[0])
+    return client
+
+
+DOWN = "connection failed: Connection refused\nIs the server running?"
+
+
 def test_a_server_error_under_api_answers_json(monkeypatch):
     # Django's own 500 and 400 pages were HTML under /api/ too: a client reading "detail" got
     # a page (a database that is locked or down; a Host header not allowed).
     from django.db import OperationalError
 
-    from workflows_ui.models import Engine
-
-    user = User.objects.create_user("carol", password="pw-123456789")
-    client = APIClient(raise_request_exception=False)
-    client.force_login(user)
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("a bug")
-
-    monkeypatch.setattr(Engine.objects, "all", broken)
+    client = _engines_failing_with(monkeypatch, RuntimeError("a bug"))
     response = client.get("/api/engines/")
     assert response.status_code == 500
     assert response.json() == {"detail": "Server error."}
@@ -709,10 +717,7 @@ def test_a_server_error_under_api_answers_json(monkeypatch):
     assert page.status_code == 500 and "text/html" in page["Content-Type"]
 
     # The database down (restarting, full, locked): a 503 to try again, not a 500.
-    def down(*args, **kwargs):
-        raise OperationalError("connection failed: Connection refused\nIs the server running?")
-
-    monkeypatch.setattr(Engine.objects, "all", down)
+    client = _engines_failing_with(monkeypatch, OperationalError(DOWN))
     response = client.get("/api/engines/")
     assert response.status_code == 503 and response["Retry-After"] == "5"
     assert response.json() == {
@@ -728,16 +733,8 @@ def test_a_database_down_is_logged_a_line_a_minute_not_a_traceback_a_request(mon
     from django.db import OperationalError
 
     from console.logfilters import DatabaseDown
-    from workflows_ui.models import Engine
 
-    user = User.objects.create_user("dave", password="pw-123456789")
-    client = APIClient(raise_request_exception=False)
-    client.force_login(user)
-
-    def down(*args, **kwargs):
-        raise OperationalError("connection failed: Connection refused\nIs the server running?")
-
-    monkeypatch.setattr(Engine.objects, "all", down)
+    client = _engines_failing_with(monkeypatch, OperationalError(DOWN))
     lines: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
