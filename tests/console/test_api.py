@@ -595,6 +595,21 @@ def test_the_schema_enumerates_statuses_and_event_types_and_the_errors_of_runs_a
     }  # fmt: skip
 
 
+def test_the_schema_lists_the_errors_every_endpoint_answers(api):
+    """A parameter an endpoint does not take is a 400 and a database that does not answer a 503
+    on every endpoint: each operation of the schema says so, so a generated client knows them."""
+    inst = factories.instance(instance_id="m")
+    factories.run(inst, execution_id="r1")
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    for path, operations in schema["paths"].items():
+        responses = operations["get"]["responses"]
+        url = path.replace("{engine}", "orders").replace("{instance_id}", "m")
+        answered = api.get(url + "?no_such_parameter=1", HTTP_ACCEPT="application/json")
+        assert answered.status_code == 400, url
+        assert {"400", "401", "503"} <= set(responses), path
+        assert "Retry-After" in responses["503"]["headers"], path
+
+
 def test_a_search_with_no_word_is_refused_not_taken_for_everything(api):
     response = api.get("/api/instances/?q=%2A%22%F0%9F%91%8D")
     assert response.status_code == 400

@@ -12,7 +12,13 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views import defaults
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -119,7 +125,24 @@ _INVALID = {
         description="an invalid parameter, with the reasons per parameter",
     )
 }
-_ERRORS: dict[int, OpenApiResponse] = {**_INVALID, **_NOT_FOUND, **_NOT_LOGGED_IN}
+_DATABASE_DOWN = {
+    503: OpenApiResponse(
+        _DETAIL,
+        description="the console's database does not answer (restarting, down): try again"
+        " after the seconds of the Retry-After header",
+    )
+}
+_RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    OpenApiTypes.INT,
+    OpenApiParameter.HEADER,
+    response=[503],
+    description="seconds to wait before trying again",
+)
+# Every answer may also be one of these: a parameter an endpoint does not take is refused, and
+# any read may meet a database that is restarting.
+_ALWAYS = {**_INVALID, **_NOT_LOGGED_IN, **_DATABASE_DOWN}
+_ERRORS: dict[int, OpenApiResponse] = {**_ALWAYS, **_NOT_FOUND}
 
 
 class ApiRoot(APIView):
@@ -129,8 +152,9 @@ class ApiRoot(APIView):
                 "ApiRoot",
                 {name: serializers.CharField() for name in ("engines", "instances", "schema")},
             ),
-            **_NOT_LOGGED_IN,
+            **_ALWAYS,
         },
+        parameters=[_RETRY_AFTER],
         summary="Where the API's collections are",
         operation_id="api_root",
     )
@@ -146,7 +170,8 @@ class ApiRoot(APIView):
 
 class EngineList(APIView):
     @extend_schema(
-        responses={200: EngineSerializer(many=True), **_NOT_LOGGED_IN},
+        parameters=[_RETRY_AFTER],
+        responses={200: EngineSerializer(many=True), **_ALWAYS},
         summary="Engines and their health",
         operation_id="engines_list",
     )
@@ -165,7 +190,7 @@ class EngineList(APIView):
 
 class InstanceList(APIView):
     @extend_schema(
-        parameters=[InstanceFilterSerializer],
+        parameters=[InstanceFilterSerializer, _RETRY_AFTER],
         responses={
             200: inline_serializer(
                 "InstancePage",
@@ -174,8 +199,7 @@ class InstanceList(APIView):
                     "next": serializers.CharField(allow_null=True),
                 },
             ),
-            **_INVALID,
-            **_NOT_LOGGED_IN,
+            **_ALWAYS,
         },
         summary="Instances, newest first (see ordering), keyset-paginated",
         operation_id="instances_list",
@@ -250,7 +274,8 @@ class _OneInstance(APIView):
 
 class InstanceDetail(_OneInstance):
     @extend_schema(
-        responses={200: InstanceDetailSerializer, **_NOT_FOUND, **_NOT_LOGGED_IN},
+        parameters=[_RETRY_AFTER],
+        responses={200: InstanceDetailSerializer, **_ERRORS},
         summary="One instance (ids url-encoded)",
         operation_id="instance_retrieve",
     )
@@ -263,7 +288,7 @@ class RunList(_OneInstance):
     route = "runs"
 
     @extend_schema(
-        parameters=[PageFilterSerializer],
+        parameters=[PageFilterSerializer, _RETRY_AFTER],
         responses={
             200: inline_serializer(
                 "RunPage",
@@ -305,7 +330,7 @@ class HistoryList(_OneInstance):
     route = "history"
 
     @extend_schema(
-        parameters=[HistoryFilterSerializer],
+        parameters=[HistoryFilterSerializer, _RETRY_AFTER],
         responses={
             200: inline_serializer(
                 "HistoryPage",
