@@ -1228,7 +1228,15 @@ class EngineIndexer:
 
         inst.name = st.name[:255]
         inst.status = st.status
-        inst.created_at = st.created_at or st.last_updated_at or timezone.now()
+        # A pending instance (a scheduled start) has no times yet: it keeps the time it was first
+        # seen pending, not a new "now" at each re-read, which would move it in the list (on top
+        # of the newest for as long as it waits) and in and out of the created-range filters.
+        still_pending = old_status == "PENDING" and not revived
+        inst.created_at = (
+            st.created_at
+            or st.last_updated_at
+            or (inst.created_at if still_pending else timezone.now())
+        )
         inst.last_updated_at = st.last_updated_at or inst.created_at
         inst.started_at = st.started_at
         inst.scheduled_start_at = st.scheduled_start_at

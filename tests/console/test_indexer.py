@@ -719,6 +719,23 @@ def test_stall_reason_is_kept_while_stalled(fake, make_indexer):
     assert inst.stall_description == "patch p2 not in this worker"
 
 
+def test_a_pending_instance_keeps_its_created_time_while_it_waits(fake, make_indexer):
+    # A scheduled start: the engine has no created or last-updated time for it until it starts.
+    state, _ = golden_instance("two_steps")
+    fake.add(
+        replace(state, status="PENDING", created_at=None, last_updated_at=None, completed_at=None),
+        [],
+    )
+    ix = make_indexer()
+    ix.run_pass()
+    first = Instance.objects.get().created_at
+    time.sleep(0.01)
+    request_refresh(ix.engine, state.instance_id)
+    ix.run_pass()
+    inst = Instance.objects.get()
+    assert (inst.created_at, inst.last_updated_at) == (first, first)
+
+
 def test_rows_written_from_tuples_name_every_column():
     # The change log, schedule and events are inserted column by column (engine_bridge.bulk):
     # a field added to those models must be added there too (a Django default is not a
