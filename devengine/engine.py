@@ -99,6 +99,20 @@ def timestamp_ns(ts: p.Timestamp) -> int:
     return ts.seconds * 1_000_000_000 + ts.nanos
 
 
+# Nanoseconds since 1970 as SQLite stores them (a signed 64-bit integer): until 2262-04-11.
+MAX_NS = 2**63 - 1
+
+
+def timer_due_ns(fire_at: p.Timestamp) -> int | None:
+    """When a timer's timerFired becomes visible, in nanoseconds; None for a timer that never
+    fires here: the 9999 sentinel of a wait without timeout, or a time after 2262 (daprd keeps
+    it; no engine of today lives to fire it). A time before 1677 is due at once."""
+    if fire_at.seconds >= SENTINEL_YEAR_SECONDS:
+        return None
+    due = timestamp_ns(fire_at)
+    return max(due, 0) if due <= MAX_NS else None
+
+
 def new_event(event_id: int = -1, at_ns: int | None = None) -> p.HistoryEvent:
     event = p.HistoryEvent(eventId=event_id)
     event.timestamp.CopyFrom(timestamp(at_ns if at_ns is not None else now_ns()))
@@ -494,11 +508,11 @@ class Engine:
                     getattr(created, origin).CopyFrom(getattr(timer, origin))
                 event.router.CopyFrom(router)
                 written.append(event)
-                if timer.fireAt.seconds < SENTINEL_YEAR_SECONDS:
+                visible = timer_due_ns(timer.fireAt)
+                if visible is not None:
                     fired = new_event(at_ns=now)
                     fired.timerFired.fireAt.CopyFrom(timer.fireAt)
                     fired.timerFired.timerId = action.id
-                    visible = timestamp_ns(timer.fireAt)
                     self.store.add_inbox(inst.instance_id, fired.SerializeToString(), visible)
                     effects.timers.append((visible, inst.instance_id))
             elif kind == "createChildWorkflow":
@@ -1276,11 +1290,11 @@ class Engine:
                 self._schedule_activity(inst, event.eventId, event.taskScheduled, trace, effects)
             elif kind == "timerCreated":
                 fire_at = event.timerCreated.fireAt
-                if fire_at.seconds < SENTINEL_YEAR_SECONDS:
+                visible = timer_due_ns(fire_at)
+                if visible is not None:
                     fired = new_event(at_ns=now)
                     fired.timerFired.fireAt.CopyFrom(fire_at)
                     fired.timerFired.timerId = event.eventId
-                    visible = timestamp_ns(fire_at)
                     self.store.add_inbox(inst.instance_id, fired.SerializeToString(), visible)
                     effects.timers.append((visible, inst.instance_id))
             elif kind == "childWorkflowInstanceCreated":

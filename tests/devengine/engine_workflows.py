@@ -15,7 +15,7 @@ import threading
 import time
 import types
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from dapr.ext.workflow import (
     DaprWorkflowContext,
@@ -148,6 +148,12 @@ def hello_world(ctx: DaprWorkflowContext, name):
 
 def sleep_then_return(ctx: DaprWorkflowContext, seconds: float):
     yield ctx.create_timer(timedelta(seconds=seconds))
+    return "fired"
+
+
+def sleep_until(ctx: DaprWorkflowContext, fire_at: str):
+    """A timer at an ISO time: centuries ahead, or long past."""
+    yield ctx.create_timer(datetime.fromisoformat(fire_at))
     return "fired"
 
 
@@ -289,6 +295,7 @@ WORKFLOWS = [
     wait_forever,
     hello_world,
     sleep_then_return,
+    sleep_until,
     slow_steps,
     parent_of_waiters,
     parent_of_failing_child,

@@ -159,3 +159,16 @@ def test_a_retried_child_restarts_under_the_same_id_after_a_child_retry_timer(en
         created[2].eventId
     ]
     assert engine.status(child_id) == "COMPLETED"
+
+
+def test_a_timer_centuries_ahead_waits_and_one_centuries_past_fires_at_once(engine):
+    # Nanoseconds since 1970 leave a 64-bit integer after 2262 and before 1677.
+    ahead = unique_id("timer-ahead")
+    engine.start("sleep_until", ahead, input=json.dumps("3000-01-01T00:00:00+00:00"))
+    engine.wait_history(ahead, has_kind("timerCreated"))
+    assert engine.status(ahead) == "RUNNING"
+    engine.terminate(ahead)
+
+    past = unique_id("timer-past")
+    engine.start("sleep_until", past, input=json.dumps("1600-01-01T00:00:00+00:00"))
+    assert engine.wait_done(past).workflowState.output.value == '"fired"'
