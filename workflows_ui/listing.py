@@ -47,6 +47,21 @@ class _DateTimeField(forms.DateTimeField):
                 raise forms.ValidationError("Out of range.", code="invalid") from None
         return result
 
+    def prepare_value(self, value: Any) -> Any:
+        """The value as the page's ``datetime-local`` input takes it: in UTC, without offset, to
+        the millisecond. A link may give a time as the API takes it (``2026-11-23``, ``...Z``,
+        an offset, microseconds): the input would show none of these and stay empty, while the
+        list is filtered, and the next change of another filter would drop the time."""
+        try:
+            when = self.to_python(value) if isinstance(value, str) else value
+        except forms.ValidationError:
+            return value  # shown as given, beside the reason it is refused
+        if not isinstance(when, datetime):
+            return value
+        utc = when.astimezone(UTC).replace(tzinfo=None)
+        spec = "milliseconds" if utc.microsecond else "seconds" if utc.second else "minutes"
+        return utc.isoformat(timespec=spec)
+
 
 class _ListField(forms.MultipleChoiceField):
     """Repeated values or comma-separated ones (``status=RUNNING,FAILED``), as the REST API takes

@@ -117,6 +117,26 @@ def test_name_id_prefix_and_created_range_filter(logged_in, seeded):
     assert found == [i.instance_id for i in newest[1:]]
 
 
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ("2026-11-23", "2026-11-23T00:00"),
+        ("2026-11-23T08:30:15Z", "2026-11-23T08:30:15"),
+        ("2026-11-23T14:00%2B05:30", "2026-11-23T08:30"),
+        ("2026-11-23T08:30:15.123456", "2026-11-23T08:30:15.123"),
+        ("2026-11-23T08:30", "2026-11-23T08:30"),
+        ("yesterday", "yesterday"),  # refused: shown as given, beside the reason
+    ],
+)
+def test_a_created_time_of_a_link_is_shown_in_the_filter_as_its_input_takes_it(
+    logged_in, seeded, given, shown
+):
+    # A datetime-local input takes none of the API's other forms: it would stay empty while the
+    # list is filtered, and the next change of another filter would drop the time.
+    body = logged_in.get(f"/instances/?created_after={given}").content.decode()
+    assert f'name="created_after" value="{shown}"' in body
+
+
 def test_an_invalid_filter_says_what_is_wrong(logged_in, seeded):
     response = logged_in.get("/instances/?created_after=yesterday&status=NOPE")
     body = _text(response)
