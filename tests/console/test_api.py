@@ -221,6 +221,9 @@ def _cursor(when: str, pk: object) -> str:
         ("cursor=" + _cursor("0001-01-01T00:00:00+05:00", 5), "cursor", "not a cursor"),
         ("cursor=" + _cursor("9999-12-31T23:59:59-05:00", 5), "cursor", "not a cursor"),
         ("created_after=0001-01-01T00:00%2B05:00", "created_after", "out of range"),
+        # The offset's '+' not url-encoded: the reason says so, not "use +HH:MM".
+        ("created_after=2026-01-02T10:00:00+01:00", "created_after", "send the offset as %2B"),
+        ("created_before=2026-01-02T10:00+0100", "created_before", "send the offset as %2B"),
         ("ordering=name", "ordering", "not a valid choice"),
         ("limit=50&limit=60", "limit", "given more than once"),
         ("cursor=a&cursor=b", "cursor", "given more than once"),

@@ -3,6 +3,7 @@ read-only representations of engines, instances, runs and history events."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -95,6 +96,22 @@ class CommaListField(serializers.ListField):
             raise
 
 
+class QueryDateTimeField(serializers.DateTimeField):
+    """A time in the query string: ISO 8601, with an offset or ``Z``; without one (or a date
+    alone, its midnight) it is UTC. A ``+`` left as it is in a query string is read as a space
+    (``...T10:00+01:00`` arrives as ``...T10:00 01:00``): the reason says so, as the generic one
+    would ask for the ``+HH:MM`` that was sent."""
+
+    _PLUS_READ_AS_SPACE = re.compile(r"\d{2}:\d{2}(:\d{2}([.,]\d+)?)? \d{2}(:?\d{2})?$")
+
+    def to_internal_value(self, value: Any) -> Any:
+        if isinstance(value, str) and self._PLUS_READ_AS_SPACE.search(value):
+            raise serializers.ValidationError(
+                "a '+' in a query string is read as a space: send the offset as %2B (%2B01:00)"
+            )
+        return super().to_internal_value(value)
+
+
 class ChoiceListField(CommaListField):
     """Some of ``choices``, in any case (each taken as the choice it names); an unknown one is
     refused with the valid ones. Each is given once (the first time)."""
@@ -136,8 +153,14 @@ class InstanceFilterSerializer(QuerySerializer):
         help_text="engine/instance id: the children of that instance (the id as it is, "
         "url-encoded in the query like any value)",
     )
-    created_after = serializers.DateTimeField(required=False, help_text="inclusive")
-    created_before = serializers.DateTimeField(required=False, help_text="exclusive")
+    created_after = QueryDateTimeField(
+        required=False,
+        help_text="inclusive; ISO 8601, without offset (or a date alone) in UTC; a '+' of an "
+        "offset url-encoded (%2B)",
+    )
+    created_before = QueryDateTimeField(
+        required=False, help_text="exclusive; written as created_after"
+    )
     q = serializers.CharField(
         max_length=500, required=False, help_text="words in input, output, custom status, failure"
     )
