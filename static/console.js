@@ -23,6 +23,10 @@ function pad(n, width = 2) {
   return String(n).padStart(width, "0");
 }
 
+function localDate(d) {
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+}
+
 function showTimes(root) {
   const local = localStorage.getItem(TZ_KEY) === "local";
   for (const el of root.querySelectorAll("time[data-fmt]")) {
@@ -35,9 +39,13 @@ function showTimes(root) {
     const d = new Date(iso);
     if (Number.isNaN(d.getTime())) continue;
     const fraction = (iso.match(/\.(\d+)/) || [, ""])[1].padEnd(6, "0").slice(0, 6);
-    const date = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+    const date = localDate(d);
     const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-    const fmt = el.dataset.fmt;
+    let fmt = el.dataset.fmt;
+    // A time of day shown alone is on the run's first day in UTC; in this zone the two may fall
+    // on other days (a run started late in the evening): then its date is shown too.
+    const since = el.dataset.since ? new Date(el.dataset.since) : null;
+    if (fmt === "time-us" && since && localDate(since) !== date) fmt = "datetime-us";
     el.textContent =
       fmt === "datetime" ? `${date} ${time}` :
       fmt === "datetime-us" ? `${date} ${time}.${fraction}` :

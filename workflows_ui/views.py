@@ -359,6 +359,7 @@ def _history_context(
         selected_event["full"] = full
     return {
         "events": events,
+        "run_start": start,
         "event_types": EVENT_TYPES,
         "types": types,
         "unknown_types": unknown_types,

@@ -290,6 +290,34 @@ def test_times_switch_between_utc_and_the_browsers_time_zone(
         context.close()
 
 
+def test_a_history_time_on_another_day_in_the_browsers_zone_shows_its_date(
+    browser: Any, live_server: Any, indexed: None
+) -> None:
+    """The history shows a time of day alone when it is on the run's first day in UTC; in the
+    browser's zone it may be the next day, which must not go unsaid."""
+    from datetime import UTC, datetime
+
+    from workflows_ui.models import HistoryEvent
+
+    events = HistoryEvent.objects.filter(run__instance__instance_id="b-two")
+    # 06:00 UTC is 22:00 the day before in Los Angeles; 09:00 UTC is 01:00 there.
+    events.update(timestamp=datetime(2026, 3, 2, 6, 0, tzinfo=UTC))
+    last = events.order_by("-position").first()
+    assert last is not None
+    events.filter(pk=last.pk).update(timestamp=datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    context = browser.new_context(timezone_id="America/Los_Angeles")
+    try:
+        page = sign_in(context.new_page(), live_server.url + "/instances/shop/b-two/")
+        cell = page.locator(f"#event-{last.position} td:nth-child(5) time")
+        assert cell.inner_text() == "09:00:00.000000"  # in UTC, the run's first day
+        page.click("#tz-toggle")
+        assert cell.inner_text() == "2026-03-02 01:00:00.000000"
+        first = page.locator("#history tbody tr").first.locator("td:nth-child(5) time")
+        assert first.inner_text() == "22:00:00.000000"
+    finally:
+        context.close()
+
+
 def test_the_created_filter_takes_times_in_the_zone_the_switch_shows(
     browser: Any, live_server: Any, indexed: None
 ) -> None:

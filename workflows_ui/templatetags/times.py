@@ -19,10 +19,20 @@ FORMATS = {
 
 
 @register.simple_tag
-def when(value: datetime | None, fmt: str = "datetime") -> str:
+def when(value: datetime | None, fmt: str = "datetime", since: datetime | None = None) -> str:
+    """``since``: for a time of day shown alone (``time-us``), the time whose day it is on in
+    UTC; the script shows the date too when, in the browser's zone, the two fall on other days."""
     if value is None:
         return ""
     utc = value.astimezone(UTC)
+    if since is not None and fmt == "time-us":
+        return format_html(
+            '<time datetime="{}" data-fmt="{}" data-since="{}">{}</time>',
+            utc.isoformat(),
+            fmt,
+            since.astimezone(UTC).isoformat(),
+            utc.strftime(FORMATS[fmt]),
+        )
     return format_html(
         '<time datetime="{}" data-fmt="{}">{}</time>',
         utc.isoformat(),
