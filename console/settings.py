@@ -286,5 +286,9 @@ if CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL > CONSOLE_INDEXER_TERMINAL_INTERVAL:
         "CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL must not be more than "
         "CONSOLE_INDEXER_TERMINAL_INTERVAL"
     )
+# Days the console keeps what its engine no longer has: purged instances (tombstones) and the
+# earlier runs of an instance (continue-as-new, restarts), counted from when the indexer saw them
+# go. 0 keeps them for good (the database then grows with every run ever seen).
+CONSOLE_RETENTION_DAYS = envfloat("CONSOLE_RETENTION_DAYS", 30.0, minimum=0.0)
 # Seconds the indexer idles between passes that found nothing to do.
 CONSOLE_INDEXER_IDLE_SLEEP = envfloat("CONSOLE_INDEXER_IDLE_SLEEP", 1.0, minimum=0.0)

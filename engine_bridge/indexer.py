@@ -39,7 +39,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
-from engine_bridge import bulk
+from engine_bridge import bulk, retention
 from engine_bridge.config import EngineConfig
 from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable, NotSupported
 from engine_bridge.locks import change_log_in_commit_order, check_holder
@@ -95,6 +95,9 @@ FIRST_TIMEOUT_RETRY = 10.0
 #: one that opens each pass while the engine is unreachable: shorter than the reads' deadline,
 #: since an engine that hangs answers neither (and a stop waits for it).
 HELLO_TIMEOUT = 3.0
+#: Seconds between looks for what is past the retention period (engine_bridge.retention), while
+#: the last look found nothing more to forget.
+RETENTION_CHECK_INTERVAL = 600.0
 #: ListInstanceIDs pages are halved, down to this size, each time one exceeds the deadline while
 #: the engine answers (a sidecar pages through its state store for every call).
 MIN_LIST_PAGE_SIZE = 10
@@ -150,6 +153,8 @@ class PassResult:
     purged: int = 0
     changed: int = 0
     errors: int = 0
+    #: Tombstones and earlier runs deleted past the retention period.
+    forgotten: int = 0
     #: True when there is more to do right away (due instances left, a sweep in progress).
     busy: bool = False
 
@@ -174,6 +179,8 @@ class Limits:
     #: sidecar pages through its state store for every call).
     sweep_pause_factor: float = 4.0
     payload_limit: int = 65536
+    #: Days kept of what the engine no longer has (0: for good); see engine_bridge.retention.
+    retention_days: float = 0.0
 
     @classmethod
     def from_settings(cls) -> Limits:
@@ -187,6 +194,7 @@ class Limits:
             terminal_first_interval=settings.CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL,
             terminal_interval=settings.CONSOLE_INDEXER_TERMINAL_INTERVAL,
             payload_limit=settings.CONSOLE_PAYLOAD_LIMIT,
+            retention_days=settings.CONSOLE_RETENTION_DAYS,
         )
 
 
@@ -479,6 +487,7 @@ class EngineIndexer:
         # Ids the database cannot hold (too long, see _unstorable): reported once, not re-read.
         self._refused: set[str] = set()
         self._answered_at = 0.0  # time.monotonic() of the last Hello answered (_why_down)
+        self._forget_at = 0.0  # time.monotonic() of the next look past the retention period
         self._list_page_size = self.limits.list_page_size
         #: Asked now and then during a pass: True ends it early (after the reads in flight are
         #: written), so a stopping process doesn't wait for a first sweep of a big engine.
@@ -503,6 +512,7 @@ class EngineIndexer:
             self._refresh_due(result)
             if self.engine.supports_list is not False:
                 self._discover(result)
+            self._forget_if_due(result)
         except EngineUnavailable as exc:
             self._record_health(reachable=False, error=str(exc))
             raise
@@ -512,6 +522,21 @@ class EngineIndexer:
             raise
         self._record_health(reachable=True, error=None, passed=result.errors == 0)
         return result
+
+    def _forget_if_due(self, result: PassResult) -> None:
+        """A batch of what is past the retention period, every RETENTION_CHECK_INTERVAL, or at
+        each pass while there is more (a pass stays short: the backlog of an upgrade, or of a
+        shorter period set, goes a batch a pass)."""
+        now = time.monotonic()
+        if now < self._forget_at:
+            return
+        done = retention.forget_expired(
+            self.engine.pk, self.limits.retention_days, timezone.now(), self.holder_token
+        )
+        result.forgotten += done.instances + done.runs
+        if done.more:
+            result.busy = True
+        self._forget_at = now if done.more else now + RETENTION_CHECK_INTERVAL
 
     # Health and capabilities -----------------------------------------------------------------
 
@@ -1435,6 +1460,10 @@ class EngineIndexer:
             else:
                 top = Run.objects.filter(instance=inst).aggregate(m=Max("ordinal"))["m"]
                 ordinal = (top or 0) + 1
+                # The engine has only this run now: the earlier ones expire from here on.
+                Run.objects.filter(instance=inst, superseded_at__isnull=True).update(
+                    superseded_at=w.now
+                )
             run_input, run_input_size = _cut(started.input, limit)
             run = Run(
                 instance=inst,

@@ -213,6 +213,10 @@ class Instance(models.Model):
             ),
             # "Show me the instance of this trace" (trace id pasted from a tracing UI).
             models.Index(fields=["trace_id"], name="wf_inst_trace", condition=~Q(trace_id="")),
+            # Tombstones past the retention period (engine_bridge.retention).
+            models.Index(
+                fields=["engine", "purged_at"], name="wf_inst_purged", condition=Q(purged=True)
+            ),
         ]
 
     def __str__(self) -> str:
@@ -255,8 +259,10 @@ class Run(models.Model):
     """One generation of an instance, identified by its executionStarted's executionId.
 
     Continue-as-new and restarting a finished id start a new run; earlier runs the indexer saw
-    stay readable with their events. ``ordinal`` counts the runs in the order the indexer saw them
-    (it can miss runs that started and ended between two polls).
+    stay readable with their events for ``CONSOLE_RETENTION_DAYS`` after ``superseded_at``, when
+    the indexer stored the run that followed (the engine keeps only the latest). ``ordinal``
+    counts the runs in the order the indexer saw them (it can miss runs that started and ended
+    between two polls).
     """
 
     # No index of its own: the unique (instance, execution_id) below starts with it.
@@ -274,8 +280,18 @@ class Run(models.Model):
     trace_id = models.CharField(max_length=32, blank=True, default="")
     #: Number of events stored; the next event's position.
     event_count = models.PositiveIntegerField(default=0)
+    #: When the indexer stored a later run of the instance (None for its latest run).
+    superseded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        indexes = [
+            # Earlier runs past the retention period (engine_bridge.retention).
+            models.Index(
+                fields=["superseded_at"],
+                name="wf_run_superseded",
+                condition=Q(superseded_at__isnull=False),
+            ),
+        ]
         constraints = [
             # The indexer finds a run by its executionId.
             models.UniqueConstraint(fields=["instance", "execution_id"], name="wf_run_exec_uniq"),

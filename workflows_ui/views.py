@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Min
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -236,7 +237,16 @@ def instance_detail(
     if request.htmx and request.htmx.target == "history" and run is not None:  # type: ignore[attr-defined]
         return render(request, "workflows_ui/_history.html", _history_context(request, inst, run))
 
-    runs = list(Run.objects.filter(instance=inst).order_by("-ordinal")[:RUNS_SHOWN])
+    runs = list(Run.objects.filter(instance=inst).order_by("-ordinal")[: RUNS_SHOWN + 1])
+    more_runs = len(runs) > RUNS_SHOWN
+    runs = runs[:RUNS_SHOWN]
+    # Ordinals count the runs the indexer saw: the first kept is above 1 when earlier ones were
+    # forgotten past the retention period.
+    first_kept = (
+        Run.objects.filter(instance=inst).aggregate(m=Min("ordinal"))["m"]
+        if more_runs
+        else (runs[-1].ordinal if runs else 1)
+    )
     children = list(
         Instance.objects.filter(parent_engine=inst.engine_id, parent_instance_id=inst.instance_id)
         .select_related("engine")
@@ -256,7 +266,14 @@ def instance_detail(
         "run": run,
         "is_current": is_current,
         "runs": runs,
-        "more_runs": runs[0].ordinal > RUNS_SHOWN if runs else False,
+        "more_runs": more_runs,
+        "runs_forgotten": max(0, first_kept - 1),
+        "retention_days": settings.CONSOLE_RETENTION_DAYS,
+        "kept_until": (
+            inst.purged_at + timedelta(days=settings.CONSOLE_RETENTION_DAYS)
+            if inst.purged and inst.purged_at and settings.CONSOLE_RETENTION_DAYS
+            else None
+        ),
         "children": children[:CHILDREN_SHOWN],
         "more_children": len(children) > CHILDREN_SHOWN,
         "parent": parent,

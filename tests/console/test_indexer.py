@@ -293,6 +293,120 @@ def test_a_purged_id_started_again_comes_back_with_a_new_run(fake, make_indexer)
     assert counts_are_exact(ix.engine)
 
 
+def _continued_as_new(fake, ix):
+    """g-monitor indexed over two runs: "run-one" (continued as new), then the engine's."""
+    state, events = golden_instance("continue_as_new")
+    fake.add(replace(state, status="RUNNING"), [replace(e) for e in events[:3]])
+    ix.run_pass()
+    Run.objects.filter(instance__instance_id="g-monitor").update(execution_id="run-one")
+    Instance.objects.filter(instance_id="g-monitor").update(current_execution_id="run-one")
+    fake.append("g-monitor", [], status="COMPLETED")
+    fake.instances["g-monitor"] = (fake.instances["g-monitor"][0], events)
+    ix.run_pass()
+
+
+def test_tombstones_and_earlier_runs_are_forgotten_after_the_retention_period(fake, make_indexer):
+    fake.add(*golden_instance("two_steps"))
+    fake.add(*golden_instance("terminated"))
+    ix = make_indexer(retention_days=30)
+    _continued_as_new(fake, ix)
+    del fake.instances["g-terminated"]
+    ix.run_pass()
+    earlier = Run.objects.get(execution_id="run-one")
+    assert earlier.superseded_at is not None
+    assert Run.objects.filter(superseded_at__isnull=True).count() == 3  # each one's latest
+    kept = Run.objects.exclude(execution_id="run-one").get(instance__instance_id="g-monitor")
+    tombstone = Instance.objects.get(instance_id="g-terminated", purged=True)
+    events_before = HistoryEvent.objects.count()
+
+    # Within the period (and looked at again): all stay.
+    ix._forget_at = 0.0
+    assert ix.run_pass().forgotten == 0
+    assert HistoryEvent.objects.count() == events_before
+
+    # 31 days on: the tombstone and the earlier run go, with their events and change-log rows.
+    month_ago = timezone.now() - timedelta(days=31)
+    Instance.objects.filter(pk=tombstone.pk).update(purged_at=month_ago)
+    Run.objects.filter(pk=earlier.pk).update(superseded_at=month_ago)
+    ix._forget_at = 0.0
+    assert ix.run_pass().forgotten == 2
+    assert not Instance.objects.filter(pk=tombstone.pk).exists()
+    assert not Run.objects.filter(pk=earlier.pk).exists()
+    assert not HistoryEvent.objects.filter(run__in=[earlier.pk]).exists()
+    assert not ChangeLog.objects.filter(instance=tombstone.pk).exists()
+    assert HistoryEvent.objects.count() == events_before - 6 - 3
+    assert set(Instance.objects.values_list("instance_id", flat=True)) == {
+        "g-two-steps",
+        "g-monitor",
+    }
+    assert Run.objects.get(instance__instance_id="g-monitor") == kept
+    assert kept.events.count() == kept.event_count
+    assert counts_are_exact(ix.engine)
+
+
+def test_retention_zero_keeps_tombstones_and_earlier_runs_for_good(fake, make_indexer):
+    fake.add(*golden_instance("terminated"))
+    ix = make_indexer(retention_days=0)
+    _continued_as_new(fake, ix)
+    del fake.instances["g-terminated"]
+    ix.run_pass()
+    long_ago = timezone.now() - timedelta(days=3650)
+    Instance.objects.filter(purged=True).update(purged_at=long_ago)
+    Run.objects.filter(superseded_at__isnull=False).update(superseded_at=long_ago)
+    ix._forget_at = 0.0
+    assert ix.run_pass().forgotten == 0
+    assert Instance.objects.filter(purged=True).count() == 1
+    assert Run.objects.count() == 3
+
+
+def test_the_change_log_keeps_a_day(fake, make_indexer):
+    fake.add(*golden_instance("two_steps"))
+    fake.add(*golden_instance("terminated"))
+    ix = make_indexer()
+    ix.run_pass()
+    rows = list(ChangeLog.objects.order_by("id").values_list("id", flat=True))
+    assert len(rows) >= 2
+    ChangeLog.objects.filter(id__in=rows[:-1]).update(created_at=timezone.now() - timedelta(days=2))
+    ix._forget_at = 0.0
+    ix.run_pass()
+    assert list(ChangeLog.objects.values_list("id", flat=True)) == rows[-1:]
+
+
+def test_the_earlier_runs_of_an_upgraded_database_expire_from_the_upgrade(fake, make_indexer):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    fake.add(*golden_instance("two_steps"))
+    ix = make_indexer()
+    _continued_as_new(fake, ix)
+    Run.objects.update(superseded_at=None)  # as the indexer before it left them
+    migration = import_module("workflows_ui.migrations.0013_earlier_runs_and_tombstones_expire")
+    migration.supersede_earlier_runs(apps, None)
+    superseded = Run.objects.filter(superseded_at__isnull=False)
+    assert list(superseded.values_list("execution_id", flat=True)) == ["run-one"]
+    assert timezone.now() - superseded.get().superseded_at < timedelta(minutes=1)
+
+
+def test_a_backlog_past_the_retention_goes_a_batch_a_pass(fake, make_indexer, monkeypatch):
+    monkeypatch.setattr(indexer_module.retention, "INSTANCES_PER_BATCH", 2)
+    for n in range(5):
+        state, events = golden_instance("terminated")
+        fake.add(replace(state, instance_id=f"t-{n}"), events)
+    ix = make_indexer(retention_days=1)
+    ix.run_pass()
+    fake.instances.clear()
+    ix.run_pass()
+    Instance.objects.update(purged_at=timezone.now() - timedelta(days=2))
+    left = []
+    for _ in range(4):
+        ix._forget_at = 0.0 if not left else ix._forget_at
+        result = ix.run_pass()
+        left.append((Instance.objects.count(), result.busy))
+    # Two a pass; "busy" (no sleep before the next pass) while a batch came back full.
+    assert left == [(3, True), (1, True), (0, False), (0, False)]
+
+
 def test_an_unreachable_engine_is_recorded_and_data_stays(fake, make_indexer):
     fake.add(*golden_instance("two_steps"))
     ix = make_indexer()

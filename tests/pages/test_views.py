@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.pages import seed
-from workflows_ui import listing
+from workflows_ui import listing, views
 from workflows_ui.models import Engine, HistoryEvent, Instance, InstanceCheck, Run, StatusCount
 
 pytestmark = pytest.mark.django_db
@@ -631,7 +631,6 @@ def test_parent_and_children_link_to_each_other(logged_in, seeded):
 
 
 def test_more_children_than_shown_are_listed_by_their_parent_link(logged_in, seeded, monkeypatch):
-    from workflows_ui import views
 
     monkeypatch.setattr(views, "CHILDREN_SHOWN", 1)
     parent = Instance.objects.get(instance_id="g-fan-out")
@@ -702,6 +701,40 @@ def test_an_earlier_runs_page_shows_that_runs_status_and_input_not_the_current_o
     assert 'id="end-unread"' not in current
 
 
+def test_runs_forgotten_past_the_retention_are_said_and_the_others_listed(
+    logged_in, seeded, monkeypatch, settings
+):
+    settings.CONSOLE_RETENTION_DAYS = 30
+    inst = seeded.instances["continue_as_new"]
+    Run.objects.filter(instance=inst).update(ordinal=27)
+    for n in (25, 26):  # 1-24 forgotten
+        Run.objects.create(
+            instance=inst, execution_id=f"r{n}", ordinal=n, name="monitor", status="COMPLETED"
+        )
+    body = _text(logged_in.get("/instances/orders/g-monitor/"))
+    assert "r25" in body and "r26" in body
+    assert "latest runs are listed" not in body  # all three kept are
+    forgotten = re.search(r'id="runs-forgotten">(.*?)</p>', body).group(1)
+    assert forgotten.startswith("24 earlier runs are no longer kept")
+    assert "30 days after the next one started" in forgotten
+    monkeypatch.setattr(views, "RUNS_SHOWN", 2)
+    body = _text(logged_in.get("/instances/orders/g-monitor/"))
+    assert "Only the 2 latest runs are listed." in body and "r25" not in body
+    assert 'id="runs-forgotten">24 earlier runs' in body
+
+
+def test_a_tombstone_says_until_when_it_is_kept(logged_in, seeded, settings):
+    purged_at = timezone.now() - timedelta(days=1)
+    Instance.objects.filter(instance_id="g-two-steps").update(purged=True, purged_at=purged_at)
+    settings.CONSOLE_RETENTION_DAYS = 30
+    body = _text(logged_in.get("/instances/orders/g-two-steps/"))
+    until = (purged_at + timedelta(days=30)).strftime("%Y-%m-%d %H:%M:%S")
+    assert re.search(r"kept as a tombstone until <time[^>]*>" + until, body)
+    settings.CONSOLE_RETENTION_DAYS = 0
+    body = _text(logged_in.get("/instances/orders/g-two-steps/"))
+    assert "kept as a tombstone</dd>" in body
+
+
 def test_an_earlier_run_that_ended_unseen_says_so(logged_in, seeded):
     inst = seeded.instances["continue_as_new"]
     old = Run.objects.create(
@@ -753,7 +786,6 @@ def test_the_timeline_draws_a_bar_per_attempt_with_failures_and_turns(logged_in,
 
 
 def test_the_history_is_paged_and_filtered_by_type(logged_in, seeded, monkeypatch):
-    from workflows_ui import views
 
     monkeypatch.setattr(views, "HISTORY_PAGE", 5)
     base = "/instances/orders/g-with-retry/runs/1/history/"
@@ -794,7 +826,6 @@ def test_a_fired_timer_is_shown_at_its_fire_time_not_its_creation_stamp(logged_i
 
 
 def test_an_event_link_opens_the_page_at_that_event(logged_in, seeded, monkeypatch):
-    from workflows_ui import views
 
     monkeypatch.setattr(views, "HISTORY_PAGE", 5)
     body = _text(logged_in.get("/instances/orders/g-with-retry/runs/1/events/12/"))

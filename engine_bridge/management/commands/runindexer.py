@@ -190,7 +190,7 @@ def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
     failures = 0
     failing = ""  # what failed last: the engine or the database
     retry = "" if once else "; retry in {:.0f}s"
-    totals = [0, 0, 0, 0]  # new, changed, purged, read
+    totals = [0, 0, 0, 0, 0]  # new, changed, purged, read, forgotten (past the retention)
     report_at = 0.0
     while not stop.is_set():
         close_old_connections()
@@ -243,10 +243,13 @@ def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
             totals[1] += result.changed
             totals[2] += result.purged
             totals[3] += result.refreshed + result.hinted
+            totals[4] += result.forgotten
             # A line per pass would be one a second on a busy engine: sum them up.
-            if time.monotonic() >= report_at and any(totals[:3]):
-                log.info("engine %s: %d new, %d changed, %d purged, %d read", name, *totals)
-                totals = [0, 0, 0, 0]
+            if time.monotonic() >= report_at and (any(totals[:3]) or totals[4]):
+                log.info(
+                    "engine %s: %d new, %d changed, %d purged, %d read, %d forgotten", name, *totals
+                )
+                totals = [0, 0, 0, 0, 0]
                 report_at = time.monotonic() + REPORT_INTERVAL
             delay = 0.0 if result.busy else settings.CONSOLE_INDEXER_IDLE_SLEEP
         if once:

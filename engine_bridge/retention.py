@@ -1,0 +1,132 @@
+"""What the console forgets, so that its database does not grow with every run ever seen.
+
+An engine keeps the latest run of each instance and nothing of a purged one. The console keeps
+more: a purged instance stays as a tombstone, and the earlier runs of an instance (continue-as-new,
+an id started again) stay readable, so what happened can still be looked into. They are kept for
+``CONSOLE_RETENTION_DAYS`` from when the indexer saw them go (``Instance.purged_at``,
+``Run.superseded_at``), then deleted with their events. A workflow that continues as new every
+minute leaves 1,440 runs a day, and a workload that purges what finished leaves every instance it
+ever ran: without this, both stay for good. The change log, the cursor live pages catch up from,
+keeps a day.
+
+Called by each engine's indexer (``EngineIndexer``), under its lock: small transactions (bounded by
+the events they delete), each fenced like the indexer's writes, so a pass stays short and a
+process that lost the engine deletes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+
+from engine_bridge.locks import check_holder
+from workflows_ui.models import ChangeLog, Instance, Run
+
+#: How long change-log rows are kept: a live page away for longer loads the page again.
+CHANGES_KEPT = timedelta(days=1)
+#: Rows taken at most per transaction.
+INSTANCES_PER_BATCH = 200
+RUNS_PER_BATCH = 500
+CHANGES_PER_BATCH = 5000
+#: Events deleted at most per transaction (or one instance's or run's, when it has more).
+EVENTS_PER_BATCH = 20_000
+
+
+@dataclass
+class Forgotten:
+    """What one call deleted, and whether more is past its time already."""
+
+    instances: int = 0
+    runs: int = 0
+    changes: int = 0
+    more: bool = False
+
+
+def forget_expired(
+    engine_pk: int, retention_days: float, now: datetime, holder_token: str = ""
+) -> Forgotten:
+    """One batch of each kind for this engine: tombstones and earlier runs older than
+    ``retention_days`` (none when it is 0), and change-log rows older than ``CHANGES_KEPT``."""
+    done = Forgotten()
+    if retention_days > 0:
+        cutoff = now - timedelta(days=retention_days)
+        _forget_tombstones(engine_pk, cutoff, holder_token, done)
+        _forget_earlier_runs(engine_pk, cutoff, holder_token, done)
+    _forget_changes(engine_pk, now - CHANGES_KEPT, holder_token, done)
+    return done
+
+
+def _within_events(rows: list[tuple[int, int]]) -> list[int]:
+    """The keys of ``rows`` ((key, events), in order) up to EVENTS_PER_BATCH events, at least
+    one."""
+    taken: list[int] = []
+    events = 0
+    for key, count in rows:
+        if taken and events + count > EVENTS_PER_BATCH:
+            break
+        taken.append(key)
+        events += count
+    return taken
+
+
+def _forget_tombstones(engine_pk: int, cutoff: datetime, token: str, done: Forgotten) -> None:
+    pks = list(
+        Instance.objects.filter(engine_id=engine_pk, purged=True, purged_at__lt=cutoff)
+        .order_by("purged_at")
+        .values_list("pk", flat=True)[:INSTANCES_PER_BATCH]
+    )
+    if not pks:
+        return
+    events: dict[int, int] = dict.fromkeys(pks, 0)
+    for instance_pk, count in Run.objects.filter(instance__in=pks).values_list(
+        "instance_id", "event_count"
+    ):
+        events[instance_pk] += count
+    taken = _within_events([(pk, events[pk]) for pk in pks])
+    with transaction.atomic():
+        if token:
+            check_holder(engine_pk, token)
+        # Runs, events, change-log rows and the read schedule go with them (CASCADE); the
+        # SQLite search table by its trigger.
+        Instance.objects.filter(pk__in=taken, purged=True).delete()
+    done.instances += len(taken)
+    done.more = done.more or len(taken) < len(pks) or len(pks) == INSTANCES_PER_BATCH
+
+
+def _forget_earlier_runs(engine_pk: int, cutoff: datetime, token: str, done: Forgotten) -> None:
+    rows = list(
+        Run.objects.filter(instance__engine_id=engine_pk, superseded_at__lt=cutoff)
+        .order_by("superseded_at")
+        .values_list("pk", "event_count")[:RUNS_PER_BATCH]
+    )
+    if not rows:
+        return
+    taken = _within_events(rows)
+    with transaction.atomic():
+        if token:
+            check_holder(engine_pk, token)
+        Run.objects.filter(pk__in=taken, superseded_at__lt=cutoff).delete()
+    done.runs += len(taken)
+    done.more = done.more or len(taken) < len(rows) or len(rows) == RUNS_PER_BATCH
+
+
+def _forget_changes(engine_pk: int, cutoff: datetime, token: str, done: Forgotten) -> None:
+    # Oldest first by id (commit order), not by created_at, which no index serves: the rows
+    # to go are at the start, and a call with nothing to do reads one row.
+    oldest = ChangeLog.objects.filter(engine_id=engine_pk).order_by("id")
+    first = oldest.values_list("created_at", flat=True).first()
+    if first is None or first >= cutoff:
+        return
+    ids = []
+    for pk, created_at in oldest.values_list("id", "created_at")[:CHANGES_PER_BATCH]:
+        if created_at >= cutoff:
+            break
+        ids.append(pk)
+    with transaction.atomic():
+        if token:
+            check_holder(engine_pk, token)
+        ChangeLog.objects.filter(id__in=ids).delete()
+    done.changes += len(ids)
+    done.more = done.more or len(ids) == CHANGES_PER_BATCH
