@@ -11,7 +11,8 @@ keeps a day.
 
 Called by each engine's indexer (``EngineIndexer``), under its lock: small transactions (bounded by
 the events they delete), each fenced like the indexer's writes, so a pass stays short and a
-process that lost the engine deletes nothing.
+process that lost the engine deletes nothing. ``manage.py forgetengine`` deletes an engine taken
+out of ``CONSOLE_ENGINES`` the same way, a batch at a time.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import Count, F
 
 from engine_bridge.locks import check_holder
-from workflows_ui.models import ChangeLog, Instance, Run
+from workflows_ui.models import ChangeLog, Instance, Run, StatusCount
 
 #: How long change-log rows are kept: a live page away for longer loads the page again.
 CHANGES_KEPT = timedelta(days=1)
@@ -71,6 +73,16 @@ def _within_events(rows: list[tuple[int, int]]) -> list[int]:
     return taken
 
 
+def _events_of(pks: list[int]) -> list[tuple[int, int]]:
+    """(instance pk, events of all its runs) for ``pks``, in their order."""
+    events: dict[int, int] = dict.fromkeys(pks, 0)
+    for instance_pk, count in Run.objects.filter(instance__in=pks).values_list(
+        "instance_id", "event_count"
+    ):
+        events[instance_pk] += count
+    return [(pk, events[pk]) for pk in pks]
+
+
 def _forget_tombstones(engine_pk: int, cutoff: datetime, token: str, done: Forgotten) -> None:
     pks = list(
         Instance.objects.filter(engine_id=engine_pk, purged=True, purged_at__lt=cutoff)
@@ -79,12 +91,7 @@ def _forget_tombstones(engine_pk: int, cutoff: datetime, token: str, done: Forgo
     )
     if not pks:
         return
-    events: dict[int, int] = dict.fromkeys(pks, 0)
-    for instance_pk, count in Run.objects.filter(instance__in=pks).values_list(
-        "instance_id", "event_count"
-    ):
-        events[instance_pk] += count
-    taken = _within_events([(pk, events[pk]) for pk in pks])
+    taken = _within_events(_events_of(pks))
     with transaction.atomic():
         if token:
             check_holder(engine_pk, token)
@@ -130,3 +137,29 @@ def _forget_changes(engine_pk: int, cutoff: datetime, token: str, done: Forgotte
         ChangeLog.objects.filter(id__in=ids).delete()
     done.changes += len(ids)
     done.more = done.more or len(ids) == CHANGES_PER_BATCH
+
+
+def forget_engine_batch(engine_pk: int, token: str) -> int:
+    """Deletes a batch of the instances of an engine being removed from the console
+    (``manage.py forgetengine``), its counts kept exact; how many (0: none is left)."""
+    pks = list(
+        Instance.objects.filter(engine_id=engine_pk)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:INSTANCES_PER_BATCH]
+    )
+    if not pks:
+        return 0
+    taken = _within_events(_events_of(pks))
+    with transaction.atomic():
+        check_holder(engine_pk, token)
+        live = (
+            Instance.objects.filter(pk__in=taken, purged=False)
+            .values_list("name", "status")
+            .annotate(n=Count("pk"))
+        )
+        for name, status, n in live:
+            StatusCount.objects.filter(engine_id=engine_pk, name=name, status=status).update(
+                count=F("count") - n
+            )
+        Instance.objects.filter(pk__in=taken).delete()
+    return len(taken)

@@ -234,3 +234,66 @@ def test_a_second_path_to_the_sqlite_file_is_the_same_lock(settings, tmp_path):
     finally:
         connection.settings_dict["NAME"] = real
         mine.release()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_forgetengine_deletes_an_engine_taken_out_and_all_it_indexed(settings, monkeypatch):
+    from django.db.models import Sum
+
+    from engine_bridge import retention
+    from engine_bridge.config import EngineConfig
+    from engine_bridge.locks import EngineLock
+    from tests.console import factories
+    from workflows_ui.models import ChangeLog, Engine, HistoryEvent, Instance, Run, StatusCount
+
+    settings.CONSOLE_ENGINES = [EngineConfig("kept", "h:1")]
+    gone, kept = factories.engine("gone"), factories.engine("kept")
+    for n in range(5):
+        inst = factories.instance(gone, instance_id=f"g-{n}", status="COMPLETED")
+        run = factories.run(inst)
+        HistoryEvent.objects.create(run=run, position=0, event_id=-1, event_type="workflowStarted")
+        ChangeLog.objects.create(engine=gone, instance=inst, kind="new", run=run)
+    factories.instance(gone, instance_id="g-purged", purged=True)
+    child = factories.instance(
+        kept, instance_id="g-0:0001", parent_engine=gone, parent_instance_id="g-0"
+    )
+
+    def counted(engine):
+        return StatusCount.objects.filter(engine=engine).aggregate(n=Sum("count"))["n"]
+
+    # Refused: still configured, unknown, held by an indexer, not confirmed.
+    with pytest.raises(CommandError, match="'kept' is in CONSOLE_ENGINES"):
+        call_command("forgetengine", "kept", "--yes")
+    with pytest.raises(CommandError, match="no engine 'nope'"):
+        call_command("forgetengine", "nope", "--yes")
+    indexer = EngineLock(gone.pk, "gone")
+    indexer.acquire()
+    try:
+        with pytest.raises(CommandError, match="being indexed by a runindexer"):
+            call_command("forgetengine", "gone", "--yes")
+    finally:
+        indexer.release()
+    with pytest.raises(CommandError, match="confirm with --yes"):
+        call_command("forgetengine", "gone")  # stdin is no terminal here
+    assert Instance.objects.filter(engine=gone).count() == 6
+
+    # A batch at a time, the counts exact after each.
+    monkeypatch.setattr(retention, "INSTANCES_PER_BATCH", 2)
+    lock = EngineLock(gone.pk, "gone")
+    lock.acquire()
+    try:
+        assert retention.forget_engine_batch(gone.pk, lock.token) == 2
+    finally:
+        lock.release()
+    assert counted(gone) == Instance.objects.filter(engine=gone, purged=False).count() == 3
+
+    out = StringIO()
+    call_command("forgetengine", "gone", "--yes", stdout=out)
+    assert "engine 'gone' deleted, with 4 instances" in out.getvalue()
+    assert not Engine.objects.filter(name="gone").exists()
+    assert list(Instance.objects.values_list("instance_id", flat=True)) == ["g-0:0001"]
+    assert not Run.objects.filter(instance__engine__name="gone").exists()
+    assert HistoryEvent.objects.count() == 0 and ChangeLog.objects.count() == 0
+    child.refresh_from_db()
+    assert child.parent_engine_id is None and child.parent_instance_id == "g-0"
+    assert counted(kept) == 1
