@@ -310,6 +310,13 @@ def test_unknown_instances_and_engines_are_404(api):
     assert api.get("/api/instances/orders/nope/").status_code == 404
     assert api.get("/api/instances/billing/x/").status_code == 404
     assert api.get("/api/instances/orders/nope/history/").status_code == 404
+    # Which of the two is unknown, said (not the model's "No Instance matches the given query").
+    assert api.get("/api/instances/orders/nope/runs/").json() == {
+        "detail": "no instance 'nope' indexed from engine 'orders'"
+    }
+    assert api.get("/api/instances/billing/x/").json() == {
+        "detail": "no engine 'billing' in the console"
+    }
 
 
 def _strings(params):
@@ -890,7 +897,7 @@ def test_an_id_ending_like_a_route_is_routed_as_the_client_encoded_it():
     assert (status, history["run"]) == (200, "hx/runs|r1")
     assert _asgi_get(b"/api/instances/orders/hx%2Fhistory/", token) == (
         404,
-        {"detail": "No Instance matches the given query."},
+        {"detail": "no instance 'hx/history' indexed from engine 'orders'"},
     )
     assert _asgi_get(b"/api/instances/orders/hx%00%2Fruns/", token)[0] == 404
 

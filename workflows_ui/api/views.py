@@ -9,7 +9,6 @@ from urllib.parse import unquote, urlencode
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views import defaults
 from drf_spectacular.types import OpenApiTypes
@@ -20,7 +19,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -101,11 +100,17 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def _get_instance(engine: str, instance_id: str) -> Instance:
-    return get_object_or_404(
-        Instance.objects.select_related("engine", "parent_engine", "schedule"),
-        engine__name=engine,
-        instance_id=instance_id,
+    """The instance, or a 404 that says whether the engine or the instance is unknown."""
+    inst = (
+        Instance.objects.select_related("engine", "parent_engine", "schedule")
+        .filter(engine__name=engine, instance_id=instance_id)
+        .first()
     )
+    if inst is not None:
+        return inst
+    if not Engine.objects.filter(name=engine).exists():
+        raise NotFound(f"no engine {engine!r} in the console")
+    raise NotFound(f"no instance {instance_id[:600]!r} indexed from engine {engine!r}")
 
 
 def _instance_path(inst: Instance) -> str:
