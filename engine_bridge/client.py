@@ -31,6 +31,7 @@ from engine_bridge.errors import (
     EngineUnavailable,
     InstanceNotFound,
     NotSupported,
+    Stopping,
 )
 from engine_bridge.types import Event, InstancePage, InstanceState
 
@@ -50,6 +51,8 @@ _UNSUPPORTED_TEXT = re.compile(
     r"unimplemented|not implemented|unknown method|unknown service", re.I
 )
 _NO_SUCH_INSTANCE = re.compile(r"no such instance|not found", re.I)
+#: Seconds between two looks at ``EngineClient.stopping`` while a call waits for its answer.
+STOP_POLL = 0.25
 
 
 def map_rpc_error(err: grpc.RpcError, operation: str) -> EngineError:
@@ -94,6 +97,10 @@ class EngineClient:
         )
         self._channel = channel or self._open_channel(config)
         self._stub = pb_grpc.TaskHubSidecarServiceStub(self._channel)
+        #: Asked while a call waits for its answer: True gives the call up (``Stopping``), so
+        #: a process that is stopping does not wait for an engine that doesn't answer (one that
+        #: is frozen, or a slow link) until the call's deadline, a minute or more.
+        self.stopping: Callable[[], bool] = lambda: False
 
     @staticmethod
     def _open_channel(config: EngineConfig) -> grpc.Channel:
@@ -122,11 +129,18 @@ class EngineClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(
-        self, operation: str, method: Callable[..., T], request: Any, timeout: float | None = None
-    ) -> T:
+    def _call(self, operation: str, method: Any, request: Any, timeout: float | None = None) -> Any:
         try:
-            return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
+            future = method.future(
+                request, timeout=timeout or self.timeout, metadata=self._metadata
+            )
+            while True:
+                try:
+                    return future.result(timeout=STOP_POLL)
+                except grpc.FutureTimeoutError:
+                    if self.stopping():
+                        future.cancel()
+                        raise Stopping(f"{operation}: given up, the process is stopping") from None
         except grpc.RpcError as err:
             raise map_rpc_error(err, operation) from None
 

@@ -37,3 +37,8 @@ class NotSupported(EngineError):
 
 class EngineRejected(EngineError):
     """The engine refused the call; ``message`` is the engine's own text (show it)."""
+
+
+class Stopping(Exception):
+    """The process is stopping: a call was given up before the engine answered. Not an engine
+    error (the engine may be fine): nothing is recorded about the engine."""

@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent import futures
 from contextlib import ExitStack
@@ -613,6 +614,57 @@ def test_an_engine_that_hangs_holds_back_neither_the_other_engines_nor_a_stop(tm
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0  # not after the hung reads' deadline
     assert b"indexer stopped" in (tmp_path / "indexer.log").read_bytes()
+
+
+class FrozenListing(pb_grpc.TaskHubSidecarServiceServicer):
+    """An engine that answers Hello and then never answers ListInstanceIDs (a sidecar frozen
+    mid-call, or a link that stopped passing bytes)."""
+
+    def __init__(self) -> None:
+        self.listing = threading.Event()  # a ListInstanceIDs call is waiting
+        self.released = threading.Event()
+
+    def Hello(self, request, context):  # noqa: N802 - gRPC method name
+        from google.protobuf import empty_pb2
+
+        return empty_pb2.Empty()
+
+    def ListInstanceIDs(self, request, context):  # noqa: N802
+        self.listing.set()
+        self.released.wait(120)
+        return pb.ListInstanceIDsResponse()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_does_not_wait_for_a_call_the_engine_does_not_answer(tmp_path, signum):
+    # The indexer's own calls (Hello, ListInstanceIDs) waited for their deadline: a stop while
+    # one was pending took CONSOLE_ENGINE_TIMEOUT and more (a minute here), not a second or two.
+    frozen = FrozenListing()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(frozen, server)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+        with ExitStack() as stack:
+            env = {
+                **subprocess_env(EngineConfig("frozen", f"127.0.0.1:{port}")),
+                "CONSOLE_ENGINE_TIMEOUT": "60",
+            }
+            proc = _runindexer(stack, tmp_path / "indexer.log", env)
+            assert frozen.listing.wait(30)
+            started = time.monotonic()
+            proc.send_signal(signum)
+            assert proc.wait(20) == 0
+            assert time.monotonic() - started < 5
+    finally:
+        frozen.released.set()
+        server.stop(0)
+    text = (tmp_path / "indexer.log").read_text()
+    assert "indexer stopped" in text and "Traceback" not in text, text
+    # Given up by the stop: the engine's health says nothing of it.
+    engine = Engine.objects.get(name="frozen")
+    assert engine.reachable is not False and engine.last_error == ""
 
 
 def test_two_busy_engines_indexed_at_once_by_one_indexer_converge(tmp_path, make_indexer):

@@ -14,7 +14,7 @@ from django.db import OperationalError, close_old_connections, connections
 
 from console.logfilters import Repeats
 from console.schema import NOT_MIGRATED, missing_migrations
-from engine_bridge.errors import EngineError, EngineUnavailable
+from engine_bridge.errors import EngineError, EngineUnavailable, Stopping
 from engine_bridge.locks import EngineTaken, LockLost
 
 log = logging.getLogger("engine_bridge.indexer")
@@ -125,17 +125,15 @@ class Command(BaseCommand):
         from engine_bridge.client import EngineClient
         from engine_bridge.indexer import EngineIndexer
 
-        indexers = [
-            EngineIndexer(
-                engines[c.name],
-                EngineClient(
-                    c,
-                    timeout=settings.CONSOLE_ENGINE_TIMEOUT,
-                    payload_limit=settings.CONSOLE_PAYLOAD_LIMIT,
-                ),
+        indexers = []
+        for c in configs:
+            client = EngineClient(
+                c,
+                timeout=settings.CONSOLE_ENGINE_TIMEOUT,
+                payload_limit=settings.CONSOLE_PAYLOAD_LIMIT,
             )
-            for c in configs
-        ]
+            client.stopping = stop.is_set  # a call pending when the stop comes is given up
+            indexers.append(EngineIndexer(engines[c.name], client))
         failed: list[str] = []
         lost: list[str] = []
         crashed: list[BaseException] = []
@@ -198,6 +196,8 @@ def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
             if lock is not None:
                 lock.ensure()
             result = ix.run_pass()
+        except Stopping:
+            break  # a call the engine did not answer was given up: nothing to write
         except EngineUnavailable as exc:
             failures += 1
             failing = "engine"
