@@ -616,6 +616,31 @@ def test_an_engine_that_hangs_holds_back_neither_the_other_engines_nor_a_stop(tm
     assert b"indexer stopped" in (tmp_path / "indexer.log").read_bytes()
 
 
+def test_tls_to_an_engine_without_it_is_said_in_the_log_not_in_grpcs_own_lines(tmp_path):
+    # gRPC's core wrote a line of its own to stderr at each attempt to connect (every few
+    # seconds, for as long as the setting was wrong), past the log's limits on repeated lines.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(OldSidecar(), server)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+        env = {
+            **subprocess_env(EngineConfig("plain", f"127.0.0.1:{port}")),
+            "CONSOLE_ENGINE_TLS_PLAIN": "1",
+        }
+        env.pop("GRPC_VERBOSITY", None)
+        done = subprocess.run(
+            [sys.executable, "manage.py", "runindexer", "--once"],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        server.stop(0)
+    assert done.returncode == 1
+    assert "engine plain unreachable" in done.stderr and "handshake failed" in done.stderr.lower()
+    assert "ssl_transport_security" not in done.stderr, done.stderr
+
+
 class FrozenListing(pb_grpc.TaskHubSidecarServiceServicer):
     """An engine that answers Hello and then never answers ListInstanceIDs (a sidecar frozen
     mid-call, or a link that stopped passing bytes)."""
