@@ -145,6 +145,7 @@ def parse_engines(environ: Mapping[str, str]) -> list[EngineConfig]:
         return []
     engines: list[EngineConfig] = []
     seen: dict[str, str] = {}
+    addresses: dict[str, str] = {}  # lower-cased address -> engine name
     for part in raw.split(","):
         part = part.strip()
         if not part:
@@ -172,6 +173,13 @@ def parse_engines(environ: Mapping[str, str]) -> list[EngineConfig]:
             )
         seen[suffix] = name
         _check_address(part, name, address)
+        # One sidecar under two names: each of its instances listed and counted twice, its app
+        # id claimed by both (children linked to either), and the sidecar read twice as often.
+        if (other := addresses.setdefault(address.lower(), name)) != name:
+            raise ImproperlyConfigured(
+                f"CONSOLE_ENGINES: {part!r}: engines {other!r} and {name!r} have the same address "
+                f"{address!r}: an engine is indexed under one name"
+            )
         engines.append(
             EngineConfig(
                 name=name,

@@ -111,6 +111,7 @@ def test_it_returns_no_engines_when_unset():
         ("Orders=127.0.0.1:1", "engine name 'Orders'"),
         ("a=h:1,a=h:2", "'a' is given twice"),
         ("a-b=h:1,a_b=h:2", "share the settings suffix 'A_B'"),
+        ("a=h:1,b=H:1", "engines 'a' and 'b' have the same address 'H:1'"),
         ("a=ho st:1", "host 'ho st'"),
         ("a=-:1", "host '-'"),
         ("a=...:1", "host '...'"),
