@@ -215,6 +215,17 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+def engine_rows(configs: Iterable[EngineConfig]) -> list[Engine]:
+    """The Engine rows of these engines, created (not configured yet) where missing, others
+    left as they are: what ``runindexer`` locks before it writes its settings."""
+    return [
+        Engine.objects.get_or_create(
+            name=cfg.name, defaults={"address": cfg.address, "tls": cfg.tls, "configured": False}
+        )[0]
+        for cfg in configs
+    ]
+
+
 def sync_engines(configs: Iterable[EngineConfig]) -> list[Engine]:
     """Create/update the Engine rows of the configured engines; unconfigure the others."""
     engines = []
@@ -507,6 +518,9 @@ class EngineIndexer:
                 # Down at the last pass: a short Hello first, not a batch of reads that each
                 # wait for the full deadline (an engine that hangs rather than refuses).
                 self.client.hello(timeout=HELLO_TIMEOUT)
+                # Said now, not when the pass ends: catching up after a long outage can take
+                # minutes, all that time shown as unreachable.
+                self._record_health(reachable=True, error=None)
             self._probe_if_due()
             self._take_hints(result)
             self._refresh_due(result)

@@ -122,6 +122,7 @@ def test_runindexer_refuses_an_engine_another_indexer_holds(settings, monkeypatc
     from engine_bridge.config import EngineConfig
     from engine_bridge.indexer import EngineIndexer, PassResult, sync_engines
     from engine_bridge.locks import EngineLock
+    from workflows_ui.models import Engine
 
     monkeypatch.setattr(EngineIndexer, "run_pass", lambda self: PassResult())  # no engine
     settings.CONSOLE_ENGINES = [EngineConfig("a", "127.0.0.1:1"), EngineConfig("b", "h:1")]
@@ -131,6 +132,13 @@ def test_runindexer_refuses_an_engine_another_indexer_holds(settings, monkeypatc
     try:
         with pytest.raises(CommandError, match="engine 'a' is being indexed by another"):
             call_command("runindexer", "--once", stdout=StringIO())
+        # Refused, a process started with other engines changes nothing of the running one's.
+        settings.CONSOLE_ENGINES = [EngineConfig("a", "elsewhere:1")]
+        with pytest.raises(CommandError, match="engine 'a' is being indexed by another"):
+            call_command("runindexer", "--once", stdout=StringIO())
+        assert Engine.objects.get(name="b").configured
+        assert Engine.objects.get(name="a").address == "127.0.0.1:1"
+        settings.CONSOLE_ENGINES = [EngineConfig("a", "127.0.0.1:1"), EngineConfig("b", "h:1")]
         # An engine nobody holds can be indexed by a process of its own.
         out = StringIO()
         call_command("runindexer", "--once", "--engine", "b", stdout=out)

@@ -425,6 +425,30 @@ def test_an_unreachable_engine_is_recorded_and_data_stays(fake, make_indexer):
     assert Instance.objects.count() == 2
 
 
+def test_an_engine_back_is_reachable_from_its_hello_not_once_the_pass_ends(
+    fake, make_indexer, monkeypatch
+):
+    fake.add(*golden_instance("two_steps"))
+    ix = make_indexer()
+    ix.run_pass()
+    fake.down = True
+    with pytest.raises(EngineUnavailable):
+        ix.run_pass()
+    fake.down = False
+    during = []
+    refresh_due = ix._refresh_due
+
+    def refresh(result):
+        during.append(Engine.objects.get().health())
+        refresh_due(result)
+
+    monkeypatch.setattr(ix, "_refresh_due", refresh)
+    ix.run_pass()
+    # It answers, and its last pass failed: not "unreachable" while the pass catches up.
+    assert during == ["failing"]
+    assert Engine.objects.get().health() == "ok"
+
+
 def too_slow(operation):
     return EngineUnavailable("Deadline Exceeded", code="DEADLINE_EXCEEDED", operation=operation)
 

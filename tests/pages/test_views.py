@@ -484,10 +484,19 @@ def test_an_engine_failing_its_passes_is_announced_until_one_succeeds(logged_in,
         "answers, but its last pass failed: <bdi>Hello: api token mismatch (UNAUTHENTICATED)</bdi>"
         in body
     )
-    assert "health-failing" in _text(logged_in.get("/"))
+    engines = _text(logged_in.get("/"))
+    assert "health-failing" in engines
+    # The error's time is said, and once passes succeed again, that it is over.
+    at = (passed + timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S")
+    cell = re.search(r'<td class="last-error">(.*?)</td>', engines).group(1)
+    assert 'UNAUTHENTICATED)</bdi> <span class="muted">at <time' in cell and at in cell
+    assert "passes succeed since" not in cell
     Engine.objects.filter(pk=seeded.engine.pk).update(last_pass_at=timezone.now())
     assert 'role="alert"' not in _text(logged_in.get("/instances/"))
-    assert "health-ok" in _text(logged_in.get("/"))
+    engines = _text(logged_in.get("/"))
+    assert "health-ok" in engines
+    cell = re.search(r'<td class="last-error">(.*?)</td>', engines).group(1)
+    assert cell.startswith('<span class="muted">') and "passes succeed since" in cell
 
 
 def test_an_instance_the_indexer_cant_read_is_named_on_its_page_the_engines_and_the_api(

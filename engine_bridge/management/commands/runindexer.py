@@ -44,7 +44,7 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="one pass per engine, then exit")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from engine_bridge.indexer import sync_engines, tune_gc
+        from engine_bridge.indexer import engine_rows, sync_engines, tune_gc
         from engine_bridge.locks import EngineLock
 
         all_configs = configs = settings.CONSOLE_ENGINES
@@ -75,12 +75,15 @@ class Command(BaseCommand):
                     # The code upgraded before `migrate` ran (or a deployment running both at
                     # once): wait for it rather than fail on a missing column every pass.
                     raise NotMigrated(NOT_MIGRATED.format(n=missing))
-                # Every configured engine stays configured: other processes may index the
-                # others (one indexer per engine with --engine).
-                engines = {e.name: e for e in sync_engines(all_configs)}
-                locks = [EngineLock(engines[c.name].pk, c.name) for c in configs]
+                rows = {e.name: e for e in engine_rows(all_configs)}
+                locks = [EngineLock(rows[c.name].pk, c.name) for c in configs]
                 for lock in locks:
                     lock.acquire()
+                # Only once its engines are this process's: one refused by a lock (started
+                # with another CONSOLE_ENGINES) changes nothing of the running one's. Every
+                # configured engine stays configured: other processes may index the others
+                # (one indexer per engine with --engine).
+                engines = {e.name: e for e in sync_engines(all_configs)}
                 break
             except EngineTaken as exc:
                 for lock in locks:
