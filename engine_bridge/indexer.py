@@ -1442,8 +1442,13 @@ class EngineIndexer:
         if not app_id or app_id == self.engine.app_id:
             return self.engine.pk
         if app_id not in w.app_engines:
+            # A configured engine first: an engine renamed in CONSOLE_ENGINES leaves its old
+            # row (not indexed any more) with the same app id.
             w.app_engines[app_id] = (
-                Engine.objects.filter(app_id=app_id).values_list("pk", flat=True).first()
+                Engine.objects.filter(app_id=app_id)
+                .order_by("-configured", "pk")
+                .values_list("pk", flat=True)
+                .first()
             )
         return w.app_engines[app_id]
 

@@ -1102,6 +1102,23 @@ def test_a_child_indexed_before_its_parents_engine_knew_its_app_id_is_linked_the
     assert list(parent.children().values_list("instance_id", flat=True)) == ["g-fan-out:0001"]
 
 
+def test_a_child_links_to_the_configured_engine_of_its_parents_app_not_a_renamed_ones_old_row(
+    fake, make_indexer
+):
+    # "orders" was called "legacy" before: that row, not indexed any more, keeps the app id.
+    Engine.objects.create(name="legacy", address="x:1", app_id="example", configured=False)
+    orders = make_indexer()
+    Engine.objects.filter(pk=orders.engine.pk).update(app_id="example")
+    orders.engine.app_id = "example"
+    child_state, child_events = golden_child("fan_out_children", "g-fan-out:0001")
+    billing_fake = FakeEngine()
+    billing_fake.add(child_state, [replace(e, source_app_id="") for e in child_events])
+    billing = Engine.objects.create(name="billing", address="y:1")
+    EngineIndexer(billing, billing_fake, Limits(concurrency=2)).run_pass()
+    child = Instance.objects.get(instance_id="g-fan-out:0001")
+    assert child.parent_engine_id == orders.engine.pk
+
+
 def test_a_restart_as_another_workflow_drops_the_old_runs_version_and_parent(fake, make_indexer):
     state, events = golden_child("fan_out_children", "g-fan-out:0001")
     fake.add(replace(state, version="v2"), events, instance_id="x")
