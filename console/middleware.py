@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -15,23 +17,60 @@ from console.schema import NOT_MIGRATED, missing_migrations
 log = logging.getLogger(__name__)
 
 
-class ContentSecurityPolicyMiddleware:
+class SyncAndAsyncMiddleware:
+    """A middleware that runs in the mode of the handler it wraps, as Django's own do: async
+    under daphne, so that no request's thread waits on the event loop.
+
+    A sync-only middleware in an async chain makes Django run the middleware above it in the
+    request's thread and call the rest back on the event loop (``async_to_sync``), the thread
+    blocked until the loop answers. On SIGTERM daphne cancels the requests in flight and stops
+    its loop, but Django's ASGI handler, cancelled, leaves the request's own task running: those
+    threads then waited for a loop that no longer ran, and daphne never exited (the interpreter
+    joins them at exit) until it was killed. Subclasses write ``call`` and ``acall``."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)  # how Django tells which mode a middleware runs in
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self.acall(request)
+        return self.call(request)
+
+    def call(self, request: HttpRequest) -> HttpResponse:
+        raise NotImplementedError
+
+    async def acall(self, request: HttpRequest) -> HttpResponse:
+        raise NotImplementedError
+
+
+class ContentSecurityPolicyMiddleware(SyncAndAsyncMiddleware):
     """Sends ``settings.CONSOLE_CSP`` as the Content-Security-Policy of every response that has
     none: the console's pages load scripts, styles and images from the console only and run no
     inline script, so a payload that got past escaping still could not run."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        super().__init__(get_response)
         self.policy = settings.CONSOLE_CSP
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+    def call(self, request: HttpRequest) -> HttpResponse:
+        return self._with_policy(self.get_response(request))
+
+    async def acall(self, request: HttpRequest) -> HttpResponse:
+        return self._with_policy(await self.get_response(request))
+
+    def _with_policy(self, response: HttpResponse) -> HttpResponse:
         if self.policy:
             response.headers.setdefault("Content-Security-Policy", self.policy)
         return response
 
 
-class MigratedDatabaseMiddleware:
+class MigratedDatabaseMiddleware(SyncAndAsyncMiddleware):
     """While the database lacks migrations this code needs (the code upgraded, ``migrate`` not
     run yet), every request is answered 503 saying so, and the log says it, instead of a 500
     with a "no such column" traceback on each page. Checked until the database is found
@@ -42,19 +81,28 @@ class MigratedDatabaseMiddleware:
     #: Once found migrated, for the whole process (it has one database).
     migrated = False
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        super().__init__(get_response)
         self.missing = 0
         self.checked_at = float("-inf")
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def call(self, request: HttpRequest) -> HttpResponse:
         if not self.migrated and self._missing():
-            text = NOT_MIGRATED.format(n=self.missing)
-            message = text[:1].upper() + text[1:] + "."
-            if request.path_info.startswith("/api/"):
-                return JsonResponse({"detail": message}, status=503)
-            return HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
+            return self._refusal(request)
         return self.get_response(request)
+
+    async def acall(self, request: HttpRequest) -> HttpResponse:
+        # The check queries the database: in the request's thread, as the sync code's queries.
+        if not self.migrated and await sync_to_async(self._missing)():
+            return self._refusal(request)
+        return await self.get_response(request)
+
+    def _refusal(self, request: HttpRequest) -> HttpResponse:
+        text = NOT_MIGRATED.format(n=self.missing)
+        message = text[:1].upper() + text[1:] + "."
+        if request.path_info.startswith("/api/"):
+            return JsonResponse({"detail": message}, status=503)
+        return HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
 
     def _missing(self) -> int:
         now = time.monotonic()

@@ -500,3 +500,40 @@ def test_the_pools_warnings_are_said_once_a_minute_with_a_count(monkeypatch):
         "error connecting in 'console-web': attempt 99"
         " (and 4 more like it since the last one said)",
     ]
+
+
+def test_no_middleware_makes_a_request_wait_in_its_thread_for_the_event_loop(caplog, settings):
+    # A sync-only middleware made Django run the chain above it in the request's thread and call
+    # the rest back on the event loop, the thread waiting: daphne, stopped by SIGTERM with
+    # requests in flight, stopped its loop under those threads and never exited.
+    import logging
+
+    from django.core.handlers.asgi import ASGIHandler
+
+    settings.DEBUG = True  # Django logs each middleware it adapts only then
+    caplog.set_level(logging.DEBUG, logger="django.request")
+    ASGIHandler()
+    assert [r.getMessage() for r in caplog.records if "adapted" in r.getMessage()] == []
+
+
+def test_the_console_middleware_answers_in_async_mode_as_in_sync_mode(monkeypatch):
+    from asgiref.sync import async_to_sync, iscoroutinefunction
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from console import middleware
+
+    async def view(request):
+        return HttpResponse("ok")
+
+    request = RequestFactory().get("/api/engines/")
+    csp = middleware.ContentSecurityPolicyMiddleware(view)
+    assert iscoroutinefunction(csp)
+    response = async_to_sync(csp)(request)
+    assert response.content == b"ok" and "default-src" in response["Content-Security-Policy"]
+    monkeypatch.setattr(middleware.MigratedDatabaseMiddleware, "migrated", False)
+    monkeypatch.setattr(middleware, "missing_migrations", lambda: 2)
+    refused = async_to_sync(middleware.MigratedDatabaseMiddleware(view))(request)
+    assert refused.status_code == 503 and b"lacks 2 migration(s)" in refused.content
+    monkeypatch.setattr(middleware, "missing_migrations", lambda: 0)
+    assert async_to_sync(middleware.MigratedDatabaseMiddleware(view))(request).content == b"ok"
