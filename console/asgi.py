@@ -1,7 +1,10 @@
 """ASGI entry point (daphne): HTTP now; websocket routes join the router when pages need them
 (until then every websocket handshake is refused)."""
 
+import asyncio
+import atexit
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 from django.core.exceptions import ImproperlyConfigured
@@ -52,6 +55,31 @@ if settings.CONSOLE_SERVE_STATIC:
             return response
 
     http_app = StaticFiles(django_asgi_app)
+
+
+def end_tasks_left_by_daphne() -> None:
+    """At exit, cancels the tasks daphne's stopped event loop left pending, and runs the loop
+    until they end (5 s at most).
+
+    On SIGTERM daphne cancels the requests in flight, then stops its loop; but Django's ASGI
+    handler, cancelled, leaves its own tasks pending (the request's, and the one waiting for the
+    client to disconnect), and so do requests that arrived meanwhile. The interpreter then
+    destroyed them as it cleaned up at exit, and Python 3.11 before 3.11.8 crashed doing so
+    (a segmentation fault in asyncio, CPython issue 113566): most stops under load ended so.
+    Ended here, while the interpreter is whole, they leave nothing to destroy."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    loop = getattr(reactor, "_asyncioEventloop", None)  # daphne's loop, as daphne reaches it
+    if loop is None or loop.is_running() or loop.is_closed():
+        return
+    tasks = asyncio.all_tasks(loop)
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.wait(tasks, timeout=5))
+
+
+atexit.register(end_tasks_left_by_daphne)
 
 
 async def no_websockets(scope, receive, send):

@@ -367,6 +367,75 @@ def test_daphne_reuses_a_bounded_pool_of_connections_under_concurrent_requests(t
     assert 1 <= len(after) <= 3 and {state for _, state in after} == {"idle"}
 
 
+@pytest.mark.django_db(transaction=True)  # daphne reads the token the test wrote
+def test_daphne_stopped_with_requests_in_flight_exits_at_once_and_cleanly(tmp_path):
+    # SIGTERM with requests in flight: daphne hung until killed (requests' threads waiting on
+    # its stopped event loop), or crashed at exit (a segmentation fault as Python 3.11 destroyed
+    # the tasks that loop left pending).
+    import signal
+    import time
+
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from rest_framework.authtoken.models import Token
+
+    from tests.console.support import free_port, wait_for
+
+    token = Token.objects.create(user=User.objects.create_user("bob")).key
+    db, port = connection.settings_dict, free_port()
+    if connection.vendor == "postgresql":
+        url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    else:
+        url = f"sqlite:///{db['NAME']}"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"} | {
+        "DATABASE_URL": url,
+        "CONSOLE_ALLOWED_HOSTS": "127.0.0.1",
+        "CONSOLE_VAR_DIR": str(tmp_path),
+        "PYTHONFAULTHANDLER": "1",
+    }
+    daphne = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port),
+         "console.asgi:application"],
+        cwd=Path(__file__).parents[2], env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    stop = threading.Event()
+    answered: list[int] = []
+
+    def get() -> None:
+        while not stop.is_set():
+            try:
+                client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                client.request(
+                    "GET", "/api/instances/", headers={"Authorization": f"Token {token}"}
+                )
+                answered.append(client.getresponse().status)
+                client.close()
+            except OSError:
+                time.sleep(0.05)
+
+    clients = [threading.Thread(target=get) for _ in range(8)]
+    try:
+        wait_for(lambda: _answers(port), timeout=30)
+        for t in clients:
+            t.start()
+        wait_for(lambda: len(answered) >= 40, timeout=30)
+        started = time.monotonic()
+        daphne.send_signal(signal.SIGTERM)
+        try:
+            code = daphne.wait(15)
+        except subprocess.TimeoutExpired:
+            code = None
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        daphne.kill()
+        _, errors = daphne.communicate()
+        for t in clients:
+            t.join()
+    assert set(answered) == {200}
+    assert code == 0 and took < 5, (code, took, errors[-3000:])
+
+
 @pytest.mark.django_db
 def test_the_pool_connects_again_within_a_second_or_two_of_postgresql_coming_back():
     # While PostgreSQL is down, a request waiting for a connection makes the pool try to open
