@@ -1461,6 +1461,14 @@ class EngineIndexer:
         limit = self.limits.payload_limit
         exec_id = started.execution_id
         run = w.runs.get((inst.pk, exec_id))
+        if run is not None and run.superseded_at is not None:
+            # A run superseded before is the engine's again (the id started anew with an
+            # execution id it had): it must not expire, the run it replaces does.
+            Run.objects.filter(instance=inst, superseded_at__isnull=True).update(
+                superseded_at=w.now
+            )
+            run.superseded_at = None
+            run.save(update_fields=["superseded_at"])
         if run is None:
             previous = (
                 w.runs.get((inst.pk, c.previous_execution_id)) if c.previous_execution_id else None

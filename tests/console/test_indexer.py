@@ -344,6 +344,39 @@ def test_tombstones_and_earlier_runs_are_forgotten_after_the_retention_period(fa
     assert counts_are_exact(ix.engine)
 
 
+def test_a_run_that_is_current_again_does_not_expire(fake, make_indexer):
+    # A client may choose the execution id of a start: the id started anew with one it had.
+    state, events = golden_instance("two_steps")
+
+    def run_of(execution_id, seconds):
+        started = [
+            replace(e, execution_id=execution_id) if e.event_type == "executionStarted" else e
+            for e in events
+        ]
+        later = replace(state, last_updated_at=state.last_updated_at + timedelta(seconds=seconds))
+        fake.instances["g-two-steps"] = (later, started)
+        request_refresh("orders", "g-two-steps")
+
+    fake.add(state, events)
+    ix = make_indexer(retention_days=1)
+    run_of("first", 1)
+    ix.run_pass()
+    run_of("second", 2)
+    ix.run_pass()
+    run_of("first", 3)
+    ix.run_pass()
+    current = Run.objects.get(execution_id="first")
+    assert current.superseded_at is None
+    assert Run.objects.get(execution_id="second").superseded_at is not None
+    Run.objects.filter(superseded_at__isnull=False).update(
+        superseded_at=timezone.now() - timedelta(days=2)
+    )
+    ix._forget_at = 0.0
+    ix.run_pass()
+    inst = Instance.objects.get(instance_id="g-two-steps")
+    assert list(inst.runs.values_list("execution_id", flat=True)) == ["first"]
+
+
 def test_retention_zero_keeps_tombstones_and_earlier_runs_for_good(fake, make_indexer):
     fake.add(*golden_instance("terminated"))
     ix = make_indexer(retention_days=0)
