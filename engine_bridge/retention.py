@@ -24,6 +24,7 @@ from django.db import transaction
 from django.db.models import Count, F
 
 from engine_bridge.locks import check_holder
+from workflows_ui import search
 from workflows_ui.models import ChangeLog, Instance, Run, StatusCount
 
 #: How long change-log rows are kept: a live page away for longer loads the page again.
@@ -103,8 +104,14 @@ def _forget_tombstones(engine_pk: int, cutoff: datetime, token: str, done: Forgo
 
 
 def _forget_earlier_runs(engine_pk: int, cutoff: datetime, token: str, done: Forgotten) -> None:
+    # From the superseded runs' index, in its order: SQLite, with no statistics, otherwise takes
+    # the engine's equality for the rarer term and reads and sorts every run of the engine, at
+    # each call (70 ms for 200,000 instances, with nothing to forget).
+    runs, names = search.off_index(
+        Run.objects.filter(superseded_at__lt=cutoff), ["instance__engine_id"]
+    )
     rows = list(
-        Run.objects.filter(instance__engine_id=engine_pk, superseded_at__lt=cutoff)
+        runs.filter(**{names["instance__engine_id"]: engine_pk})
         .order_by("superseded_at")
         .values_list("pk", "event_count")[:RUNS_PER_BATCH]
     )
