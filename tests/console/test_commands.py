@@ -256,6 +256,9 @@ def test_forgetengine_deletes_an_engine_taken_out_and_all_it_indexed(settings, m
 
     settings.CONSOLE_ENGINES = [EngineConfig("kept", "h:1")]
     gone, kept = factories.engine("gone"), factories.engine("kept")
+    with pytest.raises(CommandError, match="'gone' was in CONSOLE_ENGINES when runindexer last"):
+        call_command("forgetengine", "gone", "--yes")
+    Engine.objects.filter(pk=gone.pk).update(configured=False)  # as runindexer restarted
     for n in range(5):
         inst = factories.instance(gone, instance_id=f"g-{n}", status="COMPLETED")
         run = factories.run(inst)
@@ -297,7 +300,7 @@ def test_forgetengine_deletes_an_engine_taken_out_and_all_it_indexed(settings, m
 
     out = StringIO()
     call_command("forgetengine", "gone", "--yes", stdout=out)
-    assert "engine 'gone' deleted, with 4 instances" in out.getvalue()
+    assert "engine 'gone' deleted (4 instances deleted by this run)" in out.getvalue()
     assert not Engine.objects.filter(name="gone").exists()
     assert list(Instance.objects.values_list("instance_id", flat=True)) == ["g-0:0001"]
     assert not Run.objects.filter(instance__engine__name="gone").exists()

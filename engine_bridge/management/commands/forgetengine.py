@@ -39,6 +39,13 @@ class Command(BaseCommand):
         engine = Engine.objects.filter(name=name).first()
         if engine is None:
             raise CommandError(f"no engine {name!r} in the console's database")
+        if engine.configured:
+            # This shell's CONSOLE_ENGINES may not be the indexer's: the row says what the
+            # indexer last started with.
+            raise CommandError(
+                f"engine {name!r} was in CONSOLE_ENGINES when runindexer last started: "
+                "restart runindexer without it first"
+            )
         lock = EngineLock(engine.pk, name)
         try:
             lock.acquire()
@@ -54,7 +61,7 @@ class Command(BaseCommand):
             deleted = self._delete(engine, lock.token, total)
         finally:
             lock.release()
-        self.stdout.write(f"engine {name!r} deleted, with {deleted:,} instances")
+        self.stdout.write(f"engine {name!r} deleted ({deleted:,} instances deleted by this run)")
 
     def _confirm(self, name: str, total: int) -> None:
         if not sys.stdin.isatty():
