@@ -290,5 +290,11 @@ if CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL > CONSOLE_INDEXER_TERMINAL_INTERVAL:
 # earlier runs of an instance (continue-as-new, restarts), counted from when the indexer saw them
 # go. 0 keeps them for good (the database then grows with every run ever seen).
 CONSOLE_RETENTION_DAYS = envfloat("CONSOLE_RETENTION_DAYS", 30.0, minimum=0.0)
+if CONSOLE_RETENTION_DAYS > 36500:
+    # Its cutoff (now less that many days) and a tombstone's "kept until" must be dates: a
+    # million days failed every pass of the indexer, and the page of each tombstone.
+    raise ImproperlyConfigured(
+        "CONSOLE_RETENTION_DAYS must not be more than 36500 (a century; 0 keeps for good)"
+    )
 # Seconds the indexer idles between passes that found nothing to do.
 CONSOLE_INDEXER_IDLE_SLEEP = envfloat("CONSOLE_INDEXER_IDLE_SLEEP", 1.0, minimum=0.0)

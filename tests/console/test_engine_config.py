@@ -174,6 +174,11 @@ def test_typed_helpers_read_and_validate():
             "CONSOLE_INDEXER_ACTIVE_INTERVAL must not be more than "
             "CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL",
         ),
+        (
+            "CONSOLE_RETENTION_DAYS",
+            "1000000",
+            "CONSOLE_RETENTION_DAYS must not be more than 36500",
+        ),
     ],
 )
 @pytest.mark.parametrize(
