@@ -308,3 +308,34 @@ def test_forgetengine_deletes_an_engine_taken_out_and_all_it_indexed(settings, m
     child.refresh_from_db()
     assert child.parent_engine_id is None and child.parent_instance_id == "g-0"
     assert counted(kept) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_forgetengine_asked_for_the_name_deletes_only_once_it_is_typed(monkeypatch):
+    import builtins
+    import sys
+
+    from tests.console import factories
+    from workflows_ui.models import Engine
+
+    gone = factories.engine("gone")
+    Engine.objects.filter(pk=gone.pk).update(configured=False)
+    factories.instance(gone, instance_id="g-0")
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    answers = iter(["other", EOFError, KeyboardInterrupt])
+
+    def typed(prompt):
+        answer = next(answers)
+        if isinstance(answer, type):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(builtins, "input", typed)
+    # A wrong name, the end of input (Ctrl-D) and Ctrl-C at the prompt all delete nothing.
+    for _ in range(3):
+        with pytest.raises(CommandError, match="nothing deleted"):
+            call_command("forgetengine", "gone", stdout=StringIO())
+    assert Engine.objects.filter(name="gone").exists()
+    monkeypatch.setattr(builtins, "input", lambda prompt: " gone\n")
+    call_command("forgetengine", "gone", stdout=StringIO())
+    assert not Engine.objects.filter(name="gone").exists()

@@ -66,10 +66,13 @@ class Command(BaseCommand):
     def _confirm(self, name: str, total: int) -> None:
         if not sys.stdin.isatty():
             raise CommandError("nothing deleted: confirm with --yes when not run from a terminal")
-        answer = input(
-            f"Delete engine {name!r} and the {total:,} instances indexed from it, with their "
-            "runs and history? Type its name to confirm: "
-        )
+        try:
+            answer = input(
+                f"Delete engine {name!r} and the {total:,} instances indexed from it, with their "
+                "runs and history? Type its name to confirm: "
+            )
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt: a no
+            raise CommandError("nothing deleted") from None
         if answer.strip() != name:
             raise CommandError("nothing deleted")
 
