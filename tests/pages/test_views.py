@@ -730,6 +730,11 @@ def test_runs_forgotten_past_the_retention_are_said_and_the_others_listed(
     body = _text(logged_in.get("/instances/orders/g-monitor/"))
     assert "Only the 2 latest runs are listed." in body and "r25" not in body
     assert 'id="runs-forgotten">24 earlier runs' in body
+    # Kept for good from now on (0): the runs forgotten before are said, not a period of 0 days.
+    settings.CONSOLE_RETENTION_DAYS = 0
+    body = _text(logged_in.get("/instances/orders/g-monitor/"))
+    forgotten = re.search(r'id="runs-forgotten">(.*?)</p>', body).group(1)
+    assert forgotten.startswith("24 earlier runs are no longer kept") and "0 day" not in forgotten
 
 
 def test_a_tombstone_says_until_when_it_is_kept(logged_in, seeded, settings):
