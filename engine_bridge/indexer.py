@@ -513,6 +513,9 @@ class EngineIndexer:
         (the loop backs off); indexed data stays as it was.
         """
         result = PassResult()
+        # First, and whatever the engine answers: it needs nothing of it (an engine down for
+        # weeks still has its tombstones and earlier runs expire).
+        self._forget_if_due(result)
         try:
             if self.engine.reachable is False:
                 # Down at the last pass: a short Hello first, not a batch of reads that each
@@ -526,7 +529,6 @@ class EngineIndexer:
             self._refresh_due(result)
             if self.engine.supports_list is not False:
                 self._discover(result)
-            self._forget_if_due(result)
         except EngineUnavailable as exc:
             self._record_health(reachable=False, error=str(exc))
             raise

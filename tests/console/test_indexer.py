@@ -377,6 +377,20 @@ def test_a_run_that_is_current_again_does_not_expire(fake, make_indexer):
     assert list(inst.runs.values_list("execution_id", flat=True)) == ["first"]
 
 
+def test_tombstones_expire_while_their_engine_is_down(fake, make_indexer):
+    fake.add(*golden_instance("terminated"))
+    ix = make_indexer(retention_days=30)
+    ix.run_pass()
+    del fake.instances["g-terminated"]
+    ix.run_pass()
+    Instance.objects.update(purged_at=timezone.now() - timedelta(days=31))
+    fake.down = True
+    ix._forget_at = 0.0
+    with pytest.raises(EngineUnavailable):
+        ix.run_pass()
+    assert not Instance.objects.exists()
+
+
 def test_retention_zero_keeps_tombstones_and_earlier_runs_for_good(fake, make_indexer):
     fake.add(*golden_instance("terminated"))
     ix = make_indexer(retention_days=0)
