@@ -17,11 +17,14 @@ out of ``CONSOLE_ENGINES`` the same way, a batch at a time.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, QuerySet
 
 from engine_bridge.locks import check_holder
 from workflows_ui import search
@@ -84,6 +87,26 @@ def _events_of(pks: list[int]) -> list[tuple[int, int]]:
     return [(pk, events[pk]) for pk in pks]
 
 
+@contextmanager
+def _fenced(engine_pk: int, token: str) -> Iterator[None]:
+    """A transaction that writes only while this process holds the engine (as the indexer's)."""
+    with transaction.atomic():
+        if token:
+            check_holder(engine_pk, token)
+        yield
+
+
+def _delete_batch(
+    engine_pk: int, token: str, rows: list[tuple[int, int]], batch: int, qs: QuerySet[Any]
+) -> tuple[int, bool]:
+    """Deletes from ``qs`` the first of ``rows`` ((pk, events), ``batch`` at most) up to
+    EVENTS_PER_BATCH events; how many, and whether more may be due already."""
+    taken = _within_events(rows)
+    with _fenced(engine_pk, token):
+        qs.filter(pk__in=taken).delete()
+    return len(taken), len(taken) < len(rows) or len(rows) == batch
+
+
 def _forget_tombstones(engine_pk: int, cutoff: datetime, token: str, done: Forgotten) -> None:
     pks = list(
         Instance.objects.filter(engine_id=engine_pk, purged=True, purged_at__lt=cutoff)
@@ -92,15 +115,13 @@ def _forget_tombstones(engine_pk: int, cutoff: datetime, token: str, done: Forgo
     )
     if not pks:
         return
-    taken = _within_events(_events_of(pks))
-    with transaction.atomic():
-        if token:
-            check_holder(engine_pk, token)
-        # Runs, events, change-log rows and the read schedule go with them (CASCADE); the
-        # SQLite search table by its trigger.
-        Instance.objects.filter(pk__in=taken, purged=True).delete()
-    done.instances += len(taken)
-    done.more = done.more or len(taken) < len(pks) or len(pks) == INSTANCES_PER_BATCH
+    # Runs, events, change-log rows and the read schedule go with them (CASCADE); the SQLite
+    # search table by its trigger. Checked again in the transaction: still a tombstone.
+    n, more = _delete_batch(
+        engine_pk, token, _events_of(pks), INSTANCES_PER_BATCH, Instance.objects.filter(purged=True)
+    )
+    done.instances += n
+    done.more = done.more or more
 
 
 def _forget_earlier_runs(engine_pk: int, cutoff: datetime, token: str, done: Forgotten) -> None:
@@ -117,13 +138,12 @@ def _forget_earlier_runs(engine_pk: int, cutoff: datetime, token: str, done: For
     )
     if not rows:
         return
-    taken = _within_events(rows)
-    with transaction.atomic():
-        if token:
-            check_holder(engine_pk, token)
-        Run.objects.filter(pk__in=taken, superseded_at__lt=cutoff).delete()
-    done.runs += len(taken)
-    done.more = done.more or len(taken) < len(rows) or len(rows) == RUNS_PER_BATCH
+    # Checked again in the transaction: not the instance's current run again meanwhile.
+    n, more = _delete_batch(
+        engine_pk, token, rows, RUNS_PER_BATCH, Run.objects.filter(superseded_at__lt=cutoff)
+    )
+    done.runs += n
+    done.more = done.more or more
 
 
 def _forget_changes(engine_pk: int, cutoff: datetime, token: str, done: Forgotten) -> None:
@@ -138,9 +158,7 @@ def _forget_changes(engine_pk: int, cutoff: datetime, token: str, done: Forgotte
         if created_at >= cutoff:
             break
         ids.append(pk)
-    with transaction.atomic():
-        if token:
-            check_holder(engine_pk, token)
+    with _fenced(engine_pk, token):
         ChangeLog.objects.filter(id__in=ids).delete()
     done.changes += len(ids)
     done.more = done.more or len(ids) == CHANGES_PER_BATCH
@@ -157,8 +175,7 @@ def forget_engine_batch(engine_pk: int, token: str) -> int:
     if not pks:
         return 0
     taken = _within_events(_events_of(pks))
-    with transaction.atomic():
-        check_holder(engine_pk, token)
+    with _fenced(engine_pk, token):
         live = (
             Instance.objects.filter(pk__in=taken, purged=False)
             .values_list("name", "status")
