@@ -852,6 +852,15 @@ class Engine:
     ) -> str:
         if not request.name:
             raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "workflow name is required")
+        if request.HasField("scheduledStartTimestamp") and not (
+            -MAX_NS - 1 <= timestamp_ns(request.scheduledStartTimestamp) <= MAX_NS
+        ):
+            # Kept as 64-bit nanoseconds, as its timers: refused with a reason, not an
+            # OverflowError answered as UNKNOWN (daprd would schedule it).
+            raise EngineError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "devengine takes scheduled start times between 1677-09-21 and 2262-04-11",
+            )
         instance_id = request.instanceId or uuid.uuid4().hex
         existing = self.store.get_instance(instance_id)
         if existing is not None and existing.status not in p.TERMINAL_STATUSES:

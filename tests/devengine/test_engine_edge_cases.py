@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 
-from engine_support import STATUS, has_kind, kind, kinds, of_kind, unique_id
+import grpc
+from engine_support import STATUS, has_kind, kind, kinds, of_kind, rpc_error, unique_id
 
 
 def test_a_timer_left_behind_by_continue_as_new_does_not_fire_into_the_new_generation(engine):
@@ -172,3 +174,15 @@ def test_a_timer_centuries_ahead_waits_and_one_centuries_past_fires_at_once(engi
     past = unique_id("timer-past")
     engine.start("sleep_until", past, input=json.dumps("1600-01-01T00:00:00+00:00"))
     assert engine.wait_done(past).workflowState.output.value == '"fired"'
+
+
+def test_a_start_scheduled_beyond_what_devengine_keeps_is_refused_with_a_reason(engine):
+    # Was UNKNOWN "OverflowError: Python int too large to convert to SQLite INTEGER".
+    far = unique_id("start-far")
+    error = rpc_error(lambda: engine.start("sleep_until", far, start_at=datetime(3000, 1, 1)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "between 1677-09-21 and 2262-04-11" in error.details()
+    assert not engine.get(far).exists
+    near = unique_id("start-near")
+    engine.start("sleep_until", near, start_at=datetime(2262, 1, 1))
+    assert engine.status(near) == "PENDING"
