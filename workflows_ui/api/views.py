@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -147,19 +148,26 @@ _RETRY_AFTER = OpenApiParameter(
 # Every answer may also be one of these: a parameter an endpoint does not take is refused, and
 # any read may meet a database that is restarting.
 _ALWAYS = {**_INVALID, **_NOT_LOGGED_IN, **_DATABASE_DOWN}
-_ERRORS: dict[int, OpenApiResponse] = {**_ALWAYS, **_NOT_FOUND}
+
+
+def _documented(
+    responses: dict[int, Any], parameters: tuple[Any, ...] = (), **kwargs: Any
+) -> Callable[[Any], Any]:
+    """``extend_schema`` with the answers every endpoint may give besides its own (``_ALWAYS``,
+    with the 503's Retry-After header)."""
+    return extend_schema(
+        parameters=[*parameters, _RETRY_AFTER], responses={**responses, **_ALWAYS}, **kwargs
+    )
 
 
 class ApiRoot(APIView):
-    @extend_schema(
+    @_documented(
         responses={
             200: inline_serializer(
                 "ApiRoot",
                 {name: serializers.CharField() for name in ("engines", "instances", "schema")},
             ),
-            **_ALWAYS,
         },
-        parameters=[_RETRY_AFTER],
         summary="Where the API's collections are",
         operation_id="api_root",
     )
@@ -174,9 +182,8 @@ class ApiRoot(APIView):
 
 
 class EngineList(APIView):
-    @extend_schema(
-        parameters=[_RETRY_AFTER],
-        responses={200: EngineSerializer(many=True), **_ALWAYS},
+    @_documented(
+        responses={200: EngineSerializer(many=True)},
         summary="Engines and their health",
         operation_id="engines_list",
     )
@@ -194,8 +201,8 @@ class EngineList(APIView):
 
 
 class InstanceList(APIView):
-    @extend_schema(
-        parameters=[InstanceFilterSerializer, _RETRY_AFTER],
+    @_documented(
+        parameters=(InstanceFilterSerializer,),
         responses={
             200: inline_serializer(
                 "InstancePage",
@@ -204,7 +211,6 @@ class InstanceList(APIView):
                     "next": serializers.CharField(allow_null=True),
                 },
             ),
-            **_ALWAYS,
         },
         summary="Instances, newest first (see ordering), keyset-paginated",
         operation_id="instances_list",
@@ -278,9 +284,8 @@ class _OneInstance(APIView):
 
 
 class InstanceDetail(_OneInstance):
-    @extend_schema(
-        parameters=[_RETRY_AFTER],
-        responses={200: InstanceDetailSerializer, **_ERRORS},
+    @_documented(
+        responses={200: InstanceDetailSerializer, **_NOT_FOUND},
         summary="One instance (ids url-encoded)",
         operation_id="instance_retrieve",
     )
@@ -292,8 +297,8 @@ class InstanceDetail(_OneInstance):
 class RunList(_OneInstance):
     route = "runs"
 
-    @extend_schema(
-        parameters=[PageFilterSerializer, _RETRY_AFTER],
+    @_documented(
+        parameters=(PageFilterSerializer,),
         responses={
             200: inline_serializer(
                 "RunPage",
@@ -302,7 +307,7 @@ class RunList(_OneInstance):
                     "next": serializers.CharField(allow_null=True),
                 },
             ),
-            **_ERRORS,
+            **_NOT_FOUND,
         },
         summary="The runs of an instance the indexer saw, oldest first",
         operation_id="instance_runs_list",
@@ -334,8 +339,8 @@ class RunList(_OneInstance):
 class HistoryList(_OneInstance):
     route = "history"
 
-    @extend_schema(
-        parameters=[HistoryFilterSerializer, _RETRY_AFTER],
+    @_documented(
+        parameters=(HistoryFilterSerializer,),
         responses={
             200: inline_serializer(
                 "HistoryPage",
@@ -345,7 +350,7 @@ class HistoryList(_OneInstance):
                     "next": serializers.CharField(allow_null=True),
                 },
             ),
-            **_ERRORS,
+            **_NOT_FOUND,
         },
         summary="A run's history events in order, paged by position",
         operation_id="instance_history_list",
