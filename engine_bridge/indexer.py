@@ -278,6 +278,12 @@ def _unstorable(f: Fetched) -> str | None:
     return None
 
 
+def _supersede_runs(inst: Instance, now: datetime) -> None:
+    """The instance's runs stored so far are no longer the engine's (it keeps only the run
+    being stored): they expire from ``now`` (engine_bridge.retention)."""
+    Run.objects.filter(instance=inst, superseded_at__isnull=True).update(superseded_at=now)
+
+
 def _cut(text: str | None, limit: int) -> tuple[str, int]:
     if not text:
         return "", 0
@@ -1466,9 +1472,7 @@ class EngineIndexer:
         if run is not None and run.superseded_at is not None:
             # A run superseded before is the engine's again (the id started anew with an
             # execution id it had): it must not expire, the run it replaces does.
-            Run.objects.filter(instance=inst, superseded_at__isnull=True).update(
-                superseded_at=w.now
-            )
+            _supersede_runs(inst, w.now)
             run.superseded_at = None
             run.save(update_fields=["superseded_at"])
         if run is None:
@@ -1489,10 +1493,7 @@ class EngineIndexer:
             else:
                 top = Run.objects.filter(instance=inst).aggregate(m=Max("ordinal"))["m"]
                 ordinal = (top or 0) + 1
-                # The engine has only this run now: the earlier ones expire from here on.
-                Run.objects.filter(instance=inst, superseded_at__isnull=True).update(
-                    superseded_at=w.now
-                )
+                _supersede_runs(inst, w.now)
             run_input, run_input_size = _cut(started.input, limit)
             run = Run(
                 instance=inst,
