@@ -26,7 +26,9 @@ class SyncAndAsyncMiddleware:
     blocked until the loop answers. On SIGTERM daphne cancels the requests in flight and stops
     its loop, but Django's ASGI handler, cancelled, leaves the request's own task running: those
     threads then waited for a loop that no longer ran, and daphne never exited (the interpreter
-    joins them at exit) until it was killed. Subclasses write ``call`` and ``acall``."""
+    joins them at exit) until it was killed. Subclasses write ``call`` and ``acall``. (Not
+    Django's ``MiddlewareMixin``: in async mode it runs each ``process_*`` hook in a thread, a
+    hop per request for a header or a check that is over once the database is migrated.)"""
 
     sync_capable = True
     async_capable = True
