@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from concurrent import futures
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from urllib.parse import quote
 
@@ -616,17 +616,26 @@ def test_an_engine_that_hangs_holds_back_neither_the_other_engines_nor_a_stop(tm
     assert b"indexer stopped" in (tmp_path / "indexer.log").read_bytes()
 
 
-def test_tls_to_an_engine_without_it_is_said_in_the_log_not_in_grpcs_own_lines(tmp_path):
-    # gRPC's core wrote a line of its own to stderr at each attempt to connect (every few
-    # seconds, for as long as the setting was wrong), past the log's limits on repeated lines.
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(OldSidecar(), server)
+@contextmanager
+def _served(servicer, workers=2):
+    """``servicer`` as an engine on a free port of 127.0.0.1, for the block; its address."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(servicer, server)
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(0)
+
+
+def test_tls_to_an_engine_without_it_is_said_in_the_log_not_in_grpcs_own_lines(tmp_path):
+    # gRPC's core wrote a line of its own to stderr at each attempt to connect (every few
+    # seconds, for as long as the setting was wrong), past the log's limits on repeated lines.
+    with _served(OldSidecar()) as address:
         env = {
-            **subprocess_env(EngineConfig("plain", f"127.0.0.1:{port}")),
+            **subprocess_env(EngineConfig("plain", address)),
             "CONSOLE_ENGINE_TLS_PLAIN": "1",
         }
         env.pop("GRPC_VERBOSITY", None)
@@ -634,8 +643,6 @@ def test_tls_to_an_engine_without_it_is_said_in_the_log_not_in_grpcs_own_lines(t
             [sys.executable, "manage.py", "runindexer", "--once"],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-    finally:
-        server.stop(0)
     assert done.returncode == 1
     assert "engine plain unreachable" in done.stderr and "handshake failed" in done.stderr.lower()
     assert "ssl_transport_security" not in done.stderr, done.stderr
@@ -665,26 +672,21 @@ def test_a_stop_does_not_wait_for_a_call_the_engine_does_not_answer(tmp_path, si
     # The indexer's own calls (Hello, ListInstanceIDs) waited for their deadline: a stop while
     # one was pending took CONSOLE_ENGINE_TIMEOUT and more (a minute here), not a second or two.
     frozen = FrozenListing()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(frozen, server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    try:
-        with ExitStack() as stack:
-            env = {
-                **subprocess_env(EngineConfig("frozen", f"127.0.0.1:{port}")),
-                "CONSOLE_ENGINE_TIMEOUT": "60",
-            }
-            proc = _runindexer(stack, tmp_path / "indexer.log", env)
-            assert frozen.listing.wait(30)
-            started = time.monotonic()
-            proc.send_signal(signum)
-            assert proc.wait(20) == 0
-            assert time.monotonic() - started < 5
-    finally:
-        frozen.released.set()
-        server.stop(0)
+    with _served(frozen, workers=4) as address:
+        try:
+            with ExitStack() as stack:
+                env = {
+                    **subprocess_env(EngineConfig("frozen", address)),
+                    "CONSOLE_ENGINE_TIMEOUT": "60",
+                }
+                proc = _runindexer(stack, tmp_path / "indexer.log", env)
+                assert frozen.listing.wait(30)
+                started = time.monotonic()
+                proc.send_signal(signum)
+                assert proc.wait(20) == 0
+                assert time.monotonic() - started < 5
+        finally:
+            frozen.released.set()
     text = (tmp_path / "indexer.log").read_text()
     assert "indexer stopped" in text and "Traceback" not in text, text
     # Given up by the stop: the engine's health says nothing of it.
@@ -747,13 +749,8 @@ class OldSidecar(pb_grpc.TaskHubSidecarServiceServicer):
 
 
 def test_an_engine_answering_unimplemented_is_reported_too_old_not_crashed(make_indexer, caplog):
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(OldSidecar(), server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    try:
-        ix = make_indexer(EngineConfig("old", f"127.0.0.1:{port}"))
+    with _served(OldSidecar()) as address:
+        ix = make_indexer(EngineConfig("old", address))
         result = ix.run_pass()
         assert result.errors == 0
         engine = Engine.objects.get(name="old")
@@ -774,8 +771,6 @@ def test_an_engine_answering_unimplemented_is_reported_too_old_not_crashed(make_
         api.force_login(User.objects.create_user("alice"))
         row = api.get("/api/engines/").json()[0]
         assert row["health"] == "too-old" and row["too_old"] is True
-    finally:
-        server.stop(0)
 
 
 def test_non_ascii_payloads_are_stored_readable_and_found_by_search(devengine, wf, make_indexer):
