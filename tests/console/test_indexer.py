@@ -1136,19 +1136,24 @@ def test_a_listed_id_that_cant_be_read_does_not_hide_one_that_is_gone(fake, make
     assert counts_are_exact(ix.engine)
 
 
+def _child_indexed_on_billing():
+    """g-fan-out:0001, the child of g-fan-out (app "example"), indexed from engine "billing".
+    Its engine can't tell its own app id (no router on its events): the parent's app id is not
+    its."""
+    child_state, child_events = golden_child("fan_out_children", "g-fan-out:0001")
+    billing_fake = FakeEngine()
+    billing_fake.add(child_state, [replace(e, source_app_id="") for e in child_events])
+    billing = Engine.objects.create(name="billing", address="y:1")
+    EngineIndexer(billing, billing_fake, Limits(concurrency=2)).run_pass()
+    return Instance.objects.get(instance_id="g-fan-out:0001")
+
+
 def test_a_child_indexed_before_its_parents_engine_knew_its_app_id_is_linked_then(
     fake, make_indexer
 ):
     parent_state, parent_events = golden_instance("fan_out_children")
     fake.add(parent_state, parent_events)  # app id "example" on its events
-    child_state, child_events = golden_child("fan_out_children", "g-fan-out:0001")
-    billing_fake = FakeEngine()
-    # Its engine can't tell its own app id (no router on its events): the parent's app id,
-    # "example", is not its.
-    billing_fake.add(child_state, [replace(e, source_app_id="") for e in child_events])
-    billing = Engine.objects.create(name="billing", address="y:1")
-    EngineIndexer(billing, billing_fake, Limits(concurrency=2)).run_pass()
-    child = Instance.objects.get(instance_id="g-fan-out:0001")
+    child = _child_indexed_on_billing()
     assert (child.parent_app_id, child.parent_engine_id) == ("example", None)
 
     orders = make_indexer()
@@ -1168,12 +1173,7 @@ def test_a_child_links_to_the_configured_engine_of_its_parents_app_not_a_renamed
     orders = make_indexer()
     Engine.objects.filter(pk=orders.engine.pk).update(app_id="example")
     orders.engine.app_id = "example"
-    child_state, child_events = golden_child("fan_out_children", "g-fan-out:0001")
-    billing_fake = FakeEngine()
-    billing_fake.add(child_state, [replace(e, source_app_id="") for e in child_events])
-    billing = Engine.objects.create(name="billing", address="y:1")
-    EngineIndexer(billing, billing_fake, Limits(concurrency=2)).run_pass()
-    child = Instance.objects.get(instance_id="g-fan-out:0001")
+    child = _child_indexed_on_billing()
     assert child.parent_engine_id == orders.engine.pk
 
 
