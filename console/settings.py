@@ -98,6 +98,9 @@ TEMPLATES = [
     },
 ]
 
+#: Bytes SQLite's WAL file is cut back to after a checkpoint (see the SQLite options below).
+SQLITE_WAL_LIMIT = 8 * 1024 * 1024
+
 _DATABASE_URL = envstr("DATABASE_URL", "") or f"sqlite:///{VAR_DIR / 'console.sqlite3'}"
 try:
     DATABASES = {
@@ -117,9 +120,15 @@ if DATABASES["default"]["ENGINE"] not in (
     )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The indexer writes while daphne reads: WAL lets readers run beside the writer, and
-    # IMMEDIATE transactions take the write lock up front instead of failing on upgrade.
+    # IMMEDIATE transactions take the write lock up front instead of failing on upgrade. A big
+    # transaction (a retention batch, a long history) grows the WAL file, which SQLite otherwise
+    # keeps at that size until the last connection closes: the limit cuts it back at the next
+    # checkpoint (about 4 MB of pages by default).
     DATABASES["default"]["OPTIONS"] = {
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "init_command": (
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+            f"PRAGMA journal_size_limit={SQLITE_WAL_LIMIT};"
+        ),
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }

@@ -2,12 +2,14 @@ import http.client
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from console.env import envbool, envchoice, envfloat, envint, private_file, secret_key
@@ -611,3 +613,24 @@ def test_the_console_middleware_answers_in_async_mode_as_in_sync_mode(monkeypatc
     assert refused.status_code == 503 and b"lacks 2 migration(s)" in refused.content
     monkeypatch.setattr(middleware, "missing_migrations", lambda: 0)
     assert async_to_sync(middleware.MigratedDatabaseMiddleware(view))(request).content == b"ok"
+
+
+def test_sqlites_wal_file_is_cut_back_after_a_big_transaction(tmp_path):
+    # A retention batch or a long history grew the WAL file to its size, and SQLite kept it at
+    # that size for as long as the stack ran: the journal size limit cuts it back.
+    path = tmp_path / "console.sqlite3"
+    options = _database_settings({"DATABASE_URL": f"sqlite:///{path}"}, "command")["OPTIONS"]
+    con = sqlite3.connect(path, isolation_level=None)
+    con.executescript(options["init_command"])
+    con.execute("CREATE TABLE t (v BLOB)")
+    con.execute("BEGIN")
+    for _ in range(400):
+        con.execute("INSERT INTO t VALUES (randomblob(65536))")  # 25 MB in one transaction
+    con.execute("COMMIT")
+    wal = tmp_path / "console.sqlite3-wal"
+    assert wal.stat().st_size > 20 * 1024 * 1024
+    for _ in range(3):  # a checkpoint, then the next writes start the WAL again from its start
+        con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        con.execute("INSERT INTO t VALUES (1)")
+    assert wal.stat().st_size <= settings.SQLITE_WAL_LIMIT
+    con.close()
