@@ -15,6 +15,8 @@ the actions service do.
 from __future__ import annotations
 
 import re
+import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,7 +26,7 @@ from dapr.ext.workflow._durabletask.internal import protos as pb
 from google.protobuf import empty_pb2, wrappers_pb2
 
 from engine_bridge import mappers
-from engine_bridge.config import EngineConfig
+from engine_bridge.config import EngineConfig, env_suffix
 from engine_bridge.errors import (
     EngineError,
     EngineRejected,
@@ -53,6 +55,15 @@ _UNSUPPORTED_TEXT = re.compile(
 _NO_SUCH_INSTANCE = re.compile(r"no such instance|not found", re.I)
 #: Seconds between two looks at ``EngineClient.stopping`` while a call waits for its answer.
 STOP_POLL = 0.25
+# A connection that could not be set up (not a call that failed on one already open).
+_NOT_CONNECTED = "failed to connect to all addresses"
+# With TLS: the engine's first bytes were not TLS (a plain gRPC server starts with HTTP/2).
+_NOT_TLS_ANSWER = re.compile(r"WRONG_VERSION_NUMBER", re.I)
+# Without TLS: the engine closed the connection. A TLS server does so at the plain HTTP/2
+# preface, but so does a proxy in front of an engine that is down (Docker's published ports).
+_CLOSED = re.compile(r"Socket closed|Connection reset by peer", re.I)
+#: Seconds a look at whether an engine answers TLS waits (see _answers_tls).
+TLS_PROBE_TIMEOUT = 2.0
 
 
 def map_rpc_error(err: grpc.RpcError, operation: str) -> EngineError:
@@ -72,6 +83,27 @@ def map_rpc_error(err: grpc.RpcError, operation: str) -> EngineError:
         if _NO_SUCH_INSTANCE.search(text):
             return InstanceNotFound(text, code=name, operation=operation)
     return EngineRejected(text, code=name, operation=operation)
+
+
+def _answers_tls(address: str, timeout: float) -> bool:
+    """Whether the server at ``address`` answers a TLS handshake: it sends a TLS answer, its
+    certificate left unchecked (its trust is not the question), or a TLS alert (one that wants
+    a client certificate)."""
+    host, _, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=timeout) as sock,
+            context.wrap_socket(sock, server_hostname=host),
+        ):
+            return True
+    except ssl.SSLError as exc:
+        return "ALERT" in str(exc.reason or "").upper()
+    except (OSError, ValueError):
+        return False
 
 
 class EngineClient:
@@ -142,7 +174,29 @@ class EngineClient:
                         future.cancel()
                         raise Stopping(f"{operation}: given up, the process is stopping") from None
         except grpc.RpcError as err:
-            raise map_rpc_error(err, operation) from None
+            raise self._with_tls_hint(map_rpc_error(err, operation)) from None
+
+    def _with_tls_hint(self, error: EngineError) -> EngineError:
+        """``error``, with the setting to change when the engine could not be connected to
+        because one side speaks TLS and the other does not: gRPC only says "Socket closed" or
+        "handshake failed". Only on the calls that wait for their answer: Hello is the first
+        call to an engine, and the first again at each pass while it is unreachable."""
+        if not isinstance(error, EngineUnavailable) or _NOT_CONNECTED not in error.message:
+            return error
+        setting = f"CONSOLE_ENGINE_TLS_{env_suffix(self.config.name)}"
+        if self.config.tls and _NOT_TLS_ANSWER.search(error.message):
+            hint = f"the engine does not answer in TLS: unset {setting}"
+        elif (
+            not self.config.tls
+            and _CLOSED.search(error.message)
+            # Else a proxy in front of an engine that is down: no hint, it would mislead.
+            and _answers_tls(self.config.address, min(self.timeout, TLS_PROBE_TIMEOUT))
+        ):
+            hint = f"the engine answers in TLS: set {setting}=1"
+        else:
+            return error
+        # First: the engines page shows an error's first 200 characters, and gRPC's run longer.
+        return type(error)(f"{hint}; {error.message}", code=error.code, operation=error.operation)
 
     def _call_later(
         self,

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -617,12 +618,16 @@ def test_an_engine_that_hangs_holds_back_neither_the_other_engines_nor_a_stop(tm
 
 
 @contextmanager
-def _served(servicer, workers=2):
-    """``servicer`` as an engine on a free port of 127.0.0.1, for the block; its address."""
+def _served(servicer, workers=2, credentials=None):
+    """``servicer`` as an engine on a free port of 127.0.0.1 (TLS with ``credentials``), for
+    the block; its address."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     pb_grpc.add_TaskHubSidecarServiceServicer_to_server(servicer, server)
     port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if credentials is not None:
+        server.add_secure_port(f"127.0.0.1:{port}", credentials)
+    else:
+        server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     try:
         yield f"127.0.0.1:{port}"
@@ -646,6 +651,108 @@ def test_tls_to_an_engine_without_it_is_said_in_the_log_not_in_grpcs_own_lines(t
     assert done.returncode == 1
     assert "engine plain unreachable" in done.stderr and "handshake failed" in done.stderr.lower()
     assert "ssl_transport_security" not in done.stderr, done.stderr
+
+
+def _self_signed_certificate() -> tuple[bytes, bytes]:
+    """A key and a certificate for 127.0.0.1 (PEM), valid for a day."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = timezone.now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
+
+
+@contextmanager
+def _closing_every_connection():
+    """A port that takes each connection and closes it at once (a proxy in front of an engine
+    that is down, as Docker's published ports); its address."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed: the block ended
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def _hello_error(config: EngineConfig) -> str:
+    with EngineClient(config, timeout=5.0) as client, pytest.raises(EngineUnavailable) as caught:
+        client.hello()
+    return str(caught.value)
+
+
+def test_a_tls_mismatch_names_the_setting_to_change(tmp_path, make_indexer):
+    # gRPC says only "Socket closed" (no TLS to an engine that wants it) or "Tls handshake
+    # failed ... WRONG_VERSION_NUMBER" (TLS to one without it).
+    key, cert = _self_signed_certificate()
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(cert)
+    tls = grpc.ssl_server_credentials([(key, cert)])
+    with _served(OldSidecar(), credentials=tls) as tls_address, _served(OldSidecar()) as address:
+        # What the engines page shows: the error stored by the indexer.
+        ix = make_indexer(EngineConfig("orders-eu", tls_address))
+        with pytest.raises(EngineUnavailable):
+            ix.run_pass()
+        # First: the engines page shows the first 200 characters.
+        stored = Engine.objects.get(name="orders-eu").last_error
+        assert stored.startswith(
+            "Hello: the engine answers in TLS: set CONSOLE_ENGINE_TLS_ORDERS_EU=1;"
+        )
+        assert "Socket closed" in stored
+        error = _hello_error(EngineConfig("a", address, tls=True, tls_ca_file=str(ca)))
+        assert error.startswith(
+            "Hello: the engine does not answer in TLS: unset CONSOLE_ENGINE_TLS_A;"
+        )
+        assert "handshake failed" in error.lower()
+        with EngineClient(EngineConfig("a", tls_address, tls=True, tls_ca_file=str(ca))) as ok:
+            ok.hello()
+        # TLS both ways, but a certificate not trusted: not a mismatch.
+        assert "CONSOLE_ENGINE_TLS" not in _hello_error(EngineConfig("a", tls_address, tls=True))
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_an_engine_down_gets_no_tls_hint(tls):
+    with _closing_every_connection() as closing:
+        errors = [
+            _hello_error(EngineConfig("a", f"127.0.0.1:{free_port()}", tls=tls)),  # refused
+            _hello_error(EngineConfig("a", closing, tls=tls)),  # "Socket closed" too
+        ]
+    assert "Connection refused" in errors[0]
+    assert not [e for e in errors if "CONSOLE_ENGINE_TLS" in e], errors
 
 
 class FrozenListing(pb_grpc.TaskHubSidecarServiceServicer):
