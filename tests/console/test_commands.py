@@ -150,6 +150,27 @@ def test_runindexer_refuses_an_engine_another_indexer_holds(settings, monkeypatc
     assert "indexer stopped" in out.getvalue()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_runindexer_refused_writes_no_row_for_an_engine_new_to_the_database(settings):
+    from engine_bridge.config import EngineConfig
+    from engine_bridge.indexer import sync_engines
+    from engine_bridge.locks import EngineLock
+    from workflows_ui.models import Engine
+
+    [a] = sync_engines([EngineConfig("a", "h:1")])
+    other = EngineLock(a.pk, "a")  # another runindexer indexes a
+    other.acquire()
+    try:
+        settings.CONSOLE_ENGINES = [EngineConfig("new", "h:2"), EngineConfig("a", "h:1")]
+        for only in ([], ["--engine", "a"]):
+            with pytest.raises(CommandError, match="engine 'a' is being indexed by another"):
+                call_command("runindexer", "--once", *only, stdout=StringIO())
+            # Else it showed on the engines page as not-indexed.
+            assert list(Engine.objects.values_list("name", flat=True)) == ["a"]
+    finally:
+        other.release()
+
+
 def test_an_engine_down_is_tried_again_within_ten_seconds_however_long_it_was_down():
     from engine_bridge.management.commands.runindexer import _back_off
 

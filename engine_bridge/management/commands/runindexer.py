@@ -16,6 +16,7 @@ from console.logfilters import Repeats
 from console.schema import NOT_MIGRATED, missing_migrations
 from engine_bridge.errors import EngineError, EngineUnavailable, Stopping
 from engine_bridge.locks import EngineTaken, LockLost
+from workflows_ui.models import Engine
 
 log = logging.getLogger("engine_bridge.indexer")
 # Seconds between the lines that sum up what the passes of an engine changed.
@@ -75,10 +76,21 @@ class Command(BaseCommand):
                     # The code upgraded before `migrate` ran (or a deployment running both at
                     # once): wait for it rather than fail on a missing column every pass.
                     raise NotMigrated(NOT_MIGRATED.format(n=missing))
-                rows = {e.name: e for e in engine_rows(all_configs)}
-                locks = [EngineLock(rows[c.name].pk, c.name) for c in configs]
-                for lock in locks:
-                    lock.acquire()
+                # The engines already in the database first: a process refused by one of
+                # their locks leaves no row for an engine new to the database (it would show as
+                # not-indexed until another runindexer started with it).
+                known = set(
+                    Engine.objects.filter(name__in=[c.name for c in configs]).values_list(
+                        "name", flat=True
+                    )
+                )
+                for group in (
+                    [c for c in configs if c.name in known],
+                    [c for c in configs if c.name not in known],
+                ):
+                    for row in engine_rows(group):
+                        locks.append(EngineLock(row.pk, row.name))
+                        locks[-1].acquire()
                 # Only once its engines are this process's: one refused by a lock (started
                 # with another CONSOLE_ENGINES) changes nothing of the running one's. Every
                 # configured engine stays configured: other processes may index the others
