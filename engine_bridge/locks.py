@@ -142,6 +142,13 @@ class EngineLock:
         f.flush()
         self._file = f
 
+    def remove_file(self) -> None:
+        """While held, deletes the SQLite lock file: for an engine deleted from the database
+        (``forgetengine``), whose lock no process needs again (SQLite never gives a deleted row's
+        id to another). A process that opened the file before finds it held, and is refused."""
+        if self._file is not None:
+            Path(self._file.name).unlink(missing_ok=True)
+
     def release(self) -> None:
         self._postgres = False  # nothing for ensure to take again
         if self._connection is not None:

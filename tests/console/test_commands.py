@@ -267,6 +267,9 @@ def test_a_second_path_to_the_sqlite_file_is_the_same_lock(settings, tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_forgetengine_deletes_an_engine_taken_out_and_all_it_indexed(settings, monkeypatch):
+    from pathlib import Path
+
+    from django.db import connection
     from django.db.models import Sum
 
     from engine_bridge import retention
@@ -318,10 +321,15 @@ def test_forgetengine_deletes_an_engine_taken_out_and_all_it_indexed(settings, m
     finally:
         lock.release()
     assert counted(gone) == Instance.objects.filter(engine=gone, purged=False).count() == 3
+    database = Path(connection.settings_dict["NAME"]).resolve()
+    lock_file = database.with_name(f"{database.name}.indexer-{gone.pk}.lock")
+    assert lock_file.exists() or connection.vendor != "sqlite"
 
     out = StringIO()
     call_command("forgetengine", "gone", "--yes", stdout=out)
     assert "engine 'gone' deleted (4 instances deleted by this run)" in out.getvalue()
+    if connection.vendor == "sqlite":  # held by nobody now: it goes with the engine
+        assert not lock_file.exists()
     assert not Engine.objects.filter(name="gone").exists()
     assert list(Instance.objects.values_list("instance_id", flat=True)) == ["g-0:0001"]
     assert not Run.objects.filter(instance__engine__name="gone").exists()

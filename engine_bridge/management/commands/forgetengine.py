@@ -59,6 +59,7 @@ class Command(BaseCommand):
             if not options["yes"]:
                 self._confirm(name, total)
             deleted = self._delete(engine, lock.token, total)
+            lock.remove_file()  # else one is left behind for each engine ever forgotten
         finally:
             lock.release()
         self.stdout.write(f"engine {name!r} deleted ({deleted:,} instances deleted by this run)")
