@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,11 @@ from workflows_ui.models import Engine
 _PG_LOCK_CLASS = 0x57464958  # "WFIX"
 #: The key of the lock that keeps the change log's ids in commit order.
 PG_CHANGE_LOG_LOCK = 0x5746434C  # "WFCL"
+#: Tries, and seconds between them, to take an engine's lock before saying another process has
+#: it: another runindexer's retention may hold the lock of an engine it does not index, for one
+#: short batch (engine_bridge.retention.forget_unindexed).
+TAKE_TRIES = 5
+TAKE_WAIT = 0.25
 
 
 def change_log_in_commit_order(using: str = "default") -> None:
@@ -90,7 +96,27 @@ class EngineLock:
         self._postgres = False
 
     def acquire(self) -> None:
+        self._take()
+        self._write_token()
+
+    def acquire_unfenced(self) -> None:
+        """Takes the lock at once or not at all (EngineTaken), keeping the engine's token: for
+        the retention of an engine no process indexes (engine_bridge.retention). A token of its
+        own would stop an indexer whose lock was lost unseen (LockLost), one that indexes the
+        engine all the same; the writes are fenced on the token read here instead."""
         self._lock()
+        holder = (
+            Engine.objects.filter(pk=self.engine_pk).values_list("indexer_token", flat=True).first()
+        )
+        if holder is None:  # deleted meanwhile (forgetengine): nobody needs its lock file
+            self.remove_file()
+            raise LockLost("the engine was deleted")
+        if holder:
+            self.token = holder
+        else:  # never indexed: no holder to keep
+            self._write_token()
+
+    def _write_token(self) -> None:
         self.token = uuid.uuid4().hex
         # On PostgreSQL this waits for a write transaction of a former holder still in flight.
         Engine.objects.filter(pk=self.engine_pk).update(indexer_token=self.token)
@@ -108,7 +134,18 @@ class EngineLock:
             except Exception:  # noqa: BLE001 - any failure: the session, and the lock, are gone
                 self._connection.close()
                 self._connection = None
-        self._lock()  # a database still down raises, and the next pass tries again
+        self._take()  # a database still down raises, and the next pass tries again
+
+    def _take(self) -> None:
+        """``_lock``, tried again for a second before EngineTaken (see TAKE_TRIES)."""
+        for left in range(TAKE_TRIES - 1, -1, -1):
+            try:
+                self._lock()
+                return
+            except EngineTaken:
+                if not left:
+                    raise
+                time.sleep(TAKE_WAIT)
 
     def _lock(self) -> None:
         default = connections["default"]

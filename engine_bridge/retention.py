@@ -11,13 +11,18 @@ keeps a day.
 
 Called by each engine's indexer (``EngineIndexer``), under its lock: small transactions (bounded by
 the events they delete), each fenced like the indexer's writes, so a pass stays short and a
-process that lost the engine deletes nothing. ``manage.py forgetengine`` deletes an engine taken
-out of ``CONSOLE_ENGINES`` the same way, a batch at a time.
+process that lost the engine deletes nothing. An engine taken out of ``CONSOLE_ENGINES`` and not
+forgotten keeps what was indexed from it, for the same period: each ``runindexer`` looks after
+the engines of the database that are not in its own ``CONSOLE_ENGINES`` (``forget_unindexed``),
+those whose lock no process holds, one call at a time (another runindexer may index them: two
+started with different engines must not take each other's). Else they stayed for good, and every
+engine's look at its earlier runs walked past theirs. ``manage.py forgetengine`` deletes an
+engine the same way, a batch at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,9 +31,9 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count, F, QuerySet
 
-from engine_bridge.locks import check_holder
+from engine_bridge.locks import EngineLock, EngineTaken, LockLost, check_holder
 from workflows_ui import search
-from workflows_ui.models import ChangeLog, Instance, Run, StatusCount
+from workflows_ui.models import ChangeLog, Engine, Instance, Run, StatusCount
 
 #: How long change-log rows are kept: a live page away for longer loads the page again.
 CHANGES_KEPT = timedelta(days=1)
@@ -61,6 +66,30 @@ def forget_expired(
         _forget_tombstones(engine_pk, cutoff, holder_token, done)
         _forget_earlier_runs(engine_pk, cutoff, holder_token, done)
     _forget_changes(engine_pk, now - CHANGES_KEPT, holder_token, done)
+    return done
+
+
+def forget_unindexed(indexed: Collection[str], retention_days: float, now: datetime) -> Forgotten:
+    """``forget_expired`` once for each engine of the database not named in ``indexed`` (this
+    process's ``CONSOLE_ENGINES``) whose lock is free, held for that call only: an engine taken
+    out of ``CONSOLE_ENGINES`` and not forgotten. One held by another process (its indexer,
+    ``forgetengine``, another runindexer's call of this) is left to it."""
+    done = Forgotten()
+    for pk, name in (
+        Engine.objects.exclude(name__in=indexed).order_by("pk").values_list("pk", "name")
+    ):
+        lock = EngineLock(pk, name)
+        try:
+            lock.acquire_unfenced()
+            one = forget_expired(pk, retention_days, now, lock.token)
+        except (EngineTaken, LockLost):
+            continue  # indexed meanwhile: its indexer sees to it
+        finally:
+            lock.release()
+        done.instances += one.instances
+        done.runs += one.runs
+        done.changes += one.changes
+        done.more = done.more or one.more
     return done
 
 

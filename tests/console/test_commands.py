@@ -171,6 +171,80 @@ def test_runindexer_refused_writes_no_row_for_an_engine_new_to_the_database(sett
         other.release()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_runindexer_forgets_what_is_past_the_retention_of_engines_taken_out(settings, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from engine_bridge.config import EngineConfig
+    from engine_bridge.indexer import EngineIndexer, PassResult
+    from engine_bridge.locks import EngineLock
+    from tests.console import factories
+    from workflows_ui.models import ChangeLog, Engine, Instance, Run
+
+    monkeypatch.setattr(EngineIndexer, "run_pass", lambda self: PassResult())  # no engine
+    long_ago = timezone.now() - timedelta(days=40)
+
+    def expired_and_kept(engine):
+        tombstone = factories.instance(engine, purged=True, purged_at=long_ago)
+        recent = factories.instance(engine, purged=True, purged_at=timezone.now())
+        live = factories.instance(engine)
+        earlier = factories.run(live, superseded_at=long_ago)
+        current = factories.run(live)
+        old_change = ChangeLog.objects.create(engine=engine, instance=live, kind="new")
+        ChangeLog.objects.filter(pk=old_change.pk).update(created_at=long_ago)
+        ChangeLog.objects.create(engine=engine, instance=live, kind="status")
+        return tombstone.pk, earlier.pk, old_change.pk, {recent.pk, live.pk}, current.pk
+
+    # Taken out of CONSOLE_ENGINES, not forgotten; and one another runindexer indexes (started
+    # with other engines): its lock is held.
+    gone, other = factories.engine("gone"), factories.engine("other")
+    Engine.objects.update(configured=False, indexer_token="t" * 32)
+    expired = expired_and_kept(gone)
+    held = expired_and_kept(other)
+    other_lock = EngineLock(other.pk, "other")
+    other_lock.acquire()
+    try:
+        settings.CONSOLE_ENGINES = [EngineConfig("a", "h:1")]
+        call_command("runindexer", "--once", stdout=StringIO())
+        tombstone, earlier, old_change, kept, current = expired
+        assert not Instance.objects.filter(pk=tombstone).exists()
+        assert not Run.objects.filter(pk=earlier).exists()
+        assert not ChangeLog.objects.filter(pk=old_change).exists()
+        assert set(Instance.objects.filter(engine=gone).values_list("pk", flat=True)) == kept
+        assert Run.objects.filter(instance__engine=gone).get().pk == current
+        assert ChangeLog.objects.filter(engine=gone).count() == 1
+        # The engine's token is kept: an indexer whose lock was lost unseen goes on.
+        assert Engine.objects.get(pk=gone.pk).indexer_token == "t" * 32
+        # Held by another process: left to it, its token untouched.
+        assert Instance.objects.filter(pk=held[0]).exists() and Run.objects.filter(pk=held[1])
+        assert Engine.objects.get(pk=other.pk).indexer_token == other_lock.token
+    finally:
+        other_lock.release()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_engine_lock_held_for_a_moment_is_waited_for(settings):
+    import threading
+
+    from engine_bridge.locks import EngineLock, EngineTaken
+    from workflows_ui.models import Engine
+
+    engine = Engine.objects.create(name="a", address="h:1")
+    # Another runindexer's retention holds it for one batch: a start then is not refused.
+    brief = EngineLock(engine.pk, "a")
+    brief.acquire_unfenced()
+    threading.Timer(0.3, brief.release).start()
+    mine = EngineLock(engine.pk, "a")
+    mine.acquire()
+    try:
+        with pytest.raises(EngineTaken):  # held for good: refused
+            EngineLock(engine.pk, "a").acquire_unfenced()
+    finally:
+        mine.release()
+
+
 def test_an_engine_down_is_tried_again_within_ten_seconds_however_long_it_was_down():
     from engine_bridge.management.commands.runindexer import _back_off
 

@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError, close_old_connections, connections
+from django.utils import timezone
 
 from console.logfilters import Repeats
 from console.schema import NOT_MIGRATED, missing_migrations
@@ -25,6 +26,9 @@ REPORT_INTERVAL = 30.0
 RETRY_MAX = 10.0
 # Seconds between the lines of a failure that goes on unchanged (see _FailureLog).
 REPEAT_INTERVAL = 600.0
+# Seconds between two batches of a backlog of the engines not in CONSOLE_ENGINES: each holds an
+# engine's lock, and a runindexer starting with that engine tries for a second (locks.TAKE_TRIES).
+UNINDEXED_BACKLOG_PAUSE = 1.0
 
 
 class NotMigrated(Exception):
@@ -136,7 +140,9 @@ class Command(BaseCommand):
         once: bool,
     ) -> None:
         """A thread per engine: an engine that hangs (each read waits for its deadline) holds
-        back its own passes, not the others'."""
+        back its own passes, not the others'. And one for the retention of the engines of the
+        database that are not in CONSOLE_ENGINES (with --engine, the others are another
+        process's)."""
         from engine_bridge.client import EngineClient
         from engine_bridge.indexer import EngineIndexer
 
@@ -176,13 +182,27 @@ class Command(BaseCommand):
             threading.Thread(target=run, args=(ix,), name=f"index {ix.engine.name}", daemon=True)
             for ix in indexers
         ]
+
+        def forget() -> None:
+            try:
+                _forget_unindexed({c.name for c in settings.CONSOLE_ENGINES}, stop, once)
+            except BaseException as exc:  # a bug, as in an engine's thread
+                crashed.append(exc)
+                stop.set()
+            finally:
+                connections.close_all()  # this thread's
+
+        forgetter = threading.Thread(target=forget, name="retention", daemon=True)
         self.stdout.write(f"indexing {', '.join(c.name for c in configs)}")
         self.stdout.flush()  # in order with the log's lines when the output is a file
-        for thread in threads:
+        for thread in [*threads, forgetter]:
             thread.start()
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.5)  # signals are handled between the waits
+        stop.set()  # no engine left to index (taken over by others): the retention's too
+        while forgetter.is_alive():
+            forgetter.join(0.5)
         if crashed:
             raise crashed[0]
         if lost:
@@ -191,6 +211,36 @@ class Command(BaseCommand):
             )
         if once and failed:
             raise CommandError(f"the pass failed for {', '.join(sorted(failed))}")
+
+
+def _forget_unindexed(indexed: set[str], stop: threading.Event, once: bool) -> None:
+    """What is past the retention period of the engines not in CONSOLE_ENGINES that no process
+    holds (engine_bridge.retention.forget_unindexed): a call every RETENTION_CHECK_INTERVAL, or
+    every UNINDEXED_BACKLOG_PAUSE while there is more."""
+    from engine_bridge import retention
+    from engine_bridge.indexer import RETENTION_CHECK_INTERVAL
+
+    said = _FailureLog()
+    while True:  # one call at least: with --once, the engines' passes may be over already
+        close_old_connections()
+        try:
+            done = retention.forget_unindexed(
+                indexed, settings.CONSOLE_RETENTION_DAYS, timezone.now()
+            )
+        except OperationalError as exc:
+            said.say(logging.ERROR, str(exc), "engines not indexed: database error (%s)", exc)
+            connections.close_all()
+            delay = RETRY_MAX
+        else:
+            said.clear()
+            if done.instances or done.runs:
+                log.info(
+                    "engines not in CONSOLE_ENGINES: %d forgotten past the retention period",
+                    done.instances + done.runs,
+                )
+            delay = UNINDEXED_BACKLOG_PAUSE if done.more else RETENTION_CHECK_INTERVAL
+        if once or stop.wait(delay):
+            return
 
 
 def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
