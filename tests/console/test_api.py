@@ -15,6 +15,9 @@ from workflows_ui.models import HistoryEvent, Instance, StatusCount
 
 pytestmark = pytest.mark.django_db
 
+# The scheme and host of the test client's requests: the API's links are whole URLs.
+HOST = "http://testserver"
+
 
 @pytest.fixture
 def api():
@@ -266,9 +269,9 @@ def test_an_instance_with_a_colon_in_its_id_is_found_url_encoded(api):
     )
     data = api.get(f"/api/instances/orders/{quote(child.instance_id, safe='')}/").json()
     assert data["instance_id"] == "order-7:0001"
-    assert data["parent"]["url"] == "/api/instances/orders/order-7/"
+    assert data["parent"]["url"] == f"{HOST}/api/instances/orders/order-7/"
     assert data["failure"] == {"type": "ValueError", "message": "boom", "stack_trace": ""}
-    assert data["url"] == "/api/instances/orders/order-7%3A0001/"
+    assert data["url"] == f"{HOST}/api/instances/orders/order-7%3A0001/"
     assert api.get(data["url"]).status_code == 200
     assert api.get(data["history_url"]).json() == {"run": None, "results": [], "next": None}
 
@@ -288,7 +291,7 @@ def test_an_instances_children_are_listed_whatever_their_ids(api):
         )
     factories.instance(parent_engine=parent.engine, parent_instance_id="named-child")
     children_url = api.get(f"/api/instances/orders/{quote('a/b', safe='')}/").json()["children_url"]
-    assert children_url == "/api/instances/?parent=orders%2Fa%2Fb&purged=include"
+    assert children_url == f"{HOST}/api/instances/?parent=orders%2Fa%2Fb&purged=include"
     assert ids(api.get(children_url)) == list(reversed(kids))
     assert ids(api.get("/api/instances/?parent=orders%2Fa%2Fb&ordering=created&limit=1")) == [
         kids[0]
@@ -474,7 +477,7 @@ def test_next_links_page_through_the_same_instance_whatever_its_id(api, instance
     base = f"/api/instances/orders/{quote(instance_id, safe='')}/"
 
     runs = _walk(api, f"{base}runs/?limit=1")
-    assert runs[0]["next"].startswith(f"{base}runs/?")
+    assert runs[0]["next"].startswith(f"{HOST}{base}runs/?")
     assert [r["execution_id"] for page in runs for r in page["results"]] == [
         f"{instance_id}|r{n}" for n in range(3)
     ]
@@ -487,7 +490,7 @@ def test_next_links_page_through_the_same_instance_whatever_its_id(api, instance
         events = [e for page in pages for e in page["results"]]
         assert [(e["position"], e["name"]) for e in events] == [(i, instance_id) for i in range(5)]
         # The id as the instance's url has it (re-encoded), the query kept.
-        assert pages[0]["next"].startswith(f"{base}history/?")
+        assert pages[0]["next"].startswith(f"{HOST}{base}history/?")
         assert "type=taskCompleted" in pages[0]["next"]
 
 
@@ -662,10 +665,10 @@ def test_an_id_that_is_a_dot_segment_has_urls_clients_send_as_they_are(api, inst
     factories.run(inst, execution_id="r1")
     (row,) = api.get("/api/instances/").json()["results"]
     escaped = instance_id.replace(".", "%2E")
-    assert row["url"] == f"/api/instances/orders/{escaped}/"
+    assert row["url"] == f"{HOST}/api/instances/orders/{escaped}/"
     detail = api.get(row["url"]).json()
     assert detail["instance_id"] == instance_id
-    assert detail["runs_url"] == f"/api/instances/orders/{escaped}/runs/"
+    assert detail["runs_url"] == f"{HOST}/api/instances/orders/{escaped}/runs/"
     assert api.get(detail["runs_url"]).json()["results"][0]["execution_id"] == "r1"
 
 
@@ -888,8 +891,9 @@ def test_an_id_ending_like_a_route_is_routed_as_the_client_encoded_it():
         factories.run(inst, execution_id=f"{iid}|r1")
     status, detail = _asgi_get(b"/api/instances/orders/hx%2Fruns/", token)
     assert (status, detail["instance_id"]) == (200, "hx/runs")
-    assert detail["url"] == "/api/instances/orders/hx%2Fruns/"
-    status, runs = _asgi_get(detail["runs_url"].encode(), token)
+    assert detail["url"] == "http://127.0.0.1/api/instances/orders/hx%2Fruns/"
+    runs_path = detail["runs_url"].removeprefix("http://127.0.0.1")
+    status, runs = _asgi_get(runs_path.encode(), token)
     assert [r["execution_id"] for r in runs["results"]] == ["hx/runs|r1"]
     status, runs = _asgi_get(b"/api/instances/orders/hx/runs/", token)
     assert [r["execution_id"] for r in runs["results"]] == ["hx|r1"]

@@ -241,7 +241,7 @@ def test_each_kind_of_workflow_is_indexed_with_its_status_payloads_runs_and_link
     api = APIClient()
     api.force_login(User.objects.create_user("alice"))
     data = api.get(f"/api/instances/local/{quote('k-fan:0002', safe='')}/").json()
-    assert data["parent"]["url"] == "/api/instances/local/k-fan/"
+    assert data["parent"]["url"] == "http://testserver/api/instances/local/k-fan/"
     history = api.get(data["history_url"] + "?type=taskScheduled").json()["results"]
     assert [e["name"] for e in history] == ["reserve_stock"]
 

@@ -14,6 +14,8 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient
 from django.test.utils import override_script_prefix
 
+from tests.console import factories
+
 PREFIX = "/dapr"
 # Attributes that hold a URL (hx-push-url="true" pushes the one of hx-get).
 _LINK = re.compile(r'\b(?:href|src|action|hx-get|hx-post|hx-push-url)="([^"]*)"')
@@ -107,11 +109,27 @@ def test_every_link_of_every_page_carries_the_prefix(signed_in: Client) -> None:
     assert favicon.status_code == 301 and favicon["Location"] == f"{PREFIX}/static/favicon.svg"
 
 
-def test_every_link_of_the_api_carries_the_prefix(signed_in: Client) -> None:
-    def answer(path: str) -> Any:
-        response = signed_in.get(path)
-        assert response.status_code == 200, (path, response.content)
-        return response.json()
+@pytest.mark.parametrize(
+    ("proxied", "origin"),
+    [(False, "http://testserver"), (True, "https://testserver")],
+)
+def test_every_link_of_the_api_is_a_whole_url_with_the_prefix(
+    signed_in: Client, seeded: Any, settings: Any, proxied: bool, origin: str
+) -> None:
+    # A client follows them as they are, as the root's links and DRF's own pagination: not
+    # paths it has to join to the host itself.
+    headers: dict[str, str] = {}
+    if proxied:  # behind a TLS proxy (CONSOLE_TRUST_X_FORWARDED_PROTO=1)
+        settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+        headers = {"X-Forwarded-Proto": "https"}
+
+    def get(url: str) -> Any:
+        response = signed_in.get(url.removeprefix(origin), headers=headers)
+        assert response.status_code == 200, (url, response.content)
+        return response
+
+    def answer(url: str) -> Any:
+        return get(url).json()
 
     urls: list[str] = list(answer(f"{PREFIX}/api/").values())
     page = answer(f"{PREFIX}/api/instances/?limit=2")
@@ -121,10 +139,13 @@ def test_every_link_of_the_api_carries_the_prefix(signed_in: Client) -> None:
     urls.append(child["children_url"])
     history = answer(f"{PREFIX}/api/instances/orders/g-two-steps/history/?limit=2")
     urls.append(history["next"])
+    factories.run(seeded.instances["two_steps"])  # a second run: a next page of runs
+    runs = answer(f"{PREFIX}/api/instances/orders/g-two-steps/runs/?limit=1")
+    urls.append(runs["next"])
+    assert [u for u in urls if not u.startswith(f"{origin}{PREFIX}/api/")] == []
     # Each of them answers, through the prefix.
     for url in urls:
-        assert signed_in.get(url.removeprefix("http://testserver")).status_code == 200, url
-    assert_prefixed(urls, "the API")
+        get(url)
 
 
 def test_a_sign_in_through_the_prefix_lands_on_the_page_asked_for(

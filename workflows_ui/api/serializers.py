@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
@@ -27,6 +28,13 @@ def instance_path(engine_name: str, instance_id: str) -> str:
     if encoded in (".", ".."):
         encoded = encoded.replace(".", "%2E")
     return f"{reverse('api-instances')}{quote(engine_name, safe='')}/{encoded}/"
+
+
+def whole_url(serializer: serializers.BaseSerializer[Any], path: str) -> str:
+    """``path`` as a whole URL, with the scheme and host the request came with (its
+    ``request`` in the context), as ``GET /api/`` and DRF's own links answer: a client follows
+    it as it is, without joining it to the host itself."""
+    return str(serializer.context["request"].build_absolute_uri(path))
 
 
 def _blank(value: Any) -> bool:
@@ -317,7 +325,7 @@ class InstanceListSerializer(serializers.ModelSerializer):
         help_text=f"its first {listing.LIST_CUSTOM_STATUS:,} characters in a list (shorter than "
         "custom_status_size when there is more); the instance's url answers it whole",
     )
-    url = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField(help_text="the instance's whole URL in this API")
 
     class Meta:
         model = Instance
@@ -346,8 +354,9 @@ class InstanceListSerializer(serializers.ModelSerializer):
             }
         }
 
+    @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, obj: Instance) -> str:
-        return instance_path(obj.engine.name, obj.instance_id)
+        return whole_url(self, instance_path(obj.engine.name, obj.instance_id))
 
 
 class ParentSerializer(serializers.Serializer):
@@ -357,7 +366,9 @@ class ParentSerializer(serializers.Serializer):
     app_id = serializers.CharField()
     instance_id = serializers.CharField()
     execution_id = serializers.CharField()
-    url = serializers.CharField(allow_null=True)
+    url = serializers.URLField(
+        allow_null=True, help_text="the parent's whole URL in this API (null: engine unknown)"
+    )
 
 
 class FailureSerializer(serializers.Serializer):
@@ -389,10 +400,12 @@ class InstanceDetailSerializer(InstanceListSerializer):
         "above are as of its last successful read, or of its last read when history_only)"
     )
     parent = serializers.SerializerMethodField()
-    runs_url = serializers.SerializerMethodField()
-    history_url = serializers.SerializerMethodField()
+    runs_url = serializers.SerializerMethodField(help_text="whole URL of its runs")
+    history_url = serializers.SerializerMethodField(
+        help_text="whole URL of its current run's history"
+    )
     children_url = serializers.SerializerMethodField(
-        help_text="the list of its child workflows (purged ones included)"
+        help_text="whole URL of the list of its child workflows (purged ones included)"
     )
 
     class Meta(InstanceListSerializer.Meta):
@@ -462,18 +475,25 @@ class InstanceDetailSerializer(InstanceListSerializer):
             "app_id": obj.parent_app_id,
             "instance_id": obj.parent_instance_id,
             "execution_id": obj.parent_execution_id,
-            "url": instance_path(engine.name, obj.parent_instance_id) if engine else None,
+            "url": (
+                whole_url(self, instance_path(engine.name, obj.parent_instance_id))
+                if engine
+                else None
+            ),
         }
 
+    @extend_schema_field(OpenApiTypes.URI)
     def get_runs_url(self, obj: Instance) -> str:
-        return instance_path(obj.engine.name, obj.instance_id) + "runs/"
+        return whole_url(self, instance_path(obj.engine.name, obj.instance_id) + "runs/")
 
+    @extend_schema_field(OpenApiTypes.URI)
     def get_history_url(self, obj: Instance) -> str:
-        return instance_path(obj.engine.name, obj.instance_id) + "history/"
+        return whole_url(self, instance_path(obj.engine.name, obj.instance_id) + "history/")
 
+    @extend_schema_field(OpenApiTypes.URI)
     def get_children_url(self, obj: Instance) -> str:
         parent = quote(f"{obj.engine.name}/{obj.instance_id}", safe="")
-        return f"{reverse('api-instances')}?parent={parent}&purged=include"
+        return whole_url(self, f"{reverse('api-instances')}?parent={parent}&purged=include")
 
 
 class RunSerializer(serializers.ModelSerializer):

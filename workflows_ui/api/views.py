@@ -53,11 +53,13 @@ def _validated(serializer_class: type[serializers.Serializer], request: Request)
 
 
 def _next_url(request: Request, path: str, **params: Any) -> str:
-    """``path`` (ids re-encoded: ``request.path`` is decoded) with the query and ``params``."""
+    """The whole URL of ``path`` (ids re-encoded: ``request.path`` is decoded) with the query
+    and ``params``: scheme and host as the request came, as the root's links and DRF's own
+    pagination write them."""
     query = request.query_params.copy()
     for key, value in params.items():
         query[key] = str(value)
-    return f"{path}?{urlencode(list(query.lists()), doseq=True)}"
+    return request.build_absolute_uri(f"{path}?{urlencode(list(query.lists()), doseq=True)}")
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
@@ -150,6 +152,15 @@ _RETRY_AFTER = OpenApiParameter(
 _ALWAYS = {**_INVALID, **_NOT_LOGGED_IN, **_DATABASE_DOWN}
 
 
+def _next_field() -> serializers.Field:
+    """The ``next`` of a page, in the schema."""
+    return serializers.URLField(
+        allow_null=True,
+        help_text="the whole URL of the next page (this page's query, where it starts next): "
+        "null on the last page",
+    )
+
+
 def _documented(
     responses: dict[int, Any], parameters: tuple[Any, ...] = (), **kwargs: Any
 ) -> Callable[[Any], Any]:
@@ -165,7 +176,10 @@ class ApiRoot(APIView):
         responses={
             200: inline_serializer(
                 "ApiRoot",
-                {name: serializers.CharField() for name in ("engines", "instances", "schema")},
+                {
+                    name: serializers.URLField(help_text="whole URL")
+                    for name in ("engines", "instances", "schema")
+                },
             ),
         },
         summary="Where the API's collections are",
@@ -208,7 +222,7 @@ class InstanceList(APIView):
                 "InstancePage",
                 {
                     "results": InstanceListSerializer(many=True),
-                    "next": serializers.CharField(allow_null=True),
+                    "next": _next_field(),
                 },
             ),
         },
@@ -235,7 +249,8 @@ class InstanceList(APIView):
         for inst in rows:
             inst.engine = engines[inst.engine_id]
         next_url = _next_url(request, request.path, cursor=next_cursor) if next_cursor else None
-        return Response({"results": InstanceListSerializer(rows, many=True).data, "next": next_url})
+        results = InstanceListSerializer(rows, many=True, context={"request": request}).data
+        return Response({"results": results, "next": next_url})
 
 
 def _as_sent(request: HttpRequest) -> tuple[str, str, str] | None:
@@ -291,7 +306,8 @@ class InstanceDetail(_OneInstance):
     )
     def get(self, request: Request, engine: str, instance_id: str) -> Response:
         _validated(NoParameters, request)
-        return Response(InstanceDetailSerializer(_get_instance(engine, instance_id)).data)
+        inst = _get_instance(engine, instance_id)
+        return Response(InstanceDetailSerializer(inst, context={"request": request}).data)
 
 
 class RunList(_OneInstance):
@@ -304,7 +320,7 @@ class RunList(_OneInstance):
                 "RunPage",
                 {
                     "results": RunSerializer(many=True),
-                    "next": serializers.CharField(allow_null=True),
+                    "next": _next_field(),
                 },
             ),
             **_NOT_FOUND,
@@ -347,7 +363,7 @@ class HistoryList(_OneInstance):
                 {
                     "run": serializers.CharField(allow_null=True),
                     "results": HistoryEventSerializer(many=True),
-                    "next": serializers.CharField(allow_null=True),
+                    "next": _next_field(),
                 },
             ),
             **_NOT_FOUND,
