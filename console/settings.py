@@ -227,7 +227,12 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Dapr Workflow Console API",
-    "DESCRIPTION": "Read-only view of the workflow instances indexed from each engine.",
+    # What no GET operation can say: the answers to the methods the API has no operation for.
+    "DESCRIPTION": "Read-only view of the workflow instances indexed from each engine. Every "
+    "signed-in user that is active reads all of it (no other permission). Each path answers GET "
+    "(and HEAD, OPTIONS) only: another method is answered 405, with an Allow header and "
+    '{"detail": "..."}; with a session cookie and no CSRF token, 403 {"detail": "CSRF '
+    'Failed: ..."} instead.',
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],

@@ -623,6 +623,50 @@ def test_the_schema_lists_the_errors_every_endpoint_answers(api):
         assert "Retry-After" in responses["503"]["headers"], path
 
 
+def test_the_schema_says_what_a_wrong_method_accept_or_user_is_answered(api):
+    """Checked against real answers: an Accept without JSON is a 406 on every operation (with
+    the body the schema gives); no GET is a 403, even for a user with no permission; a method
+    other than GET is a 405 with Allow (a 403 for a session without CSRF token), which no GET
+    operation can say: the schema's description says it, and has no operation for them."""
+    inst = factories.instance(instance_id="m")
+    factories.run(inst, execution_id="r1")
+    spec = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    described = spec["info"]["description"]
+    user = User.objects.get(username="alice")
+    assert not user.user_permissions.exists() and not user.is_staff
+    token = Token.objects.create(user=user).key
+    by_token = APIClient()
+    by_token.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    by_session = APIClient(enforce_csrf_checks=True)
+    by_session.force_login(user)
+    for path, item in spec["paths"].items():
+        url = path.replace("{engine}", "orders").replace("{instance_id}", "m")
+        assert set(item) - {"parameters"} == {"get"}, path
+        responses = item["get"]["responses"]
+        answered = api.get(url)
+        assert answered.status_code == 200, path
+        assert answered["Allow"] == "GET, HEAD, OPTIONS", path
+        for accept in ("text/html", "application/xml"):
+            assert "406" in responses, path
+            _conforms(api, spec, path, url, status=406, HTTP_ACCEPT=accept)
+        for method in ("post", "put", "patch", "delete"):
+            response = getattr(by_token, method)(url)
+            assert response.status_code == 405, (path, method)
+            assert response["Allow"] == "GET, HEAD, OPTIONS"
+            assert set(response.json()) == {"detail"}
+            refused = getattr(by_session, method)(url)
+            assert refused.status_code == 403, (path, method)
+            assert refused.json()["detail"].startswith("CSRF Failed: ")
+        assert "403" not in responses, path
+    assert "answered 405, with an Allow header" in described
+    assert '403 {"detail": "CSRF Failed: ..."}' in described
+    # An inactive user is refused as one not signed in, by token or session: a 401.
+    user.is_active = False
+    user.save()
+    for client in (by_token, api):
+        _conforms(client, spec, "/api/instances/", "/api/instances/", status=401)
+
+
 def test_a_search_with_no_word_is_refused_not_taken_for_everything(api):
     response = api.get("/api/instances/?q=%2A%22%F0%9F%91%8D")
     assert response.status_code == 400
@@ -817,8 +861,8 @@ def _response_validator(spec, path, status):
     return Draft202012Validator(schema["content"]["application/json"]["schema"], registry=registry)
 
 
-def _conforms(api, spec, path, url, status=200):
-    response = api.get(url)
+def _conforms(api, spec, path, url, status=200, **headers):
+    response = api.get(url, **headers)
     assert response.status_code == status, response.content
     errors = list(_response_validator(spec, path, status).iter_errors(response.json()))
     assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors]

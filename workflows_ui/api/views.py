@@ -124,7 +124,9 @@ def _instance_path(inst: Instance) -> str:
 # for a 400 the reasons per parameter ({"status": ["unknown status X; ..."]}).
 _DETAIL = inline_serializer("ErrorDetail", {"detail": serializers.CharField()})
 _NOT_LOGGED_IN = {
-    401: OpenApiResponse(_DETAIL, description="no session and no valid token"),
+    401: OpenApiResponse(
+        _DETAIL, description="no session and no valid token (or the user is made inactive)"
+    ),
 }
 _NOT_FOUND = {404: OpenApiResponse(_DETAIL, description="unknown engine or instance")}
 _INVALID = {
@@ -147,9 +149,18 @@ _RETRY_AFTER = OpenApiParameter(
     response=[503],
     description="seconds to wait before trying again",
 )
-# Every answer may also be one of these: a parameter an endpoint does not take is refused, and
-# any read may meet a database that is restarting.
-_ALWAYS = {**_INVALID, **_NOT_LOGGED_IN, **_DATABASE_DOWN}
+_NOT_ACCEPTABLE = {
+    406: OpenApiResponse(
+        _DETAIL,
+        description="the Accept header takes no JSON (application/json), the only type the API "
+        "answers in",
+    )
+}
+# Every answer may also be one of these: a parameter an endpoint does not take is refused, an
+# Accept without JSON too, and any read may meet a database that is restarting. (No GET is
+# answered 403: signed in is allowed to read. Other methods, 405 and 403: see the schema's
+# description in the settings.)
+_ALWAYS = {**_INVALID, **_NOT_LOGGED_IN, **_NOT_ACCEPTABLE, **_DATABASE_DOWN}
 
 
 def _next_field() -> serializers.Field:
