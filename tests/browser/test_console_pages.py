@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 
 from engine_bridge.client import EngineClient
 from engine_bridge.indexer import EngineIndexer, Limits, sync_engines
-from tests.console import wf_kinds
+from tests.console import factories, wf_kinds
 from tests.console.support import DevEngine
 from workflows_ui.models import Instance
 
@@ -351,6 +351,34 @@ def test_the_created_filter_takes_times_in_the_zone_the_switch_shows(
         page.fill("input[name=created_before]", "2026-03-01T09:45")
         wait_for_list(page, [])  # now typed in UTC
         page.wait_for_url(re.compile(r"created_before=2026-03-01T09%3A45"))
+    finally:
+        context.close()
+
+
+def test_a_created_time_of_a_link_with_seconds_leaves_the_filters_working(
+    browser: Any, live_server: Any
+) -> None:
+    """The time of a link is its input's step base (a minute by default): a whole minute typed
+    there, or the time moved to the browser's zone, failed the browser's step check, and no
+    filter sent a request any more, without a word."""
+    from datetime import timedelta
+
+    t0 = factories.T0
+    factories.instance(instance_id="a", created_at=t0)
+    factories.instance(instance_id="b", created_at=t0 + timedelta(minutes=20))
+    factories.instance(instance_id="r", status="RUNNING", created_at=t0 - timedelta(minutes=1))
+    context = browser.new_context(timezone_id="America/Los_Angeles")
+    try:
+        page = sign_in(context.new_page(), live_server.url + "/instances/")
+        page.goto(f"{live_server.url}/instances/?created_before=2026-11-22T03:00:15")
+        assert sorted(listed_ids(page)) == ["a", "r"]
+        page.fill("input[name=created_before]", "2026-11-22T03:30")
+        wait_for_list(page, ["a", "b", "r"])
+        page.wait_for_url(re.compile(r"created_before=2026-11-22T03%3A30(&|$)"))
+        page.goto(f"{live_server.url}/instances/?created_before=2026-11-22T03:00:00.5")
+        page.click("#tz-toggle")  # in the browser's zone, the fraction is not shown
+        page.check("input[name=status][value=RUNNING]")
+        wait_for_list(page, ["r"])
     finally:
         context.close()
 
