@@ -8,7 +8,14 @@ document.addEventListener("htmx:configRequest", (event) => {
     const field = form.querySelector(`[name="${CSS.escape(key)}"]`);
     const fallback = field ? field.dataset.default : undefined;
     let kept = data.getAll(key).filter((v) => v !== "" && v !== fallback);
-    if (field && field.dataset.zone === "local") kept = kept.map((v) => moveZone(v, false));
+    const shown = field && (field.dataset.shown ?? field.defaultValue);
+    if (field && field.dataset.exact && field.value === shown) {
+      // A time still as the page showed it is sent as the link gave it (in UTC): the input
+      // holds milliseconds at most, none once in the browser's zone, and the bound would move.
+      kept = [field.dataset.exact];
+    } else if (field && field.dataset.zone === "local") {
+      kept = kept.map((v) => moveZone(v, false));
+    }
     data.delete(key);
     kept.forEach((v) => data.append(key, v));
   }
@@ -98,6 +105,7 @@ function showInputZones(local) {
     if (el.dataset.zone === want) continue;
     el.value = moveZone(el.value, local);
     el.dataset.zone = want;
+    el.dataset.shown = el.value; // as moved: a change of it is the person's (see above)
   }
 }
 

@@ -34,6 +34,12 @@ SORTS = {
 }
 
 
+def _iso(utc: datetime, fraction: str) -> str:
+    """``utc`` written as briefly as it is exact: minutes, seconds, or ``fraction``."""
+    spec = fraction if utc.microsecond else "seconds" if utc.second else "minutes"
+    return utc.isoformat(timespec=spec)
+
+
 class _DateTimeField(forms.DateTimeField):
     """A time with an offset that takes it outside the calendar in UTC (``0001-01-01T00:00+05:00``)
     is refused here, not by the database."""
@@ -47,20 +53,31 @@ class _DateTimeField(forms.DateTimeField):
                 raise forms.ValidationError("Out of range.", code="invalid") from None
         return result
 
+    def _utc(self, value: Any) -> datetime | None:
+        """``value`` (given, or read) in UTC without offset; None when it is no time."""
+        try:
+            when = self.to_python(value) if isinstance(value, str) else value
+        except forms.ValidationError:
+            return None
+        return when.astimezone(UTC).replace(tzinfo=None) if isinstance(when, datetime) else None
+
     def prepare_value(self, value: Any) -> Any:
         """The value as the page's ``datetime-local`` input takes it: in UTC, without offset, to
         the millisecond. A link may give a time as the API takes it (``2026-11-23``, ``...Z``,
         an offset, microseconds): the input would show none of these and stay empty, while the
         list is filtered, and the next change of another filter would drop the time."""
-        try:
-            when = self.to_python(value) if isinstance(value, str) else value
-        except forms.ValidationError:
+        utc = self._utc(value)
+        if utc is None:
             return value  # shown as given, beside the reason it is refused
-        if not isinstance(when, datetime):
-            return value
-        utc = when.astimezone(UTC).replace(tzinfo=None)
-        spec = "milliseconds" if utc.microsecond else "seconds" if utc.second else "minutes"
-        return utc.isoformat(timespec=spec)
+        return _iso(utc, "milliseconds")
+
+    def exact_value(self, value: Any) -> str:
+        """The value in UTC, without offset, to the microsecond ("" when it is no time). The
+        input holds milliseconds at most (and none once moved to the browser's zone): the page
+        sends this instead while the input still shows the value, or the next change of another
+        filter would move the bound, and drop (or add) the instances created in between."""
+        utc = self._utc(value)
+        return "" if utc is None else _iso(utc, "microseconds")
 
 
 class _ListField(forms.MultipleChoiceField):
@@ -140,6 +157,14 @@ class InstanceFilterForm(forms.Form):
         # Only blanks: no filter, as in the REST API.
         value: str = self.cleaned_data.get("id_prefix") or ""
         return value if value.strip() else ""
+
+    def exact_times(self) -> dict[str, str]:
+        """The created times as given, to the microsecond (``_DateTimeField.exact_value``)."""
+        return {
+            name: field.exact_value(self[name].data)
+            for name, field in self.fields.items()
+            if isinstance(field, _DateTimeField)
+        }
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -383,6 +383,41 @@ def test_a_created_time_of_a_link_with_seconds_leaves_the_filters_working(
         context.close()
 
 
+def test_a_created_time_of_a_link_to_the_microsecond_stays_when_another_filter_changes(
+    browser: Any, live_server: Any
+) -> None:
+    """The input holds milliseconds at most, and no fraction in the browser's zone: while it
+    still shows the link's time, the time is sent as the link gave it, so an instance created
+    within the digits cut off is not dropped at the next change of another filter."""
+    from datetime import timedelta
+
+    t0 = factories.T0
+    factories.instance(instance_id="a", created_at=t0 + timedelta(microseconds=123_400))
+    factories.instance(instance_id="b", created_at=t0 + timedelta(microseconds=123_500))
+    factories.instance(instance_id="r", status="RUNNING", created_at=t0)
+    bound = "created_before=2026-11-22T03%3A00%3A00.123456"
+    context = browser.new_context(timezone_id="America/Los_Angeles")
+    try:
+        page = sign_in(context.new_page(), live_server.url + "/instances/")
+        page.goto(f"{live_server.url}/instances/?{bound}")
+        assert sorted(listed_ids(page)) == ["a", "r"]
+        assert page.input_value("input[name=created_before]") == "2026-11-22T03:00:00.123"
+        page.check("input[name=status][value=COMPLETED]")
+        wait_for_list(page, ["a"])  # sent as the input has it (...00.123), "a" was dropped
+        assert bound in page.url
+        page.click("#tz-toggle")  # in the browser's zone: no fraction shown
+        assert page.input_value("input[name=created_before]").startswith("2026-11-21T19:00")
+        page.check("input[name=status][value=RUNNING]")
+        wait_for_list(page, ["a", "r"])
+        assert bound in page.url
+        # A time typed is the person's, in the zone shown.
+        page.fill("input[name=created_before]", "2026-11-21T20:00")
+        wait_for_list(page, ["a", "b", "r"])
+        page.wait_for_url(re.compile(r"created_before=2026-11-22T04%3A00(&|$)"))
+    finally:
+        context.close()
+
+
 def test_a_keyboard_and_screen_reader_user_filters_and_pages(signed_in: Any) -> None:
     page = signed_in
     wait_for_list(page, [*FINISHED, *RUNNING])

@@ -137,6 +137,24 @@ def test_a_created_time_of_a_link_is_shown_in_the_filter_as_its_input_takes_it(
     assert f'name="created_after" value="{shown}"' in body
 
 
+@pytest.mark.parametrize(
+    ("given", "exact"),
+    [
+        ("2026-11-23T08:30:15.123456", "2026-11-23T08:30:15.123456"),
+        ("2026-11-23T14:00:00.000001%2B05:30", "2026-11-23T08:30:00.000001"),
+        ("2026-11-23", "2026-11-23T00:00"),
+        ("yesterday", ""),  # refused: sent as the input has it
+    ],
+)
+def test_a_created_time_of_a_link_is_kept_to_the_microsecond_beside_its_input(
+    logged_in, seeded, given, exact
+):
+    # The input holds milliseconds at most: the page sends this while the input still shows
+    # the link's time, or an instance created within the microseconds cut off would be dropped.
+    body = logged_in.get(f"/instances/?created_before={given}").content.decode()
+    assert f'data-exact="{exact}"' in body.split('name="created_before"')[1].split(">")[0]
+
+
 def test_an_invalid_filter_says_what_is_wrong(logged_in, seeded):
     response = logged_in.get("/instances/?created_after=yesterday&status=NOPE")
     body = _text(response)
