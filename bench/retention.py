@@ -2,6 +2,7 @@
 
     python bench/retention.py [--expired 20000] [--live 100000] [--events 20] [--record]
     python bench/retention.py --database postgres [...] [--record]
+    python bench/retention.py --taken-out [...] [--record]
 
 Migrates a fresh SQLite database in a temporary directory (or, with --database postgres, a
 PostgreSQL cluster started in one on 127.0.0.1, ANALYZEd after the load as autovacuum would) and
@@ -13,6 +14,12 @@ older half of them two days old. Then calls ``engine_bridge.retention.forget_exp
 until nothing is left, and reports: the time of each call (what it adds to that pass: median and
 max), the rows deleted per second, and the time of a call with nothing to do (the look the
 indexer takes every 10 minutes afterwards). Checks that what is kept is all there.
+
+With --taken-out the engine is one taken out of ``CONSOLE_ENGINES`` (not forgotten) beside a
+configured engine with nothing to forget: the calls are ``forget_unindexed``, as each
+``runindexer``'s retention thread makes them (taking and releasing the engine's lock each
+time), and it reports too the configured engine's look before and after (its look at earlier
+runs walks past the backlog of the other engine).
 """
 
 from __future__ import annotations
@@ -107,6 +114,9 @@ def main() -> None:
     parser.add_argument("--live", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=20)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--taken-out", action="store_true", help="the backlog of an engine not configured"
+    )
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
@@ -127,13 +137,29 @@ def main() -> None:
         print(f"filled {events_before:,} events in {time.perf_counter() - t0:.1f} s")
         engine = Engine.objects.get(name="bench")
         db = database_name()
+        configured = Engine.objects.create(name="configured", address="127.0.0.1:2")
 
+        def configured_look() -> float:
+            """The median ms of the configured engine's look, with nothing of its own."""
+            times = []
+            for _ in range(20):
+                c0 = time.perf_counter()
+                retention.forget_expired(configured.pk, 30, timezone.now())
+                times.append((time.perf_counter() - c0) * 1000)
+            return statistics.median(times)
+
+        def forget() -> retention.Forgotten:
+            if args.taken_out:
+                return retention.forget_unindexed({configured.name}, 30, timezone.now())
+            return retention.forget_expired(engine.pk, 30, timezone.now())
+
+        look_before = configured_look() if args.taken_out else 0.0
         calls: list[float] = []
         forgotten = [0, 0, 0]
         started = time.perf_counter()
         while True:
             c0 = time.perf_counter()
-            done = retention.forget_expired(engine.pk, 30, timezone.now())
+            done = forget()
             calls.append((time.perf_counter() - c0) * 1000)
             forgotten[0] += done.instances
             forgotten[1] += done.runs
@@ -144,8 +170,9 @@ def main() -> None:
         idle = []
         for _ in range(20):
             c0 = time.perf_counter()
-            retention.forget_expired(engine.pk, 30, timezone.now())
+            forget()
             idle.append((time.perf_counter() - c0) * 1000)
+        look_after = configured_look() if args.taken_out else 0.0
 
         kept_events = HistoryEvent.objects.count()
         assert forgotten[:2] == [args.expired, args.expired], forgotten
@@ -171,15 +198,23 @@ def main() -> None:
         ("events a second", f"{deleted_events / total:,.0f}"),
         ("a call with nothing to do: median", f"{statistics.median(idle):.2f} ms"),
     ]
+    if args.taken_out:
+        rows += [
+            ("configured engine's look, backlog there: median", f"{look_before:.2f} ms"),
+            ("configured engine's look, backlog gone: median", f"{look_after:.2f} ms"),
+        ]
     for label, value in rows:
-        print(f"{label:46} {value}")
+        print(f"{label:50} {value}")
     if args.record:
-        command = "python bench/retention.py" + (
-            " --database postgres" if args.database == "postgres" else ""
+        command = (
+            "python bench/retention.py"
+            + (" --database postgres" if args.database == "postgres" else "")
+            + (" --taken-out" if args.taken_out else "")
         )
+        whose = "of an engine taken out of CONSOLE_ENGINES, " if args.taken_out else ""
         body = (
             f"{args.live:,} live instances, {args.expired:,} tombstones and {args.expired:,}"
-            f" earlier runs past the period, {args.events} events a run; {db}; load average"
+            f" earlier runs {whose}past the period, {args.events} events a run; {db}; load average"
             f" before the run {load_before:.2f}.\n\n| measure | figure |\n|---|---|\n"
             + "\n".join(f"| {label} | {value} |" for label, value in rows)
             + "\n"
