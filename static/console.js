@@ -103,6 +103,8 @@ function showInputZones(local) {
   for (const el of document.querySelectorAll("input[data-zone]")) {
     const want = local ? "local" : "utc";
     if (el.dataset.zone === want) continue;
+    // A value the person typed is theirs: the link's exact time no longer stands for it.
+    if (el.value !== (el.dataset.shown ?? el.defaultValue)) delete el.dataset.exact;
     el.value = moveZone(el.value, local);
     el.dataset.zone = want;
     el.dataset.shown = el.value; // as moved: a change of it is the person's (see above)

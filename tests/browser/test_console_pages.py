@@ -418,6 +418,33 @@ def test_a_created_time_of_a_link_to_the_microsecond_stays_when_another_filter_c
         context.close()
 
 
+def test_a_created_time_typed_stays_when_the_zone_is_switched_then_another_filter_changes(
+    browser: Any, live_server: Any
+) -> None:
+    """A time the person typed over the link's is theirs: switching the zone moves it, and the
+    next change of another filter sends it, not the link's time it replaced."""
+    from datetime import timedelta
+
+    t0 = factories.T0
+    factories.instance(instance_id="a", created_at=t0)
+    factories.instance(instance_id="b", created_at=t0 + timedelta(minutes=20))
+    factories.instance(instance_id="r", status="RUNNING", created_at=t0 + timedelta(minutes=40))
+    context = browser.new_context(timezone_id="America/Los_Angeles")
+    try:
+        page = sign_in(context.new_page(), live_server.url + "/instances/")
+        page.goto(f"{live_server.url}/instances/?created_before=2026-11-22T03:10:00.5")
+        assert sorted(listed_ids(page)) == ["a"]
+        page.fill("input[name=created_before]", "2026-11-22T03:50")
+        wait_for_list(page, ["a", "b", "r"])
+        page.click("#tz-toggle")
+        page.click("#tz-toggle")
+        page.check("input[name=status][value=COMPLETED]")
+        wait_for_list(page, ["a", "b"])
+        page.wait_for_url(re.compile(r"created_before=2026-11-22T03%3A50(&|$)"))
+    finally:
+        context.close()
+
+
 def test_a_keyboard_and_screen_reader_user_filters_and_pages(signed_in: Any) -> None:
     page = signed_in
     wait_for_list(page, [*FINISHED, *RUNNING])
