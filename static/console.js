@@ -102,6 +102,8 @@ function moveZone(value, toLocal) {
 function showInputZones(local) {
   for (const el of document.querySelectorAll("input[data-zone]")) {
     const want = local ? "local" : "utc";
+    // What the page shows, as the browser keeps it: "00.500" is "00.5" once in the input.
+    if (el.dataset.shown === undefined) el.dataset.shown = el.value;
     if (el.dataset.zone === want) continue;
     // A value the person typed is theirs: the link's exact time no longer stands for it.
     if (el.value !== (el.dataset.shown ?? el.defaultValue)) delete el.dataset.exact;

@@ -418,6 +418,30 @@ def test_a_created_time_of_a_link_to_the_microsecond_stays_when_another_filter_c
         context.close()
 
 
+def test_a_created_time_whose_milliseconds_end_in_zero_stays_to_the_microsecond(
+    browser: Any, live_server: Any
+) -> None:
+    """The browser keeps the input's "00.500" as "00.5": still the time the page showed, sent
+    to the microsecond as the link gave it when another filter changes."""
+    from datetime import timedelta
+
+    t0 = factories.T0
+    factories.instance(instance_id="a", created_at=t0 + timedelta(microseconds=500_050))
+    factories.instance(instance_id="c", created_at=t0 + timedelta(microseconds=400_000))
+    factories.instance(instance_id="r", status="RUNNING", created_at=t0)
+    bound = "created_before=2026-11-22T03%3A00%3A00.500123"
+    context = browser.new_context(timezone_id="America/Los_Angeles")
+    try:
+        page = sign_in(context.new_page(), live_server.url + "/instances/")
+        page.goto(f"{live_server.url}/instances/?{bound}")
+        assert sorted(listed_ids(page)) == ["a", "c", "r"]
+        page.check("input[name=status][value=COMPLETED]")
+        wait_for_list(page, ["a", "c"])
+        assert bound in page.url
+    finally:
+        context.close()
+
+
 def test_a_created_time_typed_stays_when_the_zone_is_switched_then_another_filter_changes(
     browser: Any, live_server: Any
 ) -> None:
