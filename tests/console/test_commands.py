@@ -224,6 +224,31 @@ def test_runindexer_forgets_what_is_past_the_retention_of_engines_taken_out(sett
         other_lock.release()
 
 
+def test_the_retention_of_engines_taken_out_sums_up_its_lines(monkeypatch, caplog):
+    import logging
+    import threading
+
+    from engine_bridge import retention
+    from engine_bridge.management.commands import runindexer
+
+    stop = threading.Event()
+    calls = []
+
+    def backlog(indexed, retention_days, now):
+        calls.append(now)
+        if len(calls) == 5:
+            stop.set()
+        return retention.Forgotten(instances=200, more=True)
+
+    monkeypatch.setattr(retention, "forget_unindexed", backlog)
+    monkeypatch.setattr(runindexer, "UNINDEXED_BACKLOG_PAUSE", 0.0)
+    with caplog.at_level(logging.INFO, logger="engine_bridge.indexer"):
+        runindexer._forget_unindexed({"a"}, stop, once=False)
+    # A backlog is a call a second: a line each was 3,600 lines an hour.
+    lines = [r for r in caplog.records if "forgotten past the retention" in r.getMessage()]
+    assert len(calls) == 5 and len(lines) == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_engine_lock_held_for_a_moment_is_waited_for(settings):
     import threading

@@ -221,6 +221,8 @@ def _forget_unindexed(indexed: set[str], stop: threading.Event, once: bool) -> N
     from engine_bridge.indexer import RETENTION_CHECK_INTERVAL
 
     said = _FailureLog()
+    forgotten = 0
+    report_at = 0.0
     while True:  # one call at least: with --once, the engines' passes may be over already
         close_old_connections()
         try:
@@ -233,11 +235,15 @@ def _forget_unindexed(indexed: set[str], stop: threading.Event, once: bool) -> N
             delay = RETRY_MAX
         else:
             said.clear()
-            if done.instances or done.runs:
+            forgotten += done.instances + done.runs
+            # A line per call would be one a second through a backlog: sum them up.
+            if forgotten and time.monotonic() >= report_at:
                 log.info(
                     "engines not in CONSOLE_ENGINES: %d forgotten past the retention period",
-                    done.instances + done.runs,
+                    forgotten,
                 )
+                forgotten = 0
+                report_at = time.monotonic() + REPORT_INTERVAL
             delay = UNINDEXED_BACKLOG_PAUSE if done.more else RETENTION_CHECK_INTERVAL
         if once or stop.wait(delay):
             return
