@@ -467,3 +467,25 @@ def test_forgetengine_asked_for_the_name_deletes_only_once_it_is_typed(monkeypat
     monkeypatch.setattr(builtins, "input", lambda prompt: " gone\n")
     call_command("forgetengine", "gone", stdout=StringIO())
     assert not Engine.objects.filter(name="gone").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_once_says_in_its_exit_status_that_the_retention_of_engines_taken_out_failed(
+    settings, monkeypatch
+):
+    from django.db import OperationalError
+
+    from engine_bridge import retention
+    from engine_bridge.config import EngineConfig
+    from engine_bridge.indexer import EngineIndexer, PassResult
+
+    monkeypatch.setattr(EngineIndexer, "run_pass", lambda self: PassResult())  # no engine
+
+    def locked(indexed, retention_days, now):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(retention, "forget_unindexed", locked)
+    settings.CONSOLE_ENGINES = [EngineConfig("a", "h:1")]
+    # The engine's pass succeeded; the retention call did not: a script must be told.
+    with pytest.raises(CommandError, match="^the retention of the engines not in CONSOLE_ENG"):
+        call_command("runindexer", "--once", stdout=StringIO())

@@ -156,6 +156,7 @@ class Command(BaseCommand):
             client.stopping = stop.is_set  # a call pending when the stop comes is given up
             indexers.append(EngineIndexer(engines[c.name], client))
         failed: list[str] = []
+        forget_failed: list[bool] = []  # the retention of the engines not configured
         lost: list[str] = []
         crashed: list[BaseException] = []
 
@@ -185,7 +186,8 @@ class Command(BaseCommand):
 
         def forget() -> None:
             try:
-                _forget_unindexed({c.name for c in settings.CONSOLE_ENGINES}, stop, once)
+                if not _forget_unindexed({c.name for c in settings.CONSOLE_ENGINES}, stop, once):
+                    forget_failed.append(True)
             except BaseException as exc:  # a bug, as in an engine's thread
                 crashed.append(exc)
                 stop.set()
@@ -209,14 +211,18 @@ class Command(BaseCommand):
             raise CommandError(
                 f"no longer indexing {', '.join(sorted(lost))}: another runindexer took it over"
             )
-        if once and failed:
-            raise CommandError(f"the pass failed for {', '.join(sorted(failed))}")
+        if once and (failed or forget_failed):
+            said = [f"the pass failed for {', '.join(sorted(failed))}"] if failed else []
+            if forget_failed:
+                said.append("the retention of the engines not in CONSOLE_ENGINES failed")
+            raise CommandError("; ".join(said))
 
 
-def _forget_unindexed(indexed: set[str], stop: threading.Event, once: bool) -> None:
+def _forget_unindexed(indexed: set[str], stop: threading.Event, once: bool) -> bool:
     """What is past the retention period of the engines not in CONSOLE_ENGINES that no process
     holds (engine_bridge.retention.forget_unindexed): a call every RETENTION_CHECK_INTERVAL, or
-    every UNINDEXED_BACKLOG_PAUSE while there is more."""
+    every UNINDEXED_BACKLOG_PAUSE while there is more. Returns whether the last call
+    succeeded (``--once`` says so in its exit status)."""
     from engine_bridge import retention
     from engine_bridge.indexer import RETENTION_CHECK_INTERVAL
 
@@ -233,8 +239,10 @@ def _forget_unindexed(indexed: set[str], stop: threading.Event, once: bool) -> N
             said.say(logging.ERROR, str(exc), "engines not indexed: database error (%s)", exc)
             connections.close_all()
             delay = RETRY_MAX
+            ok = False
         else:
             said.clear()
+            ok = True
             forgotten += done.instances + done.runs
             # A line per call would be one a second through a backlog: sum them up.
             if forgotten and time.monotonic() >= report_at:
@@ -246,7 +254,7 @@ def _forget_unindexed(indexed: set[str], stop: threading.Event, once: bool) -> N
                 report_at = time.monotonic() + REPORT_INTERVAL
             delay = UNINDEXED_BACKLOG_PAUSE if done.more else RETENTION_CHECK_INTERVAL
         if once or stop.wait(delay):
-            return
+            return ok
 
 
 def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
