@@ -940,6 +940,11 @@ class Engine:
             state.startedAt.CopyFrom(timestamp(inst.started_ns))
         if inst.scheduled_ns is not None:
             state.scheduledStartTimestamp.CopyFrom(timestamp(inst.scheduled_ns))
+        if inst.parent_instance_id:
+            # daprd names a child's parent (from its executionStarted) with or without
+            # payloads; here the parent always runs on this engine, so under this app id.
+            state.parentInstanceId.value = inst.parent_instance_id
+            state.parentAppId.value = self.app_id
         if with_payloads:
             if inst.status != p.PENDING:  # see history_times
                 state.input.value = inst.input or ""

@@ -165,6 +165,19 @@ def test_get_instance_reports_failure_details_of_a_failed_workflow(engine):
     assert "no carrier serves this address" in details.errorMessage
 
 
+def test_get_instance_of_a_child_names_its_parent(engine):
+    # daprd answers the parent's id in the state of a child workflow (from its executionStarted),
+    # with or without payloads; a top-level instance has none.
+    parent = unique_id("named-parent")
+    engine.start("fan_out", parent, input=json.dumps({"id": "o-3", "qtys": [1]}))
+    engine.wait_done(parent)
+
+    for payloads in (True, False):
+        child = engine.get(f"{parent}:0001", payloads=payloads).workflowState
+        assert child.parentInstanceId.value == parent
+        assert not engine.get(parent, payloads=payloads).workflowState.HasField("parentInstanceId")
+
+
 def test_wait_for_completion_gives_up_at_its_deadline_on_a_running_instance(engine):
     instance_id = unique_id("deadline")
     engine.start("wait_forever", instance_id)
