@@ -1020,7 +1020,7 @@ class Engine:
             return
         event = new_event()
         event.executionSuspended.SetInParent()
-        if reason is not None:
+        if reason is not None and reason.value:  # daprd records an empty reason as none
             event.executionSuspended.input.CopyFrom(reason)
         self._add_event(inst, event)
         await self.wait_for(
@@ -1034,7 +1034,7 @@ class Engine:
             return
         event = new_event()
         event.executionResumed.SetInParent()
-        if reason is not None:
+        if reason is not None and reason.value:  # as for a suspend
             event.executionResumed.input.CopyFrom(reason)
         self._add_event(inst, event)
         # Like daprd, a resume of an instance that is not suspended is accepted: the event

@@ -328,6 +328,22 @@ def test_suspend_and_resume_record_their_reasons_and_hold_events_back_until_resu
     assert order.index("eventRaised") < order.index("executionResumed")
 
 
+def test_an_empty_suspend_or_resume_reason_is_recorded_as_no_reason(engine):
+    # Go clients (the Dapr CLI among them) send an empty reason when none is given; daprd
+    # records none, as for a request without the field.
+    instance_id = unique_id("no-reason")
+    engine.start("wait_forever", instance_id)
+
+    engine.suspend(instance_id, reason="")
+    engine.resume(instance_id, reason="")
+
+    events = engine.history(instance_id)
+    for kind_name in ("executionSuspended", "executionResumed"):
+        (event,) = of_kind(events, kind_name)
+        assert not getattr(event, kind_name).HasField("input")
+    engine.terminate(instance_id)
+
+
 def test_resume_of_a_running_instance_is_accepted_and_the_sdk_then_fails_the_workflow(engine):
     # The console must refuse this action; this test pins down why (daprd behaves the same).
     instance_id = unique_id("bad-resume")
