@@ -198,5 +198,6 @@ class EngineLock:
     def _message(self) -> str:
         return (
             f"engine {self.engine_name!r} is being indexed by another runindexer: stop it, or "
-            "give each process its own engines with --engine"
+            "give each process its own engines with --engine (or it is held by forgetengine, or "
+            "for one batch by another runindexer's retention: start again)"
         )
