@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -100,6 +101,17 @@ def sign_in(page: Any, url: str) -> Any:
     page.click("button[type=submit], input[type=submit]")
     page.wait_for_url(re.compile(re.escape(url) + "$"))
     return page
+
+
+@contextmanager
+def signed_in_los_angeles(browser: Any, url: str) -> Iterator[Any]:
+    """A page signed in at ``url`` in a browser whose time zone is Los Angeles (UTC-8 or -7:
+    the day differs from UTC's in the evening), closed afterwards."""
+    context = browser.new_context(timezone_id="America/Los_Angeles")
+    try:
+        yield sign_in(context.new_page(), url)
+    finally:
+        context.close()
 
 
 @pytest.fixture
@@ -266,9 +278,7 @@ def test_times_switch_between_utc_and_the_browsers_time_zone(
 ) -> None:
     from zoneinfo import ZoneInfo
 
-    context = browser.new_context(timezone_id="America/Los_Angeles")
-    try:
-        page = sign_in(context.new_page(), live_server.url + "/instances/shop/b-two/")
+    with signed_in_los_angeles(browser, live_server.url + "/instances/shop/b-two/") as page:
         created = Instance.objects.get(instance_id="b-two").created_at
         utc_text = created.strftime("%Y-%m-%d %H:%M:%S.%f")
         local_text = created.astimezone(ZoneInfo("America/Los_Angeles")).strftime(
@@ -286,8 +296,6 @@ def test_times_switch_between_utc_and_the_browsers_time_zone(
         assert page.locator("dt:text('Created') + dd time").inner_text() == local_text
         page.click("#tz-toggle")
         assert page.locator("dt:text('Created') + dd time").inner_text() == utc_text
-    finally:
-        context.close()
 
 
 def test_a_history_time_on_another_day_in_the_browsers_zone_shows_its_date(
@@ -305,17 +313,13 @@ def test_a_history_time_on_another_day_in_the_browsers_zone_shows_its_date(
     last = events.order_by("-position").first()
     assert last is not None
     events.filter(pk=last.pk).update(timestamp=datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
-    context = browser.new_context(timezone_id="America/Los_Angeles")
-    try:
-        page = sign_in(context.new_page(), live_server.url + "/instances/shop/b-two/")
+    with signed_in_los_angeles(browser, live_server.url + "/instances/shop/b-two/") as page:
         cell = page.locator(f"#event-{last.position} td:nth-child(5) time")
         assert cell.inner_text() == "09:00:00.000000"  # in UTC, the run's first day
         page.click("#tz-toggle")
         assert cell.inner_text() == "2026-03-02 01:00:00.000000"
         first = page.locator("#history tbody tr").first.locator("td:nth-child(5) time")
         assert first.inner_text() == "22:00:00.000000"
-    finally:
-        context.close()
 
 
 def test_the_created_filter_takes_times_in_the_zone_the_switch_shows(
@@ -330,9 +334,7 @@ def test_the_created_filter_takes_times_in_the_zone_the_switch_shows(
     Instance.objects.filter(instance_id="b-two").update(
         created_at=datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     )
-    context = browser.new_context(timezone_id="America/Los_Angeles")
-    try:
-        page = sign_in(context.new_page(), live_server.url + "/instances/")
+    with signed_in_los_angeles(browser, live_server.url + "/instances/") as page:
         page.click("#tz-toggle")
         assert "America/Los_Angeles" in page.inner_text("label:has(input[name=created_after])")
 
@@ -351,8 +353,6 @@ def test_the_created_filter_takes_times_in_the_zone_the_switch_shows(
         page.fill("input[name=created_before]", "2026-03-01T09:45")
         wait_for_list(page, [])  # now typed in UTC
         page.wait_for_url(re.compile(r"created_before=2026-03-01T09%3A45"))
-    finally:
-        context.close()
 
 
 def test_a_created_time_of_a_link_with_seconds_leaves_the_filters_working(
@@ -367,9 +367,7 @@ def test_a_created_time_of_a_link_with_seconds_leaves_the_filters_working(
     factories.instance(instance_id="a", created_at=t0)
     factories.instance(instance_id="b", created_at=t0 + timedelta(minutes=20))
     factories.instance(instance_id="r", status="RUNNING", created_at=t0 - timedelta(minutes=1))
-    context = browser.new_context(timezone_id="America/Los_Angeles")
-    try:
-        page = sign_in(context.new_page(), live_server.url + "/instances/")
+    with signed_in_los_angeles(browser, live_server.url + "/instances/") as page:
         page.goto(f"{live_server.url}/instances/?created_before=2026-11-22T03:00:15")
         assert sorted(listed_ids(page)) == ["a", "r"]
         page.fill("input[name=created_before]", "2026-11-22T03:30")
@@ -379,8 +377,6 @@ def test_a_created_time_of_a_link_with_seconds_leaves_the_filters_working(
         page.click("#tz-toggle")  # in the browser's zone, the fraction is not shown
         page.check("input[name=status][value=RUNNING]")
         wait_for_list(page, ["r"])
-    finally:
-        context.close()
 
 
 def test_a_created_time_of_a_link_to_the_microsecond_stays_when_another_filter_changes(
@@ -396,9 +392,7 @@ def test_a_created_time_of_a_link_to_the_microsecond_stays_when_another_filter_c
     factories.instance(instance_id="b", created_at=t0 + timedelta(microseconds=123_500))
     factories.instance(instance_id="r", status="RUNNING", created_at=t0)
     bound = "created_before=2026-11-22T03%3A00%3A00.123456"
-    context = browser.new_context(timezone_id="America/Los_Angeles")
-    try:
-        page = sign_in(context.new_page(), live_server.url + "/instances/")
+    with signed_in_los_angeles(browser, live_server.url + "/instances/") as page:
         page.goto(f"{live_server.url}/instances/?{bound}")
         assert sorted(listed_ids(page)) == ["a", "r"]
         assert page.input_value("input[name=created_before]") == "2026-11-22T03:00:00.123"
@@ -414,8 +408,6 @@ def test_a_created_time_of_a_link_to_the_microsecond_stays_when_another_filter_c
         page.fill("input[name=created_before]", "2026-11-21T20:00")
         wait_for_list(page, ["a", "b", "r"])
         page.wait_for_url(re.compile(r"created_before=2026-11-22T04%3A00(&|$)"))
-    finally:
-        context.close()
 
 
 def test_a_created_time_whose_milliseconds_end_in_zero_stays_to_the_microsecond(
@@ -430,16 +422,12 @@ def test_a_created_time_whose_milliseconds_end_in_zero_stays_to_the_microsecond(
     factories.instance(instance_id="c", created_at=t0 + timedelta(microseconds=400_000))
     factories.instance(instance_id="r", status="RUNNING", created_at=t0)
     bound = "created_before=2026-11-22T03%3A00%3A00.500123"
-    context = browser.new_context(timezone_id="America/Los_Angeles")
-    try:
-        page = sign_in(context.new_page(), live_server.url + "/instances/")
+    with signed_in_los_angeles(browser, live_server.url + "/instances/") as page:
         page.goto(f"{live_server.url}/instances/?{bound}")
         assert sorted(listed_ids(page)) == ["a", "c", "r"]
         page.check("input[name=status][value=COMPLETED]")
         wait_for_list(page, ["a", "c"])
         assert bound in page.url
-    finally:
-        context.close()
 
 
 def test_a_created_time_typed_stays_when_the_zone_is_switched_then_another_filter_changes(
@@ -453,9 +441,7 @@ def test_a_created_time_typed_stays_when_the_zone_is_switched_then_another_filte
     factories.instance(instance_id="a", created_at=t0)
     factories.instance(instance_id="b", created_at=t0 + timedelta(minutes=20))
     factories.instance(instance_id="r", status="RUNNING", created_at=t0 + timedelta(minutes=40))
-    context = browser.new_context(timezone_id="America/Los_Angeles")
-    try:
-        page = sign_in(context.new_page(), live_server.url + "/instances/")
+    with signed_in_los_angeles(browser, live_server.url + "/instances/") as page:
         page.goto(f"{live_server.url}/instances/?created_before=2026-11-22T03:10:00.5")
         assert sorted(listed_ids(page)) == ["a"]
         page.fill("input[name=created_before]", "2026-11-22T03:50")
@@ -465,8 +451,6 @@ def test_a_created_time_typed_stays_when_the_zone_is_switched_then_another_filte
         page.check("input[name=status][value=COMPLETED]")
         wait_for_list(page, ["a", "b"])
         page.wait_for_url(re.compile(r"created_before=2026-11-22T03%3A50(&|$)"))
-    finally:
-        context.close()
 
 
 def test_a_keyboard_and_screen_reader_user_filters_and_pages(signed_in: Any) -> None:
