@@ -48,6 +48,15 @@ def setup_django(db_path: Path | None, database_url: str = "") -> None:
     call_command("migrate", verbosity=0)
 
 
+def setup_database(kind: str, tmp: str, stack: ExitStack) -> None:
+    """Django migrated on a fresh SQLite file in ``tmp``, or (``kind`` "postgres") on a
+    PostgreSQL cluster started for the run and stopped when ``stack`` closes."""
+    if kind == "postgres":
+        setup_django(None, start_postgres(stack))
+    else:
+        setup_django(Path(tmp) / "console.sqlite3")
+
+
 def start_postgres(stack: ExitStack) -> str:
     """A PostgreSQL cluster in a temporary directory on 127.0.0.1, as the test setup starts one
     (stopped when ``stack`` closes); its URL."""
@@ -96,10 +105,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="bench-detail-") as tmp, ExitStack() as stack:
-        if args.database == "postgres":
-            setup_django(None, start_postgres(stack))
-        else:
-            setup_django(Path(tmp) / "console.sqlite3")
+        setup_database(args.database, tmp, stack)
         from django.contrib.auth.models import User
         from django.test import Client
 

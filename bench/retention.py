@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import append_result, machine  # noqa: E402
-from detail_page import database_name, setup_django, start_postgres  # noqa: E402
+from detail_page import database_name, setup_database  # noqa: E402
 
 
 def fill(live: int, expired: int, events: int) -> None:
@@ -122,10 +122,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="bench-retention-") as tmp, ExitStack() as stack:
-        if args.database == "postgres":
-            setup_django(None, start_postgres(stack))
-        else:
-            setup_django(Path(tmp) / "console.sqlite3")
+        setup_database(args.database, tmp, stack)
         from django.utils import timezone
 
         from engine_bridge import retention
