@@ -42,7 +42,7 @@ from django.utils import timezone
 from engine_bridge import bulk, retention
 from engine_bridge.config import EngineConfig
 from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable, NotSupported
-from engine_bridge.locks import change_log_in_commit_order, check_holder
+from engine_bridge.locks import EngineLock, change_log_in_commit_order, check_holder
 from engine_bridge.types import TERMINAL, Event, InstancePage, InstanceState, trace_id_of
 from workflows_ui.models import (
     ChangeKind,
@@ -236,8 +236,16 @@ def sync_engines(configs: Iterable[EngineConfig]) -> list[Engine]:
         )
         engines.append(engine)
         names.append(cfg.name)
-    # No longer indexed: a listing they were in the middle of won't go on.
-    Engine.objects.exclude(name__in=names).update(
+    # No longer indexed: a listing they were in the middle of won't go on. Not an engine
+    # another process holds: a runindexer started with other CONSOLE_ENGINES indexes it (its
+    # listing goes on), and its retention (engine_bridge.retention) unconfigures it once free.
+    others = Engine.objects.exclude(name__in=names).filter(configured=True)
+    free = [
+        pk
+        for pk, name in others.values_list("pk", "name")
+        if not EngineLock(pk, name).held_elsewhere()
+    ]
+    Engine.objects.filter(pk__in=free).update(
         configured=False, sweep_started_at=None, sweep_listed=0
     )
     return engines
@@ -564,7 +572,9 @@ class EngineIndexer:
 
     def _record_health(self, reachable: bool, error: str | None, passed: bool = False) -> None:
         now = timezone.now()
-        fields: dict[str, Any] = {"reachable": reachable}
+        # configured: this process indexes it, whatever another one started with other
+        # CONSOLE_ENGINES wrote at the same moment (sync_engines).
+        fields: dict[str, Any] = {"reachable": reachable, "configured": True}
         if reachable:
             fields["last_contact_at"] = now
         if passed:

@@ -116,6 +116,16 @@ class EngineLock:
         else:  # never indexed: no holder to keep
             self._write_token()
 
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds the lock now (tried once, released at once): its
+        engine is being indexed, forgotten or retained there."""
+        try:
+            self._lock()
+        except EngineTaken:
+            return True
+        self.release()
+        return False
+
     def _write_token(self) -> None:
         self.token = uuid.uuid4().hex
         # On PostgreSQL this waits for a write transaction of a former holder still in flight.

@@ -172,6 +172,42 @@ def test_runindexer_refused_writes_no_row_for_an_engine_new_to_the_database(sett
 
 
 @pytest.mark.django_db(transaction=True)
+def test_an_engine_another_runindexer_holds_stays_indexed_on_the_engines_page(
+    settings, monkeypatch
+):
+    # Two runindexers started with different CONSOLE_ENGINES ("a" and "b"): the second one
+    # marked "a" not configured while the first indexed it, and the pages said not-indexed.
+    from django.utils import timezone
+
+    from engine_bridge import retention
+    from engine_bridge.config import EngineConfig
+    from engine_bridge.indexer import EngineIndexer, PassResult, sync_engines
+    from engine_bridge.locks import EngineLock
+    from workflows_ui.models import Engine
+
+    monkeypatch.setattr(EngineIndexer, "run_pass", lambda self: PassResult())  # no engine
+    [a, _] = sync_engines([EngineConfig("a", "h:1"), EngineConfig("b", "h:2")])
+    Engine.objects.filter(pk=a.pk).update(sweep_listed=7)  # a's listing, in the middle
+    settings.CONSOLE_ENGINES = [EngineConfig("b", "h:2")]
+    other = EngineLock(a.pk, "a")  # the first runindexer, indexing a
+    other.acquire()
+    try:
+        call_command("runindexer", "--once", stdout=StringIO())  # its retention looks too
+        a.refresh_from_db()
+        assert (a.configured, a.sweep_listed, a.health()) == (True, 7, "unknown")
+    finally:
+        other.release()
+    # The first one stopped: the second one's next look (its retention's) says not-indexed...
+    retention.forget_unindexed({"b"}, 30, timezone.now())
+    a.refresh_from_db()
+    assert (a.configured, a.sweep_listed, a.health()) == (False, 0, "not-indexed")
+    # ... as a start does.
+    Engine.objects.filter(pk=a.pk).update(configured=True)
+    sync_engines(settings.CONSOLE_ENGINES)
+    assert not Engine.objects.get(pk=a.pk).configured
+
+
+@pytest.mark.django_db(transaction=True)
 def test_runindexer_forgets_what_is_past_the_retention_of_engines_taken_out(settings, monkeypatch):
     from datetime import timedelta
 

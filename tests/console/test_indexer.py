@@ -126,6 +126,20 @@ def test_a_pass_indexes_every_recorded_workflow(fake, make_indexer):
     assert engine.supports_list and engine.supports_history and engine.supports_rerun
 
 
+def test_a_pass_says_its_engine_is_indexed(fake, make_indexer):
+    # Another runindexer, started with other CONSOLE_ENGINES as this one took the engine's
+    # lock, may have marked it not configured: this one's next pass puts it right.
+    ix = make_indexer()
+    Engine.objects.update(configured=False)
+    ix.run_pass()
+    assert Engine.objects.get().configured
+    fake.down = True
+    Engine.objects.update(configured=False)
+    with pytest.raises(EngineUnavailable):
+        ix.run_pass()
+    assert Engine.objects.get().configured
+
+
 def test_an_instance_with_a_nul_character_is_indexed(fake, make_indexer, golden):
     # An exception message built from a binary record: the SDK sends it as it is, and
     # PostgreSQL takes no NUL in text or jsonb.

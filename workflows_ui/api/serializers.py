@@ -251,7 +251,7 @@ class EngineSerializer(serializers.ModelSerializer):
         read_only=True,
         help_text="ok, failing (answers, but its last pass failed: see last_error), "
         "unreachable, too-old (needs Dapr 1.17), unknown (not contacted yet), not-indexed "
-        "(not in CONSOLE_ENGINES when the indexer last started: what was indexed stays)",
+        "(taken out of CONSOLE_ENGINES, no runindexer has it: what was indexed stays)",
     )
     too_old = serializers.BooleanField()
     counts = serializers.SerializerMethodField()
