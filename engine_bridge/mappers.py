@@ -355,7 +355,8 @@ def event(ev: Any, payload_limit: int = 65536) -> Event:
         out.related_id = getattr(body, related)
     if etype == "executionStarted":
         out.execution_id = body.workflowInstance.executionId.value
-        out.input = without_nul(body.input.value) if body.HasField("input") else None
+        # The run's copy of the input: readable as the instance's (``instance_state``).
+        out.input = without_nul(readable_json(body.input.value)) if body.HasField("input") else None
         out.version = without_nul(body.version.value) if body.HasField("version") else ""
         if body.HasField("parentTraceContext"):
             out.trace_parent = body.parentTraceContext.traceParent

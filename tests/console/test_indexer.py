@@ -1,6 +1,7 @@
 """The indexer's passes against a fake engine fed with the real engine's recorded answers."""
 
 import copy
+import json
 import random
 import threading
 import time
@@ -787,6 +788,26 @@ def test_payloads_are_cut_to_the_limit_with_their_size_kept(fake, make_indexer):
     make_indexer(payload_limit=1000).run_pass()
     inst = Instance.objects.get()
     assert len(inst.input) == 1000 and inst.input_size == 5000
+
+
+def test_a_runs_input_is_stored_readable_and_cut_as_the_instances(fake, make_indexer, golden):
+    # The SDK escapes non-ASCII characters ("M\u00fcller"): the run's copy of the input (the
+    # runs API) kept the escapes while the instance's was readable, and was cut and sized apart.
+    record = golden("two_steps")
+    readable = '{"name": "Müller", "note": "注文 😀"}'
+    escaped = json.dumps(json.loads(readable))
+    record["get_instance"]["workflowState"]["input"] = escaped
+    record["history"][1]["executionStarted"]["input"] = escaped
+    state = mappers.instance_state(
+        json_format.ParseDict(record["get_instance"], pb.GetInstanceResponse())
+    )
+    events = [mappers.event(json_format.ParseDict(e, pb.HistoryEvent())) for e in record["history"]]
+    fake.add(state, events)
+    make_indexer(payload_limit=20).run_pass()
+    inst = Instance.objects.get()
+    run = inst.runs.get()
+    assert (inst.input, inst.input_size) == (readable[:20], len(readable))
+    assert (run.input, run.input_size) == (inst.input, inst.input_size)
 
 
 def test_a_stopping_process_ends_the_pass_after_the_reads_in_flight(

@@ -892,6 +892,8 @@ def test_non_ascii_payloads_are_stored_readable_and_found_by_search(devengine, w
     inst = Instance.objects.get(instance_id="intl")
     assert "Jürgen Müller" in inst.input and "注文 😀" in inst.input
     assert json.loads(inst.input) == customer  # the same JSON value
+    run = inst.runs.get()  # its copy of the input, shown by the runs API
+    assert (run.input, run.input_size) == (inst.input, inst.input_size)
     qs = Instance.objects.all()
     for word in ("Jürgen", "müller", "注文"):
         assert list(search.filter_text(qs, word).values_list("instance_id", flat=True)) == [
@@ -984,3 +986,46 @@ def test_payload_sizes_left_by_the_first_readable_rewrite_are_mended(make_indexe
         assert payload is not None and not payload.stored_cut
     cut = instance_payload(Instance.objects.get(instance_id="cut"), "input")
     assert cut is not None and cut.stored_cut
+
+
+def test_run_inputs_stored_escaped_before_are_made_readable_by_the_migration(make_indexer):
+    from importlib import import_module
+    from types import SimpleNamespace
+
+    from django.apps import apps
+
+    migration = import_module("workflows_ui.migrations.0014_run_input_non_ascii_readable")
+    engine = Engine.objects.create(name="old", address="h:1")
+    now = timezone.now()
+    inst = Instance.objects.create(
+        engine=engine,
+        instance_id="before",
+        name="wf",
+        status="COMPLETED",
+        created_at=now,
+        last_updated_at=now,
+        input='{"city": "Zürich"}',
+        input_size=18,
+    )
+
+    def run(ordinal, text, size):
+        Run.objects.create(
+            instance=inst,
+            execution_id=f"e{ordinal}",
+            ordinal=ordinal,
+            status="COMPLETED",
+            input=text,
+            input_size=size,
+        )
+
+    run(1, '{"city": "Z\\u00fcrich"}', 23)
+    run(2, '{"note": "\\ud83d\\ude00 \\\\u00fc"}', 32)  # an emoji, then an escaped backslash
+    run(3, '{"city": "Z\\u00fcr', 70_000)  # cut by the indexer: not JSON, left as it is
+    migration.forwards(apps, SimpleNamespace(connection=connection))
+    runs = list(Run.objects.order_by("ordinal").values_list("input", "input_size"))
+    assert runs == [
+        ('{"city": "Zürich"}', 18),
+        ('{"note": "😀 \\\\u00fc"}', 21),
+        ('{"city": "Z\\u00fcr', 70_000),
+    ]
+    assert runs[0] == (inst.input, inst.input_size)  # as its instance's
