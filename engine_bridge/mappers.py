@@ -34,6 +34,9 @@ _RELATED_FIELD = {
     "childWorkflowInstanceFailed": "taskScheduledId",
     "timerFired": "timerId",
 }
+#: Keys of the events' payloads (JSON the app's SDK wrote): input, or an activity's, a child's or
+#: the workflow's result.
+_PAYLOAD_KEYS = ("input", "result")
 _NAMED = {
     "executionStarted",
     "taskScheduled",
@@ -320,13 +323,19 @@ def truncate_strings(value: Any, limit: int, path: str = "", cut: list[str] | No
 
 def event(ev: Any, payload_limit: int = 65536) -> Event:
     """HistoryEvent -> Event. ``details`` is the payload in protobuf's JSON mapping (camelCase,
-    enums by name, RFC 3339 times), plus ``router`` when set."""
+    enums by name, RFC 3339 times), plus ``router`` when set; its input or result is readable
+    (``readable_json``)."""
     etype = ev.WhichOneof("eventType") or "unknown"
     body = getattr(ev, etype) if etype != "unknown" else None
     details: dict[str, Any] = to_dict(body) if body is not None else {}
     routed = ev.HasField("router")
     if routed:
         details["router"] = to_dict(ev.router)
+    for key in _PAYLOAD_KEYS:
+        # Readable as the instance's payloads (``instance_state``), and so cut on that text.
+        text = details.get(key)
+        if isinstance(text, str) and "\\u" in text:  # (most have no escape: no call)
+            details[key] = readable_json(text)
     # No string of the JSON can be longer than the serialized event (base64 and the few
     # generated strings, times and enum names, stay within twice that and under 64).
     if payload_limit < 64 or 2 * ev.ByteSize() > payload_limit:

@@ -894,6 +894,8 @@ def test_non_ascii_payloads_are_stored_readable_and_found_by_search(devengine, w
     assert json.loads(inst.input) == customer  # the same JSON value
     run = inst.runs.get()  # its copy of the input, shown by the runs API
     assert (run.input, run.input_size) == (inst.input, inst.input_size)
+    started = run.events.get(event_type="executionStarted")  # and the history's
+    assert started.details["input"] == inst.input
     qs = Instance.objects.all()
     for word in ("Jürgen", "müller", "注文"):
         assert list(search.filter_text(qs, word).values_list("instance_id", flat=True)) == [

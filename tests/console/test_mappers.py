@@ -278,3 +278,28 @@ def test_grpc_errors_map_to_a_few_exceptions(code, text, kind):
 )
 def test_json_payloads_get_their_non_ascii_characters_as_themselves(text, readable):
     assert mappers.readable_json(text) == readable
+
+
+def test_event_payloads_get_their_non_ascii_characters_as_themselves_before_being_cut():
+    # The history's copies of inputs and results read as the instance's payloads: the history
+    # table said "input {"name": "M\u00fcller"}" beside an instance input of "Müller".
+    started = pb.HistoryEvent(eventId=-1)
+    started.executionStarted.name = "w"
+    started.executionStarted.input.value = '{"name": "M\\u00fcller"}'
+    done = pb.HistoryEvent(eventId=-1)
+    done.taskCompleted.taskScheduledId = 1
+    done.taskCompleted.result.value = '"\\u6ce8\\u6587 \\ud83d\\ude00"'
+    raised = pb.HistoryEvent(eventId=-1)
+    raised.eventRaised.name = "big"
+    raised.eventRaised.input.value = '"' + "\\u00fc" * 100 + '"'
+    failed = pb.HistoryEvent(eventId=-1)
+    failed.taskFailed.taskScheduledId = 1
+    failed.taskFailed.failureDetails.errorMessage = "not JSON: M\\u00fcller"
+    out = mappers.event(started)
+    assert out.details["input"] == out.input == '{"name": "Müller"}'
+    assert "Müller" in out.details_json
+    assert mappers.event(done).details["result"] == '"注文 😀"'
+    cut = mappers.event(raised, payload_limit=64).details
+    assert cut["input"] == '"' + "ü" * 63 and cut["_truncated"] == ["input"]
+    out = mappers.event(failed)
+    assert out.details["failureDetails"]["errorMessage"] == "not JSON: M\\u00fcller"
