@@ -8,49 +8,21 @@ idempotent). The indexer writes a run's input once, when it stores the run, and 
 written if its input is still the one that was read. The run table has no search column, so
 this is one read of it and a write of the rows with escapes.
 
-The rewrite is spelled out here, not imported from engine_bridge.mappers, so that this step stays
-what it was when that module changes.
+The rewrite is 0010's, not engine_bridge.mappers' (which may change): this step stays what it
+was.
 """
 
-import json
-import re
+import importlib
 
 from django.db import migrations, transaction
 
 #: Runs read at a time: an input of up to CONSOLE_PAYLOAD_LIMIT characters each.
 BATCH = 500
 
-# A \uXXXX escape (an odd run of backslashes before the u), or a surrogate pair of them.
-_U_ESCAPE = re.compile(
-    r"(\\+)u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|(\\+)u([0-9a-fA-F]{4})"
-)
-
-
-def _unescape(m):
-    slashes = m.group(1) or m.group(4)
-    if len(slashes) % 2 == 0:  # an escaped backslash followed by a plain "u"
-        return m.group(0)
-    if m.group(2):
-        high, low = int(m.group(2), 16), int(m.group(3), 16)
-        code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
-    else:
-        code = int(m.group(5), 16)
-        if code < 0x80 or 0xD800 <= code <= 0xDFFF:
-            return m.group(0)  # quotes, backslashes, control characters and lone surrogates
-    return slashes[:-1] + chr(code)
-
-
-def readable_json(text):
-    """The JSON ``text`` with its non-ASCII escapes written as themselves (a text that isn't
-    JSON is left as it is)."""
-    if not text or "\\u" not in text:
-        return text
-    try:
-        value = json.loads(text)
-        readable = _U_ESCAPE.sub(_unescape, text)
-        return readable if json.loads(readable) == value else text
-    except (ValueError, RecursionError):
-        return text
+# 0010's rewrite, which stays as it is: this step does the same to the runs.
+readable_json = importlib.import_module(
+    "workflows_ui.migrations.0010_payloads_non_ascii_readable"
+).readable_json
 
 
 def forwards(apps, schema_editor):
