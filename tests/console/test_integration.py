@@ -288,6 +288,67 @@ def test_a_finished_id_started_again_gets_a_new_run(devengine, wf, make_indexer)
     assert StatusCount.objects.get(name="two_steps", status="COMPLETED").count == 0
 
 
+def test_a_stalled_instance_is_indexed_with_its_reason_then_as_picked_up_again(
+    devengine, make_indexer
+):
+    # The SDK's versioned workflows: an instance written by v2, and a deployment that leaves
+    # only workers with v1 when it needs its next turn.
+    ix = make_indexer(devengine.config("shop"))
+    client = DaprWorkflowClient(host="127.0.0.1", port=str(devengine.port))
+
+    def worker(*versions: str) -> WorkflowRuntime:
+        runtime = WorkflowRuntime(host="127.0.0.1", port=str(devengine.port))
+        wf_kinds.register_versions(runtime, versions)
+        runtime.start()
+        return runtime
+
+    def indexed() -> Instance:
+        converge(ix)
+        return Instance.objects.get(instance_id="plan-1")
+
+    try:
+        newer = worker("v1", "v2")
+        try:
+            client.schedule_new_workflow(wf_kinds.VERSIONED, instance_id="plan-1")
+            client.wait_for_workflow_start("plan-1", timeout_in_seconds=20)
+            inst = indexed()
+            assert (inst.status, inst.version, inst.stall_reason) == ("RUNNING", "v2", "")
+        finally:
+            newer.shutdown()
+
+        older = worker("v1")
+        try:
+            client.raise_workflow_event("plan-1", "go", data="x")
+            wait_for(lambda: client.get_workflow_state("plan-1").runtime_status.name == "STALLED")
+            inst = indexed()
+        finally:
+            older.shutdown()
+        assert (inst.status, inst.stall_reason) == ("STALLED", "VERSION_NOT_AVAILABLE")
+        assert "v2" in inst.stall_description
+        api = APIClient()
+        api.force_authenticate(User.objects.create_user("reader"))
+        shown = api.get("/api/instances/shop/plan-1/").json()
+        assert (shown["status"], shown["stall_reason"]) == ("STALLED", "VERSION_NOT_AVAILABLE")
+
+        newer = worker("v1", "v2")  # the deployment rolled back: picked up where it stopped
+        try:
+            client.wait_for_workflow_completion("plan-1", timeout_in_seconds=20)
+            inst = indexed()
+        finally:
+            newer.shutdown()
+        assert (inst.status, inst.output, inst.stall_reason) == ("COMPLETED", '"v2 x"', "")
+        assert inst.stall_description == ""
+        kinds = list(
+            Run.objects.get(instance=inst)
+            .events.order_by("position")
+            .values_list("event_type", flat=True)
+        )
+        assert kinds.count("executionStalled") == 1
+        assert kinds.index("executionStalled") < kinds.index("executionCompleted")
+    finally:
+        client.close()
+
+
 def test_a_scheduled_start_is_listed_pending_with_times_of_its_own_then_its_run(
     devengine, wf, make_indexer
 ):

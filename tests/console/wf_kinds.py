@@ -128,3 +128,29 @@ def register_all(runtime: WorkflowRuntime) -> None:
         runtime.register_workflow(_fresh(wf), name=wf.__name__)
     for act in ACTIVITIES:
         runtime.register_activity(_fresh(act), name=act.__name__)
+
+
+# A workflow deployed in two versions (v2 the latest): a worker that has only v1 when an instance
+# written by v2 needs a turn stalls it, until a worker with v2 connects.
+VERSIONED = "renew_plan"
+
+
+def renew_plan_v1(ctx: DaprWorkflowContext, _: object = None):
+    return "v1"
+
+
+def renew_plan_v2(ctx: DaprWorkflowContext, _: object = None):
+    value = yield ctx.wait_for_external_event("go")
+    return f"v2 {value}"
+
+
+def register_versions(runtime: WorkflowRuntime, versions: tuple[str, ...]) -> None:
+    """Registers these versions of VERSIONED, the last one as the latest."""
+    bodies = {"v1": renew_plan_v1, "v2": renew_plan_v2}
+    for version in versions:
+        runtime.register_versioned_workflow(
+            _fresh(bodies[version]),
+            name=VERSIONED,
+            version_name=version,
+            is_latest=version == versions[-1],
+        )
