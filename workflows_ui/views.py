@@ -7,11 +7,13 @@ they answer GET and HEAD only.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Min
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -43,6 +45,9 @@ CHILDREN_SHOWN = 50
 #: before it shows it as a problem.
 BEHIND_SHOWN = 5.0
 BEHIND_WARNED = 60.0
+#: Events a history download reads at a time (each batch a query, serialised in the request's
+#: thread).
+DOWNLOAD_BATCH = 2000
 
 
 @require_safe
@@ -428,40 +433,68 @@ def history_download(
     inst = _get_instance(engine, instance_id)
     run = _get_run(inst, ordinal)
     assert run is not None
+    head = {
+        "engine": inst.engine.name,
+        "instance_id": inst.instance_id,
+        "execution_id": run.execution_id,
+        "run": run.ordinal,
+        "name": run.name,
+        "status": run.status,
+    }
+    start = json.dumps(head)[:-1] + ', "events": ['
 
     def chunks() -> Iterator[str]:
-        head = {
-            "engine": inst.engine.name,
-            "instance_id": inst.instance_id,
-            "execution_id": run.execution_id,
-            "run": run.ordinal,
-            "name": run.name,
-            "status": run.status,
-        }
-        yield json.dumps(head)[:-1] + ', "events": ['
-        first = True
-        qs = HistoryEvent.objects.filter(run=run).order_by("position")
-        for ev in qs.iterator(chunk_size=2000):
-            item = {
-                "position": ev.position,
-                "eventId": ev.event_id,
-                "type": ev.event_type,
-                "name": ev.name,
-                "timestamp": ev.timestamp.isoformat() if ev.timestamp else None,
-                "relatedId": ev.related_id,
-                "details": ev.details,
-            }
-            yield ("" if first else ",\n") + json.dumps(item, ensure_ascii=False)
-            first = False
+        yield start
+        after = -1
+        while batch := _history_batch(run, after):
+            text, after = batch
+            yield text
+        yield "]}\n"
+
+    async def achunks() -> AsyncIterator[str]:
+        yield start
+        after = -1
+        while batch := await sync_to_async(_history_batch)(run, after):
+            text, after = batch
+            yield text
         yield "]}\n"
 
     filename = f"{inst.instance_id}-run{run.ordinal}-history.json"
     # What no file system takes, and control characters, out; other characters stay (RFC
     # 6266's filename* carries them, so an id in any script keeps its name).
     safe = "".join(c if c.isprintable() and c not in '<>:"/\\|?*' else "_" for c in filename)
-    response = StreamingHttpResponse(chunks(), content_type="application/json")
+    # Under daphne, content Django must iterate in sync code is read whole in one thread before
+    # the first byte is sent: a run of 50,000 events took 1.4 s and 60 MB, a download cut off went
+    # on to its end, and daphne stopped by SIGTERM waited for every download in flight (seconds
+    # each, as long as the run is). Read a batch at a time, a download streams, and one cancelled
+    # (the client gone, daphne stopping) ends after the batch being read.
+    content = achunks() if isinstance(request, ASGIRequest) else chunks()
+    response = StreamingHttpResponse(content, content_type="application/json")
     response["Content-Disposition"] = content_disposition_header(True, safe)
     return response
+
+
+def _history_batch(run: Run, after: int) -> tuple[str, int] | None:
+    """The run's events after position ``after`` (``DOWNLOAD_BATCH`` of them at most) as a piece
+    of the download's list (after a comma unless it is the first, ``after`` -1), and the last
+    one's position; None when there are no more."""
+    events = HistoryEvent.objects.filter(run=run, position__gt=after).order_by("position")
+    items = [
+        {
+            "position": ev.position,
+            "eventId": ev.event_id,
+            "type": ev.event_type,
+            "name": ev.name,
+            "timestamp": ev.timestamp.isoformat() if ev.timestamp else None,
+            "relatedId": ev.related_id,
+            "details": ev.details,
+        }
+        for ev in events[:DOWNLOAD_BATCH]
+    ]
+    if not items:
+        return None
+    text = ",\n".join(json.dumps(item, ensure_ascii=False) for item in items)
+    return ("" if after < 0 else ",\n") + text, items[-1]["position"]
 
 
 @require_safe

@@ -443,6 +443,86 @@ def test_daphne_stopped_with_requests_in_flight_exits_at_once_and_cleanly(tmp_pa
     assert code == 0 and took < 5, (code, took, errors[-3000:])
 
 
+@pytest.mark.django_db(transaction=True)  # daphne reads the run and the session the test wrote
+def test_daphne_stopped_with_history_downloads_in_flight_exits_at_once(tmp_path):
+    # A download was read whole in one thread before its first byte, and daphne, stopped, waited
+    # for each one in flight (seconds each); on PostgreSQL a download cut off then took a new
+    # connection from a pool held by the requests cut off, and waited out the pool's timeout.
+    import signal
+    import time
+
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from django.test import Client
+
+    from tests.console.support import free_port, wait_for
+    from tests.pages import longrun
+    from workflows_ui.models import Engine
+
+    engine = Engine.objects.create(name="local", address="127.0.0.1:1", reachable=True)
+    longrun.store(engine, "crawl-1", 50_000)
+    browser = Client()
+    browser.force_login(User.objects.create_user("bob"))
+    session = browser.cookies["sessionid"].value
+    db, port = connection.settings_dict, free_port()
+    if connection.vendor == "postgresql":
+        url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    else:
+        url = f"sqlite:///{db['NAME']}"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"} | {
+        "DATABASE_URL": url,
+        "CONSOLE_ALLOWED_HOSTS": "127.0.0.1",
+        "CONSOLE_VAR_DIR": str(tmp_path),
+        "CONSOLE_SECRET_KEY": settings.SECRET_KEY,  # the session is signed with it
+        "PYTHONFAULTHANDLER": "1",
+    }
+    daphne = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port),
+         "console.asgi:application"],
+        cwd=Path(__file__).parents[2], env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    stop = threading.Event()
+    answered: list[int] = []
+
+    def download() -> None:
+        while not stop.is_set():
+            try:
+                client = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                client.request(
+                    "GET",
+                    "/instances/local/crawl-1/runs/1/history.json",
+                    headers={"Cookie": f"sessionid={session}"},
+                )
+                response = client.getresponse()
+                response.read()
+                answered.append(response.status)
+                client.close()
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.05)
+
+    clients = [threading.Thread(target=download) for _ in range(6)]
+    try:
+        wait_for(lambda: _answers(port), timeout=30)
+        for t in clients:
+            t.start()
+        wait_for(lambda: len(answered) >= 6, timeout=60)
+        started = time.monotonic()
+        daphne.send_signal(signal.SIGTERM)
+        try:
+            code = daphne.wait(20)
+        except subprocess.TimeoutExpired:
+            code = None
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        daphne.kill()
+        _, errors = daphne.communicate()
+        for t in clients:
+            t.join()
+    assert set(answered) == {200}
+    assert code == 0 and took < 2.5, (code, took, errors[-3000:])
+
+
 @pytest.mark.django_db
 def test_the_pool_connects_again_within_a_second_or_two_of_postgresql_coming_back():
     # While PostgreSQL is down, a request waiting for a connection makes the pool try to open
