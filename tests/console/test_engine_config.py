@@ -475,6 +475,9 @@ def test_daphne_stopped_with_history_downloads_in_flight_exits_at_once(tmp_path)
         "CONSOLE_VAR_DIR": str(tmp_path),
         "CONSOLE_SECRET_KEY": settings.SECRET_KEY,  # the session is signed with it
         "PYTHONFAULTHANDLER": "1",
+        # Fewer connections than downloads in flight: a request cut off that took a new one
+        # waited for the pool (10 s), which a pool as big as the clients never showed.
+        "CONSOLE_DB_POOL_MAX": "4",
     }
     daphne = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port),
