@@ -879,6 +879,30 @@ def test_the_history_downloads_whole_as_json(logged_in, seeded):
     assert [e["position"] for e in doc["events"]] == list(range(18))
 
 
+@pytest.mark.parametrize("batch", [5, 18])  # the last batch short, or exactly one batch
+def test_the_history_downloads_the_same_under_asgi_in_batches(
+    logged_in, user, seeded, monkeypatch, batch
+):
+    # Under daphne the events are read a batch at a time through an async iterator: the file is
+    # the one the WSGI handler writes, byte for byte (the commas between batches, the end).
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    monkeypatch.setattr(views, "DOWNLOAD_BATCH", batch)
+    url = "/instances/orders/g-with-retry/runs/1/history.json"
+    whole = b"".join(logged_in.get(url).streaming_content)
+    client = AsyncClient()
+    client.force_login(user)
+
+    async def download() -> bytes:
+        response = await client.get(url)
+        assert response.status_code == 200
+        return b"".join([part async for part in response.streaming_content])
+
+    assert async_to_sync(download)() == whole
+    assert len(json.loads(whole)["events"]) == 18
+
+
 def test_the_detail_page_stays_within_its_query_budget(
     logged_in, seeded, django_assert_max_num_queries
 ):
