@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -236,19 +236,29 @@ def sync_engines(configs: Iterable[EngineConfig]) -> list[Engine]:
         )
         engines.append(engine)
         names.append(cfg.name)
-    # No longer indexed: a listing they were in the middle of won't go on. Not an engine
-    # another process holds: a runindexer started with other CONSOLE_ENGINES indexes it (its
-    # listing goes on), and its retention (engine_bridge.retention) unconfigures it once free.
-    others = Engine.objects.exclude(name__in=names).filter(configured=True)
-    free = [
-        pk
-        for pk, name in others.values_list("pk", "name")
-        if not EngineLock(pk, name).held_elsewhere()
-    ]
-    Engine.objects.filter(pk__in=free).update(
-        configured=False, sweep_started_at=None, sweep_listed=0
-    )
+    unconfigure_free(names)
     return engines
+
+
+def unconfigure_free(indexed: Collection[str]) -> None:
+    """The engines not in ``indexed`` (this process's CONSOLE_ENGINES) that no process holds
+    are no longer indexed: the pages say so, and a listing they were in the middle of won't go
+    on. Not an engine another process holds: a runindexer started with other CONSOLE_ENGINES
+    indexes it. Called at start, and every few seconds after (runindexer's retention thread):
+    an engine whose runindexer stopped for good is said not indexed soon after."""
+    others = Engine.objects.exclude(name__in=indexed).filter(configured=True)
+    for pk, name in others.values_list("pk", "name"):
+        lock = EngineLock(pk, name)
+        if not lock.take_once():
+            continue
+        try:
+            # Under its lock: a process taking the engine now says configured once it has it.
+            if not Engine.objects.filter(pk=pk).update(
+                configured=False, sweep_started_at=None, sweep_listed=0
+            ):
+                lock.remove_file()  # deleted meanwhile (forgetengine)
+        finally:
+            lock.release()
 
 
 def request_refresh(engine: Engine | str, instance_id: str) -> None:

@@ -116,15 +116,14 @@ class EngineLock:
         else:  # never indexed: no holder to keep
             self._write_token()
 
-    def held_elsewhere(self) -> bool:
-        """Whether another process holds the lock now (tried once, released at once): its
-        engine is being indexed, forgotten or retained there."""
+    def take_once(self) -> bool:
+        """Takes the lock if no process holds it (True), at once, writing no token: for a short
+        look at an engine no process may index (release it after)."""
         try:
             self._lock()
         except EngineTaken:
-            return True
-        self.release()
-        return False
+            return False
+        return True
 
     def _write_token(self) -> None:
         self.token = uuid.uuid4().hex

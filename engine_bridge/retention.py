@@ -81,11 +81,6 @@ def forget_unindexed(indexed: Collection[str], retention_days: float, now: datet
         lock = EngineLock(pk, name)
         try:
             lock.acquire_unfenced()
-            # Free, so no process indexes it: not shown as indexed any more (a runindexer
-            # started with other CONSOLE_ENGINES leaves it configured while another holds it).
-            Engine.objects.filter(pk=pk, configured=True).update(
-                configured=False, sweep_started_at=None, sweep_listed=0
-            )
             one = forget_expired(pk, retention_days, now, lock.token)
         except (EngineTaken, LockLost):
             continue  # indexed meanwhile: its indexer sees to it

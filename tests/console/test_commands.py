@@ -177,9 +177,6 @@ def test_an_engine_another_runindexer_holds_stays_indexed_on_the_engines_page(
 ):
     # Two runindexers started with different CONSOLE_ENGINES ("a" and "b"): the second one
     # marked "a" not configured while the first indexed it, and the pages said not-indexed.
-    from django.utils import timezone
-
-    from engine_bridge import retention
     from engine_bridge.config import EngineConfig
     from engine_bridge.indexer import EngineIndexer, PassResult, sync_engines
     from engine_bridge.locks import EngineLock
@@ -197,14 +194,50 @@ def test_an_engine_another_runindexer_holds_stays_indexed_on_the_engines_page(
         assert (a.configured, a.sweep_listed, a.health()) == (True, 7, "unknown")
     finally:
         other.release()
-    # The first one stopped: the second one's next look (its retention's) says not-indexed...
-    retention.forget_unindexed({"b"}, 30, timezone.now())
+    # The first one stopped: a start of the second one says not-indexed...
+    call_command("runindexer", "--once", stdout=StringIO())
     a.refresh_from_db()
     assert (a.configured, a.sweep_listed, a.health()) == (False, 0, "not-indexed")
-    # ... as a start does.
-    Engine.objects.filter(pk=a.pk).update(configured=True)
-    sync_engines(settings.CONSOLE_ENGINES)
-    assert not Engine.objects.get(pk=a.pk).configured
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_engine_whose_runindexer_stopped_is_said_not_indexed_within_seconds(monkeypatch):
+    # By the runindexer left running with other CONSOLE_ENGINES: its look at the engines it
+    # does not index (once every 10 minutes, with its retention) left it "indexed", and
+    # forgetengine refused it, for up to 10 minutes.
+    import threading
+    import time
+
+    from engine_bridge import retention
+    from engine_bridge.config import EngineConfig
+    from engine_bridge.indexer import sync_engines
+    from engine_bridge.locks import EngineLock
+    from engine_bridge.management.commands import runindexer
+    from tests.console.support import wait_for
+    from workflows_ui.models import Engine
+
+    [a, _] = sync_engines([EngineConfig("a", "h:1"), EngineConfig("b", "h:2")])
+    other = EngineLock(a.pk, "a")  # the runindexer of "a"
+    other.acquire()
+    monkeypatch.setattr(runindexer, "UNCONFIGURED_CHECK", 0.05)
+    forgets = []
+    real_forget = retention.forget_unindexed
+    monkeypatch.setattr(
+        retention, "forget_unindexed", lambda *args: forgets.append(1) or real_forget(*args)
+    )
+    stop = threading.Event()
+    looks = threading.Thread(target=runindexer._forget_unindexed, args=({"b"}, stop, False))
+    looks.start()
+    try:
+        time.sleep(0.5)  # ten looks: "a" is held
+        assert Engine.objects.get(pk=a.pk).configured
+        other.release()
+        wait_for(lambda: not Engine.objects.get(pk=a.pk).configured, timeout=5)
+    finally:
+        other.release()
+        stop.set()
+        looks.join()
+    assert len(forgets) == 1  # the retention's calls keep their own interval
 
 
 @pytest.mark.django_db(transaction=True)
@@ -264,11 +297,12 @@ def test_the_retention_of_engines_taken_out_sums_up_its_lines(monkeypatch, caplo
     import logging
     import threading
 
-    from engine_bridge import retention
+    from engine_bridge import indexer, retention
     from engine_bridge.management.commands import runindexer
 
     stop = threading.Event()
     calls = []
+    monkeypatch.setattr(indexer, "unconfigure_free", lambda indexed: None)  # no database
 
     def backlog(indexed, retention_days, now):
         calls.append(now)
@@ -419,7 +453,7 @@ def test_forgetengine_deletes_an_engine_taken_out_and_all_it_indexed(settings, m
 
     settings.CONSOLE_ENGINES = [EngineConfig("kept", "h:1")]
     gone, kept = factories.engine("gone"), factories.engine("kept")
-    with pytest.raises(CommandError, match="'gone' was in CONSOLE_ENGINES when runindexer last"):
+    with pytest.raises(CommandError, match="'gone' is in the CONSOLE_ENGINES of a runindexer"):
         call_command("forgetengine", "gone", "--yes")
     Engine.objects.filter(pk=gone.pk).update(configured=False)  # as runindexer restarted
     for n in range(5):

@@ -40,11 +40,12 @@ class Command(BaseCommand):
         if engine is None:
             raise CommandError(f"no engine {name!r} in the console's database")
         if engine.configured:
-            # This shell's CONSOLE_ENGINES may not be the indexer's: the row says what the
-            # indexer last started with.
+            # This shell's CONSOLE_ENGINES may not be the indexer's: the row says whether a
+            # runindexer has it (or had it when the last one stopped; a runindexer running with
+            # other engines says within seconds that no process has it any more).
             raise CommandError(
-                f"engine {name!r} was in CONSOLE_ENGINES when runindexer last started: "
-                "restart runindexer without it first"
+                f"engine {name!r} is in the CONSOLE_ENGINES of a runindexer (running, or the "
+                "last one that ran): restart runindexer without it first"
             )
         lock = EngineLock(engine.pk, name)
         try:

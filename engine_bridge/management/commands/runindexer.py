@@ -29,6 +29,9 @@ REPEAT_INTERVAL = 600.0
 # Seconds between two batches of a backlog of the engines not in CONSOLE_ENGINES: each holds an
 # engine's lock, and a runindexer starting with that engine tries for a second (locks.TAKE_TRIES).
 UNINDEXED_BACKLOG_PAUSE = 1.0
+# Seconds between two looks for engines not in CONSOLE_ENGINES whose runindexer stopped (started
+# with other engines): the pages say not-indexed, and forgetengine takes them, that soon after.
+UNCONFIGURED_CHECK = 10.0
 
 
 class NotMigrated(Exception):
@@ -219,40 +222,48 @@ class Command(BaseCommand):
 
 
 def _forget_unindexed(indexed: set[str], stop: threading.Event, once: bool) -> bool:
-    """What is past the retention period of the engines not in CONSOLE_ENGINES that no process
-    holds (engine_bridge.retention.forget_unindexed): a call every RETENTION_CHECK_INTERVAL, or
-    every UNINDEXED_BACKLOG_PAUSE while there is more. Returns whether the last call
-    succeeded (``--once`` says so in its exit status)."""
+    """The engines not in CONSOLE_ENGINES that no process holds: said not indexed (a look every
+    UNCONFIGURED_CHECK), and what is past their retention period forgotten
+    (engine_bridge.retention.forget_unindexed: a call every RETENTION_CHECK_INTERVAL, or every
+    UNINDEXED_BACKLOG_PAUSE while there is more). Returns whether the last call succeeded
+    (``--once`` says so in its exit status)."""
     from engine_bridge import retention
-    from engine_bridge.indexer import RETENTION_CHECK_INTERVAL
+    from engine_bridge.indexer import RETENTION_CHECK_INTERVAL, unconfigure_free
 
     said = _FailureLog()
     forgotten = 0
     report_at = 0.0
+    forget_at = 0.0
+    ok = True
     while True:  # one call at least: with --once, the engines' passes may be over already
         close_old_connections()
+        now = time.monotonic()
         try:
-            done = retention.forget_unindexed(
-                indexed, settings.CONSOLE_RETENTION_DAYS, timezone.now()
-            )
+            unconfigure_free(indexed)
+            if now >= forget_at:
+                done = retention.forget_unindexed(
+                    indexed, settings.CONSOLE_RETENTION_DAYS, timezone.now()
+                )
+                ok = True
+                forgotten += done.instances + done.runs
+                # A line per call would be one a second through a backlog: sum them up.
+                if forgotten and now >= report_at:
+                    log.info(
+                        "engines not in CONSOLE_ENGINES: %d forgotten past the retention period",
+                        forgotten,
+                    )
+                    forgotten = 0
+                    report_at = now + REPORT_INTERVAL
+                forget_at = now + (
+                    UNINDEXED_BACKLOG_PAUSE if done.more else RETENTION_CHECK_INTERVAL
+                )
+            said.clear()
         except OperationalError as exc:
             said.say(logging.ERROR, str(exc), "engines not indexed: database error (%s)", exc)
             connections.close_all()
-            delay = RETRY_MAX
+            forget_at = now + RETRY_MAX
             ok = False
-        else:
-            said.clear()
-            ok = True
-            forgotten += done.instances + done.runs
-            # A line per call would be one a second through a backlog: sum them up.
-            if forgotten and time.monotonic() >= report_at:
-                log.info(
-                    "engines not in CONSOLE_ENGINES: %d forgotten past the retention period",
-                    forgotten,
-                )
-                forgotten = 0
-                report_at = time.monotonic() + REPORT_INTERVAL
-            delay = UNINDEXED_BACKLOG_PAUSE if done.more else RETENTION_CHECK_INTERVAL
+        delay = min(UNCONFIGURED_CHECK, max(0.0, forget_at - time.monotonic()))
         if once or stop.wait(delay):
             return ok
 
