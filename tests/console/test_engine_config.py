@@ -379,66 +379,13 @@ def test_daphne_stopped_with_requests_in_flight_exits_at_once_and_cleanly(tmp_pa
     # SIGTERM with requests in flight: daphne hung until killed (requests' threads waiting on
     # its stopped event loop), or crashed at exit (a segmentation fault as Python 3.11 destroyed
     # the tasks that loop left pending).
-    import signal
-    import time
-
     from django.contrib.auth.models import User
-    from django.db import connection
     from rest_framework.authtoken.models import Token
 
-    from tests.console.support import free_port, wait_for
-
     token = Token.objects.create(user=User.objects.create_user("bob")).key
-    db, port = connection.settings_dict, free_port()
-    if connection.vendor == "postgresql":
-        url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    else:
-        url = f"sqlite:///{db['NAME']}"
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"} | {
-        "DATABASE_URL": url,
-        "CONSOLE_ALLOWED_HOSTS": "127.0.0.1",
-        "CONSOLE_VAR_DIR": str(tmp_path),
-        "PYTHONFAULTHANDLER": "1",
-    }
-    daphne = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port),
-         "console.asgi:application"],
-        cwd=Path(__file__).parents[2], env=env, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    stop = threading.Event()
-    answered: list[int] = []
-
-    def get() -> None:
-        while not stop.is_set():
-            try:
-                client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                client.request(
-                    "GET", "/api/instances/", headers={"Authorization": f"Token {token}"}
-                )
-                answered.append(client.getresponse().status)
-                client.close()
-            except OSError:
-                time.sleep(0.05)
-
-    clients = [threading.Thread(target=get) for _ in range(8)]
-    try:
-        wait_for(lambda: _answers(port), timeout=30)
-        for t in clients:
-            t.start()
-        wait_for(lambda: len(answered) >= 40, timeout=30)
-        started = time.monotonic()
-        daphne.send_signal(signal.SIGTERM)
-        try:
-            code = daphne.wait(15)
-        except subprocess.TimeoutExpired:
-            code = None
-        took = time.monotonic() - started
-    finally:
-        stop.set()
-        daphne.kill()
-        _, errors = daphne.communicate()
-        for t in clients:
-            t.join()
+    answered, code, took, errors = _stopped_under_load(
+        tmp_path, "/api/instances/", {"Authorization": f"Token {token}"}, clients=8, before=40
+    )
     assert set(answered) == {200}
     assert code == 0 and took < 5, (code, took, errors[-3000:])
 
@@ -448,14 +395,9 @@ def test_daphne_stopped_with_history_downloads_in_flight_exits_at_once(tmp_path)
     # A download was read whole in one thread before its first byte, and daphne, stopped, waited
     # for each one in flight (seconds each); on PostgreSQL a download cut off then took a new
     # connection from a pool held by the requests cut off, and waited out the pool's timeout.
-    import signal
-    import time
-
     from django.contrib.auth.models import User
-    from django.db import connection
     from django.test import Client
 
-    from tests.console.support import free_port, wait_for
     from tests.pages import longrun
     from workflows_ui.models import Engine
 
@@ -464,38 +406,67 @@ def test_daphne_stopped_with_history_downloads_in_flight_exits_at_once(tmp_path)
     browser = Client()
     browser.force_login(User.objects.create_user("bob"))
     session = browser.cookies["sessionid"].value
+    answered, code, took, errors = _stopped_under_load(
+        tmp_path,
+        "/instances/local/crawl-1/runs/1/history.json",
+        {"Cookie": f"sessionid={session}"},
+        clients=6,
+        before=6,
+        env={
+            "CONSOLE_SECRET_KEY": settings.SECRET_KEY,  # the session is signed with it
+            # Fewer connections than downloads in flight: a request cut off that took a new one
+            # waited for the pool (10 s), which a pool as big as the clients never showed.
+            "CONSOLE_DB_POOL_MAX": "4",
+        },
+    )
+    assert set(answered) == {200}
+    assert code == 0 and took < 2.5, (code, took, errors[-3000:])
+
+
+def _stopped_under_load(
+    tmp_path: Path,
+    path: str,
+    headers: dict[str, str],
+    clients: int,
+    before: int,
+    env: dict[str, str] | None = None,
+) -> tuple[list[int], int | None, float, str]:
+    """daphne on the test's database, ``clients`` clients asking ``path`` again and again, and
+    SIGTERM once ``before`` answers came: the statuses answered, daphne's exit status (None:
+    still running 20 s later), how long it took to stop, and its stderr."""
+    import contextlib
+    import signal
+    import time
+
+    from django.db import connection
+
+    from tests.console.support import free_port, wait_for
+
     db, port = connection.settings_dict, free_port()
     if connection.vendor == "postgresql":
         url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     else:
         url = f"sqlite:///{db['NAME']}"
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"} | {
+    environ = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"} | {
         "DATABASE_URL": url,
         "CONSOLE_ALLOWED_HOSTS": "127.0.0.1",
         "CONSOLE_VAR_DIR": str(tmp_path),
-        "CONSOLE_SECRET_KEY": settings.SECRET_KEY,  # the session is signed with it
         "PYTHONFAULTHANDLER": "1",
-        # Fewer connections than downloads in flight: a request cut off that took a new one
-        # waited for the pool (10 s), which a pool as big as the clients never showed.
-        "CONSOLE_DB_POOL_MAX": "4",
+        **(env or {}),
     }
     daphne = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port),
          "console.asgi:application"],
-        cwd=Path(__file__).parents[2], env=env, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).parents[2], env=environ, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     stop = threading.Event()
     answered: list[int] = []
 
-    def download() -> None:
+    def ask() -> None:
         while not stop.is_set():
             try:
                 client = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                client.request(
-                    "GET",
-                    "/instances/local/crawl-1/runs/1/history.json",
-                    headers={"Cookie": f"sessionid={session}"},
-                )
+                client.request("GET", path, headers=headers)
                 response = client.getresponse()
                 response.read()
                 answered.append(response.status)
@@ -503,27 +474,25 @@ def test_daphne_stopped_with_history_downloads_in_flight_exits_at_once(tmp_path)
             except (OSError, http.client.HTTPException):
                 time.sleep(0.05)
 
-    clients = [threading.Thread(target=download) for _ in range(6)]
+    threads = [threading.Thread(target=ask) for _ in range(clients)]
+    code, took = None, 0.0
     try:
         wait_for(lambda: _answers(port), timeout=30)
-        for t in clients:
+        for t in threads:
             t.start()
-        wait_for(lambda: len(answered) >= 6, timeout=60)
+        wait_for(lambda: len(answered) >= before, timeout=60)
         started = time.monotonic()
         daphne.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # still running: None
             code = daphne.wait(20)
-        except subprocess.TimeoutExpired:
-            code = None
         took = time.monotonic() - started
     finally:
         stop.set()
         daphne.kill()
         _, errors = daphne.communicate()
-        for t in clients:
+        for t in threads:
             t.join()
-    assert set(answered) == {200}
-    assert code == 0 and took < 2.5, (code, took, errors[-3000:])
+    return answered, code, took, errors
 
 
 @pytest.mark.django_db
