@@ -42,6 +42,12 @@ def test_it_refuses_anonymous_requests(client, url):
         response = client.get(url, headers=headers)
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"] == "Token"
+        # JSON as every error, the schema's too (whose own renderer, YAML, is the default).
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json()["detail"] in {
+            "Authentication credentials were not provided.",
+            "Invalid token.",
+        }
 
 
 def test_a_token_authenticates():

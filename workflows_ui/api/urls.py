@@ -5,14 +5,13 @@ first."""
 
 from django.contrib.auth.decorators import login_not_required
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
 
 from workflows_ui import converters  # noqa: F401 - registers the path converters
 from workflows_ui.api import views
 
 urlpatterns = [
     path("", login_not_required(views.ApiRoot.as_view()), name="api-root"),
-    path("schema/", login_not_required(SpectacularAPIView.as_view()), name="api-schema"),
+    path("schema/", login_not_required(views.SchemaView.as_view()), name="api-schema"),
     path("engines/", login_not_required(views.EngineList.as_view()), name="api-engines"),
     path("instances/", login_not_required(views.InstanceList.as_view()), name="api-instances"),
     path(

@@ -19,8 +19,10 @@ from drf_spectacular.utils import (
     extend_schema,
     inline_serializer,
 )
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -180,6 +182,18 @@ def _documented(
     return extend_schema(
         parameters=[*parameters, _RETRY_AFTER], responses={**responses, **_ALWAYS}, **kwargs
     )
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema (YAML, or JSON with ``?format=json``). Its errors (401, 405) are JSON
+    ``{"detail": ...}`` as every other endpoint's: rendered as the schema's YAML they read
+    ``detail: {string: ..., code: ...}``, which no client expects."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
 
 
 class ApiRoot(APIView):
