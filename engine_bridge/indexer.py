@@ -249,16 +249,22 @@ def unconfigure_free(indexed: Collection[str]) -> None:
     others = Engine.objects.exclude(name__in=indexed).filter(configured=True)
     for pk, name in others.values_list("pk", "name"):
         lock = EngineLock(pk, name)
-        if not lock.take_once():
+        if lock.seen_held() or not lock.take_once():
             continue
         try:
-            # Under its lock: a process taking the engine now says configured once it has it.
-            if not Engine.objects.filter(pk=pk).update(
-                configured=False, sweep_started_at=None, sweep_listed=0
-            ):
-                lock.remove_file()  # deleted meanwhile (forgetengine)
+            token = Engine.objects.filter(pk=pk).values_list("indexer_token", flat=True).first()
+            if token is None:  # deleted meanwhile (forgetengine)
+                lock.remove_file()
+                continue
         finally:
             lock.release()
+        # Written once the lock is let go (on SQLite the write may wait for another one, for
+        # seconds, and a runindexer starting with the engine waits for its lock for one), and
+        # only if no process took the engine meanwhile: taking it writes a new token, then
+        # says configured.
+        Engine.objects.filter(pk=pk, indexer_token=token).update(
+            configured=False, sweep_started_at=None, sweep_listed=0
+        )
 
 
 def request_refresh(engine: Engine | str, instance_id: str) -> None:

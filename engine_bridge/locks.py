@@ -116,6 +116,22 @@ class EngineLock:
         else:  # never indexed: no holder to keep
             self._write_token()
 
+    def seen_held(self) -> bool:
+        """Whether PostgreSQL shows the lock held (by any session): a look that takes no
+        connection of its own, as ``take_once`` does. Always False on SQLite, where taking a
+        lock once costs no more."""
+        default = connections["default"]
+        if default.vendor != "postgresql":
+            return False
+        with default.cursor() as cur:
+            cur.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 2",
+                [_PG_LOCK_CLASS, self.engine_pk],
+            )
+            return cur.fetchone() is not None
+
     def take_once(self) -> bool:
         """Takes the lock if no process holds it (True), at once, writing no token: for a short
         look at an engine no process may index (release it after)."""

@@ -241,6 +241,83 @@ def test_an_engine_whose_runindexer_stopped_is_said_not_indexed_within_seconds(m
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_look_for_engines_no_process_holds_keeps_no_lock_while_its_write_waits():
+    # Its write waited for another one (a batch of an indexer or of a retention: seconds on
+    # SQLite) while it held the engine's lock: a runindexer starting with the engine then tried
+    # for a second and was refused, though no process indexed it.
+    import sqlite3
+    import threading
+    import time
+
+    from django.db import connection, connections
+
+    from engine_bridge.config import EngineConfig
+    from engine_bridge.indexer import sync_engines, unconfigure_free
+    from engine_bridge.locks import EngineLock
+    from workflows_ui.models import Engine
+
+    [a, _] = sync_engines([EngineConfig("a", "h:1"), EngineConfig("b", "h:2")])
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        writer = sqlite3.connect(db["NAME"], isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")  # the database's write lock
+    else:
+        import psycopg
+
+        writer = psycopg.connect(
+            host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"]
+        )
+        writer.execute("SELECT 1 FROM workflows_ui_engine WHERE id = %s FOR UPDATE", [a.pk])
+
+    def look() -> None:
+        try:
+            unconfigure_free({"b"})
+        finally:
+            connections.close_all()
+
+    looking = threading.Thread(target=look)
+    looking.start()
+    try:
+        time.sleep(0.5)  # the look found "a" free and waits to write
+        starting = EngineLock(a.pk, "a")
+        assert starting.take_once()
+        starting.release()
+    finally:
+        writer.rollback()
+        writer.close()
+        looking.join()
+    assert not Engine.objects.get(pk=a.pk).configured
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_look_opens_no_connection_for_an_engine_postgresql_shows_held(monkeypatch):
+    # Taking a PostgreSQL lock once opens a connection: every 10 s, in every runindexer, for
+    # each engine another one indexes. pg_locks says it is held without one.
+    from django.db import connection
+
+    from engine_bridge.config import EngineConfig
+    from engine_bridge.indexer import sync_engines, unconfigure_free
+    from engine_bridge.locks import EngineLock
+    from workflows_ui.models import Engine
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's advisory locks")
+    [a, b] = sync_engines([EngineConfig("a", "h:1"), EngineConfig("b", "h:2")])
+    other = EngineLock(a.pk, "a")
+    other.acquire()
+    tried: list[str] = []
+    with monkeypatch.context() as m:
+        m.setattr(EngineLock, "take_once", lambda self: tried.append(self.engine_name) or True)
+        unconfigure_free({"b"})
+        assert tried == [] and Engine.objects.get(pk=a.pk).configured
+        other.release()  # the indexer of "a" stopped
+        unconfigure_free({"b"})
+        assert tried == ["a"]
+    unconfigure_free({"b"})
+    assert not Engine.objects.get(pk=a.pk).configured
+
+
+@pytest.mark.django_db(transaction=True)
 def test_runindexer_forgets_what_is_past_the_retention_of_engines_taken_out(settings, monkeypatch):
     from datetime import timedelta
 
