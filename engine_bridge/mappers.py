@@ -334,7 +334,7 @@ def event(ev: Any, payload_limit: int = 65536) -> Event:
     for key in _PAYLOAD_KEYS:
         # Readable as the instance's payloads (``instance_state``), and so cut on that text.
         text = details.get(key)
-        if isinstance(text, str) and "\\u" in text:  # (most have no escape: no call)
+        if isinstance(text, str):
             details[key] = readable_json(text)
     # No string of the JSON can be longer than the serialized event (base64 and the few
     # generated strings, times and enum names, stay within twice that and under 64).
