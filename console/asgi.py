@@ -6,7 +6,6 @@ import atexit
 import os
 import sys
 import threading
-from typing import Any
 
 from django.core.asgi import get_asgi_application
 from django.core.exceptions import ImproperlyConfigured
@@ -59,48 +58,6 @@ if settings.CONSOLE_SERVE_STATIC:
     http_app = StaticFiles(django_asgi_app)
 
 
-class EndedAsDisconnected:
-    """Wraps the HTTP app so that a request daphne cancels (SIGTERM) ends as if its client had
-    disconnected: Django then cancels the view or the streaming it runs, waits for it, and ends
-    the request (its database connection closed, given back to the pool).
-
-    Cancelled itself, Django's ASGI handler leaves the request's own task running without its
-    thread: that task's next step in sync code took a new thread and, on PostgreSQL, a new
-    connection from a pool held by the requests cut off, and waited for one the 10 s of the
-    pool's timeout (the interpreter waits for such threads at exit): a history download in
-    flight made a stop take 10 s in 7 of 18 tries. daphne waits for its cancelled requests
-    before it stops, so each ends within the sync step it was in."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        stopping = asyncio.Event()
-
-        async def receive_until_stopping() -> dict[str, Any]:
-            message = asyncio.ensure_future(receive())
-            stop = asyncio.ensure_future(stopping.wait())
-            try:
-                await asyncio.wait((message, stop), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stop.cancel()
-                if not message.done():
-                    message.cancel()
-            if not message.done() or message.cancelled():
-                return {"type": "http.disconnect"}
-            return message.result()
-
-        handling = asyncio.ensure_future(self.app(scope, receive_until_stopping, send))
-        try:
-            await asyncio.shield(handling)
-        except asyncio.CancelledError:
-            stopping.set()
-            await handling
-            raise
-
-
 def end_tasks_left_by_daphne() -> None:
     """At exit, cancels the tasks daphne's stopped event loop left pending, and runs the loop
     until they end (5 s at most).
@@ -131,9 +88,10 @@ def close_pool_before_threads_are_joined() -> None:
     PostgreSQL connection pool, so that a request thread waiting for a connection fails at once.
 
     daphne stopped by SIGTERM with every connection of the pool in use (downloads in flight)
-    left a request that was waiting for one in its thread: the interpreter waited for that
-    thread, and so the stop for the pool's timeout (10 s, 1 stop in 4 under load). Connections
-    still in use are closed when given back."""
+    left a request that was waiting for one in its thread (one that had just arrived, or one cut
+    off whose next sync step took a new thread and a new connection): the interpreter waited for
+    that thread, and so the stop for the pool's timeout (10 s, 1 stop in 4 under load).
+    Connections still in use are closed when given back."""
     backend = sys.modules.get("django.db.backends.postgresql.base")  # only if PostgreSQL's
     pools = backend.DatabaseWrapper._connection_pools if backend else {}
     for pool in list(pools.values()):
@@ -152,9 +110,7 @@ async def no_websockets(scope, receive, send):
         await send({"type": "websocket.close"})
 
 
-application = ProtocolTypeRouter(
-    {"http": EndedAsDisconnected(http_app), "websocket": no_websockets}
-)
+application = ProtocolTypeRouter({"http": http_app, "websocket": no_websockets})
 if settings.CONSOLE_URL_PREFIX:
     from console.prefix import UnderPrefix
 
