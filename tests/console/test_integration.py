@@ -965,16 +965,9 @@ def test_non_ascii_payloads_are_stored_readable_and_found_by_search(devengine, w
 
 
 def test_payloads_stored_escaped_before_are_made_readable_by_the_migration(make_indexer):
-    from importlib import import_module
-    from types import SimpleNamespace
-
-    from django.apps import apps
-    from django.db import connection
-
     from workflows_ui import search
     from workflows_ui.payloads import instance_payload
 
-    migration = import_module("workflows_ui.migrations.0010_payloads_non_ascii_readable")
     engine = Engine.objects.create(name="old", address="h:1")
     now = timezone.now()
     Instance.objects.create(
@@ -991,7 +984,7 @@ def test_payloads_stored_escaped_before_are_made_readable_by_the_migration(make_
     )
     qs = Instance.objects.all()
     assert not search.filter_text(qs, "Zürich").exists()
-    migration.forwards(apps, SimpleNamespace(connection=connection))
+    _migrate_forwards("0010_payloads_non_ascii_readable")
     inst = Instance.objects.get(instance_id="before")
     assert (inst.input, inst.output) == ('{"city": "Zürich"}', '"plain"')
     # The sizes are those of the readable text: the page doesn't call the payload cut.
@@ -1002,15 +995,8 @@ def test_payloads_stored_escaped_before_are_made_readable_by_the_migration(make_
 
 
 def test_payload_sizes_left_by_the_first_readable_rewrite_are_mended(make_indexer):
-    from importlib import import_module
-    from types import SimpleNamespace
-
-    from django.apps import apps
-    from django.db import connection
-
     from workflows_ui.payloads import instance_payload
 
-    migration = import_module("workflows_ui.migrations.0011_payload_sizes_after_readable")
     engine = Engine.objects.create(name="old", address="h:1")
     now = timezone.now()
 
@@ -1037,7 +1023,7 @@ def test_payload_sizes_left_by_the_first_readable_rewrite_are_mended(make_indexe
     )
     # Cut by the indexer (the size is the whole payload's), and one never rewritten.
     stored("cut", input='{"city": "Zü', input_size=70_000, output='"ü"', output_size=3)
-    migration.forwards(apps, SimpleNamespace(connection=connection))
+    _migrate_forwards("0011_payload_sizes_after_readable")
     sizes = {
         i.instance_id: (i.input_size, i.output_size, i.custom_status_size)
         for i in Instance.objects.all()
@@ -1052,12 +1038,6 @@ def test_payload_sizes_left_by_the_first_readable_rewrite_are_mended(make_indexe
 
 
 def test_run_inputs_stored_escaped_before_are_made_readable_by_the_migration(make_indexer):
-    from importlib import import_module
-    from types import SimpleNamespace
-
-    from django.apps import apps
-
-    migration = import_module("workflows_ui.migrations.0014_run_input_non_ascii_readable")
     engine = Engine.objects.create(name="old", address="h:1")
     now = timezone.now()
     inst = Instance.objects.create(
@@ -1084,7 +1064,7 @@ def test_run_inputs_stored_escaped_before_are_made_readable_by_the_migration(mak
     run(1, '{"city": "Z\\u00fcrich"}', 23)
     run(2, '{"note": "\\ud83d\\ude00 \\\\u00fc"}', 32)  # an emoji, then an escaped backslash
     run(3, '{"city": "Z\\u00fcr', 70_000)  # cut by the indexer: not JSON, left as it is
-    migration.forwards(apps, SimpleNamespace(connection=connection))
+    _migrate_forwards("0014_run_input_non_ascii_readable")
     runs = list(Run.objects.order_by("ordinal").values_list("input", "input_size"))
     assert runs == [
         ('{"city": "Zürich"}', 18),
@@ -1092,3 +1072,14 @@ def test_run_inputs_stored_escaped_before_are_made_readable_by_the_migration(mak
         ('{"city": "Z\\u00fcr', 70_000),
     ]
     assert runs[0] == (inst.input, inst.input_size)  # as its instance's
+
+
+def _migrate_forwards(name: str) -> None:
+    """Runs a data migration's step on the test's database, as ``migrate`` would."""
+    from importlib import import_module
+    from types import SimpleNamespace
+
+    from django.apps import apps
+
+    migration = import_module(f"workflows_ui.migrations.{name}")
+    migration.forwards(apps, SimpleNamespace(connection=connection))
