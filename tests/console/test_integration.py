@@ -29,7 +29,7 @@ from engine_bridge.client import EngineClient, pb, pb_grpc
 from engine_bridge.config import EngineConfig
 from engine_bridge.errors import EngineRejected, EngineUnavailable
 from engine_bridge.indexer import EngineIndexer, Limits, request_refresh, sync_engines
-from tests.console import wf_kinds
+from tests.console import factories, wf_kinds
 from tests.console.support import REPO_ROOT, DevEngine, free_port, wait_for
 from workflows_ui.models import (
     ChangeLog,
@@ -1038,32 +1038,12 @@ def test_payload_sizes_left_by_the_first_readable_rewrite_are_mended(make_indexe
 
 
 def test_run_inputs_stored_escaped_before_are_made_readable_by_the_migration(make_indexer):
-    engine = Engine.objects.create(name="old", address="h:1")
-    now = timezone.now()
-    inst = Instance.objects.create(
-        engine=engine,
-        instance_id="before",
-        name="wf",
-        status="COMPLETED",
-        created_at=now,
-        last_updated_at=now,
-        input='{"city": "Zürich"}',
-        input_size=18,
-    )
-
-    def run(ordinal, text, size):
-        Run.objects.create(
-            instance=inst,
-            execution_id=f"e{ordinal}",
-            ordinal=ordinal,
-            status="COMPLETED",
-            input=text,
-            input_size=size,
-        )
-
-    run(1, '{"city": "Z\\u00fcrich"}', 23)
-    run(2, '{"note": "\\ud83d\\ude00 \\\\u00fc"}', 32)  # an emoji, then an escaped backslash
-    run(3, '{"city": "Z\\u00fcr', 70_000)  # cut by the indexer: not JSON, left as it is
+    inst = factories.instance(input='{"city": "Zürich"}', input_size=18)
+    factories.run(inst, input='{"city": "Z\\u00fcrich"}', input_size=23)
+    # An emoji, then an escaped backslash.
+    factories.run(inst, input='{"note": "\\ud83d\\ude00 \\\\u00fc"}', input_size=32)
+    # Cut by the indexer: not JSON, left as it is.
+    factories.run(inst, input='{"city": "Z\\u00fcr', input_size=70_000)
     _migrate_forwards("0014_run_input_non_ascii_readable")
     runs = list(Run.objects.order_by("ordinal").values_list("input", "input_size"))
     assert runs == [
