@@ -343,7 +343,15 @@ _CHANGE_FIELDS = (
     "last_position",
 )
 #: A read that succeeded clears its instance's read error.
-_CHECK_FIELDS = ("instance", "engine", "due_at", "interval", "read_error", "read_failing_since")
+_CHECK_FIELDS = (
+    "instance",
+    "engine",
+    "due_at",
+    "interval",
+    "read_error",
+    "read_failing_since",
+    "read_at",
+)
 _EVENT_FIELDS = (
     "run",
     "position",
@@ -1062,6 +1070,7 @@ class EngineIndexer:
                 InstanceCheck.objects.filter(pk=pk).update(
                     due_at=now + timedelta(seconds=min(interval, FIRST_TIMEOUT_RETRY)),
                     read_error=str(error)[:2000],
+                    read_at=now,
                 )
                 continue
             due_at, new_interval = self._after_failed_read(interval, status)
@@ -1070,6 +1079,7 @@ class EngineIndexer:
                 interval=new_interval,
                 read_error=str(error)[:2000],
                 read_failing_since=since or now,
+                read_at=now,
             )
 
     def _refuse(self, instance_id: str, reason: str, result: PassResult) -> None:
@@ -1171,14 +1181,14 @@ class EngineIndexer:
             self._schedule_failing(pk, instance_id, status, interval, w)
             return
         due_at, new_interval = self._next_check(status, False, interval)
-        w.checks.add(pk, self.engine.pk, due_at, new_interval, "", None)
+        w.checks.add(pk, self.engine.pk, due_at, new_interval, "", None, w.now)
 
     def _schedule(self, inst: Instance, changed: bool, interval: float | None, w: _Writes) -> None:
         if inst.instance_id in w.failing:
             self._schedule_failing(inst, inst.instance_id, inst.status, interval, w)
             return
         due_at, new_interval = self._next_check(inst.status, changed, interval)
-        w.checks.add(inst, self.engine.pk, due_at, new_interval, "", None)
+        w.checks.add(inst, self.engine.pk, due_at, new_interval, "", None, w.now)
 
     def _schedule_failing(
         self, key: Instance | int, instance_id: str, status: str, interval: float | None, w: _Writes
@@ -1191,12 +1201,13 @@ class EngineIndexer:
             # Read again soon, its history asked for whatever its state says (``_refresh_due``:
             # a read error is kept), and not listed as unreadable yet (``_retry_later``).
             due = w.now + timedelta(seconds=min(interval, FIRST_TIMEOUT_RETRY))
-            w.checks.add(key, self.engine.pk, due, interval, w.failing[instance_id][:2000], None)
+            error = w.failing[instance_id][:2000]
+            w.checks.add(key, self.engine.pk, due, interval, error, None, w.now)
             return
         due_at, new_interval = self._after_failed_read(interval, status)
         since = w.failing_since.get(instance_id) or w.now
         w.checks.add(
-            key, self.engine.pk, due_at, new_interval, w.failing[instance_id][:2000], since
+            key, self.engine.pk, due_at, new_interval, w.failing[instance_id][:2000], since, w.now
         )
 
     def _after_failed_read(self, interval: float, status: str) -> tuple[datetime, float]:

@@ -1,9 +1,10 @@
 """The console's own copy of every engine's workflow instances.
 
 Written only by the indexer (``engine_bridge.indexer``); read by pages and the REST API, which
-never call an engine to read. Sized for millions of instances: every list query has a named index
-(the comment beside it names the query), pagination is keyset (no OFFSET), counts come from
-``StatusCount`` (never a scan), and live pages catch up from ``ChangeLog.id``.
+never call an engine to read (they leave the indexer a ``RefreshRequest`` when what they show
+may be stale: ``workflows_ui.freshness``). Sized for millions of instances: every list query has
+a named index (the comment beside it names the query), pagination is keyset (no OFFSET), counts
+come from ``StatusCount`` (never a scan), and live pages catch up from ``ChangeLog.id``.
 
 Full-text search over payloads is not a model field: ``workflows_ui.search`` owns it (SQLite FTS5
 table / PostgreSQL generated tsvector column), the one place where the two databases differ.
@@ -453,6 +454,9 @@ class InstanceCheck(models.Model):
     #: when; cleared by the next read that succeeds. The instance's row is as of its last read.
     read_error = models.TextField(blank=True, default="", db_default="")
     read_failing_since = models.DateTimeField(null=True, blank=True)
+    #: When the indexer last asked the engine for this instance (whether or not anything had
+    #: changed, and whether or not the answer could be read); None before this was recorded.
+    read_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -505,8 +509,9 @@ class InstanceCheck(models.Model):
 
 
 class RefreshRequest(models.Model):
-    """ "Read this instance now": written by the actions service (any process), taken by the
-    indexer on its next pass. Works for ids the indexer has not discovered yet."""
+    """ "Read this instance now": written by the actions service (any process) and by a look
+    at an instance (``workflows_ui.freshness``), taken by the indexer on its next pass. Works
+    for ids the indexer has not discovered yet."""
 
     # No index of its own: the unique (engine, instance_id) below starts with it.
     engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="+", db_index=False)

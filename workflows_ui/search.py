@@ -12,15 +12,17 @@ PostgreSQL's own parser would keep an email, a host, a URL, a path, a version or
 so its documents and searches are first split by ``PG_SEPARATORS``. A query matches instances
 containing every word of it; letters and digits joined by an underscore (``order_42``) match as
 adjacent words on both. Also here: the id-prefix filter, which must stay an index range scan
-on both databases, and the sort key that makes either database sort the few rows such a filter
-matches instead of walking the time index.
+on both databases, the sort key that makes either database sort the few rows such a filter
+matches instead of walking the time index, and how long a page's own small write waits for
+SQLite's one writer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -329,3 +331,24 @@ def _after_prefix(prefix: str) -> str | None:
                 last = 0xE000
             return prefix + chr(last)
     return None
+
+
+@contextlib.contextmanager
+def brief_write_wait(using: str = "default", milliseconds: int = 250) -> Iterator[None]:
+    """Writes in this block wait at most ``milliseconds`` for the database's write lock, then
+    fail with ``OperationalError``: for a write a page makes on the side (``freshness``), which
+    must not hold the page up. SQLite has one writer at a time, and the indexer's batch can
+    hold it for a while (the connection otherwise waits up to its ``timeout``); PostgreSQL
+    locks rows, not the database, so nothing changes there."""
+    conn = connections[using]
+    if conn.vendor != "sqlite":
+        yield
+        return
+    usual = int(float(conn.settings_dict["OPTIONS"].get("timeout", 5)) * 1000)
+    with conn.cursor() as cur:
+        cur.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
+    try:
+        yield
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"PRAGMA busy_timeout = {usual}")

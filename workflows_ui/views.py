@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -23,7 +24,7 @@ from django.utils.http import content_disposition_header, urlencode
 from django.views.decorators.http import require_safe
 
 from engine_bridge.types import EVENT_TYPES
-from workflows_ui import history, listing, payloads
+from workflows_ui import freshness, history, listing, payloads
 from workflows_ui.models import (
     STATUS_COLOURS,
     Engine,
@@ -235,7 +236,13 @@ def instance_detail(
     ordinal: int | None = None,
     position: int | None = None,
 ) -> HttpResponse:
-    inst = _get_instance(engine, instance_id)
+    inst = (
+        Instance.objects.select_related("engine", "parent_engine", "schedule")
+        .filter(engine__name=engine, instance_id=instance_id)
+        .first()
+    )
+    if inst is None:
+        return _not_indexed(request, engine, instance_id)
     run = _get_run(inst, ordinal)
     if position is not None and (run is None or not 0 <= position < max(run.event_count, 1)):
         raise Http404("no such event in this run")
@@ -267,6 +274,8 @@ def instance_detail(
     )
     ctx: dict[str, Any] = {
         "inst": inst,
+        "last_read": _last_read(inst),
+        "reading_again": freshness.read_again(inst),
         "colour": COLOURS.get(inst.status, "grey"),
         "run": run,
         "is_current": is_current,
@@ -310,6 +319,28 @@ def instance_detail(
         ctx["run_url"] = instance_url(engine, instance_id, run.ordinal)
         ctx.update(_history_context(request, inst, run, position=position, start=tl.start))
     return render(request, "workflows_ui/instance_detail.html", ctx)
+
+
+def _not_indexed(request: HttpRequest, engine: str, instance_id: str) -> HttpResponse:
+    """The 404 of an instance the console has not indexed, the indexer asked to look for it:
+    a link to an instance started a moment ago works after a reload."""
+    ctx = {
+        "request_path": quote(request.path),  # as Django's own 404 shows it
+        "engine": engine,
+        "instance_id": instance_id,
+        "looking_for": freshness.look_for(engine, instance_id),
+    }
+    return render(request, "404.html", ctx, status=404)
+
+
+def _last_read(inst: Instance) -> datetime:
+    """When the indexer last read the instance from its engine (a tombstone: when it was
+    stored)."""
+    try:
+        read_at = inst.schedule.read_at
+    except InstanceCheck.DoesNotExist:
+        read_at = None
+    return read_at or inst.indexed_at
 
 
 def _duration(inst: Instance, now: datetime) -> str:

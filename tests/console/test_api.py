@@ -949,10 +949,9 @@ def test_an_id_ending_like_a_route_is_routed_as_the_client_encoded_it():
     assert [r["execution_id"] for r in runs["results"]] == ["hx|r1"]
     status, history = _asgi_get(b"/api/instances/orders/hx%2Fruns/history/", token)
     assert (status, history["run"]) == (200, "hx/runs|r1")
-    assert _asgi_get(b"/api/instances/orders/hx%2Fhistory/", token) == (
-        404,
-        {"detail": "no instance 'hx/history' indexed from engine 'orders'"},
-    )
+    status, missing = _asgi_get(b"/api/instances/orders/hx%2Fhistory/", token)
+    assert status == 404
+    assert missing["detail"].startswith("no instance 'hx/history' indexed from engine 'orders'")
     assert _asgi_get(b"/api/instances/orders/hx%00%2Fruns/", token)[0] == 404
 
 

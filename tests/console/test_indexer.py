@@ -7,7 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.db.models import Count
@@ -828,6 +828,39 @@ def test_a_stopping_process_ends_the_pass_after_the_reads_in_flight(
     while ix.run_pass().busy:
         pass
     assert Instance.objects.count() == 300 and counts_are_exact(ix.engine)
+
+
+def test_every_read_of_an_instance_records_when_it_was_made(fake, make_indexer):
+    # What an instance's page says it is as of, and whether looking at it asks for a read
+    # (workflows_ui.freshness).
+    state, events = golden_instance("two_steps")
+    fake.add(state, events, instance_id="a")
+    ix = make_indexer(terminal_first_interval=60.0)
+
+    def read_at(instance_id: str = "a") -> datetime:
+        value = InstanceCheck.objects.get(instance__instance_id=instance_id).read_at
+        assert value is not None
+        return value
+
+    before = timezone.now()
+    ix.run_pass()
+    first = read_at()
+    assert before <= first <= timezone.now()
+    for change in (None, []):  # unchanged, then new (no) events with lastUpdatedAt moved
+        if change is not None:
+            fake.append("a", change)
+        InstanceCheck.objects.update(due_at=timezone.now())
+        ix.run_pass()
+        assert read_at() > first
+        first = read_at()
+    # A read that fails is a read made too (a first timeout, then the ones after).
+    fake.failing[("GetInstance", "a")] = too_slow("GetInstance")
+    for _ in range(2):
+        InstanceCheck.objects.update(due_at=timezone.now())
+        assert ix.run_pass().errors == 1
+        assert read_at() > first
+        first = read_at()
+    assert Instance.objects.get(instance_id="a").read_problem() is not None
 
 
 def test_finished_instances_are_read_again_soon_then_less_and_less_often(make_indexer):

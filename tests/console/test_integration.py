@@ -288,6 +288,47 @@ def test_a_finished_id_started_again_gets_a_new_run(devengine, wf, make_indexer)
     assert StatusCount.objects.get(name="two_steps", status="COMPLETED").count == 0
 
 
+def test_opening_an_instance_shows_what_the_engine_has_after_a_reload(
+    devengine, wf, make_indexer, client
+):
+    # A finished id started again, and an id not indexed yet: looking at them is what makes
+    # the indexer read them (workflows_ui.freshness), no hint from anything else.
+    client.force_login(User.objects.create_user("alice"))
+    ix = make_indexer(devengine.config(), list_pages_per_pass=0)
+    wf.schedule_new_workflow(wf_kinds.two_steps, input=ORDER, instance_id="again")
+    wf.wait_for_workflow_completion("again", timeout_in_seconds=20)
+    request_refresh(ix.engine, "again")  # the one id the indexer knows: no listing here
+    ix.run_pass()
+    assert Instance.objects.get(instance_id="again").status == "COMPLETED"
+    wf.schedule_new_workflow(
+        wf_kinds.fails, input={"id": "x", "address": "nowhere"}, instance_id="again"
+    )
+    wf.wait_for_workflow_completion("again", timeout_in_seconds=20)
+    wf.schedule_new_workflow(wf_kinds.two_steps, input=ORDER, instance_id="new-one")
+    wf.wait_for_workflow_completion("new-one", timeout_in_seconds=20)
+    # As if read a while ago: the next read of a finished instance is a minute away.
+    read_at = timezone.now() - timedelta(seconds=30)
+    InstanceCheck.objects.update(read_at=read_at)
+    ix.run_pass()
+    assert Instance.objects.get(instance_id="again").status == "COMPLETED"
+    page = client.get("/instances/local/again/")
+    assert b"it reads it again now" in page.content
+    missing = client.get("/instances/local/new-one/")
+    assert missing.status_code == 404 and b'id="looking-for"' in missing.content
+    ix.run_pass()
+    page = client.get("/instances/local/again/")
+    assert b"Failed" in page.content and b"it reads it again now" not in page.content
+    inst = Instance.objects.get(instance_id="again")
+    assert list(inst.runs.order_by("ordinal").values_list("name", "status")) == [
+        ("two_steps", "COMPLETED"),
+        ("fails", "FAILED"),
+    ]
+    assert inst.schedule.read_at > read_at
+    page = client.get("/instances/local/new-one/")
+    assert page.status_code == 200 and b"Completed" in page.content
+    assert mismatches(ix) == []
+
+
 def test_a_stalled_instance_is_indexed_with_its_reason_then_as_picked_up_again(
     devengine, make_indexer
 ):

@@ -16,7 +16,7 @@ from rest_framework.settings import api_settings
 
 from engine_bridge.types import EVENT_TYPES
 from workflows_ui import listing, search
-from workflows_ui.models import Engine, HistoryEvent, Instance, Run, Status
+from workflows_ui.models import Engine, HistoryEvent, Instance, InstanceCheck, Run, Status
 
 
 def instance_path(engine_name: str, instance_id: str) -> str:
@@ -399,6 +399,10 @@ class InstanceDetailSerializer(InstanceListSerializer):
         help_text="null when the indexer reads this instance; else why it can't (the fields "
         "above are as of its last successful read, or of its last read when history_only)"
     )
+    read_at = serializers.SerializerMethodField(
+        help_text="when the indexer last asked the engine for this instance; null for a "
+        "tombstone (no longer read) or before the console recorded it"
+    )
     parent = serializers.SerializerMethodField()
     runs_url = serializers.SerializerMethodField(help_text="whole URL of its runs")
     history_url = serializers.SerializerMethodField(
@@ -427,6 +431,7 @@ class InstanceDetailSerializer(InstanceListSerializer):
             "purged_at",
             "first_seen_at",
             "indexed_at",
+            "read_at",
             "runs_url",
             "history_url",
             "children_url",
@@ -464,6 +469,14 @@ class InstanceDetailSerializer(InstanceListSerializer):
                 "history_only": check.history_only(),
             }
         ).data
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_read_at(self, obj: Instance) -> str | None:
+        try:
+            read_at = obj.schedule.read_at
+        except InstanceCheck.DoesNotExist:
+            return None
+        return serializers.DateTimeField().to_representation(read_at) if read_at else None
 
     @extend_schema_field(ParentSerializer(allow_null=True))
     def get_parent(self, obj: Instance) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from workflows_ui import listing
+from workflows_ui import freshness, listing
 from workflows_ui.api.serializers import (
     EngineSerializer,
     HistoryEventSerializer,
@@ -327,11 +327,26 @@ class InstanceDetail(_OneInstance):
     @_documented(
         responses={200: InstanceDetailSerializer, **_NOT_FOUND},
         summary="One instance (ids url-encoded)",
+        description=(
+            "What the console has of the instance. Asking for it also asks the indexer to read "
+            "it again at its next pass (about a second later) when its last read (`read_at`) "
+            "is more than 5 seconds old and no read is due sooner, and to look for an id the "
+            "console has not indexed (the 404 says so): ask again for the new read."
+        ),
         operation_id="instance_retrieve",
     )
     def get(self, request: Request, engine: str, instance_id: str) -> Response:
         _validated(NoParameters, request)
-        inst = _get_instance(engine, instance_id)
+        try:
+            inst = _get_instance(engine, instance_id)
+        except NotFound as exc:
+            if freshness.look_for(engine, instance_id):
+                raise NotFound(
+                    f"{exc.detail}: the indexer now asks the engine for it (an instance started "
+                    "a moment ago is here within seconds)"
+                ) from None
+            raise
+        freshness.read_again(inst)
         return Response(InstanceDetailSerializer(inst, context={"request": request}).data)
 
 

@@ -1,0 +1,82 @@
+"""Reading an instance again because someone looks at it.
+
+The indexer re-reads a finished instance rarely (a minute after it ends, then less and less
+often, down to hourly), so an id started again, re-run or restarted would show its old run on
+its page for up to an hour; and it finds a new id only when its listing of the engine reaches
+it. Someone opening an instance's page, or asking the API for it, wants what the engine has
+now: when the indexer last read the instance more than ``STALE_AFTER`` ago and won't read it
+again within ``DUE_SOON``, the view leaves it a hint (``RefreshRequest``), which the indexer
+takes at its next pass, a second or so later. The same for an id the console has not indexed
+(yet), say a link to an instance started a moment ago: the indexer asks the engine for it.
+
+The page is answered with what the console has; a reload shows the new read. A hint costs the
+engine one GetInstance (and the history when the instance changed), and hints coalesce: at most
+one read per instance and pass whoever looks. The write is small and never holds a page up
+(``search.brief_write_wait``): when the database is busy, there is no hint, and the instance
+is read at its usual time.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.db import OperationalError
+from django.utils import timezone
+
+from workflows_ui.models import Engine, Instance, InstanceCheck, RefreshRequest
+from workflows_ui.search import brief_write_wait
+
+log = logging.getLogger(__name__)
+
+#: What the console shows of an instance read longer ago than this may be stale.
+STALE_AFTER = timedelta(seconds=5)
+#: A read due this soon needs no hint.
+DUE_SOON = timedelta(seconds=2)
+#: The longest id a hint holds (and the console stores).
+MAX_ID: int = RefreshRequest._meta.get_field("instance_id").max_length  # type: ignore[assignment]
+
+
+def read_again(inst: Instance) -> bool:
+    """Ask the indexer to read this instance again now if what the console has of it may be
+    stale. True when a read is coming within seconds (asked now or by an earlier look, or due
+    anyway). Not for a tombstone (the engine's listing finds an id started again), an
+    instance whose reads fail (its page says when the indexer tries again: each try can take
+    the engine's whole deadline), or an engine no indexer runs."""
+    try:
+        check = inst.schedule
+    except InstanceCheck.DoesNotExist:
+        return False  # a tombstone: no longer read
+    if check.read_failing_since is not None or not inst.engine.configured:
+        return False
+    now = timezone.now()
+    if check.due_at <= now + DUE_SOON:
+        return True
+    if check.read_at is not None and now - check.read_at < STALE_AFTER:
+        return False
+    return _ask(inst.engine, inst.instance_id)
+
+
+def look_for(engine_name: str, instance_id: str) -> bool:
+    """Ask the indexer to look for an id the console has not indexed (yet). True when it was
+    asked: the engine exists and some indexer runs it."""
+    if not instance_id or len(instance_id) > MAX_ID or "\x00" in instance_id:
+        return False
+    engine = Engine.objects.filter(name=engine_name, configured=True).first()
+    return engine is not None and _ask(engine, instance_id)
+
+
+def _ask(engine: Engine, instance_id: str) -> bool:
+    if RefreshRequest.objects.filter(engine=engine, instance_id=instance_id).exists():
+        return True  # a reload: the hint is still waiting
+    try:
+        with brief_write_wait():
+            # Not update_or_create: a hint renewed while the indexer reads it stays for its
+            # next pass (engine_bridge.indexer), a second read for nothing.
+            RefreshRequest.objects.bulk_create(
+                [RefreshRequest(engine=engine, instance_id=instance_id)], ignore_conflicts=True
+            )
+    except OperationalError as exc:
+        log.info("no hint to read %s/%s again: %s", engine.name, instance_id[:100], exc)
+        return False
+    return True
