@@ -280,7 +280,8 @@ CONSOLE_INDEXER_LIST_PAGE_SIZE = envint("CONSOLE_INDEXER_LIST_PAGE_SIZE", 1000, 
 CONSOLE_INDEXER_LIST_PAGES_PER_PASS = envint("CONSOLE_INDEXER_LIST_PAGES_PER_PASS", 20, minimum=1)
 # Non-terminal instances are re-read after this many seconds, backing off to the maximum while
 # they don't change; terminal ones (which can only be restarted, re-run or purged) a minute after
-# they end, then twice as long each time up to an hour.
+# they end, then twice as long each time up to an hour (on an engine with many of them: see
+# CONSOLE_INDEXER_TERMINAL_READ_RATE).
 CONSOLE_INDEXER_ACTIVE_INTERVAL = envfloat("CONSOLE_INDEXER_ACTIVE_INTERVAL", 1.0, minimum=0.0)
 CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL = envfloat(
     "CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL", 15.0, minimum=0.0
@@ -290,6 +291,11 @@ CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL = envfloat(
 )
 CONSOLE_INDEXER_TERMINAL_INTERVAL = envfloat(
     "CONSOLE_INDEXER_TERMINAL_INTERVAL", 3600.0, minimum=0.0
+)
+# How many finished instances of an engine are re-read a second, about: their re-reads are spread
+# over as long as that takes, between the two intervals above (0: the maximum always).
+CONSOLE_INDEXER_TERMINAL_READ_RATE = envfloat(
+    "CONSOLE_INDEXER_TERMINAL_READ_RATE", 20.0, minimum=0.0
 )
 if CONSOLE_INDEXER_ACTIVE_INTERVAL > CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL:
     raise ImproperlyConfigured(

@@ -98,6 +98,9 @@ HELLO_TIMEOUT = 3.0
 #: Seconds between looks for what is past the retention period (engine_bridge.retention), while
 #: the last look found nothing more to forget.
 RETENTION_CHECK_INTERVAL = 600.0
+#: Seconds between counts of an engine's finished instances (from StatusCount), which set how
+#: far apart their re-reads are (``Limits.terminal_read_rate``).
+FINISHED_COUNT_INTERVAL = 60.0
 #: ListInstanceIDs pages are halved, down to this size, each time one exceeds the deadline while
 #: the engine answers (a sidecar pages through its state store for every call).
 MIN_LIST_PAGE_SIZE = 10
@@ -173,6 +176,10 @@ class Limits:
     active_max_interval: float = 15.0
     terminal_first_interval: float = 60.0
     terminal_interval: float = 3600.0
+    #: About how many finished instances of an engine are re-read a second: their re-reads are
+    #: spread over as long as that takes, from ``terminal_first_interval`` up to
+    #: ``terminal_interval`` (0: up to ``terminal_interval`` always).
+    terminal_read_rate: float = 20.0
     sweep_interval: float = 2.0
     #: After a sweep, wait at least this many times as long as its ListInstanceIDs calls took:
     #: listing a big engine (100,000 ids) then takes a fifth of the time instead of all of it (a
@@ -193,6 +200,7 @@ class Limits:
             active_max_interval=settings.CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL,
             terminal_first_interval=settings.CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL,
             terminal_interval=settings.CONSOLE_INDEXER_TERMINAL_INTERVAL,
+            terminal_read_rate=settings.CONSOLE_INDEXER_TERMINAL_READ_RATE,
             payload_limit=settings.CONSOLE_PAYLOAD_LIMIT,
             retention_days=settings.CONSOLE_RETENTION_DAYS,
         )
@@ -537,6 +545,8 @@ class EngineIndexer:
         self._refused: set[str] = set()
         self._answered_at = 0.0  # time.monotonic() of the last Hello answered (_why_down)
         self._forget_at = 0.0  # time.monotonic() of the next look past the retention period
+        self._finished = 0  # the engine's finished instances, as last counted
+        self._finished_counted_at: float | None = None  # time.monotonic() of that count
         self._list_page_size = self.limits.list_page_size
         #: Asked now and then during a pass: True ends it early (after the reads in flight are
         #: written), so a stopping process doesn't wait for a first sweep of a big engine.
@@ -1233,7 +1243,7 @@ class EngineIndexer:
             if changed or interval is None or interval < first:
                 new_interval = first
             else:
-                new_interval = min(lim.terminal_interval, interval * 2)
+                new_interval = min(self._terminal_longest(first), interval * 2)
         elif changed or interval is None:
             new_interval = lim.active_interval
         else:
@@ -1241,6 +1251,26 @@ class EngineIndexer:
         # Jitter spreads instances indexed together over time.
         delay = new_interval * (1 + random.uniform(-0.1, 0.1))
         return timezone.now() + timedelta(seconds=delay), new_interval
+
+    def _terminal_longest(self, first: float) -> float:
+        """The most time between two reads of a finished instance: the engine's finished
+        instances read at about ``terminal_read_rate`` a second, so that an id started again
+        shows within a minute or so on an engine with a thousand of them, and a big engine's
+        are read hourly. (A few reads a second cost a sidecar little; an hour is long to show
+        a finished instance that is running again.)"""
+        lim = self.limits
+        if lim.terminal_read_rate <= 0:
+            return lim.terminal_interval
+        now = time.monotonic()
+        if (
+            self._finished_counted_at is None
+            or now - self._finished_counted_at > FINISHED_COUNT_INTERVAL
+        ):
+            counted = StatusCount.objects.filter(engine=self.engine, status__in=TERMINAL)
+            self._finished = counted.aggregate(n=Sum("count"))["n"] or 0
+            self._finished_counted_at = now
+        spread = self._finished / lim.terminal_read_rate
+        return max(first, min(lim.terminal_interval, spread))
 
     def _change(
         self,

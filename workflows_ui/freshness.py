@@ -1,13 +1,14 @@
 """Reading an instance again because someone looks at it.
 
 The indexer re-reads a finished instance rarely (a minute after it ends, then less and less
-often, down to hourly), so an id started again, re-run or restarted would show its old run on
-its page for up to an hour; and it finds a new id only when its listing of the engine reaches
-it. Someone opening an instance's page, or asking the API for it, wants what the engine has
-now: when the indexer last read the instance more than ``STALE_AFTER`` ago and won't read it
-again within ``DUE_SOON``, the view leaves it a hint (``RefreshRequest``), which the indexer
-takes at its next pass, a second or so later. The same for an id the console has not indexed
-(yet), say a link to an instance started a moment ago: the indexer asks the engine for it.
+often, down to hourly on a big engine), so the page of an id started again, re-run or restarted
+could show its old run for up to an hour; and it finds a new id only when its listing of the
+engine reaches it. Someone opening an instance's page, or asking the API for it, wants what
+the engine has now: when the indexer last read the instance more than ``STALE_AFTER`` ago and
+won't read it again within ``DUE_SOON``, the view leaves it a hint (``RefreshRequest``), which
+the indexer takes at its next pass, a second or so later. The same for an id the console has
+not indexed (yet), say a link to an instance started a moment ago: the indexer asks the engine
+for it.
 
 The page is answered with what the console has; a reload shows the new read. A hint costs the
 engine one GetInstance (and the history when the instance changed), and hints coalesce: at most

@@ -19,6 +19,7 @@ from engine_bridge import locks, mappers
 from engine_bridge.client import pb
 from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable, InstanceNotFound
 from engine_bridge.indexer import (
+    FINISHED_COUNT_INTERVAL,
     FIRST_TIMEOUT_RETRY,
     EngineIndexer,
     Limits,
@@ -865,6 +866,10 @@ def test_every_read_of_an_instance_records_when_it_was_made(fake, make_indexer):
 
 def test_finished_instances_are_read_again_soon_then_less_and_less_often(make_indexer):
     ix = make_indexer(terminal_first_interval=60.0, terminal_interval=3600.0)
+    # A big engine: 100,000 finished instances at 20 reads a second take longer than the hour.
+    StatusCount.objects.create(engine=ix.engine, name="a", status="COMPLETED", count=90_000)
+    StatusCount.objects.create(engine=ix.engine, name="b", status="FAILED", count=10_000)
+    StatusCount.objects.create(engine=ix.engine, name="a", status="RUNNING", count=5_000)
     intervals = []
     interval = 15.0  # what it had while running
     changed = True  # it just ended
@@ -875,6 +880,46 @@ def test_finished_instances_are_read_again_soon_then_less_and_less_often(make_in
     assert intervals == [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]
     assert ix._next_check("FAILED", True, 3600.0)[1] == 60  # it changed (restarted and failed)
     assert ix._next_check("FAILED", False, None)[1] == 60
+
+
+@pytest.mark.parametrize(
+    ("finished", "rate", "longest"),
+    [
+        (0, 20.0, 60),  # none yet: the first interval
+        (1_000, 20.0, 60),  # a thousand in a minute would be 17 reads a second: a minute
+        (10_000, 20.0, 500),  # spread over 500 s at 20 a second
+        (100_000, 20.0, 3600),  # more than an hour's worth: hourly
+        (10_000, 0.0, 3600),  # no rate: hourly whatever the engine has
+    ],
+)
+def test_finished_instances_are_read_at_most_hourly_and_as_often_as_a_rate_allows(
+    make_indexer, finished, rate, longest
+):
+    ix = make_indexer(
+        terminal_first_interval=60.0, terminal_interval=3600.0, **{"terminal_read_rate": rate}
+    )
+    StatusCount.objects.create(engine=ix.engine, name="a", status="TERMINATED", count=finished)
+    StatusCount.objects.create(engine=ix.engine, name="a", status="RUNNING", count=50_000)
+    other = Engine.objects.create(name="billing", address="x:2")
+    StatusCount.objects.create(engine=other, name="a", status="COMPLETED", count=1_000_000)
+    interval = 60.0
+    for _ in range(8):
+        _, interval = ix._next_check("COMPLETED", False, interval)
+    assert interval == longest
+    due_at, _ = ix._next_check("COMPLETED", False, interval)
+    assert due_at <= timezone.now() + timedelta(seconds=longest * 1.1)
+
+
+def test_the_count_of_finished_instances_is_taken_again_a_minute_later(make_indexer):
+    ix = make_indexer(terminal_first_interval=60.0, terminal_interval=3600.0)
+    counted = StatusCount.objects.create(
+        engine=ix.engine, name="a", status="COMPLETED", count=1_000
+    )
+    assert ix._next_check("COMPLETED", False, 3600.0)[1] == 60
+    StatusCount.objects.filter(pk=counted.pk).update(count=100_000)
+    assert ix._next_check("COMPLETED", False, 3600.0)[1] == 60  # counted a moment ago
+    ix._finished_counted_at -= FINISHED_COUNT_INTERVAL + 1  # as if a minute had gone by
+    assert ix._next_check("COMPLETED", False, 3600.0)[1] == 3600
 
 
 def test_a_finished_instance_restarted_under_its_id_is_seen_at_its_next_check(fake, make_indexer):
