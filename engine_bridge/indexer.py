@@ -430,13 +430,11 @@ class _Reads:
         items: Iterable[tuple[str, datetime | None]],
         concurrency: int,
         window: int,
-        force: bool,
-        read: Callable[[str, datetime | None, bool, Callable[[Fetched], None]], None],
+        read: Callable[[str, datetime | None, Callable[[Fetched], None]], None],
     ) -> None:
         self._todo = iter(items)
         self._concurrency = concurrency
         self._window = window
-        self._force = force
         self._read = read
         self._answers: queue.SimpleQueue[Fetched] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -476,7 +474,7 @@ class _Reads:
                     return
                 self._running += 1
             try:
-                self._read(item[0], item[1], self._force, self._finished)
+                self._read(item[0], item[1], self._finished)
             except Exception as exc:  # noqa: BLE001 - count it finished, or take() waits forever
                 self._finished(Fetched(item[0], error=EngineError(repr(exc), operation="read")))
 
@@ -704,7 +702,16 @@ class EngineIndexer:
         )
         if not hints:
             return
-        self._sync([(iid, None) for _, iid, _ in hints], result, force=True)
+        # As a due re-read: the history only when lastUpdatedAt moved (or its last read failed).
+        # A hint comes from someone looking at the instance too (workflows_ui.freshness), and a
+        # page reloaded now and then must not fetch a long history again each time.
+        known = {
+            iid: None if error else updated
+            for iid, updated, error in Instance.objects.filter(
+                engine=self.engine, instance_id__in=[iid for _, iid, _ in hints]
+            ).values_list("instance_id", "last_updated_at", "schedule__read_error")
+        }
+        self._sync([(iid, known.get(iid)) for _, iid, _ in hints], result)
         if self.stopping():
             return  # some may not have been read: the hints stay for the next start
         result.hinted += len(hints)
@@ -904,7 +911,6 @@ class EngineIndexer:
         self,
         instance_id: str,
         known_updated: datetime | None,
-        force: bool,
         done: Callable[[Fetched], None],
     ) -> None:
         """GetInstance, then GetInstanceHistory when the instance changed; ``done`` gets the
@@ -933,10 +939,8 @@ class EngineIndexer:
                 done(out)
                 return
             out.state = answer
-            changed = (
-                force
-                or known_updated is None
-                or (answer is not None and answer.last_updated_at != known_updated)
+            changed = known_updated is None or (
+                answer is not None and answer.last_updated_at != known_updated
             )
             if answer is not None and changed and self.engine.supports_history is not False:
                 self.client.get_history_later(instance_id, history_read)
@@ -949,13 +953,12 @@ class EngineIndexer:
         self,
         items: Sequence[tuple[str, datetime | None]],
         result: PassResult,
-        force: bool = False,
     ) -> None:
         """Read these instances, ``limits.concurrency`` at a time, and write them as the
         answers come in. Reads go on while a chunk is written: each finished read starts the
         next, as long as fewer than ``window`` answers wait for this thread."""
         window = max(self.limits.concurrency * 4, WRITE_CHUNK + self.limits.concurrency)
-        reads = _Reads(items, self.limits.concurrency, window, force, self._read)
+        reads = _Reads(items, self.limits.concurrency, window, self._read)
         ready: list[Fetched] = []
         unavailable: EngineUnavailable | None = None
         refused: EngineError | None = None

@@ -767,6 +767,33 @@ def test_a_hint_reads_an_instance_now_even_before_discovery(fake, make_indexer):
     assert Instance.objects.get().status == "COMPLETED"
 
 
+def test_a_hint_for_an_instance_that_has_not_moved_reads_no_history(fake, make_indexer):
+    # Hints come from people looking at an instance too (workflows_ui.freshness): a page
+    # reloaded now and then must not fetch a long history each time.
+    fake.unsupported.add("ListInstanceIDs")
+    state, events = golden_instance("two_steps")
+    fake.add(state, events)
+    ix = make_indexer()
+    request_refresh("orders", "g-two-steps")
+    ix.run_pass()
+    assert ("GetInstanceHistory", "g-two-steps") in fake.calls  # not known yet
+    fake.calls.clear()
+    request_refresh("orders", "g-two-steps")
+    assert ix.run_pass().hinted == 1
+    assert fake.calls == [("GetInstance", "g-two-steps")]
+    fake.append("g-two-steps", [])  # lastUpdatedAt moves
+    request_refresh("orders", "g-two-steps")
+    ix.run_pass()
+    assert fake.calls[1:] == [("GetInstance", "g-two-steps"), ("GetInstanceHistory", "g-two-steps")]
+    # An instance whose history could not be read is asked for it whatever its state says.
+    InstanceCheck.objects.update(read_error="GetInstanceHistory: deadline exceeded")
+    fake.calls.clear()
+    request_refresh("orders", "g-two-steps")
+    ix.run_pass()
+    assert ("GetInstanceHistory", "g-two-steps") in fake.calls
+    assert InstanceCheck.objects.get().read_error == ""
+
+
 def test_an_engine_without_list_and_history_is_too_old_not_crashed(fake, make_indexer):
     fake.unsupported |= {"ListInstanceIDs", "GetInstanceHistory", "RerunWorkflowFromEvent"}
     fake.add(*golden_instance("two_steps"))
