@@ -13,8 +13,8 @@ for it.
 The page is answered with what the console has; a reload shows the new read. A hint costs the
 engine one GetInstance (and the history when the instance changed), and hints coalesce: at most
 one read per instance and pass whoever looks. The write is small and never holds a page up
-(``search.brief_write_wait``): when the database is busy, there is no hint, and the instance
-is read at its usual time.
+(``search.brief_write_wait``): when the database is busy, or takes no writes, there is no hint,
+and the instance is read at its usual time.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from django.db import OperationalError
+from django.db import DatabaseError
 from django.utils import timezone
 
 from workflows_ui.models import Engine, Instance, InstanceCheck, RefreshRequest
@@ -77,7 +77,9 @@ def _ask(engine: Engine, instance_id: str) -> bool:
             RefreshRequest.objects.bulk_create(
                 [RefreshRequest(engine=engine, instance_id=instance_id)], ignore_conflicts=True
             )
-    except OperationalError as exc:
+    except DatabaseError as exc:
+        # Busy (SQLite's write lock), or a database that takes no writes (a PostgreSQL standby
+        # after a failover, a read-only file): the page only reads, and is answered all the same.
         log.info("no hint to read %s/%s again: %s", engine.name, instance_id[:100], exc)
         return False
     return True

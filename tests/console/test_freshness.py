@@ -167,3 +167,32 @@ def test_a_busy_sqlite_does_not_hold_the_page_up(page):
     with connection.cursor() as cur:
         cur.execute("PRAGMA busy_timeout")
         assert cur.fetchone()[0] == int(connection.settings_dict["OPTIONS"]["timeout"] * 1000)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_that_takes_no_writes_still_answers_the_page_and_the_api(page, api):
+    # A PostgreSQL standby after a failover refuses the hint's write with an error that is no
+    # OperationalError; the page and the API only read, and answer as before.
+    finished()
+    finished(instance_id="order-8")
+    read_only = {
+        "sqlite": ("PRAGMA query_only = ON", "PRAGMA query_only = OFF"),
+        "postgresql": (
+            "SET default_transaction_read_only = on",
+            "SET default_transaction_read_only = off",
+        ),
+    }[connection.vendor]
+    with connection.cursor() as cur:
+        cur.execute(read_only[0])
+    try:
+        response = page.get("/instances/orders/order-7/")
+        from_api = api.get("/api/instances/orders/order-8/")
+        missing = page.get("/instances/orders/started-just-now/")
+    finally:
+        with connection.cursor() as cur:
+            cur.execute(read_only[1])
+    assert response.status_code == 200
+    assert b"(reload for newer)" in response.content
+    assert from_api.status_code == 200
+    assert missing.status_code == 404 and b"looking-for" not in missing.content
+    assert hints() == []
