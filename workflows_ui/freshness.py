@@ -43,12 +43,13 @@ def read_again(inst: Instance) -> bool:
     stale. True when a read is coming within seconds (asked now or by an earlier look, or due
     anyway). Not for a tombstone (the engine's listing finds an id started again), an
     instance whose reads fail (its page says when the indexer tries again: each try can take
-    the engine's whole deadline), or an engine no indexer runs."""
+    the engine's whole deadline), an engine no indexer runs, or one that is down (its banner
+    says so; the indexer reads what changed when it is back)."""
     try:
         check = inst.schedule
     except InstanceCheck.DoesNotExist:
         return False  # a tombstone: no longer read
-    if check.read_failing_since is not None or not inst.engine.configured:
+    if check.read_failing_since is not None or not _readable(inst.engine):
         return False
     now = timezone.now()
     if check.due_at <= now + DUE_SOON:
@@ -60,11 +61,17 @@ def read_again(inst: Instance) -> bool:
 
 def look_for(engine_name: str, instance_id: str) -> bool:
     """Ask the indexer to look for an id the console has not indexed (yet). True when it was
-    asked: the engine exists and some indexer runs it."""
+    asked: the engine exists, some indexer runs it and it was up at its last pass."""
     if not instance_id or len(instance_id) > MAX_ID or "\x00" in instance_id:
         return False
-    engine = Engine.objects.filter(name=engine_name, configured=True).first()
-    return engine is not None and _ask(engine, instance_id)
+    engine = Engine.objects.filter(name=engine_name).first()
+    return engine is not None and _readable(engine) and _ask(engine, instance_id)
+
+
+def _readable(engine: Engine) -> bool:
+    """Whether the indexer reads this engine now: one that is down would read a hint only when
+    it is back, not a second or two after the page says so."""
+    return engine.configured and engine.reachable is not False
 
 
 def _ask(engine: Engine, instance_id: str) -> bool:

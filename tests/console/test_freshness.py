@@ -99,7 +99,7 @@ def test_an_instance_due_for_a_read_anyway_gets_no_hint(page):
     assert hints() == []
 
 
-def test_no_hint_for_a_tombstone_an_unreadable_instance_or_an_engine_nobody_indexes(page):
+def test_no_hint_for_a_tombstone_an_unreadable_instance_or_an_engine_unindexed_or_down(page):
     factories.instance(instance_id="gone", purged=True, purged_at=timezone.now())
     failing = finished(instance_id="stuck")
     InstanceCheck.objects.filter(pk=failing.pk).update(
@@ -107,7 +107,9 @@ def test_no_hint_for_a_tombstone_an_unreadable_instance_or_an_engine_nobody_inde
     )
     other = factories.engine("billing", configured=False)
     finished(instance_id="elsewhere", eng=other)
-    for path in ("orders/gone", "orders/stuck", "billing/elsewhere"):
+    down = factories.engine("shipping", reachable=False, last_error="connection refused")
+    finished(instance_id="waiting", eng=down)
+    for path in ("orders/gone", "orders/stuck", "billing/elsewhere", "shipping/waiting"):
         response = page.get(f"/instances/{path}/")
         assert response.status_code == 200
         assert b"reads it again now" not in response.content
@@ -126,10 +128,11 @@ def test_an_id_not_indexed_yet_is_looked_for_and_the_404_says_so(page, api):
     assert hints() == [("orders", "and-another"), ("orders", "started-just-now")]
 
 
-def test_no_look_for_an_unknown_engine_an_engine_nobody_indexes_or_an_id_too_long(page, api):
+def test_no_look_for_an_id_too_long_or_on_an_engine_unknown_unindexed_or_down(page, api):
     factories.engine()
     factories.engine("billing", configured=False)
-    for path in ("nosuch/x", "billing/x", "orders/" + "x" * 513):
+    factories.engine("shipping", reachable=False)
+    for path in ("nosuch/x", "billing/x", "shipping/x", "orders/" + "x" * 513):
         response = page.get(f"/instances/{path}/")
         assert response.status_code == 404
         assert b"looking-for" not in response.content
