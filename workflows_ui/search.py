@@ -13,8 +13,8 @@ so its documents and searches are first split by ``PG_SEPARATORS``. A query matc
 containing every word of it; letters and digits joined by an underscore (``order_42``) match as
 adjacent words on both. Also here: the id-prefix filter, which must stay an index range scan
 on both databases, the sort key that makes either database sort the few rows such a filter
-matches instead of walking the time index, and how long a page's own small write waits for
-SQLite's one writer.
+matches instead of walking the time index, how long a page's own small write waits for
+SQLite's one writer, and which database errors say the database can't be written now.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
-from django.db import connections
+from django.db import DatabaseError, OperationalError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import (
     BooleanField,
@@ -352,3 +352,17 @@ def brief_write_wait(using: str = "default", milliseconds: int = 250) -> Iterato
     finally:
         with conn.cursor() as cur:
             cur.execute(f"PRAGMA busy_timeout = {usual}")
+
+
+#: PostgreSQL's read_only_sql_transaction: a write on a standby, or a database set read-only.
+_PG_READ_ONLY = "25006"
+
+
+def cannot_write_now(exc: DatabaseError) -> bool:
+    """Whether this error says the database can't take the write now (to wait out, not a bug):
+    it does not answer, is locked past the connection's timeout, or takes no writes. SQLite says
+    all of these with ``OperationalError``; PostgreSQL with ``OperationalError`` but for the
+    last, an ``InternalError`` (a standby a failover has not promoted yet, say)."""
+    if isinstance(exc, OperationalError):
+        return True
+    return getattr(exc.__cause__, "sqlstate", None) == _PG_READ_ONLY

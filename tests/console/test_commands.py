@@ -79,6 +79,36 @@ def test_runindexer_outlives_a_database_error_and_reports_it(settings, monkeypat
 
 
 @pytest.mark.django_db(transaction=True)
+def test_runindexer_outlives_a_database_that_takes_no_writes(settings, monkeypatch, caplog):
+    # A PostgreSQL standby that a failover has not promoted yet (DATABASE_URL moved to it
+    # early), or a database set read-only: PostgreSQL's error is not an OperationalError, and
+    # the process died with a traceback.
+    from django.db import connection, transaction
+
+    from engine_bridge.config import EngineConfig
+    from engine_bridge.indexer import EngineIndexer
+
+    def read_only(self):
+        with transaction.atomic(), connection.cursor() as cur:
+            if connection.vendor == "postgresql":
+                cur.execute("SET TRANSACTION READ ONLY")
+            else:
+                cur.execute("PRAGMA query_only = 1")
+            try:
+                cur.execute("UPDATE workflows_ui_engine SET address = address")
+            finally:
+                if connection.vendor == "sqlite":
+                    cur.execute("PRAGMA query_only = 0")
+
+    monkeypatch.setattr(EngineIndexer, "run_pass", read_only)
+    settings.CONSOLE_ENGINES = [EngineConfig("a", "127.0.0.1:1")]
+    with pytest.raises(CommandError, match="the pass failed for a"):
+        call_command("runindexer", "--once", stdout=StringIO())
+    assert "engine a: database error (" in caplog.text
+    assert "read-only" in caplog.text or "readonly" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
 def test_runindexer_started_before_its_database_answers_waits_for_it(settings, monkeypatch, caplog):
     # A deployment starting the database and the indexer together: it died at once.
     from django.db import OperationalError

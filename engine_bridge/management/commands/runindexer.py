@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import OperationalError, close_old_connections, connections
+from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
 from console.logfilters import Repeats
@@ -18,6 +18,7 @@ from console.schema import NOT_MIGRATED, missing_migrations
 from engine_bridge.errors import EngineError, EngineUnavailable, Stopping
 from engine_bridge.locks import EngineTaken, LockLost
 from workflows_ui.models import Engine
+from workflows_ui.search import cannot_write_now
 
 log = logging.getLogger("engine_bridge.indexer")
 # Seconds between the lines that sum up what the passes of an engine changed.
@@ -108,7 +109,9 @@ class Command(BaseCommand):
                 for lock in locks:
                     lock.release()
                 raise CommandError(str(exc)) from None
-            except (OperationalError, NotMigrated) as exc:
+            except (DatabaseError, NotMigrated) as exc:
+                if isinstance(exc, DatabaseError) and not cannot_write_now(exc):
+                    raise
                 # Started beside its database (a deployment starting both): wait for it, as
                 # the passes do once running.
                 for lock in locks:
@@ -258,7 +261,9 @@ def _forget_unindexed(indexed: set[str], stop: threading.Event, once: bool) -> b
                     UNINDEXED_BACKLOG_PAUSE if done.more else RETENTION_CHECK_INTERVAL
                 )
             said.clear()
-        except OperationalError as exc:
+        except DatabaseError as exc:
+            if not cannot_write_now(exc):
+                raise
             said.say(logging.ERROR, str(exc), "engines not indexed: database error (%s)", exc)
             connections.close_all()
             forget_at = now + RETRY_MAX
@@ -307,9 +312,12 @@ def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
             failing = "engine"
             delay = 5.0
             said.say(logging.WARNING, str(exc), "engine %s: pass failed: %s", name, exc)
-        except OperationalError as exc:
+        except DatabaseError as exc:
+            if not cannot_write_now(exc):
+                raise
             # The console's database (locked for longer than its timeout, restarting, out of
-            # disk): nothing of the chunk was committed; try again later.
+            # disk, a standby during a failover): nothing of the chunk was committed; try again
+            # later.
             failures += 1
             failing = "database"
             delay = _back_off(failures)
