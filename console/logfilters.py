@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError
 
 
 class Repeats:
@@ -34,11 +34,23 @@ class Repeats:
         self.unsaid.clear()
 
 
+def database_unavailable(exc: BaseException | None) -> bool:
+    """Whether a request failed because the console's database can't serve it now (down,
+    restarting, full, locked for longer than its timeout, or taking no writes: a standby during
+    a failover), not because of a bug."""
+    # Imported here: the logging settings load this module before the apps are ready.
+    from workflows_ui.search import cannot_write_now
+
+    if isinstance(exc, InterfaceError):
+        return True
+    return isinstance(exc, DatabaseError) and cannot_write_now(exc)
+
+
 class DatabaseDown(logging.Filter):
     """``django.request``'s error for a request the database failed (down, restarting, full,
-    locked for longer than its timeout): one line without the traceback, and at most one a
-    minute with how many were left out, instead of a traceback for every request while it
-    lasts. The request is answered 503 (see ``workflows_ui.api.views.server_error``)."""
+    locked for longer than its timeout, taking no writes): one line without the traceback, and
+    at most one a minute with how many were left out, instead of a traceback for every request
+    while it lasts. The request is answered 503 (see ``workflows_ui.api.views.server_error``)."""
 
     INTERVAL = 60.0
 
@@ -48,7 +60,7 @@ class DatabaseDown(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, OperationalError | InterfaceError):
+        if not database_unavailable(exc):
             return True
         due = self.repeats.due("database")
         if due is None:

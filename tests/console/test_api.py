@@ -805,6 +805,36 @@ def test_a_server_error_under_api_answers_json(monkeypatch):
     assert page.status_code == 503 and b"does not answer" in page.content
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_database_that_takes_no_writes_answers_503_not_500(caplog):
+    # A PostgreSQL standby a failover has not promoted yet: a sign-in's write failed with an
+    # InternalError, a 500 with a traceback for every request.
+    from django.db import connection
+    from django.test import Client
+
+    User.objects.create_user("alice", password="pw-123456789")
+    client = Client(raise_request_exception=False)
+    read_only, read_write = (
+        (
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+        )
+        if connection.vendor == "postgresql"
+        else ("PRAGMA query_only = 1", "PRAGMA query_only = 0")
+    )
+    with connection.cursor() as cur:
+        cur.execute(read_only)
+    try:
+        response = client.post("/login/", {"username": "alice", "password": "pw-123456789"})
+    finally:
+        with connection.cursor() as cur:
+            cur.execute(read_write)
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert b"try again in a moment" in response.content
+    assert "Traceback" not in caplog.text
+    assert "the console's database does not answer (" in caplog.text
+
+
 def test_a_database_down_is_logged_a_line_a_minute_not_a_traceback_a_request(monkeypatch):
     import logging
 

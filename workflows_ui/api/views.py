@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views import defaults
@@ -27,6 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from console.logfilters import database_unavailable
 from workflows_ui import freshness, listing
 from workflows_ui.api.serializers import (
     EngineSerializer,
@@ -79,11 +79,12 @@ DATABASE_DOWN = "The console's database does not answer: try again in a moment."
 def server_error(request: HttpRequest) -> HttpResponse:
     """The 500 (``handler500``): under /api/ JSON, as the API's other errors, so that a client
     reading ``detail`` is not handed an HTML page. A request the database failed (down,
-    restarting, full) is a 503 saying so, to try again: nothing is wrong with the request or
-    the console (``console.logfilters.DatabaseDown`` keeps its log to a line a minute)."""
+    restarting, full, taking no writes) is a 503 saying so, to try again: nothing is wrong with
+    the request or the console (``console.logfilters.DatabaseDown`` keeps its log to a line a
+    minute)."""
     api = request.path_info.startswith("/api/")
     # Django calls this while handling the exception: it is the one being handled.
-    if isinstance(sys.exc_info()[1], OperationalError | InterfaceError):
+    if database_unavailable(sys.exc_info()[1]):
         response: HttpResponse = (
             JsonResponse({"detail": DATABASE_DOWN}, status=503)
             if api
