@@ -1401,9 +1401,15 @@ class EngineIndexer:
                 inst.parent_execution_id = started.parent.execution_id
                 inst.parent_app_id = started.parent.app_id[:MAX_APP_ID]
                 inst.parent_task_scheduled_id = started.parent.task_scheduled_id
-            elif new_run and started.name[:255] != old_name and not st.parent_instance_id:
-                # Another workflow under the id (continue-as-new keeps the name, and its
-                # executionStarted may not repeat the parent): not the old run's child.
+            elif (
+                new_run
+                and (started.name[:255] != old_name or old_status in TERMINAL)
+                and not st.parent_instance_id
+            ):
+                # Another workflow under the id, or the id started again after the run we saw
+                # end (an ended run does not continue as new): not the old run's child.
+                # Continue-as-new keeps the name, and its executionStarted may not repeat the
+                # parent.
                 inst.parent_instance_id = ""
                 inst.parent_execution_id = ""
                 inst.parent_app_id = ""

@@ -1104,3 +1104,25 @@ def _migrate_forwards(name: str) -> None:
 
     migration = import_module(f"workflows_ui.migrations.{name}")
     migration.forwards(apps, SimpleNamespace(connection=connection))
+
+
+def test_a_child_id_started_again_on_its_own_is_no_longer_its_parents_child(
+    devengine, wf, make_indexer
+):
+    ix = make_indexer(devengine.config())
+    wf.schedule_new_workflow(wf_kinds.fan_out, input={"id": "o", "qtys": [1]}, instance_id="fo")
+    wf.wait_for_workflow_completion("fo", timeout_in_seconds=20)
+    converge(ix)
+    (child,) = Instance.objects.filter(instance_id__startswith="fo:")
+    assert child.parent_instance_id == "fo"
+    # The same workflow started under the child's id, by hand: a run of its own, no parent.
+    wf.schedule_new_workflow(
+        wf_kinds.line_item, input={"qty": 5, "id": "x"}, instance_id=child.instance_id
+    )
+    wf.wait_for_workflow_completion(child.instance_id, timeout_in_seconds=20)
+    request_refresh(ix.engine, child.instance_id)
+    converge(ix)
+    inst = Instance.objects.get(pk=child.pk)
+    assert inst.runs.count() == 2
+    assert (inst.parent_instance_id, inst.parent_engine_id) == ("", None)
+    assert not Instance.objects.get(instance_id="fo").children().exists()
