@@ -1557,9 +1557,13 @@ class EngineIndexer:
             )
             if previous is not None and previous.status not in TERMINAL:
                 # Superseded while we weren't looking at its end. Continue-as-new keeps the
-                # workflow's name; under another name the id was started again after this run
-                # ended (terminated, or purged), and how it ended was not seen: no status.
-                if previous.name == started.name[:255]:
+                # workflow's name and its trace (the new executionStarted repeats the trace
+                # context); under another name, or in another trace, the id was started again
+                # after this run ended (completed, terminated, or purged), and how it ended
+                # was not seen: no status.
+                if previous.name == started.name[:255] and previous.trace_id == trace_id_of(
+                    started.trace_parent
+                ):
                     previous.status, previous.completed_at = "CONTINUED_AS_NEW", started.timestamp
                 else:
                     previous.status, previous.completed_at = "", None

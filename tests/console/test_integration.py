@@ -1126,3 +1126,19 @@ def test_a_child_id_started_again_on_its_own_is_no_longer_its_parents_child(
     assert inst.runs.count() == 2
     assert (inst.parent_instance_id, inst.parent_engine_id) == ("", None)
     assert not Instance.objects.get(instance_id="fo").children().exists()
+
+
+def test_a_run_ended_unseen_and_started_again_as_the_same_workflow_is_not_continued_as_new(
+    devengine, wf, make_indexer
+):
+    ix = make_indexer(devengine.config())
+    wf.schedule_new_workflow(wf_kinds.wait_forever, instance_id="w")
+    wait_for(lambda: (ix.run_pass(), Instance.objects.filter(status="RUNNING").exists())[1])
+    # Ended and started again between two reads: the indexer never sees the first run end.
+    wf.terminate_workflow("w")
+    wf.wait_for_workflow_completion("w", timeout_in_seconds=20)
+    wf.schedule_new_workflow(wf_kinds.wait_forever, instance_id="w")
+    converge(ix)
+    first, second = Run.objects.order_by("ordinal")
+    assert (first.name, first.status, first.completed_at) == ("wait_forever", "", None)
+    assert (second.name, second.status) == ("wait_forever", "RUNNING")

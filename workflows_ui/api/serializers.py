@@ -515,8 +515,8 @@ class RunSerializer(serializers.ModelSerializer):
     status = serializers.ChoiceField(
         choices=Status.choices,
         allow_blank=True,
-        help_text="empty for a run that ended unseen: the id was started again as another "
-        "workflow before the indexer read this run's end",
+        help_text="empty for a run that ended unseen: the id was started again (as another "
+        "workflow, or the same one in a new trace) before the indexer read this run's end",
     )
     current = serializers.SerializerMethodField()
 
