@@ -1394,6 +1394,7 @@ class EngineIndexer:
                 and len(e.source_app_id) <= MAX_APP_ID
             ):
                 self._learn_app_id(e.source_app_id, w)
+        old_trace_id = inst.trace_id
         if started is not None:
             inst.trace_id = trace_id_of(started.trace_parent)
             if started.parent is not None:
@@ -1403,13 +1404,17 @@ class EngineIndexer:
                 inst.parent_task_scheduled_id = started.parent.task_scheduled_id
             elif (
                 new_run
-                and (started.name[:255] != old_name or old_status in TERMINAL)
+                and (
+                    started.name[:255] != old_name
+                    or old_status in TERMINAL
+                    or inst.trace_id != old_trace_id
+                )
                 and not st.parent_instance_id
             ):
                 # Another workflow under the id, or the id started again after the run we saw
-                # end (an ended run does not continue as new): not the old run's child.
-                # Continue-as-new keeps the name, and its executionStarted may not repeat the
-                # parent.
+                # end (an ended run does not continue as new), or in another trace: not the
+                # old run's child. Continue-as-new keeps the name and the trace, and its
+                # executionStarted may not repeat the parent.
                 inst.parent_instance_id = ""
                 inst.parent_execution_id = ""
                 inst.parent_app_id = ""

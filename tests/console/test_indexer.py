@@ -1428,6 +1428,31 @@ def test_a_child_that_continues_as_new_keeps_its_parent(fake, make_indexer):
     assert inst.parent_instance_id == "g-fan-out"
 
 
+def test_a_child_id_started_again_before_its_runs_end_was_seen_is_no_longer_a_child(
+    fake, make_indexer
+):
+    state, events = golden_child("fan_out_children", "g-fan-out:0001")
+    fake.add(replace(state, status="RUNNING"), events[:3], instance_id="c")
+    ix = make_indexer()
+    ix.run_pass()
+    assert Instance.objects.get().parent_instance_id == "g-fan-out"
+    # The run ended and the id was started again by hand, as the same workflow, between two
+    # reads: no parent, and a trace of its own (continue-as-new repeats the run's trace).
+    again = [replace(e) for e in events[:3]]
+    again[1].execution_id = "started-again"
+    again[1].parent = None
+    again[1].trace_parent = f"00-{'ab' * 16}-{'cd' * 8}-01"
+    fake.add(
+        replace(state, status="RUNNING", last_updated_at=state.last_updated_at.replace(year=2027)),
+        again,
+        "c",
+    )
+    ix.run_pass()
+    inst = Instance.objects.get()
+    assert inst.current_execution_id == "started-again"
+    assert (inst.parent_instance_id, inst.parent_engine_id) == ("", None)
+
+
 def token_refused(operation):
     return EngineRejected(
         "authentication error: api token mismatch", code="UNAUTHENTICATED", operation=operation
