@@ -310,6 +310,20 @@ def _unstorable(f: Fetched) -> str | None:
     return None
 
 
+def _continued_as_new(events: Sequence[Event]) -> bool:
+    """Whether this history is of a run that continue-as-new started. The engine then writes
+    the new run's workflowStarted and executionStarted together, in that order; a start (and a
+    re-run, which keeps the source's events) writes executionStarted when asked, and
+    workflowStarted when a worker takes the first turn, later. The trace can't tell: daprd
+    gives each traced generation a fresh root trace (since dapr/dapr#10064; it repeated the
+    first generation's before), and an untraced one none."""
+    first = next((e for e in events if e.event_type == "workflowStarted"), None)
+    started = next((e for e in events if e.event_type == "executionStarted"), None)
+    if first is None or started is None or first.timestamp is None or started.timestamp is None:
+        return False
+    return first.timestamp <= started.timestamp
+
+
 def _supersede_runs(inst: Instance, now: datetime) -> None:
     """The instance's runs stored so far are no longer the engine's (it keeps only the run
     being stored): they expire from ``now`` (engine_bridge.retention)."""
@@ -1394,7 +1408,6 @@ class EngineIndexer:
                 and len(e.source_app_id) <= MAX_APP_ID
             ):
                 self._learn_app_id(e.source_app_id, w)
-        old_trace_id = inst.trace_id
         if started is not None:
             inst.trace_id = trace_id_of(started.trace_parent)
             if started.parent is not None:
@@ -1407,14 +1420,14 @@ class EngineIndexer:
                 and (
                     started.name[:255] != old_name
                     or old_status in TERMINAL
-                    or inst.trace_id != old_trace_id
+                    or not _continued_as_new(events or [])
                 )
                 and not st.parent_instance_id
             ):
-                # Another workflow under the id, or the id started again after the run we saw
-                # end (an ended run does not continue as new), or in another trace: not the
-                # old run's child. Continue-as-new keeps the name and the trace, and its
-                # executionStarted may not repeat the parent.
+                # Another workflow under the id, or the id started again (after the run we
+                # saw end, or as its first events say): not the old run's child.
+                # Continue-as-new keeps the name, and its executionStarted may not repeat the
+                # parent.
                 inst.parent_instance_id = ""
                 inst.parent_execution_id = ""
                 inst.parent_app_id = ""
@@ -1562,13 +1575,10 @@ class EngineIndexer:
             )
             if previous is not None and previous.status not in TERMINAL:
                 # Superseded while we weren't looking at its end. Continue-as-new keeps the
-                # workflow's name and its trace (the new executionStarted repeats the trace
-                # context); under another name, or in another trace, the id was started again
-                # after this run ended (completed, terminated, or purged), and how it ended
-                # was not seen: no status.
-                if previous.name == started.name[:255] and previous.trace_id == trace_id_of(
-                    started.trace_parent
-                ):
+                # workflow's name, and says so in the new run's first events; otherwise the id
+                # was started again after this run ended (completed, terminated, or purged),
+                # and how it ended was not seen: no status.
+                if previous.name == started.name[:255] and _continued_as_new(events):
                     previous.status, previous.completed_at = "CONTINUED_AS_NEW", started.timestamp
                 else:
                     previous.status, previous.completed_at = "", None

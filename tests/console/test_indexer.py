@@ -1417,6 +1417,10 @@ def test_a_child_that_continues_as_new_keeps_its_parent(fake, make_indexer):
     again = [replace(e) for e in events[:3]]
     again[1].execution_id = "next-generation"
     again[1].parent = None  # as if the new generation's executionStarted didn't repeat it
+    # In a fresh trace, as daprd gives a traced generation; its first two events written
+    # together, workflowStarted first, as continue-as-new writes them.
+    again[1].trace_parent = f"00-{'ef' * 16}-{'cd' * 8}-01"
+    again[0].timestamp = again[1].timestamp
     fake.add(
         replace(state, status="RUNNING", last_updated_at=state.last_updated_at.replace(year=2027)),
         again,
@@ -1428,6 +1432,46 @@ def test_a_child_that_continues_as_new_keeps_its_parent(fake, make_indexer):
     assert inst.parent_instance_id == "g-fan-out"
 
 
+@pytest.mark.parametrize("trace", ["same", "fresh", "none"])
+def test_a_generation_is_continued_as_new_whatever_its_trace(fake, make_indexer, trace):
+    # daprd repeated the first generation's trace context; since dapr/dapr#10064 it gives each
+    # traced generation a fresh root; untraced workflows have none. How the new run's first
+    # events were written tells continue-as-new from a start.
+    state, events = golden_instance("continue_as_new")
+    first_trace = "" if trace == "none" else f"00-{'ab' * 16}-{'cd' * 8}-01"
+    first_run = [replace(e) for e in events[:3]]
+    first_run[1].execution_id = "run-one"
+    first_run[1].trace_parent = first_trace
+    fake.add(replace(state, status="RUNNING"), first_run)
+    ix = make_indexer()
+    ix.run_pass()
+    generation = [replace(e) for e in events[:3]]
+    generation[1].trace_parent = {
+        "same": first_trace,
+        "fresh": f"00-{'12' * 16}-{'34' * 8}-01",
+        "none": "",
+    }[trace]
+    fake.instances["g-monitor"] = (
+        replace(state, status="RUNNING", last_updated_at=state.last_updated_at.replace(year=2027)),
+        generation,
+    )
+    ix.run_pass()
+    statuses = list(Run.objects.order_by("ordinal").values_list("execution_id", "status"))
+    assert statuses[0] == ("run-one", "CONTINUED_AS_NEW")
+    # A start of the same workflow (its executionStarted written before workflowStarted): how
+    # the run before ended was not seen.
+    restarted = [replace(e) for e in events[:3]]
+    restarted[1].execution_id = "run-three"
+    restarted[0].timestamp = restarted[1].timestamp + timedelta(milliseconds=5)
+    fake.instances["g-monitor"] = (
+        replace(state, status="RUNNING", last_updated_at=state.last_updated_at.replace(year=2028)),
+        restarted,
+    )
+    ix.run_pass()
+    statuses = list(Run.objects.order_by("ordinal").values_list("execution_id", "status"))
+    assert statuses[1:] == [(generation[1].execution_id, ""), ("run-three", "RUNNING")]
+
+
 def test_a_child_id_started_again_before_its_runs_end_was_seen_is_no_longer_a_child(
     fake, make_indexer
 ):
@@ -1437,7 +1481,8 @@ def test_a_child_id_started_again_before_its_runs_end_was_seen_is_no_longer_a_ch
     ix.run_pass()
     assert Instance.objects.get().parent_instance_id == "g-fan-out"
     # The run ended and the id was started again by hand, as the same workflow, between two
-    # reads: no parent, and a trace of its own (continue-as-new repeats the run's trace).
+    # reads: no parent, and its first events as a start writes them (executionStarted when
+    # asked, workflowStarted at the first turn).
     again = [replace(e) for e in events[:3]]
     again[1].execution_id = "started-again"
     again[1].parent = None

@@ -516,7 +516,7 @@ class RunSerializer(serializers.ModelSerializer):
         choices=Status.choices,
         allow_blank=True,
         help_text="empty for a run that ended unseen: the id was started again (as another "
-        "workflow, or the same one in a new trace) before the indexer read this run's end",
+        "workflow, or as the same one) before the indexer read this run's end",
     )
     current = serializers.SerializerMethodField()
 
