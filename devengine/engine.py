@@ -689,7 +689,10 @@ class Engine:
             if old_start.HasField("parentInstance"):
                 started.parentInstance.CopyFrom(old_start.parentInstance)
             if old_start.HasField("parentTraceContext"):
-                started.parentTraceContext.CopyFrom(old_start.parentTraceContext)
+                # A fresh root trace for each traced generation, as daprd since
+                # dapr/dapr#10064 (copied, every generation of an eternal workflow joined one
+                # unbounded trace); an untraced workflow stays untraced.
+                started.parentTraceContext.CopyFrom(Tracing.new_root())
                 started.workflowSpanID.value = Tracing.new_span_id()
             started.tags.update(old_start.tags)
         if done.HasField("result"):

@@ -116,11 +116,15 @@ class Tracing:
             return _context(current.trace_id, current.span_id, int(current.trace_flags))
         parsed = _parse(traceparent)
         if parsed is None:
-            return _context(
-                int.from_bytes(os.urandom(16), "big") or 1,
-                int.from_bytes(os.urandom(8), "big") or 1,
-            )
+            return self.new_root()
         return _context(*parsed, state=tracestate or "")
+
+    @staticmethod
+    def new_root() -> p.TraceContext:
+        """A new trace, sampled, with no trace state of a caller."""
+        return _context(
+            int.from_bytes(os.urandom(16), "big") or 1, int.from_bytes(os.urandom(8), "big") or 1
+        )
 
     @staticmethod
     def new_span_id() -> str:

@@ -50,3 +50,23 @@ def test_a_start_without_a_trace_gets_a_new_one(engine):
     ]
 
     assert traces[0] != traces[1]
+
+
+def test_each_generation_of_continue_as_new_starts_a_trace_of_its_own(engine):
+    # daprd since dapr/dapr#10064: the generations of an eternal workflow made one trace that
+    # grew without end.
+    instance_id = unique_id("generations")
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    metadata = (("traceparent", f"00-{caller_trace}-00f067aa0ba902b7-01"), *engine.metadata)
+    request = pb.CreateInstanceRequest(instanceId=instance_id, name="monitor")
+    request.input.value = "1"  # continues as new once
+
+    engine.call("StartInstance", request, metadata=metadata)
+    engine.wait_done(instance_id)
+
+    events = engine.history(instance_id)
+    started = of_kind(events, "executionStarted")[0].executionStarted
+    generation_trace = trace_id(started.parentTraceContext.traceParent)
+    assert generation_trace != caller_trace
+    assert started.parentTraceContext.traceParent.endswith("-01")  # sampled
+    assert not started.parentTraceContext.HasField("traceState")
