@@ -6,8 +6,21 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 
+from devengine.engine import DEFAULT_MAX_BODY_SIZE
 from devengine.server import serve
+
+# The suffixes of a Kubernetes quantity, as daprd's --max-body-size reads them.
+SIZE_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "4194304", "4Mi", "512Ki", "2M"...; zero or less means no limit."""
+    match = re.fullmatch(r"(-?\d+)(k|M|G|Ki|Mi|Gi)?", text.strip())
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (bytes, or a number with Ki, Mi, Gi, k, M or G)")
+    return int(match[1]) * SIZE_UNITS[match[2] or ""]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +45,14 @@ def main(argv: list[str] | None = None) -> None:
         help="require this dapr-api-token on every call (or DEVENGINE_API_TOKEN)",
     )
     parser.add_argument("--app-id", default="devengine", help="the app id this engine serves")
+    parser.add_argument(
+        "--max-body-size",
+        type=parse_size,
+        default=DEFAULT_MAX_BODY_SIZE,
+        metavar="SIZE",
+        help="largest gRPC message, as daprd's (default 4Mi; 0 or less: no limit); a workflow "
+        "whose work item would not fit in 95%% of it is stalled",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--event-loop",
@@ -44,7 +65,13 @@ def main(argv: list[str] | None = None) -> None:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     server = serve(
-        args.host, args.port, args.db, args.api_token, args.app_id, http_port=args.http_port
+        args.host,
+        args.port,
+        args.db,
+        args.api_token,
+        args.app_id,
+        http_port=args.http_port,
+        max_body_size=args.max_body_size,
     )
     if args.event_loop == "uvloop":
         # Most of the engine's CPU goes to gRPC's per-call work on the event loop; uvloop's loop

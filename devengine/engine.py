@@ -40,6 +40,8 @@ SENTINEL_YEAR_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 # engine returns, left out of pastEvents.
 NOT_REPLAYED = frozenset({"eventSent", "continueAsNew", "workflowCompleted"})
 RERUNNABLE = frozenset({"taskScheduled", "timerCreated", "childWorkflowInstanceCreated"})
+# daprd's --max-body-size default: the most a gRPC message (a work item too) may hold.
+DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
 
 
 class EngineError(Exception):
@@ -154,9 +156,16 @@ class Turn:
 
 
 class Engine:
-    def __init__(self, store: Store, app_id: str = "devengine", tracing: Tracing | None = None):
+    def __init__(
+        self,
+        store: Store,
+        app_id: str = "devengine",
+        tracing: Tracing | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    ):
         self.store = store
         self.app_id = app_id
+        self.max_body_size = max_body_size
         self.tracing = tracing or Tracing(endpoint="")
         self.streams: list[WorkerStream] = []
         self._rr = 0
@@ -188,6 +197,7 @@ class Engine:
         ):
             self.ready[instance_id] = None
         self.activity_queue.extend(self.store.pending_activities())
+        self._retry_stalled(on_payload_size=True)
         log.info(
             "recovered %d ready instances, %d timers, %d activities",
             len(self.ready),
@@ -233,19 +243,39 @@ class Engine:
         stream = WorkerStream()
         self.streams.append(stream)
         # A new worker may be able to run what stalled: retry stalled instances.
+        self._retry_stalled(on_payload_size=False)
+        self._pump()
+        return stream
+
+    def _retry_stalled(self, on_payload_size: bool) -> None:
+        """Gives stalled instances a turn again: those stalled on the size of their work when
+        the engine starts (only a larger --max-body-size changes that, as with daprd), the
+        others when a worker connects."""
         stalled = self.store.conn.execute(
             "SELECT instance_id FROM instances WHERE status = ?", (p.STALLED,)
         ).fetchall()
-        if stalled:
+        retried = [
+            instance_id
+            for (instance_id,) in stalled
+            if self._stalled_on_payload_size(instance_id) == on_payload_size
+        ]
+        if retried:
             with self.store.transaction():
-                for (instance_id,) in stalled:
+                for instance_id in retried:
                     inst = self.store.get_instance(instance_id)
                     if inst is not None:
                         inst.needs_turn = 1
                         self.store.update_instance(inst)
                         self.ready[instance_id] = None
-        self._pump()
-        return stream
+
+    def _stalled_on_payload_size(self, instance_id: str) -> bool:
+        history = self.store.history_events(instance_id)
+        last = history[-1] if history else None
+        return (
+            last is not None
+            and last.HasField("executionStalled")
+            and last.executionStalled.reason == p.PAYLOAD_SIZE_EXCEEDED
+        )
 
     def close_stream(self, stream: WorkerStream) -> None:
         """Hands the work a departed worker held to the others (or keeps it for the next)."""
@@ -282,9 +312,15 @@ class Engine:
             item = self._build_turn(instance_id, stream)
             if item is not None:
                 stream.queue.put_nowait(item)
+        threshold = self._payload_threshold()
         while self.activity_queue:
             # An activity of a purged instance may still go out: its result is dropped.
             activity_id, request = self.activity_queue.popleft()
+            if threshold is not None and len(request) > threshold:
+                # Scheduled by a re-run, or before a restart with a lower limit: sending it
+                # would fail the stream, and the worker would be handed it again forever.
+                self._stall_on_activity(p.pb.ActivityRequest.FromString(request))
+                continue  # kept in the database: handed out after a restart
             stream = self._next_stream()
             stream.activities.add(activity_id)
             item = p.pb.WorkItem(completionToken=f"a:{activity_id}")
@@ -315,6 +351,10 @@ class Engine:
             and inbox_events[0].WhichOneof("eventType") in ("executionStarted", "workflowStarted")
         ):
             return None  # not started yet (scheduled start): events wait for executionStarted
+        oversize = self._workflow_oversize(history, inbox)
+        if oversize is not None:
+            self._stall_on_payload_size(inst, oversize)
+            return None
 
         new_events: list[p.HistoryEvent] = []
         if not (inbox_events and inbox_events[0].HasField("workflowStarted")):
@@ -369,6 +409,81 @@ class Engine:
         request.newEvents.extend(new_events)
         return p.pb.WorkItem(workflowRequest=request, completionToken=token)
 
+    def _payload_threshold(self) -> int | None:
+        """As daprd: a work item may fill 95% of the largest message, the rest is headroom for
+        the turn's workflowStarted and gRPC's framing. None when there is no limit."""
+        if self.max_body_size <= 0:
+            return None
+        return self.max_body_size * 95 // 100
+
+    def _workflow_oversize(self, history: list[p.HistoryEvent], inbox: list) -> str | None:
+        """daprd's check before a turn: the history and the inbox together must fit, or the
+        WorkflowRequest could not be sent and the worker would be handed it again forever."""
+        threshold = self._payload_threshold()
+        if threshold is None:
+            return None
+        size = sum(map(p.HistoryEvent.ByteSize, history)) + sum(len(b) for _, b in inbox)
+        if size <= threshold:
+            return None
+        return (
+            f"Workflow payload size {size} bytes exceeds 95% of max gRPC body size "
+            f"{self.max_body_size} bytes; increase daprd --max-body-size and restart to resume"
+        )
+
+    def _activity_oversize(self, turn: Turn, response: p.pb.WorkflowResponse) -> str | None:
+        """daprd's check before an activity is handed out, on the request a worker would get."""
+        threshold = self._payload_threshold()
+        if threshold is None:
+            return None
+        trace = workflow_trace(turn.start_event)
+        for action in response.actions:
+            if not action.HasField("scheduleTask"):
+                continue
+            event = self._task_scheduled(action, trace, p.TaskRouter())
+            request, _ = self._activity_request(
+                turn.instance_id, turn.execution_id, action.id, event.taskScheduled, trace
+            )
+            size = request.ByteSize()
+            if size > threshold:
+                return self._activity_too_big(request, size)
+        return None
+
+    def _activity_too_big(self, request: p.pb.ActivityRequest, size: int) -> str:
+        # daprd's error, the text of the cause it wraps included.
+        return (
+            f"activity '{request.name}::{request.taskId}' payload {size} bytes exceeds 95% of "
+            f"max gRPC body size {self.max_body_size} bytes; increase daprd --max-body-size and "
+            "restart to resume: activity payload exceeds max gRPC body size"
+        )
+
+    def _stall_on_activity(self, request: p.pb.ActivityRequest) -> None:
+        """Stalls the workflow of an activity too big to hand out."""
+        inst = self.store.get_instance(request.workflowInstance.instanceId)
+        if (
+            inst is not None
+            and inst.execution_id == request.workflowInstance.executionId.value
+            and inst.status not in p.TERMINAL_STATUSES
+        ):
+            self._stall_on_payload_size(inst, self._activity_too_big(request, request.ByteSize()))
+
+    def _stall_on_payload_size(self, inst: InstanceRow, description: str) -> None:
+        """Stalls an instance whose work is never handed out; its inbox waits for the retry
+        (a restart with a larger limit)."""
+        history = self.store.history_events(inst.instance_id)
+        with self.store.transaction():
+            last = history[-1] if history else None
+            if last is None or last.executionStalled.description != description:
+                stalled = new_event()
+                stalled.executionStalled.reason = p.PAYLOAD_SIZE_EXCEEDED
+                stalled.executionStalled.description = description
+                self.store.append_events(inst.instance_id, len(history), [stalled])
+            inst.status = p.STALLED
+            inst.needs_turn = 0
+            inst.updated_ns = now_ns()
+            self.store.update_instance(inst)
+        log.warning("%s: stalled: %s", inst.instance_id, description)
+        self._notify(inst.instance_id)
+
     def complete_turn(self, response: p.pb.WorkflowResponse) -> None:
         turn = self.turns.get(response.completionToken)
         if turn is None or turn.instance_id != response.instanceId:
@@ -404,6 +519,9 @@ class Engine:
                 f"Patch mismatch. History patches: [{', '.join(history)}], "
                 f"current patches: [{', '.join(current)}]. "
             )
+        oversize = self._activity_oversize(turn, response)
+        if oversize is not None:
+            return p.PAYLOAD_SIZE_EXCEEDED, oversize
         return None
 
     def _commit_turn(
@@ -482,20 +600,9 @@ class Engine:
                 written.append(event)
                 self._finish(inst, turn, done, terminate_recurse, effects)
             elif kind == "scheduleTask":
-                task = action.scheduleTask
-                event = new_event(action.id)
-                scheduled = event.taskScheduled
-                scheduled.name = task.name
-                if task.HasField("version"):
-                    scheduled.version.CopyFrom(task.version)
-                if task.HasField("input"):
-                    scheduled.input.CopyFrom(task.input)
-                scheduled.taskExecutionId = task.taskExecutionId
-                if trace is not None:
-                    scheduled.parentTraceContext.CopyFrom(trace)
-                event.router.CopyFrom(router)
+                event = self._task_scheduled(action, trace, router)
                 written.append(event)
-                self._schedule_activity(inst, action.id, scheduled, trace, effects)
+                self._schedule_activity(inst, action.id, event.taskScheduled, trace, effects)
             elif kind == "createTimer":
                 timer = action.createTimer
                 event = new_event(action.id)
@@ -576,6 +683,49 @@ class Engine:
                 fired_ns,
             )
 
+    @staticmethod
+    def _task_scheduled(
+        action: p.WorkflowAction, trace: p.TraceContext | None, router: p.TaskRouter
+    ) -> p.HistoryEvent:
+        """The taskScheduled event a scheduleTask action writes."""
+        task = action.scheduleTask
+        event = new_event(action.id)
+        scheduled = event.taskScheduled
+        scheduled.name = task.name
+        if task.HasField("version"):
+            scheduled.version.CopyFrom(task.version)
+        if task.HasField("input"):
+            scheduled.input.CopyFrom(task.input)
+        scheduled.taskExecutionId = task.taskExecutionId
+        if trace is not None:
+            scheduled.parentTraceContext.CopyFrom(trace)
+        event.router.CopyFrom(router)
+        return event
+
+    @staticmethod
+    def _activity_request(
+        instance_id: str,
+        execution_id: str,
+        task_id: int,
+        scheduled,
+        trace: p.TraceContext | None,
+    ) -> tuple[p.pb.ActivityRequest, str]:
+        """The work item of an activity, and the span id its span hangs on ("" untraced)."""
+        request = p.pb.ActivityRequest(name=scheduled.name, taskId=task_id)
+        if scheduled.HasField("version"):
+            request.version.CopyFrom(scheduled.version)
+        if scheduled.HasField("input"):
+            request.input.CopyFrom(scheduled.input)
+        request.workflowInstance.instanceId = instance_id
+        request.workflowInstance.executionId.value = execution_id
+        request.taskExecutionId = scheduled.taskExecutionId
+        parent_span = ""
+        if trace is not None and trace.traceParent:
+            # The activity's own span: the SDK's activity span becomes its child.
+            request.parentTraceContext.CopyFrom(Tracing.child(trace, Tracing.new_span_id()))
+            parent_span = trace.spanID
+        return request, parent_span
+
     def _schedule_activity(
         self,
         inst: InstanceRow,
@@ -584,19 +734,9 @@ class Engine:
         trace: p.TraceContext | None,
         effects: _Effects,
     ) -> None:
-        request = p.pb.ActivityRequest(name=scheduled.name, taskId=task_id)
-        if scheduled.HasField("version"):
-            request.version.CopyFrom(scheduled.version)
-        if scheduled.HasField("input"):
-            request.input.CopyFrom(scheduled.input)
-        request.workflowInstance.instanceId = inst.instance_id
-        request.workflowInstance.executionId.value = inst.execution_id
-        request.taskExecutionId = scheduled.taskExecutionId
-        parent_span = ""
-        if trace is not None and trace.traceParent:
-            # The activity's own span: the SDK's activity span becomes its child.
-            request.parentTraceContext.CopyFrom(Tracing.child(trace, Tracing.new_span_id()))
-            parent_span = trace.spanID
+        request, parent_span = self._activity_request(
+            inst.instance_id, inst.execution_id, task_id, scheduled, trace
+        )
         blob = request.SerializeToString()
         activity_id = self.store.add_activity(
             inst.instance_id, inst.execution_id, task_id, blob, now_ns(), parent_span

@@ -11,16 +11,13 @@ import grpc
 
 from devengine import protos as p
 from devengine.dapr_api import WorkflowApi, add_dapr_workflow_service
-from devengine.engine import Engine
+from devengine.engine import DEFAULT_MAX_BODY_SIZE, Engine
 from devengine.http_api import start_http_server, stop_http_server
 from devengine.service import ApiTokenInterceptor, TaskHubService, TracingInterceptor
 from devengine.store import Store
 from devengine.telemetry import Tracing
 
 log = logging.getLogger("devengine")
-
-# Payloads are capped the way a sidecar's defaults cap them (4 MiB).
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 async def serve(
@@ -31,6 +28,7 @@ async def serve(
     app_id: str = "devengine",
     ready: asyncio.Event | None = None,
     http_port: int | None = None,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
 ) -> None:
     try:
         store = Store(db_path)
@@ -40,7 +38,9 @@ async def serve(
             raise SystemExit(f"devengine: {db_path} is in use by another devengine") from None
         raise SystemExit(f"devengine: cannot open {db_path}: {e}") from None
     tracing = Tracing()
-    engine = Engine(store, app_id=app_id, tracing=tracing)
+    engine = Engine(store, app_id=app_id, tracing=tracing, max_body_size=max_body_size)
+    # Messages are capped as daprd's --max-body-size caps them (-1: gRPC's "no limit").
+    max_message = max_body_size if max_body_size > 0 else -1
     # Each interceptor costs every call a coroutine: only install the ones in use.
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if api_token:
@@ -50,8 +50,8 @@ async def serve(
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", max_message),
             ("grpc.so_reuseport", 0),
             # The Dapr SDKs ping every 30 s, with or without calls in flight (keepalive through
             # load balancers); gRPC's default (one ping in 5 minutes without data) answers

@@ -59,6 +59,11 @@ def echo(ctx: WorkflowActivityContext, value):
     return value
 
 
+def blob(ctx: WorkflowActivityContext, size: int) -> str:
+    """A result of `size` characters: what makes a history big."""
+    return "x" * size
+
+
 def slow_echo(ctx: WorkflowActivityContext, args: dict) -> dict:
     """Sleeps, then answers with the value and the pid of the worker process that ran it.
 
@@ -283,6 +288,19 @@ def two_events(ctx: DaprWorkflowContext):
     return [first, second]
 
 
+def grow(ctx: DaprWorkflowContext, args: dict):
+    """Calls `blob` `steps` times: every result of `size` characters stays in the history."""
+    total = 0
+    for _ in range(args["steps"]):
+        total += len((yield ctx.call_activity(blob, input=args["size"])))
+    return total
+
+
+def big_activity_input(ctx: DaprWorkflowContext, size: int):
+    """Hands `echo` an input of `size` characters built by the workflow itself."""
+    return len((yield ctx.call_activity(echo, input="x" * size)))
+
+
 WORKFLOWS = [
     two_steps,
     with_retry,
@@ -310,8 +328,10 @@ WORKFLOWS = [
     patched,
     custom_status_then_wait,
     two_events,
+    grow,
+    big_activity_input,
 ]
-ACTIVITIES = [reserve_stock, ship, charge_card, echo, slow_echo]
+ACTIVITIES = [reserve_stock, ship, charge_card, echo, slow_echo, blob]
 
 # The name the versioned workflow is registered under; v2 is the latest.
 VERSIONED = "versioned"

@@ -1,0 +1,261 @@
+"""A work item too big for the worker stream stalls its workflow, as daprd (1.17.7 and later)
+does: the item is never sent, the other workflows keep running, and an engine restarted with a
+larger --max-body-size lets the stalled one finish."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import grpc
+import pytest
+from dapr.ext.workflow import WorkflowRuntime
+from dapr.ext.workflow._durabletask.internal import protos as pb
+from engine_support import (
+    Engine,
+    EngineProcess,
+    WorkerProcess,
+    has_kind,
+    of_kind,
+    rpc_error,
+    split_address,
+    unique_id,
+    wait_for,
+)
+from engine_workflows import register_all
+
+MI = 1024 * 1024
+DEFAULT_MAX = 4 * MI
+
+
+def threshold(max_body_size: int) -> int:
+    return max_body_size * 95 // 100
+
+
+def start_runtime(address: str) -> WorkflowRuntime:
+    host, port = split_address(address)
+    runtime = WorkflowRuntime(host=host, port=port)
+    register_all(runtime)
+    runtime.start()
+    return runtime
+
+
+def the_stall(engine: Engine, instance_id: str) -> pb.ExecutionStalledEvent:
+    """The instance's one executionStalled event, which ends its history."""
+    engine.wait_status(instance_id, "STALLED", timeout=60)
+    events = engine.wait_history(instance_id, has_kind("executionStalled"))
+    (stalled,) = of_kind(events, "executionStalled")
+    assert events[-1] is stalled
+    assert stalled.eventId == -1
+    assert stalled.executionStalled.reason == pb.PAYLOAD_SIZE_EXCEEDED
+    return stalled.executionStalled
+
+
+@pytest.mark.slow
+def test_a_history_too_big_to_send_stalls_only_its_workflow(own_engine):
+    own_engine.start()  # the default limit, 4 MiB
+    engine = Engine(own_engine.address)
+    runtime = start_runtime(own_engine.address)
+    big, small = unique_id("big-history"), unique_id("small")
+    try:
+        # Each result (1 MB) fits; the fourth brings history and inbox past 95% of 4 MiB.
+        engine.start("grow", big, '{"steps": 6, "size": 1000000}')
+        stalled = the_stall(engine, big)
+        match = re.fullmatch(
+            r"Workflow payload size (\d+) bytes exceeds 95% of max gRPC body size 4194304 "
+            r"bytes; increase daprd --max-body-size and restart to resume",
+            stalled.description,
+        )
+        assert match, stalled.description
+        assert threshold(DEFAULT_MAX) < int(match[1]) < threshold(DEFAULT_MAX) + 1_100_000
+        assert len(of_kind(engine.history(big), "taskCompleted")) == 3
+
+        # The worker stream stays usable: a workflow started after it runs to its end.
+        engine.start("two_steps", small, '{"id": "o-1", "qty": 1}')
+        done = engine.wait_done(small, timeout=20)
+        assert done.workflowState.workflowStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+
+        # The big one is not handed out again and again: it stays stalled, quietly.
+        time.sleep(1)
+        assert engine.status(big) == "STALLED"
+        assert len(of_kind(engine.history(big), "executionStalled")) == 1
+        log = own_engine.log_path.read_text(errors="replace")
+        assert "Traceback" not in log
+        assert "RESOURCE_EXHAUSTED" not in log
+
+        # As for any stall: no raised event, a terminate waits, a forced purge removes it.
+        error = rpc_error(lambda: engine.raise_event(big, "go"))
+        assert (error.code(), error.details()) == (grpc.StatusCode.UNKNOWN, "workflow is stalled")
+        request = pb.TerminateRequest(instanceId=big, recursive=True)
+        error = rpc_error(lambda: engine.call("TerminateInstance", request, timeout=1))
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert engine.status(big) == "STALLED"
+        assert engine.purge(big, force=True).deletedInstanceCount == 1
+    finally:
+        runtime.shutdown()
+        engine.close()
+
+
+@pytest.mark.slow
+def test_an_activity_input_too_big_to_send_stalls_its_workflow(tmp_path):
+    db = tmp_path / "engine.sqlite3"
+    first = EngineProcess(db, "--max-body-size", "1Mi").start()
+    engine = Engine(first.address)
+    runtime = start_runtime(first.address)
+    instance_id = unique_id("big-input")
+    second = None
+    try:
+        # The workflow's answer (about 1,000,100 bytes) still fits under 1 MiB; the activity
+        # request does not fit under 95% of it.
+        engine.start("big_activity_input", instance_id, "1000000")
+        stalled = the_stall(engine, instance_id)
+        match = re.fullmatch(
+            r"activity 'echo::1' payload (\d+) bytes exceeds 95% of max gRPC body size 1048576 "
+            r"bytes; increase daprd --max-body-size and restart to resume: activity payload "
+            r"exceeds max gRPC body size",
+            stalled.description,
+        )
+        assert match, stalled.description
+        assert threshold(MI) < int(match[1]) < MI
+        # Nothing of the turn that scheduled it was kept.
+        assert not has_kind("taskScheduled")(engine.history(instance_id))
+
+        # Restarted with a larger limit, the engine hands the workflow out again.
+        first.stop()
+        second = EngineProcess(db, "--max-body-size", "4Mi", port=first.port).start()
+        done = engine.wait_done(instance_id, timeout=30)
+        assert done.workflowState.workflowStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+        assert done.workflowState.output.value == "1000000"
+    finally:
+        runtime.shutdown()
+        engine.close()
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
+@pytest.mark.slow
+def test_a_rerun_with_an_activity_input_too_big_to_send_stalls(own_engine):
+    own_engine.extra_args += ["--max-body-size", "1Mi"]
+    own_engine.start()
+    engine = Engine(own_engine.address)
+    runtime = start_runtime(own_engine.address)
+    source, rerun, small = unique_id("source"), unique_id("rerun"), unique_id("small")
+    try:
+        engine.start("big_activity_input", source, "10")
+        assert engine.wait_done(source).workflowState.output.value == "10"
+        (scheduled,) = of_kind(engine.history(source), "taskScheduled")
+        # The re-run hands the activity out itself, with an input that does not fit.
+        request = pb.RerunWorkflowFromEventRequest(
+            sourceInstanceID=source,
+            eventID=scheduled.eventId,
+            newInstanceID=rerun,
+            overwriteInput=True,
+        )
+        request.input.value = '"' + "x" * 999_990 + '"'
+        engine.call("RerunWorkflowFromEvent", request)
+        stalled = the_stall(engine, rerun)
+        assert stalled.description.startswith(f"activity 'echo::{scheduled.eventId}' payload ")
+
+        engine.start("two_steps", small, '{"id": "o-1", "qty": 1}')
+        done = engine.wait_done(small, timeout=20)
+        assert done.workflowState.workflowStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+        log = own_engine.log_path.read_text(errors="replace")
+        assert "Traceback" not in log
+        assert "RESOURCE_EXHAUSTED" not in log
+    finally:
+        runtime.shutdown()
+        engine.close()
+
+
+@pytest.mark.slow
+def test_an_activity_too_big_for_a_lowered_limit_stalls_its_workflow(tmp_path, worker_processes):
+    db, markers = tmp_path / "engine.sqlite3", tmp_path / "markers"
+    markers.mkdir()
+    engine_process = EngineProcess(db).start()  # 4 MiB: the activity (2 MB) goes out
+    engine = Engine(engine_process.address)
+    instance_id, small = unique_id("lowered"), unique_id("small")
+    try:
+        first = WorkerProcess(engine_process.address, tmp_path / "first.log").start()
+        worker_processes.append(first)
+        args = {"steps": 1, "seconds": 60, "marker_dir": str(markers), "pad": "x" * 2_000_000}
+        engine.start("slow_steps", instance_id, json.dumps(args), timeout=30)
+        wait_for(lambda: list(markers.iterdir()), timeout=30, what="the activity to start")
+        first.kill()
+        engine_process.stop()
+
+        # Restarted with a limit the pending activity does not fit under.
+        engine_process = EngineProcess(
+            db, "--max-body-size", "1Mi", port=engine_process.port
+        ).start()
+        second = WorkerProcess(
+            engine_process.address, tmp_path / "second.log", env={"SLOW_ECHO_SECONDS": "0"}
+        ).start()
+        worker_processes.append(second)
+        engine.wait_status(instance_id, "STALLED", timeout=30)
+        engine.start("two_steps", small, '{"id": "o-1", "qty": 1}')
+        done = engine.wait_done(small, timeout=20)
+        assert done.workflowState.workflowStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+        log = engine_process.log_path.read_text(errors="replace")
+        assert "Traceback" not in log
+        assert "RESOURCE_EXHAUSTED" not in log
+
+        # Its history (4 MB) is too big to read under 1 MiB too: read it with no worker.
+        second.kill()
+        engine_process.stop()
+        engine_process = EngineProcess(db, "--max-body-size", "8Mi", port=engine_process.port)
+        engine_process.start()
+        stalled = the_stall(engine, instance_id)
+        assert stalled.description.startswith("activity 'slow_echo::1' payload 20")
+        assert "max gRPC body size 1048576 bytes" in stalled.description
+    finally:
+        engine.close()
+        engine_process.kill()
+
+
+@pytest.mark.slow
+def test_a_workflow_stalled_on_its_history_resumes_with_a_larger_limit(tmp_path):
+    db = tmp_path / "engine.sqlite3"
+    first = EngineProcess(db, "--max-body-size", "1Mi").start()
+    engine = Engine(first.address)
+    runtime = start_runtime(first.address)
+    instance_id = unique_id("grow")
+    second = None
+    try:
+        engine.start("grow", instance_id, '{"steps": 3, "size": 400000}')
+        stalled = the_stall(engine, instance_id)
+        assert stalled.description.startswith("Workflow payload size ")
+        assert "max gRPC body size 1048576 bytes" in stalled.description
+
+        # The stall is kept: the same engine connected to again does not resume it.
+        runtime.shutdown()
+        runtime = start_runtime(first.address)
+        time.sleep(1)
+        assert engine.status(instance_id) == "STALLED"
+        assert len(of_kind(engine.history(instance_id), "executionStalled")) == 1
+
+        first.stop()
+        second = EngineProcess(db, "--max-body-size", "4Mi", port=first.port).start()
+        done = engine.wait_done(instance_id, timeout=30)
+        assert done.workflowState.workflowStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+        assert done.workflowState.output.value == "1200000"
+    finally:
+        runtime.shutdown()
+        engine.close()
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
+def test_max_body_size_accepts_daprd_quantities():
+    from devengine.__main__ import parse_size
+
+    assert parse_size("4Mi") == DEFAULT_MAX
+    assert parse_size("512Ki") == 512 * 1024
+    assert parse_size("1Gi") == 1024 * MI
+    assert parse_size("2M") == 2_000_000
+    assert parse_size("1000") == 1000
+    assert parse_size("-1") == -1
+    with pytest.raises(ValueError):
+        parse_size("4 megs")
