@@ -390,6 +390,30 @@ def test_a_stalled_instance_is_indexed_with_its_reason_then_as_picked_up_again(
         client.close()
 
 
+def test_an_instance_stalled_on_its_payload_size_is_indexed_with_the_reason(tmp_path, make_indexer):
+    # A limit of 64 KiB, and an event that fits in a message but not in 95% of one.
+    engine = DevEngine(tmp_path / "small.sqlite3", "--max-body-size", "64Ki").start()
+    runtime = WorkflowRuntime(host="127.0.0.1", port=str(engine.port))
+    wf_kinds.register_all(runtime)
+    runtime.start()
+    client = DaprWorkflowClient(host="127.0.0.1", port=str(engine.port))
+    try:
+        client.schedule_new_workflow(wf_kinds.wait_forever, instance_id="big")
+        client.wait_for_workflow_start("big", timeout_in_seconds=20)
+        client.raise_workflow_event("big", "go", data="x" * 63_000)
+        wait_for(lambda: client.get_workflow_state("big").runtime_status.name == "STALLED")
+        ix = make_indexer(engine.config())
+        converge(ix)
+        inst = Instance.objects.get(instance_id="big")
+        assert (inst.status, inst.stall_reason) == ("STALLED", "PAYLOAD_SIZE_EXCEEDED")
+        assert inst.stall_description.startswith("Workflow payload size ")
+        assert "exceeds 95% of max gRPC body size 65536 bytes" in inst.stall_description
+    finally:
+        client.close()
+        runtime.shutdown()
+        engine.stop()
+
+
 def test_a_scheduled_start_is_listed_pending_with_times_of_its_own_then_its_run(
     devengine, wf, make_indexer
 ):
