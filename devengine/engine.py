@@ -909,7 +909,10 @@ class Engine:
                         event.executionTerminated.SetInParent()
                     event.executionTerminated.recurse = True
                     self._deliver(child.instance_id, event, effects)
-                    self._make_start_visible(child.instance_id, now)
+                    if child.status == p.PENDING:
+                        # Only a scheduled start waits no longer: made due, the timers a
+                        # running child waits on would fire now.
+                        self._make_start_visible(child.instance_id, now)
 
     def _end_run_span(
         self, inst: InstanceRow, turn: Turn, status: str, end_ns: int, failure: str | None = None

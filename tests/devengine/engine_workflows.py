@@ -178,6 +178,11 @@ def parent_of_waiters(ctx: DaprWorkflowContext, count: int):
     return "children done"
 
 
+def parent_of_sleeper(ctx: DaprWorkflowContext, seconds: float):
+    """A child asleep on a timer: a recursive terminate must not fire it early."""
+    return (yield ctx.call_child_workflow(sleep_then_return, input=seconds))
+
+
 def nested_waiters(ctx: DaprWorkflowContext, depth: int):
     """A chain of `depth` children below this one; the deepest waits for "go"."""
     if depth == 0:
@@ -316,6 +321,7 @@ WORKFLOWS = [
     sleep_until,
     slow_steps,
     parent_of_waiters,
+    parent_of_sleeper,
     parent_of_failing_child,
     charge_once,
     parent_retrying_child,

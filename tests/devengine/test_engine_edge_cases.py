@@ -87,6 +87,22 @@ def test_recursive_terminate_and_purge_reach_grandchildren(engine):
     assert [engine.get(i).exists for i in chain] == [False, False, False]
 
 
+def test_a_recursive_terminate_fires_no_timer_of_a_child_early(engine):
+    # The terminate made every event waiting in the child's inbox due at once, its timer too:
+    # a child asleep completed early, and one that continued as new on it kept running.
+    root = unique_id("sleepy")
+    engine.start("parent_of_sleeper", root, input="60")
+    child = f"{root}:0001"
+    engine.wait_status(child, "RUNNING")
+    engine.wait_history(child, has_kind("timerCreated"))
+
+    engine.terminate(root, recursive=True)
+
+    for instance_id in (root, child):
+        engine.wait_status(instance_id, "TERMINATED", timeout=10)
+    assert not has_kind("timerFired")(engine.history(child))
+
+
 def test_a_result_travels_up_a_chain_of_children(engine):
     root = unique_id("chain")
     engine.start("nested_waiters", root, input="2")
