@@ -324,6 +324,16 @@ def _continued_as_new(events: Sequence[Event]) -> bool:
     return first.timestamp <= started.timestamp
 
 
+def _newer_run(events: Sequence[Event], read: Fetched) -> bool:
+    """Whether this history is of a run started after the state just read last changed: the
+    two answers are of different runs."""
+    started = next((e for e in events if e.event_type == "executionStarted"), None)
+    if started is None or started.timestamp is None or read.state is None:
+        return False
+    changed = read.state.last_updated_at
+    return changed is not None and started.timestamp > changed
+
+
 def _supersede_runs(inst: Instance, now: datetime) -> None:
     """The instance's runs stored so far are no longer the engine's (it keeps only the run
     being stored): they expire from ``now`` (engine_bridge.retention)."""
@@ -930,8 +940,16 @@ class EngineIndexer:
         """GetInstance, then GetInstanceHistory when the instance changed; ``done`` gets the
         outcome on a gRPC thread (nothing here touches the database)."""
         out = Fetched(instance_id)
+        torn = [False]  # read again once already
 
         def history_read(answer: list[Event] | EngineError) -> None:
+            if not isinstance(answer, EngineError) and not torn[0] and _newer_run(answer, out):
+                # The id was started again between the two calls: the state is the run
+                # before's (its end, say), the history the new run's. Stored together, the new
+                # run would take the old one's status. Both once more.
+                torn[0] = True
+                self.client.get_instance_later(instance_id, state_read, payloads=out.payloads)
+                return
             if isinstance(answer, EngineError):
                 # Not found too: purged between the two calls, the next GetInstance says so;
                 # or a spurious answer, and taking it for an empty history would leave the

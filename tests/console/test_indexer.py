@@ -1472,6 +1472,47 @@ def test_a_generation_is_continued_as_new_whatever_its_trace(fake, make_indexer,
     assert statuses[1:] == [(generation[1].execution_id, ""), ("run-three", "RUNNING")]
 
 
+def test_a_read_torn_by_a_start_again_is_read_once_more(fake, make_indexer, monkeypatch):
+    # GetInstance answered for the run that had just completed, GetInstanceHistory a moment
+    # later for the run a start put in its place: stored together, the new run took the old
+    # one's COMPLETED, and kept it once it continued as new (seen under load, a convergence
+    # run on PostgreSQL).
+    state, events = golden_instance("two_steps")
+    first = [replace(e) for e in events[:3]]
+    first[1].execution_id = "run-one"
+    fake.add(replace(state, status="RUNNING"), first)
+    iid = state.instance_id
+    ix = make_indexer()
+    ix.run_pass()
+    ended_at = state.last_updated_at + timedelta(seconds=5)
+    fake.instances[iid] = (replace(state, last_updated_at=ended_at), events)  # COMPLETED
+    started_again = [replace(e) for e in events[:3]]
+    for e in started_again:
+        e.timestamp = ended_at + timedelta(seconds=1)
+    started_again[0].timestamp += timedelta(milliseconds=5)  # its first turn, after the start
+    started_again[1].execution_id = "run-two"
+    real_get_instance = fake.get_instance
+
+    def start_again_after(instance_id, payloads=True):
+        answer = real_get_instance(instance_id, payloads)
+        if instance_id == iid and fake.instances[iid][0].status == "COMPLETED":
+            # Between this answer and the history asked for next.
+            later = ended_at + timedelta(seconds=2)
+            fake.instances[iid] = (
+                replace(state, status="RUNNING", last_updated_at=later, output=None),
+                started_again,
+            )
+        return answer
+
+    monkeypatch.setattr(fake, "get_instance", start_again_after)
+    request_refresh(ix.engine, iid)
+    ix.run_pass()
+    runs = dict(Run.objects.values_list("execution_id", "status"))
+    assert runs == {"run-one": "", "run-two": "RUNNING"}
+    assert Instance.objects.get().status == "RUNNING"
+    assert fake.calls.count(("GetInstanceHistory", iid)) == 3  # the first pass, then twice
+
+
 def test_a_child_id_started_again_before_its_runs_end_was_seen_is_no_longer_a_child(
     fake, make_indexer
 ):
