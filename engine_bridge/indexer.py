@@ -321,6 +321,8 @@ def _continued_as_new(events: Sequence[Event]) -> bool:
     started = next((e for e in events if e.event_type == "executionStarted"), None)
     if first is None or started is None or first.timestamp is None or started.timestamp is None:
         return False
+    if any("rerunParentInstanceInfo" in e.details for e in events):
+        return False  # a re-run: its first events are its source's, of a later generation maybe
     return first.timestamp <= started.timestamp
 
 

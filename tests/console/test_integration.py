@@ -1166,3 +1166,30 @@ def test_a_run_ended_unseen_and_started_again_as_the_same_workflow_is_not_contin
     first, second = Run.objects.order_by("ordinal")
     assert (first.name, first.status, first.completed_at) == ("wait_forever", "", None)
     assert (second.name, second.status) == ("wait_forever", "RUNNING")
+
+
+def test_a_rerun_of_a_later_generation_under_an_id_seen_running_is_not_continue_as_new(
+    devengine, wf, make_indexer
+):
+    # A re-run keeps its source's first events: those of a generation that continue-as-new
+    # started look like continue-as-new. Under an id whose run the indexer saw running, then
+    # terminated and purged unseen, that run is not continued as new (how it ended: unseen).
+    ix = make_indexer(devengine.config())
+    wf.schedule_new_workflow(wf_kinds.monitor, input=100, instance_id="m")
+    wait_for(lambda: (ix.run_pass(), Instance.objects.filter(instance_id="m", status="RUNNING"))[1])
+    seen = Instance.objects.get(instance_id="m").current_execution_id
+    wf.schedule_new_workflow(wf_kinds.monitor, input=1, instance_id="src")  # continues once
+    wf.wait_for_workflow_completion("src", timeout_in_seconds=20)
+    wf.terminate_workflow("m")
+    wf.wait_for_workflow_completion("m", timeout_in_seconds=20)
+    wf.purge_workflow("m")
+    timer = next(e for e in ix.client.get_history("src") if e.event_type == "timerCreated")
+    request = pb.RerunWorkflowFromEventRequest(sourceInstanceID="src", eventID=timer.event_id)
+    request.newInstanceID = "m"
+    with grpc.insecure_channel(devengine.address) as channel:
+        pb_grpc.TaskHubSidecarServiceStub(channel).RerunWorkflowFromEvent(request, timeout=5)
+    wf.wait_for_workflow_completion("m", timeout_in_seconds=20)
+    request_refresh(ix.engine, "m")
+    converge(ix)
+    old = Run.objects.get(instance__instance_id="m", execution_id=seen)
+    assert (old.status, old.completed_at) == ("", None)
