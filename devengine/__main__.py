@@ -19,7 +19,9 @@ def parse_size(text: str) -> int:
     """Bytes from "4194304", "4Mi", "512Ki", "2M"...; zero or less means no limit."""
     match = re.fullmatch(r"(-?\d+)(k|M|G|Ki|Mi|Gi)?", text.strip())
     if match is None:
-        raise ValueError(f"not a size: {text!r} (bytes, or a number with Ki, Mi, Gi, k, M or G)")
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (bytes, or a number with Ki, Mi, Gi, k, M or G)"
+        )
     return int(match[1]) * SIZE_UNITS[match[2] or ""]
 
 

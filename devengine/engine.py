@@ -42,6 +42,8 @@ NOT_REPLAYED = frozenset({"eventSent", "continueAsNew", "workflowCompleted"})
 RERUNNABLE = frozenset({"taskScheduled", "timerCreated", "childWorkflowInstanceCreated"})
 # daprd's --max-body-size default: the most a gRPC message (a work item too) may hold.
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
+# What an activity's request holds besides its action's fields (ids, trace context), with room.
+ACTIVITY_REQUEST_HEADROOM = 64 * 1024
 
 
 class EngineError(Exception):
@@ -269,8 +271,9 @@ class Engine:
                         self.ready[instance_id] = None
 
     def _stalled_on_payload_size(self, instance_id: str) -> bool:
-        history = self.store.history_events(instance_id)
-        last = history[-1] if history else None
+        # The last event alone: such a history is big by definition, and parsed whole it would
+        # push the others out of the store's cache at every worker's connect.
+        last = self.store.last_history_event(instance_id)
         return (
             last is not None
             and last.HasField("executionStalled")
@@ -439,6 +442,8 @@ class Engine:
         for action in response.actions:
             if not action.HasField("scheduleTask"):
                 continue
+            if action.ByteSize() + ACTIVITY_REQUEST_HEADROOM <= threshold:
+                continue  # far from it: no request built and measured for every activity
             event = self._task_scheduled(action, trace, p.TaskRouter())
             request, _ = self._activity_request(
                 turn.instance_id, turn.execution_id, action.id, event.taskScheduled, trace

@@ -273,6 +273,14 @@ class Store:
         ).fetchall()
         return [r[0] for r in rows]
 
+    def last_history_event(self, instance_id: str) -> p.HistoryEvent | None:
+        """The last committed event, read alone (a history can be many MiB)."""
+        row = self.conn.execute(
+            "SELECT event FROM history WHERE instance_id = ? ORDER BY pos DESC LIMIT 1",
+            (instance_id,),
+        ).fetchone()
+        return p.HistoryEvent.FromString(row[0]) if row else None
+
     def history_length(self, instance_id: str) -> int:
         row = self.conn.execute(
             "SELECT COUNT(*) FROM history WHERE instance_id = ?", (instance_id,)
