@@ -569,7 +569,7 @@ class EngineIndexer:
         self._refused: set[str] = set()
         self._answered_at = 0.0  # time.monotonic() of the last Hello answered (_why_down)
         self._forget_at = 0.0  # time.monotonic() of the next look past the retention period
-        self._finished = 0  # the engine's finished instances, as last counted
+        self._finished_count = 0  # the engine's finished instances, as last counted
         self._finished_counted_at: float | None = None  # time.monotonic() of that count
         self._list_page_size = self.limits.list_page_size
         #: Asked now and then during a pass: True ends it early (after the reads in flight are
@@ -1260,7 +1260,8 @@ class EngineIndexer:
     def _after_failed_read(self, interval: float, status: str) -> tuple[datetime, float]:
         """When to read again an instance whose read failed, and the interval to keep: twice
         the last (left due, it would come first again in every pass), up to
-        FAILED_READ_MAX_INTERVAL, or for a finished instance up to its usual re-read."""
+        FAILED_READ_MAX_INTERVAL, or for a finished instance up to ``terminal_interval`` (the
+        longest re-read of a finished instance, whatever the engine's number of them)."""
         longest = FAILED_READ_MAX_INTERVAL
         if status in TERMINAL:
             longest = max(longest, self.limits.terminal_interval)
@@ -1304,9 +1305,9 @@ class EngineIndexer:
             or now - self._finished_counted_at > FINISHED_COUNT_INTERVAL
         ):
             counted = StatusCount.objects.filter(engine=self.engine, status__in=TERMINAL)
-            self._finished = counted.aggregate(n=Sum("count"))["n"] or 0
+            self._finished_count = counted.aggregate(n=Sum("count"))["n"] or 0
             self._finished_counted_at = now
-        spread = self._finished / lim.terminal_read_rate
+        spread = self._finished_count / lim.terminal_read_rate
         return max(first, min(lim.terminal_interval, spread))
 
     def _change(

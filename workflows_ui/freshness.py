@@ -25,7 +25,7 @@ from datetime import timedelta
 from django.db import DatabaseError
 from django.utils import timezone
 
-from workflows_ui.models import Engine, Instance, InstanceCheck, RefreshRequest
+from workflows_ui.models import Engine, Instance, RefreshRequest
 from workflows_ui.search import brief_write_wait
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,8 @@ def read_again(inst: Instance) -> bool:
     instance whose reads fail (its page says when the indexer tries again: each try can take
     the engine's whole deadline), an engine no indexer runs, or one that is down (its banner
     says so; the indexer reads what changed when it is back)."""
-    try:
-        check = inst.schedule
-    except InstanceCheck.DoesNotExist:
-        return False  # a tombstone: no longer read
-    if check.read_failing_since is not None or not _readable(inst.engine):
+    check = inst.read_schedule()
+    if check is None or check.read_failing_since is not None or not _readable(inst.engine):
         return False
     now = timezone.now()
     if check.due_at <= now + DUE_SOON:
@@ -69,9 +66,10 @@ def look_for(engine_name: str, instance_id: str) -> bool:
 
 
 def _readable(engine: Engine) -> bool:
-    """Whether the indexer reads this engine now: one that is down would read a hint only when
-    it is back, not a second or two after the page says so."""
-    return engine.configured and engine.reachable is not False
+    """Whether the indexer reads this engine now: one that is down, or whose passes fail (it
+    refuses the console's api token, say), would read a hint only when it is back, not a second
+    or two after the page says so."""
+    return engine.configured and engine.reachable is not False and not engine.failing
 
 
 def _ask(engine: Engine, instance_id: str) -> bool:

@@ -239,14 +239,19 @@ class Instance(models.Model):
             parent_engine=self.engine_id, parent_instance_id=self.instance_id
         )
 
-    def read_problem(self) -> InstanceCheck | None:
-        """Why the indexer can't read this instance from its engine now; None when it can.
-        (No query when the instance was read with ``select_related("schedule")``.)"""
+    def read_schedule(self) -> InstanceCheck | None:
+        """When the indexer reads this instance next and how its last read went; None for a
+        tombstone, no longer read. (No query when the instance was read with
+        ``select_related("schedule")``.)"""
         try:
-            check = self.schedule
+            return self.schedule
         except InstanceCheck.DoesNotExist:
-            return None  # purged: no longer read
-        return check if check.read_failing_since is not None else None
+            return None
+
+    def read_problem(self) -> InstanceCheck | None:
+        """Why the indexer can't read this instance from its engine now; None when it can."""
+        check = self.read_schedule()
+        return check if check is not None and check.read_failing_since is not None else None
 
     def parent(self) -> Instance | None:
         if not self.parent_instance_id or self.parent_engine_id is None:

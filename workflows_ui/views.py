@@ -336,11 +336,8 @@ def _not_indexed(request: HttpRequest, engine: str, instance_id: str) -> HttpRes
 def _last_read(inst: Instance) -> datetime:
     """When the indexer last read the instance from its engine (a tombstone: when it was
     stored)."""
-    try:
-        read_at = inst.schedule.read_at
-    except InstanceCheck.DoesNotExist:
-        read_at = None
-    return read_at or inst.indexed_at
+    check = inst.read_schedule()
+    return (check.read_at if check is not None else None) or inst.indexed_at
 
 
 def _duration(inst: Instance, now: datetime) -> str:

@@ -108,6 +108,26 @@ def test_runindexer_outlives_a_database_that_takes_no_writes(settings, monkeypat
     assert "read-only" in caplog.text or "readonly" in caplog.text
 
 
+def test_a_write_refused_as_read_only_is_one_to_wait_out_on_both_databases():
+    # SQLite says it with an OperationalError; PostgreSQL's InternalError says it with its
+    # SQLSTATE only (the tests above meet it on the database they run on).
+    import psycopg
+    from django.db import IntegrityError, InternalError, OperationalError
+
+    from workflows_ui.search import cannot_write_now
+
+    def wrapped(exc_class, cause):
+        exc = exc_class(str(cause))
+        exc.__cause__ = cause
+        return exc
+
+    assert cannot_write_now(OperationalError("attempt to write a readonly database"))
+    read_only = psycopg.errors.ReadOnlySqlTransaction("cannot execute INSERT in a read-only")
+    assert cannot_write_now(wrapped(InternalError, read_only))
+    assert not cannot_write_now(wrapped(InternalError, psycopg.errors.InFailedSqlTransaction()))
+    assert not cannot_write_now(wrapped(IntegrityError, psycopg.errors.UniqueViolation()))
+
+
 @pytest.mark.django_db(transaction=True)
 def test_runindexer_started_before_its_database_answers_waits_for_it(settings, monkeypatch, caplog):
     # A deployment starting the database and the indexer together: it died at once.

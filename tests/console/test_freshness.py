@@ -109,7 +109,23 @@ def test_no_hint_for_a_tombstone_an_unreadable_instance_or_an_engine_unindexed_o
     finished(instance_id="elsewhere", eng=other)
     down = factories.engine("shipping", reachable=False, last_error="connection refused")
     finished(instance_id="waiting", eng=down)
-    for path in ("orders/gone", "orders/stuck", "billing/elsewhere", "shipping/waiting"):
+    refused = factories.engine(
+        "stock",
+        reachable=True,
+        last_error="authentication error: api token mismatch",
+        last_error_at=timezone.now(),
+        last_pass_at=timezone.now() - timedelta(minutes=1),
+    )
+    assert refused.failing
+    finished(instance_id="refused", eng=refused)
+    paths = (
+        "orders/gone",
+        "orders/stuck",
+        "billing/elsewhere",
+        "shipping/waiting",
+        "stock/refused",
+    )
+    for path in paths:
         response = page.get(f"/instances/{path}/")
         assert response.status_code == 200
         assert b"reads it again now" not in response.content

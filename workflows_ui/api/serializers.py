@@ -16,7 +16,7 @@ from rest_framework.settings import api_settings
 
 from engine_bridge.types import EVENT_TYPES
 from workflows_ui import listing, search
-from workflows_ui.models import Engine, HistoryEvent, Instance, InstanceCheck, Run, Status
+from workflows_ui.models import Engine, HistoryEvent, Instance, Run, Status
 
 
 def instance_path(engine_name: str, instance_id: str) -> str:
@@ -472,11 +472,10 @@ class InstanceDetailSerializer(InstanceListSerializer):
 
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_read_at(self, obj: Instance) -> str | None:
-        try:
-            read_at = obj.schedule.read_at
-        except InstanceCheck.DoesNotExist:
+        check = obj.read_schedule()
+        if check is None or check.read_at is None:
             return None
-        return serializers.DateTimeField().to_representation(read_at) if read_at else None
+        return serializers.DateTimeField().to_representation(check.read_at)
 
     @extend_schema_field(ParentSerializer(allow_null=True))
     def get_parent(self, obj: Instance) -> dict[str, Any] | None:
