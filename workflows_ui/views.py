@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Min
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import content_disposition_header, urlencode
@@ -86,12 +86,19 @@ def _engine_warnings(engines: list[Engine]) -> list[Engine]:
     return [e for e in engines if e.configured and (e.reachable is False or e.too_old or e.failing)]
 
 
-def _get_instance(engine: str, instance_id: str) -> Instance:
-    return get_object_or_404(
-        Instance.objects.select_related("engine", "parent_engine", "schedule"),
-        engine__name=engine,
-        instance_id=instance_id,
+def _find_instance(engine: str, instance_id: str) -> Instance | None:
+    return (
+        Instance.objects.select_related("engine", "parent_engine", "schedule")
+        .filter(engine__name=engine, instance_id=instance_id)
+        .first()
     )
+
+
+def _get_instance(engine: str, instance_id: str) -> Instance:
+    inst = _find_instance(engine, instance_id)
+    if inst is None:
+        raise Http404("no such instance")
+    return inst
 
 
 def _get_run(inst: Instance, ordinal: int | None) -> Run | None:
@@ -236,11 +243,7 @@ def instance_detail(
     ordinal: int | None = None,
     position: int | None = None,
 ) -> HttpResponse:
-    inst = (
-        Instance.objects.select_related("engine", "parent_engine", "schedule")
-        .filter(engine__name=engine, instance_id=instance_id)
-        .first()
-    )
+    inst = _find_instance(engine, instance_id)
     if inst is None:
         return _not_indexed(request, engine, instance_id)
     run = _get_run(inst, ordinal)
