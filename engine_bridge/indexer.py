@@ -570,6 +570,7 @@ class EngineIndexer:
         self._answered_at = 0.0  # time.monotonic() of the last Hello answered (_why_down)
         self._forget_at = 0.0  # time.monotonic() of the next look past the retention period
         self._finished_count = 0  # the engine's finished instances, as last counted
+        self._hinted: set[str] = set()  # the ids read for hints in the pass under way
         self._finished_counted_at: float | None = None  # time.monotonic() of that count
         self._list_page_size = self.limits.list_page_size
         #: Asked now and then during a pass: True ends it early (after the reads in flight are
@@ -737,7 +738,11 @@ class EngineIndexer:
                 engine=self.engine, instance_id__in=[iid for _, iid, _ in hints]
             ).values_list("instance_id", "last_updated_at", "schedule__read_error")
         }
-        self._sync([(iid, known.get(iid)) for _, iid, _ in hints], result)
+        self._hinted = {iid for _, iid, _ in hints}
+        try:
+            self._sync([(iid, known.get(iid)) for _, iid, _ in hints], result)
+        finally:
+            self._hinted = set()
         if self.stopping():
             return  # some may not have been read: the hints stay for the next start
         result.hinted += len(hints)
@@ -1227,7 +1232,13 @@ class EngineIndexer:
         if instance_id in w.failing:
             self._schedule_failing(pk, instance_id, status, interval, w)
             return
-        due_at, new_interval = self._next_check(status, False, interval)
+        if instance_id in self._hinted and interval is not None:
+            # Read early because someone looked: its next read as far off as before this one
+            # (left to back off, each look would lengthen the wait for a change nobody saw).
+            due_at = timezone.now() + timedelta(seconds=interval)
+            new_interval = interval
+        else:
+            due_at, new_interval = self._next_check(status, False, interval)
         w.checks.add(pk, self.engine.pk, due_at, new_interval, "", None, w.now)
 
     def _schedule(self, inst: Instance, changed: bool, interval: float | None, w: _Writes) -> None:

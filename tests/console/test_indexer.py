@@ -794,6 +794,25 @@ def test_a_hint_for_an_instance_that_has_not_moved_reads_no_history(fake, make_i
     assert InstanceCheck.objects.get().read_error == ""
 
 
+def test_a_hint_that_finds_nothing_changed_leaves_the_back_off_as_it_was(fake, make_indexer):
+    # Someone reloading the page of a finished instance (workflows_ui.freshness) must not bring
+    # its unattended re-read, the one that sees it started again, to the longest wait sooner.
+    fake.add(*golden_instance("two_steps"))
+    ix = make_indexer(terminal_first_interval=60.0, terminal_interval=3600.0, terminal_read_rate=0)
+    ix.run_pass()
+    assert InstanceCheck.objects.get().interval == 60
+    for _ in range(3):
+        request_refresh("orders", "g-two-steps")
+        ix.run_pass()
+    check = InstanceCheck.objects.get()
+    assert check.interval == 60
+    assert check.due_at <= timezone.now() + timedelta(seconds=60)
+    # A due read that finds nothing backs off as before.
+    InstanceCheck.objects.update(due_at=timezone.now())
+    ix.run_pass()
+    assert InstanceCheck.objects.get().interval == 120
+
+
 def test_an_engine_without_list_and_history_is_too_old_not_crashed(fake, make_indexer):
     fake.unsupported |= {"ListInstanceIDs", "GetInstanceHistory", "RerunWorkflowFromEvent"}
     fake.add(*golden_instance("two_steps"))
