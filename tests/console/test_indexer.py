@@ -1427,19 +1427,28 @@ def test_a_running_run_replaced_by_another_workflow_ended_unseen_not_continued_a
     assert (second.execution_id, second.status) == ("second", other.status)
 
 
-def test_a_child_that_continues_as_new_keeps_its_parent(fake, make_indexer):
+@pytest.mark.parametrize(
+    ("continued", "parent"), [(True, "g-fan-out"), (False, "")], ids=["continued", "started"]
+)
+def test_a_childs_new_run_keeps_its_parent_only_when_continued_as_new(
+    fake, make_indexer, continued, parent
+):
     state, events = golden_child("fan_out_children", "g-fan-out:0001")
     fake.add(replace(state, status="RUNNING"), events[:3], instance_id="c")
     ix = make_indexer()
     ix.run_pass()
     assert Instance.objects.get().parent_instance_id == "g-fan-out"
+    # A new run whose executionStarted names no parent: a generation that didn't repeat it,
+    # or the id started again by hand, as the same workflow, between two reads. Each in a
+    # trace of its own (daprd gives a traced generation a fresh one).
     again = [replace(e) for e in events[:3]]
-    again[1].execution_id = "next-generation"
-    again[1].parent = None  # as if the new generation's executionStarted didn't repeat it
-    # In a fresh trace, as daprd gives a traced generation; its first two events written
-    # together, workflowStarted first, as continue-as-new writes them.
+    again[1].execution_id = "new-run"
+    again[1].parent = None
     again[1].trace_parent = f"00-{'ef' * 16}-{'cd' * 8}-01"
-    again[0].timestamp = again[1].timestamp
+    if continued:
+        # Its first two events written together, workflowStarted first, as continue-as-new
+        # writes them (a start: executionStarted when asked, workflowStarted at the first turn).
+        again[0].timestamp = again[1].timestamp
     fake.add(
         replace(state, status="RUNNING", last_updated_at=state.last_updated_at.replace(year=2027)),
         again,
@@ -1447,8 +1456,9 @@ def test_a_child_that_continues_as_new_keeps_its_parent(fake, make_indexer):
     )
     ix.run_pass()
     inst = Instance.objects.get()
-    assert inst.current_execution_id == "next-generation"
-    assert inst.parent_instance_id == "g-fan-out"
+    assert inst.current_execution_id == "new-run"
+    assert inst.parent_instance_id == parent
+    assert (inst.parent_engine_id is None) == (not parent)
 
 
 @pytest.mark.parametrize("trace", ["same", "fresh", "none"])
@@ -1530,32 +1540,6 @@ def test_a_read_torn_by_a_start_again_is_read_once_more(fake, make_indexer, monk
     assert runs == {"run-one": "", "run-two": "RUNNING"}
     assert Instance.objects.get().status == "RUNNING"
     assert fake.calls.count(("GetInstanceHistory", iid)) == 3  # the first pass, then twice
-
-
-def test_a_child_id_started_again_before_its_runs_end_was_seen_is_no_longer_a_child(
-    fake, make_indexer
-):
-    state, events = golden_child("fan_out_children", "g-fan-out:0001")
-    fake.add(replace(state, status="RUNNING"), events[:3], instance_id="c")
-    ix = make_indexer()
-    ix.run_pass()
-    assert Instance.objects.get().parent_instance_id == "g-fan-out"
-    # The run ended and the id was started again by hand, as the same workflow, between two
-    # reads: no parent, and its first events as a start writes them (executionStarted when
-    # asked, workflowStarted at the first turn).
-    again = [replace(e) for e in events[:3]]
-    again[1].execution_id = "started-again"
-    again[1].parent = None
-    again[1].trace_parent = f"00-{'ab' * 16}-{'cd' * 8}-01"
-    fake.add(
-        replace(state, status="RUNNING", last_updated_at=state.last_updated_at.replace(year=2027)),
-        again,
-        "c",
-    )
-    ix.run_pass()
-    inst = Instance.objects.get()
-    assert inst.current_execution_id == "started-again"
-    assert (inst.parent_instance_id, inst.parent_engine_id) == ("", None)
 
 
 def token_refused(operation):
