@@ -52,12 +52,34 @@ def the_stall(engine: Engine, instance_id: str) -> pb.ExecutionStalledEvent:
     return stalled.executionStalled
 
 
+def assert_others_run_quietly(engine: Engine, log_path) -> None:
+    """The worker stream stays usable: a workflow started now runs to its end, and the engine's
+    log shows no failed send (nothing handed out again and again)."""
+    small = unique_id("small")
+    engine.start("two_steps", small, '{"id": "o-1", "qty": 1}')
+    done = engine.wait_done(small, timeout=20)
+    assert done.workflowState.workflowStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+    log = log_path.read_text(errors="replace")
+    assert "Traceback" not in log
+    assert "RESOURCE_EXHAUSTED" not in log
+
+
+def resumed_with_4mi(engine: Engine, stopped: EngineProcess, db, instance_id: str):
+    """The engine restarted on the same database with the default limit, and the stalled
+    workflow's end; returns the new engine process."""
+    stopped.stop()
+    again = EngineProcess(db, "--max-body-size", "4Mi", port=stopped.port).start()
+    done = engine.wait_done(instance_id, timeout=30)
+    assert done.workflowState.workflowStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+    return again, done
+
+
 @pytest.mark.slow
 def test_a_history_too_big_to_send_stalls_only_its_workflow(own_engine):
     own_engine.start()  # the default limit, 4 MiB
     engine = Engine(own_engine.address)
     runtime = start_runtime(own_engine.address)
-    big, small = unique_id("big-history"), unique_id("small")
+    big = unique_id("big-history")
     try:
         # Each result (1 MB) fits; the fourth brings history and inbox past 95% of 4 MiB.
         engine.start("grow", big, '{"steps": 6, "size": 1000000}')
@@ -71,18 +93,11 @@ def test_a_history_too_big_to_send_stalls_only_its_workflow(own_engine):
         assert threshold(DEFAULT_MAX) < int(match[1]) < threshold(DEFAULT_MAX) + 1_100_000
         assert len(of_kind(engine.history(big), "taskCompleted")) == 3
 
-        # The worker stream stays usable: a workflow started after it runs to its end.
-        engine.start("two_steps", small, '{"id": "o-1", "qty": 1}')
-        done = engine.wait_done(small, timeout=20)
-        assert done.workflowState.workflowStatus == pb.ORCHESTRATION_STATUS_COMPLETED
-
         # The big one is not handed out again and again: it stays stalled, quietly.
         time.sleep(1)
         assert engine.status(big) == "STALLED"
         assert len(of_kind(engine.history(big), "executionStalled")) == 1
-        log = own_engine.log_path.read_text(errors="replace")
-        assert "Traceback" not in log
-        assert "RESOURCE_EXHAUSTED" not in log
+        assert_others_run_quietly(engine, own_engine.log_path)
 
         # As for any stall: no raised event, a terminate waits, a forced purge removes it.
         error = rpc_error(lambda: engine.raise_event(big, "go"))
@@ -122,10 +137,7 @@ def test_an_activity_input_too_big_to_send_stalls_its_workflow(tmp_path):
         assert not has_kind("taskScheduled")(engine.history(instance_id))
 
         # Restarted with a larger limit, the engine hands the workflow out again.
-        first.stop()
-        second = EngineProcess(db, "--max-body-size", "4Mi", port=first.port).start()
-        done = engine.wait_done(instance_id, timeout=30)
-        assert done.workflowState.workflowStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+        second, done = resumed_with_4mi(engine, first, db, instance_id)
         assert done.workflowState.output.value == "1000000"
     finally:
         runtime.shutdown()
@@ -141,7 +153,7 @@ def test_a_rerun_with_an_activity_input_too_big_to_send_stalls(own_engine):
     own_engine.start()
     engine = Engine(own_engine.address)
     runtime = start_runtime(own_engine.address)
-    source, rerun, small = unique_id("source"), unique_id("rerun"), unique_id("small")
+    source, rerun = unique_id("source"), unique_id("rerun")
     try:
         engine.start("big_activity_input", source, "10")
         assert engine.wait_done(source).workflowState.output.value == "10"
@@ -157,13 +169,7 @@ def test_a_rerun_with_an_activity_input_too_big_to_send_stalls(own_engine):
         engine.call("RerunWorkflowFromEvent", request)
         stalled = the_stall(engine, rerun)
         assert stalled.description.startswith(f"activity 'echo::{scheduled.eventId}' payload ")
-
-        engine.start("two_steps", small, '{"id": "o-1", "qty": 1}')
-        done = engine.wait_done(small, timeout=20)
-        assert done.workflowState.workflowStatus == pb.ORCHESTRATION_STATUS_COMPLETED
-        log = own_engine.log_path.read_text(errors="replace")
-        assert "Traceback" not in log
-        assert "RESOURCE_EXHAUSTED" not in log
+        assert_others_run_quietly(engine, own_engine.log_path)
     finally:
         runtime.shutdown()
         engine.close()
@@ -175,7 +181,7 @@ def test_an_activity_too_big_for_a_lowered_limit_stalls_its_workflow(tmp_path, w
     markers.mkdir()
     engine_process = EngineProcess(db).start()  # 4 MiB: the activity (2 MB) goes out
     engine = Engine(engine_process.address)
-    instance_id, small = unique_id("lowered"), unique_id("small")
+    instance_id = unique_id("lowered")
     try:
         first = WorkerProcess(engine_process.address, tmp_path / "first.log").start()
         worker_processes.append(first)
@@ -194,12 +200,7 @@ def test_an_activity_too_big_for_a_lowered_limit_stalls_its_workflow(tmp_path, w
         ).start()
         worker_processes.append(second)
         engine.wait_status(instance_id, "STALLED", timeout=30)
-        engine.start("two_steps", small, '{"id": "o-1", "qty": 1}')
-        done = engine.wait_done(small, timeout=20)
-        assert done.workflowState.workflowStatus == pb.ORCHESTRATION_STATUS_COMPLETED
-        log = engine_process.log_path.read_text(errors="replace")
-        assert "Traceback" not in log
-        assert "RESOURCE_EXHAUSTED" not in log
+        assert_others_run_quietly(engine, engine_process.log_path)
 
         # Its history (4 MB) is too big to read under 1 MiB too: read it with no worker.
         second.kill()
@@ -235,10 +236,7 @@ def test_a_workflow_stalled_on_its_history_resumes_with_a_larger_limit(tmp_path)
         assert engine.status(instance_id) == "STALLED"
         assert len(of_kind(engine.history(instance_id), "executionStalled")) == 1
 
-        first.stop()
-        second = EngineProcess(db, "--max-body-size", "4Mi", port=first.port).start()
-        done = engine.wait_done(instance_id, timeout=30)
-        assert done.workflowState.workflowStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+        second, done = resumed_with_4mi(engine, first, db, instance_id)
         assert done.workflowState.output.value == "1200000"
     finally:
         runtime.shutdown()
