@@ -46,6 +46,16 @@ def database_unavailable(exc: BaseException | None) -> bool:
     return isinstance(exc, DatabaseError) and cannot_write_now(exc)
 
 
+def database_trouble(exc: BaseException | None) -> str:
+    """What is wrong with the console's database, in the words of the 503 and of its log line:
+    that it takes no writes (a failover under way) is not that it does not answer."""
+    from workflows_ui.search import takes_no_writes
+
+    if isinstance(exc, DatabaseError) and takes_no_writes(exc):
+        return "takes no writes"
+    return "does not answer"
+
+
 class DatabaseDown(logging.Filter):
     """``django.request``'s error for a request the database failed (down, restarting, full,
     locked for longer than its timeout, taking no writes): one line without the traceback, and
@@ -62,12 +72,14 @@ class DatabaseDown(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if not database_unavailable(exc):
             return True
-        due = self.repeats.due("database")
+        trouble = database_trouble(exc)
+        due = self.repeats.due(trouble)
         if due is None:
             return False
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        record.msg = "the console's database does not answer (%s): requests answered 503%s"
+        record.msg = "the console's database %s (%s): requests answered 503%s"
         record.args = (
+            trouble,
             first_line,
             f" ({due[0]} more since the last such line)" if due[0] else "",
         )

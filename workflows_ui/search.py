@@ -365,4 +365,13 @@ def cannot_write_now(exc: DatabaseError) -> bool:
     last, an ``InternalError`` (a standby a failover has not promoted yet, say)."""
     if isinstance(exc, OperationalError):
         return True
-    return getattr(exc.__cause__, "sqlstate", None) == _PG_READ_ONLY
+    return takes_no_writes(exc)
+
+
+def takes_no_writes(exc: DatabaseError) -> bool:
+    """Whether this error says the database takes no writes (a PostgreSQL standby, a database
+    or a SQLite file set read-only), rather than that it does not answer."""
+    if getattr(exc.__cause__, "sqlstate", None) == _PG_READ_ONLY:
+        return True
+    # SQLite's words for a read-only file, and for ``PRAGMA query_only``.
+    return isinstance(exc, OperationalError) and "readonly database" in str(exc)

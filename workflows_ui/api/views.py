@@ -26,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from console.logfilters import database_unavailable
+from console.logfilters import database_trouble, database_unavailable
 from workflows_ui import freshness, listing
 from workflows_ui.api.serializers import (
     EngineSerializer,
@@ -73,7 +73,8 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     return defaults.page_not_found(request, exception)
 
 
-DATABASE_DOWN = "The console's database does not answer: try again in a moment."
+#: The 503's text, with what ``console.logfilters.database_trouble`` says.
+DATABASE_DOWN = "The console's database {}: try again in a moment."
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
@@ -84,11 +85,13 @@ def server_error(request: HttpRequest) -> HttpResponse:
     minute)."""
     api = request.path_info.startswith("/api/")
     # Django calls this while handling the exception: it is the one being handled.
-    if database_unavailable(sys.exc_info()[1]):
+    exc = sys.exc_info()[1]
+    if database_unavailable(exc):
+        detail = DATABASE_DOWN.format(database_trouble(exc))
         response: HttpResponse = (
-            JsonResponse({"detail": DATABASE_DOWN}, status=503)
+            JsonResponse({"detail": detail}, status=503)
             if api
-            else HttpResponse(DATABASE_DOWN, status=503, content_type="text/plain; charset=utf-8")
+            else HttpResponse(detail, status=503, content_type="text/plain; charset=utf-8")
         )
         response["Retry-After"] = "5"
         return response
@@ -141,8 +144,8 @@ _INVALID = {
 _DATABASE_DOWN = {
     503: OpenApiResponse(
         _DETAIL,
-        description="the console's database does not answer (restarting, down): try again"
-        " after the seconds of the Retry-After header",
+        description="the console's database does not answer (restarting, down) or takes no"
+        " writes (a failover under way): try again after the seconds of the Retry-After header",
     )
 }
 _RETRY_AFTER = OpenApiParameter(
