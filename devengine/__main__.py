@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> None:
         type=parse_size,
         default=DEFAULT_MAX_BODY_SIZE,
         metavar="SIZE",
-        help="largest gRPC message, as daprd's (default 4Mi; 0 or less: no limit); a workflow "
-        "whose work item would not fit in 95%% of it is stalled",
+        help="largest gRPC message and HTTP request body, as daprd's (default 4Mi; 0 or less: "
+        "no limit); a workflow whose work item would not fit in 95%% of it is stalled",
     )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(

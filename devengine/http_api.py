@@ -1,8 +1,10 @@
 """daprd's workflow HTTP API (`/v1.0-beta1/workflows/...`), served on the engine's asyncio loop.
 
 A small HTTP/1.1 server on asyncio streams: keep-alive, Content-Length and chunked bodies,
-`Expect: 100-continue`, bodies capped at 4 MiB (413). Every handler calls `WorkflowApi`, the one
-place that validates requests and maps errors (dapr_api), and answers daprd's JSON error bodies.
+`Expect: 100-continue`, bodies capped at the engine's --max-body-size as daprd caps them (a
+route that reads a longer body answers 400 ERR_BODY_READ). Every handler calls `WorkflowApi`, the
+one place that validates requests and maps errors (dapr_api), and answers daprd's JSON error
+bodies.
 The routes exist under `/v1.0-alpha1/`, `/v1.0-beta1/` and `/v1.0/`, as in daprd:
 
     POST workflows/<component>/<workflowName>/start[?instanceID=<id>]   body = input   -> 202
@@ -33,10 +35,10 @@ from urllib.parse import parse_qs, unquote_to_bytes
 from google.protobuf import json_format
 
 from devengine.dapr_api import DaprApiError, WorkflowApi, instance_not_found
+from devengine.engine import DEFAULT_MAX_BODY_SIZE
 
 log = logging.getLogger("devengine.http")
 
-MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_LINE_BYTES = 16 * 1024  # request line, each header line
 MAX_HEADER_BYTES = 64 * 1024  # all header lines together
 MAX_HEADERS = 100
@@ -44,7 +46,7 @@ HEADER_TIMEOUT = 10.0  # daprd's ReadHeaderTimeout
 BODY_TIMEOUT = 60.0
 IDLE_TIMEOUT = 120.0  # a kept-alive connection with no next request
 LINGER_SECONDS = 2.0  # reading what a client still sends after an error that closes
-LINGER_MAX_BYTES = 2 * MAX_BODY_BYTES
+LINGER_MAX_BYTES = 8 * 1024 * 1024
 
 API_VERSIONS = ("v1.0", "v1.0-beta1", "v1.0-alpha1")
 INSTANCE_ACTIONS = ("terminate", "pause", "resume", "purge")
@@ -82,6 +84,8 @@ class Request:
     version: str
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    # Longer than the limit: left unread (or read in part), for the route to refuse.
+    body_too_large: bool = False
 
     @property
     def keep_alive(self) -> bool:
@@ -179,9 +183,10 @@ async def read_head(reader: asyncio.StreamReader) -> Request | None:
 
 
 async def read_body(
-    request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int
 ) -> bytes:
-    """The body by Content-Length or chunked transfer coding; 413 above MAX_BODY_BYTES."""
+    """The body by Content-Length or chunked transfer coding; none at all, and the request
+    marked, when it is longer than `limit` bytes (0 or less: no limit)."""
     transfer = request.headers.get("transfer-encoding")
     length_header = request.headers.get("content-length")
     if transfer is not None and length_header is not None:
@@ -190,14 +195,20 @@ async def read_body(
         if transfer.strip().lower() != "chunked":
             raise HttpError(501, "ERR_MALFORMED_REQUEST", "unsupported transfer coding", True)
         await _continue(request, writer)
-        return await _read_chunked(reader)
+        body = await _read_chunked(reader, limit)
+        if body is None:
+            request.body_too_large = True
+            return b""
+        return body
     if length_header is None:
         return b""
     if not length_header.isdigit() or not length_header.isascii():
         raise _malformed("invalid Content-Length")
     length = int(length_header)
-    if length > MAX_BODY_BYTES:
-        raise _too_large()
+    if 0 < limit < length:
+        # daprd reads such a body up to its limit and the route then fails: the route decides.
+        request.body_too_large = True
+        return b""
     if length == 0:
         return b""
     await _continue(request, writer)
@@ -207,13 +218,10 @@ async def read_body(
         raise _cut_short("incomplete request body") from None
 
 
-def _too_large() -> HttpError:
-    return HttpError(
-        413,
-        "ERR_BODY_TOO_LARGE",
-        f"request body exceeds the maximum of {MAX_BODY_BYTES} bytes",
-        close=True,
-    )
+def body_too_large() -> Response:
+    """daprd's answer when a route reads a body longer than --max-body-size: its body-read
+    error wrapping the size limiter's ("stream too large")."""
+    return error_response(400, "ERR_BODY_READ", "failed to read request body: stream too large")
 
 
 async def _continue(request: Request, writer: asyncio.StreamWriter) -> None:
@@ -224,7 +232,8 @@ async def _continue(request: Request, writer: asyncio.StreamWriter) -> None:
         await writer.drain()
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes | None:
+    """The chunks' data; None as soon as it grows past `limit` (0 or less: no limit)."""
     body = bytearray()
     try:
         while True:
@@ -237,8 +246,8 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
                 while await _read_line(reader, MAX_LINE_BYTES):  # trailers, ignored
                     pass
                 return bytes(body)
-            if len(body) + size > MAX_BODY_BYTES:
-                raise _too_large()
+            if 0 < limit < len(body) + size:
+                return None
             body += await reader.readexactly(size)
             if await reader.readexactly(2) != b"\r\n":
                 raise _malformed("invalid chunk terminator")
@@ -300,9 +309,15 @@ def split_target(target: str) -> tuple[list[str], dict[str, list[str]]]:
 class HttpApi:
     """Routes requests to WorkflowApi; one instance serves every connection."""
 
-    def __init__(self, api: WorkflowApi, api_token: str | None = None):
+    def __init__(
+        self,
+        api: WorkflowApi,
+        api_token: str | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    ):
         self.api = api
         self.api_token = api_token.encode() if api_token else None
+        self.max_body_size = max_body_size
         self.connections: set[asyncio.Task] = set()
 
     # -- the routes ------------------------------------------------------------------------
@@ -381,7 +396,7 @@ class HttpApi:
         if found is None:
             path = "/" + "/".join(segments)
             return error_response(404, "ERR_NOT_FOUND", f'method "{path}" is not found')
-        handlers, _ = found
+        handlers, health_check = found
         handler = handlers.get(request.method)
         if handler is None:
             allowed = ", ".join(handlers)
@@ -392,6 +407,9 @@ class HttpApi:
             )
             response.headers["Allow"] = allowed
             return response
+        if request.body_too_large and not health_check:
+            # Every workflow route reads the body before anything else, as daprd's do.
+            return body_too_large()
         try:
             return await handler(request, segments, params)
         except DaprApiError as e:
@@ -432,7 +450,7 @@ class HttpApi:
                 if request is None:
                     return
                 async with asyncio.timeout(BODY_TIMEOUT):
-                    request.body = await read_body(request, reader, writer)
+                    request.body = await read_body(request, reader, writer, self.max_body_size)
             except HttpError as e:
                 if e.cut_short:
                     return  # the client ended the connection mid-request: nobody to answer
@@ -442,7 +460,8 @@ class HttpApi:
                 await _linger(reader, writer)
                 return
             first = False
-            keep_alive = request.keep_alive
+            # A body left unread leaves the connection unusable for another request.
+            keep_alive = request.keep_alive and not request.body_too_large
             try:
                 response = await self.dispatch(request)
             except HttpError as e:
@@ -453,6 +472,8 @@ class HttpApi:
                 response = error_response(500, "ERR_INTERNAL", "internal error")
             writer.write(encode_response(response, keep_alive, head_only=request.method == "HEAD"))
             await writer.drain()
+            if request.body_too_large:
+                await _linger(reader, writer)
             if not keep_alive:
                 return
 
@@ -461,7 +482,7 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     """Reads and drops what the client is still sending before closing, for a short while.
 
     Closing a socket with unread input makes the kernel reset the connection, and the client may
-    then lose the error response (a 413 answered before a large body was sent, say).
+    then lose the error response (one answered before a large body was sent, say).
     """
     dropped = 0
     with contextlib.suppress(TimeoutError, OSError):
@@ -481,8 +502,9 @@ async def start_http_server(
     port: int,
     api_token: str | None = None,
     start_serving: bool = True,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
 ) -> tuple[asyncio.Server, HttpApi]:
-    http_api = HttpApi(api, api_token)
+    http_api = HttpApi(api, api_token, max_body_size)
     server = await asyncio.start_server(
         http_api.handle_connection,
         host,

@@ -76,7 +76,12 @@ async def serve(
         # Bound before anything starts: a port in use stops start-up with its one line.
         try:
             http = await start_http_server(
-                workflow_api, host, http_port, api_token, start_serving=False
+                workflow_api,
+                host,
+                http_port,
+                api_token,
+                start_serving=False,
+                max_body_size=max_body_size,
             )
         except OSError as e:
             store.close()

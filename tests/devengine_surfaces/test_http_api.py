@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from dapr.ext.workflow import WorkflowStatus
+from surfaces_support import EngineProcess, Http
 
 ORDER = {"orderId": "ord-2001", "amount": 59.9, "customer": "northwind"}
 PREFIXES = ["/v1.0", "/v1.0-beta1", "/v1.0-alpha1"]
@@ -306,15 +307,25 @@ def test_unknown_routes_are_404_and_wrong_methods_405(http_api):
         assert "allow" in response.headers
 
 
-def test_bodies_over_4_mib_are_413(http_api, sdk):
+BODY_READ_ERROR = {
+    "errorCode": "ERR_BODY_READ",
+    "message": "failed to read request body: stream too large",
+}
+
+
+def test_bodies_over_the_default_4_mib_are_refused_as_daprd_refuses_them(http_api, sdk):
     instance_id = new_id("big")
     path = f"/v1.0/workflows/dapr/ConfirmOrderWorkflow/start?instanceID={instance_id}"
 
     response = http_api.post(path, body=b"x" * (4 * 1024 * 1024 + 1))
 
-    assert response.status == 413
-    assert response.json()["errorCode"] == "ERR_BODY_TOO_LARGE"
+    # daprd's limit is a reader the route fails to read the body through, not a 413.
+    assert (response.status, response.json()) == (400, BODY_READ_ERROR)
+    assert response.headers["connection"] == "close"
     assert sdk.get_workflow_state(instance_id) is None
+    # A route that does not exist is still a 404: the body is only read by a route.
+    unknown = http_api.post("/v1.0/state/orders", body=b"x" * (4 * 1024 * 1024 + 1))
+    assert unknown.status == 404
     # Exactly 4 MiB is accepted (as event data dropped by a finished instance).
     done = http_api.post(path.replace("big-", "small-"), body=b'{"orderId": "x"}')
     assert done.status == 202
@@ -324,6 +335,35 @@ def test_bodies_over_4_mib_are_413(http_api, sdk):
         f"/v1.0/workflows/dapr/{small_id}/raiseEvent/late", body=b"y" * (4 * 1024 * 1024)
     )
     assert accepted.status == 202
+
+
+@pytest.mark.parametrize(("size", "limit"), [("64Ki", 64 * 1024), ("0", None)])
+def test_the_http_api_takes_the_engines_max_body_size(tmp_path, size, limit):
+    engine = EngineProcess(tmp_path / "engine.sqlite3", "--max-body-size", size).start()
+    try:
+        http = Http(engine.http_port)
+        raise_path = "/v1.0/workflows/dapr/nobody/raiseEvent/go"
+        chunked = (
+            f"POST {raise_path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+        if limit is None:  # 0: no limit, as daprd has none then
+            big = http.post(raise_path, body=b"z" * (5 * 1024 * 1024))
+            assert big.json()["errorCode"] == "ERR_RAISE_EVENT_WORKFLOW"
+            return
+        over = http.post(raise_path, body=b"z" * (limit + 1))
+        assert (over.status, over.json()) == (400, BODY_READ_ERROR)
+        # Within the limit the body is read: the unknown instance is what is refused.
+        within = http.post(raise_path, body=b"z" * limit)
+        assert within.json()["errorCode"] == "ERR_RAISE_EVENT_WORKFLOW"
+        # A chunked body is cut off once it passes the limit.
+        half = limit // 2 + 1
+        chunk = f"{half:x}\r\n".encode() + b"z" * half + b"\r\n"
+        answer = http.raw(chunked + chunk + chunk + b"0\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert b"ERR_BODY_READ" in answer
+        assert http.get("/v1.0/healthz").status == 204
+    finally:
+        engine.stop()
 
 
 # --- the HTTP layer itself -------------------------------------------------------------------
