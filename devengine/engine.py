@@ -65,10 +65,8 @@ class InstanceNotFound(EngineError):
 class NothingToPurge(EngineError):
     """A purge of an instance that does not exist: daprd's executor wraps the not-found error."""
 
-    def __init__(self) -> None:
-        super().__init__(
-            grpc.StatusCode.UNKNOWN, "failed to purge workflow state: no such instance exists"
-        )
+    def __init__(self, cause: str = "no such instance exists") -> None:
+        super().__init__(grpc.StatusCode.UNKNOWN, f"failed to purge workflow state: {cause}")
 
 
 def no_such_instance() -> EngineError:
@@ -1209,35 +1207,60 @@ class Engine:
     def purge(self, instance_id: str, recursive: bool, force: bool) -> int:
         if not instance_id:
             raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "instance ID is required")
-        inst = self.store.get_instance(instance_id)
-        if inst is None:
-            raise NothingToPurge()
-        targets = [inst]
-        if recursive:
-            queue = [inst.instance_id]
-            while queue:
-                for child in self.store.children(queue.pop()):
-                    targets.append(child)
-                    queue.append(child.instance_id)
-        if not force:
-            for target in targets:
-                if target.status not in p.TERMINAL_STATUSES:
-                    # daprd's words and code (an error of its executor, not a gRPC status).
-                    raise EngineError(
-                        grpc.StatusCode.UNKNOWN,
-                        "failed to purge workflow state: orchestration has not yet completed",
-                    )
+        purged: list[str] = []
+        error = self._purge_walk(instance_id, recursive, force, purged)
+        # As daprd: what its walk purged before an error stays purged.
         with self.store.transaction():
-            for target in targets:
-                self.store.delete_instance(target.instance_id)
+            for target in purged:
+                self.store.delete_instance(target)
         self.store.flush()
-        for target in targets:
-            token = self.turn_by_instance.pop(target.instance_id, None)
+        for target in purged:
+            token = self.turn_by_instance.pop(target, None)
             if token is not None:
                 self.turns.pop(token, None)
-            self.ready.pop(target.instance_id, None)
-            self._notify(target.instance_id)
-        return len(targets)
+            self.ready.pop(target, None)
+            self._notify(target)
+        if error is not None:
+            if not purged and self.store.get_instance(instance_id) is None:
+                raise NothingToPurge(error)
+            raise EngineError(grpc.StatusCode.UNKNOWN, f"failed to purge workflow state: {error}")
+        return len(purged)
+
+    def _purge_walk(
+        self, instance_id: str, recursive: bool, force: bool, purged: list[str]
+    ) -> str | None:
+        """durabletask-go's purge walk, as daprd runs it: with `recursive`, the instance must be
+        finished (unless forced), then each child its history created is purged the same way,
+        depth first, and the first error stops the walk, keeping what it had purged; then the
+        instance itself. Appends what it purges to `purged`; returns the error, or None."""
+        inst = None if instance_id in purged else self.store.get_instance(instance_id)
+        if recursive:
+            if inst is None:
+                return "failed to fetch workflow state: no such instance exists"
+            if not force and inst.status not in p.TERMINAL_STATUSES:
+                return "orchestration has not yet completed"
+            for child_id in self._created_children(instance_id):
+                error = self._purge_walk(child_id, recursive, force, purged)
+                if error is not None:
+                    return f"failed to purge child workflow: {error}"
+        # The purge of one instance, as daprd's workflow actor (or, forced, its backend) does it.
+        if inst is None:
+            return "no such instance exists"
+        if not force and inst.status == p.STALLED:
+            return "workflow is stalled"
+        if not force and inst.status not in p.TERMINAL_STATUSES:
+            return "orchestration has not yet completed"
+        purged.append(instance_id)
+        return None
+
+    def _created_children(self, instance_id: str) -> list[str]:
+        """The child ids the instance's history created, in order, once each (daprd walks the
+        childWorkflowInstanceCreated events, not the children that still exist)."""
+        children: dict[str, None] = {}
+        for event in self.store.history_events(instance_id):
+            if event.HasField("childWorkflowInstanceCreated"):
+                children[event.childWorkflowInstanceCreated.instanceId] = None
+        return list(children)
 
     def history(self, instance_id: str) -> list[bytes]:
         self.store.flush()  # committed state only (see get_instance)

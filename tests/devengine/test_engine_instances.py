@@ -477,12 +477,49 @@ def test_non_recursive_purge_keeps_the_children(engine):
     assert all(engine.get(child).exists for child in children)
 
 
+def test_a_recursive_purge_stops_at_a_running_child_keeping_what_it_purged(engine):
+    parent, (finished, running) = _start_parent_of_waiters(engine, "part-purge")
+    engine.terminate(parent, recursive=False)
+    engine.terminate(finished)
+    assert [engine.status(i) for i in (parent, finished, running)] == [
+        "TERMINATED",
+        "TERMINATED",
+        "RUNNING",
+    ]
+
+    with pytest.raises(grpc.RpcError) as refused:
+        engine.purge(parent, recursive=True)
+
+    # daprd's walk: children first, each purged as it goes, the first error ends it (daprd
+    # visits the children in Go map order, devengine in the order they were created).
+    assert refused.value.code() == grpc.StatusCode.UNKNOWN
+    assert refused.value.details() == (
+        "failed to purge workflow state: failed to purge child workflow: "
+        "orchestration has not yet completed"
+    )
+    assert [engine.get(i).exists for i in (parent, finished, running)] == [True, False, True]
+
+    # The walk goes by the children the history created: one already purged is an error.
+    engine.terminate(running)
+    with pytest.raises(grpc.RpcError) as refused:
+        engine.purge(parent, recursive=True)
+    assert refused.value.details() == (
+        "failed to purge workflow state: failed to purge child workflow: "
+        "failed to fetch workflow state: no such instance exists"
+    )
+    assert engine.purge(parent, recursive=False).deletedInstanceCount == 1
+    assert engine.purge(running).deletedInstanceCount == 1
+
+
 def test_purge_of_an_unknown_instance_is_an_error(engine):
-    for recursive in (True, False):
+    for recursive, cause in (
+        (True, "failed to fetch workflow state: no such instance exists"),
+        (False, "no such instance exists"),
+    ):
         with pytest.raises(grpc.RpcError) as refused:
             engine.purge(unique_id("never-started"), recursive=recursive)
         assert refused.value.code() == grpc.StatusCode.UNKNOWN
-        assert refused.value.details() == "failed to purge workflow state: no such instance exists"
+        assert refused.value.details() == f"failed to purge workflow state: {cause}"
 
 
 def test_purge_with_a_filter_is_an_error_and_deletes_nothing(engine):

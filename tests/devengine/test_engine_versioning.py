@@ -87,9 +87,13 @@ def test_patches_that_do_not_match_the_history_stall_the_instance(own_engine):
         assert "patch2, patch1" in stalled.executionStalled.description
         assert not has_kind("executionCompleted")(events)
 
-        # A stalled instance is not terminal: only a forced purge removes it.
+        # A stalled instance is not terminal: only a forced purge removes it. daprd's workflow
+        # actor says why (a recursive purge checks that it finished first, and says that).
         with pytest.raises(grpc.RpcError) as refused:
             engine.purge(instance_id)
+        assert refused.value.details() == "failed to purge workflow state: workflow is stalled"
+        with pytest.raises(grpc.RpcError) as refused:
+            engine.purge(instance_id, recursive=True)
         assert "orchestration has not yet completed" in refused.value.details()
         assert engine.status(instance_id) == "STALLED"
         # Nor does it take an event: no turn runs to receive it (daprd's actor refuses it).
