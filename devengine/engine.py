@@ -912,10 +912,6 @@ class Engine:
                         event.executionTerminated.SetInParent()
                     event.executionTerminated.recurse = True
                     self._deliver(child.instance_id, event, effects)
-                    if child.status == p.PENDING:
-                        # Only a scheduled start waits no longer: made due, the timers a
-                        # running child waits on would fire now.
-                        self._make_start_visible(child.instance_id, now)
 
     def _end_run_span(
         self, inst: InstanceRow, turn: Turn, status: str, end_ns: int, failure: str | None = None
@@ -935,11 +931,17 @@ class Engine:
         target = self.store.get_instance(instance_id)
         if target is None or target.status in p.TERMINAL_STATUSES:
             return
-        self.store.add_inbox(instance_id, event.SerializeToString(), now_ns())
+        now = now_ns()
+        self.store.add_inbox(instance_id, event.SerializeToString(), now)
+        if target.status == p.PENDING:
+            # daprd wakes an instance for an event at the event's time, a scheduled start time
+            # notwithstanding: the start runs now, with the event.
+            self._make_start_visible(instance_id, now)
         effects.ready.add(instance_id)
 
     def _make_start_visible(self, instance_id: str, at_ns: int) -> None:
-        """A terminate must not wait for a scheduled start time."""
+        """Makes a pending instance's scheduled start due now (only a pending instance: the
+        timers a running one waits on would fire too)."""
         self.store.conn.execute(
             "UPDATE inbox SET visible_ns = ? WHERE instance_id = ? AND visible_ns > ?",
             (at_ns, instance_id, at_ns),
@@ -1142,8 +1144,6 @@ class Engine:
         effects = _Effects()
         with self.store.transaction():
             self._deliver(inst.instance_id, event, effects)
-            if event.HasField("executionTerminated") and inst.status == p.PENDING:
-                self._make_start_visible(inst.instance_id, now_ns())
         self.store.flush()  # acknowledged to the caller: committed first
         effects.touched.add(inst.instance_id)
         self._apply_effects(effects)

@@ -264,14 +264,28 @@ def test_events_raised_before_the_workflow_waits_for_them_are_buffered(engine):
     assert engine.wait_done(instance_id).workflowState.output.value == '["a", "b"]'
 
 
-def test_an_event_raised_before_a_scheduled_start_waits_in_the_inbox(engine):
-    instance_id = unique_id("inbox")
-    engine.start("wait_forever", instance_id, start_at=datetime.now(UTC) + timedelta(seconds=1))
-    assert engine.status(instance_id) == "PENDING"
+def test_an_event_for_an_instance_waiting_for_its_scheduled_start_starts_it_now(engine):
+    # daprd wakes an instance for an event at the event's time: the start runs then, with it.
+    raised = unique_id("early-raise")
+    engine.start("wait_forever", raised, start_at=far_future())
+    assert engine.status(raised) == "PENDING"
 
-    engine.raise_event(instance_id, "go", '"early"')
+    engine.raise_event(raised, "go", '"early"')
 
-    assert engine.wait_done(instance_id).workflowState.output.value == '"early"'
+    assert engine.wait_done(raised).workflowState.output.value == '"early"'
+
+    suspended = unique_id("early-suspend")
+    engine.start("wait_forever", suspended, start_at=far_future())
+    began = time.monotonic()
+
+    engine.suspend(suspended, reason="not yet")
+
+    assert time.monotonic() - began < 5, "the suspend waited for the scheduled start"
+    assert engine.status(suspended) == "SUSPENDED"
+    assert {"executionStarted", "executionSuspended"} <= set(kinds(engine.history(suspended)))
+    engine.resume(suspended)
+    engine.raise_event(suspended, "go", '"resumed"')
+    assert engine.wait_done(suspended).workflowState.output.value == '"resumed"'
 
 
 def test_raise_event_on_an_unknown_instance_is_an_error(engine):
