@@ -1294,16 +1294,17 @@ class Engine:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "rerun workflow instance ID must be different from the original instance ID",
             )
+        # daprd's checks, in its order and with its words (its workflow actor's fork, then the
+        # new instance's actor).
         source = self.store.get_instance(source_id)
         if source is None:
             raise EngineError(
-                grpc.StatusCode.NOT_FOUND, f"workflow instance '{source_id}' does not exist"
+                grpc.StatusCode.NOT_FOUND,
+                f"workflow instance does not exist with ID '{source_id}'",
             )
         if source.status not in p.TERMINAL_STATUSES:
             raise EngineError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"workflow instance '{source_id}' is {status_name(source.status)}: only a "
-                "completed, failed or terminated workflow can be rerun",
+                grpc.StatusCode.INVALID_ARGUMENT, f"'{source_id}' is not in a terminal state"
             )
         history = [p.HistoryEvent.FromString(b) for b in self.store.history(source_id)]
         start = next((e for e in history if e.HasField("executionStarted")), None)
@@ -1312,40 +1313,12 @@ class Engine:
         if start.executionStarted.HasField("parentInstance"):
             raise EngineError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"workflow instance '{source_id}' is a child workflow: rerun its parent instead",
+                f"'{source_id}': cannot rerun from child-workflows",
             )
-        target_pos = next(
-            (
-                i
-                for i, e in enumerate(history)
-                if e.eventId == request.eventID and e.WhichOneof("eventType") in RERUNNABLE
-            ),
-            None,
-        )
-        if target_pos is None:
-            raise EngineError(
-                grpc.StatusCode.NOT_FOUND,
-                f"no taskScheduled, timerCreated or childWorkflowInstanceCreated event with "
-                f"ID {request.eventID} in workflow '{source_id}'",
-            )
-        target = history[target_pos]
-        kind = target.WhichOneof("eventType")
-        if request.overwriteInput and kind == "timerCreated":
-            raise EngineError(
-                grpc.StatusCode.INVALID_ARGUMENT, "cannot overwrite the input of a timer"
-            )
-        if (
-            request.HasField("newChildWorkflowInstanceID")
-            and kind != "childWorkflowInstanceCreated"
-        ):
-            raise EngineError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "a new child workflow instance ID applies only to a "
-                "childWorkflowInstanceCreated event",
-            )
+        target_pos = self._rerun_target(history, request)
         if self.store.get_instance(new_id) is not None:
             raise EngineError(
-                grpc.StatusCode.ALREADY_EXISTS, f"a workflow with ID '{new_id}' already exists"
+                grpc.StatusCode.ALREADY_EXISTS, f"workflow '{new_id}' has already been created"
             )
 
         forked, tail = self._fork(history, target_pos, request, new_id)
@@ -1383,6 +1356,46 @@ class Engine:
         self.store.flush()
         self._apply_effects(effects)
         return new_id
+
+    @staticmethod
+    def _rerun_target(
+        history: list[p.HistoryEvent], request: p.pb.RerunWorkflowFromEventRequest
+    ) -> int:
+        """The position of the event to rerun from, as daprd's fork finds it: the first event
+        with that ID, which must be one that can be rerun (else NOT_FOUND) and take what the
+        request asks of it (else INVALID_ARGUMENT)."""
+        # daprd reads the (unsigned) event ID as an int32.
+        event_id = request.eventID - 2**32 if request.eventID >= 2**31 else request.eventID
+        position = next((i for i, e in enumerate(history) if e.eventId == event_id), None)
+        if position is None:
+            raise EngineError(
+                grpc.StatusCode.NOT_FOUND, f"does not have history event with ID '{event_id}'"
+            )
+        kind = str(history[position].WhichOneof("eventType"))
+        new_child_id = request.HasField("newChildWorkflowInstanceID")
+        if kind == "taskScheduled" and new_child_id:
+            raise EngineError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"cannot set new child workflow instance ID on activity event '{event_id}'",
+            )
+        if kind == "timerCreated" and request.overwriteInput:
+            raise EngineError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"cannot write input to timer event '{event_id}'",
+            )
+        if kind == "timerCreated" and new_child_id:
+            raise EngineError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"cannot set new child workflow instance ID on timer event '{event_id}'",
+            )
+        if kind not in RERUNNABLE:
+            # Go's name of the event's type, as daprd prints it (%T).
+            go_type = f"*protos.HistoryEvent_{kind[0].upper()}{kind[1:]}"
+            raise EngineError(
+                grpc.StatusCode.NOT_FOUND,
+                f"target event '{go_type}' with ID '{event_id}' is not an event that can be rerun",
+            )
+        return position
 
     @staticmethod
     def _fork(

@@ -152,6 +152,69 @@ def test_a_new_child_id_for_an_activity_event_is_invalid_argument(engine, source
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_rerun_errors_are_daprds_codes_and_words(engine, source):
+    running = unique_id("rerun-running")
+    engine.start("wait_forever", running)
+    parent = unique_id("rerun-parent")
+    engine.start("fan_out", parent, input=json.dumps({"id": "o", "qtys": [1]}))
+    engine.wait_done(parent)
+    taken = unique_id("rerun-taken")
+    engine.start("hello_world", taken, input='"x"')
+    engine.wait_done(taken)
+    nobody = unique_id("nobody")
+    invalid, not_found = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+    # daprd's words: its backend's, its workflow actor's and its fork's (status errors).
+    cases = [
+        (nobody, 1, {}, not_found, f"workflow instance does not exist with ID '{nobody}'"),
+        (running, 1, {}, invalid, f"'{running}' is not in a terminal state"),
+        (f"{parent}:0001", 1, {}, invalid, f"'{parent}:0001': cannot rerun from child-workflows"),
+        (source, 99, {}, not_found, "does not have history event with ID '99'"),
+        (
+            source,
+            4,
+            {},
+            not_found,
+            "target event '*protos.HistoryEvent_ExecutionCompleted' with ID '4' is not an "
+            "event that can be rerun",
+        ),
+        (
+            source,
+            2**32 - 1,  # read as -1 by daprd: the first event, the turn's workflowStarted
+            {},
+            not_found,
+            "target event '*protos.HistoryEvent_WorkflowStarted' with ID '-1' is not an "
+            "event that can be rerun",
+        ),
+        (source, 2, {"input": '"x"'}, invalid, "cannot write input to timer event '2'"),
+        (
+            source,
+            2,
+            {"newChildWorkflowInstanceID": "c"},
+            invalid,
+            "cannot set new child workflow instance ID on timer event '2'",
+        ),
+        (
+            source,
+            1,
+            {"newChildWorkflowInstanceID": "c"},
+            invalid,
+            "cannot set new child workflow instance ID on activity event '1'",
+        ),
+        (
+            source,
+            1,
+            {"newInstanceID": taken},
+            grpc.StatusCode.ALREADY_EXISTS,
+            f"workflow '{taken}' has already been created",
+        ),
+    ]
+    for source_id, event_id, fields, code, details in cases:
+        error = rpc_error(lambda: rerun(engine, source_id, event_id, **dict(fields)))  # noqa: B023
+
+        assert (error.code(), error.details()) == (code, details)
+    engine.terminate(running)
+
+
 def test_rerun_from_a_child_workflow_event_can_name_the_child_and_replace_its_input(engine):
     parent = unique_id("rerun-fan")
     engine.start("fan_out", parent, input=json.dumps({"id": "o", "qtys": [1, 2]}))
