@@ -1019,6 +1019,13 @@ class Engine:
                 grpc.StatusCode.ALREADY_EXISTS,
                 f"an active workflow with ID '{instance_id}' already exists",
             )
+        if existing is not None and request.enforceUniqueInstanceId:
+            # daprd's workflow actor: asked for, uniqueness keeps a finished instance too.
+            raise EngineError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"a workflow with ID '{instance_id}' already exists and the create enforces "
+                "instance ID uniqueness",
+            )
         now = now_ns()
         execution_id = request.executionId.value or str(uuid.uuid4())
         event = new_event(at_ns=now)

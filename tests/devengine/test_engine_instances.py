@@ -122,6 +122,30 @@ def test_starting_a_finished_instance_id_again_starts_a_new_run(engine):
     assert len(of_kind(events, "executionCompleted")) == 1
 
 
+def test_a_start_that_enforces_a_unique_id_refuses_a_finished_instance_too(engine):
+    instance_id = unique_id("unique")
+    engine.start("hello_world", instance_id, input='"one"')
+    engine.wait_done(instance_id)
+    before = engine.history(instance_id)
+    request = pb.CreateInstanceRequest(
+        instanceId=instance_id, name="hello_world", enforceUniqueInstanceId=True
+    )
+
+    error = rpc_error(lambda: engine.call("StartInstance", request))
+
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error.details() == (
+        f"a workflow with ID '{instance_id}' already exists and the create enforces "
+        "instance ID uniqueness"
+    )
+    assert engine.history(instance_id) == before
+    # Without the flag, a finished instance is started again; a new id with it starts.
+    fresh = unique_id("unique-new")
+    request.instanceId = fresh
+    assert engine.call("StartInstance", request).instanceId == fresh
+    assert engine.wait_done(fresh).workflowState.workflowStatus == STATUS["COMPLETED"]
+
+
 # --- GetInstance and waits ---------------------------------------------------------------------
 
 
