@@ -326,10 +326,19 @@ def _filter_columns(
     """The names base_queryset filters on: the columns, or for the unreadable filter names no
     index of the instances serves. The unreadable instances are few, found through the
     checks' partial index; an index range of engine, status, name or id prefix would be
-    walked instead, each row's check tested (0.2-0.5 s for 300,000 instances on SQLite)."""
-    if not f.unreadable:
-        return qs, {c: c for c in _PLAIN_COLUMNS}
-    return search.off_index(qs, _PLAIN_COLUMNS)
+    walked instead, each row's check tested (0.2-0.5 s for 300,000 instances on SQLite).
+
+    By update time, engines and a name: the engine alone too. Without statistics SQLite takes
+    the (engine, last update) index for the order, testing each row's name and status, not the
+    (name, status, last update) range each per-status query asks for: 85 ms for 200,000
+    instances, a status rare under that name reading most of the engine's rows."""
+    if f.unreadable:
+        return search.off_index(qs, _PLAIN_COLUMNS)
+    columns = {c: c for c in _PLAIN_COLUMNS}
+    if f.engine_ids and f.name and f.sort.endswith("updated"):
+        qs, engine = search.off_index(qs, ["engine_id"])
+        columns.update(engine)
+    return qs, columns
 
 
 _LIST_FIELDS = [

@@ -341,6 +341,32 @@ def test_name_or_engine_sorted_by_update_reads_an_index_range_not_a_sort(logged_
                 assert "TEMP B-TREE" not in plan, (url, plan)
 
 
+def test_engine_and_name_sorted_by_update_read_the_names_range_per_status(logged_in, seeded):
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's query plans (PostgreSQL plans with the statistics it keeps)")
+    # Without statistics SQLite took the (engine, last update) index for the order and tested
+    # each row's name and status: a status rare under the name read most of the engine's rows.
+    Engine.objects.create(name="billing", address="127.0.0.1:2")
+    for url in (
+        "/instances/?engine=orders&name=wait_forever&sort=-updated",
+        "/instances/?engine=orders&engine=billing&name=wait_forever&sort=updated",
+        "/instances/?engine=orders&name=wait_forever&status=COMPLETED&status=FAILED&sort=updated",
+    ):
+        with CaptureQueriesContext(connection) as queries:
+            assert logged_in.get(url).status_code == 200
+        pages = [
+            q["sql"]
+            for q in queries.captured_queries
+            if 'FROM "workflows_ui_instance"' in q["sql"] and "ORDER BY" in q["sql"]
+        ]
+        assert pages, url
+        with connection.cursor() as cur:
+            for sql in pages:
+                cur.execute("EXPLAIN QUERY PLAN " + sql)
+                plan = " / ".join(str(row[-1]) for row in cur.fetchall())
+                assert "wf_inst_name_status_updated (name=? AND status=?)" in plan, (url, plan)
+
+
 def test_the_engines_page_follows_the_listing_of_an_engines_ids(logged_in, seeded):
     def listing_cell() -> str:
         (cell,) = re.findall(r'<td class="listing">(.*?)</td>', _text(logged_in.get("/")))
