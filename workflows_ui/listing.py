@@ -370,15 +370,17 @@ def _page_of(
     if f.cursor is not None:
         value, pk = f.cursor
         # A range on the sort column (index-friendly on both databases), minus the rows of the
-        # cursor's own value that were already shown.
+        # cursor's own value that were already shown. For the unreadable filter, a range no
+        # index serves (``_filter_columns``): else SQLite walks the time index from the
+        # cursor, testing each row's check (45 ms for 200,000 instances).
+        at = column
+        if f.unreadable:
+            qs, names = search.off_index(qs, [column])
+            at = names[column]
         if desc:
-            qs = qs.filter(**{f"{column}__lte": value}).exclude(
-                Q(**{column: value}) & Q(pk__gte=pk)
-            )
+            qs = qs.filter(**{f"{at}__lte": value}).exclude(Q(**{at: value}) & Q(pk__gte=pk))
         else:
-            qs = qs.filter(**{f"{column}__gte": value}).exclude(
-                Q(**{column: value}) & Q(pk__lte=pk)
-            )
+            qs = qs.filter(**{f"{at}__gte": value}).exclude(Q(**{at: value}) & Q(pk__lte=pk))
     key = (
         search.sort_key_after_filter(qs.db, column, joined=f.unreadable)
         if fetch_and_sort
