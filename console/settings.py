@@ -41,6 +41,14 @@ ALLOWED_HOSTS = [
 CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in envstr("CONSOLE_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
 ]
+for _origin in CSRF_TRUSTED_ORIGINS:
+    # Django's system check refuses one without a scheme, but daphne runs no checks: it would
+    # start and refuse every sign-in from that origin as a CSRF failure.
+    if "://" not in _origin:
+        raise ImproperlyConfigured(
+            f"CONSOLE_CSRF_TRUSTED_ORIGINS: {_origin!r} has no scheme "
+            "(an origin is scheme and host, like https://tools.example.com)"
+        )
 # Served over HTTPS (directly or behind a TLS proxy): session and CSRF cookies only over HTTPS.
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("CONSOLE_HTTPS", False)
 if envbool("CONSOLE_TRUST_X_FORWARDED_PROTO", False):  # only behind a proxy that sets it

@@ -169,6 +169,11 @@ def test_typed_helpers_read_and_validate():
         ("DATABASE_URL", "garbage", "DATABASE_URL: Scheme"),
         ("CONSOLE_LOG_LEVEL", "LOUD", "CONSOLE_LOG_LEVEL='LOUD' is not one of"),
         ("REDIS_URL", "notaurl", "REDIS_URL: expected redis://"),
+        (
+            "CONSOLE_CSRF_TRUSTED_ORIGINS",
+            "https://a.example.com,b.example.com",
+            "CONSOLE_CSRF_TRUSTED_ORIGINS: 'b.example.com' has no scheme",
+        ),
         ("CONSOLE_URL_PREFIX", "/dapr/../x", "CONSOLE_URL_PREFIX='/dapr/../x': each segment"),
         (
             "CONSOLE_INDEXER_ACTIVE_INTERVAL",
