@@ -566,6 +566,32 @@ def test_a_second_path_to_the_sqlite_file_is_the_same_lock(settings, tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_forgetengine_takes_the_last_engine_once_runindexer_is_restarted_without_it(settings):
+    # Its only engine taken out, runindexer has nothing to index and says so; it still marks
+    # the engines no process holds as not indexed, else forgetengine would refuse them for good.
+    from engine_bridge.locks import EngineLock
+    from tests.console import factories
+    from workflows_ui.models import Engine
+
+    settings.CONSOLE_ENGINES = []
+    factories.engine("only")
+    held = factories.engine("held")
+    with pytest.raises(CommandError, match="'only' is in the CONSOLE_ENGINES of a runindexer"):
+        call_command("forgetengine", "only", "--yes")
+    other = EngineLock(held.pk, "held")  # another runindexer indexes it
+    other.acquire()
+    try:
+        with pytest.raises(CommandError, match="no engine to index"):
+            call_command("runindexer", "--once", stdout=StringIO())
+    finally:
+        other.release()
+    assert dict(Engine.objects.values_list("name", "configured")) == {"only": False, "held": True}
+    out = StringIO()
+    call_command("forgetengine", "only", "--yes", stdout=out)
+    assert "engine 'only' deleted" in out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_forgetengine_deletes_an_engine_taken_out_and_all_it_indexed(settings, monkeypatch):
     from pathlib import Path
 

@@ -53,7 +53,7 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="one pass per engine, then exit")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from engine_bridge.indexer import engine_rows, sync_engines, tune_gc
+        from engine_bridge.indexer import engine_rows, sync_engines, tune_gc, unconfigure_free
         from engine_bridge.locks import EngineLock
 
         all_configs = configs = settings.CONSOLE_ENGINES
@@ -62,6 +62,15 @@ class Command(BaseCommand):
             if unknown:
                 raise CommandError(f"not in CONSOLE_ENGINES: {', '.join(sorted(unknown))}")
             configs = [c for c in configs if c.name in options["engine"]]
+        if not all_configs:
+            # The last engine taken out: the engines no process holds are no longer indexed
+            # (forgetengine refuses an engine the last runindexer had until one restarts
+            # without it, and this is that restart).
+            try:
+                if not missing_migrations():
+                    unconfigure_free([])
+            except DatabaseError:
+                pass  # nothing to mark on a database that can't be read: the message is enough
         if not configs:
             raise CommandError("no engine to index: set CONSOLE_ENGINES=name=host:port,...")
 
