@@ -17,7 +17,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def envstr(name: str, default: str = "", environ: Mapping[str, str] | None = None) -> str:
@@ -27,14 +27,29 @@ def envstr(name: str, default: str = "", environ: Mapping[str, str] | None = Non
 
 def envbool(name: str, default: bool = False, environ: Mapping[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
-    if name not in env:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        # Empty is unset, as for the other helpers: `CONSOLE_SERVE_STATIC=` in a compose file
+        # meant to leave the default, not to turn static files off.
         return default
-    value = env[name].strip().lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
     raise ImproperlyConfigured(f"{name}={env[name]!r} is not a boolean (use 1/0, true/false)")
+
+
+def envlist(name: str, default: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """A comma-separated list, each item stripped; empty is unset (the default). A value of
+    separators alone is refused: `CONSOLE_ALLOWED_HOSTS=" , "` would answer every request 400."""
+    env = os.environ if environ is None else environ
+    given = env.get(name, "")
+    if not given.strip():
+        given = default
+    items = [item.strip() for item in given.split(",") if item.strip()]
+    if given.strip() and not items:
+        raise ImproperlyConfigured(f"{name}={env[name]!r} names nothing (comma-separated)")
+    return items
 
 
 def envint(

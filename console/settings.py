@@ -19,6 +19,7 @@ from console.env import (
     envchoice,
     envfloat,
     envint,
+    envlist,
     envstr,
     envurlprefix,
     private_file,
@@ -33,14 +34,8 @@ VAR_DIR = Path(envstr("CONSOLE_VAR_DIR", "") or BASE_DIR / "var").resolve()
 DEBUG = envbool("CONSOLE_DEBUG", False)
 DEFAULT_EXCEPTION_REPORTER_FILTER = "console.error_reports.EngineTokenFilter"
 SECRET_KEY = secret_key(VAR_DIR)
-ALLOWED_HOSTS = [
-    h.strip()
-    for h in envstr("CONSOLE_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
-    if h.strip()
-]
-CSRF_TRUSTED_ORIGINS = [
-    o.strip() for o in envstr("CONSOLE_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
-]
+ALLOWED_HOSTS = envlist("CONSOLE_ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = envlist("CONSOLE_CSRF_TRUSTED_ORIGINS", "")
 for _origin in CSRF_TRUSTED_ORIGINS:
     # Django's system check refuses one without a scheme, but daphne runs no checks: it would
     # start and refuse every sign-in from that origin as a CSRF failure.

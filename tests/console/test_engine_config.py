@@ -12,7 +12,15 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from console.env import envbool, envchoice, envfloat, envint, private_file, secret_key
+from console.env import (
+    envbool,
+    envchoice,
+    envfloat,
+    envint,
+    envlist,
+    private_file,
+    secret_key,
+)
 from engine_bridge.config import EngineConfig, parse_engines
 
 
@@ -142,6 +150,14 @@ def test_the_token_never_shows_in_repr():
 
 def test_typed_helpers_read_and_validate():
     assert envbool("X", False, {"X": "yes"}) is True
+    # Empty is unset, as for numbers: `CONSOLE_SERVE_STATIC=` turned static files off.
+    assert envbool("X", True, {"X": ""}) is True and envbool("X", True, {"X": " "}) is True
+    assert envbool("X", True, {"X": "0"}) is False
+    assert envlist("X", "a,b", {"X": ""}) == ["a", "b"] == envlist("X", "", {"X": " a , b,"})
+    assert envlist("X", "", {}) == []
+    # Only commas: every request was answered 400 (no host allowed), the reason only in the log.
+    with pytest.raises(ImproperlyConfigured, match="X=' , ' names nothing"):
+        envlist("X", "a", {"X": " , "})
     assert envint("X", 3, {}) == 3
     with pytest.raises(ImproperlyConfigured, match="X='ten' is not an integer"):
         envint("X", 3, {"X": "ten"})
@@ -174,6 +190,7 @@ def test_typed_helpers_read_and_validate():
             "https://a.example.com,b.example.com",
             "CONSOLE_CSRF_TRUSTED_ORIGINS: 'b.example.com' has no scheme",
         ),
+        ("CONSOLE_ALLOWED_HOSTS", ",", "CONSOLE_ALLOWED_HOSTS=',' names nothing"),
         ("CONSOLE_URL_PREFIX", "/dapr/../x", "CONSOLE_URL_PREFIX='/dapr/../x': each segment"),
         (
             "CONSOLE_INDEXER_ACTIVE_INTERVAL",
