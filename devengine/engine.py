@@ -1237,9 +1237,10 @@ class Engine:
         self, instance_id: str, recursive: bool, force: bool, purged: list[str]
     ) -> str | None:
         """durabletask-go's purge walk, as daprd runs it: with `recursive`, the instance must be
-        finished (unless forced), then each child its history created is purged the same way,
-        depth first, and the first error stops the walk, keeping what it had purged; then the
-        instance itself. Appends what it purges to `purged`; returns the error, or None."""
+        finished (unless forced), then each child its history created is purged the same way
+        (one already gone skipped), depth first, and the first error stops the walk, keeping
+        what it had purged; then the instance itself. Appends what it purges to `purged`;
+        returns the error, or None."""
         inst = None if instance_id in purged else self.store.get_instance(instance_id)
         if recursive:
             if inst is None:
@@ -1247,6 +1248,11 @@ class Engine:
             if not force and inst.status not in p.TERMINAL_STATUSES:
                 return "orchestration has not yet completed"
             for child_id in self._created_children(instance_id):
+                if child_id in purged or self.store.get_instance(child_id) is None:
+                    # A child already gone (purged on its own before) is skipped, as daprd's
+                    # walk skips one it finds no state for: else the parent could never be
+                    # purged recursively again.
+                    continue
                 error = self._purge_walk(child_id, recursive, force, purged)
                 if error is not None:
                     return f"failed to purge child workflow: {error}"
