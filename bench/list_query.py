@@ -263,6 +263,12 @@ def main() -> None:
                 "filter",
             ),
             ("name + status, oldest first", "?name=wf_07&status=FAILED&sort=created", "filter"),
+            # The first 4,320 created, newest update first: the update index's far end.
+            (
+                "created range, last updated first",
+                "?created_before=2026-10-01T03:00&sort=-updated",
+                "filter",
+            ),
             ("text: a customer id (20 matches)", "?q=c-04242", "text"),
             ("text: a city (100,000 matches)", "?q=lisbon", "text"),
             ("text + status: a failure message", "?q=carrier+oslo&status=FAILED", "text"),

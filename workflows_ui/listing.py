@@ -1,9 +1,9 @@
 """The instance list: its filters (a form read from the URL), keyset pages and status counts.
 
 Sized for millions of instances: every page is an index range scan with a LIMIT (no OFFSET), or,
-for a text search or id prefix matching at most ``COUNT_CAP`` rows, those rows sorted; counts
-come from ``StatusCount`` when the filter allows it, otherwise from a count capped at
-``COUNT_CAP`` rows.
+for a text search, an id prefix or a created range sorted by update matching at most
+``COUNT_CAP`` rows, those rows sorted; counts come from ``StatusCount`` when the filter allows
+it, otherwise from a count capped at ``COUNT_CAP`` rows.
 """
 
 from __future__ import annotations
@@ -277,6 +277,19 @@ class Filters:
         return bool(search.words(self.q) or self.id_prefix or self.parent or self.unreadable)
 
     @property
+    def created_range_by_update(self) -> bool:
+        """A created range sorted by update time, bounded on the side the update index is walked
+        away from: no index serves both columns, and the walk reads every row outside the range
+        that comes first in that order (a recent ``created_after`` sorted oldest-update first,
+        an old ``created_before`` newest first: 0.2-0.3 s on a million instances). Few matches
+        are fetched and sorted (``_few_matches``). Bounded on the other side only, the walk
+        meets the matches at its start."""
+        if not self.sort.endswith("updated") or self.own_index:
+            return False
+        far_bound = self.created_before if self.sort.startswith("-") else self.created_after
+        return far_bound is not None
+
+    @property
     def counts_are_exact(self) -> bool:
         """StatusCount holds live instances per engine x name x status: nothing else filtered."""
         return (
@@ -382,7 +395,9 @@ def _page_of(
         else:
             qs = qs.filter(**{f"{at}__gte": value}).exclude(Q(**{at: value}) & Q(pk__lte=pk))
     key = (
-        search.sort_key_after_filter(qs.db, column, joined=f.unreadable)
+        search.sort_key_after_filter(
+            qs.db, column, joined=f.unreadable or f.created_range_by_update
+        )
         if fetch_and_sort
         else F(column)
     )
@@ -453,16 +468,18 @@ def instance_page(
 
 
 def _few_matches(f: Filters, counts: Counts) -> bool | None:
-    """Whether a text search, an id prefix, a parent or the unreadable filter matches few
-    enough rows to fetch them all and sort them, rather than walk the sort column's index
-    testing each row. None: the filter has none of them.
+    """Whether a text search, an id prefix, a parent or the unreadable filter (or a created
+    range sorted by update time) matches few enough rows to fetch them all and sort them,
+    rather than walk the sort column's index testing each row. None: the filter has none of
+    them.
 
     Up to the count's cap (``COUNT_CAP``, counted anyway for the page) fetching and sorting
     is bounded. Walking reads about PAGE_SIZE x scope / matches rows only when the matches are
     spread evenly over the sort order; bunched at its far end (ids made in time order, a
     customer's month) it reads the whole scope: 0.3-0.8 s on a million instances. Beyond the
-    cap, matches are common and walking finds a page soon."""
-    if not f.own_index:
+    cap, matches are common and walking finds a page soon; but for a created range, the rows
+    outside it that come first in update order are read first all the same."""
+    if not (f.own_index or f.created_range_by_update):
         return None
     return not counts.capped
 
@@ -504,7 +521,7 @@ def counts_for_plan(f: Filters) -> Counts | None:
     """The counts ``instance_page`` chooses its plan by (statuses with no instance skipped;
     few or many matches of a word or an id prefix), for a caller that shows none: None when
     they would not change the plan and would only cost a capped count."""
-    if f.counts_are_exact or f.own_index:
+    if f.counts_are_exact or f.own_index or f.created_range_by_update:
         return status_counts(f)
     return None
 
@@ -520,6 +537,10 @@ def status_counts(f: Filters) -> Counts:
         return Counts({r["status"]: int(r["n"]) for r in rows if r["n"]}, exact=True)
     # Count at most COUNT_CAP + 1 matching rows: beyond that the page says "10,000+".
     inner = base_queryset(f, with_status=False).values_list("status").order_by()
+    # A created range read from its index, unless a name's or an own index finds fewer rows
+    # (ordered, those would all be read and sorted before the cap applies).
+    if (f.created_after or f.created_before) and not (f.name or f.own_index):
+        inner = search.count_in_created_order(inner)
     inner = inner[: COUNT_CAP + 1]
     sql, params = inner.query.sql_with_params()
     conn = connections[inner.db]

@@ -275,7 +275,8 @@ def sort_key_after_filter(using: str, column: str, joined: bool = False) -> Any:
     testing each row whenever its estimates say matches are common enough, and they can't see
     that matches are bunched at one end (ids made in time order; a word whose parts are common,
     like "c-04242" in "c" & "-04242"): 0.8 s on a million instances. SQLite starts from a word
-    or an id prefix by itself, but from a ``joined`` table's filter only when told."""
+    or an id prefix by itself, but from a ``joined`` table's filter (or a created range, for
+    an order by update) only when told."""
     vendor = connections[using].vendor
     if vendor == "postgresql":
         return ExpressionWrapper(F(column) + Value(timedelta(0)), output_field=DateTimeField())
@@ -284,6 +285,18 @@ def sort_key_after_filter(using: str, column: str, joined: bool = False) -> Any:
         # 300,000 instances.
         return _unindexed(column, DateTimeField())
     return F(column)
+
+
+def count_in_created_order(qs: QuerySet[Any]) -> QuerySet[Any]:
+    """``qs`` (a created range, counted up to a cap) read in creation order on PostgreSQL, so
+    that it walks the created index from the range's start. Unordered, with a LIMIT, it takes
+    a sequential scan for as cheap, and one starts where the last scan of the table stopped
+    (synchronized scans) or at its beginning: on rows stored in creation order it then passes
+    up to the whole table before the range (0.1 s on a million instances). SQLite takes the
+    created index for the range by itself."""
+    if connections[qs.db].vendor == "postgresql":
+        return qs.order_by("created_at")
+    return qs
 
 
 def _unindexed(column: str, output_field: Any = None) -> Func:

@@ -3,7 +3,7 @@
 import json
 import re
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from django.db import connection
@@ -299,6 +299,12 @@ def test_name_and_engine_filters_page_in_either_order_from_merged_ranges(
         ),
         "engine=orders&engine=billing": lambda r: True,
         "status=RUNNING&status=COMPLETED": lambda r: r["status"] in ("RUNNING", "COMPLETED"),
+        # Few matches: by update time fetched and sorted (``Filters.created_range_by_update``).
+        f"created_after={_utc(start, 10)}&created_before={_utc(start, 30)}": (
+            lambda r: (
+                start + timedelta(seconds=10) <= stamps[r["pk"]] < start + timedelta(seconds=30)
+            )
+        ),
     }
     for query, keep in filters.items():
         for sort, column in (("created", stamps), ("updated", updated)):
@@ -311,6 +317,64 @@ def test_name_and_engine_filters_page_in_either_order_from_merged_ranges(
                 url = f"/instances/?{query}&sort={'-' if desc else ''}{sort}"
                 found = _pages(logged_in, url)
                 assert found == [r["instance_id"] for r in expected], url
+
+
+def _utc(start, seconds: int) -> str:
+    """``start`` moved by ``seconds``, as the list's created filters take it (UTC, no offset)."""
+    return (start + timedelta(seconds=seconds)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def test_a_created_range_sorted_by_update_fetches_its_few_matches_and_sorts_them(logged_in, seeded):
+    # Walking the update index read every row outside the range that came first in that order
+    # (a recent range oldest-update first, an old one newest first): 0.3 s on a million.
+    far = "2000-01-01T00:00"
+    later = (timezone.now() + timedelta(days=1)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+    for url in (
+        f"/instances/?created_after={far}&sort=updated",
+        f"/instances/?created_before={later}&sort=-updated",
+        f"/api/instances/?created_after={far}&created_before={later}&ordering=-updated",
+    ):
+        with CaptureQueriesContext(connection) as queries:
+            assert logged_in.get(url).status_code == 200
+        (page,) = [
+            q["sql"]
+            for q in queries.captured_queries
+            if 'FROM "workflows_ui_instance"' in q["sql"]
+            and "ORDER BY" in q["sql"]
+            and "COUNT(*)" not in q["sql"]  # the capped count (ordered on PostgreSQL)
+        ]
+        order = page.rsplit("ORDER BY", 1)[1]
+        # An order by update time that no index serves: the rows come from the created range.
+        assert not order.lstrip().startswith('"workflows_ui_instance"."last_updated_at"'), page
+        if connection.vendor == "sqlite":
+            with connection.cursor() as cur:
+                cur.execute("EXPLAIN QUERY PLAN " + page)
+                plan = " / ".join(str(row[-1]) for row in cur.fetchall())
+            assert "wf_inst_created" in plan and "TEMP B-TREE" in plan, (url, plan)
+    # Bounded on the side the walk starts from only, the walk meets the matches first.
+    with CaptureQueriesContext(connection) as queries:
+        url = f"/api/instances/?created_after={far}&ordering=-updated"
+        assert logged_in.get(url).status_code == 200
+    (page,) = [
+        q["sql"]
+        for q in queries.captured_queries
+        if 'FROM "workflows_ui_instance"' in q["sql"]
+        and "ORDER BY" in q["sql"]
+        and "COUNT(*)" not in q["sql"]
+    ]
+    assert page.rsplit("ORDER BY", 1)[1].lstrip().startswith('"workflows_ui_instance"."last'), page
+
+
+def test_a_capped_count_of_a_created_range_reads_it_in_creation_order(logged_in, seeded):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite takes the created index for the range by itself")
+    # Unordered, PostgreSQL counted up to the cap by a sequential scan, which passes every row
+    # stored before the range (or after it, from where the last scan stopped): 0.1 s on a
+    # million instances.
+    with CaptureQueriesContext(connection) as queries:
+        assert logged_in.get("/instances/?created_after=2000-01-01T00:00").status_code == 200
+    (count,) = [q["sql"] for q in queries.captured_queries if "COUNT(*) FROM (" in q["sql"]]
+    assert 'ORDER BY "workflows_ui_instance"."created_at"' in count, count
 
 
 def test_name_or_engine_sorted_by_update_reads_an_index_range_not_a_sort(logged_in, seeded):
