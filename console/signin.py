@@ -3,7 +3,10 @@
 Each failed password costs the server a slow hash, and nothing else stopped a script from
 guessing: after ``PER_USER`` failures for one username from one address, or ``PER_ADDRESS``
 from one address for any usernames, within ``WINDOW`` seconds, further attempts are refused
-without checking the password until the window ends. Counts live in Django's cache: Redis
+without checking the password until the window ends. An attempt is counted as a failure before
+its password is checked (and given back when it succeeds): counted after the slow hash, attempts
+sent at once were all let through while the first ones were still being checked, 80 of them
+against a limit of 5. Counts live in Django's cache: Redis
 when ``REDIS_URL`` is set, shared by every web process; else this process's memory, where several
 web processes each count their own. A cache that fails (Redis down) stops the counting, not the
 sign-ins: each failure is logged.
@@ -11,6 +14,7 @@ sign-ins: each failure is logged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from typing import Any
@@ -54,21 +58,64 @@ def refused(request: HttpRequest | None, username: str) -> bool:
 def failed(request: HttpRequest | None, username: str) -> None:
     try:
         for key, _ in _keys(request, username):
-            # The window starts at the first failure (add does nothing when the key exists).
-            cache.add(key, 0, timeout=WINDOW)
-            try:
-                cache.incr(key)
-            except ValueError:  # expired between the two calls
-                cache.add(key, 1, timeout=WINDOW)
+            _count(key)
     except Exception as exc:
         _cache_failed(exc)
+
+
+def attempt(request: HttpRequest | None, username: str) -> bool:
+    """Counts an attempt as failed before its password is checked, and says whether it may be
+    checked: False (nothing counted) once the limit is reached, by earlier failures or by
+    attempts still being checked. ``succeeded`` gives the count back."""
+    counted: list[str] = []
+    try:
+        for key, limit in _keys(request, username):
+            counted.append(key)
+            if _count(key) > limit:
+                for done in counted:
+                    _give_back(done)
+                return False
+    except Exception as exc:
+        _cache_failed(exc)
+    return True
 
 
 def succeeded(request: HttpRequest | None, username: str) -> None:
+    """Clears the username's count, and gives back the address's count of this attempt
+    (``attempt`` counted it): sign-ins that succeed never refuse an address."""
     try:
-        cache.delete(_keys(request, username)[0][0])
+        (user, _), (addr, _) = _keys(request, username)
+        cache.delete(user)
+        _give_back(addr)
     except Exception as exc:
         _cache_failed(exc)
+
+
+def not_checked(request: HttpRequest | None, username: str) -> None:
+    """Gives back both counts of an attempt that could not be checked (an error, not a wrong
+    password)."""
+    try:
+        for key, _ in _keys(request, username):
+            _give_back(key)
+    except Exception as exc:
+        _cache_failed(exc)
+
+
+def _count(key: str) -> int:
+    # The window starts at the first failure (add does nothing when the key exists); incr is
+    # atomic, so attempts made at once each get a count of their own.
+    cache.add(key, 0, timeout=WINDOW)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between the two calls
+        cache.add(key, 1, timeout=WINDOW)
+        return 1
+
+
+def _give_back(key: str) -> None:
+    # ValueError: the window ended meanwhile, nothing left to give back.
+    with contextlib.suppress(ValueError):
+        cache.decr(key)
 
 
 def _cache_failed(exc: Exception) -> None:
@@ -97,14 +144,16 @@ class _Limited:
 
     def clean(self) -> dict[str, Any]:
         username = str(self.cleaned_data.get("username") or "")
-        if refused(self.request, username):
+        if not attempt(self.request, username):
             raise forms.ValidationError(
                 REFUSED.format(minutes=WINDOW // 60), code="too_many_attempts"
             )
         try:
             cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]
         except forms.ValidationError:
-            failed(self.request, username)
+            raise  # a wrong password: the attempt stays counted as failed
+        except Exception:
+            not_checked(self.request, username)  # the database failed, say: no failure
             raise
         succeeded(self.request, username)
         return cleaned

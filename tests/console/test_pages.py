@@ -70,6 +70,45 @@ def test_many_usernames_tried_from_one_address_are_limited_too(client, fresh_cou
     assert elsewhere.status_code == 302
 
 
+def test_attempts_sent_at_once_are_limited_as_those_sent_one_by_one(monkeypatch, fresh_counts):
+    # A script sends its guesses together: each one arrives while the others' passwords are
+    # still being hashed. Counted only once checked, they were all checked (80 sent at once).
+    from django.test import RequestFactory
+
+    from console import signin
+
+    checked = []
+
+    def authenticate(request=None, **credentials):
+        checked.append(credentials["password"])
+        if len(checked) < 20:
+            sign_in(f"guess{len(checked)}")  # the next one arrives while this one is checked
+        return None
+
+    def sign_in(password):
+        request = RequestFactory().post("/login/")
+        form = signin.SignInForm(request, data={"username": "alice", "password": password})
+        return form.is_valid()
+
+    monkeypatch.setattr("django.contrib.auth.forms.authenticate", authenticate)
+    assert not sign_in("guess0")
+    assert len(checked) == signin.PER_USER
+
+
+def test_sign_ins_that_succeed_never_refuse_the_address(client, fresh_counts):
+    # Behind a proxy without --proxy-headers, every user signs in from the proxy's address.
+    from console import signin
+
+    User.objects.create_user("erin", password="pw-123456789")
+    for _ in range(signin.PER_ADDRESS + 1):
+        ok = client.post("/login/", {"username": "erin", "password": "pw-123456789"})
+        assert ok.status_code == 302
+    client.post("/login/", {"username": "erin", "password": "guess"})
+    assert (
+        client.post("/login/", {"username": "erin", "password": "pw-123456789"}).status_code == 302
+    )
+
+
 def test_an_address_of_any_length_is_counted_under_a_short_key(fresh_counts):
     # Behind a proxy that passes a client's X-Forwarded-For on, the address is any text
     # (daphne takes its first value): each attempt must not store kilobytes in the cache.
