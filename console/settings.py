@@ -250,8 +250,16 @@ LOGGING = {
     "filters": {
         "database_down": {"()": "console.logfilters.DatabaseDown"},
         "once_a_minute": {"()": "console.logfilters.OnceAMinute"},
+        "suspicious_request": {"()": "console.logfilters.SuspiciousRequest"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            # A request refused as suspicious (a Host not allowed): a line, not a traceback.
+            "filters": ["suspicious_request"],
+        }
+    },
     "root": {
         "handlers": ["console"],
         "level": envchoice(

@@ -652,6 +652,27 @@ def test_the_pools_warnings_are_said_once_a_minute_with_a_count(monkeypatch):
     ]
 
 
+@pytest.mark.django_db
+def test_a_request_refused_as_suspicious_is_logged_in_a_line_not_a_traceback(client):
+    # Anyone can send a Host header of their choosing, and scanners do all day: each such
+    # request wrote some 30 lines of traceback through Django's own frames.
+    import io
+    import logging
+
+    # The settings' handler (not pytest's own, subclasses of it).
+    handlers = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
+    assert handlers
+    written = io.StringIO()
+    streams = [h.setStream(written) for h in handlers]
+    try:
+        assert client.get("/", HTTP_HOST="evil.example").status_code == 400
+    finally:
+        for h, stream in zip(handlers, streams, strict=True):
+            h.setStream(stream)
+    assert "Invalid HTTP_HOST header: 'evil.example'" in written.getvalue()
+    assert "Traceback" not in written.getvalue()
+
+
 def test_no_middleware_makes_a_request_wait_in_its_thread_for_the_event_loop(caplog, settings):
     # A sync-only middleware made Django run the chain above it in the request's thread and call
     # the rest back on the event loop, the thread waiting: daphne, stopped by SIGTERM with
