@@ -66,10 +66,15 @@ _CLOSED = re.compile(r"Socket closed|Connection reset by peer", re.I)
 TLS_PROBE_TIMEOUT = 2.0
 
 
-def map_rpc_error(err: grpc.RpcError, operation: str) -> EngineError:
-    """The console's exception for a failed call (keeps the engine's text: show it)."""
+def map_rpc_error(err: grpc.RpcError, operation: str, secret: str = "") -> EngineError:
+    """The console's exception for a failed call (keeps the engine's text: show it), with
+    ``secret`` (the engine's api token) blotted out of it: the text reaches the engines page,
+    the API and the log, and an engine or a proxy in front of it may quote the request's
+    headers back."""
     code = err.code() if hasattr(err, "code") else None
     text = (err.details() if hasattr(err, "details") else None) or str(err)
+    if secret:
+        text = text.replace(secret, "***")
     name = code.name if code is not None else "UNKNOWN"
     if code in _TRANSIENT:
         return EngineUnavailable(text, code=name, operation=operation)
@@ -174,7 +179,7 @@ class EngineClient:
                         future.cancel()
                         raise Stopping(f"{operation}: given up, the process is stopping") from None
         except grpc.RpcError as err:
-            raise self._with_tls_hint(map_rpc_error(err, operation)) from None
+            raise self._with_tls_hint(map_rpc_error(err, operation, self.config.token)) from None
 
     def _with_tls_hint(self, error: EngineError) -> EngineError:
         """``error``, with the setting to change when the engine could not be connected to
@@ -216,7 +221,7 @@ class EngineClient:
             try:
                 answer = convert(future.result())
             except grpc.RpcError as err:
-                answer = map_rpc_error(err, operation)
+                answer = map_rpc_error(err, operation, self.config.token)
             except Exception as exc:  # noqa: BLE001 - done() must always hear back
                 answer = EngineError(f"unreadable answer: {exc!r}", operation=operation)
             done(answer)

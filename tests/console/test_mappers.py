@@ -303,3 +303,40 @@ def test_event_payloads_get_their_non_ascii_characters_as_themselves_before_bein
     assert cut["input"] == '"' + "ü" * 63 and cut["_truncated"] == ["input"]
     out = mappers.event(failed)
     assert out.details["failureDetails"]["errorMessage"] == "not JSON: M\\u00fcller"
+
+
+def test_the_engines_token_is_blotted_out_of_its_error_texts():
+    # The text of an engine's error reaches the engines page, the API and the log; an engine
+    # (or a proxy in front of it) that quotes the request's headers back would show the token.
+    import threading
+    from concurrent import futures
+
+    from engine_bridge.client import EngineClient
+    from engine_bridge.config import EngineConfig
+
+    def refuse(request, context):
+        sent = dict(context.invocation_metadata()).get("dapr-api-token")
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, f"api token {sent!r} is not valid")
+
+    handler = grpc.method_handlers_generic_handler(
+        "TaskHubSidecarService",
+        {name: grpc.unary_unary_rpc_method_handler(refuse) for name in ("Hello", "GetInstance")},
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        config = EngineConfig("a", f"127.0.0.1:{port}", token="s3cret-token")
+        with EngineClient(config, timeout=5) as client:
+            with pytest.raises(EngineRejected) as refused:
+                client.hello()
+            answered = threading.Event()
+            later: list = []
+            client.get_instance_later("x", lambda a: (later.append(a), answered.set()))
+            assert answered.wait(5)
+    finally:
+        server.stop(None)
+    for err in (refused.value, later[0]):
+        assert isinstance(err, EngineRejected)
+        assert err.message == "api token '***' is not valid"
+        assert "s3cret" not in str(err)
