@@ -119,3 +119,14 @@ class SuspiciousRequest(logging.Filter):
         if record.name.startswith("django.security.") and record.exc_info:
             record.exc_info = record.exc_text = None
         return True
+
+
+class OneLine(logging.Formatter):
+    """The console's log format, each record's message kept on its line: a newline in what a
+    message quotes (an engine's error text, an instance id: both written by others) would
+    start a line of its own, looking like one the console wrote. A traceback after the message
+    keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)
+        return text.replace("\r", "\\r").replace("\n", "\\n")

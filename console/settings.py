@@ -246,7 +246,12 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {
+            "()": "console.logfilters.OneLine",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        }
+    },
     "filters": {
         "database_down": {"()": "console.logfilters.DatabaseDown"},
         "once_a_minute": {"()": "console.logfilters.OnceAMinute"},
