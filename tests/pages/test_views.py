@@ -334,15 +334,7 @@ def test_a_created_range_sorted_by_update_fetches_its_few_matches_and_sorts_them
         f"/instances/?created_before={later}&sort=-updated",
         f"/api/instances/?created_after={far}&created_before={later}&ordering=-updated",
     ):
-        with CaptureQueriesContext(connection) as queries:
-            assert logged_in.get(url).status_code == 200
-        (page,) = [
-            q["sql"]
-            for q in queries.captured_queries
-            if 'FROM "workflows_ui_instance"' in q["sql"]
-            and "ORDER BY" in q["sql"]
-            and "COUNT(*)" not in q["sql"]  # the capped count (ordered on PostgreSQL)
-        ]
+        page = _page_query(logged_in, url)
         order = page.rsplit("ORDER BY", 1)[1]
         # An order by update time that no index serves: the rows come from the created range.
         assert not order.lstrip().startswith('"workflows_ui_instance"."last_updated_at"'), page
@@ -352,9 +344,15 @@ def test_a_created_range_sorted_by_update_fetches_its_few_matches_and_sorts_them
                 plan = " / ".join(str(row[-1]) for row in cur.fetchall())
             assert "wf_inst_created" in plan and "TEMP B-TREE" in plan, (url, plan)
     # Bounded on the side the walk starts from only, the walk meets the matches first.
+    page = _page_query(logged_in, f"/api/instances/?created_after={far}&ordering=-updated")
+    assert page.rsplit("ORDER BY", 1)[1].lstrip().startswith('"workflows_ui_instance"."last'), page
+
+
+def _page_query(client, url: str) -> str:
+    """The SQL of the one page query ``url`` runs (not the capped count, ordered on
+    PostgreSQL)."""
     with CaptureQueriesContext(connection) as queries:
-        url = f"/api/instances/?created_after={far}&ordering=-updated"
-        assert logged_in.get(url).status_code == 200
+        assert client.get(url).status_code == 200
     (page,) = [
         q["sql"]
         for q in queries.captured_queries
@@ -362,7 +360,7 @@ def test_a_created_range_sorted_by_update_fetches_its_few_matches_and_sorts_them
         and "ORDER BY" in q["sql"]
         and "COUNT(*)" not in q["sql"]
     ]
-    assert page.rsplit("ORDER BY", 1)[1].lstrip().startswith('"workflows_ui_instance"."last'), page
+    return page
 
 
 def test_a_capped_count_of_a_created_range_reads_it_in_creation_order(logged_in, seeded):
@@ -377,58 +375,62 @@ def test_a_capped_count_of_a_created_range_reads_it_in_creation_order(logged_in,
     assert 'ORDER BY "workflows_ui_instance"."created_at"' in count, count
 
 
-def test_name_or_engine_sorted_by_update_reads_an_index_range_not_a_sort(logged_in, seeded):
+@pytest.mark.parametrize(
+    ("urls", "planned"),
+    [
+        # What a fresh console database does (no ANALYZE has run): every page query walks an
+        # index in the order asked for instead of sorting the matching rows.
+        (
+            [
+                "/instances/?name=wait_forever&sort=-updated",
+                "/instances/?name=wait_forever&status=TERMINATED&status=COMPLETED&sort=updated",
+                "/instances/?engine=orders&sort=-updated",
+                "/instances/?engine=orders&engine=billing&sort=-updated",
+                "/instances/?name=wait_forever",
+            ],
+            lambda plan: "TEMP B-TREE" not in plan,
+        ),
+        # Engines and a name: SQLite took the (engine, last update) index for the order and
+        # tested each row's name and status, a status rare under the name reading most of the
+        # engine's rows; each per-status query reads the name's range.
+        (
+            [
+                "/instances/?engine=orders&name=wait_forever&sort=-updated",
+                "/instances/?engine=orders&engine=billing&name=wait_forever&sort=updated",
+                "/instances/?engine=orders&name=wait_forever&status=COMPLETED&status=FAILED"
+                "&sort=updated",
+            ],
+            lambda plan: "wf_inst_name_status_updated (name=? AND status=?)" in plan,
+        ),
+    ],
+    ids=["index order", "names range"],
+)
+def test_a_name_or_engine_sorted_by_update_reads_an_index_range(logged_in, seeded, urls, planned):
     if connection.vendor != "sqlite":
         pytest.skip("SQLite's query plans (PostgreSQL plans with the statistics it keeps)")
-    # What a fresh console database does (no ANALYZE has run): every page query walks an
-    # index in the order asked for instead of sorting the matching rows.
     Engine.objects.create(name="billing", address="127.0.0.1:2")
-    for url in (
-        "/instances/?name=wait_forever&sort=-updated",
-        "/instances/?name=wait_forever&status=TERMINATED&status=COMPLETED&sort=updated",
-        "/instances/?engine=orders&sort=-updated",
-        "/instances/?engine=orders&engine=billing&sort=-updated",
-        "/instances/?name=wait_forever",
-    ):
-        with CaptureQueriesContext(connection) as queries:
-            assert logged_in.get(url).status_code == 200
-        pages = [
-            q["sql"]
-            for q in queries.captured_queries
-            if 'FROM "workflows_ui_instance"' in q["sql"] and "ORDER BY" in q["sql"]
-        ]
-        assert pages, url
-        with connection.cursor() as cur:
-            for sql in pages:
-                cur.execute("EXPLAIN QUERY PLAN " + sql)
-                plan = " / ".join(str(row[-1]) for row in cur.fetchall())
-                assert "TEMP B-TREE" not in plan, (url, plan)
+    for url in urls:
+        plans = _page_query_plans(logged_in, url)
+        assert plans, url
+        for plan in plans:
+            assert planned(plan), (url, plan)
 
 
-def test_engine_and_name_sorted_by_update_read_the_names_range_per_status(logged_in, seeded):
-    if connection.vendor != "sqlite":
-        pytest.skip("SQLite's query plans (PostgreSQL plans with the statistics it keeps)")
-    # Without statistics SQLite took the (engine, last update) index for the order and tested
-    # each row's name and status: a status rare under the name read most of the engine's rows.
-    Engine.objects.create(name="billing", address="127.0.0.1:2")
-    for url in (
-        "/instances/?engine=orders&name=wait_forever&sort=-updated",
-        "/instances/?engine=orders&engine=billing&name=wait_forever&sort=updated",
-        "/instances/?engine=orders&name=wait_forever&status=COMPLETED&status=FAILED&sort=updated",
-    ):
-        with CaptureQueriesContext(connection) as queries:
-            assert logged_in.get(url).status_code == 200
-        pages = [
-            q["sql"]
-            for q in queries.captured_queries
-            if 'FROM "workflows_ui_instance"' in q["sql"] and "ORDER BY" in q["sql"]
-        ]
-        assert pages, url
-        with connection.cursor() as cur:
-            for sql in pages:
-                cur.execute("EXPLAIN QUERY PLAN " + sql)
-                plan = " / ".join(str(row[-1]) for row in cur.fetchall())
-                assert "wf_inst_name_status_updated (name=? AND status=?)" in plan, (url, plan)
+def _page_query_plans(client, url: str) -> list[str]:
+    """SQLite's plans of the page queries (those of the instances, ordered) ``url`` runs."""
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    pages = [
+        q["sql"]
+        for q in queries.captured_queries
+        if 'FROM "workflows_ui_instance"' in q["sql"] and "ORDER BY" in q["sql"]
+    ]
+    plans = []
+    with connection.cursor() as cur:
+        for sql in pages:
+            cur.execute("EXPLAIN QUERY PLAN " + sql)
+            plans.append(" / ".join(str(row[-1]) for row in cur.fetchall()))
+    return plans
 
 
 def test_the_engines_page_follows_the_listing_of_an_engines_ids(logged_in, seeded):
@@ -495,14 +497,7 @@ def test_the_unreadable_filter_starts_from_the_few_unreadable_checks(logged_in, 
         pytest.skip("SQLite's query plans (PostgreSQL plans with the statistics it keeps)")
     # With no statistics SQLite takes an equality on engine, status or name, or the time index
     # for the order, for the rarer set, and tests each row's check: 0.2-0.5 s on 300,000.
-    for inst in Instance.objects.all():
-        InstanceCheck.objects.create(
-            instance=inst,
-            engine=inst.engine,
-            due_at=timezone.now(),
-            read_error="GetInstanceHistory: x" if inst.instance_id == "g-fails" else "",
-            read_failing_since=timezone.now() if inst.instance_id == "g-fails" else None,
-        )
+    _checks_with_one_unreadable("g-fails")
     for url in (
         "/instances/?unreadable=1",
         "/instances/?unreadable=1&engine=orders&status=FAILED&name=fails",
@@ -531,13 +526,7 @@ def test_the_unreadable_filters_next_pages_start_from_the_few_unreadable_checks(
         pytest.skip("SQLite's query plans (PostgreSQL plans with the statistics it keeps)")
     # A next page's cursor is a range on the time column: SQLite took that column's index and
     # tested each row's check from the cursor on (45 ms for 200,000 instances).
-    for inst in Instance.objects.all():
-        InstanceCheck.objects.create(
-            instance=inst,
-            engine=inst.engine,
-            due_at=timezone.now(),
-            read_failing_since=timezone.now() if inst.instance_id == "g-fails" else None,
-        )
+    _checks_with_one_unreadable("g-fails")
     later = timezone.now() + timedelta(days=1)
     for sort in ("-created", "created", "-updated", "updated"):
         start = later if sort.startswith("-") else later - timedelta(days=3650)
@@ -556,6 +545,19 @@ def test_the_unreadable_filters_next_pages_start_from_the_few_unreadable_checks(
             plan = [str(row[-1]) for row in cur.fetchall()]
         first = next(p for p in plan if p.startswith(("SCAN", "SEARCH")))
         assert "wf_check_unreadable" in first, (url, plan)
+
+
+def _checks_with_one_unreadable(instance_id: str) -> None:
+    """A check for every instance, the one of ``instance_id`` failing its reads."""
+    for inst in Instance.objects.all():
+        failing = inst.instance_id == instance_id
+        InstanceCheck.objects.create(
+            instance=inst,
+            engine=inst.engine,
+            due_at=timezone.now(),
+            read_error="GetInstanceHistory: x" if failing else "",
+            read_failing_since=timezone.now() if failing else None,
+        )
 
 
 def test_counts_beyond_the_cap_are_shown_as_at_least(logged_in, seeded, monkeypatch):
