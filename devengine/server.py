@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sqlite3
 
 import grpc
@@ -18,6 +19,26 @@ from devengine.store import Store
 from devengine.telemetry import Tracing
 
 log = logging.getLogger("devengine")
+
+
+def _can_bind(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be listened on, asked before gRPC is: gRPC's core writes a
+    line of its own to stderr when it can't, before the one line that says so. (As gRPC does,
+    with SO_REUSEADDR: a port a devengine just stopped left in TIME_WAIT is free.) A name
+    that does not resolve is gRPC's to report."""
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError:
+        return True
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(where)
+        except OSError:
+            return False
+    return True
 
 
 async def serve(
@@ -65,7 +86,7 @@ async def serve(
     add_dapr_workflow_service(workflow_api, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        bound = server.add_insecure_port(address) if _can_bind(host, port) else 0
     except RuntimeError:  # grpc.aio raises where grpc returns 0
         bound = 0
     if bound == 0:

@@ -122,6 +122,7 @@ def test_start_up_problems_are_one_line_each_not_tracebacks(token_engine, tmp_pa
     # Its gRPC port, then its HTTP port: said before anything claims to listen.
     grpc_port = _start_fails("--port", str(token_engine.grpc_port), "--db", str(tmp_path / "a"))
     assert f"devengine: cannot listen on 127.0.0.1:{token_engine.grpc_port}" in grpc_port
+    assert len(grpc_port.strip().splitlines()) == 1, grpc_port  # not gRPC's own line first
     http_port = _start_fails(
         "--port", str(free_port()), "--http-port", str(token_engine.http_port),
         "--db", str(tmp_path / "b"),
