@@ -268,7 +268,7 @@ def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
     waits: dict[str, deque[Bar]] = {}
     attempts: dict[str, int] = {}
     turn_timers: list[Bar] = []  # real timers created in the current turn
-    turn_waits: list[Bar] = []  # event waits created in the current turn, not yet raced
+    turn_waits: list[Bar] = []  # event waits (no timeout of their own) of the current turn
     last_ts: datetime | None = None
 
     for ev in events:
@@ -278,6 +278,7 @@ def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
         etype = ev.event_type
         if etype == "workflowStarted":
             tl.turns.append(Marker("turn", "turn", ts, ev.position))
+            _pair_races(turn_waits, turn_timers)
             turn_timers, turn_waits = [], []
             if tl.start is None:
                 tl.start = ts
@@ -325,12 +326,9 @@ def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
                     bar.timeout_timer = ev.event_id
                     open_timers[ev.event_id] = bar
                     continue
-                # A timer created in the same turn races this wait (when_any with a timeout).
-                racer = next((t for t in turn_timers if t.timeout_timer is None), None)
-                if racer is not None:
-                    _race(bar, racer)
-                else:
-                    turn_waits.append(bar)
+                # A timer created in the same turn may race this wait (when_any with a
+                # timeout): paired when the turn ends, see _pair_races.
+                turn_waits.append(bar)
             else:
                 kind = "retry" if ev.origin in ("activityRetry", "childWorkflowRetry") else "timer"
                 label = ev.name or ("retry delay" if kind == "retry" else "timer")
@@ -339,12 +337,7 @@ def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
                 open_timers[ev.event_id] = bar
                 tl.bars.append(bar)
                 if kind == "timer":
-                    waiting = next((w for w in turn_waits if w.timeout_timer is None), None)
-                    if waiting is not None:
-                        _race(waiting, bar)
-                        turn_waits.remove(waiting)
-                    else:
-                        turn_timers.append(bar)
+                    turn_timers.append(bar)
         elif etype == "timerFired":
             bar_or_none = (
                 open_timers.pop(ev.related_id, None) if ev.related_id is not None else None
@@ -390,6 +383,7 @@ def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
             tl.end = ts
             tl.markers.append(Marker("completed", ev.name or "completed", ts, ev.position))
 
+    _pair_races(turn_waits, turn_timers)
     if tl.start is None:
         tl.start = min((b.start for b in tl.bars if b.start), default=None)
     if status in TERMINAL:
@@ -405,6 +399,17 @@ def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
     else:
         tl.end = last_ts
     return tl
+
+
+def _pair_races(waits: list[Bar], timers: list[Bar]) -> None:
+    """Pairs the event waits and timers one turn created, in order, as waits raced by their
+    timeout (when_any of an event and a timer), when there are as many of each. In other
+    numbers they are taken as independent (when_all over 500 waits and 200 timers): pairing
+    them would show waits as timed out when an unrelated timer fires, and hide both from
+    "waiting on"."""
+    if len(waits) == len(timers):
+        for wait, timer in zip(waits, timers, strict=True):
+            _race(wait, timer)
 
 
 def _race(wait: Bar, timer: Bar) -> None:

@@ -150,6 +150,37 @@ def test_events_raised_twice_end_two_waits_in_order():
     assert [w.label for w in waiting_on(tl)] == ["go"]
 
 
+def test_waits_and_timers_a_turn_creates_in_different_numbers_are_not_paired_as_races():
+    # when_all over three event waits and two timers, all created in one turn: no timer is a
+    # wait's timeout, so the first timer firing ends no wait, and the second is still awaited.
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    sentinel = "9999-12-31T23:59:59.999999999Z"
+    rows = [
+        EventRow(0, -1, "workflowStarted", timestamp=t0),
+        EventRow(1, -1, "executionStarted", "gather", t0),
+        *[
+            EventRow(2 + i, i, "timerCreated", name, t0, info=sentinel, origin="externalEvent")
+            for i, name in enumerate(["a", "b", "c"])
+        ],
+        EventRow(5, 3, "timerCreated", "", t0, info="2026-01-01T00:00:02Z", origin="createTimer"),
+        EventRow(6, 4, "timerCreated", "", t0, info="2026-01-02T00:00:00Z", origin="createTimer"),
+        EventRow(7, -1, "workflowStarted", timestamp=t0 + timedelta(seconds=2)),
+        EventRow(8, -1, "timerFired", timestamp=t0, related_id=3),
+    ]
+    tl = build_timeline(rows, "RUNNING")
+    assert [(b.label, b.outcome) for b in tl.bars if b.kind == "event"] == [
+        ("a", "waiting"),
+        ("b", "waiting"),
+        ("c", "waiting"),
+    ]
+    assert [(w.kind, w.label) for w in waiting_on(tl)] == [
+        ("event", "a"),
+        ("event", "b"),
+        ("event", "c"),
+        ("timer", "timer"),
+    ]
+
+
 def _wait_with_its_own_timeout(*later):
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     return [
