@@ -30,8 +30,10 @@ from django.db.models import (
     Subquery,
     Value,
     When,
+    Window,
 )
 from django.db.models.fields.json import KT
+from django.db.models.functions import RowNumber
 
 #: Types whose ``info`` carries something the timeline needs (see ``info_of``).
 _INFO_KEYS = {
@@ -468,6 +470,8 @@ FULL_TIMELINE_EVENTS = 5000
 #: At most this many things "waiting on" are read for a summarized run.
 OPEN_LIMIT = 200
 MAX_TURN_BUCKETS = 400
+#: At most this many names of open event waits are named in the query that reads them.
+NAMES_IN_QUERY = 1000
 MAX_MARKERS = 200
 
 _STARTS = ("taskScheduled", "childWorkflowInstanceCreated", "timerCreated")
@@ -607,7 +611,8 @@ def summarize(run_pk: int, event_count: int, status: str) -> tuple[Timeline, lis
             - total("childWorkflowInstanceCompleted", "childWorkflowInstanceFailed"),
             "timerCreated": total("timerCreated") - sentinels - total("timerFired"),
         }
-        open_tl = _open_timeline(run_pk, open_counts, raised, groups)
+        wait_names = {r["name"] for r in by_type.get("timerCreated", [])}
+        open_tl = _open_timeline(run_pk, open_counts, raised, groups, wait_names)
         waits = waiting_on(open_tl)
         for bar in open_tl.bars:
             label = bar.label.lower() if bar.kind == "event" else bar.label
@@ -674,11 +679,13 @@ def _open_timeline(
     open_counts: dict[str, int],
     raised: dict[str, tuple[int, datetime | None]],
     groups: dict[Any, Group],
+    wait_names: set[str],
 ) -> Timeline:
     """A timeline of what is still going on in a big run, built from the events that started
     something and have no completion, each preceded by the start of its turn (so a timer and an
     event wait created in the same turn are seen racing, as in ``build_timeline``).
-    ``open_counts``: per start event type, how many have no completion (starts minus ends)."""
+    ``open_counts``: per start event type, how many have no completion (starts minus ends);
+    ``wait_names``: the names of the run's timerCreated events (its event waits' among them)."""
     from workflows_ui.models import HistoryEvent
 
     events = HistoryEvent.objects.filter(run_id=run_pk)
@@ -707,23 +714,55 @@ def _open_timeline(
             .annotate(info=_info_expr(), origin=_origin_expr(), turn=Subquery(turn))
         )
         rows += list(started[: min(expected, OPEN_LIMIT)])
-    # Waits for events: FIFO, so the ones still open are the last (waits - events raised).
-    for g in groups.values():
-        if g.kind != "event":
-            continue
-        still = g.count - raised.get(g.label.lower(), (0, None))[0]
-        if still <= 0:
-            continue
-        waits = (
-            events.filter(sentinel, name__iexact=g.label)
-            .order_by((F("position") + 0).desc())  # through wf_event_run_type_pos
-            .values_list(*selects)
-            .annotate(info=_info_expr(), origin=_origin_expr(), turn=Subquery(turn))
-        )
-        rows += list(waits[: min(still, OPEN_LIMIT)])
+    rows += _open_waits(events.filter(sentinel), wait_names, selects, turn, raised, groups)
     out: dict[int, EventRow] = {}
     for p, e, t, n, ts, r, i, o, turn_pos in rows:
         if turn_pos is not None:
             out.setdefault(turn_pos, EventRow(turn_pos, -1, "workflowStarted"))
         out[p] = EventRow(p, e, t, n, ts, r, i or "", o or "")
     return build_timeline((out[p] for p in sorted(out)), "RUNNING")
+
+
+def _open_waits(
+    waits: Any,
+    names: set[str],
+    selects: tuple[str, ...],
+    turn: Any,
+    raised: dict[str, tuple[int, datetime | None]],
+    groups: dict[Any, Group],
+) -> list[Any]:
+    """The event waits still open, read for every name in one query (a run may wait on
+    hundreds of names: a query each took seconds). Waits are FIFO, so the ones still open are
+    the last of each name (waits - events raised), at most ``OPEN_LIMIT`` a name."""
+    still = {
+        key: g.count - raised.get(key, (0, None))[0]
+        for (kind, key), g in groups.items()
+        if kind == "event"
+    }
+    still = {key: n for key, n in still.items() if n > 0}
+    if not still:
+        return []
+    open_names = [name for name in names if name.lower() in still]
+    if len(open_names) <= NAMES_IN_QUERY:  # else all names, rather than a query too long
+        waits = waits.filter(name__in=open_names)
+    # Ranked per stored spelling of the name (case folding in SQL differs between databases,
+    # and from Python's beyond ASCII), then taken per name as Python folds it.
+    waits = (
+        waits.values_list(*selects)
+        .annotate(
+            info=_info_expr(),
+            origin=_origin_expr(),
+            turn=Subquery(turn),
+            rank=Window(RowNumber(), partition_by=[F("name")], order_by=F("position").desc()),
+        )
+        .filter(rank__lte=OPEN_LIMIT)
+        .order_by("-position")
+    )
+    taken: dict[str, int] = {}
+    rows = []
+    for row in waits:
+        key = row[3].lower()
+        if taken.get(key, 0) < min(still.get(key, 0), OPEN_LIMIT):
+            taken[key] = taken.get(key, 0) + 1
+            rows.append(row[:-1])
+    return rows

@@ -2,6 +2,7 @@
 every event, and its detail page reads neither every event nor every turn."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -84,3 +85,40 @@ def test_an_end_event_without_a_time_is_not_an_error(run):
     )
     summary, waits = history.summarize(run.pk, run.event_count + 1, "COMPLETED")
     assert summary.finished and waits == []
+
+
+def test_waits_on_many_event_names_are_read_in_a_bounded_number_of_queries(run):
+    # A turn that waits on 60 events by different names, 20 of them raised since: the summary
+    # reads the open waits of every name at once, not in a query per name.
+    from workflows_ui.models import HistoryEvent
+
+    t = longrun.T0 + timedelta(days=1)
+    added = [HistoryEvent(event_id=-1, event_type="workflowStarted", timestamp=t)]
+    added += [
+        HistoryEvent(
+            event_id=10_000 + i,
+            event_type="timerCreated",
+            name=f"approval-{i:02d}",
+            timestamp=t,
+            details={"fireAt": "9999-12-31T23:59:59.999999999Z", "externalEvent": {}},
+        )
+        for i in range(60)
+    ]
+    added.append(HistoryEvent(event_id=-1, event_type="workflowStarted", timestamp=t))
+    added += [
+        HistoryEvent(event_id=-1, event_type="eventRaised", name=f"APPROVAL-{i:02d}", timestamp=t)
+        for i in range(0, 60, 3)
+    ]
+    for i, event in enumerate(added):
+        event.run, event.position = run, run.event_count + i
+    HistoryEvent.objects.bulk_create(added)
+    run.event_count += len(added)
+
+    full = history.build_timeline(history.load_rows(run.pk), "RUNNING")
+    with CaptureQueriesContext(connection) as queries:
+        summary, waits = history.summarize(run.pk, run.event_count, "RUNNING")
+    assert len(queries.captured_queries) <= 8
+    assert waits == history.waiting_on(full)
+    assert sorted(w.label for w in waits if w.kind == "event" and w.until is None) == [
+        f"approval-{i:02d}" for i in range(60) if i % 3
+    ]
