@@ -223,6 +223,8 @@ class Timeline:
     #: For a summarized run: how many bars and turns there are in all.
     bar_total: int = 0
     turn_total: int = 0
+    #: For a summarized run: how many things it waits on beyond those ``waiting_on`` lists.
+    unlisted: int = 0
 
 
 def happened_at(
@@ -260,9 +262,12 @@ def is_sentinel(row: EventRow) -> bool:
     return row.origin == "externalEvent" or row.info.startswith("9999-")
 
 
-def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
+def build_timeline(
+    events: Iterable[EventRow], status: str = "", pair_races: bool = True
+) -> Timeline:
     """Bars, turns and markers of a run's history. ``status`` is the run's status: a terminal
-    one closes whatever the history leaves open (abandoned when the run ended)."""
+    one closes whatever the history leaves open (abandoned when the run ended).
+    ``pair_races``: False when ``events`` are a part of each turn's only (see _pair_races)."""
     tl = Timeline(start=None, end=None, finished=False)
     open_tasks: dict[int, Bar] = {}
     open_children: dict[int, Bar] = {}
@@ -280,7 +285,8 @@ def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
         etype = ev.event_type
         if etype == "workflowStarted":
             tl.turns.append(Marker("turn", "turn", ts, ev.position))
-            _pair_races(turn_waits, turn_timers)
+            if pair_races:
+                _pair_races(turn_waits, turn_timers)
             turn_timers, turn_waits = [], []
             if tl.start is None:
                 tl.start = ts
@@ -385,7 +391,8 @@ def build_timeline(events: Iterable[EventRow], status: str = "") -> Timeline:
             tl.end = ts
             tl.markers.append(Marker("completed", ev.name or "completed", ts, ev.position))
 
-    _pair_races(turn_waits, turn_timers)
+    if pair_races:
+        _pair_races(turn_waits, turn_timers)
     if tl.start is None:
         tl.start = min((b.start for b in tl.bars if b.start), default=None)
     if status in TERMINAL:
@@ -619,6 +626,13 @@ def summarize(run_pk: int, event_count: int, status: str) -> tuple[Timeline, lis
             still = groups.get((bar.kind, label))
             if still is not None:
                 still.open += 1
+        # At most OPEN_LIMIT of each kind (and of each event's name) were read: what is open
+        # beyond is counted, not listed.
+        tl.unlisted = sum(max(0, n - OPEN_LIMIT) for n in open_counts.values())
+        for (kind, key), g in groups.items():
+            if kind == "event":
+                tl.unlisted += max(0, g.count - raised.get(key, (0, None))[0] - OPEN_LIMIT)
+        _count_open(run_pk, groups, by_type, raised, open_counts["timerCreated"] > OPEN_LIMIT)
         tl.suspended, tl.suspend_reason = _suspended(run_pk)
 
     tl.groups = sorted(groups.values(), key=lambda g: g.position)
@@ -639,6 +653,55 @@ def summarize(run_pk: int, event_count: int, status: str) -> tuple[Timeline, lis
         tl.start = min(times)
     tl.markers = [_marker(ev) for ev in load_rows(run_pk, _MARKER_TYPES, MAX_MARKERS)]
     return tl, waits
+
+
+def _count_open(
+    run_pk: int,
+    groups: dict[tuple[str, str], Group],
+    by_type: dict[str, list[dict[str, Any]]],
+    raised: dict[str, tuple[int, datetime | None]],
+    timers_beyond_limit: bool,
+) -> None:
+    """Sets the open count of each group where the bars read (at most ``OPEN_LIMIT`` of a
+    kind) are fewer than what is open: activities and children from their starts and ends by
+    name, event waits from the waits and the events raised, timers (when more are open than
+    were read) from a count of those not fired."""
+    from workflows_ui.models import HistoryEvent
+
+    exact: dict[tuple[str, str], int] = {}
+    for etype, kind, sign in (
+        ("taskScheduled", "activity", 1),
+        ("taskCompleted", "activity", -1),
+        ("taskFailed", "activity", -1),
+        ("childWorkflowInstanceCreated", "child", 1),
+        ("childWorkflowInstanceCompleted", "child", -1),
+        ("childWorkflowInstanceFailed", "child", -1),
+    ):
+        for row in by_type.get(etype, []):
+            exact[(kind, row["name"])] = exact.get((kind, row["name"]), 0) + sign * row["n"]
+    for (kind, name), g in groups.items():
+        if kind == "event":
+            exact[(kind, name)] = g.count - raised.get(name, (0, None))[0]
+    if timers_beyond_limit:
+        events = HistoryEvent.objects.filter(run_id=run_pk)
+        fired = events.filter(event_type="timerFired", related_id=OuterRef("event_id"))
+        unfired = (
+            events.filter(event_type="timerCreated")
+            .exclude(details__has_key="externalEvent")
+            .exclude(details__fireAt__startswith="9999-")
+            .exclude(Exists(fired))
+            .values("name")
+            .annotate(origin=_origin_expr())
+            .values("name", "origin")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        for counted in unfired:
+            retry = counted["origin"] in ("activityRetry", "childWorkflowRetry")
+            timer = ("retry", "retry delay") if retry else ("timer", counted["name"] or "timer")
+            exact[timer] = exact.get(timer, 0) + counted["n"]
+    for group_key, g in groups.items():
+        g.open = max(g.open, exact.get(group_key, 0))
 
 
 def _marker(ev: EventRow) -> Marker:
@@ -720,7 +783,14 @@ def _open_timeline(
         if turn_pos is not None:
             out.setdefault(turn_pos, EventRow(turn_pos, -1, "workflowStarted"))
         out[p] = EventRow(p, e, t, n, ts, r, i or "", o or "")
-    return build_timeline((out[p] for p in sorted(out)), "RUNNING")
+    # Beyond OPEN_LIMIT, a turn's waits and timers are read in part: their numbers no longer
+    # tell races from independent waits.
+    capped = any(n > OPEN_LIMIT for n in open_counts.values()) or any(
+        g.count - raised.get(key, (0, None))[0] > OPEN_LIMIT
+        for (kind, key), g in groups.items()
+        if kind == "event"
+    )
+    return build_timeline((out[p] for p in sorted(out)), "RUNNING", pair_races=not capped)
 
 
 def _open_waits(

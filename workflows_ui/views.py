@@ -317,6 +317,8 @@ def instance_detail(
         ctx["timeline"] = layout(tl, timezone.now())
         ctx["end_unread"] = tl.end_unread
         ctx["waits"] = waits
+        ctx["waits_unlisted"] = tl.unlisted
+        ctx["waits_listed_per_kind"] = history.OPEN_LIMIT
         ctx["suspended"] = tl.suspended and inst.status == Status.SUSPENDED
         ctx["suspend_reason"] = tl.suspend_reason
         ctx["run_url"] = instance_url(engine, instance_id, run.ordinal)

@@ -122,3 +122,50 @@ def test_waits_on_many_event_names_are_read_in_a_bounded_number_of_queries(run):
     assert sorted(w.label for w in waits if w.kind == "event" and w.until is None) == [
         f"approval-{i:02d}" for i in range(60) if i % 3
     ]
+
+
+def test_a_big_run_waiting_on_more_than_it_lists_counts_them_all(run, logged_in, monkeypatch):
+    # 250 timers and 230 waits for "tick" still open (and the run's own): the timeline counts
+    # every one of them open, and "waiting on" says how many it leaves out.
+    from workflows_ui.models import HistoryEvent
+
+    t = longrun.T0 + timedelta(days=1)
+    added = [HistoryEvent(event_id=-1, event_type="workflowStarted", timestamp=t)]
+    added += [
+        HistoryEvent(
+            event_id=20_000 + i,
+            event_type="timerCreated",
+            timestamp=t,
+            details={"fireAt": "2027-01-01T00:00:00Z", "createTimer": {}},
+        )
+        for i in range(250)
+    ]
+    added += [
+        HistoryEvent(
+            event_id=30_000 + i,
+            event_type="timerCreated",
+            name="tick",
+            timestamp=t,
+            details={"fireAt": "9999-12-31T23:59:59.999999999Z", "externalEvent": {}},
+        )
+        for i in range(230)
+    ]
+    for i, event in enumerate(added):
+        event.run, event.position = run, run.event_count + i
+    HistoryEvent.objects.bulk_create(added)
+    run.event_count += len(added)
+    run.save(update_fields=["event_count"])
+
+    full = history.build_timeline(history.load_rows(run.pk), "RUNNING")
+    open_in_full = {(g.kind, g.label): g.open for g in groups_of(full.bars)}
+    summary, waits = history.summarize(run.pk, run.event_count, "RUNNING")
+    assert {(g.kind, g.label): g.open for g in summary.groups} == open_in_full
+    assert open_in_full[("timer", "timer")] == 251 and open_in_full[("event", "tick")] == 230
+    # Not listed: the 51 oldest open timers (the approval's timeout among them, which "waiting
+    # on" shows as the wait's timeout, not on its own) and the 30 oldest waits for "tick".
+    assert summary.unlisted == 51 + 30
+    assert len(history.waiting_on(full)) - len(waits) == 51 + 30 - 1
+
+    monkeypatch.setattr(history, "FULL_TIMELINE_EVENTS", 500)
+    body = logged_in.get("/instances/orders/crawl-1/").content.decode()
+    assert "And 81 more not listed" in body
