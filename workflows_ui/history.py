@@ -504,8 +504,23 @@ def load_timeline(run: Any, status: str) -> tuple[Timeline, list[Wait]]:
     in SQL for big ones."""
     if run.event_count <= FULL_TIMELINE_EVENTS:
         tl = build_timeline(load_rows(run.pk), status)
-        return tl, waiting_on(tl)
+        waits, tl.unlisted = _latest_waits(waiting_on(tl))
+        return tl, waits
     return summarize(run.pk, run.event_count, status)
+
+
+def _latest_waits(waits: list[Wait]) -> tuple[list[Wait], int]:
+    """The latest ``OPEN_LIMIT`` waits of each kind (and of each event's name), as a big run's
+    are read, and how many are left out: a run of 4,900 events waiting on 4,900 timers listed
+    them all, a page of 1.5 MB with its timeline and history 4,900 lines further down."""
+    taken: dict[tuple[str, str], int] = {}
+    kept: set[int] = set()
+    for wait in sorted(waits, key=lambda w: w.position, reverse=True):
+        key = (wait.kind, wait.label.lower() if wait.kind == "event" else "")
+        if taken.get(key, 0) < OPEN_LIMIT:
+            taken[key] = taken.get(key, 0) + 1
+            kept.add(wait.position)
+    return [w for w in waits if w.position in kept], len(waits) - len(kept)
 
 
 def summarize(run_pk: int, event_count: int, status: str) -> tuple[Timeline, list[Wait]]:

@@ -169,3 +169,18 @@ def test_a_big_run_waiting_on_more_than_it_lists_counts_them_all(run, logged_in,
     monkeypatch.setattr(history, "FULL_TIMELINE_EVENTS", 500)
     body = logged_in.get("/instances/orders/crawl-1/").content.decode()
     assert "And 81 more not listed" in body
+
+    # A run read whole lists as many of each kind, the latest (all of them were listed: 4,900
+    # timers made a page of 1.5 MB, its timeline and history 4,900 lines below).
+    monkeypatch.setattr(history, "FULL_TIMELINE_EVENTS", 10**6)
+    tl, listed = history.load_timeline(run, "RUNNING")
+    every = history.waiting_on(full)
+    assert len(listed) + tl.unlisted == len(every) and tl.unlisted > 0
+    for kind, label in (("timer", "timer"), ("event", "tick")):
+        mine = [w for w in listed if (w.kind, w.label) == (kind, label)]
+        assert len(mine) == history.OPEN_LIMIT, kind
+        assert min(w.position for w in mine) > max(
+            w.position for w in every if (w.kind, w.label) == (kind, label) and w not in listed
+        )
+    body = logged_in.get("/instances/orders/crawl-1/").content.decode()
+    assert f"And {tl.unlisted} more not listed" in body
