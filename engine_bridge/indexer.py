@@ -1556,6 +1556,27 @@ class EngineIndexer:
                 run._state.adding = False
         bulk.insert(w.events)
 
+    def _drop_lost_events(self, run: Run, instance_id: str, events: Sequence[Event]) -> None:
+        """The engine's history of this run is shorter than the one stored: its state store was
+        restored from an older copy (a history only grows). The events stored past it are of a
+        course the engine no longer has, and the run goes on from the shorter history with
+        events of its own at those positions: kept, they would stand in for the engine's for
+        good (and mix with them once it outgrows them)."""
+        log.warning(
+            "engine %s: history of %s run %s shrank from %d to %d events (was its state store "
+            "restored from an older copy?); the events past it are dropped",
+            self.engine.name,
+            instance_id,
+            run.execution_id,
+            run.event_count,
+            len(events),
+        )
+        HistoryEvent.objects.filter(run=run, position__gte=len(events)).delete()
+        run.event_count = len(events)
+        run.completed_at = next(
+            (e.timestamp for e in reversed(events) if e.event_type == "executionCompleted"), None
+        )
+
     def _learn_app_id(self, app_id: str, w: _Writes) -> None:
         """The app id this engine's sidecar records on its own events (router.sourceAppID),
         learned in the chunk's transaction (``_write`` forgets it if that rolls back). Children
@@ -1638,14 +1659,8 @@ class EngineIndexer:
             self._change(w, inst, ChangeKind.RUN, status=st.status, run=run)
         first = run.event_count
         if len(events) < first:
-            log.warning(
-                "engine %s: history of %s run %s shrank from %d to %d events; keeping ours",
-                self.engine.name,
-                inst.instance_id,
-                exec_id,
-                first,
-                len(events),
-            )
+            self._drop_lost_events(run, inst.instance_id, events)
+            first = run.event_count
         new_events = events[first:]
         if new_events:
             add = w.events.add

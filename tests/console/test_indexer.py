@@ -215,6 +215,32 @@ def test_new_events_are_appended_with_positions_and_logged(fake, make_indexer):
     assert StatusCount.objects.get(name="two_steps", status="RUNNING").count == 0
 
 
+def test_a_history_shorter_than_stored_replaces_the_events_past_it(fake, make_indexer):
+    """The engine's state store restored from an older copy: the run is back at an earlier
+    point and goes on from there with events of its own, which the console shows, not those
+    of the course the engine no longer has."""
+    state, events = golden_instance("two_steps")
+    fake.add(state, events)
+    ix = make_indexer(terminal_first_interval=0.0)
+    ix.run_pass()
+    run = Run.objects.get()
+    assert run.event_count == 9 and run.completed_at is not None
+    restored = replace(state, status="RUNNING", output=None, completed_at=None)
+    fake.add(replace(restored, last_updated_at=events[2].timestamp), events[:3])
+    ix.run_pass()
+    run.refresh_from_db()
+    assert (run.event_count, run.status, run.completed_at) == (3, "RUNNING", None)
+    assert run.events.count() == 3
+    # It goes on, another way: its next events are at the positions of those dropped.
+    later = [replace(e, timestamp=e.timestamp.replace(year=2027)) for e in events[3:]]
+    fake.append("g-two-steps", later, status="COMPLETED", output=state.output)
+    ix.run_pass()
+    run.refresh_from_db()
+    stored = list(run.events.order_by("position").values_list("position", "timestamp"))
+    assert stored == [(i, e.timestamp) for i, e in enumerate(events[:3] + later)]
+    assert run.event_count == 9 and run.completed_at == later[-1].timestamp
+
+
 def test_new_events_are_read_when_the_last_updated_time_goes_back(fake, make_indexer):
     # daprd's actor backend answers the last history event's time, and a turn's last event can
     # be an event that arrived before the previous turn committed: the time moves back.
