@@ -1436,7 +1436,7 @@ class EngineIndexer:
             if (
                 e.source_app_id
                 and e.event_type in _OWN_EVENTS
-                and not self.engine.app_id
+                and e.source_app_id != self.engine.app_id
                 and len(e.source_app_id) <= MAX_APP_ID
             ):
                 self._learn_app_id(e.source_app_id, w)
@@ -1581,7 +1581,19 @@ class EngineIndexer:
         """The app id this engine's sidecar records on its own events (router.sourceAppID),
         learned in the chunk's transaction (``_write`` forgets it if that rolls back). Children
         indexed before it was known, on any engine, get their parent's engine now: a child
-        that finished before will not be read again for an hour."""
+        that finished before will not be read again for an hour.
+
+        Another app id than the one learned before: the engine's address now reaches another
+        app's sidecar (or the app was renamed). The engines page says so, and its instances'
+        children are linked to it, not to the app it served before."""
+        if self.engine.app_id:
+            log.warning(
+                "engine %s: its sidecar records app id %r, not %r as before: does its address "
+                "reach another app's sidecar now?",
+                self.engine.name,
+                app_id,
+                self.engine.app_id,
+            )
         self.engine.app_id = app_id
         Engine.objects.filter(pk=self.engine.pk).update(app_id=app_id)
         Instance.objects.filter(parent_app_id=app_id, parent_engine__isnull=True).update(

@@ -1056,6 +1056,21 @@ def test_an_app_id_longer_than_a_dns_label_allows_is_not_taken_as_the_engines(fa
     assert Engine.objects.get(pk=ix.engine.pk).app_id == "example"
 
 
+def test_an_engine_whose_sidecar_records_another_app_id_takes_it(fake, make_indexer, caplog):
+    """The engine's address pointed at another app's sidecar: the engines page must not keep
+    naming the app it served before."""
+    state, events = golden_instance("two_steps")
+    fake.add(state, events, instance_id="a")  # the recorded app id, "example"
+    ix = make_indexer(terminal_first_interval=0.0)
+    ix.run_pass()
+    assert Engine.objects.get(pk=ix.engine.pk).app_id == "example"
+    other = [replace(e, source_app_id="billing") for e in events]
+    fake.add(replace(state, last_updated_at=state.last_updated_at.replace(year=2027)), other, "a")
+    ix.run_pass()
+    assert Engine.objects.get(pk=ix.engine.pk).app_id == "billing"
+    assert "records app id 'billing', not 'example' as before" in caplog.text
+
+
 def test_a_row_the_database_refuses_is_skipped_and_the_rest_of_the_chunk_written(
     fake, make_indexer, monkeypatch
 ):
