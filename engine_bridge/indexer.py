@@ -1596,6 +1596,17 @@ class EngineIndexer:
             )
         self.engine.app_id = app_id
         Engine.objects.filter(pk=self.engine.pk).update(app_id=app_id)
+        # The replicas of an app share its state store: two engines of one app list the same
+        # instances (one sidecar under two names, its address spelt two ways, say).
+        twins = Engine.objects.filter(app_id=app_id, configured=True).exclude(pk=self.engine.pk)
+        for twin in twins.values_list("name", flat=True):
+            log.warning(
+                "engine %s: app id %r is engine %s's too: the same app under two names indexes "
+                "each of its instances twice",
+                self.engine.name,
+                app_id,
+                twin,
+            )
         Instance.objects.filter(parent_app_id=app_id, parent_engine__isnull=True).update(
             parent_engine=self.engine
         )

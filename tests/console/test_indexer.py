@@ -1071,6 +1071,14 @@ def test_an_engine_whose_sidecar_records_another_app_id_takes_it(fake, make_inde
     assert "records app id 'billing', not 'example' as before" in caplog.text
 
 
+def test_an_engine_of_the_same_app_as_another_is_said_in_the_log(fake, make_indexer, caplog):
+    """One sidecar under two names (its address spelt two ways passes the start-up check)."""
+    Engine.objects.create(name="orders-too", address="localhost:1", app_id="example")
+    fake.add(*golden_instance("two_steps"))
+    make_indexer().run_pass()
+    assert "app id 'example' is engine orders-too's too" in caplog.text
+
+
 def test_a_row_the_database_refuses_is_skipped_and_the_rest_of_the_chunk_written(
     fake, make_indexer, monkeypatch
 ):
