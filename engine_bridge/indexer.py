@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import orjson
 from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
-from django.db.models import Max, Sum
+from django.db.models import F, Max, Sum
 from django.utils import timezone
 
 from engine_bridge import bulk, retention
@@ -101,6 +101,9 @@ RETENTION_CHECK_INTERVAL = 600.0
 #: Seconds between counts of an engine's finished instances (from StatusCount), which set how
 #: far apart their re-reads are (``Limits.terminal_read_rate``).
 FINISHED_COUNT_INTERVAL = 60.0
+#: Seconds the console's clock may go back between two passes before the re-reads due are moved
+#: back as far (see ``EngineIndexer._follow_clock``).
+CLOCK_SLACK = 5.0
 #: ListInstanceIDs pages are halved, down to this size, each time one exceeds the deadline while
 #: the engine answers (a sidecar pages through its state store for every call).
 MIN_LIST_PAGE_SIZE = 10
@@ -573,6 +576,8 @@ class EngineIndexer:
         self._hinted: set[str] = set()  # the ids read for hints in the pass under way
         self._finished_counted_at: float | None = None  # time.monotonic() of that count
         self._list_page_size = self.limits.list_page_size
+        #: The console's clock and time.monotonic() at the last pass (``_follow_clock``).
+        self._clock: tuple[datetime, float] | None = None
         #: Asked now and then during a pass: True ends it early (after the reads in flight are
         #: written), so a stopping process doesn't wait for a first sweep of a big engine.
         self.stopping: Callable[[], bool] = lambda: False
@@ -750,8 +755,29 @@ class EngineIndexer:
             # A hint renewed while we worked stays for the next pass.
             RefreshRequest.objects.filter(pk=pk, requested_at=requested_at).delete()
 
+    def _follow_clock(self, now: datetime) -> None:
+        """Re-reads are due at times of the console's clock. Set back (an NTP correction, a
+        host's time zone mistaken for UTC), it would leave each of them late by as much, an hour
+        say, with nothing due and "Behind" at zero meanwhile: they are moved back as far."""
+        ticks = time.monotonic()
+        last, self._clock = self._clock, (now, ticks)
+        if last is None:
+            return
+        back = last[0] + timedelta(seconds=ticks - last[1]) - now
+        if back.total_seconds() <= CLOCK_SLACK:
+            return
+        log.warning(
+            "engine %s: the console's clock went back %d s; the re-reads due are moved back as far",
+            self.engine.name,
+            back.total_seconds(),
+        )
+        InstanceCheck.objects.filter(engine=self.engine, due_at__gt=now).update(
+            due_at=F("due_at") - back
+        )
+
     def _refresh_due(self, result: PassResult) -> None:
         now = timezone.now()
+        self._follow_clock(now)
         due = list(
             InstanceCheck.objects.filter(engine=self.engine, due_at__lte=now)
             .order_by("due_at")

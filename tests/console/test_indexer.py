@@ -1165,6 +1165,21 @@ class _Clock:
         return self.now
 
 
+def test_re_reads_are_not_held_back_by_the_consoles_clock_set_back(fake, make_indexer, monkeypatch):
+    state, events = golden_instance("two_steps")
+    fake.add(replace(state, status="RUNNING", output=None), events[:3])
+    clock = _Clock()
+    monkeypatch.setattr(indexer_module, "time", clock)
+    ix = make_indexer(active_interval=1.0)
+    ix.run_pass()
+    fake.append("g-two-steps", events[3:], status="COMPLETED", output=state.output)
+    wall = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: wall() - timedelta(hours=1))
+    clock.now += 2.0
+    ix.run_pass()
+    assert Instance.objects.get().status == "COMPLETED"
+
+
 def _count_sweep_pages(fake, clock, monkeypatch, seconds_per_call):
     """Counts the ListInstanceIDs calls of sweeps (not the one-id capability probe)."""
     pages = {"n": 0}
