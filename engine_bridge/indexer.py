@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import orjson
 from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
-from django.db.models import F, Max, Sum
+from django.db.models import F, Max, Q, Sum
 from django.utils import timezone
 
 from engine_bridge import bulk, retention
@@ -425,6 +425,8 @@ class _Writes:
         #: Of those, the ones whose read timed out with no read of theirs failing before: not
         #: yet unreadable (``EngineIndexer._retry_later`` says why).
         self.first_strike: set[str] = set()
+        #: The last stored event (type, time) of the runs whose history was read again, by run pk.
+        self.last_events: dict[int, tuple[str, datetime | None]] = {}
 
 
 def _engine_gone(error: EngineError | None) -> bool:
@@ -1555,6 +1557,7 @@ class EngineIndexer:
                 instance__in=[c.inst.pk for c in known], execution_id__in=execution_ids
             ):
                 w.runs[(run.instance_id, run.execution_id)] = run
+            w.last_events = self._last_stored_events(known, w)
         for c in w.changed:
             added = False
             if c.events and c.started is not None:
@@ -1582,25 +1585,72 @@ class EngineIndexer:
                 run._state.adding = False
         bulk.insert(w.events)
 
+    def _last_stored_events(
+        self, changed: list[_Changed], w: _Writes
+    ) -> dict[int, tuple[str, datetime | None]]:
+        """The last stored event of each run whose history was read again and is at least as
+        long: one query for the chunk (``_store_events`` checks the engine still has it)."""
+        last: dict[int, int] = {}
+        for c in changed:
+            assert c.started is not None
+            run = w.runs.get((c.inst.pk, c.started.execution_id))
+            if run is not None and 0 < run.event_count <= len(c.events or []):
+                last[run.pk] = run.event_count - 1
+        if not last:
+            return {}
+        match = Q()
+        for run_pk, position in last.items():
+            match |= Q(run_id=run_pk, position=position)
+        return {
+            run_pk: (event_type, timestamp)
+            for run_pk, event_type, timestamp in HistoryEvent.objects.filter(match).values_list(
+                "run_id", "event_type", "timestamp"
+            )
+        }
+
+    def _lost_events(self, run: Run, events: Sequence[Event], w: _Writes) -> bool:
+        """Whether the stored history of this run is no longer the engine's: it is longer, or its
+        last event is not the engine's at that position. A history only grows: the engine's
+        state store was restored from an older copy, and the run went on from there with events
+        of its own (as long as those stored by now, or longer)."""
+        if len(events) < run.event_count:
+            return True
+        last = w.last_events.get(run.pk)
+        if last is None:
+            return False
+        engines = events[run.event_count - 1]
+        return last != (engines.event_type, engines.timestamp)
+
     def _drop_lost_events(self, run: Run, instance_id: str, events: Sequence[Event]) -> None:
-        """The engine's history of this run is shorter than the one stored: its state store was
-        restored from an older copy (a history only grows). The events stored past it are of a
-        course the engine no longer has, and the run goes on from the shorter history with
-        events of its own at those positions: kept, they would stand in for the engine's for
-        good (and mix with them once it outgrows them)."""
+        """Deletes the stored events of this run from the first that is not the engine's: they
+        are of a course the engine no longer has (``_lost_events``). Kept, they would stand in
+        for the engine's for good, and mix with them once the run outgrew them."""
+        kept = 0
+        stored = (
+            HistoryEvent.objects.filter(run=run, position__lt=len(events))
+            .order_by("position")
+            .values_list("event_type", "timestamp")
+        )
+        for (event_type, timestamp), e in zip(stored.iterator(), events, strict=False):
+            if (event_type, timestamp) != (e.event_type, e.timestamp):
+                break
+            kept += 1
         log.warning(
-            "engine %s: history of %s run %s shrank from %d to %d events (was its state store "
-            "restored from an older copy?); the events past it are dropped",
+            "engine %s: history of %s run %s is not the one stored from event %d on (%d events "
+            "stored, %d now): was its state store restored from an older copy? The events "
+            "stored from there are replaced with the engine's",
             self.engine.name,
             instance_id,
             run.execution_id,
+            kept,
             run.event_count,
             len(events),
         )
-        HistoryEvent.objects.filter(run=run, position__gte=len(events)).delete()
-        run.event_count = len(events)
+        HistoryEvent.objects.filter(run=run, position__gte=kept).delete()
+        run.event_count = kept
         run.completed_at = next(
-            (e.timestamp for e in reversed(events) if e.event_type == "executionCompleted"), None
+            (e.timestamp for e in reversed(events[:kept]) if e.event_type == "executionCompleted"),
+            None,
         )
 
     def _learn_app_id(self, app_id: str, w: _Writes) -> None:
@@ -1707,7 +1757,7 @@ class EngineIndexer:
             w.runs[(inst.pk, exec_id)] = run
             self._change(w, inst, ChangeKind.RUN, status=st.status, run=run)
         first = run.event_count
-        if len(events) < first:
+        if first and self._lost_events(run, events, w):
             self._drop_lost_events(run, inst.instance_id, events)
             first = run.event_count
         new_events = events[first:]

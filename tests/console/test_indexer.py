@@ -241,6 +241,27 @@ def test_a_history_shorter_than_stored_replaces_the_events_past_it(fake, make_in
     assert run.event_count == 9 and run.completed_at == later[-1].timestamp
 
 
+def test_a_history_that_went_another_way_since_it_was_stored_replaces_it(fake, make_indexer):
+    """Restored from an older copy, the engine ran the run on to as many events as stored (or
+    more) before the indexer read it again: the stored events from where the two part are
+    replaced with the engine's."""
+    state, events = golden_instance("two_steps")
+    fake.add(state, events)
+    ix = make_indexer(terminal_first_interval=0.0)
+    ix.run_pass()
+    later = [replace(e, timestamp=e.timestamp.replace(year=2027)) for e in events[3:]]
+    fake.add(replace(state, last_updated_at=later[-1].timestamp), events[:3] + later)
+    ix.run_pass()
+    run = Run.objects.get()
+    stored = list(run.events.order_by("position").values_list("position", "timestamp"))
+    assert stored == [(i, e.timestamp) for i, e in enumerate(events[:3] + later)]
+    assert run.event_count == 9 and run.completed_at == later[-1].timestamp
+    # The same history read again (its state moved): nothing more is replaced.
+    fake.append("g-two-steps", [])
+    ix.run_pass()
+    assert list(run.events.order_by("position").values_list("position", "timestamp")) == stored
+
+
 def test_new_events_are_read_when_the_last_updated_time_goes_back(fake, make_indexer):
     # daprd's actor backend answers the last history event's time, and a turn's last event can
     # be an event that arrived before the previous turn committed: the time moves back.
