@@ -94,25 +94,13 @@ def test_waits_on_many_event_names_are_read_in_a_bounded_number_of_queries(run):
 
     t = longrun.T0 + timedelta(days=1)
     added = [HistoryEvent(event_id=-1, event_type="workflowStarted", timestamp=t)]
-    added += [
-        HistoryEvent(
-            event_id=10_000 + i,
-            event_type="timerCreated",
-            name=f"approval-{i:02d}",
-            timestamp=t,
-            details={"fireAt": "9999-12-31T23:59:59.999999999Z", "externalEvent": {}},
-        )
-        for i in range(60)
-    ]
+    added += [_event_wait(10_000 + i, f"approval-{i:02d}", t) for i in range(60)]
     added.append(HistoryEvent(event_id=-1, event_type="workflowStarted", timestamp=t))
     added += [
         HistoryEvent(event_id=-1, event_type="eventRaised", name=f"APPROVAL-{i:02d}", timestamp=t)
         for i in range(0, 60, 3)
     ]
-    for i, event in enumerate(added):
-        event.run, event.position = run, run.event_count + i
-    HistoryEvent.objects.bulk_create(added)
-    run.event_count += len(added)
+    _append(run, added)
 
     full = history.build_timeline(history.load_rows(run.pk), "RUNNING")
     with CaptureQueriesContext(connection) as queries:
@@ -140,21 +128,8 @@ def test_a_big_run_waiting_on_more_than_it_lists_counts_them_all(run, logged_in,
         )
         for i in range(250)
     ]
-    added += [
-        HistoryEvent(
-            event_id=30_000 + i,
-            event_type="timerCreated",
-            name="tick",
-            timestamp=t,
-            details={"fireAt": "9999-12-31T23:59:59.999999999Z", "externalEvent": {}},
-        )
-        for i in range(230)
-    ]
-    for i, event in enumerate(added):
-        event.run, event.position = run, run.event_count + i
-    HistoryEvent.objects.bulk_create(added)
-    run.event_count += len(added)
-    run.save(update_fields=["event_count"])
+    added += [_event_wait(30_000 + i, "tick", t) for i in range(230)]
+    _append(run, added)
 
     full = history.build_timeline(history.load_rows(run.pk), "RUNNING")
     open_in_full = {(g.kind, g.label): g.open for g in groups_of(full.bars)}
@@ -184,3 +159,27 @@ def test_a_big_run_waiting_on_more_than_it_lists_counts_them_all(run, logged_in,
         )
     body = logged_in.get("/instances/orders/crawl-1/").content.decode()
     assert f"And {tl.unlisted} more not listed" in body
+
+
+def _event_wait(event_id, name, at):
+    """The timer an SDK creates to wait for an event by ``name``, without a timeout."""
+    from workflows_ui.models import HistoryEvent
+
+    return HistoryEvent(
+        event_id=event_id,
+        event_type="timerCreated",
+        name=name,
+        timestamp=at,
+        details={"fireAt": "9999-12-31T23:59:59.999999999Z", "externalEvent": {}},
+    )
+
+
+def _append(run, events):
+    """``events`` stored at the end of ``run``'s history."""
+    from workflows_ui.models import HistoryEvent
+
+    for i, event in enumerate(events):
+        event.run, event.position = run, run.event_count + i
+    HistoryEvent.objects.bulk_create(events)
+    run.event_count += len(events)
+    run.save(update_fields=["event_count"])
