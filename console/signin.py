@@ -155,7 +155,13 @@ class _Limited:
         except Exception:
             not_checked(self.request, username)  # the database failed, say: no failure
             raise
-        succeeded(self.request, username)
+        if getattr(self, "user_cache", None) is None:
+            # No password was checked (one left empty: Django's form signs no one in then).
+            # Taken for a success, it cleared the username's count of failures: a script could
+            # send one such attempt after every few guesses and never be refused.
+            not_checked(self.request, username)
+        else:
+            succeeded(self.request, username)
         return cleaned
 
 

@@ -56,6 +56,21 @@ def test_failed_sign_ins_are_limited_per_username_and_address(client, fresh_coun
     assert ok.status_code == 302
 
 
+def test_an_attempt_with_no_password_does_not_clear_the_failures(client, fresh_counts):
+    # Django's form checks no password when one is left empty, and raises nothing: that
+    # attempt was taken for a success, which cleared the username's count of failures.
+    from console import signin
+
+    User.objects.create_user("dave", password="pw-123456789")
+    for _ in range(signin.PER_USER - 1):
+        client.post("/login/", {"username": "dave", "password": "guess"})
+    empty = client.post("/login/", {"username": "dave", "password": ""})
+    assert empty.status_code == 200 and "_auth_user_id" not in client.session
+    client.post("/login/", {"username": "dave", "password": "guess"})
+    right = client.post("/login/", {"username": "dave", "password": "pw-123456789"})
+    assert b"Too many failed sign-ins" in right.content
+
+
 def test_many_usernames_tried_from_one_address_are_limited_too(client, fresh_counts):
     from console import signin
 
