@@ -4,9 +4,13 @@ larger --max-body-size lets the stalled one finish."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -64,14 +68,41 @@ def assert_others_run_quietly(engine: Engine, log_path) -> None:
     assert "RESOURCE_EXHAUSTED" not in log
 
 
-def resumed_with_4mi(engine: Engine, stopped: EngineProcess, db, instance_id: str):
+@dataclass
+class Limited:
+    """An engine started with --max-body-size 1Mi on a database of its own, an SDK worker on it,
+    and the engine started again with a larger limit once it is."""
+
+    db: Path
+    process: EngineProcess
+    engine: Engine
+    runtime: WorkflowRuntime
+    restarted: EngineProcess | None = None
+
+
+@contextlib.contextmanager
+def engine_at_1mi(tmp_path: Path) -> Iterator[Limited]:
+    db = tmp_path / "engine.sqlite3"
+    process = EngineProcess(db, "--max-body-size", "1Mi").start()
+    at = Limited(db, process, Engine(process.address), start_runtime(process.address))
+    try:
+        yield at
+    finally:
+        at.runtime.shutdown()
+        at.engine.close()
+        process.kill()
+        if at.restarted is not None:
+            at.restarted.kill()
+
+
+def resumed_with_4mi(at: Limited, instance_id: str):
     """The engine restarted on the same database with the default limit, and the stalled
-    workflow's end; returns the new engine process."""
-    stopped.stop()
-    again = EngineProcess(db, "--max-body-size", "4Mi", port=stopped.port).start()
-    done = engine.wait_done(instance_id, timeout=30)
+    workflow's end."""
+    at.process.stop()
+    at.restarted = EngineProcess(at.db, "--max-body-size", "4Mi", port=at.process.port).start()
+    done = at.engine.wait_done(instance_id, timeout=30)
     assert done.workflowState.workflowStatus == pb.ORCHESTRATION_STATUS_COMPLETED
-    return again, done
+    return done
 
 
 @pytest.mark.slow
@@ -114,13 +145,9 @@ def test_a_history_too_big_to_send_stalls_only_its_workflow(own_engine):
 
 @pytest.mark.slow
 def test_an_activity_input_too_big_to_send_stalls_its_workflow(tmp_path):
-    db = tmp_path / "engine.sqlite3"
-    first = EngineProcess(db, "--max-body-size", "1Mi").start()
-    engine = Engine(first.address)
-    runtime = start_runtime(first.address)
     instance_id = unique_id("big-input")
-    second = None
-    try:
+    with engine_at_1mi(tmp_path) as at:
+        engine = at.engine
         # The workflow's answer (about 1,000,100 bytes) still fits under 1 MiB; the activity
         # request does not fit under 95% of it.
         engine.start("big_activity_input", instance_id, "1000000")
@@ -137,14 +164,8 @@ def test_an_activity_input_too_big_to_send_stalls_its_workflow(tmp_path):
         assert not has_kind("taskScheduled")(engine.history(instance_id))
 
         # Restarted with a larger limit, the engine hands the workflow out again.
-        second, done = resumed_with_4mi(engine, first, db, instance_id)
+        done = resumed_with_4mi(at, instance_id)
         assert done.workflowState.output.value == "1000000"
-    finally:
-        runtime.shutdown()
-        engine.close()
-        first.kill()
-        if second is not None:
-            second.kill()
 
 
 @pytest.mark.slow
@@ -217,33 +238,23 @@ def test_an_activity_too_big_for_a_lowered_limit_stalls_its_workflow(tmp_path, w
 
 @pytest.mark.slow
 def test_a_workflow_stalled_on_its_history_resumes_with_a_larger_limit(tmp_path):
-    db = tmp_path / "engine.sqlite3"
-    first = EngineProcess(db, "--max-body-size", "1Mi").start()
-    engine = Engine(first.address)
-    runtime = start_runtime(first.address)
     instance_id = unique_id("grow")
-    second = None
-    try:
+    with engine_at_1mi(tmp_path) as at:
+        engine = at.engine
         engine.start("grow", instance_id, '{"steps": 3, "size": 400000}')
         stalled = the_stall(engine, instance_id)
         assert stalled.description.startswith("Workflow payload size ")
         assert "max gRPC body size 1048576 bytes" in stalled.description
 
         # The stall is kept: the same engine connected to again does not resume it.
-        runtime.shutdown()
-        runtime = start_runtime(first.address)
+        at.runtime.shutdown()
+        at.runtime = start_runtime(at.process.address)
         time.sleep(1)
         assert engine.status(instance_id) == "STALLED"
         assert len(of_kind(engine.history(instance_id), "executionStalled")) == 1
 
-        second, done = resumed_with_4mi(engine, first, db, instance_id)
+        done = resumed_with_4mi(at, instance_id)
         assert done.workflowState.output.value == "1200000"
-    finally:
-        runtime.shutdown()
-        engine.close()
-        first.kill()
-        if second is not None:
-            second.kill()
 
 
 def test_max_body_size_accepts_daprd_quantities(capsys):
