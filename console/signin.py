@@ -47,22 +47,6 @@ def _keys(request: HttpRequest | None, username: str) -> list[tuple[str, int]]:
     return [(f"signin:user:{user}", PER_USER), (f"signin:addr:{addr}", PER_ADDRESS)]
 
 
-def refused(request: HttpRequest | None, username: str) -> bool:
-    try:
-        return any(cache.get(key, 0) >= limit for key, limit in _keys(request, username))
-    except Exception as exc:  # the cache's errors depend on its backend
-        _cache_failed(exc)
-        return False
-
-
-def failed(request: HttpRequest | None, username: str) -> None:
-    try:
-        for key, _ in _keys(request, username):
-            _count(key)
-    except Exception as exc:
-        _cache_failed(exc)
-
-
 def attempt(request: HttpRequest | None, username: str) -> bool:
     """Counts an attempt as failed before its password is checked, and says whether it may be
     checked: False (nothing counted) once the limit is reached, by earlier failures or by

@@ -135,9 +135,9 @@ def test_an_address_of_any_length_is_counted_under_a_short_key(fresh_counts):
     keys = [key for key, _ in signin._keys(request, "x" * 10_000)]
     assert all(len(key) < 100 for key in keys)
     for _ in range(signin.PER_USER):
-        signin.failed(request, "alice")
-    assert signin.refused(request, "alice")
-    assert not signin.refused(RequestFactory().post("/login/", REMOTE_ADDR="10.0.0.9"), "alice")
+        assert signin.attempt(request, "alice")  # counted as failed until checked
+    assert not signin.attempt(request, "alice")
+    assert signin.attempt(RequestFactory().post("/login/", REMOTE_ADDR="10.0.0.9"), "alice")
 
 
 def test_admin_needs_login(client):
@@ -376,14 +376,14 @@ def test_with_redis_every_web_process_counts_the_same_failed_sign_ins(tmp_path, 
     # Two processes set up from REDIS_URL alone, as two web processes are: the failures one
     # saw refuse the next attempt in the other.
     fail = (
-        "from console import signin\nfor _ in range(signin.PER_USER): signin.failed(None, 'alice')"
+        "from console import signin\nfor _ in range(signin.PER_USER): signin.attempt(None, 'alice')"
     )
     assert _in_another_process(tmp_path, redis_url, fail) == ""
     ask = (
         "from console import signin\n"
-        "print(signin.refused(None, 'alice'), signin.refused(None, 'bob'))"
+        "print(signin.attempt(None, 'alice'), signin.attempt(None, 'bob'))"
     )
-    assert _in_another_process(tmp_path, redis_url, ask) == "True False"
+    assert _in_another_process(tmp_path, redis_url, ask) == "False True"
 
 
 def test_a_cache_that_fails_lifts_the_limit_but_not_the_sign_in(client, settings, caplog):
