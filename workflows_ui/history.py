@@ -634,7 +634,13 @@ def summarize(run_pk: int, event_count: int, status: str) -> tuple[Timeline, lis
             "timerCreated": total("timerCreated") - sentinels - total("timerFired"),
         }
         wait_names = {r["name"] for r in by_type.get("timerCreated", [])}
-        open_tl = _open_timeline(run_pk, open_counts, raised, groups, wait_names)
+        # Waits are FIFO: those of a name still open are its waits less its events raised.
+        open_waits = {
+            key: g.count - raised.get(key, (0, None))[0]
+            for (kind, key), g in groups.items()
+            if kind == "event"
+        }
+        open_tl = _open_timeline(run_pk, open_counts, open_waits, wait_names)
         waits = waiting_on(open_tl)
         for bar in open_tl.bars:
             label = bar.label.lower() if bar.kind == "event" else bar.label
@@ -643,11 +649,10 @@ def summarize(run_pk: int, event_count: int, status: str) -> tuple[Timeline, lis
                 still.open += 1
         # At most OPEN_LIMIT of each kind (and of each event's name) were read: what is open
         # beyond is counted, not listed.
-        tl.unlisted = sum(max(0, n - OPEN_LIMIT) for n in open_counts.values())
-        for (kind, key), g in groups.items():
-            if kind == "event":
-                tl.unlisted += max(0, g.count - raised.get(key, (0, None))[0] - OPEN_LIMIT)
-        _count_open(run_pk, groups, by_type, raised, open_counts["timerCreated"] > OPEN_LIMIT)
+        tl.unlisted = sum(
+            max(0, n - OPEN_LIMIT) for n in [*open_counts.values(), *open_waits.values()]
+        )
+        _count_open(run_pk, groups, by_type, open_waits, open_counts["timerCreated"] > OPEN_LIMIT)
         tl.suspended, tl.suspend_reason = _suspended(run_pk)
 
     tl.groups = sorted(groups.values(), key=lambda g: g.position)
@@ -674,7 +679,7 @@ def _count_open(
     run_pk: int,
     groups: dict[tuple[str, str], Group],
     by_type: dict[str, list[dict[str, Any]]],
-    raised: dict[str, tuple[int, datetime | None]],
+    open_waits: dict[str, int],
     timers_beyond_limit: bool,
 ) -> None:
     """Sets the open count of each group where the bars read (at most ``OPEN_LIMIT`` of a
@@ -694,9 +699,8 @@ def _count_open(
     ):
         for row in by_type.get(etype, []):
             exact[(kind, row["name"])] = exact.get((kind, row["name"]), 0) + sign * row["n"]
-    for (kind, name), g in groups.items():
-        if kind == "event":
-            exact[(kind, name)] = g.count - raised.get(name, (0, None))[0]
+    for name, n in open_waits.items():
+        exact[("event", name)] = n
     if timers_beyond_limit:
         events = HistoryEvent.objects.filter(run_id=run_pk)
         fired = events.filter(event_type="timerFired", related_id=OuterRef("event_id"))
@@ -755,14 +759,14 @@ def load_rows_last(run_pk: int, types: Iterable[str], limit: int = 1) -> list[Ev
 def _open_timeline(
     run_pk: int,
     open_counts: dict[str, int],
-    raised: dict[str, tuple[int, datetime | None]],
-    groups: dict[Any, Group],
+    open_waits: dict[str, int],
     wait_names: set[str],
 ) -> Timeline:
     """A timeline of what is still going on in a big run, built from the events that started
     something and have no completion, each preceded by the start of its turn (so a timer and an
     event wait created in the same turn are seen racing, as in ``build_timeline``).
     ``open_counts``: per start event type, how many have no completion (starts minus ends);
+    ``open_waits``: per event name (lower-cased), how many waits for it are still open;
     ``wait_names``: the names of the run's timerCreated events (its event waits' among them)."""
     from workflows_ui.models import HistoryEvent
 
@@ -792,7 +796,7 @@ def _open_timeline(
             .annotate(info=_info_expr(), origin=_origin_expr(), turn=Subquery(turn))
         )
         rows += list(started[: min(expected, OPEN_LIMIT)])
-    rows += _open_waits(events.filter(sentinel), wait_names, selects, turn, raised, groups)
+    rows += _open_waits(events.filter(sentinel), wait_names, selects, turn, open_waits)
     out: dict[int, EventRow] = {}
     for p, e, t, n, ts, r, i, o, turn_pos in rows:
         if turn_pos is not None:
@@ -800,11 +804,7 @@ def _open_timeline(
         out[p] = EventRow(p, e, t, n, ts, r, i or "", o or "")
     # Beyond OPEN_LIMIT, a turn's waits and timers are read in part: their numbers no longer
     # tell races from independent waits.
-    capped = any(n > OPEN_LIMIT for n in open_counts.values()) or any(
-        g.count - raised.get(key, (0, None))[0] > OPEN_LIMIT
-        for (kind, key), g in groups.items()
-        if kind == "event"
-    )
+    capped = any(n > OPEN_LIMIT for n in [*open_counts.values(), *open_waits.values()])
     return build_timeline((out[p] for p in sorted(out)), "RUNNING", pair_races=not capped)
 
 
@@ -813,18 +813,12 @@ def _open_waits(
     names: set[str],
     selects: tuple[str, ...],
     turn: Any,
-    raised: dict[str, tuple[int, datetime | None]],
-    groups: dict[Any, Group],
+    open_waits: dict[str, int],
 ) -> list[Any]:
     """The event waits still open, read for every name in one query (a run may wait on
     hundreds of names: a query each took seconds). Waits are FIFO, so the ones still open are
-    the last of each name (waits - events raised), at most ``OPEN_LIMIT`` a name."""
-    still = {
-        key: g.count - raised.get(key, (0, None))[0]
-        for (kind, key), g in groups.items()
-        if kind == "event"
-    }
-    still = {key: n for key, n in still.items() if n > 0}
+    the last of each name (``open_waits``), at most ``OPEN_LIMIT`` a name."""
+    still = {key: n for key, n in open_waits.items() if n > 0}
     if not still:
         return []
     open_names = [name for name in names if name.lower() in still]
