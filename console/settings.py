@@ -105,6 +105,18 @@ TEMPLATES = [
 SQLITE_WAL_LIMIT = 8 * 1024 * 1024
 
 _DATABASE_URL = envstr("DATABASE_URL", "") or f"sqlite:///{VAR_DIR / 'console.sqlite3'}"
+_DATABASE_HELP = "sqlite:///path or postgres://user:password@host:port/name"
+# Checked before dj-database-url reads it: its own error for an unknown scheme lists every
+# database it knows, most of which the console does not run on.
+# The value itself is not quoted: without its scheme it may be user:password@host.
+_DATABASE_SCHEME, _, _ = _DATABASE_URL.partition("://")
+if "://" not in _DATABASE_URL or not _DATABASE_SCHEME:
+    raise ImproperlyConfigured(f"DATABASE_URL has no scheme ({_DATABASE_HELP})")
+if _DATABASE_SCHEME.lower() not in ("sqlite", "postgres", "postgresql", "pgsql"):
+    raise ImproperlyConfigured(
+        f"DATABASE_URL: {_DATABASE_SCHEME!r} is not a database the console supports "
+        f"({_DATABASE_HELP})"
+    )
 try:
     DATABASES = {
         "default": dj_database_url.parse(
@@ -118,8 +130,7 @@ if DATABASES["default"]["ENGINE"] not in (
     "django.db.backends.postgresql",
 ):
     raise ImproperlyConfigured(
-        f"DATABASE_URL: {DATABASES['default']['ENGINE']} is not supported "
-        "(sqlite:///path or postgres://user:password@host:port/name)"
+        f"DATABASE_URL: {DATABASES['default']['ENGINE']} is not supported ({_DATABASE_HELP})"
     )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The indexer writes while daphne reads: WAL lets readers run beside the writer, and

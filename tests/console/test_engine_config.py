@@ -181,8 +181,8 @@ def test_typed_helpers_read_and_validate():
             "a=h:1,a=h:2",
             "CONSOLE_ENGINES: 'a=h:2': engine name 'a' is given twice",
         ),
-        ("DATABASE_URL", "mysql://u:p@h/db", "DATABASE_URL: django.db.backends.mysql is not"),
-        ("DATABASE_URL", "garbage", "DATABASE_URL: Scheme"),
+        ("DATABASE_URL", "mysql://u:p@h/db", "DATABASE_URL: 'mysql' is not a database the"),
+        ("DATABASE_URL", "u:secret@h/db", "DATABASE_URL has no scheme (sqlite:///path or"),
         ("CONSOLE_LOG_LEVEL", "LOUD", "CONSOLE_LOG_LEVEL='LOUD' is not one of"),
         ("REDIS_URL", "notaurl", "REDIS_URL: expected redis://"),
         (
@@ -226,6 +226,7 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it(command, variable,
     assert done.returncode == 1
     assert done.stderr.startswith("configuration error: " + message), done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "secret" not in done.stderr  # a password in a URL without its scheme
 
 
 def test_without_a_secret_key_set_the_installation_makes_its_own(tmp_path):
