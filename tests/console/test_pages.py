@@ -1,4 +1,5 @@
 import logging
+import time
 
 import pytest
 from django.contrib.auth.models import User
@@ -85,29 +86,104 @@ def test_many_usernames_tried_from_one_address_are_limited_too(client, fresh_cou
     assert elsewhere.status_code == 302
 
 
-def test_attempts_sent_at_once_are_limited_as_those_sent_one_by_one(monkeypatch, fresh_counts):
-    # A script sends its guesses together: each one arrives while the others' passwords are
-    # still being hashed. Counted only once checked, they were all checked (80 sent at once).
-    from django.test import RequestFactory
+def _sign_in_at_once(monkeypatch, attempts):
+    """Posts each (username, password, address) of ``attempts`` to the login page at the same
+    moment, each from a thread (a client) of its own, as a web process's requests run; every
+    password check takes half a second, as a slow hash does, so that all arrive while the first
+    are being checked. Gives the responses, in order, and the passwords checked."""
+    import threading
 
-    from console import signin
+    from django.contrib.auth import forms
+    from django.db import connection
+    from django.test import Client
 
     checked = []
+    real_authenticate = forms.authenticate
 
-    def authenticate(request=None, **credentials):
+    def slow_authenticate(request=None, **credentials):
         checked.append(credentials["password"])
-        if len(checked) < 20:
-            sign_in(f"guess{len(checked)}")  # the next one arrives while this one is checked
-        return None
+        time.sleep(0.5)
+        return real_authenticate(request, **credentials)
 
-    def sign_in(password):
-        request = RequestFactory().post("/login/")
-        form = signin.SignInForm(request, data={"username": "alice", "password": password})
-        return form.is_valid()
+    monkeypatch.setattr(forms, "authenticate", slow_authenticate)
+    ready = threading.Barrier(len(attempts))
+    responses = [None] * len(attempts)
 
-    monkeypatch.setattr("django.contrib.auth.forms.authenticate", authenticate)
-    assert not sign_in("guess0")
+    def sign_in(n, username, password, address):
+        try:
+            ready.wait(timeout=30)
+            responses[n] = Client(REMOTE_ADDR=address).post(
+                "/login/", {"username": username, "password": password}
+            )
+        finally:
+            connection.close()  # this thread's own
+
+    threads = [threading.Thread(target=sign_in, args=(n, *a)) for n, a in enumerate(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return responses, checked
+
+
+def _signed_in(response):
+    return response is not None and response.status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+def test_correct_sign_ins_sent_at_once_all_sign_in(monkeypatch, fresh_counts):
+    # They were counted as failures until checked: the sixth for one username was refused.
+    from console import signin
+
+    User.objects.create_user("alice", password="pw-123456789")
+    at_once = [("alice", "pw-123456789", "10.0.0.1")] * (signin.PER_USER + 1)
+    responses, checked = _sign_in_at_once(monkeypatch, at_once)
+    assert [_signed_in(r) for r in responses] == [True] * len(at_once)
+    assert len(checked) == len(at_once)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_correct_sign_ins_from_one_address_at_once_all_sign_in(monkeypatch, fresh_counts):
+    # Behind a proxy without --proxy-headers everyone has its address: the 31st was refused.
+    from console import signin
+
+    users = [f"user{n}" for n in range(signin.PER_ADDRESS + 1)]
+    for name in users:
+        User.objects.create_user(name, password="pw-123456789")
+    responses, _ = _sign_in_at_once(
+        monkeypatch, [(name, "pw-123456789", "10.0.0.1") for name in users]
+    )
+    assert [_signed_in(r) for r in responses] == [True] * len(users)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_double_click_after_typos_signs_in(client, monkeypatch, fresh_counts):
+    # After four typos the first click took the last place, and the second was refused.
+    from console import signin
+
+    User.objects.create_user("bob", password="pw-123456789")
+    for _ in range(signin.PER_USER - 1):
+        client.post("/login/", {"username": "bob", "password": "typo"}, REMOTE_ADDR="10.0.0.2")
+    double_click = [("bob", "pw-123456789", "10.0.0.2")] * 2
+    responses, _ = _sign_in_at_once(monkeypatch, double_click)
+    assert [_signed_in(r) for r in responses] == [True, True]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_guesses_sent_at_once_get_only_the_limit_checked(monkeypatch, fresh_counts):
+    # A script sends its guesses together: each one arrives while the others' passwords are
+    # still being hashed. Counted only once checked, they were all checked (80 sent at once).
+    from console import signin
+
+    User.objects.create_user("carol", password="pw-123456789")
+    guesses = [("carol", f"guess{n}", "10.0.0.3") for n in range(80)]
+    responses, checked = _sign_in_at_once(monkeypatch, guesses)
     assert len(checked) == signin.PER_USER
+    refused = [r for r in responses if r is not None and b"Too many failed sign-ins" in r.content]
+    assert len(refused) == len(guesses) - signin.PER_USER
+    # And the right password too, now that the failures reached the limit.
+    responses, checked = _sign_in_at_once(monkeypatch, [("carol", "pw-123456789", "10.0.0.3")])
+    assert b"Too many failed sign-ins" in responses[0].content and checked == []
 
 
 def test_sign_ins_that_succeed_never_refuse_the_address(client, fresh_counts):
@@ -135,9 +211,11 @@ def test_an_address_of_any_length_is_counted_under_a_short_key(fresh_counts):
     keys = [key for key, _ in signin._keys(request, "x" * 10_000)]
     assert all(len(key) < 100 for key in keys)
     for _ in range(signin.PER_USER):
-        assert signin.attempt(request, "alice")  # counted as failed until checked
-    assert not signin.attempt(request, "alice")
-    assert signin.attempt(RequestFactory().post("/login/", REMOTE_ADDR="10.0.0.9"), "alice")
+        assert signin.attempt(request, "alice") is signin.Verdict.CHECK
+        signin.failed(request, "alice")
+    assert signin.attempt(request, "alice") is signin.Verdict.TOO_MANY_FAILURES
+    elsewhere = RequestFactory().post("/login/", REMOTE_ADDR="10.0.0.9")
+    assert signin.attempt(elsewhere, "alice") is signin.Verdict.CHECK
 
 
 def test_admin_needs_login(client):
@@ -376,14 +454,17 @@ def test_with_redis_every_web_process_counts_the_same_failed_sign_ins(tmp_path, 
     # Two processes set up from REDIS_URL alone, as two web processes are: the failures one
     # saw refuse the next attempt in the other.
     fail = (
-        "from console import signin\nfor _ in range(signin.PER_USER): signin.attempt(None, 'alice')"
+        "from console import signin\n"
+        "for _ in range(signin.PER_USER):\n"
+        "    signin.attempt(None, 'alice')\n"
+        "    signin.failed(None, 'alice')"
     )
     assert _in_another_process(tmp_path, redis_url, fail) == ""
     ask = (
         "from console import signin\n"
-        "print(signin.attempt(None, 'alice'), signin.attempt(None, 'bob'))"
+        "print(signin.attempt(None, 'alice').name, signin.attempt(None, 'bob').name)"
     )
-    assert _in_another_process(tmp_path, redis_url, ask) == "False True"
+    assert _in_another_process(tmp_path, redis_url, ask) == "TOO_MANY_FAILURES CHECK"
 
 
 def test_a_cache_that_fails_lifts_the_limit_but_not_the_sign_in(client, settings, caplog):
