@@ -1559,20 +1559,20 @@ class EngineIndexer:
                 w.runs[(run.instance_id, run.execution_id)] = run
             w.last_events = self._last_stored_events(known, w)
         for c in w.changed:
-            added = False
+            events_changed = False
             if c.events and c.started is not None:
-                added = self._store_events(c, w)
-            if added and not c.is_new:
+                events_changed = self._store_events(c, w)
+            if events_changed and not c.is_new:
                 result.changed += 1
             elif (
                 c.history_moved
-                and not (c.is_new or c.revived or added)
+                and not (c.is_new or c.revived or events_changed)
                 and c.old_status == c.inst.status
             ):
                 # Something moved without new events we could see (payloads, or history
                 # unsupported).
                 self._change(w, c.inst, ChangeKind.UPDATED, status=c.inst.status)
-            self._schedule(c.inst, c.is_new or c.history_moved or added, c.interval, w)
+            self._schedule(c.inst, c.is_new or c.history_moved or events_changed, c.interval, w)
         if w.new_runs:
             inserted = bulk.insert(
                 bulk.model_rows(w.new_runs), returning=("instance", "execution_id", "id")
@@ -1708,7 +1708,8 @@ class EngineIndexer:
 
     def _store_events(self, c: _Changed, w: _Writes) -> bool:
         """Finds or starts the run of ``c.started`` and queues the events it lacks (written
-        by ``_insert_events``); returns whether there were any."""
+        by ``_store_histories``); returns whether its stored events changed (some added, or
+        some dropped as no longer the engine's)."""
         inst, st, events = c.inst, c.st, c.events or []
         assert c.started is not None
         started = c.started
@@ -1757,8 +1758,22 @@ class EngineIndexer:
             w.runs[(inst.pk, exec_id)] = run
             self._change(w, inst, ChangeKind.RUN, status=st.status, run=run)
         first = run.event_count
+        dropped = False
         if first and self._lost_events(run, events, w):
             self._drop_lost_events(run, inst.instance_id, events)
+            dropped = run.event_count < first
+            if dropped:
+                # Before the events that replace them: a live page drops what it showed of
+                # them, then adds the engine's.
+                self._change(
+                    w,
+                    inst,
+                    ChangeKind.DROPPED,
+                    status=st.status,
+                    run=run,
+                    first_position=run.event_count,
+                    last_position=first - 1,
+                )
             first = run.event_count
         new_events = events[first:]
         if new_events:
@@ -1792,4 +1807,4 @@ class EngineIndexer:
             run.completed_at = completed.timestamp
         if run.pk is not None:
             run.save(update_fields=["event_count", "status", "completed_at"])
-        return bool(new_events)
+        return bool(new_events) or dropped

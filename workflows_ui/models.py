@@ -393,6 +393,10 @@ class ChangeKind(models.TextChoices):
     NEW = "new", "New instance"
     STATUS = "status", "Status changed"
     EVENTS = "events", "New events"
+    #: The stored events of a run from ``first_position`` on are no longer the engine's (its state
+    #: store was restored from an older copy) and were deleted; an ``events`` row that follows
+    #: says what replaced them, if anything did.
+    DROPPED = "dropped", "Events dropped"
     RUN = "run", "New run"
     UPDATED = "updated", "Updated"
     PURGED = "purged", "Purged"
@@ -416,7 +420,8 @@ class ChangeLog(models.Model):
     status = models.CharField(max_length=20, blank=True, default="")
     old_status = models.CharField(max_length=20, blank=True, default="")
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
-    #: For ``events``: the positions [first_position, last_position] that were added.
+    #: For ``events``: the positions [first_position, last_position] that were added; for
+    #: ``dropped``: those that were deleted.
     first_position = models.IntegerField(null=True, blank=True)
     last_position = models.IntegerField(null=True, blank=True)
 

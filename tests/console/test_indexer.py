@@ -215,6 +215,38 @@ def test_new_events_are_appended_with_positions_and_logged(fake, make_indexer):
     assert StatusCount.objects.get(name="two_steps", status="RUNNING").count == 0
 
 
+class LogFollower:
+    """The events a live page shows, kept from the change log alone: it reads the rows after its
+    cursor, as a page catching up does, and fetches what they name."""
+
+    def __init__(self) -> None:
+        self.cursor = 0
+        #: run pk -> position -> (event type, timestamp)
+        self.shown: dict[int, dict[int, tuple[str, datetime | None]]] = {}
+
+    def catch_up(self) -> None:
+        for row in ChangeLog.objects.filter(id__gt=self.cursor).order_by("id"):
+            self.cursor = row.id
+            shown = self.shown.setdefault(row.run_id, {})
+            if row.kind == "dropped":
+                for position in range(row.first_position, row.last_position + 1):
+                    del shown[position]
+            elif row.kind == "events":
+                for position, event_type, timestamp in HistoryEvent.objects.filter(
+                    run=row.run_id, position__range=(row.first_position, row.last_position)
+                ).values_list("position", "event_type", "timestamp"):
+                    shown[position] = (event_type, timestamp)
+
+    def shows_what_is_stored(self) -> bool:
+        self.catch_up()
+        stored: dict[int, dict[int, tuple[str, datetime | None]]] = {}
+        for run_pk, position, event_type, timestamp in HistoryEvent.objects.values_list(
+            "run_id", "position", "event_type", "timestamp"
+        ):
+            stored.setdefault(run_pk, {})[position] = (event_type, timestamp)
+        return {pk: events for pk, events in self.shown.items() if events} == stored
+
+
 def test_a_history_shorter_than_stored_replaces_the_events_past_it(fake, make_indexer):
     """The engine's state store restored from an older copy: the run is back at an earlier
     point and goes on from there with events of its own, which the console shows, not those
@@ -222,15 +254,21 @@ def test_a_history_shorter_than_stored_replaces_the_events_past_it(fake, make_in
     state, events = golden_instance("two_steps")
     fake.add(state, events)
     ix = make_indexer(terminal_first_interval=0.0)
+    page = LogFollower()
     ix.run_pass()
     run = Run.objects.get()
     assert run.event_count == 9 and run.completed_at is not None
+    assert page.shows_what_is_stored()
     restored = replace(state, status="RUNNING", output=None, completed_at=None)
     fake.add(replace(restored, last_updated_at=events[2].timestamp), events[:3])
     ix.run_pass()
     run.refresh_from_db()
     assert (run.event_count, run.status, run.completed_at) == (3, "RUNNING", None)
     assert run.events.count() == 3
+    # The log says which events went, so a page that showed them drops them.
+    dropped = ChangeLog.objects.get(kind="dropped")
+    assert (dropped.run, dropped.first_position, dropped.last_position) == (run, 3, 8)
+    assert page.shows_what_is_stored()
     # It goes on, another way: its next events are at the positions of those dropped.
     later = [replace(e, timestamp=e.timestamp.replace(year=2027)) for e in events[3:]]
     fake.append("g-two-steps", later, status="COMPLETED", output=state.output)
@@ -239,6 +277,7 @@ def test_a_history_shorter_than_stored_replaces_the_events_past_it(fake, make_in
     stored = list(run.events.order_by("position").values_list("position", "timestamp"))
     assert stored == [(i, e.timestamp) for i, e in enumerate(events[:3] + later)]
     assert run.event_count == 9 and run.completed_at == later[-1].timestamp
+    assert page.shows_what_is_stored()
 
 
 def test_a_history_that_went_another_way_since_it_was_stored_replaces_it(fake, make_indexer):
@@ -248,7 +287,10 @@ def test_a_history_that_went_another_way_since_it_was_stored_replaces_it(fake, m
     state, events = golden_instance("two_steps")
     fake.add(state, events)
     ix = make_indexer(terminal_first_interval=0.0)
+    page = LogFollower()
     ix.run_pass()
+    assert page.shows_what_is_stored()
+    cursor = page.cursor
     later = [replace(e, timestamp=e.timestamp.replace(year=2027)) for e in events[3:]]
     fake.add(replace(state, last_updated_at=later[-1].timestamp), events[:3] + later)
     ix.run_pass()
@@ -256,6 +298,13 @@ def test_a_history_that_went_another_way_since_it_was_stored_replaces_it(fake, m
     stored = list(run.events.order_by("position").values_list("position", "timestamp"))
     assert stored == [(i, e.timestamp) for i, e in enumerate(events[:3] + later)]
     assert run.event_count == 9 and run.completed_at == later[-1].timestamp
+    # Said as what it is: those events went, and others took their places.
+    logged = ChangeLog.objects.filter(id__gt=cursor).order_by("id")
+    assert list(logged.values_list("kind", "first_position", "last_position")) == [
+        ("dropped", 3, 8),
+        ("events", 3, 8),
+    ]
+    assert page.shows_what_is_stored()
     # The same history read again (its state moved): nothing more is replaced.
     fake.append("g-two-steps", [])
     ix.run_pass()
