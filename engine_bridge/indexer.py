@@ -1722,6 +1722,8 @@ class EngineIndexer:
             _supersede_runs(inst, w.now)
             run.superseded_at = None
             run.save(update_fields=["superseded_at"])
+            # Pages show it as the instance's run again, whether or not it has new events.
+            self._change(w, inst, ChangeKind.RUN, status=st.status, run=run)
         if run is None:
             previous = (
                 w.runs.get((inst.pk, c.previous_execution_id)) if c.previous_execution_id else None

@@ -397,7 +397,9 @@ class ChangeKind(models.TextChoices):
     #: store was restored from an older copy) and were deleted; an ``events`` row that follows
     #: says what replaced them, if anything did.
     DROPPED = "dropped", "Events dropped"
-    RUN = "run", "New run"
+    #: The instance's current run is now ``run``: a new one, or one stored before that is the
+    #: engine's again.
+    RUN = "run", "Current run"
     UPDATED = "updated", "Updated"
     PURGED = "purged", "Purged"
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 from google.protobuf import json_format
 
@@ -223,12 +223,16 @@ class LogFollower:
         self.cursor = 0
         #: run pk -> position -> (event type, timestamp)
         self.shown: dict[int, dict[int, tuple[str, datetime | None]]] = {}
+        #: instance pk -> the run pk shown as its current run
+        self.current: dict[int, int] = {}
 
     def catch_up(self) -> None:
         for row in ChangeLog.objects.filter(id__gt=self.cursor).order_by("id"):
             self.cursor = row.id
             shown = self.shown.setdefault(row.run_id, {})
-            if row.kind == "dropped":
+            if row.kind == "run":
+                self.current[row.instance_id] = row.run_id
+            elif row.kind == "dropped":
                 for position in range(row.first_position, row.last_position + 1):
                     del shown[position]
             elif row.kind == "events":
@@ -245,6 +249,14 @@ class LogFollower:
         ):
             stored.setdefault(run_pk, {})[position] = (event_type, timestamp)
         return {pk: events for pk, events in self.shown.items() if events} == stored
+
+    def shows_the_current_runs(self) -> bool:
+        self.catch_up()
+        current = {
+            run.instance_id: run.pk
+            for run in Run.objects.filter(execution_id=F("instance__current_execution_id"))
+        }
+        return self.current == current
 
 
 def test_a_history_shorter_than_stored_replaces_the_events_past_it(fake, make_indexer):
@@ -471,14 +483,17 @@ def test_a_run_that_is_current_again_does_not_expire(fake, make_indexer):
 
     fake.add(state, events)
     ix = make_indexer(retention_days=1)
+    page = LogFollower()
     run_of("first", 1)
     ix.run_pass()
     run_of("second", 2)
     ix.run_pass()
+    assert page.shows_the_current_runs()
     run_of("first", 3)
     ix.run_pass()
     current = Run.objects.get(execution_id="first")
     assert current.superseded_at is None
+    assert page.shows_the_current_runs()  # the log says it is the current run again
     assert Run.objects.get(execution_id="second").superseded_at is not None
     Run.objects.filter(superseded_at__isnull=False).update(
         superseded_at=timezone.now() - timedelta(days=2)
