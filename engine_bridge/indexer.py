@@ -1683,9 +1683,11 @@ class EngineIndexer:
                 app_id,
                 twin,
             )
-        Instance.objects.filter(parent_app_id=app_id, parent_engine__isnull=True).update(
-            parent_engine=self.engine
-        )
+        unlinked = Instance.objects.filter(parent_app_id=app_id, parent_engine__isnull=True)
+        # Their pages link to the parent now (on this engine's log or their own engine's).
+        for pk, engine_pk, status in unlinked.values_list("pk", "engine_id", "status"):
+            w.changes.add(w.now, engine_pk, pk, ChangeKind.UPDATED, status, "", None, None, None)
+        unlinked.update(parent_engine=self.engine)
         for inst in w.new_instances:  # this chunk's, inserted after
             if inst.parent_app_id == app_id and inst.parent_engine_id is None:
                 inst.parent_engine_id = self.engine.pk

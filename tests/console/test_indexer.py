@@ -1469,6 +1469,9 @@ def test_a_child_indexed_before_its_parents_engine_knew_its_app_id_is_linked_the
 
     child.refresh_from_db()
     assert child.parent_engine_id == orders.engine.pk
+    # A live page of the child learns of the link from the log of the child's engine.
+    updated = ChangeLog.objects.filter(instance=child, kind="updated")
+    assert list(updated.values_list("engine__name", flat=True)) == ["billing"]
     parent = Instance.objects.get(instance_id="g-fan-out")
     assert list(parent.children().values_list("instance_id", flat=True)) == ["g-fan-out:0001"]
 
