@@ -31,9 +31,15 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count, F, QuerySet
 
-from engine_bridge.locks import EngineLock, EngineTaken, LockLost, check_holder
+from engine_bridge.locks import (
+    EngineLock,
+    EngineTaken,
+    LockLost,
+    change_log_in_commit_order,
+    check_holder,
+)
 from workflows_ui import search
-from workflows_ui.models import ChangeLog, Engine, Instance, Run, StatusCount
+from workflows_ui.models import ChangeKind, ChangeLog, Engine, Instance, Run, StatusCount
 
 #: How long change-log rows are kept: a live page away for longer loads the page again.
 CHANGES_KEPT = timedelta(days=1)
@@ -126,14 +132,37 @@ def _fenced(engine_pk: int, token: str) -> Iterator[None]:
 
 
 def _delete_batch(
-    engine_pk: int, token: str, rows: list[tuple[int, int]], batch: int, qs: QuerySet[Any]
+    engine_pk: int,
+    token: str,
+    rows: list[tuple[int, int]],
+    batch: int,
+    qs: QuerySet[Any],
+    logged: bool = False,
 ) -> tuple[int, bool]:
     """Deletes from ``qs`` the first of ``rows`` ((pk, events), ``batch`` at most) up to
-    EVENTS_PER_BATCH events; how many, and whether more may be due already."""
+    EVENTS_PER_BATCH events; how many, and whether more may be due already. ``logged``: ``qs``
+    is of runs, whose instances get a change-log row."""
     taken = _within_events(rows)
     with _fenced(engine_pk, token):
-        qs.filter(pk__in=taken).delete()
+        going = qs.filter(pk__in=taken)
+        instances = set(going.values_list("instance_id", "instance__status")) if logged else set()
+        going.delete()
+        _log_runs_forgotten(engine_pk, instances)
     return len(taken), len(taken) < len(rows) or len(rows) == batch
+
+
+def _log_runs_forgotten(engine_pk: int, instances: set[tuple[int, str]]) -> None:
+    """An ``updated`` row for each (instance pk, status) whose earlier runs were deleted: a live
+    page of it stops listing them. (The row can't name a run: it would go with it.)"""
+    if not instances:
+        return
+    rows = [
+        ChangeLog(engine_id=engine_pk, instance_id=pk, kind=ChangeKind.UPDATED, status=status)
+        for pk, status in sorted(instances)
+    ]
+    # After the delete: the lock is held for this insert and the commit only.
+    change_log_in_commit_order()
+    ChangeLog.objects.bulk_create(rows)
 
 
 def _forget_tombstones(engine_pk: int, cutoff: datetime, token: str, done: Forgotten) -> None:
@@ -169,7 +198,12 @@ def _forget_earlier_runs(engine_pk: int, cutoff: datetime, token: str, done: For
         return
     # Checked again in the transaction: not the instance's current run again meanwhile.
     n, more = _delete_batch(
-        engine_pk, token, rows, RUNS_PER_BATCH, Run.objects.filter(superseded_at__lt=cutoff)
+        engine_pk,
+        token,
+        rows,
+        RUNS_PER_BATCH,
+        Run.objects.filter(superseded_at__lt=cutoff),
+        logged=True,
     )
     done.runs += n
     done.more = done.more or more

@@ -452,8 +452,14 @@ def test_tombstones_and_earlier_runs_are_forgotten_after_the_retention_period(fa
     month_ago = timezone.now() - timedelta(days=31)
     Instance.objects.filter(pk=tombstone.pk).update(purged_at=month_ago)
     Run.objects.filter(pk=earlier.pk).update(superseded_at=month_ago)
+    cursor = ChangeLog.objects.order_by("id").last().id
     ix._forget_at = 0.0
     assert ix.run_pass().forgotten == 2
+    # A live page of g-monitor learns that it has one run fewer.
+    logged = ChangeLog.objects.filter(id__gt=cursor)
+    assert list(logged.values_list("instance__instance_id", "kind", "run")) == [
+        ("g-monitor", "updated", None)
+    ]
     assert not Instance.objects.filter(pk=tombstone.pk).exists()
     assert not Run.objects.filter(pk=earlier.pk).exists()
     assert not HistoryEvent.objects.filter(run__in=[earlier.pk]).exists()
