@@ -273,6 +273,22 @@ def test_back_and_forward_through_filtered_lists_show_each_list(signed_in: Any) 
     # (The page fixture fails the test on any script or Content-Security-Policy error.)
 
 
+def test_back_from_an_instance_returns_to_the_whole_filtered_list(signed_in: Any) -> None:
+    # The filtered list's address was pushed by an in-page request that got only the results;
+    # the browser kept that answer for the address and showed it alone, without page or style.
+    page = signed_in
+    wait_for_list(page, [*FINISHED, *RUNNING])
+    page.check("input[name=status][value=FAILED]")
+    wait_for_list(page, ["b-fails"])
+    page.click("tr.instance-row td.mono a")
+    page.wait_for_url(re.compile(r"/instances/shop/b-fails/$"))
+    page.go_back()
+    wait_for_list(page, ["b-fails"])
+    assert page.locator("form#filters").count() == 1
+    assert page.is_checked("input[name=status][value=FAILED]")
+    assert page.title().startswith("Instances")
+
+
 def test_times_switch_between_utc_and_the_browsers_time_zone(
     browser: Any, live_server: Any, indexed: None
 ) -> None:
