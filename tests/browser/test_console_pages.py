@@ -21,6 +21,7 @@ from engine_bridge.client import EngineClient
 from engine_bridge.indexer import EngineIndexer, Limits, sync_engines
 from tests.console import factories, wf_kinds
 from tests.console.support import DevEngine
+from workflows_ui import listing
 from workflows_ui.models import Instance
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -287,6 +288,31 @@ def test_back_from_an_instance_returns_to_the_whole_filtered_list(signed_in: Any
     assert page.locator("form#filters").count() == 1
     assert page.is_checked("input[name=status][value=FAILED]")
     assert page.title().startswith("Instances")
+
+
+def test_the_next_page_is_shown_from_its_top(
+    signed_in: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pager is under the rows: the next page was swapped in with the window left at its
+    # bottom, its first rows out of sight.
+    monkeypatch.setattr(listing, "PAGE_SIZE", 4)
+    page = signed_in
+    page.set_viewport_size({"width": 1400, "height": 150})
+    page.reload()
+    first_page = listed_ids(page)
+    assert len(first_page) == 4
+    next_link = page.locator("#results-next")
+    next_link.scroll_into_view_if_needed()
+    assert _top_of_results(page) < 0
+    next_link.click()
+    page.wait_for_url(re.compile(r"[?&]cursor="))
+    wait_for_list(page, [i for i in [*FINISHED, *RUNNING] if i not in first_page])
+    assert 0 <= _top_of_results(page) < 5
+
+
+def _top_of_results(page: Any) -> float:
+    """Where the results start, from the window's top edge (negative: scrolled past)."""
+    return float(page.evaluate("document.getElementById('results').getBoundingClientRect().top"))
 
 
 def test_times_switch_between_utc_and_the_browsers_time_zone(
