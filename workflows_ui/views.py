@@ -161,7 +161,7 @@ def instance_list(request: HttpRequest) -> HttpResponse:
         ctx.update(
             rows=display,
             counts=counts,
-            chips=counts.chips(f.statuses),
+            chips=_status_chips(request, counts, f.statuses),
             selected_total=(
                 sum(counts.by_status.get(s, 0) for s in f.statuses) if f.statuses else counts.total
             ),
@@ -171,7 +171,6 @@ def instance_list(request: HttpRequest) -> HttpResponse:
                 else None
             ),
             first_url="?" + query.urlencode() if f.cursor else None,
-            chip_query=_without(request, "status", "cursor"),
             sort_links=_sort_links(request, f.sort),
         )
     template = (
@@ -208,6 +207,21 @@ def _list_row(inst: Instance, engine_name: str, now: datetime) -> dict[str, Any]
         "custom_status": _cut(inst.custom_status_head, 80),  # type: ignore[attr-defined]
         "purged": inst.purged,
     }
+
+
+def _status_chips(
+    request: HttpRequest, counts: listing.Counts, chosen: list[str]
+) -> list[dict[str, Any]]:
+    """The counts' status chips, as toggles: one not chosen lists that status alone, one
+    chosen is taken off the filter (the last one taken off lists every status)."""
+    base = _without(request, "status", "cursor")
+    chips = counts.chips(chosen)
+    for chip in chips:
+        status = chip["status"]
+        keep = [s for s in chosen if s != status] if chip["selected"] else [status]
+        query = "&".join(filter(None, [base, urlencode([("status", s) for s in keep])]))
+        chip["url"] = f"?{query}"
+    return chips
 
 
 def _sort_links(request: HttpRequest, current: str) -> dict[str, dict[str, str]]:

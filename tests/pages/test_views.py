@@ -734,6 +734,41 @@ def test_htmx_results_carry_the_reasons_a_filter_is_refused(logged_in, seeded):
     assert "Created before: Must be later than “Created from”." in body
 
 
+def test_htmx_results_offer_to_clear_the_filters_they_were_asked_with(logged_in, seeded):
+    # The form is not re-rendered by htmx: a link shown by the form would stay as the page was
+    # first rendered (none after the first filter chosen, one left after the last taken off).
+    htmx = {"HX-Request": "true", "HX-Target": "results"}
+    clear = re.compile(r'<a [^>]*href="/instances/"[^>]*>Clear filters</a>')
+    assert ids_in(filtered := logged_in.get("/instances/?status=FAILED", headers=htmx))
+    assert clear.search(_text(filtered))
+    assert not clear.search(_text(logged_in.get("/instances/?sort=created", headers=htmx)))
+    refused = logged_in.get("/instances/?status=BOGUS", headers=htmx)
+    assert clear.search(_text(refused))
+    # The whole page shows it once.
+    assert len(clear.findall(_text(logged_in.get("/instances/?status=FAILED")))) == 1
+
+
+def chip_links(response) -> dict[str, str]:
+    found = re.findall(
+        r'<a class="chip[^"]*" data-status="(\w+)"[^>]*href="([^"]*)"', _text(response)
+    )
+    return {status: href.replace("&amp;", "&") for status, href in found}
+
+
+def test_a_status_chip_shows_that_status_only_and_a_chosen_one_takes_it_off(logged_in, seeded):
+    chips = chip_links(logged_in.get("/instances/?sort=created"))
+    assert chips["FAILED"] == "?sort=created&status=FAILED"
+
+    chips = chip_links(logged_in.get("/instances/?status=failed,running&sort=created"))
+    assert chips["FAILED"] == "?sort=created&status=RUNNING"  # chosen: taken off
+    assert chips["RUNNING"] == "?sort=created&status=FAILED"
+    assert chips["COMPLETED"] == "?sort=created&status=COMPLETED"  # not chosen: it alone
+
+    chips = chip_links(logged_in.get("/instances/?status=FAILED"))
+    assert chips["FAILED"] == "?"  # the last one taken off: every status
+    assert ids_in(logged_in.get("/instances/" + chips["FAILED"]))
+
+
 def test_the_list_stays_within_its_query_budget(logged_in, seeded, django_assert_max_num_queries):
     for url, pages in (
         ("/instances/", 1),
