@@ -307,6 +307,8 @@ def test_the_next_page_is_shown_from_its_top(
     next_link.click()
     page.wait_for_url(re.compile(r"[?&]cursor="))
     wait_for_list(page, [i for i in [*FINISHED, *RUNNING] if i not in first_page])
+    # (Scrolled once the new rows have settled, a moment after they are in.)
+    page.wait_for_function("() => !document.querySelector('.htmx-swapping, .htmx-settling')")
     assert 0 <= _top_of_results(page) < 5
 
 
