@@ -11,6 +11,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.cache import patch_vary_headers
 
 from console.schema import NOT_MIGRATED, missing_migrations
 
@@ -51,24 +52,30 @@ class SyncAndAsyncMiddleware:
         raise NotImplementedError
 
 
-class ContentSecurityPolicyMiddleware(SyncAndAsyncMiddleware):
-    """Sends ``settings.CONSOLE_CSP`` as the Content-Security-Policy of every response that has
-    none: the console's pages load scripts, styles and images from the console only and run no
-    inline script, so a payload that got past escaping still could not run."""
+class ResponseHeadersMiddleware(SyncAndAsyncMiddleware):
+    """Headers every response gets.
+
+    - ``settings.CONSOLE_CSP`` as the Content-Security-Policy of a response that has none: the
+      console's pages load scripts, styles and images from the console only and run no inline
+      script, so a payload that got past escaping still could not run.
+    - ``Vary: HX-Request``: a list's or a history's address answers the whole page, or to htmx
+      the part it swaps in, and htmx pushes that address. Without it the browser kept the part
+      for the address, and Back to it showed the part alone, without page or style."""
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         super().__init__(get_response)
         self.policy = settings.CONSOLE_CSP
 
     def call(self, request: HttpRequest) -> HttpResponse:
-        return self._with_policy(self.get_response(request))
+        return self._with_headers(self.get_response(request))
 
     async def acall(self, request: HttpRequest) -> HttpResponse:
-        return self._with_policy(await self.get_response(request))
+        return self._with_headers(await self.get_response(request))
 
-    def _with_policy(self, response: HttpResponse) -> HttpResponse:
+    def _with_headers(self, response: HttpResponse) -> HttpResponse:
         if self.policy:
             response.headers.setdefault("Content-Security-Policy", self.policy)
+        patch_vary_headers(response, ["HX-Request"])
         return response
 
 

@@ -79,7 +79,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "console.middleware.ContentSecurityPolicyMiddleware",
+    "console.middleware.ResponseHeadersMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 

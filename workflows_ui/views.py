@@ -20,7 +20,6 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import patch_vary_headers
 from django.utils.http import content_disposition_header, urlencode
 from django.views.decorators.http import require_safe
 
@@ -178,12 +177,9 @@ def instance_list(request: HttpRequest) -> HttpResponse:
         if request.htmx and request.htmx.target == "results"  # type: ignore[attr-defined]
         else "workflows_ui/instance_list.html"
     )
-    response = render(request, template, ctx)
-    # The same address answers the whole page or, to htmx, its results alone: a browser that
-    # kept the results for the address the filters pushed showed them alone, without the page
-    # around them, when Back returned there from an instance.
-    patch_vary_headers(response, ["HX-Request"])
-    return response
+    # (Vary: HX-Request, which keeps the browser from showing the results alone on Back, is
+    # the response headers middleware's.)
+    return render(request, template, ctx)
 
 
 _STATUS_LABELS = dict(Status.choices)

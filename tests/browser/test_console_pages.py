@@ -222,6 +222,22 @@ def test_an_events_link_opens_the_page_at_that_event(signed_in: Any) -> None:
     assert page.locator("#history tr.type-taskFailed").count() == 2
 
 
+def test_back_to_a_filtered_history_shows_the_whole_instance_page(signed_in: Any) -> None:
+    # The type filter pushes the history's own address, which answers htmx with the history
+    # alone: without Vary the browser kept that answer and Back showed it bare.
+    page = signed_in
+    page.goto(page.url.replace("/instances/", "/instances/shop/b-retry/"))
+    page.select_option("#history select[name=type]", "taskFailed")
+    page.wait_for_function("() => document.querySelectorAll('#history tr.event-row').length === 2")
+    page.wait_for_url(re.compile(r"type=taskFailed"))
+    page.goto(page.url.split("/instances/")[0] + "/instances/")
+    page.go_back()
+    page.wait_for_url(re.compile(r"type=taskFailed"))
+    page.wait_for_function("() => document.querySelectorAll('#history tr.event-row').length === 2")
+    assert page.locator("h1").count() == 1 and page.locator("link[rel=stylesheet]").count() >= 1
+    assert page.locator("#history tr.type-taskFailed").count() == 2
+
+
 def test_the_list_and_an_instance_page_fit_a_1024_pixel_window(signed_in: Any) -> None:
     from workflows_ui.models import HistoryEvent
 

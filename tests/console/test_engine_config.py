@@ -699,10 +699,11 @@ def test_the_console_middleware_answers_in_async_mode_as_in_sync_mode(monkeypatc
         return HttpResponse("ok")
 
     request = RequestFactory().get("/api/engines/")
-    csp = middleware.ContentSecurityPolicyMiddleware(view)
-    assert iscoroutinefunction(csp)
-    response = async_to_sync(csp)(request)
+    headers = middleware.ResponseHeadersMiddleware(view)
+    assert iscoroutinefunction(headers)
+    response = async_to_sync(headers)(request)
     assert response.content == b"ok" and "default-src" in response["Content-Security-Policy"]
+    assert response["Vary"] == "HX-Request"
     monkeypatch.setattr(middleware.MigratedDatabaseMiddleware, "migrated", False)
     monkeypatch.setattr(middleware, "missing_migrations", lambda: 2)
     refused = async_to_sync(middleware.MigratedDatabaseMiddleware(view))(request)
