@@ -83,6 +83,9 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
+# Django's model backend, handing the database connection back while a password is hashed.
+AUTHENTICATION_BACKENDS = ["console.signin.ModelBackend"]
+
 ROOT_URLCONF = "console.urls"
 ASGI_APPLICATION = "console.asgi.application"
 

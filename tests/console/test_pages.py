@@ -486,3 +486,35 @@ def test_a_cache_that_fails_lifts_the_limit_but_not_the_sign_in(client, settings
         right = client.post("/login/", {"username": "dave", "password": "pw-123456789"})
     assert right.status_code == 302
     assert "sign-in limits not applied: the cache failed" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_database_connection_is_handed_back_while_a_password_is_hashed(
+    client, monkeypatch, fresh_counts
+):
+    # Sign-ins at once each held a connection of the web process's pool through the slow hash,
+    # and the requests behind them waited for one until they failed.
+    from django.contrib.auth import base_user
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the connection pool is PostgreSQL's; SQLite's test database stays open")
+    User.objects.create_user("alice", password="pw-123456789")
+    held_while_hashing = []
+
+    def noting(hash_function):
+        def hashing(*args, **kwargs):
+            held_while_hashing.append(connection.connection is not None)
+            return hash_function(*args, **kwargs)
+
+        return hashing
+
+    # Where the user model calls them (a wrong password, and an unknown username's decoy hash).
+    monkeypatch.setattr(base_user, "check_password", noting(base_user.check_password))
+    monkeypatch.setattr(base_user, "make_password", noting(base_user.make_password))
+    assert (
+        client.post("/login/", {"username": "alice", "password": "pw-123456789"}).status_code == 302
+    )
+    assert client.post("/login/", {"username": "alice", "password": "wrong"}).status_code == 200
+    assert client.post("/login/", {"username": "nobody", "password": "wrong"}).status_code == 200
+    assert held_while_hashing == [False, False, False]
