@@ -15,8 +15,14 @@ from urllib.parse import quote
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.db.models import Min
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.db.models import Subquery
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -40,7 +46,8 @@ from workflows_ui.timeline import elapsed, human_duration, layout
 #: Colour of each status, by its stored value.
 COLOURS: dict[str, str] = {str(k): v for k, v in STATUS_COLOURS.items()}
 HISTORY_PAGE = 50
-RUNS_SHOWN = 20
+#: Runs of an instance a page of its runs table lists, newest first.
+RUNS_PAGE = 20
 CHILDREN_SHOWN = 50
 #: Seconds the oldest due re-read of an engine has waited before the engines page shows it, and
 #: before it shows it as a problem.
@@ -262,22 +269,23 @@ def instance_detail(
     inst = _find_instance(engine, instance_id)
     if inst is None:
         return _not_indexed(request, engine, instance_id)
+    wanted = request.GET.get("run", "").strip()
+    if wanted:
+        return _open_run(request, inst, wanted)
     run = _get_run(inst, ordinal)
     if position is not None and (run is None or not 0 <= position < max(run.event_count, 1)):
         raise Http404("no such event in this run")
     if request.htmx and request.htmx.target == "history" and run is not None:  # type: ignore[attr-defined]
         return render(request, "workflows_ui/_history.html", _history_context(request, inst, run))
+    # The runs table links its pages from the page it is on: the run shown stays shown.
+    page_url = instance_url(engine, instance_id, *([] if ordinal is None else [ordinal]))
+    try:
+        runs = _runs_page(inst, run, request.GET.get("runs_page", "").strip(), page_url)
+    except NoSuchRunsPage as exc:
+        return _no_such_runs_page(request, inst, exc, page_url)
+    if request.htmx and request.htmx.target == "runs":  # type: ignore[attr-defined]
+        return render(request, "workflows_ui/_runs.html", {"inst": inst, "run": run, **runs})
 
-    runs = list(Run.objects.filter(instance=inst).order_by("-ordinal")[: RUNS_SHOWN + 1])
-    more_runs = len(runs) > RUNS_SHOWN
-    runs = runs[:RUNS_SHOWN]
-    # Ordinals count the runs the indexer saw: the first kept is above 1 when earlier ones were
-    # forgotten past the retention period.
-    first_kept = (
-        Run.objects.filter(instance=inst).aggregate(m=Min("ordinal"))["m"]
-        if more_runs
-        else (runs[-1].ordinal if runs else 1)
-    )
     children = list(
         Instance.objects.filter(parent_engine=inst.engine_id, parent_instance_id=inst.instance_id)
         .select_related("engine")
@@ -298,10 +306,7 @@ def instance_detail(
         "colour": COLOURS.get(inst.status, "grey"),
         "run": run,
         "is_current": is_current,
-        "runs": runs,
-        "more_runs": more_runs,
-        "runs_forgotten": max(0, first_kept - 1),
-        "retention_days": settings.CONSOLE_RETENTION_DAYS,
+        **runs,
         "kept_until": (
             inst.purged_at + timedelta(days=settings.CONSOLE_RETENTION_DAYS)
             if inst.purged and inst.purged_at and settings.CONSOLE_RETENTION_DAYS
@@ -338,8 +343,138 @@ def instance_detail(
         ctx["suspended"] = tl.suspended and inst.status == Status.SUSPENDED
         ctx["suspend_reason"] = tl.suspend_reason
         ctx["run_url"] = instance_url(engine, instance_id, run.ordinal)
+        ctx["run_link"] = _run_link(inst, run)
         ctx.update(_history_context(request, inst, run, position=position, start=tl.start))
     return render(request, "workflows_ui/instance_detail.html", ctx)
+
+
+class NoSuchRunsPage(Exception):
+    """A page of runs the instance doesn't have: past the last, or not a page number."""
+
+    def __init__(self, asked: str, pages: int) -> None:
+        super().__init__(asked)
+        self.asked = asked
+        self.pages = pages
+
+
+def _runs_page(inst: Instance, run: Run | None, asked: str, page_url: str) -> dict[str, Any]:
+    """A page of the instance's runs, newest first: the one asked for (``runs_page``, from 1),
+    else the one holding the run shown.
+
+    Pages are ranges of ordinals down from the newest: the indexer numbers the runs it stores
+    one after the other, and retention forgets the oldest first. So a page costs two look-ups
+    in the (instance, ordinal) index however many runs there are (an eternal workflow continues
+    as new thousands of times), where counting the runs or skipping an offset reads them all
+    (measured with 100,000 runs: 60 to 120 ms each). Were runs forgotten out of order, pages
+    would overlap by as many, none left out."""
+    ends = _run_ends(inst)
+    newest, oldest = ends if ends is not None else (0, 0)
+    pages = (newest - oldest) // RUNS_PAGE + 1
+    if asked:
+        page = _page_number(asked)
+        if page is None or page > pages:
+            raise NoSuchRunsPage(asked, pages)
+    else:
+        page = (newest - run.ordinal) // RUNS_PAGE + 1 if run is not None else 1
+    top = newest - (page - 1) * RUNS_PAGE
+    # Not the inputs: the table doesn't show them, and each may be large.
+    rows = (
+        list(
+            Run.objects.filter(instance=inst, ordinal__lte=top)
+            .defer("input")
+            .order_by("-ordinal")[:RUNS_PAGE]
+        )
+        if ends is not None
+        else []
+    )
+    for r in rows:
+        r.url = instance_url(inst.engine.name, inst.instance_id, r.ordinal)  # type: ignore[attr-defined]
+        r.is_latest = r.execution_id == inst.current_execution_id  # type: ignore[attr-defined]
+
+    def link(n: int) -> str | None:
+        return f"{page_url}?runs_page={n}" if 1 <= n <= pages and n != page else None
+
+    return {
+        "runs": rows,
+        "runs_page": page,
+        "runs_pages": pages,
+        "runs_newest_url": link(1),
+        "runs_newer_url": link(page - 1),
+        "runs_older_url": link(page + 1),
+        "runs_oldest_url": link(pages),
+        # Ordinals count the runs the indexer saw: the first kept is above 1 when earlier ones
+        # were forgotten past the retention period.
+        "runs_forgotten": max(0, oldest - 1) if ends is not None else 0,
+        "retention_days": settings.CONSOLE_RETENTION_DAYS,
+        "instance_page_url": instance_url(inst.engine.name, inst.instance_id),
+    }
+
+
+def _run_ends(inst: Instance) -> tuple[int, int] | None:
+    """The ordinals of the instance's newest and oldest runs kept (None when it has none), in
+    one query: each an end of the (instance, ordinal) index."""
+    ordinals = Run.objects.filter(instance=inst).values_list("ordinal", flat=True)
+    ends = (
+        Instance.objects.filter(pk=inst.pk)
+        .values_list(
+            Subquery(ordinals.order_by("-ordinal")[:1]), Subquery(ordinals.order_by("ordinal")[:1])
+        )
+        .first()
+    )
+    return None if ends is None or ends[0] is None else (ends[0], ends[1])
+
+
+def _page_number(text: str) -> int | None:
+    """A page number as a link writes it (digits, from 1), else None."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        return None
+    return int(text) or None
+
+
+def _run_link(inst: Instance, run: Run) -> str:
+    """A link to one run by its execution id: the engine's id of the run, the same in every
+    console and after a re-index, where the ordinal in the run's page path is this console's."""
+    return (
+        instance_url(inst.engine.name, inst.instance_id)
+        + "?"
+        + urlencode({"run": run.execution_id})
+    )
+
+
+def _open_run(request: HttpRequest, inst: Instance, execution_id: str) -> HttpResponse:
+    """The page of the run with this execution id (a shared link, the lookup form), or a 404
+    saying the instance has no such run."""
+    # PostgreSQL refuses a query holding a NUL (a 500), and no execution id has one.
+    ordinal = (
+        Run.objects.filter(instance=inst, execution_id=execution_id)
+        .values_list("ordinal", flat=True)
+        .first()
+        if "\x00" not in execution_id
+        else None
+    )
+    if ordinal is not None:
+        return HttpResponseRedirect(instance_url(inst.engine.name, inst.instance_id, ordinal))
+    ctx = {
+        "inst": inst,
+        "missing_run": execution_id,
+        "retention_days": settings.CONSOLE_RETENTION_DAYS,
+        "back_url": instance_url(inst.engine.name, inst.instance_id),
+    }
+    return render(request, "404.html", ctx, status=404)
+
+
+def _no_such_runs_page(
+    request: HttpRequest, inst: Instance, exc: NoSuchRunsPage, page_url: str
+) -> HttpResponse:
+    ctx = {
+        "inst": inst,
+        "missing_page": exc.asked,
+        "pages": exc.pages,
+        "runs_page_size": RUNS_PAGE,
+        "back_url": f"{page_url}?runs_page=1",
+        "last_url": f"{page_url}?runs_page={exc.pages}",
+    }
+    return render(request, "404.html", ctx, status=404)
 
 
 def _not_indexed(request: HttpRequest, engine: str, instance_id: str) -> HttpResponse:

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.django_db
 #: Session, user, engines, counts; then one page query, or one per status holding instances
 #: when the page is merged from one index range per status.
 LIST_QUERIES = 4
-#: Session, user, instance, run, runs, children, parent, the timeline, the history page.
-DETAIL_QUERIES = 9
+#: Session, user, instance, run, the ends of its runs, a page of runs, children, parent, the
+#: timeline, the history page.
+DETAIL_QUERIES = 10
 
 
 def ids_in(response) -> list[str]:
@@ -899,13 +900,13 @@ def test_runs_forgotten_past_the_retention_are_said_and_the_others_listed(
         )
     body = _text(logged_in.get("/instances/orders/g-monitor/"))
     assert "r25" in body and "r26" in body
-    assert "latest runs are listed" not in body  # all three kept are
+    assert 'id="runs-position"' not in body  # all three kept are on one page
     forgotten = re.search(r'id="runs-forgotten">(.*?)</p>', body).group(1)
     assert forgotten.startswith("24 earlier runs are no longer kept")
     assert "30 days after the next one started" in forgotten
-    monkeypatch.setattr(views, "RUNS_SHOWN", 2)
+    monkeypatch.setattr(views, "RUNS_PAGE", 2)
     body = _text(logged_in.get("/instances/orders/g-monitor/"))
-    assert "Only the 2 latest runs are listed." in body and "r25" not in body
+    assert "Page 1 of 2" in body and "r25" not in body
     assert 'id="runs-forgotten">24 earlier runs' in body
     # Kept for good from now on (0): the runs forgotten before are said, not a period of 0 days.
     settings.CONSOLE_RETENTION_DAYS = 0
