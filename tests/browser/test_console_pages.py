@@ -566,3 +566,55 @@ def test_pages_reflow_in_a_640_pixel_window(signed_in: Any) -> None:
         page.goto(page.url.split("/instances/")[0].rstrip("/") + path)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 640, f"{path}: {width}px wide"
+
+
+def test_a_person_pages_through_the_runs_and_opens_one_by_its_execution_id(
+    signed_in: Any,
+) -> None:
+    from workflows_ui.models import Run
+
+    # An eternal workflow's earlier runs: 45 before the one the engine runs now. The indexer
+    # sees only the runs alive at its passes, so they are stored here as it would have.
+    forever = Instance.objects.get(instance_id="b-forever")
+    current = forever.runs.get()
+    Run.objects.filter(pk=current.pk).update(ordinal=46)
+    Run.objects.bulk_create(
+        Run(instance=forever, execution_id=f"earlier-{n:02d}", ordinal=n, name=current.name)
+        for n in range(1, 46)
+    )
+    Run.objects.filter(instance=forever).exclude(pk=current.pk).update(status="CONTINUED_AS_NEW")
+    page = signed_in
+    base = page.url.split("/instances/")[0] + "/instances/shop/b-forever/"
+    page.goto(base)
+    ordinals = "#runs tr.run-row td:first-child a"
+    assert page.locator(ordinals).all_inner_texts()[:2] == ["46", "45"]
+    assert page.locator("#runs tr.run-row[aria-current=page] .tag").inner_text() == "current"
+    assert page.locator("#runs-position").inner_text() == "Page 1 of 3, newest first"
+
+    # Older runs come in place of the table alone (the rest of the page stays as it was), at a
+    # URL of their own.
+    page.evaluate("() => { document.getElementById('timeline').dataset.kept = 'yes'; }")
+    page.click("#runs-older")
+    page.wait_for_url(re.compile(r"/b-forever/\?runs_page=2$"))
+    page.wait_for_function(
+        "() => document.getElementById('runs-position').textContent.startsWith('Page 2')"
+    )
+    assert page.locator(ordinals).all_inner_texts()[0] == "26"
+    assert page.get_attribute("#timeline", "data-kept") == "yes"
+    page.wait_for_function(
+        "() => document.getElementById('announce').textContent === 'Runs 26 to 7, page 2 of 3.'"
+    )
+    page.reload()
+    assert page.locator(ordinals).all_inner_texts()[0] == "26"
+
+    # An execution id pasted in the form opens that run, its row shown marked on its page.
+    page.fill("#run-lookup-id", " earlier-03 ")
+    page.click("#run-lookup button[type=submit]")
+    page.wait_for_url(re.compile(r"/b-forever/runs/3/$"))
+    assert page.locator("#runs tr.run-row[aria-current=page] a").inner_text() == "3"
+    assert page.locator("#runs-position").inner_text() == "Page 3 of 3, newest first"
+    # Its link to share names the run by that id, and opens it again.
+    link = page.get_attribute("#run-link", "href")
+    assert link == "/instances/shop/b-forever/?run=earlier-03"
+    page.goto(page.url.split("/instances/")[0] + link)
+    page.wait_for_url(re.compile(r"/b-forever/runs/3/$"))
