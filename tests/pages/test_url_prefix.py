@@ -109,6 +109,26 @@ def test_every_link_of_every_page_carries_the_prefix(signed_in: Client) -> None:
     assert favicon.status_code == 301 and favicon["Location"] == f"{PREFIX}/static/favicon.svg"
 
 
+def test_the_runs_pages_and_a_run_by_its_execution_id_keep_the_prefix(signed_in: Client) -> None:
+    inst = factories.instance(instance_id="eternal", status="RUNNING")
+    for n in range(1, 26):
+        factories.run(inst, execution_id=f"exec-{n}", ordinal=n)
+    base = f"{PREFIX}/instances/orders/eternal/"
+    for page in (base, f"{base}?runs_page=2", f"{base}runs/3/"):
+        found = links(signed_in.get(page).content.decode())
+        assert_prefixed(found, page)
+    assert f"{base}runs/3/?runs_page=1" in found and f"{base}?run=exec-3" in found
+    fragment = signed_in.get(
+        f"{base}?runs_page=2", headers={"HX-Request": "1", "HX-Target": "runs"}
+    )
+    assert_prefixed(links(fragment.content.decode()), "the runs' fragment")
+    assert signed_in.get(f"{base}?run=exec-3")["Location"] == f"{base}runs/3/"
+    for missing in (f"{base}?run=nope", f"{base}?runs_page=9"):
+        response = signed_in.get(missing)
+        assert response.status_code == 404
+        assert_prefixed(links(response.content.decode()), missing)
+
+
 @pytest.mark.parametrize(
     ("proxied", "origin"),
     [(False, "http://testserver"), (True, "https://testserver")],
