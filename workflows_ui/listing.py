@@ -14,7 +14,7 @@ import heapq
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django import forms
 from django.db import connections
@@ -198,30 +198,54 @@ class CursorOfAnotherOrder(ValueError):
     """A cursor handed out for another sort order than the one asked for."""
 
 
-def encode_cursor(value: datetime, pk: int, sort: str) -> str:
-    """Where the next page starts: the sort value and id of the last row shown, and the order
-    they are a place in."""
-    raw = json.dumps([value.isoformat(), pk, sort]).encode()
+class Cursor(NamedTuple):
+    """A place in the list: the sort value and id of a row, and which side of it a page is
+    read from. ``backward``: the page before that row (a previous page), read from the row
+    towards the start of the order; else the page after it. ``rows_before``: how many rows
+    come before the place (the position a page shows, "51-100"), None when not known."""
+
+    when: datetime
+    pk: int
+    backward: bool = False
+    rows_before: int | None = None
+
+
+def encode_cursor(
+    value: datetime, pk: int, sort: str, backward: bool = False, rows_before: int | None = None
+) -> str:
+    """A page link's cursor: the sort value and id of the row it starts next to, the order
+    they are a place in, the side of the row the page is on and the rows before it. Not
+    signed: a changed cursor can only start a page elsewhere, or show a wrong position."""
+    raw = json.dumps(
+        [value.isoformat(), pk, sort, "before" if backward else "after", rows_before]
+    ).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(raw: str, sort: str) -> tuple[datetime, int]:
+def _is_count(value: Any) -> bool:
+    return type(value) is int and 0 <= value < 2**63
+
+
+def decode_cursor(raw: str, sort: str) -> Cursor:
     """``encode_cursor`` undone; ValueError for anything it did not write, or wrote for another
     order than ``sort`` (a place among the newest created is no place among the last updated:
     the page would silently start elsewhere). A cursor without its order (handed out before
-    they had one) is taken as it is."""
+    they had one), or without its side (before pages could go back), is a next page's."""
     try:
-        value, pk, *made_for = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        value, pk, *rest = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         when = datetime.fromisoformat(value)
         # Every cursor handed out carries its offset, and a time the database can store.
         when.astimezone(UTC)
     except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
         raise ValueError("not a cursor") from exc
-    if when.tzinfo is None or type(pk) is not int or not 0 <= pk < 2**63:
+    if when.tzinfo is None or not _is_count(pk) or len(rest) not in (0, 1, 3):
         raise ValueError("not a cursor")
-    if made_for and made_for != [sort]:
-        raise CursorOfAnotherOrder(made_for[0])
-    return when, pk
+    side, rows_before = rest[1:] if len(rest) == 3 else ("after", None)
+    if side not in ("before", "after") or not (rows_before is None or _is_count(rows_before)):
+        raise ValueError("not a cursor")
+    if rest and rest[0] != sort:
+        raise CursorOfAnotherOrder(rest[0])
+    return Cursor(when, pk, side == "before", rows_before)
 
 
 @dataclass
@@ -239,7 +263,7 @@ class Filters:
     #: Only the instances the indexer can't read now (few: found through their checks).
     unreadable: bool = False
     sort: str = "-created"
-    cursor: tuple[datetime, int] | None = None
+    cursor: Cursor | None = None
 
     def __post_init__(self) -> None:
         # A value given twice (?status=FAILED&status=FAILED) would read its range twice.
@@ -379,9 +403,9 @@ def _page_of(
 ) -> list[Instance]:
     """``fetch_and_sort``: the filter matches few rows; have the database find them by the
     filter's own index and sort them, not walk the sort column's index testing every row."""
-    column, desc = SORTS[f.sort]
+    column, desc = _read_order(f)
     if f.cursor is not None:
-        value, pk = f.cursor
+        value, pk = f.cursor.when, f.cursor.pk
         # A range on the sort column (index-friendly on both databases), minus the rows of the
         # cursor's own value that were already shown. For the unreadable filter, a range no
         # index serves (``_filter_columns``): else SQLite walks the time index from the
@@ -411,6 +435,15 @@ def _page_of(
     return list(rows)
 
 
+def _read_order(f: Filters) -> tuple[str, bool]:
+    """The column and direction rows are read in: the sort's, or for a previous page its
+    reverse, from the cursor towards the start (the same index range, walked the other way:
+    as cheap as a next page however far the list goes)."""
+    column, desc = SORTS[f.sort]
+    backward = f.cursor is not None and f.cursor.backward
+    return column, desc != backward
+
+
 def _split_values(f: Filters) -> tuple[str, list[Any]] | None:
     """When the filter is an IN list on an index's leading column followed by the sort column
     (status under a name, several statuses, several engines), one query per value keeps each an
@@ -430,13 +463,58 @@ def _split_values(f: Filters) -> tuple[str, list[Any]] | None:
     return None
 
 
-def instance_page(
-    f: Filters, limit: int | None = None, counts: Counts | None = None
-) -> tuple[list[Instance], str | None]:
-    """A page of instances and the cursor of the next page (None on the last one). Exact
+@dataclass
+class Page:
+    """A page of instances, the cursors of the pages next to it (None: no such page) and the
+    position of its first row in the list (0 for the first page; None when not known: a link
+    without it, or rows taken out of the list since)."""
+
+    rows: list[Instance]
+    next_cursor: str | None
+    previous_cursor: str | None
+    start: int | None
+
+
+def instance_page(f: Filters, limit: int | None = None, counts: Counts | None = None) -> Page:
+    """A page of instances, after the cursor or (for a previous page) before it. Exact
     ``counts`` let a per-status split skip the statuses that have no instance."""
     limit = limit or PAGE_SIZE
-    column, desc = SORTS[f.sort]
+    rows, more = _read_rows(f, limit, counts)
+    cursor = f.cursor
+    if cursor is None or not cursor.backward:
+        start = 0 if cursor is None else cursor.rows_before
+        after = more
+        before = cursor is not None
+    else:
+        rows.reverse()
+        if not more and len(rows) < limit:
+            # Back at the start, with fewer rows than a page (some were taken out of the list
+            # since): the first page, whole.
+            return instance_page(_with(f, cursor=None), limit, counts)
+        start = None if cursor.rows_before is None else cursor.rows_before - len(rows)
+        if not more:
+            start = 0
+        elif start is not None and start <= 0:
+            start = None  # rows came into the list before this place since: position unknown
+        after = True  # the row the cursor names, at least
+        before = more
+    column = SORTS[f.sort][0]
+
+    def place(inst: Instance, backward: bool, rows_before: int | None) -> str:
+        return encode_cursor(getattr(inst, column), inst.pk, f.sort, backward, rows_before)
+
+    following = None if start is None else start + len(rows)
+    return Page(
+        rows=rows,
+        next_cursor=place(rows[-1], False, following) if after and rows else None,
+        previous_cursor=place(rows[0], True, start) if before and rows else None,
+        start=start,
+    )
+
+
+def _read_rows(f: Filters, limit: int, counts: Counts | None) -> tuple[list[Instance], bool]:
+    """Up to ``limit`` rows in reading order (``_read_order``), and whether more follow."""
+    column, desc = _read_order(f)
     split = _split_values(f)
     if split is not None and split[0] == "status" and counts is not None and counts.exact:
         split = ("status", [v for v in split[1] if counts.by_status.get(v)])
@@ -459,12 +537,7 @@ def instance_page(
             return (getattr(inst, column), inst.pk)
 
         rows = list(heapq.merge(*parts, key=sort_key, reverse=desc))[: limit + 1]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    cursor = (
-        encode_cursor(getattr(rows[-1], column), rows[-1].pk, f.sort) if more and rows else None
-    )
-    return rows, cursor
+    return rows[:limit], len(rows) > limit
 
 
 def _few_matches(f: Filters, counts: Counts) -> bool | None:

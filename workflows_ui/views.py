@@ -159,11 +159,19 @@ def instance_list(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         f = listing.Filters.from_form(form)
         counts = listing.status_counts(f)
-        rows, cursor = listing.instance_page(f, counts=counts)
+        page = listing.instance_page(f, counts=counts)
         now = timezone.now()
-        display = [_list_row(inst, engine_names.get(inst.engine_id, "?"), now) for inst in rows]
+        display = [
+            _list_row(inst, engine_names.get(inst.engine_id, "?"), now) for inst in page.rows
+        ]
         query = request.GET.copy()
         query.pop("cursor", None)
+
+        def page_url(cursor: str | None) -> str | None:
+            if cursor is None:
+                return None
+            return "?" + urlencode([*query.lists(), ("cursor", [cursor])], doseq=True)
+
         ctx.update(
             rows=display,
             counts=counts,
@@ -171,12 +179,12 @@ def instance_list(request: HttpRequest) -> HttpResponse:
             selected_total=(
                 sum(counts.by_status.get(s, 0) for s in f.statuses) if f.statuses else counts.total
             ),
-            next_url=(
-                "?" + urlencode([*query.lists(), ("cursor", [cursor])], doseq=True)
-                if cursor
-                else None
+            next_url=page_url(page.next_cursor),
+            previous_url=page_url(page.previous_cursor),
+            first_url="?" + query.urlencode() if page.start != 0 else None,
+            position=(
+                (page.start + 1, page.start + len(page.rows)) if page.start is not None else None
             ),
-            first_url="?" + query.urlencode() if f.cursor else None,
             sort_links=_sort_links(request, f.sort),
         )
     template = (

@@ -1,5 +1,6 @@
 """The instance list and detail pages, rendered by the views from seeded rows."""
 
+import base64
 import json
 import re
 from collections import Counter
@@ -199,6 +200,12 @@ def test_a_page_link_of_one_order_is_refused_in_another(logged_in, seeded, monke
     assert ids_in(response) == []
 
 
+def _cursor(*rest: object) -> str:
+    """A cursor of the row 5 at a fixed time, with ``rest`` after them."""
+    raw = json.dumps(["2026-01-01T00:00:00+00:00", 5, *rest]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
@@ -206,6 +213,10 @@ def test_a_page_link_of_one_order_is_refused_in_another(logged_in, seeded, monke
         ("cursor=WyIyMDI2LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwgSW5maW5pdHld", "not valid any more"),
         # base64 of ["0001-01-01T00:00:00+05:00", 5]: before the calendar's start in UTC
         ("cursor=WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzA1OjAwIiwgNV0", "not valid any more"),
+        # A previous page's cursor with a side or a position it can't have.
+        ("cursor=" + _cursor("-created", "sideways", 4), "not valid any more"),
+        ("cursor=" + _cursor("-created", "before", -1), "not valid any more"),
+        ("cursor=" + _cursor("-created", "before", True), "not valid any more"),
         ("created_after=0001-01-01T00:00%2B05:00", "Created from: Out of range."),
         ("created_before=9999-12-31T23:59:59-05:00", "Created before: Out of range."),
         # Nothing to search for: not a list of everything as if all matched.
@@ -259,14 +270,33 @@ def test_column_headers_sort_both_ways(logged_in, seeded):
 
 
 def _pages(client, url: str) -> list[str]:
-    seen: list[str] = []
+    """The ids of every page from ``url`` on, by the next links; then the same pages are walked
+    back by the previous links, each with the ids and the position it had going forward."""
+    pages: list[tuple[list[str], str]] = []
     while url:
         response = client.get(url)
         assert response.status_code == 200
-        seen += ids_in(response)
-        match = re.search(r'class="next" href="([^"]*)"', _text(response))
-        url = "/instances/" + match.group(1).replace("&amp;", "&") if match else ""
-    return seen
+        pages.append((ids_in(response), _position(response)))
+        url = _link(response, "next")
+    url = _link(response, "previous")
+    for ids, position in reversed(pages[:-1]):
+        response = client.get(url)
+        assert (ids_in(response), _position(response)) == (ids, position), url
+        url = _link(response, "previous")
+    assert url == "", "a previous page before the first"
+    return [i for ids, _ in pages for i in ids]
+
+
+def _link(response, kind: str) -> str:
+    """The url of the pager's ``kind`` link ("next", "previous"); "" when there is none."""
+    match = re.search(rf'class="{kind}" href="([^"]*)"', _text(response))
+    return "/instances/" + match.group(1).replace("&amp;", "&") if match else ""
+
+
+def _position(response) -> str:
+    """The pager's "5–8 of 36"; "" when not shown."""
+    match = re.search(r'<span class="position">([^<]*)</span>', _text(response))
+    return match.group(1) if match else ""
 
 
 def test_name_and_engine_filters_page_in_either_order_from_merged_ranges(
@@ -318,6 +348,87 @@ def test_name_and_engine_filters_page_in_either_order_from_merged_ranges(
                 url = f"/instances/?{query}&sort={'-' if desc else ''}{sort}"
                 found = _pages(logged_in, url)
                 assert found == [r["instance_id"] for r in expected], url
+                assert _position(logged_in.get(url)) == f"1–4 of {len(expected)}", url
+
+
+def _numbered(count: int, engine: Engine | None = None) -> list[str]:
+    """``count`` completed instances created a second apart (and counted, as by the indexer);
+    their ids, newest first."""
+    engine = engine or Engine.objects.create(name="orders", address="127.0.0.1:1")
+    start = timezone.now() - timedelta(hours=1)
+    Instance.objects.bulk_create(
+        Instance(
+            engine=engine,
+            instance_id=f"n-{n:03d}",
+            name="charge",
+            status="COMPLETED",
+            created_at=start + timedelta(seconds=n),
+            last_updated_at=start + timedelta(seconds=n),
+        )
+        for n in range(count)
+    )
+    StatusCount.objects.create(engine=engine, name="charge", status="COMPLETED", count=count)
+    return [f"n-{n:03d}" for n in reversed(range(count))]
+
+
+def test_a_previous_page_reads_back_from_its_first_row_and_says_where_it_is(
+    logged_in, db, monkeypatch
+):
+    monkeypatch.setattr(listing, "PAGE_SIZE", 4)
+    ids = _numbered(10)
+    first = logged_in.get("/instances/")
+    assert _position(first) == "1–4 of 10" and _link(first, "previous") == ""
+    second = logged_in.get(_link(first, "next"))
+    third = logged_in.get(_link(second, "next"))
+    assert (ids_in(third), _position(third)) == (ids[8:], "9–10 of 10")
+    assert _link(third, "next") == ""
+    back = logged_in.get(_link(third, "previous"))
+    assert (ids_in(back), _position(back)) == (ids[4:8], "5–8 of 10")
+    assert 'id="results-first"' in _text(back)
+    # Two instances started since: the page before is the four before its first row, with
+    # more before them, and where it falls in the list is no longer known.
+    for n in (100, 101):
+        Instance.objects.create(
+            engine=Engine.objects.get(),
+            instance_id=f"n-{n}",
+            name="charge",
+            status="COMPLETED",
+            created_at=timezone.now() + timedelta(seconds=n),
+            last_updated_at=timezone.now(),
+        )
+    earlier = logged_in.get(_link(back, "previous"))
+    assert (ids_in(earlier), _position(earlier)) == (ids[:4], "")
+    assert ids_in(logged_in.get(_link(earlier, "next"))) == ids[4:8]
+    start = logged_in.get(_link(earlier, "previous"))
+    assert ids_in(start) == ["n-101", "n-100", *ids[:2]] and _position(start).startswith("1–4")
+    assert _link(start, "previous") == ""
+
+
+def test_a_previous_page_back_at_the_start_with_rows_gone_is_the_first_page_whole(
+    logged_in, db, monkeypatch
+):
+    monkeypatch.setattr(listing, "PAGE_SIZE", 4)
+    ids = _numbered(10)
+    second = logged_in.get(_link(logged_in.get("/instances/"), "next"))
+    Instance.objects.filter(instance_id=ids[0]).delete()
+    back = logged_in.get(_link(second, "previous"))
+    assert (ids_in(back), _position(back)) == (ids[1:5], "1–4 of 10")
+    assert _link(back, "previous") == "" and 'id="results-first"' not in _text(back)
+
+
+@pytest.mark.parametrize("sort", ["-created", "created", "-updated", "updated"])
+def test_a_previous_page_is_an_index_range_read_backward_without_offset(
+    logged_in, db, monkeypatch, sort
+):
+    monkeypatch.setattr(listing, "PAGE_SIZE", 4)
+    _numbered(10)
+    second = logged_in.get(_link(logged_in.get(f"/instances/?sort={sort}"), "next"))
+    url = _link(second, "previous")
+    page = _page_query(logged_in, url)
+    assert "OFFSET" not in page.upper() and "LIMIT 5" in page.upper(), page
+    if connection.vendor == "sqlite":
+        (plan,) = _page_query_plans(logged_in, url)
+        assert "TEMP B-TREE" not in plan and "USING INDEX" in plan, plan
 
 
 def _utc(start, seconds: int) -> str:

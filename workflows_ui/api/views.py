@@ -272,9 +272,8 @@ class InstanceList(APIView):
         # The list page's filters and keyset pages: the same index ranges serve both.
         params["sort"] = params["ordering"]
         f = listing.Filters.from_data(params, {e.name: pk for pk, e in engines.items()})
-        rows, next_cursor = listing.instance_page(
-            f, limit=params["limit"], counts=listing.counts_for_plan(f)
-        )
+        page = listing.instance_page(f, limit=params["limit"], counts=listing.counts_for_plan(f))
+        rows, next_cursor = page.rows, page.next_cursor
         for inst in rows:
             inst.engine = engines[inst.engine_id]
         next_url = _next_url(request, request.path, cursor=next_cursor) if next_cursor else None
