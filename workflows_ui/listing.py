@@ -622,3 +622,30 @@ def status_counts(f: Filters) -> Counts:
         by_status = {status: int(n) for status, n in cur.fetchall()}
     capped = sum(by_status.values()) > COUNT_CAP
     return Counts(by_status, exact=not capped, capped=capped)
+
+
+#: Workflow names the list's name filter offers at a time.
+NAMES_OFFERED = 200
+
+
+def known_names(
+    engine_ids: list[int], prefix: str = "", limit: int | None = None
+) -> tuple[list[str], bool]:
+    """The first ``limit`` names of the engines' live instances (that start with ``prefix``),
+    in order, and whether there are more. From the counts table, never the instances: per
+    engine, its range of the (engine, name, status) index, in name order, read no further
+    than the limit."""
+    limit = limit or NAMES_OFFERED
+    found: list[list[str]] = []
+    for engine_id in engine_ids:
+        names = (
+            StatusCount.objects.filter(engine_id=engine_id, count__gt=0)
+            .order_by("name")
+            .values_list("name", flat=True)
+            .distinct()
+        )
+        if prefix:
+            names = names.filter(name__startswith=prefix)
+        found.append([n for n in names[: limit + 1] if n])
+    merged = sorted({n for names in found for n in names})
+    return merged[:limit], len(merged) > limit

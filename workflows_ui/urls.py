@@ -17,6 +17,7 @@ _RUN = _INST + "runs/<int:ordinal>/"
 urlpatterns = [
     path("", views.home, name="home"),
     path("instances/", views.instance_list, name="instance-list"),
+    path("instances/names/", views.workflow_names, name="workflow-names"),
     path(_RUN + "events/<int:position>/", views.instance_detail, name="event-detail"),
     path(_RUN + "history/", views.run_history, name="run-history"),
     path(_RUN + "history.json", views.history_download, name="run-history-download"),

@@ -20,6 +20,7 @@ from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
+    HttpResponseBadRequest,
     HttpResponseRedirect,
     StreamingHttpResponse,
 )
@@ -187,14 +188,29 @@ def instance_list(request: HttpRequest) -> HttpResponse:
             ),
             sort_links=_sort_links(request, f.sort),
         )
+    results_only = request.htmx and request.htmx.target == "results"  # type: ignore[attr-defined]
+    if not results_only:
+        ctx["names"], ctx["more_names"] = listing.known_names([e.pk for e in engines])
     template = (
-        "workflows_ui/_instance_results.html"
-        if request.htmx and request.htmx.target == "results"  # type: ignore[attr-defined]
-        else "workflows_ui/instance_list.html"
+        "workflows_ui/_instance_results.html" if results_only else "workflows_ui/instance_list.html"
     )
     # (Vary: HX-Request, which keeps the browser from showing the results alone on Back, is
     # the response headers middleware's.)
     return render(request, template, ctx)
+
+
+@require_safe
+def workflow_names(request: HttpRequest) -> HttpResponse:
+    """The workflow names that start with what was typed in the name filter, as the options of
+    its list: the page holds the first ``NAMES_OFFERED`` only."""
+    prefix = request.GET.get("name", "")
+    if len(prefix) > Instance._meta.get_field("name").max_length:  # type: ignore[operator]
+        return HttpResponseBadRequest(
+            "name: longer than any workflow name", content_type="text/plain"
+        )
+    engine_ids = list(Engine.objects.values_list("pk", flat=True))
+    names, more = listing.known_names(engine_ids, prefix)
+    return render(request, "workflows_ui/_name_options.html", {"names": names, "more": more})
 
 
 _STATUS_LABELS = dict(Status.choices)

@@ -18,9 +18,10 @@ from workflows_ui.models import Engine, HistoryEvent, Instance, InstanceCheck, R
 
 pytestmark = pytest.mark.django_db
 
-#: Session, user, engines, counts; then one page query, or one per status holding instances
-#: when the page is merged from one index range per status.
-LIST_QUERIES = 4
+#: Session, user, engines, counts, the workflow names offered (one engine); then one page
+#: query, or one per status holding instances when the page is merged from one index range per
+#: status.
+LIST_QUERIES = 5
 #: Session, user, instance, run, the ends of its runs, a page of runs, children, parent, the
 #: timeline, the history page.
 DETAIL_QUERIES = 10
@@ -881,6 +882,50 @@ def test_a_status_chip_shows_that_status_only_and_a_chosen_one_takes_it_off(logg
     assert ids_in(logged_in.get("/instances/" + chips["FAILED"]))
 
 
+def _offered(body: str) -> list[str]:
+    """The workflow names the name filter's list offers."""
+    (options,) = re.findall(r'<datalist id="workflow-names">(.*?)</datalist>', body, re.S)
+    return re.findall(r'<option value="([^"]*)">', options)
+
+
+def test_the_name_filter_offers_the_names_counted_not_read_from_the_instances(logged_in, seeded):
+    billing = Engine.objects.create(name="billing", address="127.0.0.1:2")
+    StatusCount.objects.create(engine=billing, name="charge", status="FAILED", count=2)
+    # A name whose instances were all purged (or deleted) is counted 0: not offered.
+    StatusCount.objects.create(engine=billing, name="gone", status="COMPLETED", count=0)
+    names = sorted(set(Instance.objects.exclude(name="").values_list("name", flat=True)))
+    with CaptureQueriesContext(connection) as queries:
+        body = _text(logged_in.get("/instances/"))
+    assert _offered(body) == sorted([*names, "charge"])
+    assert 'list="workflow-names"' in body and 'hx-get="/instances/names/"' not in body
+    # The names come from the counts table: only the page reads the instances.
+    assert sum('FROM "workflows_ui_instance"' in q["sql"] for q in queries.captured_queries) == 1
+
+
+def test_more_names_than_the_page_holds_are_offered_as_they_are_typed(
+    logged_in, db, client, monkeypatch
+):
+    monkeypatch.setattr(listing, "NAMES_OFFERED", 3)
+    engine = Engine.objects.create(name="orders", address="127.0.0.1:1")
+    names = ["charge", "charge_card", "refund", "ship", "ship_back", 'ship "express"']
+    StatusCount.objects.bulk_create(
+        StatusCount(engine=engine, name=n, status="RUNNING", count=1) for n in names
+    )
+    body = _text(logged_in.get("/instances/"))
+    assert _offered(body) == ["charge", "charge_card", "refund"]
+    assert 'hx-get="/instances/names/"' in body
+    typed = _text(logged_in.get("/instances/names/?name=ship"))
+    assert re.findall(r'<option value="([^"]*)">', typed) == [
+        "ship",
+        "ship &quot;express&quot;",
+        "ship_back",
+    ]
+    assert logged_in.get("/instances/names/?name=" + "x" * 256).status_code == 400
+    assert client.logout() is None
+    response = client.get("/instances/names/?name=ship")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
 def test_the_list_stays_within_its_query_budget(logged_in, seeded, django_assert_max_num_queries):
     for url, pages in (
         ("/instances/", 1),
@@ -1246,6 +1291,7 @@ def test_hostile_payloads_names_and_ids_are_escaped_everywhere(logged_in, db):
     pages = [
         "/instances/",
         f"/instances/?q=alert&name={HOSTILE}",
+        "/instances/names/?name=%3Cscr",
         url,
         url + "runs/1/events/2/",
         url + "payload/input/",
