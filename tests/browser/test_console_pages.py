@@ -328,6 +328,66 @@ def test_the_next_page_is_shown_from_its_top(
     assert 0 <= _top_of_results(page) < 5
 
 
+def test_a_previous_page_goes_back_a_page_and_says_where_it_is(
+    signed_in: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listing, "PAGE_SIZE", 4)
+    page = signed_in
+    page.reload()
+    first_page = listed_ids(page)
+    assert page.locator("#results-previous").count() == 0
+    assert page.inner_text(".pager .position") == "1–4 of 8"
+    page.click("#results-next")
+    wait_for_list(page, [i for i in [*FINISHED, *RUNNING] if i not in first_page])
+    assert page.inner_text(".pager .position") == "5–8 of 8"
+    page.click("#results-previous")
+    wait_for_list(page, first_page)
+    assert listed_ids(page) == first_page  # in the list's order
+    assert page.inner_text(".pager .position") == "1–4 of 8"
+    assert page.locator("#results-previous").count() == 0
+
+
+def test_the_name_filter_offers_the_names_that_start_with_what_is_typed(
+    signed_in: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listing, "NAMES_OFFERED", 2)
+    page = signed_in
+    page.reload()
+
+    def offered() -> list[str]:
+        return page.eval_on_selector_all("#workflow-names option", "os => os.map(o => o.value)")
+
+    assert offered() == ["approval", "fails"]
+    page.locator("input[name=name]").press_sequentially("w")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#workflow-names option').length === 2"
+        " && document.querySelector('#workflow-names option').value.startsWith('w')"
+    )
+    assert offered() == ["wait_forever", "with_retry"]
+    assert "name=" not in page.url  # typing fetches names; the list changes on a choice
+    page.fill("input[name=name]", "with_retry")
+    page.press("input[name=name]", "Enter")
+    wait_for_list(page, ["b-retry"])
+
+
+def test_a_400_pixel_window_keeps_each_instances_id_and_status_in_view(signed_in: Any) -> None:
+    page = signed_in
+    # An id with nowhere to break (a browser breaks a line after a hyphen).
+    Instance.objects.filter(instance_id="b-two").update(instance_id="b_two_" + "0123456789" * 4)
+    page.set_viewport_size({"width": 400, "height": 800})
+    page.reload()
+    assert page.locator("thead th", has_text="Engine").count() == 0  # one engine
+    boxes = page.eval_on_selector_all(
+        "tr.instance-row",
+        """rows => rows.map(r => [r.querySelector('td.mono a'), r.querySelector('.status')]
+            .map(el => el.getBoundingClientRect().right))""",
+    )
+    assert len(boxes) == 8
+    for id_right, status_right in boxes:
+        assert id_right <= 400 and status_right <= 400, boxes
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+
+
 def _top_of_results(page: Any) -> float:
     """Where the results start, from the window's top edge (negative: scrolled past)."""
     return float(page.evaluate("document.getElementById('results').getBoundingClientRect().top"))

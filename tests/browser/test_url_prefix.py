@@ -113,7 +113,7 @@ def test_a_person_uses_the_console_under_a_path_prefix(page: Any, console: str) 
     page.check("input[name=status][value=FAILED]")
     page.wait_for_function(
         """() => !document.querySelector('.htmx-request')
-            && [...document.querySelectorAll('tr.instance-row td:nth-child(4)')]
+            && [...document.querySelectorAll('tr.instance-row td.instance-status')]
                 .every(td => td.textContent.includes('Failed'))"""
     )
     assert page.url.startswith(f"{base}/instances/?") and "status=FAILED" in page.url

@@ -76,6 +76,15 @@ def test_the_list_shows_every_column_newest_first(logged_in, seeded):
     assert running and body.count(" so far</td>") == running  # durations still growing
 
 
+def test_the_engine_column_is_shown_only_with_several_engines(logged_in, seeded):
+    body = _text(logged_in.get("/instances/"))
+    assert ">Engine<" not in body and 'class="engine"' not in body
+    Engine.objects.create(name="billing", address="127.0.0.1:2")
+    body = _text(logged_in.get("/instances/"))
+    assert "<th>Engine</th>" in body
+    assert body.count('<td class="engine">orders</td>') == len(seeded.instances)
+
+
 def test_several_statuses_filter_together_and_the_counts_come_from_the_counts_table(
     logged_in, seeded
 ):
