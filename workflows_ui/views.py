@@ -346,7 +346,9 @@ def instance_detail(
         ),
         "warnings": _engine_warnings([inst.engine]),
         "read_problem": inst.read_problem(),
-        "duration": _duration(inst, timezone.now()),
+        "duration": (
+            _duration(inst, timezone.now()) if is_current or run is None else _run_duration(run)
+        ),
         "payloads": payloads.instance_payloads(inst, base=instance_url(engine, instance_id)),
         # An earlier run: its own input (the instance's output, custom status and failure are
         # its current run's, and the engine keeps no others).
@@ -526,6 +528,13 @@ def _duration(inst: Instance, now: datetime) -> str:
         return ""
     text = human_duration(max((end - inst.created_at).total_seconds(), 0.0))
     return text if inst.is_terminal else f"{text} so far"
+
+
+def _run_duration(run: Run) -> str:
+    """How long an earlier run lasted (empty when the indexer did not see it start or end)."""
+    if run.started_at is None or run.completed_at is None:
+        return ""
+    return human_duration(max((run.completed_at - run.started_at).total_seconds(), 0.0))
 
 
 def _history_context(

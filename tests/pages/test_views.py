@@ -1053,6 +1053,32 @@ def test_an_earlier_runs_page_shows_that_runs_status_and_input_not_the_current_o
     assert 'id="end-unread"' not in current
 
 
+def test_an_earlier_runs_summary_gives_that_runs_times_duration_and_trace_not_the_current_ones(
+    logged_in, seeded
+):
+    inst = seeded.instances["continue_as_new"]
+    Instance.objects.filter(pk=inst.pk).update(trace_id="c" * 32)
+    started = inst.created_at - timedelta(minutes=10)
+    Run.objects.create(
+        instance=inst,
+        execution_id="older-run",
+        ordinal=0,
+        name="monitor",
+        status="CONTINUED_AS_NEW",
+        started_at=started,
+        completed_at=started + timedelta(seconds=90),
+        trace_id="a" * 32,
+    )
+    body = _text(logged_in.get("/instances/orders/g-monitor/runs/0/"))
+    facts = re.search(r'<dl class="facts">.*?</dl>', body, re.S).group(0)
+    assert 'id="run-duration">1 min 30 s<' in facts
+    assert started.strftime("%Y-%m-%d %H:%M:%S") in facts
+    assert "a" * 32 in facts and "c" * 32 not in facts
+    assert inst.created_at.strftime("%H:%M:%S.%f") not in facts  # the current run's start
+    current = _text(logged_in.get("/instances/orders/g-monitor/"))
+    assert "c" * 32 in current and 'id="run-duration"' not in current
+
+
 def test_runs_forgotten_past_the_retention_are_said_and_the_others_listed(
     logged_in, seeded, monkeypatch, settings
 ):
