@@ -84,6 +84,51 @@ def pretty(value: Any, limit: int | None) -> tuple[str, bool]:
     return text, False
 
 
+#: Keys of an event's details that hold a payload: JSON text the SDK wrote, inside the event.
+_EVENT_PAYLOAD_KEYS = ("input", "result")
+
+
+@dataclass
+class EventDetails:
+    """An event's details as the history shows them: ``text`` (JSON, cut to a limit) and the
+    failure's stack trace apart, as lines."""
+
+    text: str
+    cut: bool
+    stack_trace: str = ""
+    stack_cut: bool = False
+
+
+def _decoded(text: str) -> Any:
+    """A payload's JSON text as the value it holds; text that isn't JSON as it is."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+
+
+def event_details(details: Any, limit: int | None) -> EventDetails:
+    """An event's details to read: its input or result (JSON text in the event, which the JSON
+    of the event shows as one line of escaped quotes) as the JSON it holds, and the stack trace
+    of its failure (one string, its line breaks written ``\\n``) taken out to be shown as
+    lines. The history's download keeps the details as the engine sent them."""
+    if not isinstance(details, dict):
+        text, cut = pretty(details, limit)
+        return EventDetails(text, cut)
+    readable = dict(details)
+    for key in _EVENT_PAYLOAD_KEYS:
+        if isinstance(readable.get(key), str):
+            readable[key] = _decoded(readable[key])
+    stack = ""
+    failure = readable.get("failureDetails")
+    if isinstance(failure, dict) and isinstance(failure.get("stackTrace"), str):
+        stack = _escape_surrogates(failure["stackTrace"])
+        readable["failureDetails"] = {k: v for k, v in failure.items() if k != "stackTrace"}
+    text, cut = pretty(readable, limit)
+    stack_cut = limit is not None and len(stack) > limit
+    return EventDetails(text, cut, stack[:limit] if stack_cut else stack, stack_cut)
+
+
 @dataclass
 class Payload:
     key: str

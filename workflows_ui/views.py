@@ -574,7 +574,7 @@ def _history_context(
     run_url = instance_url(inst.engine.name, inst.instance_id, run.ordinal)
     events: list[dict[str, Any]] = []
     for ev in rows:
-        pretty, cut = payloads.pretty(ev.details, payloads.EVENT_LIMIT)
+        shown = payloads.event_details(ev.details, payloads.EVENT_LIMIT)
         when = history.happened_at(ev.event_type, ev.details or {}, ev.timestamp)
         events.append(
             {
@@ -585,8 +585,7 @@ def _history_context(
                 # The time of day alone, unless the run began on another day (a wait of days).
                 "dated": bool(when and start and when.date() != start.date()),
                 "summary": payloads.event_summary(ev.event_type, ev.details),
-                "pretty": pretty,
-                "cut": cut,
+                "details": shown,
                 "url": f"{run_url}events/{ev.position}/#event-{ev.position}",
                 "selected": ev.position == position,
             }
@@ -594,8 +593,7 @@ def _history_context(
     type_query = [("type", t) for t in types]
     selected_event = next((e for e in events if e["selected"]), None)
     if selected_event is not None:
-        full, _ = payloads.pretty(selected_event["ev"].details, None)
-        selected_event["full"] = full
+        selected_event["full"] = payloads.event_details(selected_event["ev"].details, None)
     return {
         "events": events,
         "run_start": start,

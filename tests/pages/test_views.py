@@ -1220,6 +1220,28 @@ def test_an_event_link_opens_the_page_at_that_event(logged_in, seeded, monkeypat
     assert logged_in.get("/instances/orders/g-with-retry/runs/1/events/99/").status_code == 404
 
 
+def test_a_failed_activitys_event_shows_its_stack_trace_as_lines_and_its_input_as_json(
+    logged_in, seeded
+):
+    from html import unescape
+
+    body = unescape(_text(logged_in.get("/instances/orders/g-fails/runs/1/events/4/")))
+    selected = re.search(r'id="selected-event">(.*?)</div>', body, re.S).group(1)
+    trace = re.search(r'class="json stack-trace">(.*?)</pre>', selected, re.S).group(1)
+    assert 'File "' in trace and "\n" in trace and "\\n" not in trace
+    assert '"errorMessage": "no carrier serves this address"' in selected
+    assert "stackTrace" not in selected
+    # In the table too: the scheduled activity's input is JSON, not a string of escaped quotes.
+    row = re.search(r'id="event-2".*?</tr>', body, re.S).group(0)
+    assert '"input": {\n    "id": "o-1003"' in row and '\\"' not in row
+    # The download keeps the details as the engine sent them.
+    doc = json.loads(
+        b"".join(logged_in.get("/instances/orders/g-fails/runs/1/history.json").streaming_content)
+    )
+    failed = doc["events"][4]["details"]["failureDetails"]
+    assert "File" in failed["stackTrace"]
+
+
 def test_the_history_downloads_whole_as_json(logged_in, seeded):
     response = logged_in.get("/instances/orders/g-with-retry/runs/1/history.json")
     assert response["Content-Disposition"] == (
