@@ -151,7 +151,12 @@ def layout(tl: Timeline, now: datetime) -> Layout:
                     outcome=bar.outcome.replace(" ", "-"),
                     open=bar.is_open,
                     title=_title(bar, bar.end),
-                    position=bar.position,
+                    # A failed attempt's link opens its failure (the error and the stack).
+                    position=(
+                        bar.end_position
+                        if bar.outcome == "failed" and bar.end_position is not None
+                        else bar.position
+                    ),
                     child_id=bar.child_id,
                 )
             )

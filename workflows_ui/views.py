@@ -369,6 +369,8 @@ def instance_detail(
         ctx["suspended"] = tl.suspended and inst.status == Status.SUSPENDED
         ctx["suspend_reason"] = tl.suspend_reason
         ctx["run_url"] = instance_url(engine, instance_id, run.ordinal)
+        if is_current and inst.status == Status.FAILED:
+            ctx["last_failed"] = _last_failed(run, ctx["run_url"])
         ctx["run_link"] = _run_link(inst, run)
         ctx.update(_history_context(request, inst, run, position=position, start=tl.start))
     return render(request, "workflows_ui/instance_detail.html", ctx)
@@ -528,6 +530,22 @@ def _duration(inst: Instance, now: datetime) -> str:
         return ""
     text = human_duration(max((end - inst.created_at).total_seconds(), 0.0))
     return text if inst.is_terminal else f"{text} so far"
+
+
+def _last_failed(run: Run, run_url: str) -> dict[str, Any] | None:
+    """The run's last failed activity or child workflow, most often what failed the workflow
+    (its message names only a task number), with a link to its event."""
+    rows = history.load_rows_last(run.pk, ("taskFailed", "childWorkflowInstanceFailed"))
+    if not rows:
+        return None
+    ev = rows[0]
+    return {
+        "kind": "activity" if ev.event_type == "taskFailed" else "child workflow",
+        "name": ev.name,
+        "message": ev.info,
+        "position": ev.position,
+        "url": f"{run_url}events/{ev.position}/#event-{ev.position}",
+    }
 
 
 def _run_duration(run: Run) -> str:

@@ -1220,6 +1220,18 @@ def test_an_event_link_opens_the_page_at_that_event(logged_in, seeded, monkeypat
     assert logged_in.get("/instances/orders/g-with-retry/runs/1/events/99/").status_code == 404
 
 
+def test_a_failed_workflow_names_the_activity_that_failed_and_links_its_event(logged_in, seeded):
+    body = _text(logged_in.get("/instances/orders/g-fails/"))
+    said = re.search(r'<p id="last-failed">(.*?)</p>', body, re.S).group(1)
+    assert "activity that failed in this run: <strong><bdi>ship</bdi></strong>" in said
+    assert "no carrier serves this address" in said
+    assert 'href="/instances/orders/g-fails/runs/1/events/4/#event-4"' in said
+    # The failed bar of the timeline opens that failure too, not the activity's scheduling.
+    bar = re.search(r'<a href="([^"]*)">\s*<rect class="bar bar-activity outcome-failed', body)
+    assert bar.group(1) == "/instances/orders/g-fails/runs/1/events/4/#event-4"
+    assert 'id="last-failed"' not in _text(logged_in.get("/instances/orders/g-two/"))
+
+
 def test_a_failed_activitys_event_shows_its_stack_trace_as_lines_and_its_input_as_json(
     logged_in, seeded
 ):
