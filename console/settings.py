@@ -255,6 +255,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # The schema's paths are the API's own (/api/...): under a prefix, its server says where.
     "SERVERS": [{"url": CONSOLE_URL_PREFIX}] if CONSOLE_URL_PREFIX else [],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "workflows_ui.api.schema.empty_query_values_allowed",
+    ],
 }
 
 LOGGING = {
