@@ -1045,3 +1045,19 @@ def test_every_parameter_the_api_takes_empty_the_schema_allows_empty(api):
     assert {"created_after", "limit", "unreadable", "after", "status", "q", "ordering"} <= set(
         checked
     )
+
+
+def test_a_request_django_refuses_before_the_api_reads_it_is_a_400_the_schema_describes(api):
+    """A Host not allowed, or more than 1,000 query parameters (Django's limit), is answered
+    ``{"detail": "Bad request."}`` before any view runs: the schema's 400 held only the reasons
+    per parameter, whose values are lists, so a validating client failed to read it."""
+    spec = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    too_many = "/api/instances/?" + "&".join(["status=FAILED"] * 1001)
+    assert _conforms(api, spec, "/api/instances/", too_many, status=400) == {
+        "detail": "Bad request."
+    }
+    _conforms(api, spec, "/api/engines/", "/api/engines/", status=400, HTTP_HOST="evil.example")
+    # The reasons per parameter are still what a refused parameter is answered.
+    assert _conforms(api, spec, "/api/instances/", "/api/instances/?status=NOPE", status=400)[
+        "status"
+    ]

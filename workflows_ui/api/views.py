@@ -127,7 +127,8 @@ def _instance_path(inst: Instance) -> str:
 
 
 # Error bodies as DRF writes them, so generated clients can read them: {"detail": "..."}, and
-# for a 400 the reasons per parameter ({"status": ["unknown status X; ..."]}).
+# for a 400 the reasons per parameter ({"status": ["unknown status X; ..."]}), or Django's
+# {"detail": "Bad request."} when it refuses the request before a view reads it.
 _DETAIL = inline_serializer("ErrorDetail", {"detail": serializers.CharField()})
 _NOT_LOGGED_IN = {
     401: OpenApiResponse(
@@ -137,8 +138,23 @@ _NOT_LOGGED_IN = {
 _NOT_FOUND = {404: OpenApiResponse(_DETAIL, description="unknown engine or instance")}
 _INVALID = {
     400: OpenApiResponse(
-        {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
-        description="an invalid parameter, with the reasons per parameter",
+        {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                },
+                # Django's own (bad_request), before any view reads the request.
+                {
+                    "type": "object",
+                    "properties": {"detail": {"type": "string"}},
+                    "required": ["detail"],
+                },
+            ]
+        },
+        description="an invalid parameter, with the reasons per parameter; or, for a request "
+        "refused before its parameters are read (a Host not allowed, more than 1,000 "
+        'parameters), {"detail": "Bad request."}',
     )
 }
 _DATABASE_DOWN = {
