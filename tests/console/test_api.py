@@ -1061,3 +1061,21 @@ def test_a_request_django_refuses_before_the_api_reads_it_is_a_400_the_schema_de
     assert _conforms(api, spec, "/api/instances/", "/api/instances/?status=NOPE", status=400)[
         "status"
     ]
+
+
+def test_the_schema_says_the_lists_are_taken_comma_separated_too(api):
+    """An array parameter's schema says repeated parameters (form, exploded); the API also
+    takes ``status=RUNNING,FAILED``, as README shows it: the description says so."""
+    inst = factories.instance(instance_id="m", status="FAILED")
+    factories.run(inst, execution_id="r1")
+    spec = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    arrays = [
+        (path, param)
+        for path, item in spec["paths"].items()
+        for param in item["get"].get("parameters", [])
+        if param["schema"].get("type") == "array"
+    ]
+    assert {param["name"] for _, param in arrays} == {"engine", "status", "type"}
+    for path, param in arrays:
+        assert "comma-separated" in param.get("description", ""), (path, param["name"])
+    assert ids(api.get("/api/instances/?status=running,failed&engine=orders,orders")) == ["m"]

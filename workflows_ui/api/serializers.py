@@ -147,9 +147,16 @@ class NoParameters(QuerySerializer):
 
 
 class InstanceFilterSerializer(QuerySerializer):
-    engine = CommaListField(child=serializers.CharField(max_length=40), required=False)
+    engine = CommaListField(
+        child=serializers.CharField(max_length=40),
+        required=False,
+        help_text="engine names, repeated or comma-separated",
+    )
     status = ChoiceListField(
-        choices=Status.values, noun="status", required=False, help_text="statuses, in any case"
+        choices=Status.values,
+        noun="status",
+        required=False,
+        help_text="statuses, in any case; repeated or comma-separated",
     )
     name = serializers.CharField(max_length=255, required=False)
     # Not trimmed: ids may start or end with a space, and a prefix trimmed matches other ids.
@@ -234,7 +241,8 @@ class HistoryFilterSerializer(QuerySerializer):
         choices=EVENT_TYPES,
         noun="event type",
         required=False,
-        help_text="event types (protocol names, such as taskCompleted; in any case)",
+        help_text="event types (protocol names, such as taskCompleted; in any case); repeated or "
+        "comma-separated",
     )
     after = serializers.IntegerField(min_value=-1, default=-1, help_text="position cursor")
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=200)
