@@ -1079,3 +1079,52 @@ def test_the_schema_says_the_lists_are_taken_comma_separated_too(api):
     for path, param in arrays:
         assert "comma-separated" in param.get("description", ""), (path, param["name"])
     assert ids(api.get("/api/instances/?status=running,failed&engine=orders,orders")) == ["m"]
+
+
+def _bounds(schema):
+    """(accepted, refused) query values of a parameter's schema: its bounds and choices, and a
+    step past them. Free strings are left out: which of them match depends on the data."""
+    if schema.get("type") == "array":
+        return _bounds(schema["items"])
+    if "enum" in schema:
+        return [v for v in schema["enum"] if v], ["nope"]
+    if schema.get("type") == "integer":
+        low, high = schema.get("minimum"), schema.get("maximum")
+        accepted = [v for v in (low, high) if v is not None]
+        refused = [
+            "1.5",
+            *([] if low is None else [low - 1]),
+            *([] if high is None else [high + 1]),
+        ]
+        return accepted, refused
+    if schema.get("type") == "boolean":
+        return ["true", "false"], ["maybe"]
+    if schema.get("format") == "date-time":
+        return ["2026-01-01T10:00:00Z"], ["yesterday"]
+    if "maxLength" in schema:
+        return [], ["x" * (schema["maxLength"] + 1)]
+    return [], []
+
+
+def test_the_api_takes_what_its_schema_says_and_refuses_the_rest(api):
+    """A cheap check of the served schema against the running API (a schema-driven fuzzer does
+    more): it is a valid OpenAPI 3.0 document, and each query parameter's bounds and choices
+    are the ones the API applies: one inside is answered 200, one past them 400."""
+    from drf_spectacular.validation import validate_schema
+
+    inst = factories.instance(instance_id="m")
+    factories.run(inst, execution_id="r1")
+    spec = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    validate_schema(spec)
+    tried = 0
+    for path, item in spec["paths"].items():
+        url = path.replace("{engine}", "orders").replace("{instance_id}", "m")
+        for param in item["get"].get("parameters", []):
+            if param["in"] != "query":
+                continue
+            accepted, refused = _bounds(param["schema"])
+            for value, status in [(v, 200) for v in accepted] + [(v, 400) for v in refused]:
+                response = api.get(url, {param["name"]: value})
+                assert response.status_code == status, (path, param["name"], value)
+                tried += 1
+    assert tried > 40
