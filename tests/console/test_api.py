@@ -822,11 +822,20 @@ def test_a_database_that_takes_no_writes_answers_503_not_500(caplog):
         if connection.vendor == "postgresql"
         else ("PRAGMA query_only = 1", "PRAGMA query_only = 0")
     )
+    from django.db.backends.signals import connection_created
+
+    def standby(connection, **kwargs):  # every connection to a standby takes no writes
+        with connection.cursor() as cur:
+            cur.execute(read_only)
+
     with connection.cursor() as cur:
         cur.execute(read_only)
+    # The sign-in hands its connection back while the password is hashed, and takes another.
+    connection_created.connect(standby)
     try:
         response = client.post("/login/", {"username": "alice", "password": "pw-123456789"})
     finally:
+        connection_created.disconnect(standby)
         with connection.cursor() as cur:
             cur.execute(read_write)
     assert response.status_code == 503 and response["Retry-After"] == "5"
