@@ -9,6 +9,7 @@ over HTTPS, ``CONSOLE_HTTPS``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -111,9 +112,11 @@ _DATABASE_URL = envstr("DATABASE_URL", "") or f"sqlite:///{VAR_DIR / 'console.sq
 _DATABASE_HELP = "sqlite:///path or postgres://user:password@host:port/name"
 # Checked before dj-database-url reads it: its own error for an unknown scheme lists every
 # database it knows, most of which the console does not run on.
-# The value itself is not quoted: without its scheme it may be user:password@host.
+# The value itself is not quoted: without its scheme it may be user:password@host. Nor is
+# what comes before a "://" unless it could be a scheme (a letter, then letters, digits, + - .):
+# in user:password@host/db?sslrootcert=file:///ca.pem it is the password.
 _DATABASE_SCHEME, _, _ = _DATABASE_URL.partition("://")
-if "://" not in _DATABASE_URL or not _DATABASE_SCHEME:
+if "://" not in _DATABASE_URL or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", _DATABASE_SCHEME):
     raise ImproperlyConfigured(f"DATABASE_URL has no scheme ({_DATABASE_HELP})")
 if _DATABASE_SCHEME.lower() not in ("sqlite", "postgres", "postgresql", "pgsql"):
     raise ImproperlyConfigured(

@@ -183,6 +183,13 @@ def test_typed_helpers_read_and_validate():
         ),
         ("DATABASE_URL", "mysql://u:p@h/db", "DATABASE_URL: 'mysql' is not a database the"),
         ("DATABASE_URL", "u:secret@h/db", "DATABASE_URL has no scheme (sqlite:///path or"),
+        # What comes before "://" is no scheme when it could not be one (quoted, it was the
+        # user and password): here the "://" is a certificate's URL in the query.
+        (
+            "DATABASE_URL",
+            "u:secret@h/db?sslrootcert=file:///ca.pem",
+            "DATABASE_URL has no scheme (sqlite:///path or",
+        ),
         ("CONSOLE_LOG_LEVEL", "LOUD", "CONSOLE_LOG_LEVEL='LOUD' is not one of"),
         ("REDIS_URL", "notaurl", "REDIS_URL: expected redis://"),
         (
