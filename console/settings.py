@@ -85,7 +85,13 @@ MIDDLEWARE = [
 ]
 
 # Django's model backend, handing the database connection back while a password is hashed.
-AUTHENTICATION_BACKENDS = ["console.signin.ModelBackend"]
+# Django's own stays listed for the sessions it signed in (a session names its backend, and
+# one not listed is signed out); the console's, having checked a password, ends the sign-in,
+# so it is never hashed twice.
+AUTHENTICATION_BACKENDS = [
+    "console.signin.ModelBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 ROOT_URLCONF = "console.urls"
 ASGI_APPLICATION = "console.asgi.application"

@@ -29,6 +29,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import backends as auth_backends
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import HttpRequest
 
@@ -256,7 +257,11 @@ class ModelBackend(auth_backends.ModelBackend):
     """Django's, but the request's database connection is handed back while the password is
     hashed. The hash takes about half a second of CPU, and a web process's PostgreSQL pool holds
     10 connections: sign-ins at once kept them all, and other requests waited for one until they
-    failed (503). Django takes a connection again at the next query."""
+    failed (503). Django takes a connection again at the next query.
+
+    A password it checked and refused raises PermissionDenied, which ends Django's
+    ``authenticate`` as a failed sign-in: Django's backend, listed after this one for the
+    sessions it signed in, would otherwise hash the same password again."""
 
     def authenticate(
         self,
@@ -276,11 +281,11 @@ class ModelBackend(auth_backends.ModelBackend):
             _release_database()
             # A hash all the same: an unknown username takes as long as a wrong password.
             User().set_password(password)
-            return None
+            raise PermissionDenied from None
         _release_database()
         if user.check_password(password) and self.user_can_authenticate(user):
             return user
-        return None
+        raise PermissionDenied
 
 
 class SignInForm(_Limited, AuthenticationForm):

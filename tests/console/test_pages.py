@@ -186,6 +186,36 @@ def test_guesses_sent_at_once_get_only_the_limit_checked(monkeypatch, fresh_coun
     assert b"Too many failed sign-ins" in responses[0].content and checked == []
 
 
+def test_sessions_signed_in_before_the_consoles_backend_stay_signed_in(client):
+    # Sessions name the backend that signed them in; Django signs out any whose backend is no
+    # longer in AUTHENTICATION_BACKENDS: upgrading signed everyone out.
+    user = User.objects.create_user("alice", password="pw-123456789")
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+    assert client.get("/").status_code == 200
+
+
+def test_a_password_is_hashed_once_per_sign_in(client, monkeypatch, fresh_counts):
+    # Django's backend, listed after the console's for those sessions, must not hash it again.
+    from django.contrib.auth import base_user
+
+    User.objects.create_user("alice", password="pw-123456789")
+    hashed = []
+
+    def counting(hash_function):
+        def hashing(*args, **kwargs):
+            hashed.append(args[0])
+            return hash_function(*args, **kwargs)
+
+        return hashing
+
+    monkeypatch.setattr(base_user, "check_password", counting(base_user.check_password))
+    monkeypatch.setattr(base_user, "make_password", counting(base_user.make_password))
+    for username, password in [("alice", "wrong"), ("nobody", "wrong2"), ("alice", "pw-123456789")]:
+        client.post("/login/", {"username": username, "password": password})
+    assert hashed == ["wrong", "wrong2", "pw-123456789"]
+    assert client.get("/").status_code == 200
+
+
 def test_sign_ins_that_succeed_never_refuse_the_address(client, fresh_counts):
     # Behind a proxy without --proxy-headers, every user signs in from the proxy's address.
     from console import signin
