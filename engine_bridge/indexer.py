@@ -1685,7 +1685,10 @@ class EngineIndexer:
             )
         unlinked = Instance.objects.filter(parent_app_id=app_id, parent_engine__isnull=True)
         # Their pages link to the parent now (on this engine's log or their own engine's).
-        for pk, engine_pk, status in unlinked.values_list("pk", "engine_id", "status"):
+        # Locked as read: another engine's indexer may be changing one of them, and its row
+        # here, after that one's, must give the status that indexer commits.
+        linked = unlinked.select_for_update().values_list("pk", "engine_id", "status")
+        for pk, engine_pk, status in linked:
             w.changes.add(w.now, engine_pk, pk, ChangeKind.UPDATED, status, "", None, None, None)
         unlinked.update(parent_engine=self.engine)
         for inst in w.new_instances:  # this chunk's, inserted after

@@ -1482,6 +1482,47 @@ def test_a_child_indexed_before_its_parents_engine_knew_its_app_id_is_linked_the
     assert list(parent.children().values_list("instance_id", flat=True)) == ["g-fan-out:0001"]
 
 
+def test_a_child_linked_while_its_own_engine_changes_it_is_logged_with_its_new_status(
+    fake, make_indexer
+):
+    """On PostgreSQL billing's indexer changes the child's status in a transaction of its own
+    while orders' links it: the link's log row comes after billing's, and must not say the
+    status billing's replaced (read before billing committed, it did)."""
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    fake.add(*golden_instance("fan_out_children"))  # app id "example" on its events
+    child = _child_indexed_on_billing()
+    assert child.status != "TERMINATED"
+    orders = make_indexer()
+    billing = connections.create_connection("default")
+    billing.set_autocommit(False)
+    with billing.cursor() as cur:
+        cur.execute(
+            "UPDATE workflows_ui_instance SET status = 'TERMINATED' WHERE id = %s", [child.pk]
+        )
+    done = threading.Event()
+
+    def index():
+        try:
+            orders.run_pass()  # learns "example"
+        finally:
+            connection.close()
+            done.set()
+
+    thread = threading.Thread(target=index)
+    thread.start()
+    try:
+        assert not done.wait(1.5)  # the link waits for billing's transaction
+    finally:
+        billing.commit()
+        billing.close()
+    assert done.wait(30)
+    last = ChangeLog.objects.filter(instance=child).latest("id")
+    assert (last.kind, last.status) == ("updated", "TERMINATED")
+
+
 def test_a_child_links_to_the_configured_engine_of_its_parents_app_not_a_renamed_ones_old_row(
     fake, make_indexer
 ):
