@@ -232,7 +232,12 @@ CACHES = {
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
         if REDIS_URL
-        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+        else {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            # The sign-in limits' counts (console/signin.py): at the default 300, counts made
+            # by a spray of addresses and usernames pushed out the ones that refuse a guesser.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
     )
 }
 

@@ -73,7 +73,9 @@ def _keys(request: HttpRequest | None, username: str) -> list[tuple[str, int]]:
     # proxy pass on a client's own header.
     user = hashlib.sha256(f"{address} {username.strip().lower()}".encode()).hexdigest()
     addr = hashlib.sha256(address.encode()).hexdigest()
-    return [(f"signin:user:{user}", PER_USER), (f"signin:addr:{addr}", PER_ADDRESS)]
+    # The address first: one it refuses adds no count for each new username it tries (in this
+    # process's memory, counts beyond the cache's size push out the oldest).
+    return [(f"signin:addr:{addr}", PER_ADDRESS), (f"signin:user:{user}", PER_USER)]
 
 
 def attempt(request: HttpRequest | None, username: str) -> Verdict:
@@ -117,7 +119,7 @@ def succeeded(request: HttpRequest | None, username: str) -> None:
     """Clears the username's failures and ends the attempt's check: sign-ins that succeed
     never refuse an address, and do not clear its failures either (others' guesses)."""
     try:
-        (user, _), (addr, _) = _keys(request, username)
+        (addr, _), (user, _) = _keys(request, username)
         cache.delete(_failures(user))
         _give_back(_checking(user))
         _give_back(_checking(addr))
@@ -182,16 +184,24 @@ def _count(key: str, timeout: int) -> int:
     # atomic, so attempts made at once each get a count of their own.
     cache.add(key, 0, timeout=timeout)
     try:
-        return cache.incr(key)
+        n = cache.incr(key)
     except ValueError:  # expired between the two calls
         cache.add(key, 1, timeout=timeout)
         return 1
+    if n == 1:
+        # Redis's incr, after Django's look that the key exists, makes a key that lapsed in
+        # between anew with no expiry: a count that never ended would refuse for good.
+        cache.touch(key, timeout)
+    return n
 
 
 def _give_back(key: str) -> None:
     # ValueError: the count lapsed meanwhile, nothing left to give back.
     with contextlib.suppress(ValueError):
-        cache.decr(key)
+        if cache.decr(key) < 0:
+            # It lapsed just after Django's look (Redis made it anew at -1, with no expiry):
+            # gone, as it would be, rather than a place too many for good.
+            cache.delete(key)
 
 
 def _release_database() -> None:

@@ -548,3 +548,49 @@ def test_the_database_connection_is_handed_back_while_a_password_is_hashed(
     assert client.post("/login/", {"username": "alice", "password": "wrong"}).status_code == 200
     assert client.post("/login/", {"username": "nobody", "password": "wrong"}).status_code == 200
     assert held_while_hashing == [False, False, False]
+
+
+def test_an_address_refused_adds_no_count_for_each_new_username(fresh_counts):
+    # Each new username an address refused tried added a count: in a web process's memory,
+    # enough of them pushed out older counts, among them those refusing guessers.
+    from django.core.cache import cache
+    from django.test import RequestFactory
+
+    from console import signin
+
+    request = RequestFactory().post("/login/", REMOTE_ADDR="10.0.0.9")
+    for n in range(signin.PER_ADDRESS):
+        assert signin.attempt(request, f"user{n}") is signin.Verdict.CHECK
+        signin.failed(request, f"user{n}")
+    assert signin.attempt(request, "newcomer") is signin.Verdict.TOO_MANY_FAILURES
+    (user_key,) = [k for k, _ in signin._keys(request, "newcomer") if k.startswith("signin:user:")]
+    assert cache.get(signin._checking(user_key)) is None
+    assert cache.get(signin._failures(user_key)) is None
+    if hasattr(cache, "_max_entries"):  # the process's own memory, when REDIS_URL is not set
+        assert cache._max_entries >= 100_000
+
+
+def test_a_count_that_lapses_as_redis_counts_it_still_lapses(redis_url, monkeypatch):
+    # Django looks that the key exists, then Redis counts: a key that lapsed in between was made
+    # anew with no expiry, and a count of failures that never lapsed refused for good.
+    import redis
+    from django.core.cache.backends.redis import RedisCache
+
+    from console import signin
+
+    cache = RedisCache(redis_url, {"KEY_PREFIX": "t"})
+    monkeypatch.setattr(signin, "cache", cache)
+    raw = redis.Redis.from_url(redis_url)
+    real_exists = redis.Redis.exists
+
+    def exists_then_lapses(self, *keys):
+        found = real_exists(self, *keys)
+        self.delete(*keys)
+        return found
+
+    monkeypatch.setattr(redis.Redis, "exists", exists_then_lapses)
+    assert signin._count("failures", 60) == 1
+    assert 0 < raw.ttl(cache.make_key("failures")) <= 60
+    cache.set("checking", 1, timeout=60)
+    signin._give_back("checking")
+    assert not raw.exists(cache.make_key("checking"))  # not -1 for good
