@@ -27,6 +27,7 @@ from django.db.models import (
     Min,
     OuterRef,
     Q,
+    QuerySet,
     Subquery,
     Value,
     When,
@@ -147,6 +148,43 @@ def load_rows(
     if limit is not None:
         rows = rows[:limit]
     return [EventRow(p, e, t, n, ts, r, i or "", o or "") for p, e, t, n, ts, r, i, o in rows]
+
+
+#: Per completion type, the type of the event it answers: the one whose eventId is its related
+#: id (PROTOCOL.md, "Pairing for timelines").
+ANSWERED_TYPE = {
+    "taskCompleted": "taskScheduled",
+    "taskFailed": "taskScheduled",
+    "childWorkflowInstanceCompleted": "childWorkflowInstanceCreated",
+    "childWorkflowInstanceFailed": "childWorkflowInstanceCreated",
+    "timerFired": "timerCreated",
+}
+
+
+def with_answered(events: QuerySet[Any]) -> QuerySet[Any]:
+    """``events`` (of one run) with ``answered``: the position of the event each completion
+    answers (None for other events, and for a completion whose event is not stored).
+
+    A subquery per row rather than a look-up of the page's related ids afterwards: it walks
+    wf_event_run_type_pos back from the completion over the events of the one type it
+    answers, most often a few events back, where a look-up by eventId (which no index holds)
+    reads every event of those types up to the page."""
+    from workflows_ui.models import HistoryEvent
+
+    answered = HistoryEvent.objects.filter(
+        run_id=OuterRef("run_id"),
+        event_type=OuterRef("answered_type"),
+        event_id=OuterRef("related_id"),
+        position__lt=OuterRef("position"),
+    ).order_by("-position")
+    return events.annotate(
+        answered_type=Case(
+            *[When(event_type=c, then=Value(s)) for c, s in ANSWERED_TYPE.items()],
+            default=Value(None),
+            output_field=CharField(),
+        ),
+        answered=Subquery(answered.values("position")[:1]),
+    )
 
 
 # --- the timeline -------------------------------------------------------------------------------

@@ -544,7 +544,7 @@ def _last_failed(run: Run, run_url: str) -> dict[str, Any] | None:
         "name": ev.name,
         "message": ev.info,
         "position": ev.position,
-        "url": f"{run_url}events/{ev.position}/#event-{ev.position}",
+        "url": event_url(run_url, ev.position),
     }
 
 
@@ -567,7 +567,7 @@ def _history_context(
     types = [t for t in asked if t in EVENT_TYPES]
     # A type no engine writes (a tampered or mistyped link) is named, and matches nothing.
     unknown_types = [t[:40] for t in asked if t not in EVENT_TYPES]
-    qs = HistoryEvent.objects.filter(run=run)
+    qs = history.with_answered(HistoryEvent.objects.filter(run=run))
     if unknown_types:
         qs = qs.none()
     elif types:
@@ -604,7 +604,11 @@ def _history_context(
                 "dated": bool(when and start and when.date() != start.date()),
                 "summary": payloads.event_summary(ev.event_type, ev.details),
                 "details": shown,
-                "url": f"{run_url}events/{ev.position}/#event-{ev.position}",
+                "url": event_url(run_url, ev.position),
+                # The event this one answers (the "→2" of a completion), wherever it is.
+                "answered_url": (
+                    event_url(run_url, ev.answered) if ev.answered is not None else None
+                ),
                 "selected": ev.position == position,
             }
         )
@@ -638,6 +642,11 @@ def _history_context(
         "selected_event": selected_event,
         "position": position,
     }
+
+
+def event_url(run_url: str, position: int) -> str:
+    """An event's permalink: the run's page with the history paged to the event."""
+    return f"{run_url}events/{position}/#event-{position}"
 
 
 def _int(value: str | None) -> int | None:

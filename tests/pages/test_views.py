@@ -1220,6 +1220,43 @@ def test_an_event_link_opens_the_page_at_that_event(logged_in, seeded, monkeypat
     assert logged_in.get("/instances/orders/g-with-retry/runs/1/events/99/").status_code == 404
 
 
+def test_a_completions_related_id_links_the_event_it_answers_even_off_the_page(
+    logged_in, seeded, monkeypatch
+):
+    monkeypatch.setattr(views, "HISTORY_PAGE", 5)
+    base = "/instances/orders/g-with-retry/runs/1/"
+
+    def answered(body: str) -> dict[str, tuple[str, str]]:
+        # event row position -> (related id shown, the link under it)
+        links = {}
+        for pos, row in re.findall(r'<tr id="event-(\d+)"(.*?)</tr>', body, re.S):
+            link = re.search(r'→<a class="answered" href="([^"]*)"[^>]*>(\d+)</a>', row)
+            if link:
+                links[pos] = (link.group(2), link.group(1))
+        return links
+
+    # Positions 5-9: the timer fired at 7 was created at 5 (eventId 2) on this page; the
+    # activity scheduled at 8 fails at 10, on the next page, which links back to 8.
+    page = answered(_text(logged_in.get(base + "history/?after=4", headers={"HX-Request": "1"})))
+    assert page == {"7": ("2", base + "events/5/#event-5")}
+    page = answered(_text(logged_in.get(base + "history/?after=9", headers={"HX-Request": "1"})))
+    assert page["10"] == ("3", base + "events/8/#event-8")
+    assert page["13"] == ("4", base + "events/11/#event-11")
+    # Filtered to failures, none of the events they answer is on the page.
+    body = _text(logged_in.get(base + "history/?type=taskFailed", headers={"HX-Request": "1"}))
+    assert answered(body) == {
+        "4": ("1", base + "events/2/#event-2"),
+        "10": ("3", base + "events/8/#event-8"),
+    }
+    # A completion whose event is not stored keeps its id, with no link.
+    HistoryEvent.objects.filter(run__instance__instance_id="g-with-retry", position=8).update(
+        event_type="eventSent"
+    )
+    body = _text(logged_in.get(base + "history/?type=taskFailed", headers={"HX-Request": "1"}))
+    assert list(answered(body)) == ["4"]
+    assert re.search(r'id="event-10".*?<span class="muted">→3</span>', body, re.S)
+
+
 def test_a_failed_workflow_names_the_activity_that_failed_and_links_its_event(logged_in, seeded):
     body = _text(logged_in.get("/instances/orders/g-fails/"))
     said = re.search(r'<p id="last-failed">(.*?)</p>', body, re.S).group(1)
