@@ -107,11 +107,14 @@ def _decoded(text: str) -> Any:
         return text
 
 
-def event_details(details: Any, limit: int | None) -> EventDetails:
+def event_details(details: Any, limit: int | None) -> EventDetails | None:
     """An event's details to read: its input or result (JSON text in the event, which the JSON
     of the event shows as one line of escaped quotes) as the JSON it holds, and the stack trace
     of its failure (one string, its line breaks written ``\\n``) taken out to be shown as
-    lines. The history's download keeps the details as the engine sent them."""
+    lines. None for an event with no details (a workflowStarted): nothing to open. The
+    history's download keeps the details as the engine sent them."""
+    if details is None or details == {} or details == []:
+        return None
     if not isinstance(details, dict):
         text, cut = pretty(details, limit)
         return EventDetails(text, cut)

@@ -1257,6 +1257,16 @@ def test_a_completions_related_id_links_the_event_it_answers_even_off_the_page(
     assert re.search(r'id="event-10".*?<span class="muted">→3</span>', body, re.S)
 
 
+def test_an_event_with_no_details_offers_nothing_to_open(logged_in, seeded):
+    body = _text(logged_in.get("/instances/orders/g-with-retry/runs/1/events/0/"))
+    rows = dict(re.findall(r'<tr id="event-(\d+)"(.*?)</tr>', body, re.S))
+    # workflowStarted is stored with {} as its details: no "details" that opens an empty {}.
+    assert "type-workflowStarted" in rows["0"] and "<details" not in rows["0"]
+    assert "<details" in rows["1"] and "<details" in rows["2"]
+    selected = re.search(r'id="selected-event">(.*?)</div>', body, re.S).group(1)
+    assert "No details." in selected and "{}" not in selected
+
+
 def test_a_failed_workflow_names_the_activity_that_failed_and_links_its_event(logged_in, seeded):
     body = _text(logged_in.get("/instances/orders/g-fails/"))
     said = re.search(r'<p id="last-failed">(.*?)</p>', body, re.S).group(1)
