@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from workflows_ui.history import parse_time
 from workflows_ui.models import Instance
+from workflows_ui.timeline import from_page_load
 
 #: Characters of a payload shown on the detail page; the rest behind "see all".
 DISPLAY_LIMIT = 4000
@@ -222,8 +225,17 @@ def _short(text: str) -> str:
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"
 
 
-def event_summary(event_type: str, details: Any) -> str:
+def _due(fire_at: str, now: datetime | None) -> str:
+    """How far a timer's fireAt is from the page's time, as " (in 4 s at page load)"."""
+    if now is None:
+        return ""
+    relative = from_page_load(parse_time(fire_at), now)
+    return f" ({relative})" if relative else ""
+
+
+def event_summary(event_type: str, details: Any, now: datetime | None = None) -> str:
     """One line about an event for the history table (the full details sit beside it).
+    ``now``: the page's time, which a timer's fire time is said relative to.
 
     The engine leaves out empty values, so any key may be missing: each is looked up with a
     fallback, and details that aren't an object are taken as empty."""
@@ -246,11 +258,16 @@ def event_summary(event_type: str, details: Any) -> str:
             return _short(_text(fd))
         return _short(f"result {get('result')}") if "result" in d else ""
     if event_type == "timerCreated":
+        fire_at = get("fireAt")
         if "externalEvent" in d:
             event = d.get("externalEvent")
             name = _text(event.get("name")) if isinstance(event, dict) else _text(event)
-            return _short(f"waiting for event {name}".strip())
-        return _short(f"fires at {get('fireAt')}")
+            waiting = _short(f"waiting for event {name}".strip())
+            if not fire_at or fire_at.startswith("9999-"):  # a wait with no timeout
+                return waiting
+            # Apart from the name (the app's, of any length), so the cut never takes the time.
+            return waiting + _short(f", timeout at {fire_at}{_due(fire_at, now)}")
+        return _short(f"fires at {fire_at}{_due(fire_at, now)}")
     if event_type == "timerFired":
         return _short(f"timer {get('timerId')} fired (due {get('fireAt')})")
     if event_type in ("eventRaised", "eventSent"):

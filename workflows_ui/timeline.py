@@ -95,6 +95,20 @@ def human_duration(seconds: float) -> str:
     return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
 
 
+def from_page_load(t: datetime | None, now: datetime) -> str:
+    """How far ``t`` is from ``now`` (when the page was made): "in 4 s at page load", "4 s ago"
+    or "now". The page has no live clock: what is still to come is said as of its load, so a
+    page left open is not read as counting down. Empty for no time, or a wait with none."""
+    if t is None or t == NEVER:
+        return ""
+    seconds = (t - now).total_seconds()
+    if abs(seconds) < 0.5:
+        return "now"
+    whole = round(abs(seconds))  # to the second: the page is as old as it is read
+    amount = f"{whole} s" if whole < 60 else human_duration(whole)
+    return f"in {amount} at page load" if seconds > 0 else f"{amount} ago"
+
+
 def _title(bar: Bar, end: datetime | None) -> str:
     parts = [f"{bar.kind} {bar.label}"]
     if bar.attempt > 1:

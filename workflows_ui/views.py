@@ -323,6 +323,9 @@ def instance_detail(
     is_current = run is not None and (
         run.execution_id == inst.current_execution_id or not inst.current_execution_id
     )
+    # One time for the whole page: durations so far, the timeline's open bars and how far
+    # timers are all said as of it.
+    now = timezone.now()
     ctx: dict[str, Any] = {
         "inst": inst,
         "last_read": _last_read(inst),
@@ -346,9 +349,7 @@ def instance_detail(
         ),
         "warnings": _engine_warnings([inst.engine]),
         "read_problem": inst.read_problem(),
-        "duration": (
-            _duration(inst, timezone.now()) if is_current or run is None else _run_duration(run)
-        ),
+        "duration": (_duration(inst, now) if is_current or run is None else _run_duration(run)),
         "payloads": payloads.instance_payloads(inst, base=instance_url(engine, instance_id)),
         # An earlier run: its own input (the instance's output, custom status and failure are
         # its current run's, and the engine keeps no others).
@@ -361,7 +362,7 @@ def instance_detail(
     if run is not None:
         status = inst.status if is_current else (run.status or history.ENDED_UNSEEN)
         tl, waits = history.load_timeline(run, status)
-        ctx["timeline"] = layout(tl, timezone.now())
+        ctx["timeline"] = layout(tl, now)
         ctx["end_unread"] = tl.end_unread
         ctx["waits"] = waits
         ctx["waits_unlisted"] = tl.unlisted
@@ -372,7 +373,7 @@ def instance_detail(
         if is_current and inst.status == Status.FAILED:
             ctx["last_failed"] = _last_failed(run, ctx["run_url"])
         ctx["run_link"] = _run_link(inst, run)
-        ctx.update(_history_context(request, inst, run, position=position, start=tl.start))
+        ctx.update(_history_context(request, inst, run, position, tl.start, now))
     return render(request, "workflows_ui/instance_detail.html", ctx)
 
 
@@ -561,8 +562,11 @@ def _history_context(
     run: Run,
     position: int | None = None,
     start: Any = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """One page of a run's history (keyset on position), filtered by event type."""
+    """One page of a run's history (keyset on position), filtered by event type. ``now``: the
+    page's time, which timers are said relative to."""
+    now = now or timezone.now()
     asked = list(dict.fromkeys(t for t in request.GET.getlist("type") if t))
     types = [t for t in asked if t in EVENT_TYPES]
     # A type no engine writes (a tampered or mistyped link) is named, and matches nothing.
@@ -602,7 +606,7 @@ def _history_context(
                 "elapsed": elapsed(start, when),
                 # The time of day alone, unless the run began on another day (a wait of days).
                 "dated": bool(when and start and when.date() != start.date()),
-                "summary": payloads.event_summary(ev.event_type, ev.details),
+                "summary": payloads.event_summary(ev.event_type, ev.details, now),
                 "details": shown,
                 "url": event_url(run_url, ev.position),
                 # The event this one answers (the "→2" of a completion), wherever it is.
@@ -641,6 +645,7 @@ def _history_context(
         ),
         "selected_event": selected_event,
         "position": position,
+        "page_time": now,
     }
 
 

@@ -266,3 +266,36 @@ def test_the_timeline_ticks_of_a_run_of_a_few_milliseconds_read_apart():
     labels = [label for _, label, _ in layout(build_timeline(rows, "COMPLETED"), t0).ticks]
     # In whole milliseconds they were +0, +1, +2, +2, +3 ms.
     assert labels == ["+0.0 ms", "+0.8 ms", "+1.5 ms", "+2.3 ms", "+3.0 ms"]
+
+
+def test_a_time_is_said_from_the_pages_load_in_seconds_then_minutes_hours_and_days():
+    from workflows_ui.history import NEVER
+    from workflows_ui.timeline import from_page_load
+
+    now = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
+    assert from_page_load(now + timedelta(seconds=4.2), now) == "in 4 s at page load"
+    assert from_page_load(now - timedelta(seconds=4.2), now) == "4 s ago"
+    assert from_page_load(now + timedelta(milliseconds=300), now) == "now"
+    assert from_page_load(now + timedelta(seconds=59.7), now) == "in 1 min 0 s at page load"
+    assert from_page_load(now - timedelta(hours=2, minutes=5), now) == "2 h 5 min ago"
+    assert from_page_load(now + timedelta(days=3, hours=1), now) == "in 3 d 1 h at page load"
+    assert from_page_load(NEVER, now) == "" and from_page_load(None, now) == ""
+
+
+def test_a_timers_summary_says_how_far_its_fire_time_or_timeout_is():
+    from workflows_ui.payloads import event_summary
+
+    now = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
+    timer = {"fireAt": "2026-11-22T03:00:04.000000500Z", "createTimer": {}}
+    assert event_summary("timerCreated", timer, now) == (
+        "fires at 2026-11-22T03:00:04.000000500Z (in 4 s at page load)"
+    )
+    assert event_summary("timerCreated", timer) == "fires at 2026-11-22T03:00:04.000000500Z"
+    # A wait for an event with a timeout of its own: the timeout, and how far, whatever the
+    # length of the event's name.
+    wait = {"fireAt": "2026-11-22T02:59:00Z", "externalEvent": {"name": "a" * 300}}
+    said = event_summary("timerCreated", wait, now)
+    assert said.startswith("waiting for event aaa") and "…" in said
+    assert said.endswith(", timeout at 2026-11-22T02:59:00Z (1 min 0 s ago)")
+    forever = {"fireAt": "9999-12-31T23:59:59.999999999Z", "externalEvent": {"name": "go"}}
+    assert event_summary("timerCreated", forever, now) == "waiting for event go"

@@ -1158,6 +1158,29 @@ def test_waiting_on_shows_an_event_with_its_timeout_and_a_running_child(logged_i
     assert "Event <strong>go</strong>" in body and "no timeout" in body
 
 
+def test_a_timeout_and_a_timer_say_how_far_they_are_from_the_pages_load(logged_in, seeded):
+    # The approval's timeout is the timer at position 3: due in 4 min 10 s, as the page is made.
+    due = timezone.now() + timedelta(minutes=4, seconds=10)
+    timer = HistoryEvent.objects.get(run__instance__instance_id="g-approval-waiting", position=3)
+    timer.details = {**timer.details, "fireAt": due.isoformat().replace("+00:00", "Z")}
+    timer.save()
+    body = _text(logged_in.get("/instances/orders/g-approval-waiting/"))
+    waiting = body[body.index('id="waiting"') : body.index('id="timeline"')]
+    assert re.search(
+        r'timeout at <strong>.*?</strong> <span class="muted">'
+        r"\(in 4 min (9|10) s at page load\)</span>",
+        waiting,
+    )
+    row = re.search(r'<tr id="event-3".*?</tr>', body, re.S).group(0)
+    assert re.search(r"fires at \S+ \(in 4 min (9|10) s at page load\)", row)
+    # A timer of a finished run: how long ago it fired.
+    body = _text(logged_in.get("/instances/orders/g-with-retry/"))
+    row = re.search(r'<tr id="event-5".*?</tr>', body, re.S).group(0)
+    assert re.search(
+        r"fires at 2026-11-22T03:26:24.792954Z \(\d+ (d|h|min) \d+ (h|min|s) ago\)", row
+    )
+
+
 def test_the_timeline_draws_a_bar_per_attempt_with_failures_and_turns(logged_in, seeded):
     body = _text(logged_in.get("/instances/orders/g-with-retry/"))
     svg = body[body.index("<svg") : body.index("</svg>")]

@@ -1,5 +1,6 @@
 """``{% when value "datetime" %}``: a time as the console shows it, in UTC, marked up so that the
-page's script can show it in the browser's time zone instead (the "Times" switch)."""
+page's script can show it in the browser's time zone instead (the "Times" switch); and
+``from_page_load``: how far a time is from when the page was made."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from datetime import UTC, datetime
 
 from django import template
 from django.utils.html import format_html
+
+from workflows_ui import timeline
 
 register = template.Library()
 
@@ -39,3 +42,10 @@ def when(value: datetime | None, fmt: str = "datetime", since: datetime | None =
         fmt,
         utc.strftime(FORMATS[fmt]),
     )
+
+
+@register.filter
+def from_page_load(value: datetime | None, now: datetime) -> str:
+    """``{{ t|from_page_load:page_time }}``: "in 4 s at page load", "4 s ago" (plain text, which
+    the template escapes)."""
+    return timeline.from_page_load(value, now)
