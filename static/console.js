@@ -153,3 +153,47 @@ document.addEventListener("htmx:afterSettle", (event) => {
     heading.focus({ preventScroll: true });
   }
 });
+
+// Copy buttons (``data-copy``: the id of the element whose text they copy), hidden until this
+// script shows them. The clipboard API exists only on HTTPS and localhost, and may be refused:
+// then the text is selected, for the person to copy with the keyboard.
+function selectText(el) {
+  const range = document.createRange();
+  range.selectNodeContents(el);
+  const selection = window.getSelection();
+  selection.removeAllRanges();
+  selection.addRange(range);
+}
+
+async function copyText(text) {
+  if (!window.isSecureContext || !navigator.clipboard) return false;
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function sayDone(button, said) {
+  const live = document.getElementById("announce");
+  if (live) live.textContent = said;
+  button.textContent = said;
+  window.clearTimeout(button.copyTimer);
+  button.copyTimer = window.setTimeout(() => { button.textContent = "Copy"; }, 4000);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const button of document.querySelectorAll("button[data-copy]")) button.hidden = false;
+});
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-copy]");
+  const source = button && document.getElementById(button.dataset.copy);
+  if (!source) return;
+  if (await copyText(source.textContent)) {
+    sayDone(button, "Copied");
+  } else {
+    selectText(source);
+    sayDone(button, "Selected: press Ctrl+C (⌘C) to copy");
+  }
+});

@@ -8,6 +8,7 @@ them in the database the live server reads.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -678,3 +679,70 @@ def test_a_person_pages_through_the_runs_and_opens_one_by_its_execution_id(
     assert link == "/instances/shop/b-forever/?run=earlier-03"
     page.goto(page.url.split("/instances/")[0] + link)
     page.wait_for_url(re.compile(r"/b-forever/runs/3/$"))
+
+
+def test_the_instance_and_execution_ids_copy_or_are_selected_where_copying_is_not_allowed(
+    signed_in: Any, browser: Any, live_server: Any, settings: Any
+) -> None:
+    # On localhost the page is a secure context: the clipboard API copies.
+    page = signed_in
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(page.url.replace("/instances/", "/instances/shop/b-retry/"))
+    execution_id = Instance.objects.get(instance_id="b-retry").current_execution_id
+    copy_instance = page.locator("button[data-copy=instance-id]")
+    copy_instance.click()
+    page.wait_for_function("() => document.getElementById('announce').textContent === 'Copied'")
+    assert copy_instance.inner_text() == "Copied"
+    assert page.evaluate("() => navigator.clipboard.readText()") == "b-retry"
+    page.click("button[data-copy=execution-id]")
+    page.wait_for_function(
+        "(id) => navigator.clipboard.readText().then((text) => text === id)", arg=execution_id
+    )
+
+    # Over plain HTTP under another name it is not: the text is selected instead, to copy by
+    # the keyboard.
+    port = live_server.url.rsplit(":", 1)[1]
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "console.example"]
+    plain = browser.browser_type.launch(
+        executable_path=shutil.which("chromium"),
+        args=[
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--host-resolver-rules=MAP console.example 127.0.0.1",
+        ],
+    )
+    try:
+        other = plain.new_page()
+        errors: list[str] = []
+        other.on("pageerror", lambda exc: errors.append(str(exc)))
+        # (Chromium notes on each page that it ignores the Cross-Origin-Opener-Policy of an
+        # origin that is not trustworthy: what the test asks for.)
+        coop = "The Cross-Origin-Opener-Policy header has been ignored"
+        other.on(
+            "console",
+            lambda m: (
+                errors.append(m.text) if m.type == "error" and not m.text.startswith(coop) else None
+            ),
+        )
+        url = f"http://console.example:{port}/instances/shop/b-retry/"
+        other.goto(url)
+        other.fill("input[name=username]", "alice")
+        other.fill("input[name=password]", PASSWORD)
+        other.click("button[type=submit], input[type=submit]")
+        other.wait_for_url(url)
+        assert other.evaluate("() => window.isSecureContext") is False
+        other.click("button[data-copy=execution-id]")
+        other.wait_for_function(
+            "() => document.getElementById('announce').textContent.startsWith('Selected')"
+        )
+        assert other.evaluate("() => window.getSelection().toString()") == execution_id
+        assert (
+            other.locator("button[data-copy=execution-id]")
+            .inner_text()
+            .startswith("Selected: press Ctrl+C")
+        )
+        other.click("button[data-copy=instance-id]")
+        other.wait_for_function("() => window.getSelection().toString() === 'b-retry'")
+        assert errors == []
+    finally:
+        plain.close()
