@@ -571,7 +571,7 @@ def _history_context(
     types = [t for t in asked if t in EVENT_TYPES]
     # A type no engine writes (a tampered or mistyped link) is named, and matches nothing.
     unknown_types = [t[:40] for t in asked if t not in EVENT_TYPES]
-    qs = history.with_answered(HistoryEvent.objects.filter(run=run))
+    qs = HistoryEvent.objects.filter(run=run)
     if unknown_types:
         qs = qs.none()
     elif types:
@@ -594,6 +594,7 @@ def _history_context(
     if start is None:
         start = run.started_at
     run_url = instance_url(inst.engine.name, inst.instance_id, run.ordinal)
+    answered = history.answered_positions(run.pk, rows)
     events: list[dict[str, Any]] = []
     for ev in rows:
         shown = payloads.event_details(ev.details, payloads.EVENT_LIMIT)
@@ -610,8 +611,9 @@ def _history_context(
                 "details": shown,
                 "url": event_url(run_url, ev.position),
                 # The event this one answers (the "→2" of a completion), wherever it is.
+                "answered": answered.get(ev.position),
                 "answered_url": (
-                    event_url(run_url, ev.answered) if ev.answered is not None else None
+                    event_url(run_url, answered[ev.position]) if ev.position in answered else None
                 ),
                 "selected": ev.position == position,
             }
