@@ -208,6 +208,11 @@ def workflow_names(request: HttpRequest) -> HttpResponse:
         return HttpResponseBadRequest(
             "name: longer than any workflow name", content_type="text/plain"
         )
+    if "\x00" in prefix:
+        # PostgreSQL refuses a query holding one (a 500), and no name has one.
+        return HttpResponseBadRequest(
+            "name: no workflow name holds a NUL character", content_type="text/plain"
+        )
     engine_ids = list(Engine.objects.values_list("pk", flat=True))
     names, more = listing.known_names(engine_ids, prefix)
     return render(request, "workflows_ui/_name_options.html", {"names": names, "more": more})

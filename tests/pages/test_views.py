@@ -935,6 +935,13 @@ def test_more_names_than_the_page_holds_are_offered_as_they_are_typed(
     assert response.status_code == 302 and response["Location"].startswith("/login/")
 
 
+def test_a_typed_name_holding_a_nul_is_refused_not_an_error(logged_in, seeded):
+    # PostgreSQL refuses a query holding a NUL: the look-up failed with a 500 there.
+    response = logged_in.get("/instances/names/?name=ch%00")
+    assert response.status_code == 400
+    assert response.content.decode() == "name: no workflow name holds a NUL character"
+
+
 def test_the_list_stays_within_its_query_budget(logged_in, seeded, django_assert_max_num_queries):
     for url, pages in (
         ("/instances/", 1),
