@@ -801,16 +801,27 @@ def _suspended(run_pk: int) -> tuple[bool, str]:
 
 
 def load_rows_last(run_pk: int, types: Iterable[str], limit: int = 1) -> list[EventRow]:
-    """The last ``limit`` events of ``types`` of a run, newest first."""
+    """The last ``limit`` events of ``types`` of a run, newest first.
+
+    A query per type, each read from the end of that type's range of wf_event_run_type_pos.
+    In one query for all the types, every event of them was sorted to keep the last (a run
+    failing activities by the thousand: 0.15 s on PostgreSQL, 0.5 s on SQLite at 100,000); and
+    one ordered by position, the types' last positions found by subqueries, had PostgreSQL
+    walk the whole run in position order when it held none of them."""
     from workflows_ui.models import HistoryEvent
 
-    rows = (
-        HistoryEvent.objects.filter(run_id=run_pk, event_type__in=list(types))
-        .order_by((F("position") + 0).desc())  # through wf_event_run_type_pos, as in load_rows
-        .values_list("position", "event_id", "event_type", "name", "timestamp", "related_id")
-        .annotate(info=_info_expr(), origin=_origin_expr())[:limit]
-    )
-    return [EventRow(p, e, t, n, ts, r, i or "", o or "") for p, e, t, n, ts, r, i, o in rows]
+    rows: list[Any] = []
+    for event_type in dict.fromkeys(types):
+        rows += (
+            HistoryEvent.objects.filter(run_id=run_pk, event_type=event_type)
+            .order_by("-position")
+            .values_list("position", "event_id", "event_type", "name", "timestamp", "related_id")
+            .annotate(info=_info_expr(), origin=_origin_expr())[:limit]
+        )
+    rows.sort(key=lambda row: row[0], reverse=True)
+    return [
+        EventRow(p, e, t, n, ts, r, i or "", o or "") for p, e, t, n, ts, r, i, o in rows[:limit]
+    ]
 
 
 def _open_timeline(
