@@ -161,6 +161,8 @@ def instance_list(request: HttpRequest) -> HttpResponse:
         f = listing.Filters.from_form(form)
         counts = listing.status_counts(f)
         page = listing.instance_page(f, counts=counts)
+        # A page link whose rows have all left the list since it was made.
+        gone_page = f.cursor is not None and not page.rows
         now = timezone.now()
         display = [
             _list_row(inst, engine_names.get(inst.engine_id, "?"), now) for inst in page.rows
@@ -182,7 +184,8 @@ def instance_list(request: HttpRequest) -> HttpResponse:
             ),
             next_url=page_url(page.next_cursor),
             previous_url=page_url(page.previous_cursor),
-            first_url="?" + query.urlencode() if page.start != 0 else None,
+            first_url="?" + query.urlencode() if page.start != 0 or gone_page else None,
+            gone_page=gone_page,
             position=(
                 (page.start + 1, page.start + len(page.rows)) if page.start is not None else None
             ),

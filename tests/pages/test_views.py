@@ -426,6 +426,25 @@ def test_a_previous_page_back_at_the_start_with_rows_gone_is_the_first_page_whol
     assert _link(back, "previous") == "" and 'id="results-first"' not in _text(back)
 
 
+@pytest.mark.parametrize("query", ["", "status=COMPLETED&"])
+def test_a_page_whose_instances_are_all_gone_says_so_and_links_the_first_page(
+    logged_in, db, monkeypatch, query
+):
+    # Its rows purged since (the page reloaded, or reached by Back or a Next link shown
+    # before): "no instance indexed yet" or "none matches" would contradict the counts above.
+    monkeypatch.setattr(listing, "PAGE_SIZE", 4)
+    ids = _numbered(10)
+    second = logged_in.get(_link(logged_in.get(f"/instances/?{query}"), "next"))
+    last_url = _link(second, "next")
+    Instance.objects.filter(instance_id__in=ids[8:]).update(purged=True)
+    body = _text(gone := logged_in.get(last_url))
+    assert ids_in(gone) == []
+    assert "No instance is on this page any more" in body, body
+    assert "has been indexed yet" not in body and "No instance matches" not in body
+    first = re.search(r'<a id="results-first" href="([^"]*)"', body).group(1)
+    assert ids_in(logged_in.get("/instances/" + first.replace("&amp;", "&"))) == ids[:4]
+
+
 @pytest.mark.parametrize("sort", ["-created", "created", "-updated", "updated"])
 def test_a_previous_page_is_an_index_range_read_backward_without_offset(
     logged_in, db, monkeypatch, sort
