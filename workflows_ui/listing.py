@@ -467,7 +467,7 @@ def _split_values(f: Filters) -> tuple[str, list[Any]] | None:
 class Page:
     """A page of instances, the cursors of the pages next to it (None: no such page) and the
     position of its first row in the list (0 for the first page; None when not known: a link
-    without it, or rows taken out of the list since)."""
+    without it, or rows come into the list before it since)."""
 
     rows: list[Instance]
     next_cursor: str | None
