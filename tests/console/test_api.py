@@ -169,6 +169,70 @@ def test_instances_with_the_same_created_time_are_not_skipped(api):
     assert sorted(seen) == [f"same{i}" for i in range(5)] and len(seen) == 5
 
 
+def _pages_both_ways(api, url):
+    """The pages from ``url`` following ``next`` to the last, then those from the last following
+    ``previous`` back to the first (in the order they were read)."""
+    forward = [api.get(url).json()]
+    while forward[-1]["next"]:
+        forward.append(api.get(forward[-1]["next"]).json())
+    backward = [forward[-1]]
+    while backward[-1]["previous"]:
+        backward.append(api.get(backward[-1]["previous"]).json())
+    return forward, backward
+
+
+@pytest.mark.parametrize("ordering", ["-created", "created", "-updated", "updated"])
+@pytest.mark.parametrize("query", ["", "status=RUNNING,FAILED,COMPLETED", "engine=orders,billing"])
+def test_previous_links_walk_back_over_the_pages_next_links_walked(api, ordering, query):
+    # Equal sort values run across the pages' edges (pages of 3, runs of 4 and 3 equal times);
+    # the splits per status and per engine merge their pages going back too.
+    billing = factories.engine("billing")
+    for i in range(11):
+        factories.instance(
+            billing if i % 2 else None,
+            instance_id=f"e{i:02d}",
+            status=("RUNNING", "FAILED", "COMPLETED")[i % 3],
+            created_at=factories.T0 + timedelta(minutes=i // 4),
+            last_updated_at=factories.T0 + timedelta(minutes=(i * 2) // 3 % 3),
+        )
+    column = "created_at" if ordering.endswith("created") else "last_updated_at"
+    expected = [
+        r.instance_id
+        for r in sorted(
+            Instance.objects.all(),
+            key=lambda r: (getattr(r, column), r.pk),
+            reverse=ordering.startswith("-"),
+        )
+    ]
+    forward, backward = _pages_both_ways(
+        api, f"/api/instances/?{query}&ordering={ordering}&limit=3"
+    )
+    walked = [[row["instance_id"] for row in page["results"]] for page in forward]
+    assert sum(walked, []) == expected
+    assert [[row["instance_id"] for row in page["results"]] for page in backward] == walked[::-1]
+    assert [page["start"] for page in forward] == [0, 3, 6, 9]
+    assert [page["start"] for page in backward] == [9, 6, 3, 0]
+    assert forward[0]["previous"] is None and backward[-1]["previous"] is None
+    # A previous link keeps the page's query: only the cursor changes.
+    back = parse_qs(urlsplit(forward[1]["previous"]).query)
+    assert back["limit"] == ["3"] and back["ordering"] == [ordering]
+    assert forward[1]["previous"].startswith(f"{HOST}/api/instances/?")
+
+
+def test_a_next_cursor_handed_out_before_previous_pages_still_starts_its_page(api):
+    rows = [factories.instance(instance_id=f"o{i}", created_at=factories.T0) for i in range(5)]
+    after = rows[3]  # newest first, equal times: o4, o3 | o2, o1, o0
+    when = after.created_at.isoformat()
+    # Cursors without their ordering (the first ones), and with it but without side or count.
+    for old in (_cursor(when, after.pk), _cursor(when, after.pk, "-created")):
+        page = api.get(f"/api/instances/?limit=2&cursor={old}").json()
+        assert [row["instance_id"] for row in page["results"]] == ["o2", "o1"]
+        assert page["start"] is None  # the cursor does not say how many came before
+        back = api.get(page["previous"]).json()
+        assert [row["instance_id"] for row in back["results"]] == ["o4", "o3"]
+        assert (back["start"], back["previous"]) == (0, None)
+
+
 def test_filters_combine(api):
     other = factories.engine("billing")
     factories.instance(instance_id="order-1", status="RUNNING", name="process_order")
@@ -207,8 +271,8 @@ def test_created_range_filters(api):
     assert ids(api.get("/api/instances/", {"created_before": after})) == ["a"]
 
 
-def _cursor(when: str, pk: object) -> str:
-    raw = json.dumps([when, pk]).encode()  # 1e400 is written as Infinity
+def _cursor(*parts: object) -> str:
+    raw = json.dumps(list(parts)).encode()  # 1e400 is written as Infinity
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -951,7 +1015,9 @@ def test_responses_conform_to_the_served_schema(api):
     spec = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
     _conforms(api, spec, "/api/engines/", "/api/engines/")
     listed = _conforms(api, spec, "/api/instances/", "/api/instances/?limit=1")
-    assert listed["next"]
+    assert listed["next"] and listed["start"] == 0
+    second = _conforms(api, spec, "/api/instances/", listed["next"])
+    assert second["previous"] and second["start"] == 1
     detail = _conforms(api, spec, one, "/api/instances/orders/p%3A0001/")
     assert detail["parent"]["url"] and detail["failure"]["message"] == "boom"
     assert detail["read_problem"]["history_only"] is False

@@ -54,7 +54,7 @@ def _validated(serializer_class: type[serializers.Serializer], request: Request)
     return dict(serializer.validated_data)
 
 
-def _next_url(request: Request, path: str, **params: Any) -> str:
+def _page_url(request: Request, path: str, **params: Any) -> str:
     """The whole URL of ``path`` (ids re-encoded: ``request.path`` is decoded) with the query
     and ``params``: scheme and host as the request came, as the root's links and DRF's own
     pagination write them."""
@@ -62,6 +62,11 @@ def _next_url(request: Request, path: str, **params: Any) -> str:
     for key, value in params.items():
         query[key] = str(value)
     return request.build_absolute_uri(f"{path}?{urlencode(list(query.lists()), doseq=True)}")
+
+
+def _cursor_url(request: Request, cursor: str | None) -> str | None:
+    """The whole URL of the instance page at ``cursor`` (None: no such page)."""
+    return _page_url(request, request.path, cursor=cursor) if cursor else None
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
@@ -194,6 +199,27 @@ def _next_field() -> serializers.Field:
     )
 
 
+def _previous_field() -> serializers.Field:
+    """The ``previous`` of an instance page, in the schema."""
+    return serializers.URLField(
+        allow_null=True,
+        help_text="the whole URL of the previous page (this page's query, ending where this "
+        "page starts): null on the first page",
+    )
+
+
+def _start_field() -> serializers.Field:
+    """The position of an instance page, in the schema."""
+    return serializers.IntegerField(
+        allow_null=True,
+        min_value=0,
+        help_text="how many instances come before this page's first one (0 on the first page, "
+        "50 on the second of 50 each): counted along the pages followed from the first; null "
+        "when not known (from a cursor handed out before pages had a position, or when going "
+        "back finds instances that came into the list before this page since)",
+    )
+
+
 def _documented(
     responses: dict[int, Any], parameters: tuple[Any, ...] = (), **kwargs: Any
 ) -> Callable[[Any], Any]:
@@ -268,10 +294,12 @@ class InstanceList(APIView):
                 {
                     "results": InstanceListSerializer(many=True),
                     "next": _next_field(),
+                    "previous": _previous_field(),
+                    "start": _start_field(),
                 },
             ),
         },
-        summary="Instances, newest first (see ordering), keyset-paginated",
+        summary="Instances, newest first (see ordering), keyset-paginated both ways",
         operation_id="instances_list",
     )
     def get(self, request: Request) -> Response:
@@ -289,12 +317,17 @@ class InstanceList(APIView):
         params["sort"] = params["ordering"]
         f = listing.Filters.from_data(params, {e.name: pk for pk, e in engines.items()})
         page = listing.instance_page(f, limit=params["limit"], counts=listing.counts_for_plan(f))
-        rows, next_cursor = page.rows, page.next_cursor
-        for inst in rows:
+        for inst in page.rows:
             inst.engine = engines[inst.engine_id]
-        next_url = _next_url(request, request.path, cursor=next_cursor) if next_cursor else None
-        results = InstanceListSerializer(rows, many=True, context={"request": request}).data
-        return Response({"results": results, "next": next_url})
+        results = InstanceListSerializer(page.rows, many=True, context={"request": request}).data
+        return Response(
+            {
+                "results": results,
+                "next": _cursor_url(request, page.next_cursor),
+                "previous": _cursor_url(request, page.previous_cursor),
+                "start": page.start,
+            }
+        )
 
 
 def _as_sent(request: HttpRequest) -> tuple[str, str, str] | None:
@@ -403,7 +436,7 @@ class RunList(_OneInstance):
             {
                 "results": RunSerializer(rows, many=True, context=context).data,
                 "next": (
-                    _next_url(request, _instance_path(inst) + "runs/", after=rows[-1].ordinal)
+                    _page_url(request, _instance_path(inst) + "runs/", after=rows[-1].ordinal)
                     if more
                     else None
                 ),
@@ -453,7 +486,7 @@ class HistoryList(_OneInstance):
                 # The next page names the run: should the instance continue as new (or be
                 # re-run) meanwhile, it still comes from this run, not from the new one.
                 "next": (
-                    _next_url(
+                    _page_url(
                         request,
                         _instance_path(inst) + "history/",
                         run=run.execution_id,
