@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from workflows_ui import timeline
 from workflows_ui.history import parse_time
 from workflows_ui.models import Instance
-from workflows_ui.timeline import from_page_load
 
 #: Characters of a payload shown on the detail page; the rest behind "see all".
 DISPLAY_LIMIT = 4000
@@ -29,15 +29,23 @@ SUMMARY_LIMIT = 140
 PRETTY_LIMIT = 256 * 1024
 PRETTY_FACTOR = 4
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+#: What a page would not show as it is: control characters (but tab, line feed and carriage
+#: return, which lay out pretty-printed JSON and stack traces), the invisible marks that reorder
+#: the text around them or break its lines (bidirectional controls, the line and paragraph
+#: separators), the byte order mark, and lone surrogates (from a JSON escape such as
+#: ``"\\ud800"``, which the Dapr SDKs write: a page can't be encoded with one in it).
+_HIDDEN = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+    "\ufeff\ud800-\udfff]"
+)
 
 
-def _escape_surrogates(text: str) -> str:
-    """``text`` with each lone surrogate (from a JSON escape such as ``"\\ud800"``, which the
-    Dapr SDKs write) written as that escape again: a page can't be encoded with one in it."""
-    if _SURROGATE.search(text) is None:
+def visible(text: str) -> str:
+    """``text`` with each character a page would not show (``_HIDDEN``) written as its JSON
+    escape, ``\\u0007``: in a JSON payload that is the same value, as JSON writes the others."""
+    if _HIDDEN.search(text) is None:
         return text
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return _HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _indented(value: Any, bound: int) -> str | None:
@@ -81,7 +89,7 @@ def pretty(value: Any, limit: int | None) -> tuple[str, bool]:
             text = _indented(parsed, max(PRETTY_LIMIT, PRETTY_FACTOR * len(value))) or value
     else:
         text = _indented(value, PRETTY_LIMIT) or _compact(value)
-    text = _escape_surrogates(text)
+    text = visible(text)
     if limit is not None and len(text) > limit:
         return text[:limit], True
     return text, False
@@ -128,7 +136,7 @@ def event_details(details: Any, limit: int | None) -> EventDetails | None:
     stack = ""
     failure = readable.get("failureDetails")
     if isinstance(failure, dict) and isinstance(failure.get("stackTrace"), str):
-        stack = _escape_surrogates(failure["stackTrace"])
+        stack = visible(failure["stackTrace"])
         readable["failureDetails"] = {k: v for k, v in failure.items() if k != "stackTrace"}
     text, cut = pretty(readable, limit)
     stack_cut = limit is not None and len(stack) > limit
@@ -177,7 +185,7 @@ def instance_payload(
     if is_json:
         text, cut = pretty(raw, limit)
     else:
-        text = _escape_surrogates(raw)
+        text = visible(raw)
         text, cut = (
             (text[:limit], True) if limit is not None and len(text) > limit else (text, False)
         )
@@ -221,7 +229,7 @@ def _text(value: Any) -> str:
 
 
 def _short(text: str) -> str:
-    text = _escape_surrogates(text)
+    text = visible(text)
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"
 
 
@@ -229,7 +237,7 @@ def _due(fire_at: str, now: datetime | None) -> str:
     """How far a timer's fireAt is from the page's time, as " (in 4 s at page load)"."""
     if now is None:
         return ""
-    relative = from_page_load(parse_time(fire_at), now)
+    relative = timeline.from_page_load(parse_time(fire_at), now)
     return f" ({relative})" if relative else ""
 
 

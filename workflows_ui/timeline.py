@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from workflows_ui import payloads
 from workflows_ui.history import NEVER, Bar, Group, Timeline
 
 MAX_ROWS = 300
@@ -122,7 +123,8 @@ def _title(bar: Bar, end: datetime | None) -> str:
         parts.append(bar.child_id)
     if bar.detail:
         parts.append(bar.detail[:300])
-    return " · ".join(parts)
+    # An error message or a reason given is the app's text: its control characters are shown.
+    return payloads.visible(" · ".join(parts))
 
 
 def layout(tl: Timeline, now: datetime) -> Layout:
@@ -203,7 +205,9 @@ def layout(tl: Timeline, now: datetime) -> Layout:
     lines = [f"M{_n(x_of(m.at))} 18V{out.height}" for m in tl.turns[::step] if m.at]
     out.turn_path, out.turn_lines = " ".join(lines), len(lines)
     out.markers = [
-        (_n(x_of(m.at)), m.kind, m.label, m.position) for m in tl.markers[:MAX_MARKERS] if m.at
+        (_n(x_of(m.at)), m.kind, payloads.visible(m.label), m.position)
+        for m in tl.markers[:MAX_MARKERS]
+        if m.at
     ]
     suspended_at: datetime | None = None
     for m in tl.markers[:MAX_MARKERS]:

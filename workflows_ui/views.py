@@ -359,6 +359,8 @@ def instance_detail(
         "read_problem": inst.read_problem(),
         "duration": (_duration(inst, now) if is_current or run is None else _run_duration(run)),
         "payloads": payloads.instance_payloads(inst, base=instance_url(engine, instance_id)),
+        # A terminated instance's output is the reason given for it.
+        "termination_reason": payloads.visible(inst.output),
         # An earlier run: its own input (the instance's output, custom status and failure are
         # its current run's, and the engine keeps no others).
         "run_input": (
@@ -376,7 +378,7 @@ def instance_detail(
         ctx["waits_unlisted"] = tl.unlisted
         ctx["waits_listed_per_kind"] = history.OPEN_LIMIT
         ctx["suspended"] = tl.suspended and inst.status == Status.SUSPENDED
-        ctx["suspend_reason"] = tl.suspend_reason
+        ctx["suspend_reason"] = payloads.visible(tl.suspend_reason)
         ctx["run_url"] = instance_url(engine, instance_id, run.ordinal)
         if is_current and inst.status == Status.FAILED:
             ctx["last_failed"] = _last_failed(run, ctx["run_url"])
@@ -551,7 +553,7 @@ def _last_failed(run: Run, run_url: str) -> dict[str, Any] | None:
     return {
         "kind": "activity" if ev.event_type == "taskFailed" else "child workflow",
         "name": ev.name,
-        "message": ev.info,
+        "message": payloads.visible(ev.info),
         "position": ev.position,
         "url": event_url(run_url, ev.position),
     }

@@ -62,6 +62,87 @@ def test_pretty_keeps_lone_surrogates_escaped_in_parsed_json_too():
     assert "a\\ud800b" in text
 
 
+# --- control characters --------------------------------------------------------------------------
+
+#: Characters a page shows nothing of (or moves the text around): an escape sequence that colours a
+#: terminal, a bell, a form feed, a C1 "next line", a right-to-left override and isolate.
+HIDDEN = "\x1b\x07\x0c\x85\u202e\u2066"
+
+
+def _shows_none_of_them(body: str) -> None:
+    assert [c for c in HIDDEN if c in body] == []
+
+
+def test_control_characters_in_payloads_are_shown_as_escapes_with_the_layout_kept(logged_in):
+    stack = 'Traceback:\n\tFile "w.py", line 3\r\n\x1b[31mValueError\x1b[0m\n'
+    _, url = _instance(
+        status="FAILED",
+        input=json.dumps({"file": "cod\u202etxt.exe", "line": "a\x85b"}, ensure_ascii=False),
+        custom_status="ready\x0c",
+        failure_type="ValueError",
+        failure_message="bad \x1b[1mvalue\x07",
+        failure_stack_trace=stack,
+    )
+    body = _get(logged_in, url)
+    _shows_none_of_them(body)
+    # JSON still: each written as its JSON escape, which is the same value.
+    assert "&quot;cod\\u202etxt.exe&quot;" in body and "&quot;a\\u0085b&quot;" in body
+    assert "ready\\u000c" in body
+    assert "bad \\u001b[1mvalue\\u0007" in body
+    # Tabs and line breaks lay the stack trace out as before.
+    assert (
+        "Traceback:\n\tFile &quot;w.py&quot;, line 3\r\n\\u001b[31mValueError\\u001b[0m\n" in body
+    )
+    for field in ("input", "custom_status", "failure_message", "stack_trace"):
+        _shows_none_of_them(_get(logged_in, url + f"payload/{field}/"))
+    terminated, url = _instance(status="TERMINATED", output='"stop \u202eit"')
+    factories.run(terminated)
+    body = _get(logged_in, url)
+    _shows_none_of_them(body)
+    assert 'id="termination-reason">reason: <bdi>&quot;stop \\u202eit&quot;</bdi>' in body
+
+
+def test_control_characters_in_event_details_are_shown_as_escapes_not_in_the_download(logged_in):
+    inst, url = _instance(status="FAILED")
+    run = factories.run(inst, event_count=3, started_at=inst.created_at)
+    failure = {
+        "errorType": "ValueError",
+        "errorMessage": "bad \x1b[1mvalue",
+        "stackTrace": "Traceback:\n\tline 1\x07\n",
+    }
+    events = [
+        ("executionStarted", "two_steps", {"name": "two_steps", "input": '"cod\u202etxt"'}),
+        ("taskFailed", "check", {"failureDetails": failure}),
+        ("executionSuspended", "", {"input": '"\u2066why\x0c"'}),
+    ]
+    for position, (event_type, name, details) in enumerate(events):
+        HistoryEvent.objects.create(
+            run=run,
+            position=position,
+            event_id=position - 1,
+            event_type=event_type,
+            name=name,
+            timestamp=inst.created_at + timedelta(seconds=position),
+            details=details,
+        )
+    body = _get(logged_in, url)
+    _shows_none_of_them(body)
+    assert "ValueError: bad \\u001b[1mvalue" in body  # the summary, and the last failed
+    assert "Traceback:\n\tline 1\\u0007\n" in body
+    assert "input &quot;cod\\u202etxt&quot;" in body
+    # The timeline's tooltips too.
+    assert "<title>suspended: &quot;\\u2066why\\u000c&quot; (event 2)</title>" in body
+    _shows_none_of_them(_get(logged_in, url + f"runs/{run.ordinal}/events/1/"))
+    Instance.objects.filter(pk=inst.pk).update(status="SUSPENDED")
+    body = _get(logged_in, url)
+    _shows_none_of_them(body)
+    assert "&quot;\\u2066why\\u000c&quot;. Work resumes" in body
+    # The download gives the details as stored.
+    download = logged_in.get(url + f"runs/{run.ordinal}/history.json")
+    downloaded = json.loads(b"".join(download.streaming_content))
+    assert [e["details"] for e in downloaded["events"]] == [d for _, _, d in events]
+
+
 # --- deep nesting ---------------------------------------------------------------------------------
 
 
