@@ -1545,3 +1545,27 @@ def test_a_suspended_period_is_shaded_on_the_timeline(logged_in, seeded):
     assert 'sw-suspended"></span>suspended' in body
     plain = _text(logged_in.get("/instances/orders/g-two-steps/"))
     assert "suspended-span" not in plain
+
+
+def test_a_suspended_instance_says_since_when_from_its_latest_suspension(logged_in, seeded):
+    from tests.pages import golden_rows
+
+    recorded = golden_rows.load("suspend_event_resume")
+    now = timezone.now()
+
+    def at(seconds_ago: int) -> str:
+        return (now - timedelta(seconds=seconds_ago)).isoformat().replace("+00:00", "Z")
+
+    # Suspended (event 4), resumed, then suspended again with a reason (event 6).
+    history = [
+        *recorded["history"][:5],
+        {"eventId": -1, "timestamp": at(300), "executionResumed": {}},
+        {"eventId": -1, "timestamp": at(125), "executionSuspended": {"input": '"disk full"'}},
+    ]
+    seed.store(seeded.engine, recorded, "g-suspended-twice", "SUSPENDED", cut=7, history=history)
+    body = _text(logged_in.get("/instances/orders/g-suspended-twice/"))
+    banner = re.search(r"<p class=\"banner\"[^>]*>(Suspended.*?)</p>", body, re.S).group(1)
+    since = (now - timedelta(seconds=125)).strftime("%Y-%m-%d %H:%M:%S")
+    assert "Suspended since <time " in banner and f">{since}</time>" in banner
+    assert re.search(r"\(2 min \d+ s ago, <a href=\"[^\"]*/runs/1/events/6/#event-6\">", banner)
+    assert "&quot;disk full&quot;. Work resumes" in banner
