@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -312,7 +313,13 @@ def instance_detail(
     # The runs table links its pages from the page it is on: the run shown stays shown.
     page_url = instance_url(engine, instance_id, *([] if ordinal is None else [ordinal]))
     try:
-        runs = _runs_page(inst, run, request.GET.get("runs_page", "").strip(), page_url)
+        runs = _runs_page(
+            inst,
+            run,
+            request.GET.get("runs_page", "").strip(),
+            page_url,
+            _history_state(request, position),
+        )
     except NoSuchRunsPage as exc:
         return _no_such_runs_page(request, inst, exc, page_url)
     if request.htmx and request.htmx.target == "runs":  # type: ignore[attr-defined]
@@ -389,6 +396,31 @@ def instance_detail(
     return render(request, "workflows_ui/instance_detail.html", ctx)
 
 
+@dataclass
+class PageLink:
+    """A link of the runs table's pager or the history's, each paging its part of the page in
+    place at an address it pushes. ``href`` (a reload, no script) carries this pager's
+    parameters and the other's as the page had them; ``get`` this pager's only: htmx adds the
+    other's as they are when the link is followed (``hx-include``), as they may have changed
+    since the link was drawn."""
+
+    path: str
+    own: list[tuple[str, Any]]
+    kept: list[tuple[str, Any]]
+
+    @property
+    def href(self) -> str:
+        return _with_query(self.path, [*self.own, *self.kept])
+
+    @property
+    def get(self) -> str:
+        return _with_query(self.path, self.own)
+
+
+def _with_query(path: str, params: list[tuple[str, Any]]) -> str:
+    return f"{path}?{urlencode(params)}" if params else path
+
+
 class NoSuchRunsPage(Exception):
     """A page of runs the instance doesn't have: past the last, or not a page number."""
 
@@ -398,9 +430,11 @@ class NoSuchRunsPage(Exception):
         self.pages = pages
 
 
-def _runs_page(inst: Instance, run: Run | None, asked: str, page_url: str) -> dict[str, Any]:
+def _runs_page(
+    inst: Instance, run: Run | None, asked: str, page_url: str, kept: list[tuple[str, Any]]
+) -> dict[str, Any]:
     """A page of the instance's runs, newest first: the one asked for (``runs_page``, from 1),
-    else the one holding the run shown.
+    else the one holding the run shown. ``kept``: the history's state, which the links keep.
 
     Pages are ranges of ordinals down from the newest: the indexer numbers the runs it stores
     one after the other, and retention forgets the oldest first. So a page costs two look-ups
@@ -432,17 +466,22 @@ def _runs_page(inst: Instance, run: Run | None, asked: str, page_url: str) -> di
         r.url = instance_url(inst.engine.name, inst.instance_id, r.ordinal)  # type: ignore[attr-defined]
         r.is_latest = r.execution_id == inst.current_execution_id  # type: ignore[attr-defined]
 
-    def link(n: int) -> str | None:
-        return f"{page_url}?runs_page={n}" if 1 <= n <= pages and n != page else None
+    def link(n: int) -> PageLink | None:
+        if not 1 <= n <= pages or n == page:
+            return None
+        return PageLink(page_url, [("runs_page", n)], kept)
 
     return {
         "runs": rows,
         "runs_page": page,
+        # The page asked for, which the history's links and filter keep (none when the table
+        # shows the page of the run shown, as it does by default).
+        "runs_page_asked": page if asked else None,
         "runs_pages": pages,
-        "runs_newest_url": link(1),
-        "runs_newer_url": link(page - 1),
-        "runs_older_url": link(page + 1),
-        "runs_oldest_url": link(pages),
+        "runs_newest": link(1),
+        "runs_newer": link(page - 1),
+        "runs_older": link(page + 1),
+        "runs_oldest": link(pages),
         # Ordinals count the runs the indexer saw: the first kept is above 1 when earlier ones
         # were forgotten past the retention period.
         "runs_forgotten": max(0, oldest - 1) if ends is not None else 0,
@@ -586,8 +625,7 @@ def _history_context(
     """One page of a run's history (keyset on position), filtered by event type. ``now``: the
     page's time, which timers are said relative to."""
     now = now or timezone.now()
-    asked = list(dict.fromkeys(t for t in request.GET.getlist("type") if t))
-    types = [t for t in asked if t in EVENT_TYPES]
+    asked, types, after, before = _history_asked(request, position)
     # A type no engine writes (a tampered or mistyped link) is named, and matches nothing.
     unknown_types = [t[:40] for t in asked if t not in EVENT_TYPES]
     qs = HistoryEvent.objects.filter(run=run)
@@ -595,10 +633,6 @@ def _history_context(
         qs = qs.none()
     elif types:
         qs = qs.filter(event_type__in=types)
-    after, before = _int(request.GET.get("after")), _int(request.GET.get("before"))
-    if position is not None:
-        after = (position // HISTORY_PAGE) * HISTORY_PAGE - 1
-        before = None
     if before is not None:
         rows = list(qs.filter(position__lt=before).order_by("-position")[: HISTORY_PAGE + 1])
         has_prev = len(rows) > HISTORY_PAGE
@@ -638,6 +672,12 @@ def _history_context(
             }
         )
     type_query = [("type", t) for t in types]
+    history_url = f"{run_url}history/"
+    runs_state = _runs_state(request)
+
+    def link(own: list[tuple[str, Any]]) -> PageLink:
+        return PageLink(history_url, own, runs_state)
+
     selected_event = next((e for e in events if e["selected"]), None)
     if selected_event is not None:
         selected_event["full"] = payloads.event_details(selected_event["ev"].details, None)
@@ -647,27 +687,57 @@ def _history_context(
         "event_types": EVENT_TYPES,
         "types": types,
         "unknown_types": unknown_types,
-        "history_url": f"{run_url}history/",
+        "history_url": history_url,
         "download_url": f"{run_url}history.json",
         "next_history": (
-            "?" + urlencode([*type_query, ("after", rows[-1].position)])
-            if has_next and rows
-            else None
+            link([*type_query, ("after", rows[-1].position)]) if has_next and rows else None
         ),
         "prev_history": (
-            "?" + urlencode([*type_query, ("before", rows[0].position)])
-            if has_prev and rows
-            else None
+            link([*type_query, ("before", rows[0].position)]) if has_prev and rows else None
         ),
         "first_history": (
-            "?" + urlencode(type_query)
-            if (after is not None and after >= 0) or before is not None
-            else None
+            link(type_query) if (after is not None and after >= 0) or before is not None else None
         ),
+        # The table's state, which the runs table's links add to theirs when followed.
+        "history_state": _history_state(request, position),
         "selected_event": selected_event,
         "position": position,
         "page_time": now,
     }
+
+
+def _history_asked(
+    request: HttpRequest, position: int | None
+) -> tuple[list[str], list[str], int | None, int | None]:
+    """What the request asks of the history: the types (as given, and those that are event
+    types) and its page, after or before a position (an event's page: the page holding it)."""
+    asked = list(dict.fromkeys(t for t in request.GET.getlist("type") if t))
+    types = [t for t in asked if t in EVENT_TYPES]
+    after, before = _int(request.GET.get("after")), _int(request.GET.get("before"))
+    if position is not None:
+        after = (position // HISTORY_PAGE) * HISTORY_PAGE - 1
+        before = None
+    return asked, types, after, before
+
+
+def _history_state(request: HttpRequest, position: int | None) -> list[tuple[str, Any]]:
+    """The history's type filter and page as the query of a URL: the runs table's links keep
+    them, so a reload after paging the runs shows the history as it was (an event's page as
+    the history page holding it)."""
+    _, types, after, before = _history_asked(request, position)
+    state: list[tuple[str, Any]] = [("type", t) for t in types]
+    if before is not None:
+        state.append(("before", before))
+    elif after is not None and after >= 0:
+        state.append(("after", after))
+    return state
+
+
+def _runs_state(request: HttpRequest) -> list[tuple[str, Any]]:
+    """The runs table's page, when one was asked for, as the query of a URL: the history's
+    links keep it, so a reload after paging the history shows the runs as they were."""
+    asked = request.GET.get("runs_page", "").strip()
+    return [("runs_page", asked)] if _page_number(asked) is not None else []
 
 
 def event_url(run_url: str, position: int) -> str:

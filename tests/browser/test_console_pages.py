@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
@@ -679,6 +680,57 @@ def test_a_person_pages_through_the_runs_and_opens_one_by_its_execution_id(
     assert link == "/instances/shop/b-forever/?run=earlier-03"
     page.goto(page.url.split("/instances/")[0] + link)
     page.wait_for_url(re.compile(r"/b-forever/runs/3/$"))
+
+
+def at(path_end: str, **query: str) -> Any:
+    """A test of a page's address: its path ends with ``path_end`` and its query is ``query``,
+    in any order."""
+
+    def test(url: str) -> bool:
+        parts = urlsplit(url)
+        return parts.path.endswith(path_end) and dict(parse_qsl(parts.query, True)) == query
+
+    return test
+
+
+def test_the_runs_page_and_the_history_filter_each_survive_the_others_change_and_a_reload(
+    signed_in: Any,
+) -> None:
+    from workflows_ui.models import Run
+
+    forever = Instance.objects.get(instance_id="b-forever")
+    current = forever.runs.get()
+    Run.objects.filter(pk=current.pk).update(ordinal=46)
+    Run.objects.bulk_create(
+        Run(instance=forever, execution_id=f"earlier-{n:02d}", ordinal=n, name=current.name)
+        for n in range(1, 46)
+    )
+    page = signed_in
+    base = page.url.split("/instances/")[0] + "/instances/shop/b-forever/"
+    page.goto(base)
+    position = "#runs-position"
+    page.click("#runs-older")
+    page.wait_for_url(at("/b-forever/", runs_page="2"))
+    # The type filter pushes the history's address with the runs page in it.
+    page.select_option("#history-type", "executionStarted")
+    page.wait_for_url(at("/runs/46/history/", type="executionStarted", runs_page="2"))
+    page.wait_for_function("() => document.querySelectorAll('#history tr.event-row').length === 1")
+    # The runs pager, drawn before the filter changed, pushes the filter as it is now.
+    page.click("#runs-oldest")
+    page.wait_for_url(at("/b-forever/", runs_page="3", type="executionStarted"))
+    page.wait_for_function(
+        "() => document.getElementById('runs-position').textContent.startsWith('Page 3')"
+    )
+    page.reload()
+    assert page.locator(position).inner_text() == "Page 3 of 3, newest first"
+    assert page.locator("#history-type").input_value() == "executionStarted"
+    assert page.locator("#history tr.event-row").count() == 1
+    # And back to all the types: the runs page stays.
+    page.select_option("#history-type", "")
+    page.wait_for_url(at("/runs/46/history/", runs_page="3"))
+    page.reload()
+    assert page.locator(position).inner_text() == "Page 3 of 3, newest first"
+    assert page.locator("#history tr.event-row").count() > 1
 
 
 def test_the_instance_and_execution_ids_copy_or_are_selected_where_copying_is_not_allowed(

@@ -2,6 +2,7 @@
 one opened by its execution id (an eternal workflow continues as new thousands of times)."""
 
 import re
+from datetime import timedelta
 from html import unescape
 
 import pytest
@@ -9,12 +10,15 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from tests.console import factories
+from tests.console.factories import T0
 from workflows_ui import views
-from workflows_ui.models import Instance, Run
+from workflows_ui.models import HistoryEvent, Instance, Run
 
 pytestmark = pytest.mark.django_db
 
 PAGE = "/instances/orders/eternal/"
+HTMX_RUNS = {"HX-Request": "true", "HX-Target": "runs"}
+HTMX_HISTORY = {"HX-Request": "true", "HX-Target": "history"}
 
 
 def store_runs(inst: Instance, count: int) -> None:
@@ -168,3 +172,95 @@ def test_an_empty_page_number_is_as_if_not_given(logged_in, eternal):
     assert response.status_code == 200 and "Page 24 of 50" in _text(response)
     response = logged_in.get(PAGE + "?run=")
     assert response.status_code == 200 and "Page 1 of 50" in _text(response)
+
+
+# --- the runs table and the history, each paged in place, keep each other's state -------------
+
+
+def store_history(inst: Instance, count: int) -> None:
+    """``count`` events in the current run, activities scheduled between turns."""
+    run = Run.objects.filter(instance=inst).order_by("-ordinal").first()
+    HistoryEvent.objects.bulk_create(
+        HistoryEvent(
+            run=run,
+            position=n,
+            event_id=n,
+            event_type="taskScheduled" if n % 2 else "workflowStarted",
+            name="step" if n % 2 else "",
+            timestamp=T0 + timedelta(seconds=n),
+            details={},
+        )
+        for n in range(count)
+    )
+    Run.objects.filter(pk=run.pk).update(event_count=count)
+
+
+def link(body: str, link_id: str) -> tuple[str, str]:
+    """The ``href`` and ``hx-get`` of a link, unescaped."""
+    found = re.search(rf'<a id="{link_id}"[^>]* href="([^"]*)" hx-get="([^"]*)"', body)
+    assert found, link_id
+    return unescape(found.group(1)), unescape(found.group(2))
+
+
+def test_a_page_of_runs_and_a_filtered_page_of_history_both_stay_in_the_address(logged_in, eternal):
+    store_history(eternal, 240)
+    history = PAGE + "runs/1000/history/"
+    both = "runs_page=3&type=taskScheduled&after=99"
+    # The address the runs pager pushes: the runs page and the history as it was.
+    body = _text(logged_in.get(f"{PAGE}?{both}"))
+    assert "Page 3 of 50" in body
+    assert re.search(r'<tr id="event-101" class="event-row type-taskScheduled', body)
+    # A reload keeps both: each pager's links carry the other's state as the address had it...
+    assert link(body, "runs-older") == (
+        f"{PAGE}?runs_page=4&type=taskScheduled&after=99",
+        f"{PAGE}?runs_page=4",
+    )
+    assert link(body, "history-next") == (
+        f"{history}?type=taskScheduled&after=199&runs_page=3",
+        f"{history}?type=taskScheduled&after=199",
+    )
+    # ... and, followed in place, add the other's as it is then, from the page.
+    assert 'hx-include="#history-state"' in body and 'hx-include="#runs-state"' in body
+    state = re.search(r'<div id="history-state" hidden>(.*?)</div>', body).group(1)
+    assert re.findall(r'name="(\w+)" value="(\w+)"', state) == [
+        ("type", "taskScheduled"),
+        ("after", "99"),
+    ]
+    # The type filter submits the runs page too (the input names the form).
+    assert re.search(r'<form class="inline" id="history-filter"', body)
+    assert (
+        '<input type="hidden" id="runs-state" name="runs_page" value="3" form="history-filter">'
+        in body
+    )
+
+    # The address the history pager pushes, reloaded: the whole page, with both as they were.
+    body = _text(logged_in.get(f"{history}?type=taskScheduled&after=99&runs_page=3"))
+    assert "Page 3 of 50" in body and 'id="event-101"' in body and "<html" in body
+    assert (
+        link(body, "runs-newer")[0] == f"{PAGE}runs/1000/?runs_page=2&type=taskScheduled&after=99"
+    )
+
+    # Each swapped in alone (htmx), with the other's state the page added.
+    runs = _text(
+        logged_in.get(f"{PAGE}?runs_page=5&type=taskScheduled&after=99", headers=HTMX_RUNS)
+    )
+    assert link(runs, "runs-older")[0] == f"{PAGE}?runs_page=6&type=taskScheduled&after=99"
+    assert 'id="runs-state" name="runs_page" value="5"' in runs
+    rows = _text(
+        logged_in.get(f"{history}?type=taskScheduled&after=199&runs_page=5", headers=HTMX_HISTORY)
+    )
+    assert link(rows, "history-prev")[0] == f"{history}?type=taskScheduled&before=201&runs_page=5"
+    assert link(rows, "history-first")[0] == f"{history}?type=taskScheduled&runs_page=5"
+
+
+def test_without_a_page_of_runs_asked_the_links_stay_as_they_were(logged_in, eternal):
+    store_history(eternal, 120)
+    body = _text(logged_in.get(PAGE))
+    assert link(body, "runs-older") == (f"{PAGE}?runs_page=2", f"{PAGE}?runs_page=2")
+    history = PAGE + "runs/1000/history/"
+    assert link(body, "history-next") == (f"{history}?after=49", f"{history}?after=49")
+    assert 'id="runs-state"' not in body
+    assert '<div id="history-state" hidden></div>' in body
+    # An event's page keeps the history page holding it when the runs are paged.
+    body = _text(logged_in.get(PAGE + "runs/1000/events/77/"))
+    assert link(body, "runs-older")[0] == f"{PAGE}runs/1000/?runs_page=2&after=49"
