@@ -7,7 +7,6 @@ escape it (never ``|safe``).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from workflows_ui import timeline
 from workflows_ui.history import parse_time
 from workflows_ui.models import Instance
+from workflows_ui.plaintext import visible
 
 #: Characters of a payload shown on the detail page; the rest behind "see all".
 DISPLAY_LIMIT = 4000
@@ -28,24 +28,6 @@ SUMMARY_LIMIT = 140
 #: Indenting adds depth × lines characters: 50 KB of JSON can make tens of megabytes.
 PRETTY_LIMIT = 256 * 1024
 PRETTY_FACTOR = 4
-
-#: What a page would not show as it is: control characters (but tab, line feed and carriage
-#: return, which lay out pretty-printed JSON and stack traces), the invisible marks that reorder
-#: the text around them or break its lines (bidirectional controls, the line and paragraph
-#: separators), the byte order mark, and lone surrogates (from a JSON escape such as
-#: ``"\\ud800"``, which the Dapr SDKs write: a page can't be encoded with one in it).
-_HIDDEN = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
-    "\ufeff\ud800-\udfff]"
-)
-
-
-def visible(text: str) -> str:
-    """``text`` with each character a page would not show (``_HIDDEN``) written as its JSON
-    escape, ``\\u0007``: in a JSON payload that is the same value, as JSON writes the others."""
-    if _HIDDEN.search(text) is None:
-        return text
-    return _HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _indented(value: Any, bound: int) -> str | None:

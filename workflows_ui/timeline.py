@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from workflows_ui import payloads
 from workflows_ui.history import NEVER, Bar, Group, Timeline
+from workflows_ui.plaintext import visible
 
 MAX_ROWS = 300
 MAX_TURN_LINES = 400
@@ -124,7 +124,7 @@ def _title(bar: Bar, end: datetime | None) -> str:
     if bar.detail:
         parts.append(bar.detail[:300])
     # An error message or a reason given is the app's text: its control characters are shown.
-    return payloads.visible(" · ".join(parts))
+    return visible(" · ".join(parts))
 
 
 def layout(tl: Timeline, now: datetime) -> Layout:
@@ -205,7 +205,7 @@ def layout(tl: Timeline, now: datetime) -> Layout:
     lines = [f"M{_n(x_of(m.at))} 18V{out.height}" for m in tl.turns[::step] if m.at]
     out.turn_path, out.turn_lines = " ".join(lines), len(lines)
     out.markers = [
-        (_n(x_of(m.at)), m.kind, payloads.visible(m.label), m.position)
+        (_n(x_of(m.at)), m.kind, visible(m.label), m.position)
         for m in tl.markers[:MAX_MARKERS]
         if m.at
     ]

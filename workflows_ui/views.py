@@ -32,7 +32,7 @@ from django.utils.http import content_disposition_header, urlencode
 from django.views.decorators.http import require_safe
 
 from engine_bridge.types import EVENT_TYPES
-from workflows_ui import freshness, history, listing, payloads
+from workflows_ui import freshness, history, listing, payloads, plaintext
 from workflows_ui.models import (
     STATUS_COLOURS,
     Engine,
@@ -367,7 +367,7 @@ def instance_detail(
         "duration": (_duration(inst, now) if is_current or run is None else _run_duration(run)),
         "payloads": payloads.instance_payloads(inst, base=instance_url(engine, instance_id)),
         # A terminated instance's output is the reason given for it.
-        "termination_reason": payloads.visible(inst.output),
+        "termination_reason": plaintext.visible(inst.output),
         # An earlier run: its own input (the instance's output, custom status and failure are
         # its current run's, and the engine keeps no others).
         "run_input": (
@@ -385,7 +385,7 @@ def instance_detail(
         ctx["waits_unlisted"] = tl.unlisted
         ctx["waits_listed_per_kind"] = history.OPEN_LIMIT
         ctx["suspended"] = tl.suspended and inst.status == Status.SUSPENDED
-        ctx["suspend_reason"] = payloads.visible(tl.suspend_reason)
+        ctx["suspend_reason"] = plaintext.visible(tl.suspend_reason)
         if ctx["suspended"]:
             ctx["suspended_since"] = _suspended_since(run)
         ctx["run_url"] = instance_url(engine, instance_id, run.ordinal)
@@ -594,7 +594,7 @@ def _last_failed(run: Run, run_url: str) -> dict[str, Any] | None:
     return {
         "kind": "activity" if ev.event_type == "taskFailed" else "child workflow",
         "name": ev.name,
-        "message": payloads.visible(ev.info),
+        "message": plaintext.visible(ev.info),
         "position": ev.position,
         "url": event_url(run_url, ev.position),
     }
