@@ -269,8 +269,8 @@ class Timeline:
     bars: list[Bar] = field(default_factory=list)
     markers: list[Marker] = field(default_factory=list)
     turns: list[Marker] = field(default_factory=list)
-    suspended: bool = False
-    suspend_reason: str = ""
+    #: The executionSuspended event the run is suspended by (None: not suspended).
+    suspended_by: EventRow | None = None
     #: The run continued as new (its last turn is in no history: the engine replaces the
     #: history in that turn) or ended unseen: what still ran is "not read", not abandoned.
     end_unread: bool = False
@@ -282,6 +282,14 @@ class Timeline:
     turn_total: int = 0
     #: For a summarized run: how many things it waits on beyond those ``waiting_on`` lists.
     unlisted: int = 0
+
+    @property
+    def suspended(self) -> bool:
+        return self.suspended_by is not None
+
+    @property
+    def suspend_reason(self) -> str:
+        return self.suspended_by.info if self.suspended_by is not None else ""
 
 
 def happened_at(
@@ -434,10 +442,10 @@ def build_timeline(
                 wait.outcome = "received"
             tl.markers.append(Marker("event", ev.name, ts, ev.position))
         elif etype == "executionSuspended":
-            tl.suspended, tl.suspend_reason = True, ev.info
+            tl.suspended_by = ev
             tl.markers.append(Marker("suspended", ev.info or "suspended", ts, ev.position))
         elif etype == "executionResumed":
-            tl.suspended, tl.suspend_reason = False, ""
+            tl.suspended_by = None
             tl.markers.append(Marker("resumed", ev.info or "resumed", ts, ev.position))
         elif etype == "executionStalled":
             tl.markers.append(Marker("stalled", ev.name or "stalled", ts, ev.position))
@@ -461,7 +469,7 @@ def build_timeline(
             if bar.is_open:
                 bar.end = tl.end if tl.end and (bar.start is None or tl.end >= bar.start) else None
                 bar.outcome = "not read" if tl.end_unread else "abandoned"
-        tl.suspended = False
+        tl.suspended_by = None
     else:
         tl.end = last_ts
     return tl
@@ -710,7 +718,7 @@ def summarize(run_pk: int, event_count: int, status: str) -> tuple[Timeline, lis
             max(0, n - OPEN_LIMIT) for n in [*open_counts.values(), *open_waits.values()]
         )
         _count_open(run_pk, groups, by_type, open_waits, open_counts["timerCreated"] > OPEN_LIMIT)
-        tl.suspended, tl.suspend_reason = _suspended(run_pk)
+        tl.suspended_by = _suspended_by(run_pk)
 
     tl.groups = sorted(groups.values(), key=lambda g: g.position)
     tl.bar_total = sum(g.count for g in tl.groups)
@@ -793,11 +801,9 @@ def _marker(ev: EventRow) -> Marker:
     return Marker(kind, label, ev.timestamp, ev.position)
 
 
-def _suspended(run_pk: int) -> tuple[bool, str]:
+def _suspended_by(run_pk: int) -> EventRow | None:
     rows = load_rows_last(run_pk, ("executionSuspended", "executionResumed"))
-    if rows and rows[0].event_type == "executionSuspended":
-        return True, rows[0].info
-    return False, ""
+    return rows[0] if rows and rows[0].event_type == "executionSuspended" else None
 
 
 def load_rows_last(run_pk: int, types: Iterable[str], limit: int = 1) -> list[EventRow]:

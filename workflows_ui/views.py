@@ -386,8 +386,7 @@ def instance_detail(
         ctx["waits_listed_per_kind"] = history.OPEN_LIMIT
         ctx["suspended"] = tl.suspended and inst.status == Status.SUSPENDED
         ctx["suspend_reason"] = plaintext.visible(tl.suspend_reason)
-        if ctx["suspended"]:
-            ctx["suspended_since"] = _suspended_since(run)
+        ctx["suspended_since"] = tl.suspended_by
         ctx["run_url"] = instance_url(engine, instance_id, run.ordinal)
         if is_current and inst.status == Status.FAILED:
             ctx["last_failed"] = _last_failed(run, ctx["run_url"])
@@ -598,13 +597,6 @@ def _last_failed(run: Run, run_url: str) -> dict[str, Any] | None:
         "position": ev.position,
         "url": event_url(run_url, ev.position),
     }
-
-
-def _suspended_since(run: Run) -> history.EventRow | None:
-    """The run's latest executionSuspended event: when the instance was suspended (a big run's
-    timeline reads the first markers only, so it is read apart)."""
-    rows = history.load_rows_last(run.pk, ("executionSuspended",))
-    return rows[0] if rows else None
 
 
 def _run_duration(run: Run) -> str:
