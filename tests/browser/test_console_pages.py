@@ -630,21 +630,30 @@ def test_pages_reflow_in_a_640_pixel_window(signed_in: Any) -> None:
         assert width <= 640, f"{path}: {width}px wide"
 
 
-def test_a_person_pages_through_the_runs_and_opens_one_by_its_execution_id(
-    signed_in: Any,
-) -> None:
+def forty_five_earlier_runs() -> None:
+    """An eternal workflow's earlier runs: 45 before the one the engine runs now (46). The
+    indexer sees only the runs alive at its passes, so they are stored here as it would have."""
     from workflows_ui.models import Run
 
-    # An eternal workflow's earlier runs: 45 before the one the engine runs now. The indexer
-    # sees only the runs alive at its passes, so they are stored here as it would have.
     forever = Instance.objects.get(instance_id="b-forever")
     current = forever.runs.get()
     Run.objects.filter(pk=current.pk).update(ordinal=46)
     Run.objects.bulk_create(
-        Run(instance=forever, execution_id=f"earlier-{n:02d}", ordinal=n, name=current.name)
+        Run(
+            instance=forever,
+            execution_id=f"earlier-{n:02d}",
+            ordinal=n,
+            name=current.name,
+            status="CONTINUED_AS_NEW",
+        )
         for n in range(1, 46)
     )
-    Run.objects.filter(instance=forever).exclude(pk=current.pk).update(status="CONTINUED_AS_NEW")
+
+
+def test_a_person_pages_through_the_runs_and_opens_one_by_its_execution_id(
+    signed_in: Any,
+) -> None:
+    forty_five_earlier_runs()
     page = signed_in
     base = page.url.split("/instances/")[0] + "/instances/shop/b-forever/"
     page.goto(base)
@@ -696,15 +705,7 @@ def at(path_end: str, **query: str) -> Any:
 def test_the_runs_page_and_the_history_filter_each_survive_the_others_change_and_a_reload(
     signed_in: Any,
 ) -> None:
-    from workflows_ui.models import Run
-
-    forever = Instance.objects.get(instance_id="b-forever")
-    current = forever.runs.get()
-    Run.objects.filter(pk=current.pk).update(ordinal=46)
-    Run.objects.bulk_create(
-        Run(instance=forever, execution_id=f"earlier-{n:02d}", ordinal=n, name=current.name)
-        for n in range(1, 46)
-    )
+    forty_five_earlier_runs()
     page = signed_in
     base = page.url.split("/instances/")[0] + "/instances/shop/b-forever/"
     page.goto(base)
