@@ -1111,19 +1111,20 @@ def test_runs_forgotten_past_the_retention_are_said_and_the_others_listed(
     settings.CONSOLE_RETENTION_DAYS = 30
     inst = seeded.instances["continue_as_new"]
     Run.objects.filter(instance=inst).update(ordinal=27)
+    # Ids with a hyphen: the page's CSRF token, letters and digits, may hold "r25".
     for n in (25, 26):  # 1-24 forgotten
         Run.objects.create(
-            instance=inst, execution_id=f"r{n}", ordinal=n, name="monitor", status="COMPLETED"
+            instance=inst, execution_id=f"run-{n}", ordinal=n, name="monitor", status="COMPLETED"
         )
     body = _text(logged_in.get("/instances/orders/g-monitor/"))
-    assert "r25" in body and "r26" in body
+    assert "run-25" in body and "run-26" in body
     assert 'id="runs-position"' not in body  # all three kept are on one page
     forgotten = re.search(r'id="runs-forgotten">(.*?)</p>', body).group(1)
     assert forgotten.startswith("24 earlier runs are no longer kept")
     assert "30 days after the next one started" in forgotten
     monkeypatch.setattr(views, "RUNS_PAGE", 2)
     body = _text(logged_in.get("/instances/orders/g-monitor/"))
-    assert "Page 1 of 2" in body and "r25" not in body
+    assert "Page 1 of 2" in body and "run-25" not in body
     assert 'id="runs-forgotten">24 earlier runs' in body
     # Kept for good from now on (0): the runs forgotten before are said, not a period of 0 days.
     settings.CONSOLE_RETENTION_DAYS = 0
