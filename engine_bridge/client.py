@@ -62,8 +62,12 @@ _NOT_TLS_ANSWER = re.compile(r"WRONG_VERSION_NUMBER", re.I)
 # Without TLS: the engine closed the connection. A TLS server does so at the plain HTTP/2
 # preface, but so does a proxy in front of an engine that is down (Docker's published ports).
 _CLOSED = re.compile(r"Socket closed|Connection reset by peer", re.I)
-#: Seconds a look at whether an engine answers TLS waits (see _answers_tls).
-TLS_PROBE_TIMEOUT = 2.0
+#: Seconds a look at an engine's address waits (see _answers_tls, _takes_connections).
+PROBE_TIMEOUT = 2.0
+# The address answered in HTTP/1 (a web server, or a sidecar's HTTP port), not in HTTP/2.
+_NOT_HTTP2 = re.compile(r"Failed parsing HTTP/2|http1\.x server", re.I)
+# The address took the connection and then sent nothing (an engine that hangs).
+_SILENT = re.compile(r"timed out before receiving SETTINGS frame", re.I)
 
 
 def map_rpc_error(err: grpc.RpcError, operation: str, secret: str = "") -> EngineError:
@@ -90,18 +94,39 @@ def map_rpc_error(err: grpc.RpcError, operation: str, secret: str = "") -> Engin
     return EngineRejected(text, code=name, operation=operation)
 
 
+def _with_hint(error: EngineError, hint: str) -> EngineError:
+    """``error`` with ``hint`` first: the engines page shows an error's first 200 characters,
+    and gRPC's run longer."""
+    if not hint:
+        return error
+    return type(error)(f"{hint}; {error.message}", code=error.code, operation=error.operation)
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _takes_connections(address: str, timeout: float) -> bool:
+    """Whether something at ``address`` accepts a TCP connection within ``timeout``."""
+    try:
+        with socket.create_connection(_split_address(address), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def _answers_tls(address: str, timeout: float) -> bool:
     """Whether the server at ``address`` answers a TLS handshake: it sends a TLS answer, its
     certificate left unchecked (its trust is not the question), or a TLS alert (one that wants
     a client certificate)."""
-    host, _, port = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
+    host, port = _split_address(address)
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
         with (
-            socket.create_connection((host, int(port)), timeout=timeout) as sock,
+            socket.create_connection((host, port), timeout=timeout) as sock,
             context.wrap_socket(sock, server_hostname=host),
         ):
             return True
@@ -167,10 +192,9 @@ class EngineClient:
         self.close()
 
     def _call(self, operation: str, method: Any, request: Any, timeout: float | None = None) -> Any:
+        deadline = timeout or self.timeout
         try:
-            future = method.future(
-                request, timeout=timeout or self.timeout, metadata=self._metadata
-            )
+            future = method.future(request, timeout=deadline, metadata=self._metadata)
             while True:
                 try:
                     return future.result(timeout=STOP_POLL)
@@ -179,29 +203,69 @@ class EngineClient:
                         future.cancel()
                         raise Stopping(f"{operation}: given up, the process is stopping") from None
         except grpc.RpcError as err:
-            raise self._with_tls_hint(map_rpc_error(err, operation, self.config.token)) from None
+            error = map_rpc_error(err, operation, self.config.token)
+            hint = self._hint(error) or self._probed_hint(error, deadline)
+            raise _with_hint(error, hint) from None
 
-    def _with_tls_hint(self, error: EngineError) -> EngineError:
-        """``error``, with the setting to change when the engine could not be connected to
-        because one side speaks TLS and the other does not: gRPC only says "Socket closed" or
-        "handshake failed". Only on the calls that wait for their answer: Hello is the first
-        call to an engine, and the first again at each pass while it is unreachable."""
-        if not isinstance(error, EngineUnavailable) or _NOT_CONNECTED not in error.message:
-            return error
+    def _hint(self, error: EngineError) -> str:
+        """What to do about ``error``, in the console's words, when gRPC's own text does not
+        say it (it names HTTP/2 frames, not the setting to change); "" when there is nothing
+        to add."""
+        suffix = env_suffix(self.config.name)
+        if error.code == "UNAUTHENTICATED":
+            if self.config.token:
+                return (
+                    f"the engine refused the api token of CONSOLE_ENGINE_TOKEN_{suffix}: "
+                    "it must be the sidecar's DAPR_API_TOKEN"
+                )
+            return (
+                "the engine wants an api token: set CONSOLE_ENGINE_TOKEN_"
+                f"{suffix} to the sidecar's DAPR_API_TOKEN"
+            )
+        if not isinstance(error, EngineUnavailable):
+            return ""
+        if _NOT_HTTP2.search(error.message):
+            return (
+                "the address answers, but not in gRPC (a web server? a Dapr sidecar's gRPC "
+                "port is 50001 by default, 3500 is its HTTP port)"
+            )
+        if _SILENT.search(error.message):
+            return "the address takes connections but answers nothing (an engine that hangs?)"
+        return ""
+
+    def _probed_hint(self, error: EngineError, deadline: float) -> str:
+        """What to do about ``error`` when only a look at the engine's address tells: the side
+        that speaks TLS when the other does not (gRPC only says "Socket closed" or "handshake
+        failed"), or a deadline that ran out before any answer. Only on the calls that wait for
+        their answer: Hello is the first call to an engine, and the first again at each pass
+        while it is unreachable."""
+        if not isinstance(error, EngineUnavailable):
+            return ""
         setting = f"CONSOLE_ENGINE_TLS_{env_suffix(self.config.name)}"
-        if self.config.tls and _NOT_TLS_ANSWER.search(error.message):
-            hint = f"the engine does not answer in TLS: unset {setting}"
-        elif (
-            not self.config.tls
-            and _CLOSED.search(error.message)
-            # Else a proxy in front of an engine that is down: no hint, it would mislead.
-            and _answers_tls(self.config.address, min(self.timeout, TLS_PROBE_TIMEOUT))
-        ):
-            hint = f"the engine answers in TLS: set {setting}=1"
-        else:
-            return error
-        # First: the engines page shows an error's first 200 characters, and gRPC's run longer.
-        return type(error)(f"{hint}; {error.message}", code=error.code, operation=error.operation)
+        probe = min(self.timeout, PROBE_TIMEOUT)
+        if _NOT_CONNECTED in error.message:
+            if self.config.tls and _NOT_TLS_ANSWER.search(error.message):
+                return f"the engine does not answer in TLS: unset {setting}"
+            if (
+                not self.config.tls
+                and _CLOSED.search(error.message)
+                # Else a proxy in front of an engine that is down: no hint, it would mislead.
+                and _answers_tls(self.config.address, probe)
+            ):
+                return f"the engine answers in TLS: set {setting}=1"
+            return ""
+        if error.code == "DEADLINE_EXCEEDED" and error.operation == "Hello":
+            # Any engine answers a Hello at once: the question is whether anything is there.
+            if _takes_connections(self.config.address, probe):
+                return (
+                    f"no answer within {deadline:g}s, though the address takes connections "
+                    "(an engine that hangs, or a server that is not gRPC?)"
+                )
+            return (
+                f"no answer within {deadline:g}s, not even to a connection (a host that is "
+                "down, or a firewall that drops the connection?)"
+            )
+        return ""
 
     def _call_later(
         self,
@@ -221,7 +285,8 @@ class EngineClient:
             try:
                 answer = convert(future.result())
             except grpc.RpcError as err:
-                answer = map_rpc_error(err, operation, self.config.token)
+                error = map_rpc_error(err, operation, self.config.token)
+                answer = _with_hint(error, self._hint(error))
             except Exception as exc:  # noqa: BLE001 - done() must always hear back
                 answer = EngineError(f"unreadable answer: {exc!r}", operation=operation)
             done(answer)

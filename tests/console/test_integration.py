@@ -603,6 +603,83 @@ def test_a_wrong_api_token_is_reported_with_the_engines_reason(tmp_path, make_in
         engine.stop()
 
 
+def test_an_api_token_missing_or_refused_names_the_setting_and_never_shows_the_token(
+    tmp_path, make_indexer
+):
+    engine = DevEngine(tmp_path / "auth.sqlite3", "--api-token", "right-Token-41").start()
+    try:
+        for name, token, hint in [
+            ("billing", "", "the engine wants an api token: set CONSOLE_ENGINE_TOKEN_BILLING "),
+            ("orders-eu", "wrong-Token-42", "the engine refused the api token of "
+             "CONSOLE_ENGINE_TOKEN_ORDERS_EU: "),
+        ]:  # fmt: skip
+            ix = make_indexer(EngineConfig(name, engine.address, token=token))
+            with pytest.raises(EngineRejected) as caught:
+                ix.run_pass()
+            # First: the engines page shows an error's first 200 characters.
+            assert Engine.objects.get(name=name).last_error.startswith(f"Hello: {hint}")
+            assert str(caught.value).startswith(f"Hello: {hint}")
+    finally:
+        engine.stop()
+    api = APIClient()
+    api.force_login(User.objects.create_user("alice"))
+    for url in ["/api/engines/", "/"]:
+        body = api.get(url).content.decode()
+        assert "CONSOLE_ENGINE_TOKEN_ORDERS_EU" in body
+        assert "Token-4" not in body
+
+
+@contextmanager
+def _listening(answer: bytes | None):
+    """A port that takes each connection and answers ``answer`` to what it is sent (a web
+    server), or nothing ever (None: an engine that hangs); its address."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    taken: list[socket.socket] = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed: the block ended
+            taken.append(conn)
+            if answer is not None:
+                conn.recv(1024)
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        for conn in taken:
+            conn.close()
+
+
+def test_an_address_that_is_no_grpc_server_or_never_answers_is_said_so():
+    web = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+    with _listening(web) as web_port, _listening(None) as silent:
+        error = _hello_error(EngineConfig("a", web_port))
+        assert error.startswith("Hello: the address answers, but not in gRPC (a web server?")
+        with (
+            EngineClient(EngineConfig("a", silent), timeout=1.0) as client,
+            pytest.raises(EngineUnavailable) as caught,
+        ):
+            client.hello()
+        assert str(caught.value).startswith(
+            "Hello: no answer within 1s, though the address takes connections"
+        )
+        # Once gRPC's own attempt to connect has timed out (20 s by default, less here).
+        fast = grpc.insecure_channel(silent, [("grpc.min_reconnect_backoff_ms", 300)])
+        with (
+            EngineClient(EngineConfig("a", silent), channel=fast) as client,
+            pytest.raises(EngineUnavailable) as caught,
+        ):
+            client.hello()
+        assert "SETTINGS frame" in str(caught.value)
+        assert str(caught.value).startswith("Hello: the address takes connections but answers")
+
+
 def subprocess_env(config: EngineConfig) -> dict[str, str]:
     db = connection.settings_dict
     if connection.vendor == "postgresql":
