@@ -117,6 +117,13 @@ def test_it_returns_no_engines_when_unset():
         ("orders=", "engine 'orders' has no address"),
         ("orders=127.0.0.1", "'127.0.0.1' is not host:port"),
         ("orders=127.0.0.1:http", "port 'http'"),
+        ("orders=http://127.0.0.1:50001", "'http://127.0.0.1:50001' has a scheme: give host:port"),
+        (
+            "b-eu=https://h:443",
+            "has a scheme: give host:port (for TLS, set CONSOLE_ENGINE_TLS_B_EU=1)",
+        ),
+        ("orders=dns:///h:1", "'dns:///h:1' has a scheme"),
+        ("orders=dns:h:1", "'dns:h:1' has a scheme"),
         ("orders=127.0.0.1:70000", "port '70000'"),
         ("Orders=127.0.0.1:1", "engine name 'Orders'"),
         ("a=h:1,a=h:2", "'a' is given twice"),
