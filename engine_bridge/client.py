@@ -66,6 +66,8 @@ _CLOSED = re.compile(r"Socket closed|Connection reset by peer", re.I)
 PROBE_TIMEOUT = 2.0
 # The address answered in HTTP/1 (a web server, or a sidecar's HTTP port), not in HTTP/2.
 _NOT_HTTP2 = re.compile(r"Failed parsing HTTP/2|http1\.x server", re.I)
+# Nothing listens on the address's port.
+_REFUSED = re.compile(r"Connection refused", re.I)
 # The address took the connection and then sent nothing (an engine that hangs).
 _SILENT = re.compile(r"timed out before receiving SETTINGS frame", re.I)
 
@@ -231,6 +233,8 @@ class EngineClient:
             )
         if _SILENT.search(error.message):
             return "the address takes connections but answers nothing (an engine that hangs?)"
+        if _NOT_CONNECTED in error.message and _REFUSED.search(error.message):
+            return "nothing listens at the address (an engine that is stopped, or another port?)"
         return ""
 
     def _probed_hint(self, error: EngineError, deadline: float) -> str:

@@ -656,7 +656,10 @@ def _listening(answer: bytes | None):
             conn.close()
 
 
-def test_an_address_that_is_no_grpc_server_or_never_answers_is_said_so():
+def test_an_address_with_no_grpc_server_or_one_that_never_answers_is_said_so():
+    assert _hello_error(EngineConfig("a", f"127.0.0.1:{free_port()}")).startswith(
+        "Hello: nothing listens at the address (an engine that is stopped, or another port?); "
+    )
     web = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
     with _listening(web) as web_port, _listening(None) as silent:
         error = _hello_error(EngineConfig("a", web_port))
