@@ -95,6 +95,13 @@ def _engine_warnings(engines: list[Engine]) -> list[Engine]:
     return [e for e in engines if e.configured and (e.reachable is False or e.too_old or e.failing)]
 
 
+def _engines_shown(request: HttpRequest, engines: list[Engine]) -> list[Engine]:
+    """The engines whose instances the list may show: those of its engine filter, else all (an
+    engine down says nothing about a list of the others)."""
+    chosen = set(request.GET.getlist("engine"))
+    return [e for e in engines if e.name in chosen] or engines
+
+
 def _find_instance(engine: str, instance_id: str) -> Instance | None:
     return (
         Instance.objects.select_related("engine", "parent_engine", "schedule")
@@ -144,7 +151,7 @@ def instance_list(request: HttpRequest) -> HttpResponse:
     ctx: dict[str, Any] = {
         "form": form,
         "engines": engines,
-        "warnings": _engine_warnings(engines),
+        "warnings": _engine_warnings(_engines_shown(request, engines)),
         "statuses": [(s.value, s.label, STATUS_COLOURS[s]) for s in Status],
         "rows": [],
         "next_url": None,

@@ -731,6 +731,24 @@ def test_an_unreachable_engine_is_announced_while_its_data_is_still_listed(logge
     assert "is unreachable" in detail
 
 
+def test_the_list_warns_of_the_engines_it_shows_and_of_many_in_one_line(logged_in, seeded):
+    for name in ["billing", "ledger", "audit", "hangs"]:
+        Engine.objects.create(
+            name=name, address=f"{name}:50001", reachable=False, last_error=f"{name} is down"
+        )
+    # Filtered to a healthy engine: the others being down says nothing about its instances.
+    shown = logged_in.get("/instances/?engine=orders")
+    assert 'role="alert"' not in _text(shown)
+    assert len(ids_in(shown)) == len(seeded.instances)
+    one = _text(logged_in.get("/instances/?engine=orders&engine=ledger"))
+    assert one.count('role="alert"') == 1 and "<bdi>ledger is down</bdi>" in one
+    # Four at once: one line naming them, not four paragraphs above the list.
+    body = _text(logged_in.get("/instances/"))
+    assert body.count('role="alert"') == 1
+    assert "4 engines are not indexed up to date: <strong>audit</strong> (unreachable), " in body
+    assert "is down" not in body and 'the <a href="/">engines page</a> says why' in body
+
+
 def test_an_engine_taken_out_of_the_settings_is_shown_as_not_indexed_without_alerts(
     logged_in, seeded, settings
 ):
