@@ -57,8 +57,9 @@ def env_suffix(name: str) -> str:
 def _check_address(part: str, name: str, address: str) -> None:
     if not address:
         raise ImproperlyConfigured(f"CONSOLE_ENGINES: {part!r}: engine {name!r} has no address")
-    if "://" in address or address.startswith("dns:"):
+    if "://" in address or (address.startswith("dns:") and address.count(":") > 1):
         # A URL, as Dapr's SDKs take (DAPR_GRPC_ENDPOINT): here TLS is a setting of its own.
+        # (``dns:50001`` is the host ``dns``, a name a Kubernetes service may have.)
         raise ImproperlyConfigured(
             f"CONSOLE_ENGINES: {part!r}: address {address!r} has a scheme: give host:port "
             f"(for TLS, set CONSOLE_ENGINE_TLS_{env_suffix(name)}=1)"

@@ -774,3 +774,8 @@ def test_a_newline_in_what_a_log_line_quotes_starts_no_line_of_its_own():
     assert lines[1].endswith("ERROR engine_bridge.indexer: reading id\\nwith a newline")
     assert lines[2] == "Traceback (most recent call last):"  # a traceback keeps its lines
     assert lines[-1] == "RuntimeError: boom"
+
+
+def test_a_host_named_dns_is_an_address_not_a_scheme():
+    [engine] = parse_engines({"CONSOLE_ENGINES": "orders=dns:50001"})
+    assert engine.address == "dns:50001"
