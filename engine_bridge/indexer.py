@@ -427,6 +427,8 @@ class _Writes:
         self.first_strike: set[str] = set()
         #: The last stored event (type, time) of the runs whose history was read again, by run pk.
         self.last_events: dict[int, tuple[str, datetime | None]] = {}
+        #: Instances of the chunk whose pages say they can't be read (read_failing_since set).
+        self.unreadable: set[str] = set()
 
 
 def _engine_gone(error: EngineError | None) -> bool:
@@ -1142,25 +1144,42 @@ class EngineIndexer:
         rows = InstanceCheck.objects.filter(pk__in=list(ids)).values_list(
             "pk", "interval", "read_failing_since", "read_error", "instance__status"
         )
-        for pk, interval, since, last_error, status in rows:
-            error = errors[ids[pk]]
-            if _first_timeout(error, since, last_error):
-                # Kept in read_error (a read that succeeds clears it), while read_failing_since
-                # stays empty: not listed as unreadable yet.
+        # In one transaction with the rows of those that are unreadable from now on.
+        with transaction.atomic():
+            unreadable = []
+            for pk, interval, since, last_error, status in rows:
+                error = errors[ids[pk]]
+                if _first_timeout(error, since, last_error):
+                    # Kept in read_error (a read that succeeds clears it), while
+                    # read_failing_since stays empty: not listed as unreadable yet.
+                    InstanceCheck.objects.filter(pk=pk).update(
+                        due_at=now + timedelta(seconds=min(interval, FIRST_TIMEOUT_RETRY)),
+                        read_error=str(error)[:2000],
+                        read_at=now,
+                    )
+                    continue
+                due_at, new_interval = self._after_failed_read(interval, status)
                 InstanceCheck.objects.filter(pk=pk).update(
-                    due_at=now + timedelta(seconds=min(interval, FIRST_TIMEOUT_RETRY)),
+                    due_at=due_at,
+                    interval=new_interval,
                     read_error=str(error)[:2000],
+                    read_failing_since=since or now,
                     read_at=now,
                 )
-                continue
-            due_at, new_interval = self._after_failed_read(interval, status)
-            InstanceCheck.objects.filter(pk=pk).update(
-                due_at=due_at,
-                interval=new_interval,
-                read_error=str(error)[:2000],
-                read_failing_since=since or now,
-                read_at=now,
-            )
+                if since is None:
+                    # Its page says so from now on.
+                    unreadable.append(
+                        ChangeLog(
+                            created_at=now,
+                            engine=self.engine,
+                            instance_id=pk,
+                            kind=ChangeKind.UPDATED,
+                            status=status,
+                        )
+                    )
+            if unreadable:
+                change_log_in_commit_order()
+                ChangeLog.objects.bulk_create(unreadable)
 
     def _refuse(self, instance_id: str, reason: str, result: PassResult) -> None:
         """An instance the database cannot hold: the engine's health says so, once per id."""
@@ -1202,6 +1221,7 @@ class EngineIndexer:
             for i, error in history_failed.items()
             if _first_timeout(error, *(light[i][5:7] if i in light else (None, "")))
         }
+        w.unreadable = {i for i, row in light.items() if row[5] is not None}
         rest: list[Fetched] = []
         for f in fetched:
             row = light.get(f.instance_id)
@@ -1260,6 +1280,7 @@ class EngineIndexer:
         if instance_id in w.failing:
             self._schedule_failing(pk, instance_id, status, interval, w)
             return
+        self._log_readable_again(pk, instance_id, status, w)
         if instance_id in self._hinted and interval is not None:
             # Read early because someone looked: its next read as far off as before this one
             # (left to back off, each look would lengthen the wait for a change nobody saw).
@@ -1273,6 +1294,7 @@ class EngineIndexer:
         if inst.instance_id in w.failing:
             self._schedule_failing(inst, inst.instance_id, inst.status, interval, w)
             return
+        self._log_readable_again(inst, inst.instance_id, inst.status, w)
         due_at, new_interval = self._next_check(inst.status, changed, interval)
         w.checks.add(inst, self.engine.pk, due_at, new_interval, "", None, w.now)
 
@@ -1292,9 +1314,23 @@ class EngineIndexer:
             return
         due_at, new_interval = self._after_failed_read(interval, status)
         since = w.failing_since.get(instance_id) or w.now
+        if instance_id not in w.unreadable:
+            # Its page says so from now on.
+            w.changes.add(
+                w.now, self.engine.pk, key, ChangeKind.UPDATED, status, "", None, None, None
+            )
         w.checks.add(
             key, self.engine.pk, due_at, new_interval, w.failing[instance_id][:2000], since, w.now
         )
+
+    def _log_readable_again(
+        self, key: Instance | int, instance_id: str, status: str, w: _Writes
+    ) -> None:
+        if instance_id in w.unreadable:
+            # Its page no longer says it can't be read.
+            w.changes.add(
+                w.now, self.engine.pk, key, ChangeKind.UPDATED, status, "", None, None, None
+            )
 
     def _after_failed_read(self, interval: float, status: str) -> tuple[datetime, float]:
         """When to read again an instance whose read failed, and the interval to keep: twice

@@ -215,9 +215,26 @@ def test_new_events_are_appended_with_positions_and_logged(fake, make_indexer):
     assert StatusCount.objects.get(name="two_steps", status="RUNNING").count == 0
 
 
+def page_of(pk: int) -> tuple[object, ...]:
+    """What the page of an instance shows of it, besides its events and runs: its status and
+    last update, whether it is purged, whether the indexer can read it, its parent (when
+    linked and indexed) and its children (whose own rows tell how each goes on)."""
+    inst = Instance.objects.get(pk=pk)
+    parent = inst.parent()
+    return (
+        inst.status,
+        inst.last_updated_at,
+        inst.purged,
+        inst.read_problem() is not None,
+        parent.pk if parent else None,
+        frozenset(inst.children().values_list("pk", flat=True)),
+    )
+
+
 class LogFollower:
-    """The events a live page shows, kept from the change log alone: it reads the rows after its
-    cursor, as a page catching up does, and fetches what they name."""
+    """What live pages show, kept from the change log alone: it reads the rows after its
+    cursor, as a page catching up does, and fetches what they name (an instance's page as a
+    whole, when a row names no events)."""
 
     def __init__(self) -> None:
         self.cursor = 0
@@ -225,10 +242,13 @@ class LogFollower:
         self.shown: dict[int, dict[int, tuple[str, datetime | None]]] = {}
         #: instance pk -> the run pk shown as its current run
         self.current: dict[int, int] = {}
+        #: instance pk -> its page (``page_of``) as of the last row about it
+        self.pages: dict[int, tuple[object, ...]] = {}
 
     def catch_up(self) -> None:
         for row in ChangeLog.objects.filter(id__gt=self.cursor).order_by("id"):
             self.cursor = row.id
+            self.pages[row.instance_id] = page_of(row.instance_id)
             shown = self.shown.setdefault(row.run_id, {})
             if row.kind == "run":
                 self.current[row.instance_id] = row.run_id
@@ -257,6 +277,12 @@ class LogFollower:
             for run in Run.objects.filter(execution_id=F("instance__current_execution_id"))
         }
         return self.current == current
+
+    def shows_the_instances_as_stored(self) -> bool:
+        self.catch_up()
+        stored = {pk: page_of(pk) for pk in Instance.objects.values_list("pk", flat=True)}
+        # A page of an instance deleted since (its rows with it) is loaded again.
+        return {pk: page for pk, page in self.pages.items() if pk in stored} == stored
 
 
 def test_a_history_shorter_than_stored_replaces_the_events_past_it(fake, make_indexer):
@@ -721,6 +747,31 @@ def test_a_known_instance_whose_reads_fail_is_tried_again_later_not_every_pass(f
     assert Instance.objects.get(instance_id="slow").last_updated_at == (
         fake.instances["slow"][0].last_updated_at
     )
+
+
+def test_a_page_learns_from_the_log_when_its_instance_cant_be_read_and_when_it_can_again(
+    fake, make_indexer
+):
+    """The page of an instance says when the indexer can't read it (its state, or only its
+    history): the log tells when that starts and when it ends."""
+    fake.add(*golden_instance("two_steps"), instance_id="slow")
+    ix = make_indexer(terminal_first_interval=60.0)
+    page = LogFollower()
+    ix.run_pass()
+    assert page.shows_the_instances_as_stored()
+    for call in ("GetInstance", "GetInstanceHistory"):
+        fake.failing[(call, "slow")] = too_slow(call)
+        fake.append("slow", [])  # moved: its history is asked for
+        for _ in range(2):  # a first timeout, then a second one: unreadable
+            InstanceCheck.objects.update(due_at=timezone.now())
+            ix.run_pass()
+            assert page.shows_the_instances_as_stored()
+        assert Instance.objects.get().read_problem() is not None
+        del fake.failing[(call, "slow")]
+        InstanceCheck.objects.update(due_at=timezone.now())
+        ix.run_pass()
+        assert Instance.objects.get().read_problem() is None
+        assert page.shows_the_instances_as_stored()
 
 
 def too_big(operation):
