@@ -429,6 +429,8 @@ class _Writes:
         self.last_events: dict[int, tuple[str, datetime | None]] = {}
         #: Instances of the chunk whose pages say they can't be read (read_failing_since set).
         self.unreadable: set[str] = set()
+        #: (engine pk, instance id) of parents that gained or lost a child in the chunk.
+        self.parents: set[tuple[int, str]] = set()
 
 
 def _engine_gone(error: EngineError | None) -> bool:
@@ -1261,10 +1263,47 @@ class EngineIndexer:
         if w.dropped_checks:
             InstanceCheck.objects.filter(instance__in=w.dropped_checks).delete()
         self._apply_counts(w.counts)
+        if w.parents or w.new_instances:
+            change_log_in_commit_order()
+            self._log_relatives(w)
         if len(w.changes):
             # Last, so that the lock is held for this insert and the commit only.
             change_log_in_commit_order()
             bulk.insert(w.changes)
+
+    def _log_relatives(self, w: _Writes) -> None:
+        """Rows for the pages that show the chunk's instances as kin: a parent's, whose list of
+        children gained or lost one; a child's, whose parent is now indexed (linked to).
+
+        They may be another engine's instances, and the row gives their status: read under the
+        change log's lock, which that engine's indexer also holds from its own rows to its
+        commit, so what it changes is read here committed, or logged after this row. (Locking
+        the rows could deadlock with that indexer, and would miss its uncommitted new rows.)"""
+        # Those with a row in the chunk that has their page loaded again are told already.
+        told = {
+            key if isinstance(key, int) else key.pk
+            for _, _, key, kind, *_ in w.changes.rows
+            if kind in (ChangeKind.NEW, ChangeKind.UPDATED)
+        }
+        by_engine: dict[int, set[str]] = defaultdict(set)
+        for engine_pk, instance_id in w.parents:
+            by_engine[engine_pk].add(instance_id)
+        kin: set[tuple[int, int, str]] = set()
+        for engine_pk, ids in by_engine.items():
+            parents = Instance.objects.filter(engine_id=engine_pk, instance_id__in=list(ids))
+            kin.update(parents.values_list("pk", "engine_id", "status"))
+        if w.new_instances:
+            # Through the parent link's index (SQLite takes it only with its condition spelt out).
+            children = Instance.objects.filter(
+                parent_engine=self.engine,
+                parent_instance_id__in=[inst.instance_id for inst in w.new_instances],
+            ).exclude(parent_instance_id="")
+            kin.update(children.values_list("pk", "engine_id", "status"))
+        for pk, engine_pk, status in sorted(kin):
+            if pk not in told:
+                w.changes.add(
+                    w.now, engine_pk, pk, ChangeKind.UPDATED, status, "", None, None, None
+                )
 
     def _apply_counts(self, deltas: dict[tuple[str, str], int]) -> None:
         rows = [(self.engine.pk, n, s, d) for (n, s), d in deltas.items() if d]
@@ -1449,6 +1488,7 @@ class EngineIndexer:
         old_key = None if inst is None or inst.purged else (inst.name, inst.status)
         old_status = inst.status if inst else ""
         old_name = inst.name if inst else ""
+        old_parent = (inst.parent_engine_id, inst.parent_instance_id) if inst else (None, "")
         if inst is None:
             inst = Instance(engine=self.engine, instance_id=f.instance_id)
         history_moved = st.last_updated_at != inst.last_updated_at
@@ -1555,6 +1595,10 @@ class EngineIndexer:
             w.new_instances.append(inst)  # inserted with the chunk's other new instances
         else:
             inst.save()
+        new_parent = (inst.parent_engine_id, inst.parent_instance_id)
+        if new_parent != old_parent:
+            # The parents' pages list their children: one gains this child, the other loses it.
+            w.parents.update((e, i) for e, i in (old_parent, new_parent) if e is not None and i)
 
         new_key = (inst.name, inst.status)
         if old_key != new_key:
@@ -1723,13 +1767,17 @@ class EngineIndexer:
         # Their pages link to the parent now (on this engine's log or their own engine's).
         # Locked as read: another engine's indexer may be changing one of them, and its row
         # here, after that one's, must give the status that indexer commits.
-        linked = unlinked.select_for_update().values_list("pk", "engine_id", "status")
-        for pk, engine_pk, status in linked:
+        linked = unlinked.select_for_update().values_list(
+            "pk", "engine_id", "status", "parent_instance_id"
+        )
+        for pk, engine_pk, status, parent_id in linked:
             w.changes.add(w.now, engine_pk, pk, ChangeKind.UPDATED, status, "", None, None, None)
+            w.parents.add((self.engine.pk, parent_id))  # its page lists them now
         unlinked.update(parent_engine=self.engine)
         for inst in w.new_instances:  # this chunk's, inserted after
             if inst.parent_app_id == app_id and inst.parent_engine_id is None:
                 inst.parent_engine_id = self.engine.pk
+                w.parents.add((self.engine.pk, inst.parent_instance_id))
 
     def _engine_of_app(self, app_id: str, w: _Writes) -> int | None:
         """The engine of a parent in app ``app_id``; None while no engine is known to serve

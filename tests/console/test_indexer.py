@@ -1574,6 +1574,55 @@ def test_a_child_linked_while_its_own_engine_changes_it_is_logged_with_its_new_s
     assert (last.kind, last.status) == ("updated", "TERMINATED")
 
 
+def test_the_pages_of_a_parent_and_its_children_learn_from_the_log_how_they_are_linked(
+    fake, make_indexer
+):
+    """A parent's page lists its children, and a child's page links to its parent once that
+    is indexed: the log tells each page when its kin come, go, or get indexed."""
+    ix = make_indexer(terminal_first_interval=0.0)
+    page = LogFollower()
+    fake.add(*golden_child("fan_out_children", "g-fan-out:0001"))
+    ix.run_pass()  # a child before its parent: its page says the parent is not indexed
+    assert page.shows_the_instances_as_stored()
+    fake.add(*golden_instance("fan_out_children"))
+    ix.run_pass()  # now it links to it
+    assert page.shows_the_instances_as_stored()
+    child_state, child_events = golden_child("fan_out_children", "g-fan-out:0002")
+    fake.add(child_state, child_events)
+    ix.run_pass()  # a child after its parent: the parent's page lists it
+    parent = Instance.objects.get(instance_id="g-fan-out")
+    assert parent.children().count() == 2
+    assert page.shows_the_instances_as_stored()
+    # Started again as another workflow, with no parent: no longer the parent's child.
+    plain, plain_events = golden_instance("two_steps")
+    again = [replace(e) for e in plain_events]
+    again[1].execution_id = "restarted"
+    moved = child_state.last_updated_at.replace(year=2027)
+    fake.add(replace(plain, last_updated_at=moved), again, instance_id="g-fan-out:0002")
+    ix.run_pass()
+    assert parent.children().count() == 1
+    assert page.shows_the_instances_as_stored()
+
+
+def test_a_parents_page_learns_from_the_log_of_a_child_linked_to_it_from_another_engine(
+    fake, make_indexer
+):
+    """The parent's engine learns its app id after a child on another engine named it: the
+    child is linked then, and the parent's page lists it."""
+    parent_state, parent_events = golden_instance("fan_out_children")
+    fake.add(parent_state, [replace(e, source_app_id="") for e in parent_events])
+    orders = make_indexer()
+    page = LogFollower()
+    orders.run_pass()  # no app id on the parent's events: orders' is not known yet
+    _child_indexed_on_billing()
+    assert page.shows_the_instances_as_stored()
+    fake.add(*golden_instance("two_steps"))  # its events tell orders' app id
+    orders.run_pass()
+    parent = Instance.objects.get(instance_id="g-fan-out")
+    assert list(parent.children().values_list("instance_id", flat=True)) == ["g-fan-out:0001"]
+    assert page.shows_the_instances_as_stored()
+
+
 def test_a_child_links_to_the_configured_engine_of_its_parents_app_not_a_renamed_ones_old_row(
     fake, make_indexer
 ):
