@@ -644,8 +644,8 @@ def known_names(
             .values_list("name", flat=True)
             .distinct()
         )
-        if prefix:
-            names = names.filter(name__startswith=prefix)
+        # Exactly as the name filter matches: "Ship" is not "ship".
+        names = search.filter_prefix(names, "name", prefix)
         found.append([n for n in names[: limit + 1] if n])
     merged = sorted({n for names in found for n in names})
     return merged[:limit], len(merged) > limit

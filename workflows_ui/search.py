@@ -11,10 +11,11 @@ a run of letters and digits is a word, anything else separates (SQLite's ``unico
 PostgreSQL's own parser would keep an email, a host, a URL, a path, a version or a decimal whole,
 so its documents and searches are first split by ``PG_SEPARATORS``. A query matches instances
 containing every word of it; letters and digits joined by an underscore (``order_42``) match as
-adjacent words on both. Also here: the id-prefix filter, which must stay an index range scan
-on both databases, the sort key that makes either database sort the few rows such a filter
-matches instead of walking the time index, how long a page's own small write waits for
-SQLite's one writer, and which database errors say the database can't be written now.
+adjacent words on both. Also here: the id-prefix filter and the typed workflow name's look-up,
+which must match case and stay index range scans on both databases, the sort key that makes
+either database sort the few rows such a filter matches instead of walking the time index, how
+long a page's own small write waits for SQLite's one writer, and which database errors say the
+database can't be written now.
 """
 
 from __future__ import annotations
@@ -318,15 +319,26 @@ def off_index(qs: QuerySet[Any], columns: Iterable[str]) -> tuple[QuerySet[Any],
 
 def filter_id_prefix(qs: QuerySet[Any], prefix: str, column: str = "instance_id") -> QuerySet[Any]:
     """Instances whose id starts with ``prefix`` (case-sensitive), as an index range scan
-    (``column``: an alias of the id on SQLite, for a range no index serves)."""
+    (``column``: an alias of the id on SQLite, for a range no index serves). On PostgreSQL
+    through the text_pattern_ops index wf_inst_id_pattern."""
+    return filter_prefix(qs, "instance_id", prefix, column)
+
+
+def filter_prefix(
+    qs: QuerySet[Any], field: str, prefix: str, column: str | None = None
+) -> QuerySet[Any]:
+    """Rows whose ``field`` starts with ``prefix``, matched exactly (case too) on both
+    databases; on SQLite as a range of an index that starts with the field (``column``: an
+    alias of it instead, for a range no index serves)."""
     if not prefix:
         return qs
     conn = connections[qs.db]
     if conn.vendor == "postgresql":
-        # LIKE with a text_pattern_ops index (wf_inst_id_pattern); Django escapes % and _.
-        return qs.filter(instance_id__startswith=prefix)
-    # SQLite's LIKE ignores case and can't use the index: compare as a range instead (the
-    # default BINARY collation orders by code point).
+        # LIKE, which matches case; Django escapes % and _.
+        return qs.filter(**{f"{field}__startswith": prefix})
+    # SQLite's LIKE ignores the case of ASCII letters and can't use an index: compare as a
+    # range instead (the default BINARY collation orders by code point).
+    column = column or field
     qs = qs.filter(**{f"{column}__gte": prefix})
     upper = _after_prefix(prefix)
     return qs if upper is None else qs.filter(**{f"{column}__lt": upper})

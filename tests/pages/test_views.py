@@ -972,6 +972,38 @@ def test_more_names_than_the_page_holds_are_offered_as_they_are_typed(
     assert response.status_code == 302 and response["Location"].startswith("/login/")
 
 
+def test_a_typed_name_is_looked_up_with_its_case_as_the_name_filter_matches(logged_in, db):
+    # The name filter matches a name exactly: SQLite's LIKE offered "Ship_it" for "ship".
+    engine = Engine.objects.create(name="orders", address="127.0.0.1:1")
+    names = ["SHIP", "Ship_it", "ship", "shipping", "ship%", "shiq"]
+    StatusCount.objects.bulk_create(
+        StatusCount(engine=engine, name=n, status="RUNNING", count=1) for n in names
+    )
+
+    def typed(prefix: str) -> list[str]:
+        body = _text(logged_in.get("/instances/names/", {"name": prefix}))
+        return re.findall(r'<option value="([^"]*)">', body)
+
+    assert typed("ship") == ["ship", "ship%", "shipping"]
+    assert typed("Ship") == ["Ship_it"]
+    assert typed("ship%") == ["ship%"]
+    assert typed("s") == ["ship", "ship%", "shipping", "shiq"]
+
+
+def test_a_typed_name_is_looked_up_in_a_range_of_the_counts_index(db):
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL's LIKE matches case")
+    engine = Engine.objects.create(name="orders", address="127.0.0.1:1")
+    with CaptureQueriesContext(connection) as queries:
+        listing.known_names([engine.pk], "ship")
+    (sql,) = [q["sql"] for q in queries.captured_queries]
+    with connection.cursor() as cur:
+        cur.execute("EXPLAIN QUERY PLAN " + sql)
+        plan = " ".join(str(row[-1]) for row in cur.fetchall())
+    # Not a walk of the engine's names testing each: a range of them.
+    assert "(engine_id=? AND name>? AND name<?)" in plan, plan
+
+
 def test_a_typed_name_holding_a_nul_is_refused_not_an_error(logged_in, seeded):
     # PostgreSQL refuses a query holding a NUL: the look-up failed with a 500 there.
     response = logged_in.get("/instances/names/?name=ch%00")
