@@ -154,9 +154,11 @@ document.addEventListener("htmx:afterSettle", (event) => {
   }
 });
 
-// Copy buttons (``data-copy``: the id of the element whose text they copy), hidden until this
+// Copy buttons (``data-copy``: the id of the element whose text they copy; ``data-copy-value``:
+// the exact value, where the element shows it with characters written out), hidden until this
 // script shows them. The clipboard API exists only on HTTPS and localhost, and may be refused:
-// then the text is selected, for the person to copy with the keyboard.
+// then the text is selected, for the person to copy with the keyboard (the exact value, in a
+// field of its own, when the element shows it otherwise).
 function selectText(el) {
   const range = document.createRange();
   range.selectNodeContents(el);
@@ -186,14 +188,30 @@ function sayDone(button, said) {
 document.addEventListener("DOMContentLoaded", () => {
   for (const button of document.querySelectorAll("button[data-copy]")) button.hidden = false;
 });
+function selectValue(button, value) {
+  let field = button.nextElementSibling;
+  if (!field || !field.classList.contains("copy-value")) {
+    field = document.createElement("input");
+    field.className = "copy-value mono";
+    field.readOnly = true;
+    field.setAttribute("aria-label", "The exact value");
+    button.after(field);
+  }
+  field.value = value;
+  field.focus();
+  field.select();
+}
+
 document.addEventListener("click", async (event) => {
   const button = event.target.closest("button[data-copy]");
   const source = button && document.getElementById(button.dataset.copy);
   if (!source) return;
-  if (await copyText(source.textContent)) {
+  const value = button.dataset.copyValue ?? source.textContent;
+  if (await copyText(value)) {
     sayDone(button, "Copied");
-  } else {
-    selectText(source);
-    sayDone(button, "Selected: press Ctrl+C (⌘C) to copy");
+    return;
   }
+  if (value === source.textContent) selectText(source);
+  else selectValue(button, value);
+  sayDone(button, "Selected: press Ctrl+C (⌘C) to copy");
 });

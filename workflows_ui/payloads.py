@@ -14,7 +14,7 @@ from typing import Any
 from workflows_ui import timeline
 from workflows_ui.history import parse_time
 from workflows_ui.models import Instance
-from workflows_ui.plaintext import visible
+from workflows_ui.plaintext import visible, visible_name
 
 #: Characters of a payload shown on the detail page; the rest behind "see all".
 DISPLAY_LIMIT = 4000
@@ -211,7 +211,8 @@ def _text(value: Any) -> str:
 
 
 def _short(text: str) -> str:
-    text = visible(text)
+    # One line that names activities, events and child ids: written out as names are.
+    text = visible_name(text)
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from workflows_ui.history import NEVER, Bar, Group, Timeline
-from workflows_ui.plaintext import visible
+from workflows_ui.plaintext import visible, visible_name
 
 MAX_ROWS = 300
 MAX_TURN_LINES = 400
@@ -111,7 +111,9 @@ def from_page_load(t: datetime | None, now: datetime) -> str:
 
 
 def _title(bar: Bar, end: datetime | None) -> str:
-    parts = [f"{bar.kind} {bar.label}"]
+    # Names and ids as ids are shown; an error message or a reason given is the app's text,
+    # its control characters shown and its lines kept.
+    parts = [f"{bar.kind} {visible_name(bar.label)}"]
     if bar.attempt > 1:
         parts.append(f"attempt {bar.attempt}")
     parts.append(bar.outcome)
@@ -120,11 +122,10 @@ def _title(bar: Bar, end: datetime | None) -> str:
     if bar.due and bar.due != NEVER:
         parts.append(("timeout " if bar.kind == "event" else "fires ") + bar.due.isoformat())
     if bar.child_id:
-        parts.append(bar.child_id)
+        parts.append(visible_name(bar.child_id))
     if bar.detail:
-        parts.append(bar.detail[:300])
-    # An error message or a reason given is the app's text: its control characters are shown.
-    return visible(" · ".join(parts))
+        parts.append(visible(bar.detail[:300]))
+    return " · ".join(parts)
 
 
 def layout(tl: Timeline, now: datetime) -> Layout:
@@ -182,7 +183,10 @@ def layout(tl: Timeline, now: datetime) -> Layout:
         for i, g in enumerate(groups[:MAX_ROWS]):
             last = end if g.open or g.last is None else min(g.last, end)
             x0, x1 = x_of(g.first), x_of(last)
-            title = f"{g.kind} {g.label} · {g.count} bars · {g.failed} failed · {g.open} open"
+            title = (
+                f"{g.kind} {visible_name(g.label)} · {g.count} bars · {g.failed} failed"
+                f" · {g.open} open"
+            )
             label = f"{g.label or g.kind} ×{g.count}" + (f", {g.failed} failed" if g.failed else "")
             out.rows.append(
                 Row(
@@ -205,7 +209,7 @@ def layout(tl: Timeline, now: datetime) -> Layout:
     lines = [f"M{_n(x_of(m.at))} 18V{out.height}" for m in tl.turns[::step] if m.at]
     out.turn_path, out.turn_lines = " ".join(lines), len(lines)
     out.markers = [
-        (_n(x_of(m.at)), m.kind, visible(m.label), m.position)
+        (_n(x_of(m.at)), m.kind, visible_name(m.label), m.position)
         for m in tl.markers[:MAX_MARKERS]
         if m.at
     ]

@@ -247,7 +247,7 @@ def _list_row(inst: Instance, engine_name: str, now: datetime) -> dict[str, Any]
         "updated": inst.last_updated_at.strftime("%Y-%m-%d %H:%M:%S"),
         "updated_iso": inst.last_updated_at.isoformat(),
         "duration": _duration(inst, now),
-        "custom_status": _cut(inst.custom_status_head, 80),  # type: ignore[attr-defined]
+        "custom_status": _cut(plaintext.visible(inst.custom_status_head), 80),  # type: ignore[attr-defined]
         "purged": inst.purged,
     }
 
