@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from workflows_ui.models import ChangeLog, Engine, HistoryEvent, Instance, Run, StatusCount
+from workflows_ui.plaintext import visible_name
 
 
 class IndexedAdmin(admin.ModelAdmin):
@@ -23,17 +24,37 @@ class IndexedAdmin(admin.ModelAdmin):
         return False
 
 
+def written_out(field: str) -> Any:
+    """A column showing an id or a name from workflow code or an engine as the pages do, the
+    characters that would hide or reorder it written out (``plaintext.visible_name``)."""
+
+    @admin.display(description=field.replace("_", " "), ordering=field)
+    def column(obj: Any) -> str:
+        return visible_name(getattr(obj, field))
+
+    column.__name__ = field
+    return column
+
+
 @admin.register(Engine)
 class EngineAdmin(IndexedAdmin):
-    list_display = ["name", "address", "reachable", "last_pass_at", "supports_list", "last_error"]
+    list_display = [
+        "name",
+        "address",
+        written_out("app_id"),
+        "reachable",
+        "last_pass_at",
+        "supports_list",
+        "last_error",
+    ]
 
 
 @admin.register(Instance)
 class InstanceAdmin(IndexedAdmin):
     list_display = [
-        "instance_id",
+        written_out("instance_id"),
         "engine",
-        "name",
+        written_out("name"),
         "status",
         "created_at",
         "last_updated_at",
@@ -47,21 +68,28 @@ class InstanceAdmin(IndexedAdmin):
 
 @admin.register(Run)
 class RunAdmin(IndexedAdmin):
-    list_display = ["instance", "ordinal", "execution_id", "status", "event_count"]
+    list_display = ["instance", "ordinal", written_out("execution_id"), "status", "event_count"]
     raw_id_fields = ["instance"]
     show_full_result_count = False
 
 
 @admin.register(HistoryEvent)
 class HistoryEventAdmin(IndexedAdmin):
-    list_display = ["run", "position", "event_id", "event_type", "name", "timestamp"]
+    list_display = [
+        "run",
+        "position",
+        "event_id",
+        "event_type",
+        written_out("name"),
+        "timestamp",
+    ]
     raw_id_fields = ["run"]
     show_full_result_count = False
 
 
 @admin.register(StatusCount)
 class StatusCountAdmin(IndexedAdmin):
-    list_display = ["engine", "name", "status", "count"]
+    list_display = ["engine", written_out("name"), "status", "count"]
     list_filter = ["engine", "status"]
 
 

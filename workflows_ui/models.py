@@ -19,6 +19,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from workflows_ui.plaintext import visible_name
+
 
 class Status(models.TextChoices):
     """Runtime status of an instance as the engine names it (OrchestrationStatus, no prefix)."""
@@ -221,7 +223,7 @@ class Instance(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.engine_id}/{self.instance_id}"
+        return f"{self.engine_id}/{visible_name(self.instance_id)}"
 
     @property
     def is_terminal(self) -> bool:
@@ -306,7 +308,7 @@ class Run(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.instance_id}#{self.ordinal} {self.execution_id}"
+        return f"{self.instance_id}#{self.ordinal} {visible_name(self.execution_id)}"
 
 
 class HistoryEvent(models.Model):
@@ -375,7 +377,7 @@ class StatusCount(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.engine_id}/{self.name}/{self.status}={self.count}"
+        return f"{self.engine_id}/{visible_name(self.name)}/{self.status}={self.count}"
 
     @staticmethod
     def per_engine() -> dict[int, dict[str, int]]:
@@ -537,4 +539,4 @@ class RefreshRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"refresh {self.engine_id}/{self.instance_id}"
+        return f"refresh {self.engine_id}/{visible_name(self.instance_id)}"

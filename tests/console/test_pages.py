@@ -276,6 +276,24 @@ def test_the_admin_shows_indexed_data_read_only(client, model):
     assert apps.get_model("workflows_ui", model).objects.filter(pk=row.pk).exists()
 
 
+def test_the_admin_writes_out_what_hides_or_reorders_an_id_or_a_name(client):
+    from tests.console import factories
+
+    rlo = "\u202e"
+    inst = factories.instance(instance_id=f"a{rlo}1", name="flow\u200b")
+    factories.run(inst, execution_id=f"e{rlo}1")
+    client.force_login(User.objects.create_superuser("root", "", "pw-123456789"))
+    for model, written in (
+        ("instance", ["a\\u202e1", "flow\\u200b"]),
+        ("run", ["a\\u202e1", "e\\u202e1"]),
+        ("statuscount", ["flow\\u200b"]),
+    ):
+        body = client.get(f"/admin/workflows_ui/{model}/").content.decode()
+        assert rlo not in body and "\u200b" not in body, model
+        for text in written:
+            assert text in body, (model, text)
+
+
 def test_the_favicon_is_found_without_a_login(client):
     response = client.get("/favicon.ico")
     assert response.status_code == 301
