@@ -477,6 +477,30 @@ def test_the_created_filter_takes_times_in_the_zone_the_switch_shows(
         page.wait_for_url(re.compile(r"created_before=2026-03-01T09%3A45"))
 
 
+def test_an_id_that_reorders_its_text_is_shown_written_out_and_opens_its_own_page(
+    page: Any, live_server: Any
+) -> None:
+    """A right-to-left override makes "refund-\u202e0009" read "refund-9000", another
+    instance's id ("Trojan Source"): the list and the page write it out, and its link, the
+    id prefix filter and the copy button take it as it is."""
+    spoof = "refund-\u202e0009"
+    factories.instance(instance_id="refund-9000", name="refund")
+    factories.instance(instance_id=spoof, name="spoof", status="FAILED")
+    sign_in(page, live_server.url + "/instances/")
+    assert sorted(listed_ids(page)) == ["refund-9000", "refund-\\u202e0009"]
+
+    page.fill("input[name=id_prefix]", "refund-\u202e")
+    wait_for_list(page, ["refund-\\u202e0009"])
+    page.click("tr.instance-row a")
+    page.wait_for_url(re.compile(r"/instances/orders/refund-%E2%80%AE0009/$"))
+    assert page.inner_text("#instance-id") == "refund-\\u202e0009"
+    assert page.inner_text("#status") == "Failed"
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    page.click("button[data-copy=instance-id]")
+    page.locator("button[data-copy=instance-id]", has_text="Copied").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == spoof
+
+
 def test_a_created_time_of_a_link_with_seconds_leaves_the_filters_working(
     browser: Any, live_server: Any
 ) -> None:
