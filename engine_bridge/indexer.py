@@ -649,9 +649,12 @@ class EngineIndexer:
             fields["last_contact_at"] = now
         if passed:
             fields["last_pass_at"] = now
+            fields["failing_since"] = None
         if error:
             fields["last_error"] = error[:2000]
             fields["last_error_at"] = now
+            if self.engine.failing_since is None:
+                fields["failing_since"] = now  # the first failure since a pass succeeded
         for key, value in fields.items():
             setattr(self.engine, key, value)
         Engine.objects.filter(pk=self.engine.pk).update(**fields)

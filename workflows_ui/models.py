@@ -73,6 +73,10 @@ class Engine(models.Model):
     last_pass_at = models.DateTimeField(null=True, blank=True, help_text="last successful pass")
     last_error = models.TextField(blank=True, default="")
     last_error_at = models.DateTimeField(null=True, blank=True)
+    #: When its current run of failed passes began (down, refusing, or failing a read), kept
+    #: while it goes on failing whatever the error says, cleared by a pass that succeeds: an
+    #: operator reads "unreachable since 09:00", not only the latest error's time.
+    failing_since = models.DateTimeField(null=True, blank=True)
     supports_list = models.BooleanField(null=True)
     supports_history = models.BooleanField(null=True)
     supports_rerun = models.BooleanField(null=True)
@@ -119,6 +123,13 @@ class Engine(models.Model):
         if not self.reachable:
             return "unreachable"
         return "failing" if self.failing else "ok"
+
+    def down_since(self) -> datetime | None:
+        """When its current failure began, for an engine failing or unreachable now; None for
+        the others (one taken out of CONSOLE_ENGINES is not indexed, so not failing either)."""
+        if self.health() in ("failing", "unreachable"):
+            return self.failing_since
+        return None
 
 
 class Instance(models.Model):

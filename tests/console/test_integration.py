@@ -483,6 +483,41 @@ def test_an_engine_stopped_and_restarted_is_reported_then_caught_up(devengine, w
     assert Instance.objects.get(instance_id="w1").output == '"back"'
 
 
+def test_an_engine_down_keeps_the_time_its_failure_began_until_a_pass_succeeds(
+    devengine, make_indexer
+):
+    ix = make_indexer(devengine.config())
+    converge(ix)
+    assert Engine.objects.get(pk=ix.engine.pk).failing_since is None
+    devengine.stop()
+    before = timezone.now()
+    with pytest.raises(EngineUnavailable):
+        ix.run_pass()
+    first = Engine.objects.get(pk=ix.engine.pk)
+    assert first.failing_since is not None and first.failing_since >= before
+    assert first.down_since() == first.failing_since  # unreachable, since then
+    with pytest.raises(EngineUnavailable):
+        ix.run_pass()
+    second = Engine.objects.get(pk=ix.engine.pk)
+    assert second.last_error_at is not None and second.last_error_at > first.last_error_at
+    assert second.failing_since == first.failing_since
+    # Back, but refusing the console (no api token): another error, the same failure going on.
+    devengine.args = ["--api-token", "s3cret"]
+    devengine.start()
+    with pytest.raises(EngineRejected):
+        ix.run_pass()
+    refused = Engine.objects.get(pk=ix.engine.pk)
+    assert refused.health() == "failing" and "UNAUTHENTICATED" in refused.last_error
+    assert refused.last_error != second.last_error
+    assert refused.failing_since == first.failing_since
+    devengine.stop()
+    devengine.args = []
+    devengine.start()
+    converge(ix)
+    back = Engine.objects.get(pk=ix.engine.pk)
+    assert back.health() == "ok" and back.failing_since is None and back.down_since() is None
+
+
 def test_an_instance_too_big_to_read_is_reported_and_indexed_without_its_payloads(devengine, wf):
     # A history or payload over the client's receive limit fails with RESOURCE_EXHAUSTED, a
     # code that used to end the pass as if the engine were down: the instance blocked the
