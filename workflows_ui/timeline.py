@@ -105,9 +105,19 @@ def from_page_load(t: datetime | None, now: datetime) -> str:
     seconds = (t - now).total_seconds()
     if abs(seconds) < 0.5:
         return "now"
-    whole = round(abs(seconds))  # to the second: the page is as old as it is read
-    amount = f"{whole} s" if whole < 60 else human_duration(whole)
+    amount = _to_the_second(abs(seconds))
     return f"in {amount} at page load" if seconds > 0 else f"{amount} ago"
+
+
+def how_long(since: datetime, now: datetime) -> str:
+    """How long from ``since`` to ``now`` (when the page was made), as ``from_page_load`` says
+    it: "3 h 5 min", "4 s"."""
+    return _to_the_second(max((now - since).total_seconds(), 0.0))
+
+
+def _to_the_second(seconds: float) -> str:
+    whole = round(seconds)  # to the second: the page is as old as it is read
+    return f"{whole} s" if whole < 60 else human_duration(whole)
 
 
 def _title(bar: Bar, end: datetime | None) -> str:

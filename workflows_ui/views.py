@@ -83,7 +83,8 @@ def home(request: HttpRequest) -> HttpResponse:
         engine.behind = human_duration(behind) if behind >= BEHIND_SHOWN else ""  # type: ignore[attr-defined]
         engine.far_behind = behind >= BEHIND_WARNED  # type: ignore[attr-defined]
     configured = [c.name for c in settings.CONSOLE_ENGINES]
-    return render(request, "workflows_ui/home.html", {"engines": engines, "configured": configured})
+    ctx = {"engines": engines, "configured": configured, "page_time": timezone.now()}
+    return render(request, "workflows_ui/home.html", ctx)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -148,10 +149,12 @@ def instance_list(request: HttpRequest) -> HttpResponse:
     engines = list(Engine.objects.all())
     engine_names = {e.pk: e.name for e in engines}
     form = listing.InstanceFilterForm(request.GET, engines)
+    now = timezone.now()  # of the rows' durations and of the banner's "down since"
     ctx: dict[str, Any] = {
         "form": form,
         "engines": engines,
         "warnings": _engine_warnings(_engines_shown(request, engines)),
+        "page_time": now,
         "statuses": [(s.value, s.label, STATUS_COLOURS[s]) for s in Status],
         "rows": [],
         "next_url": None,
@@ -171,7 +174,6 @@ def instance_list(request: HttpRequest) -> HttpResponse:
         page = listing.instance_page(f, counts=counts)
         # A page link whose rows have all left the list since it was made.
         gone_page = f.cursor is not None and not page.rows
-        now = timezone.now()
         display = [
             _list_row(inst, engine_names.get(inst.engine_id, "?"), now) for inst in page.rows
         ]
@@ -349,6 +351,7 @@ def instance_detail(
     # timers are all said as of it.
     now = timezone.now()
     ctx: dict[str, Any] = {
+        "page_time": now,
         "inst": inst,
         "last_read": _last_read(inst),
         "reading_again": freshness.read_again(inst),

@@ -6,6 +6,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -68,6 +69,30 @@ def test_engines_show_health_and_counts(api):
     assert rows["orders"]["health"] == "ok"
     assert rows["orders"]["counts"] == {"RUNNING": 5}
     assert rows["old"]["health"] == "too-old" and rows["old"]["too_old"] is True
+
+
+def test_engines_say_since_when_their_current_failure_goes_on(api):
+    since = timezone.now() - timedelta(hours=3)
+    factories.engine(reachable=False, last_error="connection refused", failing_since=since)
+    factories.engine(
+        "refused",
+        reachable=True,
+        last_error="refused",
+        last_error_at=timezone.now(),
+        failing_since=since,
+    )
+    factories.engine("gone", configured=False, reachable=False, failing_since=since)
+    factories.engine("fine", reachable=True, last_pass_at=timezone.now())
+    rows = {r["name"]: r for r in api.get("/api/engines/").json()}
+    assert rows["orders"]["failing_since"] == since.isoformat().replace("+00:00", "Z")
+    assert rows["refused"]["health"] == "failing"
+    assert rows["refused"]["failing_since"] == rows["orders"]["failing_since"]
+    # Taken out of CONSOLE_ENGINES: not indexed, so not failing either.
+    assert rows["gone"]["health"] == "not-indexed" and rows["gone"]["failing_since"] is None
+    assert rows["fine"]["failing_since"] is None
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    field = schema["components"]["schemas"]["Engine"]["properties"]["failing_since"]
+    assert field["format"] == "date-time" and field["nullable"] is True
 
 
 def test_instances_are_listed_newest_first_with_a_keyset_cursor(api):

@@ -270,7 +270,7 @@ def test_the_timeline_ticks_of_a_run_of_a_few_milliseconds_read_apart():
 
 def test_a_time_is_said_from_the_pages_load_in_seconds_then_minutes_hours_and_days():
     from workflows_ui.history import NEVER
-    from workflows_ui.timeline import from_page_load
+    from workflows_ui.timeline import from_page_load, how_long
 
     now = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
     assert from_page_load(now + timedelta(seconds=4.2), now) == "in 4 s at page load"
@@ -280,6 +280,8 @@ def test_a_time_is_said_from_the_pages_load_in_seconds_then_minutes_hours_and_da
     assert from_page_load(now - timedelta(hours=2, minutes=5), now) == "2 h 5 min ago"
     assert from_page_load(now + timedelta(days=3, hours=1), now) == "in 3 d 1 h at page load"
     assert from_page_load(NEVER, now) == "" and from_page_load(None, now) == ""
+    assert how_long(now - timedelta(seconds=4.2), now) == "4 s"
+    assert how_long(now - timedelta(hours=3, minutes=5, seconds=40), now) == "3 h 5 min"
 
 
 def test_a_timers_summary_says_how_far_its_fire_time_or_timeout_is():

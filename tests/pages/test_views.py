@@ -800,6 +800,49 @@ def test_an_engine_failing_its_passes_is_announced_until_one_succeeds(logged_in,
     assert cell.startswith('<span class="muted">') and "passes succeed since" in cell
 
 
+def test_an_engine_down_or_failing_says_since_when_on_the_engines_page_and_in_the_banner(
+    logged_in, seeded
+):
+    since = timezone.now() - timedelta(hours=3, minutes=5)
+    at = since.strftime("%Y-%m-%d %H:%M:%S")
+    Engine.objects.filter(pk=seeded.engine.pk).update(
+        reachable=False,
+        last_error="connection refused",
+        last_error_at=timezone.now(),
+        failing_since=since,
+    )
+    home = _text(logged_in.get("/"))
+    health = re.search(
+        r'<span class="health health-unreachable">unreachable</span>(.*?)</td>', home
+    )
+    assert health is not None and health.group(1).startswith(
+        ' <span class="down-since">since <time'
+    )
+    assert at in health.group(1) and "(3 h 5 min)" in health.group(1)
+    banner = f"is unreachable since {at} UTC (3 h 5 min): <bdi>connection refused</bdi>."
+    assert banner in _text(logged_in.get("/instances/"))
+    assert banner in _text(logged_in.get("/instances/orders/g-two-steps/"))
+    # Answering again, but its passes still fail: the same failure, since the same time.
+    Engine.objects.filter(pk=seeded.engine.pk).update(reachable=True)
+    body = _text(logged_in.get("/instances/"))
+    assert f"answers, but its passes have failed since {at} UTC (3 h 5 min): <bdi>" in body
+    assert "(3 h 5 min)" in _text(logged_in.get("/"))
+
+
+def test_an_engine_taken_out_of_the_settings_does_not_say_since_when_it_fails(
+    logged_in, seeded, settings
+):
+    Engine.objects.filter(pk=seeded.engine.pk).update(
+        configured=False,
+        reachable=False,
+        last_error="connection refused",
+        failing_since=timezone.now() - timedelta(hours=1),
+    )
+    settings.CONSOLE_ENGINES = []
+    home = _text(logged_in.get("/"))
+    assert ">not-indexed<" in home and "down-since" not in home and "1 h 0 min" not in home
+
+
 def test_an_instance_the_indexer_cant_read_is_named_on_its_page_the_engines_and_the_api(
     logged_in, seeded
 ):

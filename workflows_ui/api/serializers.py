@@ -261,6 +261,13 @@ class EngineSerializer(serializers.ModelSerializer):
         "unreachable, too-old (needs Dapr 1.17), unknown (not contacted yet), not-indexed "
         "(taken out of CONSOLE_ENGINES, no runindexer has it: what was indexed stays)",
     )
+    failing_since = serializers.DateTimeField(
+        source="down_since",
+        read_only=True,
+        allow_null=True,
+        help_text="when its current failure began, for an engine failing or unreachable: the "
+        "first of the passes that failed since one succeeded (null for the other healths)",
+    )
     too_old = serializers.BooleanField()
     counts = serializers.SerializerMethodField()
     unreadable_instances = serializers.SerializerMethodField(
@@ -287,6 +294,7 @@ class EngineSerializer(serializers.ModelSerializer):
             "last_pass_at",
             "last_error",
             "last_error_at",
+            "failing_since",
             "supports_list",
             "supports_history",
             "supports_rerun",

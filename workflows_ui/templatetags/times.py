@@ -1,6 +1,7 @@
 """``{% when value "datetime" %}``: a time as the console shows it, in UTC, marked up so that the
-page's script can show it in the browser's time zone instead (the "Times" switch); and
-``from_page_load``: how far a time is from when the page was made."""
+page's script can show it in the browser's time zone instead (the "Times" switch);
+``from_page_load``: how far a time is from when the page was made; and ``how_long_to``: how
+long since a time, as of when the page was made."""
 
 from __future__ import annotations
 
@@ -49,3 +50,11 @@ def from_page_load(value: datetime | None, now: datetime) -> str:
     """``{{ t|from_page_load:page_time }}``: "in 4 s at page load", "4 s ago" (plain text, which
     the template escapes)."""
     return timeline.from_page_load(value, now)
+
+
+@register.filter
+def how_long_to(since: datetime | None, now: datetime) -> str:
+    """``{{ engine.failing_since|how_long_to:page_time }}``: "3 h 5 min" (plain text)."""
+    if since is None:
+        return ""
+    return timeline.how_long(since, now)
