@@ -843,6 +843,30 @@ def test_an_engine_taken_out_of_the_settings_does_not_say_since_when_it_fails(
     assert ">not-indexed<" in home and "down-since" not in home and "1 h 0 min" not in home
 
 
+def test_an_engines_error_and_an_instance_read_error_show_control_characters_written_out(
+    logged_in, seeded
+):
+    # An engine's text may carry terminal colours, or a mark that reverses what follows it.
+    Engine.objects.filter(pk=seeded.engine.pk).update(
+        reachable=False, last_error="refused \x1b[31mred\u202etxt.exe", last_error_at=timezone.now()
+    )
+    InstanceCheck.objects.create(
+        instance=Instance.objects.get(instance_id="g-fails"),
+        engine=seeded.engine,
+        due_at=timezone.now(),
+        read_error="GetInstance: bad\x07bell\u2066",
+        read_failing_since=timezone.now(),
+    )
+    written_out = "<bdi>refused \\u001b[31mred\\u202etxt.exe</bdi>"
+    for url in ["/", "/instances/", "/instances/orders/g-two-steps/"]:
+        body = _text(logged_in.get(url))
+        assert written_out in body, url
+        assert "\x1b" not in body and "\u202e" not in body, url
+    detail = _text(logged_in.get("/instances/orders/g-fails/"))
+    assert "<bdi>GetInstance: bad\\u0007bell\\u2066</bdi>" in detail
+    assert "\x07" not in detail and "\u2066" not in detail
+
+
 def test_an_instance_the_indexer_cant_read_is_named_on_its_page_the_engines_and_the_api(
     logged_in, seeded
 ):
