@@ -136,6 +136,48 @@ def mismatches(ix: EngineIndexer) -> list[str]:
     return diffs
 
 
+def change_log_mismatches() -> list[str]:
+    """Differences between the database and what a follower rebuilds from the change log alone
+    (a live page catching up from its cursor): each instance's status, purge and current run,
+    and each run's event positions, with every addition starting where the follower is."""
+    status: dict[int, str] = {}
+    purged: dict[int, bool] = {}
+    current: dict[int, int] = {}
+    positions: dict[int, set[int]] = {}
+    diffs = []
+    for ch in ChangeLog.objects.order_by("id"):
+        if ch.kind not in ("new", "purged") and ch.instance_id not in status:
+            diffs.append(f"#{ch.id} {ch.kind} of instance {ch.instance_id} before its 'new'")
+        if ch.kind == "status" and status.get(ch.instance_id) != ch.old_status:
+            diffs.append(
+                f"#{ch.id} from {ch.old_status}, the follower has {status.get(ch.instance_id)}"
+            )
+        status[ch.instance_id] = ch.status
+        purged[ch.instance_id] = ch.kind == "purged" or (
+            purged.get(ch.instance_id, False) and ch.kind != "new"
+        )
+        if ch.kind == "run" and ch.run_id is not None:
+            current[ch.instance_id] = ch.run_id
+        if ch.kind in ("events", "dropped") and ch.run_id is not None:
+            assert ch.first_position is not None and ch.last_position is not None
+            span = set(range(ch.first_position, ch.last_position + 1))
+            seen = positions.setdefault(ch.run_id, set())
+            if ch.kind == "events" and ch.first_position != len(seen):
+                diffs.append(
+                    f"#{ch.id} adds from {ch.first_position}, the follower has {len(seen)}"
+                )
+            positions[ch.run_id] = seen | span if ch.kind == "events" else seen - span
+    for inst in Instance.objects.all():
+        run = Run.objects.filter(instance=inst, execution_id=inst.current_execution_id).first()
+        rebuilt = (status.get(inst.pk), purged.get(inst.pk), current.get(inst.pk))
+        if rebuilt != (inst.status, inst.purged, run.pk if run else None):
+            diffs.append(f"{inst.instance_id}: the log gives {rebuilt}")
+    for run in Run.objects.all():
+        if positions.get(run.pk, set()) != set(range(run.event_count)):
+            diffs.append(f"run {run.pk}: the log adds {len(positions.get(run.pk, ()))} events")
+    return diffs
+
+
 def converge(ix: EngineIndexer, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     diffs: list[str] = []
@@ -236,6 +278,7 @@ def test_each_kind_of_workflow_is_indexed_with_its_status_payloads_runs_and_link
     assert waiting.name == "go"
     assert Engine.objects.get(pk=ix.engine.pk).app_id == "shop"
     assert ChangeLog.objects.filter(kind="new").count() == 13
+    assert change_log_mismatches() == []
 
     # And through the REST API, child ids url-encoded.
     api = APIClient()
@@ -286,6 +329,41 @@ def test_a_finished_id_started_again_gets_a_new_run(devengine, wf, make_indexer)
     runs = list(inst.runs.order_by("ordinal").values_list("name", "status"))
     assert runs == [("two_steps", "COMPLETED"), ("fails", "FAILED")]
     assert StatusCount.objects.get(name="two_steps", status="COMPLETED").count == 0
+    assert change_log_mismatches() == []
+
+
+def test_a_follower_of_the_change_log_rebuilds_each_step_of_an_instance(
+    devengine, wf, make_indexer
+):
+    # A live page knows only the log: each status, new run, added event and purge must be in
+    # it, in order, for what it rebuilds to be what the pages load.
+    ix = make_indexer(devengine.config())
+
+    def step() -> None:
+        request_refresh(ix.engine, "w")  # a finished instance is re-read rarely
+        converge(ix)
+        assert change_log_mismatches() == []
+
+    wf.schedule_new_workflow(wf_kinds.wait_forever, instance_id="w")
+    wf.wait_for_workflow_start("w", timeout_in_seconds=10)
+    step()
+    wf.pause_workflow("w")
+    step()
+    wf.resume_workflow("w")
+    wf.raise_workflow_event("w", "go", data=1)
+    wf.wait_for_workflow_completion("w", timeout_in_seconds=20)
+    step()
+    wf.schedule_new_workflow(wf_kinds.monitor, input=1, instance_id="w")
+    wf.wait_for_workflow_completion("w", timeout_in_seconds=20)
+    step()
+    wf.purge_workflow("w")
+    step()
+    wf.schedule_new_workflow(wf_kinds.wait_forever, instance_id="w")
+    wf.wait_for_workflow_start("w", timeout_in_seconds=10)
+    step()
+    kinds = list(ChangeLog.objects.order_by("id").values_list("kind", flat=True))
+    assert kinds.count("status") == 2 and kinds.count("purged") == 1
+    assert Run.objects.filter(instance__instance_id="w").count() >= 3
 
 
 def test_opening_an_instance_shows_what_the_engine_has_after_a_reload(
@@ -460,6 +538,7 @@ def test_purge_leaves_a_tombstone_with_its_history(devengine, wf, make_indexer):
     assert not Instance.objects.get(instance_id="p2").purged
     assert ChangeLog.objects.filter(kind="purged").count() == 1
     assert mismatches(ix) == []
+    assert change_log_mismatches() == []
 
 
 def test_an_engine_stopped_and_restarted_is_reported_then_caught_up(devengine, wf, make_indexer):
@@ -791,6 +870,7 @@ def test_an_indexer_killed_at_any_moment_converges_without_duplicates(
     dupes = HistoryEvent.objects.values("run", "position").annotate(n=Count("id")).filter(n__gt=1)
     assert not dupes.exists()
     assert ChangeLog.objects.filter(kind="new").count() == Instance.objects.count()
+    assert change_log_mismatches() == []
     assert b"indexer stopped" in (tmp_path / "indexer.log").read_bytes()
 
 
