@@ -35,14 +35,14 @@ from typing import Any, Protocol
 
 import orjson
 from django.conf import settings
-from django.db import DataError, IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection
 from django.db.models import F, Max, Q, Sum
 from django.utils import timezone
 
 from engine_bridge import bulk, retention
 from engine_bridge.config import EngineConfig
 from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable, NotSupported
-from engine_bridge.locks import EngineLock, change_log_in_commit_order, check_holder
+from engine_bridge.locks import EngineLock, change_log_in_commit_order, fenced
 from engine_bridge.types import TERMINAL, Event, InstancePage, InstanceState, trace_id_of
 from workflows_ui.models import (
     ChangeKind,
@@ -555,8 +555,8 @@ class EngineIndexer:
         self.engine = engine
         self.client = client
         self.limits = limits or Limits.from_settings()
-        #: The fence token of runindexer's lock on the engine, checked by each write (none when
-        #: no lock was taken: tests, and benchmarks).
+        #: The fence token of runindexer's lock on the engine, checked by each write (``_fenced``;
+        #: none when no lock was taken: tests, and benchmarks).
         self.holder_token = ""
         self._probed_at: datetime | None = None
         # Discovery sweep state (in memory: a restarted process starts a new sweep).
@@ -760,9 +760,12 @@ class EngineIndexer:
         if self.stopping():
             return  # some may not have been read: the hints stay for the next start
         result.hinted += len(hints)
-        for pk, _, requested_at in hints:
-            # A hint renewed while we worked stays for the next pass.
-            RefreshRequest.objects.filter(pk=pk, requested_at=requested_at).delete()
+        # Fenced: a hint taken by a process that lost the engine would never be read by the one
+        # that has it now.
+        with self._fenced():
+            for pk, _, requested_at in hints:
+                # A hint renewed while we worked stays for the next pass.
+                RefreshRequest.objects.filter(pk=pk, requested_at=requested_at).delete()
 
     def _follow_clock(self, now: datetime) -> None:
         """Re-reads are due at times of the console's clock. Set back (an NTP correction, a
@@ -780,9 +783,10 @@ class EngineIndexer:
             self.engine.name,
             back.total_seconds(),
         )
-        InstanceCheck.objects.filter(engine=self.engine, due_at__gt=now).update(
-            due_at=F("due_at") - back
-        )
+        with self._fenced():
+            InstanceCheck.objects.filter(engine=self.engine, due_at__gt=now).update(
+                due_at=F("due_at") - back
+            )
 
     def _refresh_due(self, result: PassResult) -> None:
         now = timezone.now()
@@ -886,7 +890,8 @@ class EngineIndexer:
     def _record_sweep(self, **fields: Any) -> None:
         """How far the listing of the engine's ids has gone, for the engines page (a first
         sweep of a big engine takes minutes)."""
-        Engine.objects.filter(pk=self.engine.pk).update(**fields)
+        with self._fenced():  # not the progress of the process that has the engine now
+            Engine.objects.filter(pk=self.engine.pk).update(**fields)
 
     def _known_ids(self) -> set[str]:
         """The ids of the engine's live instances: one query now and then instead of one per
@@ -1122,14 +1127,17 @@ class EngineIndexer:
     ) -> None:
         app_id = self.engine.app_id
         try:
-            with transaction.atomic():
-                if self.holder_token:
-                    check_holder(self.engine.pk, self.holder_token)
+            with self._fenced():
                 self._write_chunk(fetched, result, history_failed)
         except BaseException:
             self.engine.app_id = app_id  # learned in the transaction that rolled back
             raise
         self._committed(fetched)
+
+    def _fenced(self) -> contextlib.AbstractContextManager[None]:
+        """A transaction that writes only while this process holds the engine: raises LockLost
+        once another process took it over (engine_bridge.locks)."""
+        return fenced(self.engine.pk, self.holder_token)
 
     def _retry_later(self, errors: dict[str, EngineError]) -> None:
         """Keep why these (known) instances could not be read, and move their next read back by
@@ -1149,8 +1157,9 @@ class EngineIndexer:
         rows = InstanceCheck.objects.filter(pk__in=list(ids)).values_list(
             "pk", "interval", "read_failing_since", "read_error", "instance__status"
         )
-        # In one transaction with the rows of those that are unreadable from now on.
-        with transaction.atomic():
+        # In one transaction with the rows of those that are unreadable from now on, fenced as
+        # the chunks are.
+        with self._fenced():
             unreadable = []
             for pk, interval, since, last_error, status in rows:
                 error = errors[ids[pk]]

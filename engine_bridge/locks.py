@@ -24,10 +24,12 @@ import fcntl
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 
 from workflows_ui.models import Engine
 
@@ -81,6 +83,17 @@ def check_holder(engine_pk: int, token: str) -> None:
             "another runindexer took this engine over (this one's lock was lost, with its "
             "database connection or through another path to the database)"
         )
+
+
+@contextmanager
+def fenced(engine_pk: int, token: str) -> Iterator[None]:
+    """A transaction that writes only while this process holds the engine (``check_holder``
+    first; no check without a token: tests, benchmarks). Every write of the indexer and of the
+    retention goes through one, so a process that lost the engine writes nothing more there."""
+    with transaction.atomic():
+        if token:
+            check_holder(engine_pk, token)
+        yield
 
 
 class EngineLock:

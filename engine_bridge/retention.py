@@ -22,13 +22,11 @@ engine the same way, a batch at a time.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
 from django.db.models import Count, F, QuerySet
 
 from engine_bridge.locks import (
@@ -36,7 +34,7 @@ from engine_bridge.locks import (
     EngineTaken,
     LockLost,
     change_log_in_commit_order,
-    check_holder,
+    fenced,
 )
 from workflows_ui import search
 from workflows_ui.models import ChangeKind, ChangeLog, Engine, Instance, Run, StatusCount
@@ -122,15 +120,6 @@ def _events_of(pks: list[int]) -> list[tuple[int, int]]:
     return [(pk, events[pk]) for pk in pks]
 
 
-@contextmanager
-def _fenced(engine_pk: int, token: str) -> Iterator[None]:
-    """A transaction that writes only while this process holds the engine (as the indexer's)."""
-    with transaction.atomic():
-        if token:
-            check_holder(engine_pk, token)
-        yield
-
-
 def _delete_batch(
     engine_pk: int,
     token: str,
@@ -143,7 +132,7 @@ def _delete_batch(
     EVENTS_PER_BATCH events; how many, and whether more may be due already. ``logged``: ``qs``
     is of runs, whose instances get a change-log row."""
     taken = _within_events(rows)
-    with _fenced(engine_pk, token):
+    with fenced(engine_pk, token):
         going = qs.filter(pk__in=taken)
         instances = set(going.values_list("instance_id", "instance__status")) if logged else set()
         going.delete()
@@ -221,7 +210,7 @@ def _forget_changes(engine_pk: int, cutoff: datetime, token: str, done: Forgotte
         if created_at >= cutoff:
             break
         ids.append(pk)
-    with _fenced(engine_pk, token):
+    with fenced(engine_pk, token):
         ChangeLog.objects.filter(id__in=ids).delete()
     done.changes += len(ids)
     done.more = done.more or len(ids) == CHANGES_PER_BATCH
@@ -238,7 +227,7 @@ def forget_engine_batch(engine_pk: int, token: str) -> int:
     if not pks:
         return 0
     taken = _within_events(_events_of(pks))
-    with _fenced(engine_pk, token):
+    with fenced(engine_pk, token):
         live = (
             Instance.objects.filter(pk__in=taken, purged=False)
             .values_list("name", "status")

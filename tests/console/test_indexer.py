@@ -34,6 +34,7 @@ from workflows_ui.models import (
     HistoryEvent,
     Instance,
     InstanceCheck,
+    RefreshRequest,
     Run,
     StatusCount,
 )
@@ -1923,6 +1924,67 @@ def test_an_indexer_whose_engine_was_taken_over_writes_nothing_more(fake, make_i
         ix.holder_token = theirs.token
         ix.run_pass()
         assert Instance.objects.filter(instance_id="after").exists()
+    finally:
+        theirs.release()
+
+
+def _taken_over(ix):
+    """``ix`` indexed "before" under a lock that it then lost unseen; another process holds the
+    engine now (release it)."""
+    mine = locks.EngineLock(ix.engine.pk, "orders")
+    mine.acquire()
+    ix.holder_token = mine.token
+    ix.run_pass()
+    mine.release()  # as if lost: this indexer still holds its token
+    theirs = locks.EngineLock(ix.engine.pk, "orders")
+    theirs.acquire()
+    return theirs
+
+
+def test_an_indexer_whose_engine_was_taken_over_records_no_failed_read(fake, make_indexer):
+    """Reads that fail are recorded (and their instances logged as unreadable) apart from the
+    chunks: fenced all the same, and a hint stays for the process that has the engine now."""
+    fake.add(*golden_instance("two_steps"), instance_id="before")
+    ix = make_indexer()
+    theirs = _taken_over(ix)
+    try:
+        fake.failing[("GetInstance", "before")] = EngineRejected("boom", code="INTERNAL")
+        InstanceCheck.objects.update(due_at=timezone.now())
+        request_refresh("orders", "before")
+        checks = list(InstanceCheck.objects.values())
+        changes = ChangeLog.objects.count()
+        with pytest.raises(locks.LockLost):
+            ix.run_pass()
+        assert list(InstanceCheck.objects.values()) == checks
+        assert ChangeLog.objects.count() == changes
+        assert RefreshRequest.objects.filter(instance_id="before").exists()
+    finally:
+        theirs.release()
+
+
+def test_an_indexer_whose_engine_was_taken_over_leaves_its_schedule_and_sweep(
+    fake, make_indexer, monkeypatch
+):
+    """The console's clock set back moves the engine's re-reads back, and each listed page
+    records how far the sweep went: neither is written by a process that lost the engine."""
+    fake.add(*golden_instance("two_steps"), instance_id="before")
+    clock = _Clock()
+    monkeypatch.setattr(indexer_module, "time", clock)
+    ix = make_indexer()
+    theirs = _taken_over(ix)
+    try:
+        due = list(InstanceCheck.objects.values_list("due_at", flat=True))
+        wall = timezone.now
+        monkeypatch.setattr(timezone, "now", lambda: wall() - timedelta(hours=1))
+        clock.now += 2.0
+        with pytest.raises(locks.LockLost):
+            ix.run_pass()
+        assert list(InstanceCheck.objects.values_list("due_at", flat=True)) == due
+        monkeypatch.setattr(timezone, "now", wall)
+        sweep = Engine.objects.values("sweep_started_at", "last_sweep_at").get()
+        with pytest.raises(locks.LockLost):
+            ix.run_pass()  # nothing due, nothing new: a sweep's start is its first write
+        assert Engine.objects.values("sweep_started_at", "last_sweep_at").get() == sweep
     finally:
         theirs.release()
 
