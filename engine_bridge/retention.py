@@ -22,7 +22,8 @@ engine the same way, a batch at a time.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -125,33 +126,73 @@ def _delete_batch(
     token: str,
     rows: list[tuple[int, int]],
     batch: int,
+    delete: Callable[[QuerySet[Any]], None],
     qs: QuerySet[Any],
-    logged: bool = False,
 ) -> tuple[int, bool]:
     """Deletes from ``qs`` the first of ``rows`` ((pk, events), ``batch`` at most) up to
-    EVENTS_PER_BATCH events; how many, and whether more may be due already. ``logged``: ``qs``
-    is of runs, whose instances get a change-log row."""
+    EVENTS_PER_BATCH events, with ``delete`` (which logs what pages it changes); how many, and
+    whether more may be due already."""
     taken = _within_events(rows)
     with fenced(engine_pk, token):
-        going = qs.filter(pk__in=taken)
-        instances = set(going.values_list("instance_id", "instance__status")) if logged else set()
-        going.delete()
-        _log_runs_forgotten(engine_pk, instances)
+        delete(qs.filter(pk__in=taken))
     return len(taken), len(taken) < len(rows) or len(rows) == batch
 
 
-def _log_runs_forgotten(engine_pk: int, instances: set[tuple[int, str]]) -> None:
-    """An ``updated`` row for each (instance pk, status) whose earlier runs were deleted: a live
-    page of it stops listing them. (The row can't name a run: it would go with it.)"""
+def _delete_tombstones(going: QuerySet[Instance]) -> None:
+    """Deletes these tombstones, and logs the pages of their kin, which show them: a parent's
+    lists its children, a child's links to its parent."""
+    gone = list(
+        going.values_list("engine_id", "instance_id", "parent_engine_id", "parent_instance_id")
+    )
+    going.delete()
+    # After the delete: the lock is held for the kin's statuses, this insert and the commit.
+    change_log_in_commit_order()
+    _log_kin_of_deleted(gone)
+
+
+def _log_kin_of_deleted(gone: Sequence[tuple[int, str, int | None, str]]) -> None:
+    """An ``updated`` row for each instance whose page showed one of these deleted instances
+    ((engine pk, id, parent's engine pk, parent's id)) as kin: a parent lists a child fewer, a
+    child's parent is no longer indexed. Kin on other engines too, each on its own engine's log.
+
+    Read under the change log's lock, as the indexer's rows for kin are (see
+    ``EngineIndexer._log_relatives`` for why not by locking their rows)."""
+    parents: dict[int, set[str]] = defaultdict(set)
+    children: dict[int, set[str]] = defaultdict(set)
+    for engine_pk, instance_id, parent_engine_pk, parent_id in gone:
+        children[engine_pk].add(instance_id)
+        if parent_engine_pk is not None and parent_id:
+            parents[parent_engine_pk].add(parent_id)
+    kin: set[tuple[int, int, str]] = set()
+    for engine_pk, ids in parents.items():
+        found = Instance.objects.filter(engine_id=engine_pk, instance_id__in=list(ids))
+        kin.update(found.values_list("pk", "engine_id", "status"))
+    for engine_pk, ids in children.items():
+        # Through the parent link's index (SQLite takes it only with its condition spelt out).
+        found = Instance.objects.filter(
+            parent_engine_id=engine_pk, parent_instance_id__in=list(ids)
+        ).exclude(parent_instance_id="")
+        kin.update(found.values_list("pk", "engine_id", "status"))
+    ChangeLog.objects.bulk_create(
+        ChangeLog(engine_id=engine_pk, instance_id=pk, kind=ChangeKind.UPDATED, status=status)
+        for pk, engine_pk, status in sorted(kin)
+    )
+
+
+def _delete_earlier_runs(going: QuerySet[Run]) -> None:
+    """Deletes these runs, and logs an ``updated`` row for each of their instances: a live
+    page of it stops listing them. (The row can't name a run: it would go with it.) No page
+    of their kin shows an instance's runs."""
+    instances = set(going.values_list("instance_id", "instance__engine_id", "instance__status"))
+    going.delete()
     if not instances:
         return
-    rows = [
-        ChangeLog(engine_id=engine_pk, instance_id=pk, kind=ChangeKind.UPDATED, status=status)
-        for pk, status in sorted(instances)
-    ]
     # After the delete: the lock is held for this insert and the commit only.
     change_log_in_commit_order()
-    ChangeLog.objects.bulk_create(rows)
+    ChangeLog.objects.bulk_create(
+        ChangeLog(engine_id=engine_pk, instance_id=pk, kind=ChangeKind.UPDATED, status=status)
+        for pk, engine_pk, status in sorted(instances)
+    )
 
 
 def _forget_tombstones(engine_pk: int, cutoff: datetime, token: str, done: Forgotten) -> None:
@@ -165,7 +206,12 @@ def _forget_tombstones(engine_pk: int, cutoff: datetime, token: str, done: Forgo
     # Runs, events, change-log rows and the read schedule go with them (CASCADE); the SQLite
     # search table by its trigger. Checked again in the transaction: still a tombstone.
     n, more = _delete_batch(
-        engine_pk, token, _events_of(pks), INSTANCES_PER_BATCH, Instance.objects.filter(purged=True)
+        engine_pk,
+        token,
+        _events_of(pks),
+        INSTANCES_PER_BATCH,
+        _delete_tombstones,
+        Instance.objects.filter(purged=True),
     )
     done.instances += n
     done.more = done.more or more
@@ -191,8 +237,8 @@ def _forget_earlier_runs(engine_pk: int, cutoff: datetime, token: str, done: For
         token,
         rows,
         RUNS_PER_BATCH,
+        _delete_earlier_runs,
         Run.objects.filter(superseded_at__lt=cutoff),
-        logged=True,
     )
     done.runs += n
     done.more = done.more or more

@@ -1624,6 +1624,46 @@ def test_a_parents_page_learns_from_the_log_of_a_child_linked_to_it_from_another
     assert page.shows_the_instances_as_stored()
 
 
+def test_the_pages_of_kin_learn_from_the_log_when_a_tombstone_is_forgotten(fake, make_indexer):
+    """A tombstone past the retention period is deleted: its parent's page lists one child
+    fewer, and its children's pages link to a parent no longer indexed (one of them on another
+    engine, whose log tells it)."""
+    ix = make_indexer(retention_days=30)
+    page = LogFollower()
+    fake.add(*golden_instance("fan_out_children"))
+    for child in ("g-fan-out:0002", "g-fan-out:0003"):  # the second a copy of the first
+        fake.add(*golden_child("fan_out_children", "g-fan-out:0002"), instance_id=child)
+    ix.run_pass()
+    on_billing = _child_indexed_on_billing()
+    assert on_billing.parent() is not None
+    parent = Instance.objects.get(instance_id="g-fan-out")
+    assert parent.children().count() == 3
+    assert page.shows_the_instances_as_stored()
+
+    def forget(*instance_ids):
+        for instance_id in instance_ids:
+            del fake.instances[instance_id]
+        ix.run_pass()  # purged: tombstones, on the pages as before
+        assert page.shows_the_instances_as_stored()
+        month_ago = timezone.now() - timedelta(days=31)
+        Instance.objects.filter(purged=True).update(purged_at=month_ago)
+        ix._forget_at = 0.0
+        assert ix.run_pass().forgotten == len(instance_ids)
+        assert page.shows_the_instances_as_stored()
+
+    forget("g-fan-out:0002")
+    assert parent.children().count() == 2
+    forget("g-fan-out")
+    on_billing.refresh_from_db()
+    assert on_billing.parent() is None
+    # One row each, on its engine's log.
+    last = ChangeLog.objects.order_by("-id")[:2]
+    assert sorted(last.values_list("instance__instance_id", "engine__name", "kind")) == [
+        ("g-fan-out:0001", "billing", "updated"),
+        ("g-fan-out:0003", "orders", "updated"),
+    ]
+
+
 def test_a_child_links_to_the_configured_engine_of_its_parents_app_not_a_renamed_ones_old_row(
     fake, make_indexer
 ):
