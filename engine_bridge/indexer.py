@@ -1305,11 +1305,9 @@ class EngineIndexer:
             parents = Instance.objects.filter(engine_id=engine_pk, instance_id__in=list(ids))
             kin.update(parents.values_list("pk", "engine_id", "status"))
         if w.new_instances:
-            # Through the parent link's index (SQLite takes it only with its condition spelt out).
-            children = Instance.objects.filter(
-                parent_engine=self.engine,
-                parent_instance_id__in=[inst.instance_id for inst in w.new_instances],
-            ).exclude(parent_instance_id="")
+            children = Instance.children_of(
+                self.engine.pk, [inst.instance_id for inst in w.new_instances]
+            )
             kin.update(children.values_list("pk", "engine_id", "status"))
         for pk, engine_pk, status in sorted(kin):
             if pk not in told:

@@ -168,10 +168,7 @@ def _log_kin_of_deleted(gone: Sequence[tuple[int, str, int | None, str]]) -> Non
         found = Instance.objects.filter(engine_id=engine_pk, instance_id__in=list(ids))
         kin.update(found.values_list("pk", "engine_id", "status"))
     for engine_pk, ids in children.items():
-        # Through the parent link's index (SQLite takes it only with its condition spelt out).
-        found = Instance.objects.filter(
-            parent_engine_id=engine_pk, parent_instance_id__in=list(ids)
-        ).exclude(parent_instance_id="")
+        found = Instance.children_of(engine_pk, list(ids))
         kin.update(found.values_list("pk", "engine_id", "status"))
     ChangeLog.objects.bulk_create(
         ChangeLog(engine_id=engine_pk, instance_id=pk, kind=ChangeKind.UPDATED, status=status)

@@ -345,8 +345,11 @@ def base_queryset(
     if f.id_prefix:
         qs = search.filter_id_prefix(qs, f.id_prefix, column=col["instance_id"])
     if f.parent is not None:
-        # Through the parent link's index (wf_inst_parent); the children are then sorted.
-        qs = qs.filter(parent_engine_id=f.parent[0], parent_instance_id=f.parent[1])
+        # Through the parent link's index (wf_inst_parent, its condition spelt out for SQLite:
+        # see Instance.children_of); the children are then sorted.
+        qs = qs.filter(parent_engine_id=f.parent[0], parent_instance_id=f.parent[1]).exclude(
+            parent_instance_id=""
+        )
     if f.q:
         qs = search.filter_text(qs, f.q, common=common_text)
     if f.unreadable:

@@ -248,9 +248,18 @@ class Instance(models.Model):
         return max(0.0, (end - self.created_at).total_seconds())
 
     def children(self) -> models.QuerySet[Instance]:
+        return Instance.children_of(self.engine_id, [self.instance_id])
+
+    @staticmethod
+    def children_of(engine_pk: int, instance_ids: list[str]) -> models.QuerySet[Instance]:
+        """The instances whose parent is one of these instances of this engine, found through
+        the parent link's index (wf_inst_parent). Its condition is spelt out: SQLite takes a
+        partial index only for a query that says it (else it reads every child of the engine
+        through the plain index of ``parent_engine``, 30 ms for 200,000 instances), and
+        PostgreSQL can't tell that a list of ids has no empty one."""
         return Instance.objects.filter(
-            parent_engine=self.engine_id, parent_instance_id=self.instance_id
-        )
+            parent_engine=engine_pk, parent_instance_id__in=instance_ids
+        ).exclude(parent_instance_id="")
 
     def read_schedule(self) -> InstanceCheck | None:
         """When the indexer reads this instance next and how its last read went; None for a

@@ -335,7 +335,7 @@ def instance_detail(
         return render(request, "workflows_ui/_runs.html", {"inst": inst, "run": run, **runs})
 
     children = list(
-        Instance.objects.filter(parent_engine=inst.engine_id, parent_instance_id=inst.instance_id)
+        inst.children()
         .select_related("engine")
         .only("engine__name", "instance_id", "name", "status", "created_at", "purged")
         .order_by("created_at", "id")[: CHILDREN_SHOWN + 1]

@@ -1159,6 +1159,28 @@ def test_more_children_than_shown_are_listed_by_their_parent_link(logged_in, see
     assert '<span class="tag">purged</span>' in row
 
 
+def test_children_are_read_through_the_parent_links_index(logged_in, seeded):
+    """On a fresh console database (SQLite, no ANALYZE), the parent's page and the list of its
+    children take the partial index of parent links, not every child of the engine from the
+    plain one of parent engines (30 ms a page with 200,000 instances)."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's query plans (PostgreSQL plans with the statistics it keeps)")
+    with CaptureQueriesContext(connection) as queries:
+        logged_in.get("/instances/orders/g-fan-out/")
+        logged_in.get("/instances/?parent=orders%2Fg-fan-out&purged=include")
+    by_parent = [
+        q["sql"]
+        for q in queries.captured_queries
+        if re.search(r'WHERE .*"parent_instance_id"', q["sql"])
+    ]
+    assert len(by_parent) >= 2
+    with connection.cursor() as cur:
+        for sql in by_parent:
+            cur.execute("EXPLAIN QUERY PLAN " + sql)
+            plan = " / ".join(str(row[-1]) for row in cur.fetchall())
+            assert "USING INDEX wf_inst_parent" in plan, (plan, sql)
+
+
 def test_other_runs_of_the_same_id_are_listed_and_readable(logged_in, seeded):
     inst = seeded.instances["continue_as_new"]
     old = Run.objects.create(
