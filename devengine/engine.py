@@ -40,6 +40,12 @@ SENTINEL_YEAR_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 # engine returns, left out of pastEvents.
 NOT_REPLAYED = frozenset({"eventSent", "continueAsNew", "workflowCompleted"})
 RERUNNABLE = frozenset({"taskScheduled", "timerCreated", "childWorkflowInstanceCreated"})
+# The history event each creating action writes, under the action's id.
+CREATED_BY = {
+    "scheduleTask": "taskScheduled",
+    "createTimer": "timerCreated",
+    "createChildWorkflow": "childWorkflowInstanceCreated",
+}
 # daprd's --max-body-size default: the most a gRPC message (a work item too) may hold.
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
 # What an activity's request holds besides its action's fields (ids, trace context), with room.
@@ -549,6 +555,21 @@ class Engine:
             inst.updated_ns = now
             self.store.update_instance(inst)
             return
+        recreated = self._recreated_operation(turn, response)
+        if recreated is not None:
+            # As daprd's workflow actor since dapr/dapr#10379 (older ones wrote it): a turn that
+            # would create again what the history already holds is rejected, and nothing of it
+            # is written; its events stay in the inbox for the next turn. The Python SDK answers
+            # so while suspended: replaying, it holds back the history's events that follow the
+            # suspend, creation events too, and asks again for what they created. Written, each
+            # answer would add a timer that is already due and fires at once into the same
+            # answer again.
+            log.warning(
+                "%s: turn rejected: it creates again %s %d of the history",
+                inst.instance_id,
+                *recreated,
+            )
+            return
 
         new_events = turn.new_events
         if response.HasField("version"):
@@ -670,6 +691,24 @@ class Engine:
         self.store.append_events(inst.instance_id, len(turn.history), written)
         inst.updated_ns = now
         self.store.update_instance(inst)
+
+    @staticmethod
+    def _recreated_operation(turn: Turn, response: p.pb.WorkflowResponse) -> tuple[str, int] | None:
+        """The first task, timer or child the response creates under an id whose creation
+        event of the same kind is already in the history, as (event kind, id); None if none.
+        A continue-as-new starts the ids again, so it never counts."""
+        if any(
+            a.HasField("completeWorkflow")
+            and a.completeWorkflow.workflowStatus == p.CONTINUED_AS_NEW
+            for a in response.actions
+        ):
+            return None
+        created = {(e.WhichOneof("eventType"), e.eventId) for e in turn.history}
+        for action in response.actions:
+            kind = CREATED_BY.get(str(action.WhichOneof("workflowActionType")))
+            if kind is not None and (kind, action.id) in created:
+                return kind, action.id
+        return None
 
     def _timer_span(self, inst: InstanceRow, turn: Turn, timer_id: int, fired_ns: int) -> None:
         created = next(

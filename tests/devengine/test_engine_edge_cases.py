@@ -7,7 +7,16 @@ import time
 from datetime import datetime
 
 import grpc
-from engine_support import STATUS, has_kind, kind, kinds, of_kind, rpc_error, unique_id
+from engine_support import (
+    STATUS,
+    far_future,
+    has_kind,
+    kind,
+    kinds,
+    of_kind,
+    rpc_error,
+    unique_id,
+)
 
 
 def test_a_timer_left_behind_by_continue_as_new_does_not_fire_into_the_new_generation(engine):
@@ -54,6 +63,38 @@ def test_terminating_a_suspended_instance_ends_it(engine):
     state = engine.get(instance_id).workflowState
     assert state.workflowStatus == STATUS["TERMINATED"]
     assert state.output.value == '"gone"'
+
+
+def test_a_timer_due_while_suspended_before_the_first_turn_is_not_created_again(engine):
+    # The first turn holds the start and the suspend: the workflow creates its timer, then is
+    # suspended, so the history has the timer after the suspend. The SDK then holds that
+    # timerCreated back while it replays and asks for the timer again on every later turn.
+    instance_id = unique_id("suspended-timer")
+    engine.start("sleep_then_return", instance_id, input="0.5", start_at=far_future())
+    engine.suspend(instance_id)
+    first_turn = engine.history(instance_id)
+    assert kinds(first_turn) == [
+        "workflowStarted",
+        "executionStarted",
+        "executionSuspended",
+        "timerCreated",
+    ]
+
+    time.sleep(1.5)  # the timer is due and fires while the instance is suspended
+
+    assert engine.status(instance_id) == "SUSPENDED"
+    assert engine.history(instance_id) == first_turn
+    engine.resume(instance_id)
+    done = engine.wait_done(instance_id)
+    assert done.workflowState.output.value == '"fired"'
+    events = engine.history(instance_id)
+    assert kinds(events)[len(first_turn) :] == [
+        "workflowStarted",
+        "timerFired",
+        "executionResumed",
+        "executionCompleted",
+    ]
+    assert [e.timerFired.timerId for e in of_kind(events, "timerFired")] == [1]
 
 
 def test_a_terminated_child_reports_child_workflow_instance_failed_to_its_parent(engine):
