@@ -703,12 +703,15 @@ class Engine:
             for a in response.actions
         ):
             return None
+        creating = [
+            (kind, action.id)
+            for action in response.actions
+            if (kind := CREATED_BY.get(str(action.WhichOneof("workflowActionType"))))
+        ]
+        if not creating:
+            return None  # most turns: not worth a look at the whole history
         created = {(e.WhichOneof("eventType"), e.eventId) for e in turn.history}
-        for action in response.actions:
-            kind = CREATED_BY.get(str(action.WhichOneof("workflowActionType")))
-            if kind is not None and (kind, action.id) in created:
-                return kind, action.id
-        return None
+        return next((c for c in creating if c in created), None)
 
     def _timer_span(self, inst: InstanceRow, turn: Turn, timer_id: int, fired_ns: int) -> None:
         created = next(
