@@ -59,6 +59,24 @@ def echo(ctx: WorkflowActivityContext, value):
     return value
 
 
+# What ran how often in this process, by workflow instance id: activity calls and workflow turns
+# (the SDK calls a workflow's function anew at every turn it replays).
+activity_calls: Counter[str] = Counter()
+workflow_turns: Counter[str] = Counter()
+_count_lock = threading.Lock()
+
+
+def _count(counter: Counter[str], instance_id: str) -> None:
+    with _count_lock:
+        counter[instance_id] += 1
+
+
+def counted_echo(ctx: WorkflowActivityContext, value):
+    """echo, counting its calls in `activity_calls`."""
+    _count(activity_calls, ctx.workflow_id)
+    return value
+
+
 def blob(ctx: WorkflowActivityContext, size: int) -> str:
     """A result of `size` characters: what makes a history big."""
     return "x" * size
@@ -238,6 +256,23 @@ def carry_over(ctx: DaprWorkflowContext, generation: int):
     return {"generation": generation, "second": second}
 
 
+def echo_generations(ctx: DaprWorkflowContext, generation: int):
+    """Echoes its generation through `counted_echo` and continues as new from generation 0 to 1;
+    counts its turns in `workflow_turns`."""
+    _count(workflow_turns, ctx.instance_id)
+    value = yield ctx.call_activity(counted_echo, input=generation)
+    if value == 0:
+        ctx.continue_as_new(1)
+        return
+    return value
+
+
+def parent_of_echo(ctx: DaprWorkflowContext):
+    """A child `echo_generations` of generation 1; counts its turns in `workflow_turns`."""
+    _count(workflow_turns, ctx.instance_id)
+    return (yield ctx.call_child_workflow(echo_generations, input=1))
+
+
 def patched(ctx: DaprWorkflowContext):
     if ctx.is_patched("fix-1"):
         value = yield ctx.call_activity(echo, input="patched")
@@ -336,8 +371,10 @@ WORKFLOWS = [
     two_events,
     grow,
     big_activity_input,
+    echo_generations,
+    parent_of_echo,
 ]
-ACTIVITIES = [reserve_stock, ship, charge_card, echo, slow_echo, blob]
+ACTIVITIES = [reserve_stock, ship, charge_card, echo, slow_echo, blob, counted_echo]
 
 # The name the versioned workflow is registered under; v2 is the latest.
 VERSIONED = "versioned"
