@@ -179,6 +179,10 @@ class Engine:
         self.turns: dict[str, Turn] = {}
         self.turn_by_instance: dict[str, str] = {}
         self.deferred: set[str] = set()  # got events while a turn was in flight
+        # The re-creation each instance's last rejected turn was logged for: the same answer
+        # comes back at every turn until one is written (every event raised to a suspended
+        # instance brings one), and is said once.
+        self.rejected: dict[str, tuple[str, int]] = {}
         self.activity_queue: deque[tuple[int, bytes]] = deque()
         self.timers: list[tuple[int, str]] = []
         self.waiters: dict[str, set[asyncio.Future]] = {}
@@ -564,12 +568,16 @@ class Engine:
             # suspend, creation events too, and asks again for what they created. Written, each
             # answer would add a timer that is already due and fires at once into the same
             # answer again.
-            log.warning(
-                "%s: turn rejected: it creates again %s %d of the history",
-                inst.instance_id,
-                *recreated,
-            )
+            if self.rejected.get(inst.instance_id) != recreated:
+                self.rejected[inst.instance_id] = recreated
+                log.warning(
+                    "%s: turn rejected: it creates again %s %d of the history (said once until "
+                    "a turn of it is written)",
+                    inst.instance_id,
+                    *recreated,
+                )
             return
+        self.rejected.pop(inst.instance_id, None)
 
         new_events = turn.new_events
         if response.HasField("version"):
@@ -1268,6 +1276,7 @@ class Engine:
             if token is not None:
                 self.turns.pop(token, None)
             self.ready.pop(target, None)
+            self.rejected.pop(target, None)
             self._notify(target)
         if error is not None:
             if not purged and self.store.get_instance(instance_id) is None:

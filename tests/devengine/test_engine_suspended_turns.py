@@ -8,9 +8,10 @@ is in test_engine_edge_cases.py).
 
 from __future__ import annotations
 
+from dapr.ext.workflow import WorkflowRuntime
 from dapr.ext.workflow._durabletask.internal import protos as pb
-from engine_support import Engine, far_future, kinds, of_kind, unique_id, wait_for
-from engine_workflows import activity_calls, workflow_turns
+from engine_support import Engine, far_future, kinds, of_kind, split_address, unique_id, wait_for
+from engine_workflows import activity_calls, register_all, workflow_turns
 
 
 def start_suspended(
@@ -91,3 +92,28 @@ def test_a_workflow_resumed_into_continue_as_new_runs_its_next_generation(engine
     events = engine.history(instance_id)
     assert [e.executionStarted.input.value for e in of_kind(events, "executionStarted")] == ["1"]
     assert [e.eventId for e in of_kind(events, "taskScheduled")] == [1]
+
+
+def test_a_rejected_turn_is_logged_once_however_often_it_comes_back(own_engine):
+    own_engine.start()
+    engine = Engine(own_engine.address)
+    host, port = split_address(own_engine.address)
+    runtime = WorkflowRuntime(host=host, port=port)
+    register_all(runtime)
+    runtime.start()
+    instance_id = unique_id("rejected-log")
+    try:
+        start_suspended(engine, "echo_generations", instance_id, "1")
+        wait_for(lambda: activity_calls[instance_id] >= 1, what="the activity's call")
+        # Three turns rejected: the activity's result, then each event raised.
+        wait_past_turn(engine, instance_id, 2)
+        wait_past_turn(engine, instance_id, 3)
+        engine.resume(instance_id)
+        engine.wait_done(instance_id)
+    finally:
+        runtime.shutdown()
+        engine.close()
+
+    log = own_engine.log_path.read_text(errors="replace")
+    rejected = [line for line in log.splitlines() if f"{instance_id}: turn rejected" in line]
+    assert len(rejected) == 1, rejected
