@@ -202,6 +202,7 @@ def instance_list(request: HttpRequest) -> HttpResponse:
             sort_links=_sort_links(request, f.sort),
         )
     results_only = request.htmx and request.htmx.target == "results"  # type: ignore[attr-defined]
+    ctx["results_only"] = results_only
     if not results_only:
         ctx["names"], ctx["more_names"] = listing.known_names([e.pk for e in engines])
     template = (

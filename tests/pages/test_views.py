@@ -749,6 +749,26 @@ def test_the_list_warns_of_the_engines_it_shows_and_of_many_in_one_line(logged_i
     assert "is down" not in body and 'the <a href="/">engines page</a> says why' in body
 
 
+def test_the_lists_warnings_follow_an_engine_filter_changed_in_place(logged_in, seeded):
+    Engine.objects.create(name="billing", address="billing:50001", reachable=True)
+    Engine.objects.filter(pk=seeded.engine.pk).update(reachable=False, last_error="orders is down")
+    first = _text(logged_in.get("/instances/?engine=billing"))
+    assert re.search(r'<div id="engine-warnings">\s*</div>', first)
+    # Ticking "orders" swaps the results alone: the warnings outside them come beside them.
+    swap = _text(
+        logged_in.get("/instances/?engine=orders", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="results")
+    )
+    oob = re.search(r'<div id="engine-warnings" hx-swap-oob="true">(.*?)</div>', swap, re.S)
+    assert oob is not None and "<bdi>orders is down</bdi>" in oob.group(1)
+    # And back to billing alone: the warning goes.
+    back = _text(
+        logged_in.get(
+            "/instances/?engine=billing", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="results"
+        )
+    )
+    assert re.search(r'<div id="engine-warnings" hx-swap-oob="true">\s*</div>', back)
+
+
 def test_an_engine_taken_out_of_the_settings_is_shown_as_not_indexed_without_alerts(
     logged_in, seeded, settings
 ):
