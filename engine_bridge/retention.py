@@ -138,22 +138,26 @@ def _delete_batch(
     return len(taken), len(taken) < len(rows) or len(rows) == batch
 
 
-def _delete_tombstones(going: QuerySet[Instance]) -> None:
-    """Deletes these tombstones, and logs the pages of their kin, which show them: a parent's
-    lists its children, a child's links to its parent."""
+def _delete_instances(going: QuerySet[Instance], engine_going: int | None = None) -> None:
+    """Deletes these instances (tombstones, or all of an engine being removed), and logs the
+    pages of their kin, which show them: a parent's lists its children, a child's links to its
+    parent. Not the kin on ``engine_going``: their pages go too."""
     gone = list(
         going.values_list("engine_id", "instance_id", "parent_engine_id", "parent_instance_id")
     )
     going.delete()
     # After the delete: the lock is held for the kin's statuses, this insert and the commit.
     change_log_in_commit_order()
-    _log_kin_of_deleted(gone)
+    _log_kin_of_deleted(gone, engine_going)
 
 
-def _log_kin_of_deleted(gone: Sequence[tuple[int, str, int | None, str]]) -> None:
+def _log_kin_of_deleted(
+    gone: Sequence[tuple[int, str, int | None, str]], engine_going: int | None = None
+) -> None:
     """An ``updated`` row for each instance whose page showed one of these deleted instances
     ((engine pk, id, parent's engine pk, parent's id)) as kin: a parent lists a child fewer, a
-    child's parent is no longer indexed. Kin on other engines too, each on its own engine's log.
+    child's parent is no longer indexed. Kin on other engines too, each on its own engine's log;
+    none on ``engine_going``.
 
     Read under the change log's lock, as the indexer's rows for kin are (see
     ``EngineIndexer._log_relatives`` for why not by locking their rows)."""
@@ -165,14 +169,23 @@ def _log_kin_of_deleted(gone: Sequence[tuple[int, str, int | None, str]]) -> Non
             parents[parent_engine_pk].add(parent_id)
     kin: set[tuple[int, int, str]] = set()
     for engine_pk, ids in parents.items():
-        found = Instance.objects.filter(engine_id=engine_pk, instance_id__in=list(ids))
-        kin.update(found.values_list("pk", "engine_id", "status"))
+        if engine_pk != engine_going:
+            found = Instance.objects.filter(engine_id=engine_pk, instance_id__in=list(ids))
+            kin.update(found.values_list("pk", "engine_id", "status"))
     for engine_pk, ids in children.items():
         found = Instance.children_of(engine_pk, list(ids))
+        if engine_going is not None:
+            found = found.exclude(engine_id=engine_going)
         kin.update(found.values_list("pk", "engine_id", "status"))
+    _log_updated(kin)
+
+
+def _log_updated(instances: Collection[tuple[int, int, str]]) -> None:
+    """An ``updated`` row for each of these instances ((pk, engine pk, status)), on its engine's
+    log, in the order of their pks."""
     ChangeLog.objects.bulk_create(
         ChangeLog(engine_id=engine_pk, instance_id=pk, kind=ChangeKind.UPDATED, status=status)
-        for pk, engine_pk, status in sorted(kin)
+        for pk, engine_pk, status in sorted(instances)
     )
 
 
@@ -186,10 +199,7 @@ def _delete_earlier_runs(going: QuerySet[Run]) -> None:
         return
     # After the delete: the lock is held for this insert and the commit only.
     change_log_in_commit_order()
-    ChangeLog.objects.bulk_create(
-        ChangeLog(engine_id=engine_pk, instance_id=pk, kind=ChangeKind.UPDATED, status=status)
-        for pk, engine_pk, status in sorted(instances)
-    )
+    _log_updated(instances)
 
 
 def _forget_tombstones(engine_pk: int, cutoff: datetime, token: str, done: Forgotten) -> None:
@@ -207,7 +217,7 @@ def _forget_tombstones(engine_pk: int, cutoff: datetime, token: str, done: Forgo
         token,
         _events_of(pks),
         INSTANCES_PER_BATCH,
-        _delete_tombstones,
+        _delete_instances,
         Instance.objects.filter(purged=True),
     )
     done.instances += n
@@ -261,7 +271,8 @@ def _forget_changes(engine_pk: int, cutoff: datetime, token: str, done: Forgotte
 
 def forget_engine_batch(engine_pk: int, token: str) -> int:
     """Deletes a batch of the instances of an engine being removed from the console
-    (``manage.py forgetengine``), its counts kept exact; how many (0: none is left)."""
+    (``manage.py forgetengine``), its counts kept exact, and logs the pages of their kin on
+    other engines; how many (0: none is left)."""
     pks = list(
         Instance.objects.filter(engine_id=engine_pk)
         .order_by("pk")
@@ -280,5 +291,31 @@ def forget_engine_batch(engine_pk: int, token: str) -> int:
             StatusCount.objects.filter(engine_id=engine_pk, name=name, status=status).update(
                 count=F("count") - n
             )
-        Instance.objects.filter(pk__in=taken).delete()
+        _delete_instances(Instance.objects.filter(pk__in=taken), engine_going=engine_pk)
     return len(taken)
+
+
+def unlink_children_batch(engine_pk: int, token: str) -> int:
+    """Unlinks a batch of the children of an engine being removed, once its instances are
+    deleted (``manage.py forgetengine``); how many (0: none is left)."""
+    pks = list(
+        Instance.objects.filter(parent_engine=engine_pk).values_list("pk", flat=True)[
+            :INSTANCES_PER_BATCH
+        ]
+    )
+    if pks:
+        with fenced(engine_pk, token):
+            unlink_children(Instance.objects.filter(pk__in=pks, parent_engine=engine_pk))
+    return len(pks)
+
+
+def unlink_children(children: QuerySet[Instance]) -> None:
+    """Unlinks these children from their parent's engine, and logs their pages, whose parent
+    link would lead nowhere: they keep their parent's app id and id, shown without a link."""
+    pks = list(children.values_list("pk", flat=True))
+    if not pks:
+        return
+    Instance.objects.filter(pk__in=pks).update(parent_engine=None)
+    # After the update: the lock is held for their statuses, this insert and the commit.
+    change_log_in_commit_order()
+    _log_updated(list(Instance.objects.filter(pk__in=pks).values_list("pk", "engine_id", "status")))

@@ -661,9 +661,12 @@ def test_forgetengine_deletes_an_engine_taken_out_and_all_it_indexed(settings, m
     assert not Engine.objects.filter(name="gone").exists()
     assert list(Instance.objects.values_list("instance_id", flat=True)) == ["g-0:0001"]
     assert not Run.objects.filter(instance__engine__name="gone").exists()
-    assert HistoryEvent.objects.count() == 0 and ChangeLog.objects.count() == 0
+    assert HistoryEvent.objects.count() == 0
     child.refresh_from_db()
     assert child.parent_engine_id is None and child.parent_instance_id == "g-0"
+    # The child's page is told on kept's log: its parent deleted, then the link to it gone.
+    told = ChangeLog.objects.values_list("engine__name", "instance__instance_id", "kind")
+    assert list(told) == [("kept", "g-0:0001", "updated")] * 2
     assert counted(kept) == 1
 
 

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
+from io import StringIO
 
 import pytest
 from django.db.models import Count, F
@@ -218,8 +219,9 @@ def test_new_events_are_appended_with_positions_and_logged(fake, make_indexer):
 
 def page_of(pk: int) -> tuple[object, ...]:
     """What the page of an instance shows of it, besides its events and runs: its status and
-    last update, whether it is purged, whether the indexer can read it, its parent (when
-    linked and indexed) and its children (whose own rows tell how each goes on)."""
+    last update, whether it is purged, whether the indexer can read it, the engine its parent
+    link leads to, its parent (when linked and indexed) and its children (whose own rows tell
+    how each goes on)."""
     inst = Instance.objects.get(pk=pk)
     parent = inst.parent()
     return (
@@ -227,6 +229,7 @@ def page_of(pk: int) -> tuple[object, ...]:
         inst.last_updated_at,
         inst.purged,
         inst.read_problem() is not None,
+        inst.parent_engine_id,
         parent.pk if parent else None,
         frozenset(inst.children().values_list("pk", flat=True)),
     )
@@ -1502,16 +1505,16 @@ def test_a_listed_id_that_cant_be_read_does_not_hide_one_that_is_gone(fake, make
     assert counts_are_exact(ix.engine)
 
 
-def _child_indexed_on_billing():
-    """g-fan-out:0001, the child of g-fan-out (app "example"), indexed from engine "billing".
-    Its engine can't tell its own app id (no router on its events): the parent's app id is not
-    its."""
+def _child_indexed_on_billing(engine_name="billing", instance_id="g-fan-out:0001"):
+    """g-fan-out:0001 (or a copy with another id), the child of g-fan-out (app "example"),
+    indexed from engine "billing" (or another). Its engine can't tell its own app id (no router
+    on its events): the parent's app id is not its."""
     child_state, child_events = golden_child("fan_out_children", "g-fan-out:0001")
     billing_fake = FakeEngine()
-    billing_fake.add(child_state, [replace(e, source_app_id="") for e in child_events])
-    billing = Engine.objects.create(name="billing", address="y:1")
+    billing_fake.add(child_state, [replace(e, source_app_id="") for e in child_events], instance_id)
+    billing = Engine.objects.create(name=engine_name, address="y:1")
     EngineIndexer(billing, billing_fake, Limits(concurrency=2)).run_pass()
-    return Instance.objects.get(instance_id="g-fan-out:0001")
+    return Instance.objects.get(instance_id=instance_id)
 
 
 def test_a_child_indexed_before_its_parents_engine_knew_its_app_id_is_linked_then(
@@ -1662,6 +1665,48 @@ def test_the_pages_of_kin_learn_from_the_log_when_a_tombstone_is_forgotten(fake,
         ("g-fan-out:0001", "billing", "updated"),
         ("g-fan-out:0003", "orders", "updated"),
     ]
+
+
+def test_the_pages_of_kin_on_other_engines_learn_from_the_log_when_an_engine_is_forgotten(
+    fake, make_indexer, settings, monkeypatch
+):
+    """forgetengine deletes an engine's instances: a parent's page on another engine lists a
+    child fewer, and a child's page on another engine keeps its parent's id, no longer indexed
+    nor linked. Each learns it from its own engine's log."""
+    from django.core.management import call_command
+
+    from engine_bridge import retention
+
+    settings.CONSOLE_ENGINES = []
+    monkeypatch.setattr(retention, "INSTANCES_PER_BATCH", 1)  # kin deleted in other batches
+    ix = make_indexer()
+    page = LogFollower()
+    fake.add(*golden_instance("fan_out_children"))
+    fake.add(*golden_child("fan_out_children", "g-fan-out:0002"))
+    ix.run_pass()
+    _child_indexed_on_billing()
+    on_shipping = _child_indexed_on_billing("shipping", "g-fan-out:0003")
+    parent = Instance.objects.get(instance_id="g-fan-out")
+    assert parent.children().count() == 3
+    assert page.shows_the_instances_as_stored()
+    Engine.objects.update(configured=False)  # as runindexer restarted without them
+
+    unlink = retention.unlink_children_batch
+
+    def unlink_once_caught_up(*args):
+        page.catch_up()  # a page that caught up between the deletes and the unlinking
+        return unlink(*args)
+
+    monkeypatch.setattr(retention, "unlink_children_batch", unlink_once_caught_up)
+    call_command("forgetengine", "billing", "--yes", stdout=StringIO())
+    assert parent.children().count() == 2
+    assert page.shows_the_instances_as_stored()
+    call_command("forgetengine", "orders", "--yes", stdout=StringIO())
+    on_shipping.refresh_from_db()
+    assert (on_shipping.parent_engine_id, on_shipping.parent_instance_id) == (None, "g-fan-out")
+    assert page.shows_the_instances_as_stored()
+    # The rows left are all on shipping's log: those of the engines forgotten went with them.
+    assert set(ChangeLog.objects.values_list("engine__name", flat=True)) == {"shipping"}
 
 
 def test_a_child_links_to_the_configured_engine_of_its_parents_app_not_a_renamed_ones_old_row(

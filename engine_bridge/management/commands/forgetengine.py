@@ -88,9 +88,12 @@ class Command(BaseCommand):
             if time.monotonic() - said_at >= PROGRESS_EVERY:
                 self.stdout.write(f"{deleted:,} of {total:,} instances deleted")
                 said_at = time.monotonic()
+        # Children on other engines keep their parent's app id and id, not the link.
+        while retention.unlink_children_batch(engine.pk, token):
+            pass
         with transaction.atomic():
             check_holder(engine.pk, token)
-            # Children on other engines keep their parent's app id and id, not the link.
-            Instance.objects.filter(parent_engine=engine).update(parent_engine=None)
+            # None is left, unless an indexer linked one before it saw the app id go.
+            retention.unlink_children(Instance.objects.filter(parent_engine=engine))
             Engine.objects.filter(pk=engine.pk).delete()  # its counts, schedule, change log
         return deleted
