@@ -294,6 +294,51 @@ def test_the_admin_writes_out_what_hides_or_reorders_an_id_or_a_name(client):
             assert text in body, (model, text)
 
 
+def test_the_admin_writes_out_hidden_characters_on_its_detail_pages_and_an_engines_error(
+    client,
+):
+    from tests.console import factories
+    from workflows_ui.models import Engine, HistoryEvent
+
+    rlo, bell = "\u202e", "\x07"
+    engine = factories.engine(last_error=f"refused{rlo}: see{bell}")
+    inst = factories.instance(
+        engine,
+        instance_id=f"a{rlo}1",
+        name="flow\u200b",
+        input=f'{{"to": "b{rlo}c"}}',
+        failure_stack_trace="line one\nline two",
+    )
+    run = factories.run(inst, execution_id=f"e{rlo}1")
+    event = HistoryEvent.objects.create(
+        run=run,
+        position=0,
+        event_id=-1,
+        event_type="taskScheduled",
+        name=f"pay{rlo}",
+        details={"input": f"x{rlo}y"},
+    )
+    client.force_login(User.objects.create_superuser("root", "", "pw-123456789"))
+    for url, written in (
+        ("engine/", ["refused\\u202e: see\\u0007"]),
+        (f"engine/{engine.pk}/change/", ["refused\\u202e: see\\u0007"]),
+        (
+            f"instance/{inst.pk}/change/",
+            ["a\\u202e1", "flow\\u200b", "b\\u202ec", "line one<br>line two"],
+        ),
+        (f"run/{run.pk}/change/", ["e\\u202e1"]),
+        (f"historyevent/{event.pk}/change/", ["pay\\u202e", "x\\u202ey"]),
+    ):
+        page = client.get(f"/admin/workflows_ui/{url}")
+        body = page.content.decode()
+        assert page.status_code == 200, url
+        assert rlo not in body and bell not in body and "\u200b" not in body, url
+        for text in written:
+            assert text in body, (url, text)
+    # Only shown so: what is stored is as it was.
+    assert Engine.objects.get().last_error == f"refused{rlo}: see{bell}"
+
+
 def test_the_favicon_is_found_without_a_login(client):
     response = client.get("/favicon.ico")
     assert response.status_code == 301
