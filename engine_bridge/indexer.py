@@ -42,7 +42,12 @@ from django.utils import timezone
 from engine_bridge import bulk, retention
 from engine_bridge.config import EngineConfig
 from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable, NotSupported
-from engine_bridge.locks import EngineLock, change_log_in_commit_order, fenced
+from engine_bridge.locks import (
+    EngineLock,
+    change_log_in_commit_order,
+    fenced,
+    keep_from_deletion,
+)
 from engine_bridge.types import TERMINAL, Event, InstancePage, InstanceState, trace_id_of
 from workflows_ui.models import (
     ChangeKind,
@@ -1276,6 +1281,7 @@ class EngineIndexer:
             InstanceCheck.objects.filter(instance__in=w.dropped_checks).delete()
         self._apply_counts(w.counts)
         if w.parents or w.new_instances:
+            keep_from_deletion([pk for pk, _, _ in self._kin(w)])
             change_log_in_commit_order()
             self._log_relatives(w)
         if len(w.changes):
@@ -1290,13 +1296,23 @@ class EngineIndexer:
         They may be another engine's instances, and the row gives their status: read under the
         change log's lock, which that engine's indexer also holds from its own rows to its
         commit, so what it changes is read here committed, or logged after this row. (Locking
-        the rows could deadlock with that indexer, and would miss its uncommitted new rows.)"""
+        the rows could deadlock with that indexer, and would miss its uncommitted new rows:
+        they are only kept from deletion, before the lock, ``keep_from_deletion``.)"""
         # Those with a row in the chunk that has their page loaded again are told already.
         told = {
             key if isinstance(key, int) else key.pk
             for _, _, key, kind, *_ in w.changes.rows
             if kind in (ChangeKind.NEW, ChangeKind.UPDATED)
         }
+        for pk, engine_pk, status in sorted(self._kin(w)):
+            if pk not in told:
+                w.changes.add(
+                    w.now, engine_pk, pk, ChangeKind.UPDATED, status, "", None, None, None
+                )
+
+    def _kin(self, w: _Writes) -> set[tuple[int, int, str]]:
+        """(pk, engine pk, status) of the instances whose pages show the chunk's as kin: the
+        parents that gained or lost a child, the children of its new instances."""
         by_engine: dict[int, set[str]] = defaultdict(set)
         for engine_pk, instance_id in w.parents:
             by_engine[engine_pk].add(instance_id)
@@ -1309,11 +1325,7 @@ class EngineIndexer:
                 self.engine.pk, [inst.instance_id for inst in w.new_instances]
             )
             kin.update(children.values_list("pk", "engine_id", "status"))
-        for pk, engine_pk, status in sorted(kin):
-            if pk not in told:
-                w.changes.add(
-                    w.now, engine_pk, pk, ChangeKind.UPDATED, status, "", None, None, None
-                )
+        return kin
 
     def _apply_counts(self, deltas: dict[tuple[str, str], int]) -> None:
         rows = [(self.engine.pk, n, s, d) for (n, s), d in deltas.items() if d]
@@ -1777,7 +1789,7 @@ class EngineIndexer:
         # Their pages link to the parent now (on this engine's log or their own engine's).
         # Locked as read: another engine's indexer may be changing one of them, and its row
         # here, after that one's, must give the status that indexer commits.
-        linked = unlinked.select_for_update().values_list(
+        linked = unlinked.select_for_update(no_key=True).values_list(
             "pk", "engine_id", "status", "parent_instance_id"
         )
         for pk, engine_pk, status, parent_id in linked:

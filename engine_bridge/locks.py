@@ -24,7 +24,7 @@ import fcntl
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,23 @@ def change_log_in_commit_order(using: str = "default") -> None:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_CHANGE_LOG_LOCK])
 
 
+def keep_from_deletion(pks: Collection[int], using: str = "default") -> None:
+    """Keeps these instances from being deleted until the transaction ends (on PostgreSQL a
+    ``FOR KEY SHARE`` lock, which leaves them free to be updated). For the instances of other
+    engines that change-log rows are about to name, before taking the change log's lock:
+    PostgreSQL checks at the commit that a row's instance is still there, and that check waits
+    for a transaction deleting it (retention, forgetengine), which may itself be waiting for
+    the change log's lock. Taken first, the two wait for each other in one order only."""
+    conn = connections[using]
+    if conn.vendor != "postgresql" or not pks:
+        return
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT id FROM workflows_ui_instance WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE",
+            [sorted(pks)],
+        )
+
+
 class EngineTaken(Exception):
     """Another indexer holds the engine."""
 
@@ -73,7 +90,10 @@ def check_holder(engine_pk: int, token: str) -> None:
     engine's row stays locked until the commit, so another process taking the engine over waits
     for it, and every write of this one lands before the takeover or not at all."""
     holder = (
-        Engine.objects.select_for_update()
+        # NO KEY UPDATE, not UPDATE: another engine's indexer writing change-log rows on this
+        # engine's log checks at its commit that the engine is there (a KEY SHARE lock), and
+        # may hold the change log's lock this one waits for. A takeover still waits for it.
+        Engine.objects.select_for_update(no_key=True)
         .filter(pk=engine_pk)
         .values_list("indexer_token", flat=True)
         .first()

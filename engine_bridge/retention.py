@@ -36,6 +36,7 @@ from engine_bridge.locks import (
     LockLost,
     change_log_in_commit_order,
     fenced,
+    keep_from_deletion,
 )
 from workflows_ui import search
 from workflows_ui.models import ChangeKind, ChangeLog, Engine, Instance, Run, StatusCount
@@ -142,24 +143,31 @@ def _delete_instances(going: QuerySet[Instance], engine_going: int | None = None
     """Deletes these instances (tombstones, or all of an engine being removed), and logs the
     pages of their kin, which show them: a parent's lists its children, a child's links to its
     parent. Not the kin on ``engine_going``: their pages go too."""
+    # Locked first: another engine's indexer may be writing a change-log row that names one
+    # of them (their kin), which the delete's cascade, reading their rows before it deletes
+    # them, would miss (the delete then fails at the commit). Locked, they are deleted before
+    # that indexer keeps them (``keep_from_deletion``) or after it commits.
     gone = list(
-        going.values_list("engine_id", "instance_id", "parent_engine_id", "parent_instance_id")
+        going.select_for_update().values_list(
+            "engine_id", "instance_id", "parent_engine_id", "parent_instance_id"
+        )
     )
     going.delete()
+    keep_from_deletion([pk for pk, _, _ in _kin_of_deleted(gone, engine_going)])
     # After the delete: the lock is held for the kin's statuses, this insert and the commit.
     change_log_in_commit_order()
-    _log_kin_of_deleted(gone, engine_going)
+    _log_updated(_kin_of_deleted(gone, engine_going))
 
 
-def _log_kin_of_deleted(
+def _kin_of_deleted(
     gone: Sequence[tuple[int, str, int | None, str]], engine_going: int | None = None
-) -> None:
-    """An ``updated`` row for each instance whose page showed one of these deleted instances
+) -> set[tuple[int, int, str]]:
+    """(pk, engine pk, status) of each instance whose page showed one of these deleted instances
     ((engine pk, id, parent's engine pk, parent's id)) as kin: a parent lists a child fewer, a
-    child's parent is no longer indexed. Kin on other engines too, each on its own engine's log;
-    none on ``engine_going``.
+    child's parent is no longer indexed. Kin on other engines too (their rows go on their own
+    engine's log); none on ``engine_going``.
 
-    Read under the change log's lock, as the indexer's rows for kin are (see
+    Read under the change log's lock for their rows, as the indexer's rows for kin are (see
     ``EngineIndexer._log_relatives`` for why not by locking their rows)."""
     parents: dict[int, set[str]] = defaultdict(set)
     children: dict[int, set[str]] = defaultdict(set)
@@ -177,7 +185,7 @@ def _log_kin_of_deleted(
         if engine_going is not None:
             found = found.exclude(engine_id=engine_going)
         kin.update(found.values_list("pk", "engine_id", "status"))
-    _log_updated(kin)
+    return kin
 
 
 def _log_updated(instances: Collection[tuple[int, int, str]]) -> None:

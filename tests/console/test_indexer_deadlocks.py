@@ -1,0 +1,145 @@
+"""Two writers of the change log on PostgreSQL, caught at the worst moment: an indexer writing
+rows for kin on another engine's log while that engine's indexer or its retention writes too.
+Each must wait for the other, not both for each other ("deadlock detected", a chunk lost)."""
+
+import threading
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from engine_bridge import locks, retention
+from engine_bridge.indexer import EngineIndexer, Limits
+from tests.console.fakes import FakeEngine, golden_child, golden_instance
+from workflows_ui.models import ChangeLog, Engine, Instance
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _postgres_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+
+
+def _orders_with_a_parent(**limits) -> tuple[EngineIndexer, FakeEngine]:
+    fake = FakeEngine()
+    fake.add(*golden_instance("fan_out_children"))  # parent g-fan-out, app id "example"
+    orders = Engine.objects.create(name="orders", address="x:1")
+    indexer = EngineIndexer(orders, fake, Limits(concurrency=2, **limits))
+    indexer.run_pass()
+    return indexer, fake
+
+
+def _billing_with_its_child() -> EngineIndexer:
+    """billing's indexer, with g-fan-out's first child to index: a child of orders' parent."""
+    state, events = golden_child("fan_out_children", "g-fan-out:0001")
+    fake = FakeEngine()
+    fake.add(state, [replace(e, source_app_id="") for e in events])
+    billing = Engine.objects.create(name="billing", address="y:1")
+    return EngineIndexer(billing, fake, Limits(concurrency=2))
+
+
+def _in_thread(body, errors: dict, name: str) -> threading.Thread:
+    def run():
+        try:
+            body()
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            errors[name] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _held(indexer: EngineIndexer) -> locks.EngineLock:
+    lock = locks.EngineLock(indexer.engine.pk, indexer.engine.name)
+    lock.acquire()
+    indexer.holder_token = lock.token
+    return lock
+
+
+def test_a_kin_row_on_an_engine_whose_indexer_writes_a_chunk_meanwhile(monkeypatch):
+    """billing logs the parent's page on orders' log while orders' indexer, in its chunk's
+    transaction, holds its engine's row (its fence) and waits for the change log's lock."""
+    orders, orders_fake = _orders_with_a_parent(
+        active_interval=0.0, sweep_interval=0.0, sweep_pause_factor=0.0
+    )
+    billing = _billing_with_its_child()
+    held = [_held(orders), _held(billing)]
+    orders_fake.add(*golden_instance("two_steps"))  # something for orders to write
+    orders_in_chunk, billing_logged = threading.Event(), threading.Event()
+    write_chunk, log_relatives = EngineIndexer._write_chunk, EngineIndexer._log_relatives
+
+    def chunk(self, *args, **kwargs):
+        if self is orders:
+            orders_in_chunk.set()
+            billing_logged.wait(5)
+        return write_chunk(self, *args, **kwargs)
+
+    def log(self, w):
+        if self is billing:
+            orders_in_chunk.wait(5)
+        log_relatives(self, w)
+        if self is billing:
+            billing_logged.set()
+
+    monkeypatch.setattr(EngineIndexer, "_write_chunk", chunk)
+    monkeypatch.setattr(EngineIndexer, "_log_relatives", log)
+    errors: dict = {}
+    thread = _in_thread(orders.run_pass, errors, "orders")
+    try:
+        billing.run_pass()
+    except Exception as exc:  # noqa: BLE001
+        errors["billing"] = exc
+    thread.join(20)
+    for lock in held:
+        lock.release()
+    assert not errors
+    parent = Instance.objects.get(engine__name="orders", instance_id="g-fan-out")
+    assert ChangeLog.objects.filter(instance=parent, engine__name="orders").exists()
+    assert Instance.objects.filter(engine__name="orders").count() == 2  # its chunk landed
+
+
+def test_retention_deleting_a_tombstone_that_another_engine_logs_as_kin(monkeypatch):
+    """orders' retention deletes the parent's tombstone while billing, indexing its child,
+    reads it as kin under the change log's lock."""
+    orders, _ = _orders_with_a_parent(retention_days=30)
+    Instance.objects.filter(instance_id="g-fan-out").update(
+        purged=True, purged_at=timezone.now() - timedelta(days=31)
+    )
+    billing = _billing_with_its_child()
+    deleted, read = threading.Event(), threading.Event()
+    take_lock, log_relatives = retention.change_log_in_commit_order, EngineIndexer._log_relatives
+
+    def lock_once_billing_read(*args, **kwargs):
+        deleted.set()
+        read.wait(2)  # billing can't read them now: kept from deletion, they wait for us
+        take_lock(*args, **kwargs)
+
+    def log_once_deleted(self, w):
+        deleted.wait(5)
+        log_relatives(self, w)
+        read.set()
+
+    monkeypatch.setattr(retention, "change_log_in_commit_order", lock_once_billing_read)
+    monkeypatch.setattr(EngineIndexer, "_log_relatives", log_once_deleted)
+    errors: dict = {}
+    thread = _in_thread(
+        lambda: retention.forget_expired(orders.engine.pk, 30, timezone.now(), ""),
+        errors,
+        "retention",
+    )
+    try:
+        billing.run_pass()
+    except Exception as exc:  # noqa: BLE001
+        errors["indexer"] = exc
+    thread.join(20)
+    assert not errors
+    assert not Instance.objects.filter(instance_id="g-fan-out").exists()
+    child = Instance.objects.get(instance_id="g-fan-out:0001")
+    assert child.engine.name == "billing"
