@@ -1263,6 +1263,9 @@ class EngineIndexer:
                 inst.instance_id: inst
                 for inst in Instance.objects.filter(engine=self.engine, instance_id__in=stored)
             }
+        # Stored ones in the order of their rows: forgetengine unlinking children locks them in
+        # that order too, and two writers locking rows in two orders can wait for each other.
+        rest.sort(key=lambda f: existing[f.instance_id].pk if f.instance_id in existing else 0)
         for f in rest:
             inst = existing.get(f.instance_id)
             interval = light[f.instance_id][4] if f.instance_id in light else None
@@ -1281,7 +1284,7 @@ class EngineIndexer:
             InstanceCheck.objects.filter(instance__in=w.dropped_checks).delete()
         self._apply_counts(w.counts)
         if w.parents or w.new_instances:
-            keep_from_deletion([pk for pk, _, _ in self._kin(w)])
+            keep_from_deletion(lambda: [pk for pk, _, _ in self._kin(w)])
             change_log_in_commit_order()
             self._log_relatives(w)
         if len(w.changes):
@@ -1789,8 +1792,10 @@ class EngineIndexer:
         # Their pages link to the parent now (on this engine's log or their own engine's).
         # Locked as read: another engine's indexer may be changing one of them, and its row
         # here, after that one's, must give the status that indexer commits.
-        linked = unlinked.select_for_update(no_key=True).values_list(
-            "pk", "engine_id", "status", "parent_instance_id"
+        linked = (
+            unlinked.order_by("pk")
+            .select_for_update(no_key=True)
+            .values_list("pk", "engine_id", "status", "parent_instance_id")
         )
         for pk, engine_pk, status, parent_id in linked:
             w.changes.add(w.now, engine_pk, pk, ChangeKind.UPDATED, status, "", None, None, None)

@@ -24,7 +24,7 @@ import fcntl
 import os
 import time
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ from workflows_ui.models import Engine
 _PG_LOCK_CLASS = 0x57464958  # "WFIX"
 #: The key of the lock that keeps the change log's ids in commit order.
 PG_CHANGE_LOG_LOCK = 0x5746434C  # "WFCL"
+#: The key of the lock that deleters of instances take one at a time.
+PG_DELETERS_LOCK = 0x57464445  # "WFDE"
 #: Tries, and seconds between them, to take an engine's lock before saying another process has
 #: it: another runindexer's retention may hold the lock of an engine it does not index, for one
 #: short batch (engine_bridge.retention.forget_unindexed).
@@ -60,21 +62,36 @@ def change_log_in_commit_order(using: str = "default") -> None:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_CHANGE_LOG_LOCK])
 
 
-def keep_from_deletion(pks: Collection[int], using: str = "default") -> None:
-    """Keeps these instances from being deleted until the transaction ends (on PostgreSQL a
-    ``FOR KEY SHARE`` lock, which leaves them free to be updated). For the instances of other
-    engines that change-log rows are about to name, before taking the change log's lock:
-    PostgreSQL checks at the commit that a row's instance is still there, and that check waits
-    for a transaction deleting it (retention, forgetengine), which may itself be waiting for
-    the change log's lock. Taken first, the two wait for each other in one order only."""
+def keep_from_deletion(pks: Callable[[], Collection[int]], using: str = "default") -> None:
+    """Keeps these instances (``pks()``, asked for on PostgreSQL only) from being deleted until
+    the transaction ends: a ``FOR KEY SHARE`` lock, which leaves them free to be updated. For
+    the instances of other engines that change-log rows are about to name, before taking the
+    change log's lock: PostgreSQL checks at the commit that a row's instance is still there,
+    and that check waits for a transaction deleting it (retention, forgetengine), which may
+    itself be waiting for the change log's lock. Taken first, the two wait for each other in
+    one order only. (SQLite has one writer at a time: nothing to do.)"""
     conn = connections[using]
-    if conn.vendor != "postgresql" or not pks:
+    if conn.vendor != "postgresql":
+        return
+    chosen = sorted(pks())
+    if not chosen:
         return
     with conn.cursor() as cur:
         cur.execute(
             "SELECT id FROM workflows_ui_instance WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE",
-            [sorted(pks)],
+            [chosen],
         )
+
+
+def one_deleter_at_a_time(using: str = "default") -> None:
+    """Call in a transaction that deletes instances, before it locks any; held until it ends.
+    A deleter keeps the kin of what it deletes from deletion (``keep_from_deletion``): two
+    deleting a parent and its child on two engines (their retention, or forgetengine) would
+    each hold one and wait for the other. The indexers never take this lock."""
+    conn = connections[using]
+    if conn.vendor == "postgresql":
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_DELETERS_LOCK])
 
 
 class EngineTaken(Exception):

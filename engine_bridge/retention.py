@@ -37,6 +37,7 @@ from engine_bridge.locks import (
     change_log_in_commit_order,
     fenced,
     keep_from_deletion,
+    one_deleter_at_a_time,
 )
 from workflows_ui import search
 from workflows_ui.models import ChangeKind, ChangeLog, Engine, Instance, Run, StatusCount
@@ -143,17 +144,18 @@ def _delete_instances(going: QuerySet[Instance], engine_going: int | None = None
     """Deletes these instances (tombstones, or all of an engine being removed), and logs the
     pages of their kin, which show them: a parent's lists its children, a child's links to its
     parent. Not the kin on ``engine_going``: their pages go too."""
+    one_deleter_at_a_time()
     # Locked first: another engine's indexer may be writing a change-log row that names one
     # of them (their kin), which the delete's cascade, reading their rows before it deletes
     # them, would miss (the delete then fails at the commit). Locked, they are deleted before
     # that indexer keeps them (``keep_from_deletion``) or after it commits.
     gone = list(
-        going.select_for_update().values_list(
-            "engine_id", "instance_id", "parent_engine_id", "parent_instance_id"
-        )
+        going.order_by("pk")
+        .select_for_update()
+        .values_list("engine_id", "instance_id", "parent_engine_id", "parent_instance_id")
     )
     going.delete()
-    keep_from_deletion([pk for pk, _, _ in _kin_of_deleted(gone, engine_going)])
+    keep_from_deletion(lambda: [pk for pk, _, _ in _kin_of_deleted(gone, engine_going)])
     # After the delete: the lock is held for the kin's statuses, this insert and the commit.
     change_log_in_commit_order()
     _log_updated(_kin_of_deleted(gone, engine_going))
@@ -320,7 +322,8 @@ def unlink_children_batch(engine_pk: int, token: str) -> int:
 def unlink_children(children: QuerySet[Instance]) -> None:
     """Unlinks these children from their parent's engine, and logs their pages, whose parent
     link would lead nowhere: they keep their parent's app id and id, shown without a link."""
-    pks = list(children.values_list("pk", flat=True))
+    # Locked in the order of their rows, as an indexer writing some of them saves them.
+    pks = list(children.order_by("pk").select_for_update(no_key=True).values_list("pk", flat=True))
     if not pks:
         return
     Instance.objects.filter(pk__in=pks).update(parent_engine=None)

@@ -2,7 +2,9 @@
 rows for kin on another engine's log while that engine's indexer or its retention writes too.
 Each must wait for the other, not both for each other ("deadlock detected", a chunk lost)."""
 
+import contextlib
 import threading
+import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -11,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from engine_bridge import locks, retention
-from engine_bridge.indexer import EngineIndexer, Limits
+from engine_bridge.indexer import EngineIndexer, Fetched, Limits, PassResult
 from tests.console.fakes import FakeEngine, golden_child, golden_instance
 from workflows_ui.models import ChangeLog, Engine, Instance
 
@@ -143,3 +145,94 @@ def test_retention_deleting_a_tombstone_that_another_engine_logs_as_kin(monkeypa
     assert not Instance.objects.filter(instance_id="g-fan-out").exists()
     child = Instance.objects.get(instance_id="g-fan-out:0001")
     assert child.engine.name == "billing"
+
+
+def test_two_retentions_deleting_a_parent_and_its_child_tombstones(monkeypatch):
+    """orders' retention deletes the parent's tombstone while billing's deletes its child's:
+    each would hold its own and keep the other's from deletion."""
+    orders, _ = _orders_with_a_parent()
+    billing = _billing_with_its_child()
+    billing.run_pass()
+    child = Instance.objects.get(instance_id="g-fan-out:0001")
+    assert child.parent_engine_id == orders.engine.pk
+    Instance.objects.filter(instance_id__in=["g-fan-out", "g-fan-out:0001"]).update(
+        purged=True, purged_at=timezone.now() - timedelta(days=31)
+    )
+    both_deleted = threading.Barrier(2, timeout=2)
+    keep = retention.keep_from_deletion
+
+    def keep_once_both_deleted(pks, *args, **kwargs):
+        # Broken when the other one waits for this one's commit: as it should.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_deleted.wait()
+        keep(pks, *args, **kwargs)
+
+    monkeypatch.setattr(retention, "keep_from_deletion", keep_once_both_deleted)
+    errors: dict = {}
+    thread = _in_thread(
+        lambda: retention.forget_expired(orders.engine.pk, 30, timezone.now(), ""),
+        errors,
+        "orders",
+    )
+    try:
+        retention.forget_expired(billing.engine.pk, 30, timezone.now(), "")
+    except Exception as exc:  # noqa: BLE001
+        errors["billing"] = exc
+    thread.join(20)
+    assert not errors
+    assert not Instance.objects.filter(instance_id__in=["g-fan-out", "g-fan-out:0001"]).exists()
+
+
+def _waiting_on_a_lock() -> bool:
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        )
+        return cur.fetchone()[0] > 0
+
+
+def test_forgetengine_unlinking_children_that_their_indexer_writes(monkeypatch):
+    """forgetengine unlinks orders' children on billing while billing's indexer writes a chunk
+    with both, read in the other order than their rows'."""
+    orders, _ = _orders_with_a_parent()
+    fake = FakeEngine()
+    for child_id in ["g-fan-out:0001", "g-fan-out:0002"]:
+        state, events = golden_child("fan_out_children", child_id)
+        fake.add(state, [replace(e, source_app_id="") for e in events])
+    billing_engine = Engine.objects.create(name="billing", address="y:1")
+    billing = EngineIndexer(billing_engine, fake, Limits(concurrency=2))
+    billing.run_pass()
+    one, two = Instance.objects.filter(engine=billing_engine).order_by("pk")
+    assert one.parent_engine_id == two.parent_engine_id == orders.engine.pk
+    fetched = []
+    for inst in (two, one):  # the second's read finished first
+        state, _ = fake.instances[inst.instance_id]
+        state = replace(state, last_updated_at=state.last_updated_at + timedelta(seconds=1))
+        fetched.append(Fetched(inst.instance_id, state, None))
+    first_saved = threading.Event()
+    apply = EngineIndexer._apply
+
+    def apply_then_wait(self, f, *args, **kwargs):
+        apply(self, f, *args, **kwargs)
+        if not first_saved.is_set():
+            first_saved.set()
+            deadline = time.monotonic() + 5
+            while not _waiting_on_a_lock() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    monkeypatch.setattr(EngineIndexer, "_apply", apply_then_wait)
+
+    def unlink():
+        first_saved.wait(5)
+        retention.unlink_children_batch(orders.engine.pk, "")
+
+    errors: dict = {}
+    thread = _in_thread(unlink, errors, "forgetengine")
+    try:
+        billing._write_atomic(fetched, PassResult(), {})
+    except Exception as exc:  # noqa: BLE001
+        errors["indexer"] = exc
+    thread.join(20)
+    assert not errors
+    assert not Instance.objects.filter(parent_engine=orders.engine).exists()
