@@ -338,5 +338,9 @@ def test_the_engines_token_is_blotted_out_of_its_error_texts():
         server.stop(None)
     for err in (refused.value, later[0]):
         assert isinstance(err, EngineRejected)
-        assert err.message == "api token '***' is not valid"
+        # After the setting to change, which names the variable, never its value.
+        assert err.message == (
+            "the engine refused the api token of CONSOLE_ENGINE_TOKEN_A: it must be the "
+            "sidecar's DAPR_API_TOKEN; api token '***' is not valid"
+        )
         assert "s3cret" not in str(err)
