@@ -161,6 +161,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     if DATABASES["default"]["NAME"] not in ("", ":memory:"):
         private_file(Path(DATABASES["default"]["NAME"]))
+else:
+    # A connection kept from one pass of the indexer to the next (CONN_MAX_AGE) that a
+    # PostgreSQL restart or failover broke meanwhile is replaced before the pass uses it (an
+    # empty query first), instead of failing the pass with a "database error" in the log.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Most PostgreSQL connections each web process (daphne) holds, in a pool its requests share
 # (see console/asgi.py); 0: no pool, a new connection for each request.
 CONSOLE_DB_POOL_MAX = envint("CONSOLE_DB_POOL_MAX", 10, minimum=0)

@@ -721,3 +721,44 @@ def test_once_says_in_its_exit_status_that_the_retention_of_engines_taken_out_fa
     # The engine's pass succeeded; the retention call did not: a script must be told.
     with pytest.raises(CommandError, match="^the retention of the engines not in CONSOLE_ENG"):
         call_command("runindexer", "--once", stdout=StringIO())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_connection_that_a_postgresql_restart_broke_is_replaced_before_the_next_pass(
+    monkeypatch,
+):
+    # runindexer keeps its connection between passes; a restart or failover ends its session
+    # as this does. Its next pass (after close_old_connections, as runindexer's loop calls it)
+    # must not fail with a "database error".
+    import time
+
+    from django.db import close_old_connections, connection, connections
+
+    from workflows_ui.models import Engine
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's kept connections (SQLite opens one for each use)")
+    # Kept and checked as runindexer's are with PostgreSQL's settings (see
+    # test_web_processes_keep_no_database_connection_for_the_next_request); the tests' own
+    # settings open one for each test.
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 60)
+    monkeypatch.setitem(connection.settings_dict, "CONN_HEALTH_CHECKS", True)
+    connection.close()
+    Engine.objects.count()
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        (pid,) = cur.fetchone()
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", [pid])
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+                if cur.fetchone()[0] == 0:
+                    break
+                time.sleep(0.05)
+    finally:
+        other.close()
+    close_old_connections()
+    assert Engine.objects.count() == 0

@@ -330,6 +330,8 @@ def test_web_processes_keep_no_database_connection_for_the_next_request():
     assert web["OPTIONS"]["pool"]["min_size"] == 1 and web["OPTIONS"]["pool"]["max_size"] == 7
     command = _database_settings(env, "command")
     assert command["CONN_MAX_AGE"] == 60 and "pool" not in command.get("OPTIONS", {})
+    # Kept from a pass to the next: checked before each (a restart may have broken it).
+    assert command["CONN_HEALTH_CHECKS"] is True
     # No pool: a connection per request, closed after it.
     web = _database_settings(env | {"CONSOLE_DB_POOL_MAX": "0"}, "web")
     assert web["CONN_MAX_AGE"] == 0 and "pool" not in web.get("OPTIONS", {})
