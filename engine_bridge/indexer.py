@@ -437,6 +437,11 @@ class _Writes:
         #: (engine pk, instance id) of parents that gained or lost a child in the chunk.
         self.parents: set[tuple[int, str]] = set()
 
+    def updated(self, engine_pk: int, key: Instance | int, status: str) -> None:
+        """An ``updated`` change-log row for an instance (its model, or its pk) of this engine
+        or another: its page is to be loaded again."""
+        self.changes.add(self.now, engine_pk, key, ChangeKind.UPDATED, status, "", None, None, None)
+
 
 def _engine_gone(error: EngineError | None) -> bool:
     """UNAVAILABLE: the engine can't be reached. Its other transient codes (a deadline exceeded,
@@ -1283,14 +1288,17 @@ class EngineIndexer:
         if w.dropped_checks:
             InstanceCheck.objects.filter(instance__in=w.dropped_checks).delete()
         self._apply_counts(w.counts)
-        if w.parents or w.new_instances:
+        kin_changed = bool(w.parents or w.new_instances)
+        if kin_changed:
             keep_from_deletion(lambda: [pk for pk, _, _ in self._kin(w)])
+        if kin_changed or len(w.changes):
+            # Last, so that the lock is held for the kin's statuses, this insert and the commit
+            # only.
             change_log_in_commit_order()
-            self._log_relatives(w)
-        if len(w.changes):
-            # Last, so that the lock is held for this insert and the commit only.
-            change_log_in_commit_order()
-            bulk.insert(w.changes)
+            if kin_changed:
+                self._log_relatives(w)
+            if len(w.changes):
+                bulk.insert(w.changes)
 
     def _log_relatives(self, w: _Writes) -> None:
         """Rows for the pages that show the chunk's instances as kin: a parent's, whose list of
@@ -1309,9 +1317,7 @@ class EngineIndexer:
         }
         for pk, engine_pk, status in sorted(self._kin(w)):
             if pk not in told:
-                w.changes.add(
-                    w.now, engine_pk, pk, ChangeKind.UPDATED, status, "", None, None, None
-                )
+                w.updated(engine_pk, pk, status)
 
     def _kin(self, w: _Writes) -> set[tuple[int, int, str]]:
         """(pk, engine pk, status) of the instances whose pages show the chunk's as kin: the
@@ -1380,9 +1386,7 @@ class EngineIndexer:
         since = w.failing_since.get(instance_id) or w.now
         if instance_id not in w.unreadable:
             # Its page says so from now on.
-            w.changes.add(
-                w.now, self.engine.pk, key, ChangeKind.UPDATED, status, "", None, None, None
-            )
+            w.updated(self.engine.pk, key, status)
         w.checks.add(
             key, self.engine.pk, due_at, new_interval, w.failing[instance_id][:2000], since, w.now
         )
@@ -1392,9 +1396,7 @@ class EngineIndexer:
     ) -> None:
         if instance_id in w.unreadable:
             # Its page no longer says it can't be read.
-            w.changes.add(
-                w.now, self.engine.pk, key, ChangeKind.UPDATED, status, "", None, None, None
-            )
+            w.updated(self.engine.pk, key, status)
 
     def _after_failed_read(self, interval: float, status: str) -> tuple[datetime, float]:
         """When to read again an instance whose read failed, and the interval to keep: twice
@@ -1798,7 +1800,7 @@ class EngineIndexer:
             .values_list("pk", "engine_id", "status", "parent_instance_id")
         )
         for pk, engine_pk, status, parent_id in linked:
-            w.changes.add(w.now, engine_pk, pk, ChangeKind.UPDATED, status, "", None, None, None)
+            w.updated(engine_pk, pk, status)
             w.parents.add((self.engine.pk, parent_id))  # its page lists them now
         unlinked.update(parent_engine=self.engine)
         for inst in w.new_instances:  # this chunk's, inserted after

@@ -322,11 +322,16 @@ def unlink_children_batch(engine_pk: int, token: str) -> int:
 def unlink_children(children: QuerySet[Instance]) -> None:
     """Unlinks these children from their parent's engine, and logs their pages, whose parent
     link would lead nowhere: they keep their parent's app id and id, shown without a link."""
-    # Locked in the order of their rows, as an indexer writing some of them saves them.
-    pks = list(children.order_by("pk").select_for_update(no_key=True).values_list("pk", flat=True))
-    if not pks:
+    # Locked in the order of their rows, as an indexer writing some of them saves them; locked,
+    # their statuses are those to log.
+    unlinked = list(
+        children.order_by("pk")
+        .select_for_update(no_key=True)
+        .values_list("pk", "engine_id", "status")
+    )
+    if not unlinked:
         return
-    Instance.objects.filter(pk__in=pks).update(parent_engine=None)
-    # After the update: the lock is held for their statuses, this insert and the commit.
+    Instance.objects.filter(pk__in=[pk for pk, _, _ in unlinked]).update(parent_engine=None)
+    # After the update: the lock is held for this insert and the commit only.
     change_log_in_commit_order()
-    _log_updated(list(Instance.objects.filter(pk__in=pks).values_list("pk", "engine_id", "status")))
+    _log_updated(unlinked)
