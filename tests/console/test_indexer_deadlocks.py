@@ -44,18 +44,27 @@ def _billing_with_its_child() -> EngineIndexer:
     return EngineIndexer(billing, fake, Limits(concurrency=2))
 
 
-def _in_thread(body, errors: dict, name: str) -> threading.Thread:
+def _side_by_side(there, here) -> dict[str, Exception]:
+    """Runs ``there`` in a thread of its own (its own connection) while ``here`` runs in this
+    one; what either raised, by side."""
+    errors: dict[str, Exception] = {}
+
     def run():
         try:
-            body()
+            there()
         except Exception as exc:  # noqa: BLE001 - reported by the test
-            errors[name] = exc
+            errors["there"] = exc
         finally:
             connection.close()
 
     thread = threading.Thread(target=run)
     thread.start()
-    return thread
+    try:
+        here()
+    except Exception as exc:  # noqa: BLE001 - reported by the test
+        errors["here"] = exc
+    thread.join(20)
+    return errors
 
 
 def _held(indexer: EngineIndexer) -> locks.EngineLock:
@@ -92,13 +101,7 @@ def test_a_kin_row_on_an_engine_whose_indexer_writes_a_chunk_meanwhile(monkeypat
 
     monkeypatch.setattr(EngineIndexer, "_write_chunk", chunk)
     monkeypatch.setattr(EngineIndexer, "_log_relatives", log)
-    errors: dict = {}
-    thread = _in_thread(orders.run_pass, errors, "orders")
-    try:
-        billing.run_pass()
-    except Exception as exc:  # noqa: BLE001
-        errors["billing"] = exc
-    thread.join(20)
+    errors = _side_by_side(orders.run_pass, billing.run_pass)
     for lock in held:
         lock.release()
     assert not errors
@@ -130,17 +133,9 @@ def test_retention_deleting_a_tombstone_that_another_engine_logs_as_kin(monkeypa
 
     monkeypatch.setattr(retention, "change_log_in_commit_order", lock_once_billing_read)
     monkeypatch.setattr(EngineIndexer, "_log_relatives", log_once_deleted)
-    errors: dict = {}
-    thread = _in_thread(
-        lambda: retention.forget_expired(orders.engine.pk, 30, timezone.now(), ""),
-        errors,
-        "retention",
+    errors = _side_by_side(
+        lambda: retention.forget_expired(orders.engine.pk, 30, timezone.now(), ""), billing.run_pass
     )
-    try:
-        billing.run_pass()
-    except Exception as exc:  # noqa: BLE001
-        errors["indexer"] = exc
-    thread.join(20)
     assert not errors
     assert not Instance.objects.filter(instance_id="g-fan-out").exists()
     child = Instance.objects.get(instance_id="g-fan-out:0001")
@@ -168,17 +163,10 @@ def test_two_retentions_deleting_a_parent_and_its_child_tombstones(monkeypatch):
         keep(pks, *args, **kwargs)
 
     monkeypatch.setattr(retention, "keep_from_deletion", keep_once_both_deleted)
-    errors: dict = {}
-    thread = _in_thread(
+    errors = _side_by_side(
         lambda: retention.forget_expired(orders.engine.pk, 30, timezone.now(), ""),
-        errors,
-        "orders",
+        lambda: retention.forget_expired(billing.engine.pk, 30, timezone.now(), ""),
     )
-    try:
-        retention.forget_expired(billing.engine.pk, 30, timezone.now(), "")
-    except Exception as exc:  # noqa: BLE001
-        errors["billing"] = exc
-    thread.join(20)
     assert not errors
     assert not Instance.objects.filter(instance_id__in=["g-fan-out", "g-fan-out:0001"]).exists()
 
@@ -227,12 +215,6 @@ def test_forgetengine_unlinking_children_that_their_indexer_writes(monkeypatch):
         first_saved.wait(5)
         retention.unlink_children_batch(orders.engine.pk, "")
 
-    errors: dict = {}
-    thread = _in_thread(unlink, errors, "forgetengine")
-    try:
-        billing._write_atomic(fetched, PassResult(), {})
-    except Exception as exc:  # noqa: BLE001
-        errors["indexer"] = exc
-    thread.join(20)
+    errors = _side_by_side(unlink, lambda: billing._write_atomic(fetched, PassResult(), {}))
     assert not errors
     assert not Instance.objects.filter(parent_engine=orders.engine).exists()
