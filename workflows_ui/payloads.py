@@ -7,8 +7,10 @@ escape it (never ``|safe``).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from workflows_ui import timeline
@@ -28,6 +30,44 @@ SUMMARY_LIMIT = 140
 #: Indenting adds depth × lines characters: 50 KB of JSON can make tens of megabytes.
 PRETTY_LIMIT = 256 * 1024
 PRETTY_FACTOR = 4
+
+
+class _NotShownExactly(ValueError):
+    """JSON whose parsed value would show something else than its text says."""
+
+
+def _exact_float(text: str) -> float:
+    # A float that can't hold the number (1e400 becomes inf, 0.1000000000000000055 becomes
+    # 0.1, an amount of 20 digits loses its cents) would be shown as another number.
+    number = float(text)
+    if not math.isfinite(number) or Decimal(repr(number)) != Decimal(text):
+        raise _NotShownExactly(text)
+    return number
+
+
+def _no_constant(text: str) -> Any:
+    # NaN and Infinity are not JSON, though Python's parser takes them.
+    raise _NotShownExactly(text)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A dict keeps the last of duplicate keys: the others would vanish from the page.
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise _NotShownExactly("duplicate keys")
+    return value
+
+
+def parse_exactly(text: str) -> Any:
+    """The value a JSON text holds, when showing it again says the same as the text: raises
+    ValueError for text that isn't JSON and for JSON that can't be (a number a float can't
+    hold, NaN or Infinity, a key twice in an object), which is then shown as stored."""
+    return json.loads(
+        text,
+        parse_float=_exact_float,
+        parse_constant=_no_constant,
+        object_pairs_hook=_unique_keys,
+    )
 
 
 def _indented(value: Any, bound: int) -> str | None:
@@ -64,7 +104,7 @@ def pretty(value: Any, limit: int | None) -> tuple[str, bool]:
     if isinstance(value, str):
         text = value
         try:
-            parsed = json.loads(value)
+            parsed = parse_exactly(value)
         except (ValueError, RecursionError):
             pass
         else:
@@ -95,7 +135,7 @@ class EventDetails:
 def _decoded(text: str) -> Any:
     """A payload's JSON text as the value it holds; text that isn't JSON as it is."""
     try:
-        return json.loads(text)
+        return parse_exactly(text)
     except (ValueError, RecursionError):
         return text
 

@@ -184,6 +184,41 @@ def test_pretty_output_is_bounded_and_ordinary_json_still_indented():
     assert json.loads(text) == json.loads(flat)
 
 
+# --- JSON that parsing would change ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"n": 1e400}',  # a float makes it Infinity
+        '{"amount": 12345678901234567.89}',  # a float drops the cents
+        "[0.1000000000000000055511151231257827]",
+        '{"n": NaN}',  # not JSON, though Python's parser takes it
+        '{"a": 1, "a": 2}',  # a dict keeps only the last
+    ],
+)
+def test_json_that_parsing_would_change_is_shown_as_stored(raw):
+    assert payloads.pretty(raw, None) == (raw, False)
+    details = payloads.event_details({"input": raw}, None)
+    assert details is not None and json.loads(details.text) == {"input": raw}
+
+
+def test_numbers_a_float_holds_exactly_are_still_indented_whatever_their_spelling():
+    text, _ = payloads.pretty(
+        '{"a": 1.50, "b": 1E5, "c": -0.0, "d": 123456789012345678901234}', None
+    )
+    assert (
+        text == '{\n  "a": 1.5,\n  "b": 100000.0,\n  "c": -0.0,\n  "d": 123456789012345678901234\n}'
+    )
+
+
+def test_a_payload_with_a_number_too_big_for_a_float_shows_its_digits_on_the_page(logged_in):
+    _, url = _instance(output='{"total": 1e400, "total": 2}')
+    body = _get(logged_in, url)
+    assert "1e400" in body and "Infinity" not in body
+    assert "&quot;total&quot;: 2" in body
+
+
 # --- failure message and stall description --------------------------------------------------------
 
 
