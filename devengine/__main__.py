@@ -9,6 +9,7 @@ import os
 import re
 
 from devengine.engine import DEFAULT_MAX_BODY_SIZE
+from devengine.peers import parse_peer
 from devengine.server import serve
 
 # The suffixes of a Kubernetes quantity, as daprd's --max-body-size reads them.
@@ -23,6 +24,13 @@ def parse_size(text: str) -> int:
             f"not a size: {text!r} (bytes, or a number with Ki, Mi, Gi, k, M or G)"
         )
     return int(match[1]) * SIZE_UNITS[match[2] or ""]
+
+
+def _peer(text: str) -> tuple[str, str]:
+    try:
+        return parse_peer(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,6 +56,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--app-id", default="devengine", help="the app id this engine serves")
     parser.add_argument(
+        "--peer",
+        action="append",
+        type=_peer,
+        default=None,
+        metavar="APP_ID=HOST:PORT",
+        help="the devengine serving another app id, for child workflows and activities a workflow "
+        "runs on that app (repeatable; or DEVENGINE_PEERS, comma-separated)",
+    )
+    parser.add_argument(
         "--max-body-size",
         type=parse_size,
         default=DEFAULT_MAX_BODY_SIZE,
@@ -63,6 +80,13 @@ def main(argv: list[str] | None = None) -> None:
         help="uvloop (default) or the standard library's loop",
     )
     args = parser.parse_args(argv)
+    if args.peer is None:
+        try:
+            args.peer = [
+                parse_peer(p) for p in os.environ.get("DEVENGINE_PEERS", "").split(",") if p
+            ]
+        except ValueError as e:
+            parser.error(f"DEVENGINE_PEERS: {e}")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -74,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         args.app_id,
         http_port=args.http_port,
         max_body_size=args.max_body_size,
+        peers=dict(args.peer),
     )
     if args.event_loop == "uvloop":
         # Most of the engine's CPU goes to gRPC's per-call work on the event loop; uvloop's loop

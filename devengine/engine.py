@@ -17,8 +17,10 @@ Vocabulary:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import heapq
+import json
 import logging
 import time
 import uuid
@@ -190,6 +192,8 @@ class Engine:
         self._timer_task: asyncio.Task | None = None
         self._turn_seq = 0
         self._boot = uuid.uuid4().hex[:8]
+        # Called when deliveries to other apps' engines were committed to the outbox.
+        self.on_outgoing: Callable[[], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -634,7 +638,21 @@ class Engine:
             elif kind == "scheduleTask":
                 event = self._task_scheduled(action, trace, router)
                 written.append(event)
-                self._schedule_activity(inst, action.id, event.taskScheduled, trace, effects)
+                if self._is_other_app(router.targetAppID):
+                    # As daprd: the activity runs on the target app's engine, which sends the
+                    # result back to the app the router names as its source.
+                    key = f"task:{inst.instance_id}:{inst.execution_id}:{action.id}"
+                    self._send(
+                        router.targetAppID,
+                        "activity",
+                        inst.instance_id,
+                        key,
+                        event,
+                        effects,
+                        execution_id=inst.execution_id,
+                    )
+                else:
+                    self._schedule_activity(inst, action.id, event.taskScheduled, trace, effects)
             elif kind == "createTimer":
                 timer = action.createTimer
                 event = new_event(action.id)
@@ -807,28 +825,15 @@ class Engine:
         trace: p.TraceContext | None,
         effects: _Effects,
     ) -> None:
-        now = now_ns()
-        existing = self.store.get_instance(child_id)
-        if existing is not None and existing.status not in p.TERMINAL_STATUSES:
-            failed = new_event(at_ns=now)
-            failed.childWorkflowInstanceFailed.taskScheduledId = task_id
-            failed.childWorkflowInstanceFailed.failureDetails.errorType = "WorkflowAlreadyExists"
-            failed.childWorkflowInstanceFailed.failureDetails.errorMessage = (
-                f"an active workflow with ID '{child_id}' already exists"
-            )
-            failed.router.CopyFrom(p.TaskRouter(sourceAppID=self.app_id, targetAppID=self.app_id))
-            self._deliver(parent.instance_id, failed, effects)
-            return
-        start = new_event(at_ns=now)
+        start = new_event()
         started = start.executionStarted
         started.name = child.name
         if child.HasField("version") and child.version.value:
             started.version.CopyFrom(child.version)
         if child.HasField("input"):
             started.input.CopyFrom(child.input)
-        execution_id = str(uuid.uuid4())
         started.workflowInstance.instanceId = child_id
-        started.workflowInstance.executionId.value = execution_id
+        started.workflowInstance.executionId.value = str(uuid.uuid4())
         started.parentInstance.taskScheduledId = task_id
         started.parentInstance.name.value = (
             turn.start_event.executionStarted.name if turn.start_event else parent.name
@@ -839,21 +844,56 @@ class Engine:
         if trace is not None:
             started.parentTraceContext.CopyFrom(trace)
             started.workflowSpanID.value = Tracing.new_span_id()
+        if self._is_other_app(router.targetAppID):
+            # As daprd: the child starts on the target app's engine, its executionStarted
+            # carrying the router of the action that created it.
+            start.router.CopyFrom(router)
+            key = f"child:{parent.instance_id}:{parent.execution_id}:{task_id}"
+            self._send(router.targetAppID, "child", child_id, key, start, effects)
+            return
         start.router.CopyFrom(p.TaskRouter(sourceAppID=router.sourceAppID))
+        self._create_child(start, effects)
+
+    def _create_child(self, start: p.HistoryEvent, effects: _Effects) -> None:
+        """Creates a child workflow from the executionStarted its parent's engine built; an
+        active instance with its id fails the parent's task instead."""
+        now = now_ns()
+        started = start.executionStarted
+        child_id = started.workflowInstance.instanceId
+        parent = started.parentInstance
+        existing = self.store.get_instance(child_id)
+        if existing is not None and existing.status not in p.TERMINAL_STATUSES:
+            failed = new_event(at_ns=now)
+            failed.childWorkflowInstanceFailed.taskScheduledId = parent.taskScheduledId
+            failed.childWorkflowInstanceFailed.failureDetails.errorType = "WorkflowAlreadyExists"
+            failed.childWorkflowInstanceFailed.failureDetails.errorMessage = (
+                f"an active workflow with ID '{child_id}' already exists"
+            )
+            failed.router.CopyFrom(
+                p.TaskRouter(sourceAppID=self.app_id, targetAppID=parent.appID or self.app_id)
+            )
+            self._send_to_parent(parent, failed, effects)
+            return
+        start.timestamp.CopyFrom(timestamp(now))
         if existing is not None:
             self.store.delete_instance(child_id)
         self.store.insert_instance(
             InstanceRow(
                 seq=0,
                 instance_id=child_id,
-                name=child.name,
+                name=started.name,
                 status=p.PENDING,
-                execution_id=execution_id,
+                execution_id=started.workflowInstance.executionId.value,
                 created_ns=now,
                 updated_ns=now,
-                input=child.input.value if child.HasField("input") else None,
-                parent_instance_id=parent.instance_id,
-                trace_context=trace.SerializeToString() if trace is not None else None,
+                input=started.input.value if started.HasField("input") else None,
+                parent_instance_id=parent.workflowInstance.instanceId,
+                trace_context=(
+                    started.parentTraceContext.SerializeToString()
+                    if started.HasField("parentTraceContext")
+                    else None
+                ),
+                parent_app_id=parent.appID if self._is_other_app(parent.appID) else None,
             )
         )
         self.store.add_inbox(child_id, start.SerializeToString(), now)
@@ -951,17 +991,140 @@ class Engine:
             event.router.CopyFrom(
                 p.TaskRouter(sourceAppID=self.app_id, targetAppID=parent.appID or self.app_id)
             )
-            self._deliver(parent.workflowInstance.instanceId, event, effects)
+            self._send_to_parent(parent, event, effects)
         if done.workflowStatus == p.TERMINATED and terminate_recurse:
             for child in self.store.children(inst.instance_id):
                 if child.status not in p.TERMINAL_STATUSES:
-                    event = new_event(at_ns=now)
-                    if done.HasField("result"):
-                        event.executionTerminated.input.CopyFrom(done.result)
-                    else:
-                        event.executionTerminated.SetInParent()
-                    event.executionTerminated.recurse = True
-                    self._deliver(child.instance_id, event, effects)
+                    self._deliver(child.instance_id, self._cascade_terminate(done, now), effects)
+            # Children on other apps, as daprd since its cross-app terminate: their engines
+            # pass it on to their own children.
+            for child_id, app_id in self._children_on_other_apps(turn.history).items():
+                key = f"terminate:{child_id}:{inst.instance_id}:{inst.execution_id}"
+                event = self._cascade_terminate(done, now)
+                self._send(app_id, "event", child_id, key, event, effects)
+
+    @staticmethod
+    def _cascade_terminate(done, now: int) -> p.HistoryEvent:
+        event = new_event(at_ns=now)
+        if done.HasField("result"):
+            event.executionTerminated.input.CopyFrom(done.result)
+        else:
+            event.executionTerminated.SetInParent()
+        event.executionTerminated.recurse = True
+        return event
+
+    def _children_on_other_apps(self, history: list[p.HistoryEvent]) -> dict[str, str]:
+        """The children a history created on other apps' engines: instance id -> app id."""
+        return {
+            e.childWorkflowInstanceCreated.instanceId: e.router.targetAppID
+            for e in history
+            if e.HasField("childWorkflowInstanceCreated")
+            and self._is_other_app(e.router.targetAppID)
+        }
+
+    # -- other apps ------------------------------------------------------------------------
+
+    def _is_other_app(self, app_id: str) -> bool:
+        return bool(app_id) and app_id != self.app_id
+
+    def _send(
+        self,
+        app_id: str,
+        kind: str,
+        instance_id: str,
+        key: str,
+        event: p.HistoryEvent,
+        effects: _Effects,
+        execution_id: str = "",
+    ) -> None:
+        """Queues a delivery to the engine of another app, in the open transaction: the
+        courier sends it once committed, until that engine accepts it. `key` names the delivery
+        for the receiver, which takes each key once."""
+        body = {
+            "app": app_id,
+            "kind": kind,
+            "instance": instance_id,
+            "key": key,
+            "execution": execution_id,
+            "event": base64.b64encode(event.SerializeToString()).decode(),
+        }
+        self.store.add_outgoing(app_id, json.dumps(body).encode())
+        effects.outgoing = True
+
+    def _send_to_parent(
+        self, parent: p.ParentInstanceInfo, event: p.HistoryEvent, effects: _Effects
+    ) -> None:
+        """A child's result (or its failure to start), to a parent on this engine or another."""
+        parent_id = parent.workflowInstance.instanceId
+        if not self._is_other_app(parent.appID):
+            self._deliver(parent_id, event, effects)
+            return
+        execution_id = parent.workflowInstance.executionId.value
+        key = f"child-result:{parent_id}:{execution_id}:{parent.taskScheduledId}"
+        self._send(parent.appID, "event", parent_id, key, event, effects, execution_id)
+
+    def accept(self, body: bytes) -> None:
+        """Takes a delivery another app's engine sent (see `_send`); one already taken (its
+        sender crashed before it could forget it) changes nothing."""
+        try:
+            delivery = json.loads(body)
+            app_id, kind, instance_id, key = (
+                str(delivery["app"]),
+                str(delivery["kind"]),
+                str(delivery["instance"]),
+                str(delivery["key"]),
+            )
+            event = p.HistoryEvent.FromString(base64.b64decode(delivery["event"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, f"bad delivery: {e}") from None
+        if app_id != self.app_id:
+            raise EngineError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this engine serves app id {self.app_id!r}, not {app_id!r}",
+            )
+        if kind not in ("child", "activity", "event"):
+            raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown delivery {kind!r}")
+        execution_id = str(delivery.get("execution", ""))
+        effects = _Effects()
+        with self.store.transaction():
+            if self.store.remember_received(key):
+                if kind == "child":
+                    self._create_child(event, effects)
+                elif kind == "activity":
+                    self._schedule_for_other_app(instance_id, execution_id, event, effects)
+                elif self._is_current_run(instance_id, execution_id):
+                    self._deliver(instance_id, event, effects)
+        self.store.flush()  # the sender forgets it once answered: committed first
+        self._apply_effects(effects)
+
+    def _is_current_run(self, instance_id: str, execution_id: str) -> bool:
+        """Whether a result for that run still has a taker (a run that ended by continue-as-new
+        or a restart of the id does not)."""
+        if not execution_id:
+            return True
+        inst = self.store.get_instance(instance_id)
+        return inst is not None and inst.execution_id == execution_id
+
+    def _schedule_for_other_app(
+        self, instance_id: str, execution_id: str, scheduled: p.HistoryEvent, effects: _Effects
+    ) -> None:
+        """An activity another app's workflow scheduled on this app."""
+        task = scheduled.taskScheduled
+        trace = task.parentTraceContext if task.HasField("parentTraceContext") else None
+        request, parent_span = self._activity_request(
+            instance_id, execution_id, scheduled.eventId, task, trace
+        )
+        blob = request.SerializeToString()
+        activity_id = self.store.add_activity(
+            instance_id,
+            execution_id,
+            scheduled.eventId,
+            blob,
+            now_ns(),
+            parent_span,
+            scheduled.router.SerializeToString(),
+        )
+        effects.activities.append((activity_id, blob))
 
     def _end_run_span(
         self, inst: InstanceRow, turn: Turn, status: str, end_ns: int, failure: str | None = None
@@ -1005,6 +1168,8 @@ class Engine:
         self.activity_queue.extend(effects.activities)
         for instance_id in effects.touched | effects.ready:
             self._notify(instance_id)
+        if effects.outgoing and self.on_outgoing is not None:
+            self.on_outgoing()
         self._pump()
 
     # -- activities ------------------------------------------------------------------------
@@ -1019,7 +1184,7 @@ class Engine:
         row = self.store.get_activity(activity_id)
         if row is None:
             return  # a duplicate: the first result won
-        instance_id, execution_id, task_id, blob, created_ns, parent_span = row
+        instance_id, execution_id, task_id, blob, created_ns, parent_span, router = row
         if instance_id != response.instanceId or task_id != response.taskId:
             raise EngineError(
                 grpc.StatusCode.INVALID_ARGUMENT, "completion token does not match the task"
@@ -1039,9 +1204,24 @@ class Engine:
         effects = _Effects()
         with self.store.transaction():
             self.store.delete_activity(activity_id)
-            inst = self.store.get_instance(instance_id)
-            if inst is not None and inst.execution_id == execution_id:
-                self._deliver(instance_id, event, effects)
+            if router is not None:
+                # Another app's workflow scheduled it: the result goes back to that app with
+                # the taskScheduled's router, as daprd's activity executor answers.
+                event.router.ParseFromString(router)
+                key = f"task-result:{instance_id}:{execution_id}:{task_id}"
+                self._send(
+                    event.router.sourceAppID,
+                    "event",
+                    instance_id,
+                    key,
+                    event,
+                    effects,
+                    execution_id=execution_id,
+                )
+            else:
+                inst = self.store.get_instance(instance_id)
+                if inst is not None and inst.execution_id == execution_id:
+                    self._deliver(instance_id, event, effects)
         failure = response.failureDetails.errorMessage if event.HasField("taskFailed") else None
         self.tracing.activity(request, parent_span, created_ns, now_ns(), failure)
         self._apply_effects(effects)
@@ -1150,9 +1330,9 @@ class Engine:
             state.scheduledStartTimestamp.CopyFrom(timestamp(inst.scheduled_ns))
         if inst.parent_instance_id:
             # daprd names a child's parent (from its executionStarted) with or without
-            # payloads; here the parent always runs on this engine, so under this app id.
+            # payloads.
             state.parentInstanceId.value = inst.parent_instance_id
-            state.parentAppId.value = self.app_id
+            state.parentAppId.value = inst.parent_app_id or self.app_id
         if with_payloads:
             if inst.status != p.PENDING:  # see history_times
                 state.input.value = inst.input or ""
@@ -1584,6 +1764,7 @@ class _Effects:
     touched: set[str] = field(default_factory=set)
     timers: list[tuple[int, str]] = field(default_factory=list)
     activities: list[tuple[int, bytes]] = field(default_factory=list)
+    outgoing: bool = False  # deliveries to other apps were queued
 
 
 def status_name(status: int) -> str:

@@ -14,6 +14,7 @@ from devengine import protos as p
 from devengine.dapr_api import WorkflowApi, add_dapr_workflow_service
 from devengine.engine import DEFAULT_MAX_BODY_SIZE, Engine
 from devengine.http_api import start_http_server, stop_http_server
+from devengine.peers import Courier, add_peer_service
 from devengine.service import ApiTokenInterceptor, TaskHubService, TracingInterceptor
 from devengine.store import Store
 from devengine.telemetry import Tracing
@@ -50,6 +51,7 @@ async def serve(
     ready: asyncio.Event | None = None,
     http_port: int | None = None,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    peers: dict[str, str] | None = None,
 ) -> None:
     try:
         store = Store(db_path)
@@ -84,6 +86,8 @@ async def serve(
     p.grpc_stubs.add_TaskHubSidecarServiceServicer_to_server(TaskHubService(engine), server)
     workflow_api = WorkflowApi(engine)
     add_dapr_workflow_service(workflow_api, server)
+    add_peer_service(engine, server)
+    courier = Courier(engine, peers or {}, api_token)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address) if _can_bind(host, port) else 0
@@ -109,6 +113,7 @@ async def serve(
             raise SystemExit(f"devengine: cannot listen on {host}:{http_port}: {e}") from None
     await engine.start()
     await server.start()
+    courier.start()
     log.info("devengine listening on %s (app id %r, database %s)", address, app_id, db_path)
     print(f"devengine listening on {address}", flush=True)
     if http is not None:
@@ -127,6 +132,7 @@ async def serve(
     if http is not None:
         await stop_http_server(*http)
     await server.stop(grace=2)
+    await courier.stop()
     await engine.stop()
     tracing.shutdown()
     store.close()

@@ -53,7 +53,9 @@ CREATE TABLE IF NOT EXISTS instances (
     parent_instance_id TEXT,
     trace_context BLOB,
     -- 1 when a turn must run even with an empty inbox (a re-run, a stalled retry).
-    needs_turn INTEGER NOT NULL DEFAULT 0
+    needs_turn INTEGER NOT NULL DEFAULT 0,
+    -- the app id of a parent that runs on another engine (NULL: this one)
+    parent_app_id TEXT
 );
 -- Recursive terminate and purge walk children by parent.
 CREATE INDEX IF NOT EXISTS instances_parent ON instances(parent_instance_id);
@@ -84,9 +86,27 @@ CREATE TABLE IF NOT EXISTS activities (
     request BLOB NOT NULL,
     -- for the activity's span: when it was scheduled and the workflow span it belongs to
     created_ns INTEGER NOT NULL DEFAULT 0,
-    parent_span TEXT NOT NULL DEFAULT ''
+    parent_span TEXT NOT NULL DEFAULT '',
+    -- for an activity another app's workflow scheduled here: the taskScheduled's router, which
+    -- names the app its result goes back to (NULL: a workflow of this engine)
+    router BLOB
 );
 CREATE INDEX IF NOT EXISTS activities_instance ON activities(instance_id);
+
+-- What this engine owes another app's engine (a child to start, an activity to run, a result,
+-- a terminate): written in the transaction of the change that produced it, deleted once the
+-- peer has accepted it.
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app_id TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+
+-- Keys of the deliveries accepted from other engines: a sender that crashed before it could
+-- forget a delivery sends it again, and the second one must change nothing.
+CREATE TABLE IF NOT EXISTS received (
+    key TEXT PRIMARY KEY
+) WITHOUT ROWID;
 """
 
 
@@ -112,6 +132,7 @@ class InstanceRow:
     parent_instance_id: str | None = None
     trace_context: bytes | None = None
     needs_turn: int = 0
+    parent_app_id: str | None = None
 
 
 INSTANCE_COLUMNS = ", ".join(f.name for f in fields(InstanceRow))
@@ -134,7 +155,19 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
+    _add_missing_columns(conn)
     return conn
+
+
+# Columns added after the first release: a database file written before them gets them here.
+ADDED_COLUMNS = (("instances", "parent_app_id", "TEXT"), ("activities", "router", "BLOB"))
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def _private(path: Path) -> None:
@@ -358,18 +391,21 @@ class Store:
         request: bytes,
         created_ns: int = 0,
         parent_span: str = "",
+        router: bytes | None = None,
     ) -> int:
         cur = self.conn.execute(
             "INSERT INTO activities "
-            "(instance_id, execution_id, task_id, request, created_ns, parent_span) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (instance_id, execution_id, task_id, request, created_ns, parent_span),
+            "(instance_id, execution_id, task_id, request, created_ns, parent_span, router) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (instance_id, execution_id, task_id, request, created_ns, parent_span, router),
         )
         return int(cur.lastrowid or 0)
 
-    def get_activity(self, activity_id: int) -> tuple[str, str, int, bytes, int, str] | None:
+    def get_activity(
+        self, activity_id: int
+    ) -> tuple[str, str, int, bytes, int, str, bytes | None] | None:
         return self.conn.execute(
-            "SELECT instance_id, execution_id, task_id, request, created_ns, parent_span "
+            "SELECT instance_id, execution_id, task_id, request, created_ns, parent_span, router "
             "FROM activities WHERE id = ?",
             (activity_id,),
         ).fetchone()
@@ -379,6 +415,22 @@ class Store:
 
     def pending_activities(self) -> list[tuple[int, bytes]]:
         return self.conn.execute("SELECT id, request FROM activities ORDER BY id").fetchall()
+
+    # -- deliveries between engines ----------------------------------------------------------
+
+    def add_outgoing(self, app_id: str, body: bytes) -> None:
+        self.conn.execute("INSERT INTO outbox (app_id, body) VALUES (?, ?)", (app_id, body))
+
+    def outgoing(self) -> list[tuple[int, str, bytes]]:
+        return self.conn.execute("SELECT id, app_id, body FROM outbox ORDER BY id").fetchall()
+
+    def delete_outgoing(self, outgoing_id: int) -> None:
+        self.conn.execute("DELETE FROM outbox WHERE id = ?", (outgoing_id,))
+
+    def remember_received(self, key: str) -> bool:
+        """Records a delivery's key; False if it was received before."""
+        cur = self.conn.execute("INSERT OR IGNORE INTO received (key) VALUES (?)", (key,))
+        return cur.rowcount == 1
 
 
 class _Transaction:

@@ -1,0 +1,155 @@
+"""Multi-app workflows: deliveries between devengines that serve different app ids.
+
+A workflow may start a child workflow or schedule an activity on another app (the SDK's `app_id`
+sets the action's `router.targetAppID`). As daprd hands those to the target app's sidecar, a
+devengine hands them to the devengine named for that app with `--peer APP=HOST:PORT`, and that
+engine sends the results back the same way.
+
+What one engine owes another is written to its outbox in the transaction of the turn (or result)
+that produced it; the courier here sends it over gRPC until the peer accepts it, then forgets it.
+A peer that is down or unknown only delays the delivery, as daprd retries until the target app
+answers. The receiving engine keeps the key of every delivery it took, so one sent again after a
+crash changes nothing.
+
+The service (`devengine.Peers`) sits on the engine's gRPC port beside TaskHubSidecarService and
+needs the same api token when one is set; its messages are JSON, not a Dapr protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+import grpc
+
+from devengine.engine import Engine, EngineError
+
+log = logging.getLogger("devengine")
+
+SERVICE = "devengine.Peers"
+DELIVER = f"/{SERVICE}/Deliver"
+DELIVERY_TIMEOUT = 10.0
+# Seconds between attempts while a peer does not accept, growing with each failed round.
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+
+
+def parse_peer(text: str) -> tuple[str, str]:
+    """("billing", "127.0.0.1:50002") from "billing=127.0.0.1:50002"."""
+    app_id, sep, address = text.partition("=")
+    if not sep or not app_id.strip() or ":" not in address:
+        raise ValueError(f"not a peer: {text!r} (APP_ID=HOST:PORT)")
+    return app_id.strip(), address.strip()
+
+
+def add_peer_service(engine: Engine, server: grpc.aio.Server) -> None:
+    """Serves the deliveries other engines send to this one."""
+
+    async def deliver(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            engine.accept(request)
+        except EngineError as e:
+            await context.abort(e.code, e.message)
+        return json.dumps({"app": engine.app_id}).encode()
+
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE, {"Deliver": grpc.unary_unary_rpc_method_handler(deliver)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+
+
+class Courier:
+    """Sends the outbox to the peers, in order per app, until each delivery is accepted."""
+
+    def __init__(self, engine: Engine, peers: dict[str, str], api_token: str | None):
+        self.engine = engine
+        self.peers = {app: address for app, address in peers.items() if app != engine.app_id}
+        self.metadata = (("dapr-api-token", api_token),) if api_token else ()
+        self.channels: dict[str, grpc.aio.Channel] = {}
+        self.wakeup = asyncio.Event()
+        self.failing: set[str] = set()  # apps whose last delivery failed (said once a streak)
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.engine.on_outgoing = self.wakeup.set
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        for channel in self.channels.values():
+            await channel.close()
+
+    async def _run(self) -> None:
+        failed_rounds = 0
+        while True:
+            self.wakeup.clear()
+            try:
+                waiting = await self.deliver_outbox()
+            except Exception:
+                log.exception("delivering to other apps failed")
+                waiting = True
+            timeout = None
+            if waiting:
+                timeout = RETRY_DELAYS[min(failed_rounds, len(RETRY_DELAYS) - 1)]
+                failed_rounds += 1
+            else:
+                failed_rounds = 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), timeout)
+
+    async def deliver_outbox(self) -> bool:
+        """One round over the outbox; True if something is left for a later round."""
+        store = self.engine.store
+        store.flush()  # only what is committed leaves: a crash can't take back a delivery
+        blocked: set[str] = set()
+        for outgoing_id, app_id, body in store.outgoing():
+            if app_id in blocked:
+                continue  # keeps each app's deliveries in order
+            if await self._deliver(app_id, body):
+                with store.transaction():
+                    store.delete_outgoing(outgoing_id)
+            else:
+                blocked.add(app_id)
+        return bool(blocked)
+
+    async def _deliver(self, app_id: str, body: bytes) -> bool:
+        address = self.peers.get(app_id)
+        if address is None:
+            self._failed(app_id, f"no peer serves app id {app_id!r} (--peer {app_id}=HOST:PORT)")
+            return False
+        call = self._channel(app_id).unary_unary(DELIVER)
+        try:
+            answer = await call(body, timeout=DELIVERY_TIMEOUT, metadata=self.metadata)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                # Another app's engine at that address: a wrong --peer, never a delivery.
+                self._failed(app_id, f"the peer at {address} refuses: {e.details()}", logging.ERROR)
+            else:
+                self._failed(app_id, f"app {app_id!r} at {address}: {e.code().name} {e.details()}")
+            return False
+        answered = json.loads(answer).get("app")
+        if answered != app_id:
+            self._failed(
+                app_id, f"the peer at {address} answers as app {answered!r}", logging.ERROR
+            )
+            return False
+        if app_id in self.failing:
+            self.failing.discard(app_id)
+            log.info("delivering to app %r again", app_id)
+        return True
+
+    def _failed(self, app_id: str, reason: str, level: int = logging.WARNING) -> None:
+        if app_id not in self.failing:
+            self.failing.add(app_id)
+            log.log(level, "deliveries to app %r wait (retried until accepted): %s", app_id, reason)
+
+    def _channel(self, app_id: str) -> grpc.aio.Channel:
+        channel = self.channels.get(app_id)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(self.peers[app_id])
+            self.channels[app_id] = channel
+        return channel
