@@ -77,6 +77,14 @@ def counted_echo(ctx: WorkflowActivityContext, value):
     return value
 
 
+def logged_echo(ctx: WorkflowActivityContext, args: dict):
+    """echo of ``args["value"]``, adding a line to the file ``args["log"]`` at each call (a
+    count of calls across worker processes)."""
+    with open(args["log"], "a") as f:
+        f.write(f"{ctx.workflow_id} {ctx.task_id}\n")
+    return args["value"]
+
+
 def blob(ctx: WorkflowActivityContext, size: int) -> str:
     """A result of `size` characters: what makes a history big."""
     return "x" * size
@@ -96,6 +104,24 @@ def slow_echo(ctx: WorkflowActivityContext, args: dict) -> dict:
     seconds = float(os.environ.get("SLOW_ECHO_SECONDS", args.get("seconds", 0)))
     time.sleep(seconds)
     return {"value": args.get("value"), "pid": os.getpid()}
+
+
+def cross_app_parent(ctx: DaprWorkflowContext, args: dict):
+    """A child workflow, then an activity, both on the app ``args["app"]``."""
+    child = yield ctx.call_child_workflow(
+        cross_app_child, input=args.get("child", {}), app_id=args["app"]
+    )
+    echoed = yield ctx.call_activity(logged_echo, input=args["echo"], app_id=args["app"])
+    return {"child": child, "echo": echoed}
+
+
+def cross_app_child(ctx: DaprWorkflowContext, args: dict):
+    """Waits for the event "go" if asked to, then fails or answers as asked."""
+    if args.get("wait"):
+        yield ctx.wait_for_external_event("go")
+    if args.get("fail"):
+        raise ValueError("the child was asked to fail")
+    return {"child": ctx.instance_id}
 
 
 # --- workflows recorded in the golden histories ---------------------------------------------
@@ -373,8 +399,10 @@ WORKFLOWS = [
     big_activity_input,
     echo_generations,
     parent_of_echo,
+    cross_app_parent,
+    cross_app_child,
 ]
-ACTIVITIES = [reserve_stock, ship, charge_card, echo, slow_echo, blob, counted_echo]
+ACTIVITIES = [reserve_stock, ship, charge_card, echo, slow_echo, blob, counted_echo, logged_echo]
 
 # The name the versioned workflow is registered under; v2 is the latest.
 VERSIONED = "versioned"

@@ -1,0 +1,259 @@
+"""Multi-app workflows: two devengines serving two app ids, each the other's peer, each with a
+real SDK worker. A workflow on one app runs a child workflow and an activity on the other."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from engine_support import (
+    Engine,
+    EngineProcess,
+    WorkerProcess,
+    as_dicts,
+    free_port,
+    kind,
+    kinds,
+    of_kind,
+    unique_id,
+    wait_for,
+)
+from google.protobuf import timestamp_pb2
+
+from devengine import protos as p
+
+TOKEN = "peers-share-this-token"
+ORDERS, BILLING = "orders", "billing"
+DELIVER = "/devengine.Peers/Deliver"
+
+
+@dataclass
+class App:
+    engine: EngineProcess
+    worker: WorkerProcess
+    client: Engine
+
+
+@dataclass
+class TwoApps:
+    orders: App
+    billing: App
+    activity_log: Path
+
+    def start_parent(self, child: dict | None = None) -> str:
+        instance_id = unique_id("parent")
+        args = {
+            "app": BILLING,
+            "child": child or {},
+            "echo": {"value": "paid", "log": str(self.activity_log)},
+        }
+        self.orders.client.start("cross_app_parent", instance_id, input=json.dumps(args))
+        return instance_id
+
+    def activity_calls(self) -> list[str]:
+        if not self.activity_log.exists():
+            return []
+        return self.activity_log.read_text().splitlines()
+
+
+@pytest.fixture
+def two_apps(tmp_path) -> Iterator[TwoApps]:
+    ports = {ORDERS: free_port(), BILLING: free_port()}
+    started: list[EngineProcess | WorkerProcess] = []
+    apps = {}
+    try:
+        for app_id, other in ((ORDERS, BILLING), (BILLING, ORDERS)):
+            engine = EngineProcess(
+                tmp_path / f"{app_id}.sqlite3",
+                "--app-id", app_id,
+                "--peer", f"{other}=127.0.0.1:{ports[other]}",
+                "--api-token", TOKEN,
+                port=ports[app_id],
+            )  # fmt: skip
+            started.append(engine.start())
+            worker = WorkerProcess(
+                engine.address, tmp_path / f"{app_id}-worker.log", env={"DAPR_API_TOKEN": TOKEN}
+            )
+            started.append(worker.start())
+            apps[app_id] = App(engine, worker, Engine(engine.address, token=TOKEN))
+        for app in apps.values():
+            wait_for(lambda a=app: _worker_connected(a.client), timeout=30, what="a worker")
+        yield TwoApps(apps[ORDERS], apps[BILLING], tmp_path / "activity.log")
+    finally:
+        for app in apps.values():
+            app.client.close()
+        for process in started:
+            process.kill()
+
+
+def _worker_connected(engine: Engine) -> bool:
+    instance_id = unique_id("probe")
+    try:
+        engine.start("hello_world", instance_id, input='"probe"', timeout=5)
+        return engine.wait_done(instance_id, timeout=5).workflowState.workflowStatus == 1
+    except grpc.RpcError:
+        return False
+
+
+def router(event) -> dict:
+    return as_dicts([event])[0].get("router", {})
+
+
+def test_a_child_and_an_activity_run_on_the_other_app_and_answer_the_parent(two_apps):
+    parent_id = two_apps.start_parent()
+    done = two_apps.orders.client.wait_done(parent_id, timeout=30).workflowState
+    assert json.loads(done.output.value) == {
+        "child": {"child": f"{parent_id}:0001"},
+        "echo": "paid",
+    }
+    assert two_apps.activity_calls() == [f"{parent_id} 2"]
+
+    parent = two_apps.orders.client.history(parent_id)
+    assert [(kind(e), e.eventId) for e in parent] == [
+        ("workflowStarted", -1),
+        ("executionStarted", -1),
+        ("childWorkflowInstanceCreated", 1),
+        ("workflowStarted", -1),
+        ("childWorkflowInstanceCompleted", -1),
+        ("taskScheduled", 2),
+        ("workflowStarted", -1),
+        ("taskCompleted", -1),
+        ("executionCompleted", 3),
+    ]
+    outward = {"sourceAppID": ORDERS, "targetAppID": BILLING}
+    assert router(parent[2]) == outward
+    assert parent[2].childWorkflowInstanceCreated.instanceId == f"{parent_id}:0001"
+    # The child's result comes from billing, to orders.
+    assert router(parent[4]) == {"sourceAppID": BILLING, "targetAppID": ORDERS}
+    assert parent[4].childWorkflowInstanceCompleted.taskScheduledId == 1
+    assert router(parent[5]) == outward
+    # An activity's result carries its taskScheduled's router, as daprd's executor answers.
+    assert router(parent[7]) == outward
+    assert parent[7].taskCompleted.taskScheduledId == 2
+    assert router(parent[8]) == {"sourceAppID": ORDERS}
+    parent_execution = parent[1].executionStarted.workflowInstance.executionId.value
+
+    child_id = f"{parent_id}:0001"
+    assert two_apps.orders.client.status(child_id) is None  # not on the parent's engine
+    child = two_apps.billing.client.history(child_id)
+    assert [(kind(e), e.eventId) for e in child] == [
+        ("workflowStarted", -1),
+        ("executionStarted", -1),
+        ("executionCompleted", 1),
+    ]
+    assert router(child[1]) == outward
+    assert as_dicts([child[1]])[0]["executionStarted"]["parentInstance"] == {
+        "taskScheduledId": 1,
+        "name": "cross_app_parent",
+        "workflowInstance": {"instanceId": parent_id, "executionId": parent_execution},
+        "appID": ORDERS,
+    }
+    assert router(child[2]) == {"sourceAppID": BILLING}
+    state = two_apps.billing.client.get(child_id).workflowState
+    assert (state.parentInstanceId.value, state.parentAppId.value) == (parent_id, ORDERS)
+
+
+def test_a_child_that_fails_on_the_other_app_fails_the_parents_task(two_apps):
+    parent_id = two_apps.start_parent(child={"fail": True})
+    done = two_apps.orders.client.wait_done(parent_id, timeout=30).workflowState
+    assert done.workflowStatus == p.FAILED
+    failed = of_kind(two_apps.orders.client.history(parent_id), "childWorkflowInstanceFailed")
+    assert len(failed) == 1
+    assert failed[0].childWorkflowInstanceFailed.taskScheduledId == 1
+    assert "asked to fail" in failed[0].childWorkflowInstanceFailed.failureDetails.errorMessage
+    assert router(failed[0]) == {"sourceAppID": BILLING, "targetAppID": ORDERS}
+    assert two_apps.billing.client.status(f"{parent_id}:0001") == "FAILED"
+    assert two_apps.activity_calls() == []
+
+
+def test_a_child_for_an_app_that_is_down_waits_for_it_and_then_runs(two_apps):
+    billing = two_apps.billing
+    billing.engine.kill()
+    parent_id = two_apps.start_parent()
+    wait_for(
+        lambda: "deliveries to app 'billing' wait" in two_apps.orders.engine.log_tail(200),
+        timeout=15,
+        what="the outbox to say it waits for billing",
+    )
+    assert two_apps.orders.client.status(parent_id) == "RUNNING"
+
+    billing.engine.start()
+    done = two_apps.orders.client.wait_done(parent_id, timeout=60).workflowState
+    assert done.workflowStatus == p.COMPLETED
+    assert two_apps.activity_calls() == [f"{parent_id} 2"]
+
+
+@pytest.mark.slow
+def test_killing_either_engine_in_the_middle_loses_nothing_and_doubles_nothing(two_apps):
+    orders, billing = two_apps.orders, two_apps.billing
+    parent_id = two_apps.start_parent(child={"wait": True})
+    child_id = f"{parent_id}:0001"
+    wait_for(lambda: billing.client.status(child_id) == "RUNNING", timeout=30, what="the child")
+
+    # The parent's engine dies: the child's result can only wait in billing's outbox...
+    orders.engine.kill()
+    billing.client.raise_event(child_id, "go")
+    billing.client.wait_status(child_id, "COMPLETED")
+    # ...and billing dies with it there.
+    billing.engine.kill()
+    orders.engine.start()
+    billing.engine.start()
+
+    done = orders.client.wait_done(parent_id, timeout=60).workflowState
+    assert done.workflowStatus == p.COMPLETED
+    assert json.loads(done.output.value)["echo"] == "paid"
+    assert two_apps.activity_calls() == [f"{parent_id} 2"]
+    parent = orders.client.history(parent_id)
+    counts = Counter(kinds(parent))
+    assert counts["childWorkflowInstanceCompleted"] == counts["taskCompleted"] == 1
+    assert counts["executionCompleted"] == 1
+    assert Counter(kinds(billing.client.history(child_id)))["executionCompleted"] == 1
+
+
+def _delivery(app_id: str, instance_id: str, key: str, event: p.HistoryEvent) -> bytes:
+    body = {
+        "app": app_id,
+        "kind": "event",
+        "instance": instance_id,
+        "key": key,
+        "event": base64.b64encode(event.SerializeToString()).decode(),
+    }
+    return json.dumps(body).encode()
+
+
+def _raised(name: str, value: str) -> p.HistoryEvent:
+    event = p.HistoryEvent(eventId=-1)
+    event.timestamp.CopyFrom(timestamp_pb2.Timestamp(seconds=1))
+    event.eventRaised.name = name
+    event.eventRaised.input.value = value
+    return event
+
+
+def test_a_delivery_sent_again_changes_nothing_and_a_wrong_app_or_token_is_refused(two_apps):
+    billing = two_apps.billing
+    instance_id = unique_id("collector")
+    billing.client.start("collect_events", instance_id, input="2")
+    deliver = billing.client.channel.unary_unary(DELIVER)
+    metadata = (("dapr-api-token", TOKEN),)
+    first = _delivery(BILLING, instance_id, "k-1", _raised("item", '"one"'))
+    for _ in range(2):  # a sender that crashed before forgetting it sends it again
+        deliver(first, timeout=10, metadata=metadata)
+    deliver(_delivery(BILLING, instance_id, "k-2", _raised("item", '"two"')), metadata=metadata)
+    done = billing.client.wait_done(instance_id, timeout=30).workflowState
+    assert json.loads(done.output.value) == ["one", "two"]
+    assert len(of_kind(billing.client.history(instance_id), "eventRaised")) == 2
+
+    wrong_app = _delivery(ORDERS, instance_id, "k-3", _raised("item", '"three"'))
+    with pytest.raises(grpc.RpcError) as refused:
+        deliver(wrong_app, timeout=10, metadata=metadata)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "serves app id 'billing', not 'orders'" in refused.value.details()
+    with pytest.raises(grpc.RpcError) as no_token:
+        deliver(first, timeout=10)
+    assert no_token.value.code() == grpc.StatusCode.UNAUTHENTICATED
