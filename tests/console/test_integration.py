@@ -874,11 +874,20 @@ def test_an_indexer_killed_at_any_moment_converges_without_duplicates(
     assert b"indexer stopped" in (tmp_path / "indexer.log").read_bytes()
 
 
-def _two_engines_with_workers(stack: ExitStack, tmp_path, names) -> tuple[list, list]:
-    """Two devengines, each with an SDK worker and client; all stopped when ``stack`` closes."""
+def _two_engines_with_workers(
+    stack: ExitStack, tmp_path, names, peers: bool = False
+) -> tuple[list, list]:
+    """Two devengines, each with an SDK worker and client; all stopped when ``stack`` closes.
+    With ``peers``, each is the other's peer (a workflow may run children on the other's app)."""
     engines, clients = [], []
+    ports = {name: free_port() for name in names}
     for name in names:
-        dev = DevEngine(tmp_path / f"{name}.sqlite3", "--app-id", name)
+        args = ["--app-id", name]
+        if peers:
+            for other in names:
+                if other != name:
+                    args += ["--peer", f"{other}=127.0.0.1:{ports[other]}"]
+        dev = DevEngine(tmp_path / f"{name}.sqlite3", *args, port=ports[name])
         stack.callback(dev.stop)
         dev.start()
         runtime = WorkflowRuntime(host="127.0.0.1", port=str(dev.port))
@@ -890,6 +899,37 @@ def _two_engines_with_workers(stack: ExitStack, tmp_path, names) -> tuple[list, 
         engines.append(dev)
         clients.append(client)
     return engines, clients
+
+
+def test_a_child_run_on_another_apps_engine_links_to_its_parent_on_the_first(tmp_path):
+    with ExitStack() as stack:
+        (orders, billing), clients = _two_engines_with_workers(
+            stack, tmp_path, ("orders", "billing"), peers=True
+        )
+        clients[0].schedule_new_workflow(
+            wf_kinds.cross_app_order, input={"app": "billing", "order": ORDER}, instance_id="xo"
+        )
+        state = clients[0].wait_for_workflow_completion("xo", timeout_in_seconds=60)
+        assert state is not None and state.runtime_status.name == "COMPLETED"
+        env = {
+            **subprocess_env(orders.config("orders")),
+            "CONSOLE_ENGINES": f"orders={orders.address},billing={billing.address}",
+        }
+        proc = _runindexer(stack, tmp_path / "indexer.log", env)
+
+        def linked_child() -> Instance | None:
+            child = Instance.objects.filter(instance_id="xo:0001").first()
+            return child if child is not None and child.parent_engine_id is not None else None
+
+        child = wait_for(linked_child, timeout=30)
+        assert isinstance(child, Instance)
+        parent = Instance.objects.get(engine__name="orders", instance_id="xo")
+        assert child.engine.name == "billing"
+        assert (child.parent_engine.name, child.parent_app_id) == ("orders", "orders")
+        assert child.parent() == parent
+        assert list(parent.children().values_list("instance_id", flat=True)) == ["xo:0001"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
 
 
 def _runindexer(stack: ExitStack, log_path, env) -> subprocess.Popen[bytes]:

@@ -102,8 +102,14 @@ def wait_forever(ctx: DaprWorkflowContext, _: object = None):
     return value
 
 
+def cross_app_order(ctx: DaprWorkflowContext, args: dict):
+    """two_steps as a child workflow on the app ``args["app"]`` (another engine)."""
+    return (yield ctx.call_child_workflow(two_steps, input=args["order"], app_id=args["app"]))
+
+
 WORKFLOWS = [
     two_steps,
+    cross_app_order,
     fails,
     with_retry,
     approval,
