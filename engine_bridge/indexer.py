@@ -44,6 +44,7 @@ from engine_bridge.config import EngineConfig
 from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable, NotSupported
 from engine_bridge.locks import (
     EngineLock,
+    app_ids_in_order,
     change_log_in_commit_order,
     fenced,
     keep_from_deletion,
@@ -1222,6 +1223,9 @@ class EngineIndexer:
         rows and schedule are in it, written with a few statements for the whole chunk.
         ``history_failed``: the instances whose history could not be read, and why."""
         ids = [f.instance_id for f in fetched]
+        learns, looks_up = self._names_app_ids(fetched)
+        if learns or looks_up:
+            app_ids_in_order(learning=learns)
         # Most reads in a steady state find the instance unchanged: read the few columns that
         # tell, and the whole (wide) rows of the others only.
         light = {
@@ -1564,12 +1568,7 @@ class EngineIndexer:
         for e in events or []:
             if e.event_type == "workflowStarted" and e.version:
                 inst.version = e.version[:255]
-            if (
-                e.source_app_id
-                and e.event_type in _OWN_EVENTS
-                and e.source_app_id != self.engine.app_id
-                and len(e.source_app_id) <= MAX_APP_ID
-            ):
+            if self._learns_app_id(e):
                 self._learn_app_id(e.source_app_id, w)
         if started is not None:
             inst.trace_id = trace_id_of(started.trace_parent)
@@ -1759,6 +1758,29 @@ class EngineIndexer:
             (e.timestamp for e in reversed(events[:kept]) if e.event_type == "executionCompleted"),
             None,
         )
+
+    def _learns_app_id(self, e: Event) -> bool:
+        """Whether ``e`` names this engine's app id, and another than the one known."""
+        return bool(
+            e.source_app_id
+            and e.event_type in _OWN_EVENTS
+            and e.source_app_id != self.engine.app_id
+            and len(e.source_app_id) <= MAX_APP_ID
+        )
+
+    def _names_app_ids(self, fetched: list[Fetched]) -> tuple[bool, bool]:
+        """Whether writing ``fetched`` will learn this engine's app id (``_learn_app_id``), and
+        whether it will look up the engine of a parent on another app (``_engine_of_app``)."""
+        own = self.engine.app_id
+        learns = looks_up = False
+        for f in fetched:
+            if f.state is not None and f.state.parent_app_id not in ("", own):
+                looks_up = True
+            for e in f.events or ():
+                learns = learns or self._learns_app_id(e)
+                if e.parent is not None and e.parent.app_id not in ("", own):
+                    looks_up = True
+        return learns, looks_up
 
     def _learn_app_id(self, app_id: str, w: _Writes) -> None:
         """The app id this engine's sidecar records on its own events (router.sourceAppID),

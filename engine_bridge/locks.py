@@ -39,6 +39,9 @@ _PG_LOCK_CLASS = 0x57464958  # "WFIX"
 PG_CHANGE_LOG_LOCK = 0x5746434C  # "WFCL"
 #: The key of the lock that deleters of instances take one at a time.
 PG_DELETERS_LOCK = 0x57464445  # "WFDE"
+#: The key of the lock that puts an engine learning its app id before or after the indexers
+#: looking up that app's engine for a child.
+PG_APP_IDS_LOCK = 0x57464150  # "WFAP"
 #: Tries, and seconds between them, to take an engine's lock before saying another process has
 #: it: another runindexer's retention may hold the lock of an engine it does not index, for one
 #: short batch (engine_bridge.retention.forget_unindexed).
@@ -60,6 +63,23 @@ def change_log_in_commit_order(using: str = "default") -> None:
     if conn.vendor == "postgresql":
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_CHANGE_LOG_LOCK])
+
+
+def app_ids_in_order(learning: bool, using: str = "default") -> None:
+    """Call at the start of a transaction that learns an engine's app id (``learning``) or
+    looks up the engine of a parent on another app; held until it ends.
+
+    The learner links the children already indexed under its app id; the others link a child
+    to the engine they find for its parent's app. On PostgreSQL, run side by side, each would
+    miss the other's uncommitted write (the learner does not see the child, the child's indexer
+    does not see the app id) and the child would stay unlinked. Learners take the lock alone,
+    lookers-up together: each reads after the other's commit. Taken first, before any row lock,
+    it can't close a circle of waits. (SQLite has one writer at a time: nothing to do.)"""
+    conn = connections[using]
+    if conn.vendor == "postgresql":
+        with conn.cursor() as cur:
+            kind = "pg_advisory_xact_lock" if learning else "pg_advisory_xact_lock_shared"
+            cur.execute(f"SELECT {kind}(%s)", [PG_APP_IDS_LOCK])
 
 
 def keep_from_deletion(pks: Callable[[], Collection[int]], using: str = "default") -> None:

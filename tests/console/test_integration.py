@@ -901,13 +901,6 @@ def _two_engines_with_workers(
     return engines, clients
 
 
-@pytest.mark.xfail(
-    os.environ.get("CONSOLE_TEST_DATABASE") == "postgres",
-    strict=True,
-    reason="indexer race under READ COMMITTED: the parent engine's chunk that learns its app id "
-    "and the child engine's chunk that inserts the child each miss the other's uncommitted "
-    "write, so the child stays unlinked",
-)
 def test_a_child_run_on_another_apps_engine_links_to_its_parent_on_the_first(tmp_path):
     with ExitStack() as stack:
         (orders, billing), clients = _two_engines_with_workers(
