@@ -638,21 +638,7 @@ class Engine:
             elif kind == "scheduleTask":
                 event = self._task_scheduled(action, trace, router)
                 written.append(event)
-                if self._is_other_app(router.targetAppID):
-                    # As daprd: the activity runs on the target app's engine, which sends the
-                    # result back to the app the router names as its source.
-                    key = f"task:{inst.instance_id}:{inst.execution_id}:{action.id}"
-                    self._send(
-                        router.targetAppID,
-                        "activity",
-                        inst.instance_id,
-                        key,
-                        event,
-                        effects,
-                        execution_id=inst.execution_id,
-                    )
-                else:
-                    self._schedule_activity(inst, action.id, event.taskScheduled, trace, effects)
+                self._schedule_task(inst, event, trace, effects)
             elif kind == "createTimer":
                 timer = action.createTimer
                 event = new_event(action.id)
@@ -796,6 +782,33 @@ class Engine:
             request.parentTraceContext.CopyFrom(Tracing.child(trace, Tracing.new_span_id()))
             parent_span = trace.spanID
         return request, parent_span
+
+    def _schedule_task(
+        self,
+        inst: InstanceRow,
+        scheduled: p.HistoryEvent,
+        trace: p.TraceContext | None,
+        effects: _Effects,
+    ) -> None:
+        """Runs the activity of a taskScheduled event here, or on the app its router names."""
+        target = scheduled.router.targetAppID
+        if not self._is_other_app(target):
+            self._schedule_activity(
+                inst, scheduled.eventId, scheduled.taskScheduled, trace, effects
+            )
+            return
+        # As daprd: the activity runs on the target app's engine, which sends the result back
+        # to the app the router names as its source.
+        key = f"task:{inst.instance_id}:{inst.execution_id}:{scheduled.eventId}"
+        self._send(
+            target,
+            "activity",
+            inst.instance_id,
+            key,
+            scheduled,
+            effects,
+            execution_id=inst.execution_id,
+        )
 
     def _schedule_activity(
         self,
@@ -1731,8 +1744,10 @@ class Engine:
         now = now_ns()
         for event in tail:
             kind = event.WhichOneof("eventType")
+            # As daprd's re-run, the events keep the router they were written with: what went to
+            # another app goes there again.
             if kind == "taskScheduled":
-                self._schedule_activity(inst, event.eventId, event.taskScheduled, trace, effects)
+                self._schedule_task(inst, event, trace, effects)
             elif kind == "timerCreated":
                 fire_at = event.timerCreated.fireAt
                 visible = timer_due_ns(fire_at)
@@ -1750,7 +1765,9 @@ class Engine:
                     event.eventId,
                     created.instanceId,
                     created,
-                    p.TaskRouter(sourceAppID=self.app_id),
+                    event.router
+                    if event.HasField("router")
+                    else p.TaskRouter(sourceAppID=self.app_id),
                     trace,
                     effects,
                 )

@@ -257,3 +257,45 @@ def test_a_delivery_sent_again_changes_nothing_and_a_wrong_app_or_token_is_refus
     with pytest.raises(grpc.RpcError) as no_token:
         deliver(first, timeout=10)
     assert no_token.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _rerun(client: Engine, source: str, event_id: int) -> str:
+    request = p.pb.RerunWorkflowFromEventRequest(sourceInstanceID=source, eventID=event_id)
+    request.newInstanceID = unique_id("rerun")
+    return client.call("RerunWorkflowFromEvent", request).newInstanceID
+
+
+def test_a_rerun_sends_its_child_and_its_activity_to_the_app_they_were_routed_to(two_apps):
+    orders, billing = two_apps.orders, two_apps.billing
+    parent_id = two_apps.start_parent()
+    assert orders.client.wait_done(parent_id, timeout=30).workflowState.workflowStatus == (
+        p.COMPLETED
+    )
+
+    # From the child (event 1): the new child starts on billing, as the first one did.
+    from_child = _rerun(orders.client, parent_id, 1)
+    assert orders.client.wait_done(from_child, timeout=30).workflowState.workflowStatus == (
+        p.COMPLETED
+    )
+    new_child = f"{from_child}:0001"
+    assert orders.client.status(new_child) is None
+    assert billing.client.status(new_child) == "COMPLETED"
+    started = of_kind(billing.client.history(new_child), "executionStarted")[0]
+    assert router(started) == {"sourceAppID": ORDERS, "targetAppID": BILLING}
+    assert started.executionStarted.parentInstance.workflowInstance.instanceId == from_child
+
+    # From the activity (event 2): billing runs it again, and its result says so.
+    from_activity = _rerun(orders.client, parent_id, 2)
+    assert orders.client.wait_done(from_activity, timeout=30).workflowState.workflowStatus == (
+        p.COMPLETED
+    )
+    history = orders.client.history(from_activity)
+    scheduled = of_kind(history, "taskScheduled")
+    assert [(e.eventId, router(e)) for e in scheduled] == [
+        (2, {"sourceAppID": ORDERS, "targetAppID": BILLING})
+    ]
+    completed = of_kind(history, "taskCompleted")
+    assert [router(e) for e in completed] == [{"sourceAppID": ORDERS, "targetAppID": BILLING}]
+    assert sorted(two_apps.activity_calls()) == sorted(
+        [f"{parent_id} 2", f"{from_child} 2", f"{from_activity} 2"]
+    )
