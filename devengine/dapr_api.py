@@ -302,7 +302,7 @@ class WorkflowApi:
     async def purge(self, instance_id: str) -> None:
         validate_instance_id(instance_id, is_create=False)
         try:
-            self.engine.purge(instance_id, True, False)
+            await self.engine.purge(instance_id, True, False)
         except NothingToPurge:
             raise instance_not_found(instance_id) from None
         except EngineError as e:

@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -194,6 +194,9 @@ class Engine:
         self._boot = uuid.uuid4().hex[:8]
         # Called when deliveries to other apps' engines were committed to the outbox.
         self.on_outgoing: Callable[[], None] | None = None
+        # Purges an instance of another app recursively on its engine: the count purged, None
+        # if that engine does not have it; raises EngineError when it can't.
+        self.purge_on_other_app: Callable[[str, str, bool], Awaitable[int | None]] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -1454,11 +1457,35 @@ class Engine:
         self._add_event(inst, event)
         await self.wait_for(instance_id, lambda r: r is None or r.status in p.TERMINAL_STATUSES)
 
-    def purge(self, instance_id: str, recursive: bool, force: bool) -> int:
+    async def purge(self, instance_id: str, recursive: bool, force: bool) -> int:
         if not instance_id:
             raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "instance ID is required")
+        count, error = await self._purge_tree(instance_id, recursive, force)
+        if error is not None:
+            if count == 0 and self.store.get_instance(instance_id) is None:
+                raise NothingToPurge(error)
+            raise EngineError(grpc.StatusCode.UNKNOWN, f"failed to purge workflow state: {error}")
+        return count
+
+    async def purge_for_other_app(self, instance_id: str, force: bool) -> int:
+        """A recursive purge another app's engine passes on to a child of its workflow (daprd's
+        RecursivePurgeWorkflowState): the count purged, or an EngineError with the bare cause,
+        NOT_FOUND for an instance this engine does not have."""
+        count, error = await self._purge_tree(instance_id, True, force)
+        if error is None:
+            return count
+        if count == 0 and self.store.get_instance(instance_id) is None:
+            raise EngineError(grpc.StatusCode.NOT_FOUND, error)
+        raise EngineError(grpc.StatusCode.UNKNOWN, error)
+
+    async def _purge_tree(
+        self, instance_id: str, recursive: bool, force: bool
+    ) -> tuple[int, str | None]:
+        """Purges an instance (and with `recursive` its children, on this engine and on other
+        apps' engines); returns how many instances were purged and the error that stopped it."""
         purged: list[str] = []
-        error = self._purge_walk(instance_id, recursive, force, purged)
+        elsewhere = [0]  # purged on other apps' engines
+        error = await self._purge_walk(instance_id, recursive, force, purged, elsewhere)
         # As daprd: what its walk purged before an error stays purged.
         with self.store.transaction():
             for target in purged:
@@ -1471,33 +1498,37 @@ class Engine:
             self.ready.pop(target, None)
             self.rejected.pop(target, None)
             self._notify(target)
-        if error is not None:
-            if not purged and self.store.get_instance(instance_id) is None:
-                raise NothingToPurge(error)
-            raise EngineError(grpc.StatusCode.UNKNOWN, f"failed to purge workflow state: {error}")
-        return len(purged)
+        return len(purged) + elsewhere[0], error
 
-    def _purge_walk(
-        self, instance_id: str, recursive: bool, force: bool, purged: list[str]
+    async def _purge_walk(
+        self,
+        instance_id: str,
+        recursive: bool,
+        force: bool,
+        purged: list[str],
+        elsewhere: list[int],
     ) -> str | None:
         """durabletask-go's purge walk, as daprd runs it: with `recursive`, the instance must be
         finished (unless forced), then each child its history created is purged the same way
         (one already gone skipped), depth first, and the first error stops the walk, keeping
-        what it had purged; then the instance itself. Appends what it purges to `purged`;
-        returns the error, or None."""
+        what it had purged; then the instance itself. Appends what it purges to `purged`, adds
+        what other apps' engines purged to `elsewhere[0]`; returns the error, or None."""
         inst = None if instance_id in purged else self.store.get_instance(instance_id)
         if recursive:
             if inst is None:
                 return "failed to fetch workflow state: no such instance exists"
             if not force and inst.status not in p.TERMINAL_STATUSES:
                 return "orchestration has not yet completed"
-            for child_id in self._created_children(instance_id):
-                if child_id in purged or self.store.get_instance(child_id) is None:
+            for child_id, app_id in self._created_children(instance_id):
+                if self._is_other_app(app_id):
+                    error = await self._purge_on_other_app(app_id, child_id, force, elsewhere)
+                elif child_id in purged or self.store.get_instance(child_id) is None:
                     # A child already gone (purged on its own before) is skipped, as daprd's
                     # walk skips one it finds no state for: else the parent could never be
                     # purged recursively again.
                     continue
-                error = self._purge_walk(child_id, recursive, force, purged)
+                else:
+                    error = await self._purge_walk(child_id, recursive, force, purged, elsewhere)
                 if error is not None:
                     return f"failed to purge child workflow: {error}"
         # The purge of one instance, as daprd's workflow actor (or, forced, its backend) does it.
@@ -1510,14 +1541,32 @@ class Engine:
         purged.append(instance_id)
         return None
 
-    def _created_children(self, instance_id: str) -> list[str]:
-        """The child ids the instance's history created, in order, once each (daprd walks the
-        childWorkflowInstanceCreated events, not the children that still exist)."""
-        children: dict[str, None] = {}
+    async def _purge_on_other_app(
+        self, app_id: str, child_id: str, force: bool, elsewhere: list[int]
+    ) -> str | None:
+        """As daprd's recursive purge: the child's own engine purges it and its children, now;
+        while it can't (down, or the child still running) the parent stays. A child it no
+        longer has is skipped, as a child gone here is."""
+        if self.purge_on_other_app is None:
+            return f"no peer serves app id {app_id!r}"
+        try:
+            count = await self.purge_on_other_app(app_id, child_id, force)
+        except EngineError as e:
+            return e.message
+        if count is not None:
+            elsewhere[0] += count
+        return None
+
+    def _created_children(self, instance_id: str) -> list[tuple[str, str]]:
+        """The children the instance's history created, in order, once each, with the app
+        each was routed to ("" for this one): daprd walks the childWorkflowInstanceCreated
+        events, not the children that still exist."""
+        children: dict[str, str] = {}
         for event in self.store.history_events(instance_id):
             if event.HasField("childWorkflowInstanceCreated"):
-                children[event.childWorkflowInstanceCreated.instanceId] = None
-        return list(children)
+                child_id = event.childWorkflowInstanceCreated.instanceId
+                children.setdefault(child_id, event.router.targetAppID)
+        return list(children.items())
 
     def history(self, instance_id: str) -> list[bytes]:
         self.store.flush()  # committed state only (see get_instance)

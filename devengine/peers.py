@@ -11,6 +11,9 @@ A peer that is down or unknown only delays the delivery, as daprd retries until 
 answers. The receiving engine keeps the key of every delivery it took, so one sent again after a
 crash changes nothing.
 
+A recursive purge is not a delivery: as daprd's, it asks the child's engine to purge the child
+(and its own children) at once, and the parent is purged only if that worked.
+
 The service (`devengine.Peers`) sits on the engine's gRPC port beside TaskHubSidecarService and
 needs the same api token when one is set; its messages are JSON, not a Dapr protocol.
 """
@@ -30,9 +33,17 @@ log = logging.getLogger("devengine")
 
 SERVICE = "devengine.Peers"
 DELIVER = f"/{SERVICE}/Deliver"
+PURGE = f"/{SERVICE}/Purge"
 DELIVERY_TIMEOUT = 10.0
 # Seconds between attempts while a peer does not accept, growing with each failed round.
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+# gRPC waits up to two minutes between reconnects to a peer that was down: a purge asked
+# after it is back would fail for that long. Kept to the outbox's own pace.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
 
 
 def parse_peer(text: str) -> tuple[str, str]:
@@ -53,8 +64,29 @@ def add_peer_service(engine: Engine, server: grpc.aio.Server) -> None:
             await context.abort(e.code, e.message)
         return json.dumps({"app": engine.app_id}).encode()
 
+    async def purge(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            asked = json.loads(request)
+            app_id, instance_id, force = str(asked["app"]), str(asked["instance"]), asked["force"]
+        except (ValueError, KeyError, TypeError) as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad purge: {e}")
+        if app_id != engine.app_id:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this engine serves app id {engine.app_id!r}, not {app_id!r}",
+            )
+        try:
+            count = await engine.purge_for_other_app(instance_id, force is True)
+        except EngineError as e:
+            await context.abort(e.code, e.message)
+        return json.dumps({"app": engine.app_id, "purged": count}).encode()
+
     handler = grpc.method_handlers_generic_handler(
-        SERVICE, {"Deliver": grpc.unary_unary_rpc_method_handler(deliver)}
+        SERVICE,
+        {
+            "Deliver": grpc.unary_unary_rpc_method_handler(deliver),
+            "Purge": grpc.unary_unary_rpc_method_handler(purge),
+        },
     )
     server.add_generic_rpc_handlers((handler,))
 
@@ -73,6 +105,7 @@ class Courier:
 
     def start(self) -> None:
         self.engine.on_outgoing = self.wakeup.set
+        self.engine.purge_on_other_app = self.purge
         self.task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -142,6 +175,39 @@ class Courier:
             log.info("delivering to app %r again", app_id)
         return True
 
+    async def purge(self, app_id: str, instance_id: str, force: bool) -> int | None:
+        """Has the engine of `app_id` purge one of its instances and its children, now: how
+        many it purged, None if it does not have that instance. Raises EngineError when it
+        can't, down included: unlike a delivery, a purge is not retried later, as daprd's
+        fails when the child's app does not answer."""
+        address = self.peers.get(app_id)
+        if address is None:
+            raise EngineError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"no peer serves app id {app_id!r} (--peer {app_id}=HOST:PORT)",
+            )
+        call = self._channel(app_id).unary_unary(PURGE)
+        asked = {"app": app_id, "instance": instance_id, "force": force}
+        try:
+            answer = await call(
+                json.dumps(asked).encode(), timeout=DELIVERY_TIMEOUT, metadata=self.metadata
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            if e.code() in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INVALID_ARGUMENT):
+                raise EngineError(e.code(), str(e.details())) from None
+            raise EngineError(
+                e.code(), f"app {app_id!r} at {address}: {e.code().name} {e.details()}"
+            ) from None
+        answered = json.loads(answer)
+        if answered.get("app") != app_id:
+            raise EngineError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the peer at {address} answers as app {answered.get('app')!r}",
+            )
+        return int(answered["purged"])
+
     def _failed(self, app_id: str, reason: str, level: int = logging.WARNING) -> None:
         if app_id not in self.failing:
             self.failing.add(app_id)
@@ -150,6 +216,6 @@ class Courier:
     def _channel(self, app_id: str) -> grpc.aio.Channel:
         channel = self.channels.get(app_id)
         if channel is None:
-            channel = grpc.aio.insecure_channel(self.peers[app_id])
+            channel = grpc.aio.insecure_channel(self.peers[app_id], options=CHANNEL_OPTIONS)
             self.channels[app_id] = channel
         return channel

@@ -108,7 +108,7 @@ class TaskHubService(p.grpc_stubs.TaskHubSidecarServiceServicer):
         if request.WhichOneof("request") != "instanceId":
             await context.abort(grpc.StatusCode.UNKNOWN, "multi-instance purge is not implemented")
         try:
-            count = self.engine.purge(
+            count = await self.engine.purge(
                 request.instanceId,
                 request.recursive,
                 request.force if request.HasField("force") else False,

@@ -21,6 +21,7 @@ from engine_support import (
     kind,
     kinds,
     of_kind,
+    rpc_error,
     unique_id,
     wait_for,
 )
@@ -299,3 +300,59 @@ def test_a_rerun_sends_its_child_and_its_activity_to_the_app_they_were_routed_to
     assert sorted(two_apps.activity_calls()) == sorted(
         [f"{parent_id} 2", f"{from_child} 2", f"{from_activity} 2"]
     )
+
+
+def test_a_recursive_purge_purges_the_child_on_the_other_app_too(two_apps):
+    orders, billing = two_apps.orders, two_apps.billing
+    parent_id = two_apps.start_parent()
+    orders.client.wait_done(parent_id, timeout=30)
+    child_id = f"{parent_id}:0001"
+    assert billing.client.status(child_id) == "COMPLETED"
+
+    assert orders.client.purge(parent_id, recursive=True).deletedInstanceCount == 2
+    assert orders.client.status(parent_id) is None
+    assert billing.client.status(child_id) is None
+
+
+def test_a_recursive_purge_fails_while_the_child_on_the_other_app_runs_or_is_down(two_apps):
+    orders, billing = two_apps.orders, two_apps.billing
+    parent_id = two_apps.start_parent(child={"wait": True})
+    child_id = f"{parent_id}:0001"
+    wait_for(lambda: billing.client.status(child_id) == "RUNNING", timeout=30, what="the child")
+    orders.client.terminate(parent_id, recursive=False)
+    orders.client.wait_status(parent_id, "TERMINATED")
+
+    # As daprd: a child that has not finished stops the purge, and the parent stays.
+    running = rpc_error(lambda: orders.client.purge(parent_id, recursive=True))
+    assert running.details() == (
+        "failed to purge workflow state: failed to purge child workflow: "
+        "orchestration has not yet completed"
+    )
+    assert orders.client.status(parent_id) == "TERMINATED"
+    assert billing.client.status(child_id) == "RUNNING"
+
+    billing.client.terminate(child_id)
+    billing.client.wait_status(child_id, "TERMINATED")
+    billing.engine.kill()
+    # The child's engine is down: the purge fails now rather than waiting, as daprd's does.
+    down = rpc_error(lambda: orders.client.purge(parent_id, recursive=True))
+    assert "failed to purge child workflow: app 'billing'" in down.details()
+    assert orders.client.status(parent_id) == "TERMINATED"
+
+    billing.engine.start()
+    # orders' channel to billing reconnects within its short backoff.
+    purged = wait_for(
+        lambda: _purged(orders.client, parent_id), timeout=10, what="the purge once billing is up"
+    )
+    assert purged.deletedInstanceCount == 2
+    assert billing.client.status(child_id) is None
+    # Purged once, the parent is gone; a child already gone is skipped, not an error.
+    assert orders.client.status(parent_id) is None
+
+
+def _purged(client: Engine, instance_id: str) -> p.pb.PurgeInstancesResponse | None:
+    try:
+        return client.purge(instance_id, recursive=True)
+    except grpc.RpcError as e:
+        assert "UNAVAILABLE" in str(e.details())  # billing not reached yet, nothing else
+        return None
