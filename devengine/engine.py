@@ -479,6 +479,12 @@ class Engine:
     def _stall_on_activity(self, request: p.pb.ActivityRequest) -> None:
         """Stalls the workflow of an activity too big to hand out."""
         inst = self.store.get_instance(request.workflowInstance.instanceId)
+        if inst is None:
+            # Another app's workflow, whose engine measured it against a larger limit than
+            # this one's (or a purged one): kept here until a restart with a larger limit.
+            description = self._activity_too_big(request, request.ByteSize())
+            log.error("%s: not handed out: %s", request.workflowInstance.instanceId, description)
+            return
         if (
             inst is not None
             and inst.execution_id == request.workflowInstance.executionId.value
@@ -1056,15 +1062,14 @@ class Engine:
         """Queues a delivery to the engine of another app, in the open transaction: the
         courier sends it once committed, until that engine accepts it. `key` names the delivery
         for the receiver, which takes each key once."""
-        body = {
+        header = {
             "app": app_id,
             "kind": kind,
             "instance": instance_id,
             "key": key,
             "execution": execution_id,
-            "event": base64.b64encode(event.SerializeToString()).decode(),
         }
-        self.store.add_outgoing(app_id, json.dumps(body).encode())
+        self.store.add_outgoing(app_id, delivery_body(header, event.SerializeToString()))
         effects.outgoing = True
 
     def _send_to_parent(
@@ -1083,14 +1088,16 @@ class Engine:
         """Takes a delivery another app's engine sent (see `_send`); one already taken (its
         sender crashed before it could forget it) changes nothing."""
         try:
-            delivery = json.loads(body)
+            delivery, event_bytes = parse_delivery(body)
             app_id, kind, instance_id, key = (
                 str(delivery["app"]),
                 str(delivery["kind"]),
                 str(delivery["instance"]),
                 str(delivery["key"]),
             )
-            event = p.HistoryEvent.FromString(base64.b64decode(delivery["event"]))
+            event = p.HistoryEvent.FromString(event_bytes)
+            origin = str(delivery.get("origin", ""))
+            seq = int(delivery["seq"]) if "seq" in delivery else None
         except (ValueError, KeyError, TypeError) as e:
             raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, f"bad delivery: {e}") from None
         if app_id != self.app_id:
@@ -1103,7 +1110,7 @@ class Engine:
         execution_id = str(delivery.get("execution", ""))
         effects = _Effects()
         with self.store.transaction():
-            if self.store.remember_received(key):
+            if self.store.remember_received(key, origin, seq):
                 if kind == "child":
                     self._create_child(event, effects)
                 elif kind == "activity":
@@ -1820,6 +1827,25 @@ class Engine:
                     trace,
                     effects,
                 )
+
+
+def delivery_body(header: dict, event: bytes) -> bytes:
+    """A delivery to another app's engine: a line of JSON that says what it is, then the
+    serialized event as is (base64 in the JSON would make it a third bigger than the event,
+    and a payload the sender found small enough too big for the receiver's message limit)."""
+    return json.dumps(header).encode() + b"\n" + event
+
+
+def parse_delivery(body: bytes) -> tuple[dict, bytes]:
+    """The header and the event bytes of a delivery (see `delivery_body`)."""
+    line, newline, event = body.partition(b"\n")
+    header = json.loads(line)
+    if not isinstance(header, dict):
+        raise ValueError("the header is not an object")
+    if not newline:
+        # Written by the first release with the event in the JSON; such may wait in an outbox.
+        event = base64.b64decode(header.pop("event"))
+    return header, event
 
 
 @dataclass

@@ -27,7 +27,7 @@ import logging
 
 import grpc
 
-from devengine.engine import Engine, EngineError
+from devengine.engine import Engine, EngineError, delivery_body, parse_delivery
 
 log = logging.getLogger("devengine")
 
@@ -102,6 +102,7 @@ class Courier:
         self.wakeup = asyncio.Event()
         self.failing: set[str] = set()  # apps whose last delivery failed (said once a streak)
         self.task: asyncio.Task | None = None
+        self.origin = engine.store.database_id()
 
     def start(self) -> None:
         self.engine.on_outgoing = self.wakeup.set
@@ -142,12 +143,20 @@ class Courier:
         for outgoing_id, app_id, body in store.outgoing():
             if app_id in blocked:
                 continue  # keeps each app's deliveries in order
-            if await self._deliver(app_id, body):
+            if await self._deliver(app_id, self._stamped(outgoing_id, body)):
                 with store.transaction():
                     store.delete_outgoing(outgoing_id)
             else:
                 blocked.add(app_id)
         return bool(blocked)
+
+    def _stamped(self, outgoing_id: int, body: bytes) -> bytes:
+        """The delivery as sent: named by this database and its outbox id, by which the
+        receiver knows the deliveries before it are forgotten here (see remember_received)."""
+        header, event = parse_delivery(body)
+        header["origin"] = self.origin
+        header["seq"] = outgoing_id
+        return delivery_body(header, event)
 
     async def _deliver(self, app_id: str, body: bytes) -> bool:
         address = self.peers.get(app_id)
@@ -161,6 +170,14 @@ class Courier:
             if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 # Another app's engine at that address: a wrong --peer, never a delivery.
                 self._failed(app_id, f"the peer at {address} refuses: {e.details()}", logging.ERROR)
+            elif e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                # The sender's own limit let it through: the peer's --max-body-size is smaller.
+                self._failed(
+                    app_id,
+                    f"a delivery of {len(body)} bytes is too big for the peer at {address} "
+                    "(increase its --max-body-size and restart it)",
+                    logging.ERROR,
+                )
             else:
                 self._failed(app_id, f"app {app_id!r} at {address}: {e.code().name} {e.details()}")
             return False

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 from operator import attrgetter
@@ -103,9 +104,16 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 
 -- Keys of the deliveries accepted from other engines: a sender that crashed before it could
--- forget a delivery sends it again, and the second one must change nothing.
+-- forget a delivery sends it again, and the second one must change nothing. Each names its
+-- sender's database (origin) and its outbox id there (seq); see `remember_received`.
 CREATE TABLE IF NOT EXISTS received (
     key TEXT PRIMARY KEY
+) WITHOUT ROWID;
+
+-- This database's own facts: its id, which names it as the origin of its deliveries.
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -156,11 +164,21 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
     _add_missing_columns(conn)
+    # Pruning the keys of one origin's deliveries older than the one just taken.
+    conn.execute("CREATE INDEX IF NOT EXISTS received_origin ON received(origin, seq)")
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (name, value) VALUES ('database_id', ?)", (uuid.uuid4().hex,)
+    )
     return conn
 
 
 # Columns added after the first release: a database file written before them gets them here.
-ADDED_COLUMNS = (("instances", "parent_app_id", "TEXT"), ("activities", "router", "BLOB"))
+ADDED_COLUMNS = (
+    ("instances", "parent_app_id", "TEXT"),
+    ("activities", "router", "BLOB"),
+    ("received", "origin", "TEXT"),
+    ("received", "seq", "INTEGER"),
+)
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -427,10 +445,35 @@ class Store:
     def delete_outgoing(self, outgoing_id: int) -> None:
         self.conn.execute("DELETE FROM outbox WHERE id = ?", (outgoing_id,))
 
-    def remember_received(self, key: str) -> bool:
-        """Records a delivery's key; False if it was received before."""
-        cur = self.conn.execute("INSERT OR IGNORE INTO received (key) VALUES (?)", (key,))
-        return cur.rowcount == 1
+    def database_id(self) -> str:
+        return str(
+            self.conn.execute("SELECT value FROM meta WHERE name = 'database_id'").fetchone()[0]
+        )
+
+    def remember_received(self, key: str, origin: str = "", seq: int | None = None) -> bool:
+        """Records a delivery's key; False if it was received before.
+
+        A sender sends its deliveries to an app one at a time in the order of its outbox ids
+        (`seq`), and forgets each once accepted before it sends the next: the delivery `seq`
+        tells that every one before it from the same database (`origin`) is forgotten and can
+        never come again. So their keys go, and only the last one's is kept; one older than it
+        that still arrives (an attempt that outlived its deadline) was taken before.
+        """
+        if origin and seq is not None:
+            (last,) = self.conn.execute(
+                "SELECT MAX(seq) FROM received WHERE origin = ?", (origin,)
+            ).fetchone()
+            if last is not None and seq < last:
+                return False
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO received (key, origin, seq) VALUES (?, ?, ?)",
+            (key, origin or None, seq),
+        )
+        if cur.rowcount != 1:
+            return False
+        if origin and seq is not None:
+            self.conn.execute("DELETE FROM received WHERE origin = ? AND seq < ?", (origin, seq))
+        return True
 
 
 class _Transaction:

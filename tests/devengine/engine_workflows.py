@@ -115,6 +115,13 @@ def cross_app_parent(ctx: DaprWorkflowContext, args: dict):
     return {"child": child, "echo": echoed}
 
 
+def cross_app_big_activity(ctx: DaprWorkflowContext, args: dict):
+    """`logged_echo` on the app ``args["app"]`` with an input of ``args["size"]`` characters
+    built by the workflow itself (its own input stays small)."""
+    padded = {"value": "ok", "log": args["log"], "pad": "x" * args["size"]}
+    return (yield ctx.call_activity(logged_echo, input=padded, app_id=args["app"]))
+
+
 def cross_app_child(ctx: DaprWorkflowContext, args: dict):
     """Waits for the event "go" if asked to, then fails or answers as asked."""
     if args.get("wait"):
@@ -401,6 +408,7 @@ WORKFLOWS = [
     parent_of_echo,
     cross_app_parent,
     cross_app_child,
+    cross_app_big_activity,
 ]
 ACTIVITIES = [reserve_stock, ship, charge_card, echo, slow_echo, blob, counted_echo, logged_echo]
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from devengine import protos as p
 TOKEN = "peers-share-this-token"
 ORDERS, BILLING = "orders", "billing"
 DELIVER = "/devengine.Peers/Deliver"
+SMALL_LIMIT = 256 * 1024
 
 
 @dataclass
@@ -65,6 +68,16 @@ class TwoApps:
 
 @pytest.fixture
 def two_apps(tmp_path) -> Iterator[TwoApps]:
+    yield from _two_apps(tmp_path)
+
+
+@pytest.fixture
+def two_small_apps(tmp_path) -> Iterator[TwoApps]:
+    """Two apps whose engines take messages of SMALL_LIMIT bytes at most."""
+    yield from _two_apps(tmp_path, "--max-body-size", str(SMALL_LIMIT))
+
+
+def _two_apps(tmp_path: Path, *extra_args: str) -> Iterator[TwoApps]:
     ports = {ORDERS: free_port(), BILLING: free_port()}
     started: list[EngineProcess | WorkerProcess] = []
     apps = {}
@@ -75,6 +88,7 @@ def two_apps(tmp_path) -> Iterator[TwoApps]:
                 "--app-id", app_id,
                 "--peer", f"{other}=127.0.0.1:{ports[other]}",
                 "--api-token", TOKEN,
+                *extra_args,
                 port=ports[app_id],
             )  # fmt: skip
             started.append(engine.start())
@@ -217,13 +231,18 @@ def test_killing_either_engine_in_the_middle_loses_nothing_and_doubles_nothing(t
     assert Counter(kinds(billing.client.history(child_id)))["executionCompleted"] == 1
 
 
-def _delivery(app_id: str, instance_id: str, key: str, event: p.HistoryEvent) -> bytes:
+def _delivery(
+    app_id: str, instance_id: str, key: str, event: p.HistoryEvent, **sender: str | int
+) -> bytes:
+    """A delivery as the first release wrote it (the event in the JSON); `sender` adds the
+    origin and seq a courier stamps on it now."""
     body = {
         "app": app_id,
         "kind": "event",
         "instance": instance_id,
         "key": key,
         "event": base64.b64encode(event.SerializeToString()).decode(),
+        **sender,
     }
     return json.dumps(body).encode()
 
@@ -356,3 +375,77 @@ def _purged(client: Engine, instance_id: str) -> p.pb.PurgeInstancesResponse | N
     except grpc.RpcError as e:
         assert "UNAVAILABLE" in str(e.details())  # billing not reached yet, nothing else
         return None
+
+
+def _received(db_path: Path) -> list[tuple]:
+    """(origin, seq) of each delivery key an engine keeps."""
+    with closing(sqlite3.connect(db_path)) as db:
+        cursor = db.execute("SELECT * FROM received")
+        names = [column[0] for column in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor]
+    return [(row.get("origin"), row.get("seq")) for row in rows]
+
+
+def _database_id(db_path: Path) -> str:
+    with closing(sqlite3.connect(db_path)) as db:
+        return db.execute("SELECT value FROM meta WHERE name = 'database_id'").fetchone()[0]
+
+
+def test_each_engine_keeps_only_the_last_delivery_key_of_each_sender(two_apps):
+    orders, billing = two_apps.orders, two_apps.billing
+    for _ in range(3):
+        parent_id = two_apps.start_parent()
+        orders.client.wait_done(parent_id, timeout=30)
+    orders.engine.stop()
+    billing.engine.stop()  # the database is the engine's alone while it runs
+    # Six deliveries each way (a child and an activity, and their results): one key is left.
+    for app, sender in ((orders, billing), (billing, orders)):
+        assert [origin for origin, _ in _received(app.engine.db_path)] == [
+            _database_id(sender.engine.db_path)
+        ]
+
+
+def test_a_delivery_older_than_the_last_taken_from_its_sender_changes_nothing(two_apps):
+    billing = two_apps.billing
+    instance_id = unique_id("collector")
+    billing.client.start("collect_events", instance_id, input="3")
+    deliver = billing.client.channel.unary_unary(DELIVER)
+    metadata = (("dapr-api-token", TOKEN),)
+
+    def send(seq: int, value: str) -> None:
+        event = _raised("item", json.dumps(value))
+        body = _delivery(BILLING, instance_id, f"k-{seq}", event, origin="db-1", seq=seq)
+        deliver(body, timeout=10, metadata=metadata)
+
+    send(1, "one")
+    send(2, "two")  # its sender forgot 1: the key of 1 goes...
+    send(1, "one")  # ...and an attempt of 1 that arrives late is still known as taken
+    send(3, "three")
+    done = billing.client.wait_done(instance_id, timeout=30).workflowState
+    assert json.loads(done.output.value) == ["one", "two", "three"]
+    billing.engine.stop()
+    assert _received(billing.engine.db_path) == [("db-1", 3)]
+
+
+def test_an_activity_for_the_other_app_is_measured_by_the_workflows_engine(two_small_apps):
+    orders, billing = two_small_apps.orders, two_small_apps.billing
+    log = str(two_small_apps.activity_log)
+
+    # Within 95% of the limit: it reaches billing, though base64 would have made it too big.
+    fits = unique_id("fits")
+    args = {"app": BILLING, "size": SMALL_LIMIT * 80 // 100, "log": log}
+    orders.client.start("cross_app_big_activity", fits, input=json.dumps(args))
+    assert json.loads(orders.client.wait_done(fits, timeout=30).workflowState.output.value) == "ok"
+    assert two_small_apps.activity_calls() == [f"{fits} 1"]
+
+    # Beyond it: as daprd, the workflow's own engine stalls the workflow before sending it.
+    too_big = unique_id("too-big")
+    args["size"] = SMALL_LIMIT * 97 // 100  # the turn that schedules it still fits
+    orders.client.start("cross_app_big_activity", too_big, input=json.dumps(args))
+    orders.client.wait_status(too_big, "STALLED", timeout=30)
+    stalled = of_kind(orders.client.history(too_big), "executionStalled")
+    assert [e.executionStalled.reason for e in stalled] == [p.PAYLOAD_SIZE_EXCEEDED]
+    assert "activity 'logged_echo::1' payload" in stalled[0].executionStalled.description
+    assert of_kind(orders.client.history(too_big), "taskScheduled") == []
+    assert two_small_apps.activity_calls() == [f"{fits} 1"]
+    assert billing.client.status(too_big) is None
