@@ -264,6 +264,22 @@ def _due(fire_at: str, now: datetime | None) -> str:
     return f" ({relative})" if relative else ""
 
 
+#: Events that hand work to an app: an activity to run, a child workflow to start.
+_ROUTED_WORK = ("taskScheduled", "childWorkflowInstanceCreated")
+
+
+def other_app(event_type: str, details: Any) -> str:
+    """The app an activity or a child workflow was handed to, when the workflow named another
+    than its own (a multi-app workflow: ``router.targetAppID``); "" otherwise."""
+    if event_type not in _ROUTED_WORK or not isinstance(details, dict):
+        return ""
+    router = details.get("router")
+    if not isinstance(router, dict):
+        return ""
+    target, source = router.get("targetAppID"), router.get("sourceAppID")
+    return target if isinstance(target, str) and target and target != source else ""
+
+
 def event_summary(event_type: str, details: Any, now: datetime | None = None) -> str:
     """One line about an event for the history table (the full details sit beside it).
     ``now``: the page's time, which a timer's fire time is said relative to.

@@ -664,6 +664,7 @@ def _history_context(
                 # The time of day alone, unless the run began on another day (a wait of days).
                 "dated": bool(when and start and when.date() != start.date()),
                 "summary": payloads.event_summary(ev.event_type, ev.details, now),
+                "other_app": payloads.other_app(ev.event_type, ev.details),
                 "details": shown,
                 "url": event_url(run_url, ev.position),
                 # The event this one answers (the "→2" of a completion), wherever it is.

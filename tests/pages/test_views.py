@@ -12,6 +12,7 @@ from django.db.models import Sum
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from tests.console import factories
 from tests.pages import seed
 from workflows_ui import listing, views
 from workflows_ui.models import Engine, HistoryEvent, Instance, InstanceCheck, Run, StatusCount
@@ -1143,6 +1144,58 @@ def test_parent_and_children_link_to_each_other(logged_in, seeded):
     assert 'href="/instances/orders/g-fan-out:0002/"' in svg  # a child's bar leads to it
     child = _text(logged_in.get("/instances/orders/g-fan-out:0001/"))
     assert 'id="parent-link" href="/instances/orders/g-fan-out/"' in child
+
+
+def test_work_handed_to_another_app_says_which_on_the_parent_page(logged_in):
+    # A multi-app workflow: a child and an activity routed to billing, an activity run at home.
+    orders, billing = factories.engine("orders"), factories.engine("billing")
+    parent = factories.instance(orders, instance_id="checkout-1")
+    run = factories.run(parent, event_count=4, started_at=parent.created_at)
+    Instance.objects.filter(pk=parent.pk).update(current_execution_id=run.execution_id)
+    home = {"sourceAppID": "orders"}
+    routed = {"sourceAppID": "orders", "targetAppID": "billing"}
+    back = {"sourceAppID": "billing", "targetAppID": "orders"}
+    rows = [
+        ("childWorkflowInstanceCreated", "settle", {"instanceId": "x:0001", "router": routed}),
+        ("taskScheduled", "charge", {"router": routed}),
+        ("taskScheduled", "log_order", {"router": home}),
+        # A result coming back names the app it went to as its target: not work handed out.
+        ("childWorkflowInstanceCompleted", "settle", {"router": back}),
+    ]  # fmt: skip
+    for position, (event_type, name, details) in enumerate(rows):
+        HistoryEvent.objects.create(
+            run=run, position=position, event_id=position, event_type=event_type, name=name,
+            timestamp=parent.created_at, details=details,
+        )  # fmt: skip
+    factories.instance(
+        billing, instance_id="checkout-1:0001", name="settle", parent_instance_id="checkout-1",
+        parent_app_id="orders", parent_engine=orders,
+    )  # fmt: skip
+    home_child = factories.instance(
+        orders, instance_id="checkout-1:0002", parent_instance_id="checkout-1",
+        parent_engine=orders,
+    )  # fmt: skip
+    body = _text(logged_in.get("/instances/orders/checkout-1/"))
+    tagged = re.findall(r'<tr id="event-(\d+)".*?</tr>', body, re.S)
+    assert tagged == ["0", "1", "2", "3"]
+    on_billing = {
+        m.group(1)
+        for m in re.finditer(r'<tr id="event-(\d+)"(?:(?!</tr>).)*on billing</span>', body, re.S)
+    }
+    assert on_billing == {"0", "1"}
+    children = body[
+        body.index("<h2>Child workflows</h2>") : body.index(
+            "</ul>", body.index("<h2>Child workflows</h2>")
+        )
+    ]
+    billing_child = children[
+        children.index("checkout-1:0001") : children.index(
+            "</li>", children.index("checkout-1:0001")
+        )
+    ]
+    assert 'class="tag other-engine"' in billing_child and "on billing" in billing_child
+    own_child = children[children.index(home_child.instance_id) :]
+    assert "other-engine" not in own_child.split("</li>")[0]
 
 
 def test_more_children_than_shown_are_listed_by_their_parent_link(logged_in, seeded, monkeypatch):
