@@ -203,6 +203,7 @@ class Courier:
                 grpc.StatusCode.UNAVAILABLE,
                 f"no peer serves app id {app_id!r} (--peer {app_id}=HOST:PORT)",
             )
+        await self._deliveries_sent(app_id, address)
         call = self._channel(app_id).unary_unary(PURGE)
         asked = {"app": app_id, "instance": instance_id, "force": force}
         try:
@@ -224,6 +225,28 @@ class Courier:
                 f"the peer at {address} answers as app {answered.get('app')!r}",
             )
         return int(answered["purged"])
+
+    async def _deliveries_sent(self, app_id: str, address: str) -> None:
+        """Waits until the deliveries to `app_id` queued before now have been accepted: a
+        child whose creation still waits in the outbox is not on that engine yet, which would
+        take the purge for one of a child purged before and let it be created after its parent
+        is gone. (Those queued later can't be about a child of a finished parent.)"""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DELIVERY_TIMEOUT
+        store = self.engine.store
+        waiting = store.outgoing_ids(app_id)
+        if waiting is None:
+            return
+        queued = waiting[1]
+        while waiting is not None and waiting[0] <= queued:
+            if loop.time() > deadline:
+                raise EngineError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"app {app_id!r} at {address}: deliveries to it still wait in the outbox",
+                )
+            self.wakeup.set()  # the courier tries now rather than after its retry delay
+            await asyncio.sleep(0.05)
+            waiting = store.outgoing_ids(app_id)
 
     def _failed(self, app_id: str, reason: str, level: int = logging.WARNING) -> None:
         if app_id not in self.failing:

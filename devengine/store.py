@@ -442,6 +442,12 @@ class Store:
     def outgoing(self) -> list[tuple[int, str, bytes]]:
         return self.conn.execute("SELECT id, app_id, body FROM outbox ORDER BY id").fetchall()
 
+    def outgoing_ids(self, app_id: str) -> tuple[int, int] | None:
+        """The outbox ids of the first and the last delivery to that app still waiting."""
+        row = self.conn.execute("SELECT MIN(id), MAX(id) FROM outbox WHERE app_id = ?", (app_id,))
+        first, last = row.fetchone()
+        return None if first is None else (int(first), int(last))
+
     def delete_outgoing(self, outgoing_id: int) -> None:
         self.conn.execute("DELETE FROM outbox WHERE id = ?", (outgoing_id,))
 

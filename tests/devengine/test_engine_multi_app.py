@@ -369,11 +369,44 @@ def test_a_recursive_purge_fails_while_the_child_on_the_other_app_runs_or_is_dow
     assert orders.client.status(parent_id) is None
 
 
-def _purged(client: Engine, instance_id: str) -> p.pb.PurgeInstancesResponse | None:
+def test_a_recursive_purge_waits_for_the_child_still_in_the_outbox(two_apps):
+    orders, billing = two_apps.orders, two_apps.billing
+    billing.engine.kill()
+    parent_id = two_apps.start_parent()
+    child_id = f"{parent_id}:0001"
+    orders.client.wait_status(parent_id, "RUNNING")
+    orders.client.terminate(parent_id)
+    orders.client.wait_status(parent_id, "TERMINATED")
+
+    # The child and its terminate wait in orders' outbox. Once billing is back, the purge must
+    # not find billing without the child and purge the parent alone: the child would come
+    # after it, its parent gone.
+    billing.engine.start()
+    purged = wait_for(
+        lambda: _purged(orders.client, parent_id, "orchestration has not yet completed"),
+        timeout=20,
+        what="the purge once billing is up",
+    )
+    assert purged.deletedInstanceCount == 2
+    assert billing.client.status(child_id) is None
+    assert orders.client.status(parent_id) is None
+    orders.engine.stop()  # the database is the engine's alone while it runs
+    assert _outbox(orders.engine.db_path) == 0  # nothing left to make the child again
+
+
+def _outbox(db_path: Path) -> int:
+    with closing(sqlite3.connect(db_path)) as db:
+        return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+
+def _purged(
+    client: Engine, instance_id: str, *also_expected: str
+) -> p.pb.PurgeInstancesResponse | None:
     try:
         return client.purge(instance_id, recursive=True)
     except grpc.RpcError as e:
-        assert "UNAVAILABLE" in str(e.details())  # billing not reached yet, nothing else
+        # billing not reached yet (or the child not finished there yet), nothing else
+        assert any(text in str(e.details()) for text in ("UNAVAILABLE", *also_expected))
         return None
 
 
