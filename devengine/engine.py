@@ -1490,9 +1490,19 @@ class Engine:
     ) -> tuple[int, str | None]:
         """Purges an instance (and with `recursive` its children, on this engine and on other
         apps' engines); returns how many instances were purged and the error that stopped it."""
-        purged: list[str] = []
+        # Instance id -> the execution the walk found purgeable.
+        walked: dict[str, str] = {}
         elsewhere = [0]  # purged on other apps' engines
-        error = await self._purge_walk(instance_id, recursive, force, purged, elsewhere)
+        error = await self._purge_walk(instance_id, recursive, force, walked, elsewhere)
+        # The walk waited for other apps' engines: an instance it found finished may have been
+        # started again meanwhile, and that run is not the one it was asked to purge. The walk
+        # stops there, as at an error (its parents, walked after it, stay).
+        purged: list[str] = []
+        for walked_id, execution_id in walked.items():
+            if not self._purgeable(walked_id, execution_id, force):
+                error = error or f"{walked_id} was started again while it was being purged"
+                break
+            purged.append(walked_id)
         # As daprd: what its walk purged before an error stays purged.
         with self.store.transaction():
             for target in purged:
@@ -1507,19 +1517,30 @@ class Engine:
             self._notify(target)
         return len(purged) + elsewhere[0], error
 
+    def _purgeable(self, instance_id: str, execution_id: str, force: bool) -> bool:
+        """Whether the instance is still in the run the purge walk found, and still finished
+        (or the purge is forced)."""
+        inst = self.store.get_instance(instance_id)
+        return (
+            inst is not None
+            and inst.execution_id == execution_id
+            and (force or inst.status in p.TERMINAL_STATUSES)
+        )
+
     async def _purge_walk(
         self,
         instance_id: str,
         recursive: bool,
         force: bool,
-        purged: list[str],
+        purged: dict[str, str],
         elsewhere: list[int],
     ) -> str | None:
         """durabletask-go's purge walk, as daprd runs it: with `recursive`, the instance must be
         finished (unless forced), then each child its history created is purged the same way
         (one already gone skipped), depth first, and the first error stops the walk, keeping
-        what it had purged; then the instance itself. Appends what it purges to `purged`, adds
-        what other apps' engines purged to `elsewhere[0]`; returns the error, or None."""
+        what it had purged; then the instance itself. Adds what it purges to `purged` (with
+        the execution it found), what other apps' engines purged to `elsewhere[0]`; returns the
+        error, or None."""
         inst = None if instance_id in purged else self.store.get_instance(instance_id)
         if recursive:
             if inst is None:
@@ -1538,6 +1559,8 @@ class Engine:
                     error = await self._purge_walk(child_id, recursive, force, purged, elsewhere)
                 if error is not None:
                     return f"failed to purge child workflow: {error}"
+            # As it is now, after the waits for the children.
+            inst = self.store.get_instance(instance_id)
         # The purge of one instance, as daprd's workflow actor (or, forced, its backend) does it.
         if inst is None:
             return "no such instance exists"
@@ -1545,7 +1568,7 @@ class Engine:
             return "workflow is stalled"
         if not force and inst.status not in p.TERMINAL_STATUSES:
             return "orchestration has not yet completed"
-        purged.append(instance_id)
+        purged[instance_id] = inst.execution_id
         return None
 
     async def _purge_on_other_app(

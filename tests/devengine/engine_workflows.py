@@ -115,6 +115,13 @@ def cross_app_parent(ctx: DaprWorkflowContext, args: dict):
     return {"child": child, "echo": echoed}
 
 
+def home_then_cross_app_child(ctx: DaprWorkflowContext, app: str):
+    """A child workflow on its own app, then one on the app ``app``."""
+    home = yield ctx.call_child_workflow(hello_world, input="home")
+    away = yield ctx.call_child_workflow(cross_app_child, input={}, app_id=app)
+    return {"home": home, "away": away}
+
+
 def cross_app_big_activity(ctx: DaprWorkflowContext, args: dict):
     """`logged_echo` on the app ``args["app"]`` with an input of ``args["size"]`` characters
     built by the workflow itself (its own input stays small)."""
@@ -408,6 +415,7 @@ WORKFLOWS = [
     parent_of_echo,
     cross_app_parent,
     cross_app_child,
+    home_then_cross_app_child,
     cross_app_big_activity,
 ]
 ACTIVITIES = [reserve_stock, ship, charge_card, echo, slow_echo, blob, counted_echo, logged_echo]

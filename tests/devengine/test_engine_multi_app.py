@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -392,6 +396,69 @@ def test_a_recursive_purge_waits_for_the_child_still_in_the_outbox(two_apps):
     assert orders.client.status(parent_id) is None
     orders.engine.stop()  # the database is the engine's alone while it runs
     assert _outbox(orders.engine.db_path) == 0  # nothing left to make the child again
+
+
+def test_an_instance_started_again_while_its_purge_waits_for_the_other_app_is_not_purged(
+    two_apps,
+):
+    orders, billing = two_apps.orders, two_apps.billing
+    parent_id = two_apps.start_parent()
+    orders.client.wait_done(parent_id, timeout=30)
+    # billing frozen: the purge waits on it for the child, its parent found finished.
+    os.kill(billing.engine.pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            purge = pool.submit(orders.client.purge, parent_id, True)
+            time.sleep(1.0)
+            # Meanwhile the id is started again: a run the purge was never asked about.
+            orders.client.start("wait_forever", parent_id)
+            orders.client.wait_status(parent_id, "RUNNING")
+            os.kill(billing.engine.pid, signal.SIGCONT)
+            with pytest.raises(grpc.RpcError) as refused:
+                purge.result(timeout=30)
+    finally:
+        os.kill(billing.engine.pid, signal.SIGCONT)
+    # Refused as a purge of a running instance is (or, had the walk passed it already, as one
+    # of an instance started again).
+    assert any(
+        reason in str(refused.value.details())
+        for reason in ("not yet completed", "started again while it was being purged")
+    )
+    assert orders.client.status(parent_id) == "RUNNING"
+    started = of_kind(orders.client.history(parent_id), "executionStarted")
+    assert [e.executionStarted.name for e in started] == ["wait_forever"]
+    assert billing.client.status(f"{parent_id}:0001") is None  # the first run's child went
+
+
+def test_a_child_started_again_while_the_purge_waits_for_a_sibling_on_the_other_app_stays(
+    two_apps,
+):
+    orders, billing = two_apps.orders, two_apps.billing
+    parent_id = unique_id("parent")
+    orders.client.start("home_then_cross_app_child", parent_id, input=json.dumps(BILLING))
+    orders.client.wait_done(parent_id, timeout=30)
+    home_child = f"{parent_id}:0001"  # walked, found finished, before the one on billing
+    assert orders.client.status(home_child) == "COMPLETED"
+    os.kill(billing.engine.pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            purge = pool.submit(orders.client.purge, parent_id, True)
+            time.sleep(1.0)
+            orders.client.start("wait_forever", home_child)
+            orders.client.wait_status(home_child, "RUNNING")
+            os.kill(billing.engine.pid, signal.SIGCONT)
+            with pytest.raises(grpc.RpcError) as refused:
+                purge.result(timeout=30)
+    finally:
+        os.kill(billing.engine.pid, signal.SIGCONT)
+    assert f"{home_child} was started again while it was being purged" in str(
+        refused.value.details()
+    )
+    assert orders.client.status(home_child) == "RUNNING"
+    # The walk stops there, as at an error: the parent, walked after its children, stays; what
+    # was purged before stays purged, as daprd's walk leaves it.
+    assert orders.client.status(parent_id) == "COMPLETED"
+    assert billing.client.status(f"{parent_id}:0002") is None
 
 
 def _outbox(db_path: Path) -> int:
