@@ -66,8 +66,8 @@ def change_log_in_commit_order(using: str = "default") -> None:
 
 
 def app_ids_in_order(learning: bool, using: str = "default") -> None:
-    """Call at the start of a transaction that learns an engine's app id (``learning``) or
-    looks up the engine of a parent on another app; held until it ends.
+    """Call at the start of a transaction that learns an engine's app id, or deletes an engine
+    (``learning``), or looks up the engine of a parent on another app; held until it ends.
 
     The learner links the children already indexed under its app id; the others link a child
     to the engine they find for its parent's app. On PostgreSQL, run side by side, each would

@@ -3,12 +3,14 @@ rows for kin on another engine's log while that engine's indexer or its retentio
 Each must wait for the other, not both for each other ("deadlock detected", a chunk lost)."""
 
 import contextlib
+import io
 import threading
 import time
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
@@ -218,3 +220,44 @@ def test_forgetengine_unlinking_children_that_their_indexer_writes(monkeypatch):
     errors = _side_by_side(unlink, lambda: billing._write_atomic(fetched, PassResult(), {}))
     assert not errors
     assert not Instance.objects.filter(parent_engine=orders.engine).exists()
+
+
+def test_forgetengine_deleting_an_engine_an_indexer_links_a_child_to_meanwhile(monkeypatch):
+    """billing's indexer found orders as the engine of its new child's parent just before
+    forgetengine cleared orders' app id, and commits the link between forgetengine's last
+    unlinking and its deletion of orders (which a linked child forbids)."""
+    orders, _ = _orders_with_a_parent()
+    Engine.objects.filter(pk=orders.engine.pk).update(configured=False)  # out of the settings
+    billing = _billing_with_its_child()
+    looked_up, billing_done = threading.Event(), threading.Event()
+    apply, unlink_children = EngineIndexer._apply, retention.unlink_children
+
+    def apply_then_wait(self, *args, **kwargs):
+        apply(self, *args, **kwargs)  # the child's parent engine looked up: orders
+        looked_up.set()
+        deadline = time.monotonic() + 3
+        while not _waiting_on_a_lock() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def unlink_then_wait(children):
+        unlink_children(children)
+        billing_done.wait(5)
+
+    monkeypatch.setattr(EngineIndexer, "_apply", apply_then_wait)
+    monkeypatch.setattr(retention, "unlink_children", unlink_then_wait)
+
+    def index_billing():
+        try:
+            billing.run_pass()
+        finally:
+            billing_done.set()
+
+    def forget_orders():
+        looked_up.wait(5)
+        call_command("forgetengine", "orders", "--yes", stdout=io.StringIO())
+
+    errors = _side_by_side(index_billing, forget_orders)
+    assert not errors
+    assert not Engine.objects.filter(name="orders").exists()
+    child = Instance.objects.get(engine=billing.engine)
+    assert (child.parent_engine_id, child.parent_app_id) == (None, "example")

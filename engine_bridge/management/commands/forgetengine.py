@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from engine_bridge import retention
-from engine_bridge.locks import EngineLock, EngineTaken, check_holder
+from engine_bridge.locks import EngineLock, EngineTaken, app_ids_in_order, check_holder
 from workflows_ui.models import Engine, Instance
 
 #: Seconds between two lines of progress.
@@ -92,6 +92,10 @@ class Command(BaseCommand):
         while retention.unlink_children_batch(engine.pk, token):
             pass
         with transaction.atomic():
+            # An indexer that found this engine by its app id before it went may still link a
+            # child to it: taken as a learner of app ids, this waits for its commit, and those
+            # after it find no engine of that app.
+            app_ids_in_order(learning=True)
             check_holder(engine.pk, token)
             # None is left, unless an indexer linked one before it saw the app id go.
             retention.unlink_children(Instance.objects.filter(parent_engine=engine))
