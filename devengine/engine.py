@@ -998,7 +998,7 @@ class Engine:
         self.store.conn.execute(
             "DELETE FROM inbox WHERE instance_id = ? AND visible_ns > ?", (inst.instance_id, now)
         )
-        self.store.conn.execute("DELETE FROM activities WHERE instance_id = ?", (inst.instance_id,))
+        self.store.delete_own_activities(inst.instance_id)
         parent = turn.start_event.executionStarted.parentInstance if turn.start_event else None
         if parent is not None and parent.workflowInstance.instanceId:
             event = new_event(at_ns=now)

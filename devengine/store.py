@@ -286,14 +286,23 @@ class Store:
     def delete_instance(self, instance_id: str) -> None:
         self._rows.pop(instance_id, None)
         self._histories.pop(instance_id, None)
-        for table in ("instances", "history", "inbox", "activities"):
+        for table in ("instances", "history", "inbox"):
             self.conn.execute(f"DELETE FROM {table} WHERE instance_id = ?", (instance_id,))  # noqa: S608
+        self.delete_own_activities(instance_id)
 
     def reset_run(self, instance_id: str) -> None:
         self._histories.pop(instance_id, None)
         """Drops what belongs to the instance's current run (a restart or continue-as-new)."""
         self.conn.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
-        self.conn.execute("DELETE FROM activities WHERE instance_id = ?", (instance_id,))
+        self.delete_own_activities(instance_id)
+
+    def delete_own_activities(self, instance_id: str) -> None:
+        """Drops the activities this engine's instance scheduled. Those another app's workflow
+        of the same id scheduled here stay: instance ids are each app's own, and that workflow
+        waits for their results."""
+        self.conn.execute(
+            "DELETE FROM activities WHERE instance_id = ? AND router IS NULL", (instance_id,)
+        )
 
     def children(self, instance_id: str) -> list[InstanceRow]:
         rows = self.conn.execute(

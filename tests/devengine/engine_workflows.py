@@ -129,6 +129,11 @@ def cross_app_big_activity(ctx: DaprWorkflowContext, args: dict):
     return (yield ctx.call_activity(logged_echo, input=padded, app_id=args["app"]))
 
 
+def cross_app_slow_activity(ctx: DaprWorkflowContext, args: dict):
+    """`slow_echo` on the app ``args["app"]``."""
+    return (yield ctx.call_activity(slow_echo, input=args, app_id=args["app"]))
+
+
 def cross_app_child(ctx: DaprWorkflowContext, args: dict):
     """Waits for the event "go" if asked to, then fails or answers as asked."""
     if args.get("wait"):
@@ -417,6 +422,7 @@ WORKFLOWS = [
     cross_app_child,
     home_then_cross_app_child,
     cross_app_big_activity,
+    cross_app_slow_activity,
 ]
 ACTIVITIES = [reserve_stock, ship, charge_card, echo, slow_echo, blob, counted_echo, logged_echo]
 

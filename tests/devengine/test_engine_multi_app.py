@@ -549,3 +549,25 @@ def test_an_activity_for_the_other_app_is_measured_by_the_workflows_engine(two_s
     assert of_kind(orders.client.history(too_big), "taskScheduled") == []
     assert two_small_apps.activity_calls() == [f"{fits} 1"]
     assert billing.client.status(too_big) is None
+
+
+def test_an_activity_for_the_other_app_outlives_an_instance_of_the_same_id_there(
+    two_apps, tmp_path
+):
+    orders, billing = two_apps.orders, two_apps.billing
+    instance_id = unique_id("same-id")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    args = {"app": BILLING, "value": "paid", "seconds": 3, "marker_dir": str(markers)}
+    orders.client.start("cross_app_slow_activity", instance_id, input=json.dumps(args))
+    wait_for(lambda: any(markers.iterdir()), timeout=30, what="the activity to start on billing")
+
+    # Instance ids are each app's own: billing's workflow of that id starts and finishes while
+    # it runs orders' activity, which must still answer orders.
+    billing.client.start("hello_world", instance_id, input='"billing"')
+    billing.client.wait_status(instance_id, "COMPLETED")
+    billing.client.purge(instance_id)
+
+    done = orders.client.wait_done(instance_id, timeout=30).workflowState
+    assert done.workflowStatus == p.COMPLETED
+    assert json.loads(done.output.value)["value"] == "paid"
