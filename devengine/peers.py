@@ -140,10 +140,11 @@ class Courier:
         store = self.engine.store
         store.flush()  # only what is committed leaves: a crash can't take back a delivery
         blocked: set[str] = set()
-        for outgoing_id, app_id, body in store.outgoing():
+        for outgoing_id, app_id in store.outgoing():
             if app_id in blocked:
                 continue  # keeps each app's deliveries in order
-            if await self._deliver(app_id, self._stamped(outgoing_id, body)):
+            body = self._stamped(outgoing_id, store.outgoing_body(outgoing_id))
+            if await self._deliver(app_id, body):
                 with store.transaction():
                     store.delete_outgoing(outgoing_id)
             else:

@@ -448,8 +448,16 @@ class Store:
     def add_outgoing(self, app_id: str, body: bytes) -> None:
         self.conn.execute("INSERT INTO outbox (app_id, body) VALUES (?, ?)", (app_id, body))
 
-    def outgoing(self) -> list[tuple[int, str, bytes]]:
-        return self.conn.execute("SELECT id, app_id, body FROM outbox ORDER BY id").fetchall()
+    def outgoing(self) -> list[tuple[int, str]]:
+        """The outbox id and app of each delivery waiting, in order. Not the bodies: up to the
+        message limit each, many wait while a peer is down, and most are not sent in a round."""
+        return self.conn.execute("SELECT id, app_id FROM outbox ORDER BY id").fetchall()
+
+    def outgoing_body(self, outgoing_id: int) -> bytes:
+        (body,) = self.conn.execute(
+            "SELECT body FROM outbox WHERE id = ?", (outgoing_id,)
+        ).fetchone()
+        return bytes(body)
 
     def outgoing_ids(self, app_id: str) -> tuple[int, int] | None:
         """The outbox ids of the first and the last delivery to that app still waiting."""

@@ -571,3 +571,42 @@ def test_an_activity_for_the_other_app_outlives_an_instance_of_the_same_id_there
     done = orders.client.wait_done(instance_id, timeout=30).workflowState
     assert done.workflowStatus == p.COMPLETED
     assert json.loads(done.output.value)["value"] == "paid"
+
+
+def test_a_round_of_the_outbox_reads_no_more_than_it_sends(tmp_path):
+    """A peer down for long leaves many deliveries waiting, each up to the message limit: a
+    round that tries them again must not read them all each time (memory, and the event loop
+    held while it reads)."""
+    import asyncio
+    import tracemalloc
+
+    from devengine.engine import Engine as Core
+    from devengine.engine import delivery_body
+    from devengine.peers import Courier
+    from devengine.store import Store
+
+    waiting, size = 40, 1024 * 1024
+
+    async def scenario() -> None:
+        store = Store(str(tmp_path / "orders.sqlite3"))
+        courier = Courier(Core(store, ORDERS), {BILLING: f"127.0.0.1:{free_port()}"}, None)
+        header = {"app": BILLING, "kind": "event", "instance": "i", "key": "", "execution": ""}
+        try:
+            with store.transaction():
+                for n in range(waiting):
+                    event = _raised("item", "x" * size).SerializeToString()
+                    store.add_outgoing(BILLING, delivery_body({**header, "key": f"k-{n}"}, event))
+            store.flush()
+            tracemalloc.start()
+            try:
+                assert await courier.deliver_outbox()  # billing is down: all of them wait
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert len(store.outgoing()) == waiting
+            assert peak < 8 * size, f"a round held {peak / size:.0f} MiB"
+        finally:
+            await courier.stop()
+            store.close()
+
+    asyncio.run(scenario())
