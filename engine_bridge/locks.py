@@ -73,8 +73,10 @@ def app_ids_in_order(learning: bool, using: str = "default") -> None:
     to the engine they find for its parent's app. On PostgreSQL, run side by side, each would
     miss the other's uncommitted write (the learner does not see the child, the child's indexer
     does not see the app id) and the child would stay unlinked. Learners take the lock alone,
-    lookers-up together: each reads after the other's commit. Taken first, before any row lock,
-    it can't close a circle of waits. (SQLite has one writer at a time: nothing to do.)"""
+    lookers-up together: each reads after the other's commit. Taken before any instance is
+    locked (the indexer's fence has locked its own engine's row, which no holder of this lock
+    waits for), it can't close a circle of waits. (SQLite has one writer at a time: nothing
+    to do.)"""
     conn = connections[using]
     if conn.vendor == "postgresql":
         with conn.cursor() as cur:
