@@ -3,7 +3,6 @@ real SDK worker. A workflow on one app runs a child workflow and an activity on 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -34,6 +33,7 @@ from engine_support import (
 from google.protobuf import timestamp_pb2
 
 from devengine import protos as p
+from devengine.engine import delivery_body
 
 TOKEN = "peers-share-this-token"
 ORDERS, BILLING = "orders", "billing"
@@ -238,17 +238,9 @@ def test_killing_either_engine_in_the_middle_loses_nothing_and_doubles_nothing(t
 def _delivery(
     app_id: str, instance_id: str, key: str, event: p.HistoryEvent, **sender: str | int
 ) -> bytes:
-    """A delivery as the first release wrote it (the event in the JSON); `sender` adds the
-    origin and seq a courier stamps on it now."""
-    body = {
-        "app": app_id,
-        "kind": "event",
-        "instance": instance_id,
-        "key": key,
-        "event": base64.b64encode(event.SerializeToString()).decode(),
-        **sender,
-    }
-    return json.dumps(body).encode()
+    """A delivery as a courier sends it; `sender` adds the origin and seq it stamps on it."""
+    header = {"app": app_id, "kind": "event", "instance": instance_id, "key": key, **sender}
+    return delivery_body(header, event.SerializeToString())
 
 
 def _raised(name: str, value: str) -> p.HistoryEvent:
@@ -404,24 +396,13 @@ def test_an_instance_started_again_while_its_purge_waits_for_the_other_app_is_no
     orders, billing = two_apps.orders, two_apps.billing
     parent_id = two_apps.start_parent()
     orders.client.wait_done(parent_id, timeout=30)
-    # billing frozen: the purge waits on it for the child, its parent found finished.
-    os.kill(billing.engine.pid, signal.SIGSTOP)
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            purge = pool.submit(orders.client.purge, parent_id, True)
-            time.sleep(1.0)
-            # Meanwhile the id is started again: a run the purge was never asked about.
-            orders.client.start("wait_forever", parent_id)
-            orders.client.wait_status(parent_id, "RUNNING")
-            os.kill(billing.engine.pid, signal.SIGCONT)
-            with pytest.raises(grpc.RpcError) as refused:
-                purge.result(timeout=30)
-    finally:
-        os.kill(billing.engine.pid, signal.SIGCONT)
+    # The purge waits on billing for the child, its parent found finished; meanwhile the id is
+    # started again: a run the purge was never asked about.
+    refused = _purge_while_billing_is_frozen(two_apps, parent_id, started_again=parent_id)
     # Refused as a purge of a running instance is (or, had the walk passed it already, as one
     # of an instance started again).
     assert any(
-        reason in str(refused.value.details())
+        reason in str(refused.details())
         for reason in ("not yet completed", "started again while it was being purged")
     )
     assert orders.client.status(parent_id) == "RUNNING"
@@ -439,26 +420,35 @@ def test_a_child_started_again_while_the_purge_waits_for_a_sibling_on_the_other_
     orders.client.wait_done(parent_id, timeout=30)
     home_child = f"{parent_id}:0001"  # walked, found finished, before the one on billing
     assert orders.client.status(home_child) == "COMPLETED"
-    os.kill(billing.engine.pid, signal.SIGSTOP)
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            purge = pool.submit(orders.client.purge, parent_id, True)
-            time.sleep(1.0)
-            orders.client.start("wait_forever", home_child)
-            orders.client.wait_status(home_child, "RUNNING")
-            os.kill(billing.engine.pid, signal.SIGCONT)
-            with pytest.raises(grpc.RpcError) as refused:
-                purge.result(timeout=30)
-    finally:
-        os.kill(billing.engine.pid, signal.SIGCONT)
-    assert f"{home_child} was started again while it was being purged" in str(
-        refused.value.details()
-    )
+    refused = _purge_while_billing_is_frozen(two_apps, parent_id, started_again=home_child)
+    assert f"{home_child} was started again while it was being purged" in str(refused.details())
     assert orders.client.status(home_child) == "RUNNING"
     # The walk stops there, as at an error: the parent, walked after its children, stays; what
     # was purged before stays purged, as daprd's walk leaves it.
     assert orders.client.status(parent_id) == "COMPLETED"
     assert billing.client.status(f"{parent_id}:0002") is None
+
+
+def _purge_while_billing_is_frozen(
+    two_apps: TwoApps, parent_id: str, started_again: str
+) -> grpc.RpcError:
+    """A recursive purge of orders' `parent_id` while billing is stopped (SIGSTOP), so that it
+    waits on billing; meanwhile `started_again` is started again on orders. Then billing goes
+    on; the purge must be refused: its error."""
+    orders, billing = two_apps.orders, two_apps.billing
+    os.kill(billing.engine.pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            purge = pool.submit(orders.client.purge, parent_id, True)
+            time.sleep(1.0)
+            orders.client.start("wait_forever", started_again)
+            orders.client.wait_status(started_again, "RUNNING")
+            os.kill(billing.engine.pid, signal.SIGCONT)
+            with pytest.raises(grpc.RpcError) as refused:
+                purge.result(timeout=30)
+    finally:
+        os.kill(billing.engine.pid, signal.SIGCONT)
+    return refused.value
 
 
 def _outbox(db_path: Path) -> int:
@@ -581,7 +571,6 @@ def test_a_round_of_the_outbox_reads_no_more_than_it_sends(tmp_path):
     import tracemalloc
 
     from devengine.engine import Engine as Core
-    from devengine.engine import delivery_body
     from devengine.peers import Courier
     from devengine.store import Store
 
