@@ -17,7 +17,6 @@ Vocabulary:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import heapq
 import json
@@ -1866,8 +1865,7 @@ def parse_delivery(body: bytes) -> tuple[dict, bytes]:
     if not isinstance(header, dict):
         raise ValueError("the header is not an object")
     if not newline:
-        # Written by the first release with the event in the JSON; such may wait in an outbox.
-        event = base64.b64decode(header.pop("event"))
+        raise ValueError("no event after the header")
     return header, event
 
 
