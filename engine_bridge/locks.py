@@ -49,6 +49,16 @@ TAKE_TRIES = 5
 TAKE_WAIT = 0.25
 
 
+def _transaction_lock(key: int, using: str, shared: bool = False) -> None:
+    """A PostgreSQL advisory lock held until the transaction ends; nothing on SQLite, which
+    has one writer at a time."""
+    conn = connections[using]
+    if conn.vendor == "postgresql":
+        kind = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT {kind}(%s)", [key])
+
+
 def change_log_in_commit_order(using: str = "default") -> None:
     """Call in a transaction just before inserting change-log rows; held until it ends.
 
@@ -59,10 +69,7 @@ def change_log_in_commit_order(using: str = "default") -> None:
     from the insert to the commit puts the ids in commit order. (SQLite has one writer at a
     time: nothing to do.)
     """
-    conn = connections[using]
-    if conn.vendor == "postgresql":
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_CHANGE_LOG_LOCK])
+    _transaction_lock(PG_CHANGE_LOG_LOCK, using)
 
 
 def app_ids_in_order(learning: bool, using: str = "default") -> None:
@@ -77,11 +84,7 @@ def app_ids_in_order(learning: bool, using: str = "default") -> None:
     locked (the indexer's fence has locked its own engine's row, which no holder of this lock
     waits for), it can't close a circle of waits. (SQLite has one writer at a time: nothing
     to do.)"""
-    conn = connections[using]
-    if conn.vendor == "postgresql":
-        with conn.cursor() as cur:
-            kind = "pg_advisory_xact_lock" if learning else "pg_advisory_xact_lock_shared"
-            cur.execute(f"SELECT {kind}(%s)", [PG_APP_IDS_LOCK])
+    _transaction_lock(PG_APP_IDS_LOCK, using, shared=not learning)
 
 
 def keep_from_deletion(pks: Callable[[], Collection[int]], using: str = "default") -> None:
@@ -110,10 +113,7 @@ def one_deleter_at_a_time(using: str = "default") -> None:
     A deleter keeps the kin of what it deletes from deletion (``keep_from_deletion``): two
     deleting a parent and its child on two engines (their retention, or forgetengine) would
     each hold one and wait for the other. The indexers never take this lock."""
-    conn = connections[using]
-    if conn.vendor == "postgresql":
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", [PG_DELETERS_LOCK])
+    _transaction_lock(PG_DELETERS_LOCK, using)
 
 
 class EngineTaken(Exception):
