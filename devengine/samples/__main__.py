@@ -1,14 +1,18 @@
-"""Command line: ``python -m devengine.samples --engine HOST:PORT [--rate N] [--app-id NAME]``.
+"""Command line: ``python -m devengine.samples --engine HOST:PORT [--billing HOST:PORT]``.
 
 Waits for the engine to accept connections, starts the SDK worker, then the load generator, and
-runs until SIGINT or SIGTERM. On a signal it stops starting work, lets in-flight calls finish,
-stops the worker and exits 0. A second signal exits at once, and so does a stop that takes over
-50 s (exit status 1).
+runs until SIGINT or SIGTERM. With ``--billing``, the shop runs as two apps: billing's workflows
+and activities on a worker of their own connected to that engine (which must serve the app id
+"billing" and have the other engine as its peer), the rest on ``--engine``'s, and confirmed
+orders are invoiced on billing. Without it, everything runs on ``--engine``.
 
-Run one samples process per engine: instance ids are numbered per day from what the engine
-holds at start-up, and two generators would hand out the same ids (starting an id whose
-instance has finished replaces it). ``--app-id`` only names the app in log lines; what the
-engine records as the app id is the engine's own ``--app-id``.
+On a signal it stops starting work, lets in-flight calls finish, stops the workers and exits 0.
+A second signal exits at once, and so does a stop that takes over 50 s (exit status 1).
+
+Run one samples process per engine (or pair of engines): instance ids are numbered per day from
+what the engines hold at start-up, and two generators would hand out the same ids (starting an
+id whose instance has finished replaces it). ``--app-id`` only names the app in log lines; what
+the engine records as the app id is the engine's own ``--app-id``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
 
 log = logging.getLogger("devengine.samples")
 
@@ -53,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="127.0.0.1:50001",
         metavar="HOST:PORT",
         help="the engine's (or Dapr sidecar's) gRPC address (default %(default)s)",
+    )
+    parser.add_argument(
+        "--billing",
+        metavar="HOST:PORT",
+        help="the billing app's engine: run billing's workflows there, and the rest on --engine "
+        "(default: all on --engine)",
     )
     parser.add_argument(
         "--rate",
@@ -97,16 +111,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--rate must be >= 0")
     try:
         args.host, args.port = split_engine(args.engine)
+        args.billing_host, args.billing_port = (
+            split_engine(args.billing, "--billing") if args.billing else (None, None)
+        )
     except ValueError as exc:
         parser.error(str(exc))
     return args
 
 
-def split_engine(address: str) -> tuple[str, int]:
+def split_engine(address: str, option: str = "--engine") -> tuple[str, int]:
     """'host:port' (or '[v6]:port') -> (host, port)."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ValueError(f"--engine must be HOST:PORT, not {address!r}")
+        raise ValueError(f"{option} must be HOST:PORT, not {address!r}")
     return host.strip("[]"), int(port)
 
 
@@ -186,31 +203,78 @@ def main(argv: list[str] | None = None) -> int:
     from dapr.ext.workflow.logger import LoggerOptions
 
     from . import workflows
-    from .generator import LoadGenerator
 
     if args.api_token:
         settings.DAPR_API_TOKEN = args.api_token
     if not os.environ.get("DAPR_API_TIMEOUT_SECONDS"):
         settings.DAPR_API_TIMEOUT_SECONDS = CALL_TIMEOUT_SECONDS
 
-    if not wait_for_engine(args.host, args.port, stop):
-        return 0
+    # (address, host, port, app) of every worker: one app, or orders and billing.
+    workers = [(args.engine, args.host, args.port, workflows.SHOP)]
+    if args.billing:
+        workers = [
+            (args.engine, args.host, args.port, workflows.ORDERS),
+            (args.billing, args.billing_host, args.billing_port, workflows.BILLING),
+        ]
+    for _, host, port, _ in workers:
+        if not wait_for_engine(host, port, stop):
+            return 0
 
     sdk_options = LoggerOptions(
         log_level=args.sdk_log_level.upper(),
         log_handler=sdk_handler,
         log_formatter=sdk_handler.formatter,
     )
-    runtime = WorkflowRuntime(
-        host=args.host,
-        port=str(args.port),
-        logger_options=sdk_options,
-        # The activities mostly wait (simulated remote calls): the SDK's default of CPUs + 4
-        # threads would queue them at a few workflows per second.
-        maximum_thread_pool_workers=WORKER_THREADS,
-    )
     in_flight = workflows.ActivitiesInFlight()
-    workflows.register(runtime, in_flight)
+    runtimes: list[WorkflowRuntime] = []
+    try:
+        for address, host, port, app in workers:
+            runtime = WorkflowRuntime(
+                host=host,
+                port=str(port),
+                logger_options=sdk_options,
+                # The activities mostly wait (simulated remote calls): the SDK's default of
+                # CPUs + 4 threads would queue them at a few workflows per second.
+                maximum_thread_pool_workers=WORKER_THREADS,
+            )
+            workflows.register(runtime, in_flight, app)
+            runtimes.append(runtime)
+            try:
+                start_worker(runtime, stop)
+            except Exception as exc:  # noqa: BLE001 - report and exit, the SDK logged details
+                if stop.is_set():
+                    log.info("stopped before the worker connected")
+                    return 0
+                log.error("the workflow worker could not connect to %s: %s", address, exc)
+                return 1
+            log.info(
+                "worker connected to %s with %d workflows and %d activities",
+                address,
+                len(app.workflows),
+                len(app.activities),
+            )
+        clients = [
+            DaprWorkflowClient(host=host, port=str(port), logger_options=sdk_options)
+            for _, host, port, _ in workers
+        ]
+        try:
+            run_generator(args, stop, clients)
+        finally:
+            for client in clients:
+                client.close()
+        # Let running activities report before the workers disconnect. Workflows go on (timers,
+        # children) and the engine keeps sending work, so this is a best effort, not a drain.
+        if not in_flight.wait_idle(DRAIN_SECONDS):
+            log.info("stopping with activities still running; the engine will re-dispatch them")
+    finally:
+        for runtime in runtimes:
+            runtime.shutdown()
+    log.info("stopped")
+    return 0
+
+
+def start_worker(runtime: WorkflowRuntime, stop: threading.Event) -> None:
+    """Connect the worker to its engine; raises what the SDK raises when it cannot."""
     start_returned = threading.Event()
 
     def stop_while_connecting() -> None:
@@ -226,25 +290,19 @@ def main(argv: list[str] | None = None) -> int:
     ).start()
     try:
         runtime.start()
-    except Exception as exc:  # noqa: BLE001 - report and exit, the SDK already logged details
-        runtime.shutdown()
-        if stop.is_set():
-            log.info("stopped before the worker connected")
-            return 0
-        log.error("the workflow worker could not connect to %s: %s", args.engine, exc)
-        return 1
     finally:
         start_returned.set()
-    log.info(
-        "worker connected to %s with %d workflows and %d activities",
-        args.engine,
-        len(workflows.WORKFLOWS),
-        len(workflows.ACTIVITIES),
-    )
 
-    client = DaprWorkflowClient(host=args.host, port=str(args.port), logger_options=sdk_options)
+
+def run_generator(
+    args: argparse.Namespace, stop: threading.Event, clients: list[DaprWorkflowClient]
+) -> None:
+    """Generate load until ``stop`` is set; ``clients``: the engine's, then billing's if apart."""
+    from .generator import LoadGenerator
+
     generator = LoadGenerator(
-        client,
+        clients[0],
+        billing=clients[1] if len(clients) > 1 else None,
         rate=args.rate,
         stop=stop,
         rng=random.Random(args.seed),
@@ -253,22 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     thread = threading.Thread(target=generator.run, name="load-generator", daemon=True)
     thread.start()
     log.info("generating load: %s workflow(s) per second", f"{args.rate:g}")
-    try:
-        # A timed wait so the main thread wakes for signals on every platform.
-        while not stop.wait(1.0):
-            if not thread.is_alive():
-                log.error("the load generator stopped unexpectedly")
-                stop.set()
-        thread.join(timeout=CALL_TIMEOUT_SECONDS + 5)
-    finally:
-        client.close()
-        # Let running activities report before the worker disconnects. Workflows go on (timers,
-        # children) and the engine keeps sending work, so this is a best effort, not a drain.
-        if not in_flight.wait_idle(DRAIN_SECONDS):
-            log.info("stopping with activities still running; the engine will re-dispatch them")
-        runtime.shutdown()
-    log.info("stopped")
-    return 0
+    # A timed wait so the main thread wakes for signals on every platform.
+    while not stop.wait(1.0):
+        if not thread.is_alive():
+            log.error("the load generator stopped unexpectedly")
+            stop.set()
+    thread.join(timeout=CALL_TIMEOUT_SECONDS + 5)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ of those and closes accounts (terminates, sometimes while paused). Before a resu
 that the instance is suspended: the SDK fails a workflow resumed while running. Three
 payment-gateway monitors run beside the rate, each replaced by a fresh one when it finishes.
 
-All engine calls go through one ``DaprWorkflowClient`` from a small thread pool, so a slow call
+With a second client for the billing app (the shop run as two apps), billing's workflows
+(``workflows.BILLING``) and the monitors are started on billing's engine, and every order names
+billing as the app that invoices it; otherwise everything runs on the one engine.
+
+All engine calls go through a ``DaprWorkflowClient`` from a small thread pool, so a slow call
 never delays the schedule; when too many calls are in flight, starts are skipped rather than
 queued, which keeps a slow engine from being buried. An unavailable engine is reported once and
 probed every few seconds until it answers.
@@ -189,6 +193,7 @@ class LoadGenerator:
         self,
         client: DaprWorkflowClient,
         *,
+        billing: DaprWorkflowClient | None = None,
         rate: float,
         stop: threading.Event,
         rng: random.Random | None = None,
@@ -197,6 +202,9 @@ class LoadGenerator:
         monitors: bool = True,
     ) -> None:
         self.client = client
+        self.billing = billing or client
+        # Orders name the billing app only when it is another app, as a real team's would.
+        self.billing_app = workflows.BILLING_APP_ID if billing else None
         self.rate = rate
         self.stop = stop
         self.rng = rng or random.Random()
@@ -256,7 +264,9 @@ class LoadGenerator:
     def _seed_ids(self) -> None:
         try:
             count = self.ids.seed(self.client.iter_workflow_instance_ids(page_size=1000))
-            log.info("engine holds %d instance(s); new ids continue after them", count)
+            if self.billing is not self.client:
+                count += self.ids.seed(self.billing.iter_workflow_instance_ids(page_size=1000))
+            log.info("the engines hold %d instance(s); new ids continue after them", count)
             # A restart adopts the monitors the last run left running instead of doubling them.
             for gateway in GATEWAYS:
                 latest = self.ids.latest(f"monitor-{gateway}")
@@ -355,7 +365,8 @@ class LoadGenerator:
             self.skipped += 1
 
     def _start(self, instance_id: str, plan: Plan) -> None:
-        self.client.schedule_new_workflow(plan.workflow, input=plan.input, instance_id=instance_id)
+        client = self.billing if plan.workflow in workflows.BILLING.workflows else self.client
+        client.schedule_new_workflow(plan.workflow, input=plan.input, instance_id=instance_id)
         self._count(self.started, plan.workflow.__name__)
         for delay, label, action in plan.follow_ups:
             self.schedule(delay, f"{label} {instance_id}", functools.partial(action, instance_id))
@@ -365,6 +376,8 @@ class LoadGenerator:
         rng = self.rng
         if scenario.startswith("order_"):
             order = self.make_order(instance_id, large=scenario != "order_small")
+            if self.billing_app:
+                order["billing_app"] = self.billing_app
             plan = Plan(workflows.process_order, order)
             delay = rng.uniform(2, 20)
             if scenario == "order_approved":
@@ -479,8 +492,10 @@ class LoadGenerator:
 
         return raise_event
 
-    def _status(self, instance_id: str) -> WorkflowStatus | None:
-        state = self.client.get_workflow_state(instance_id, fetch_payloads=False)
+    def _status(
+        self, instance_id: str, client: DaprWorkflowClient | None = None
+    ) -> WorkflowStatus | None:
+        state = (client or self.client).get_workflow_state(instance_id, fetch_payloads=False)
         return state.runtime_status if state else None
 
     def _pause(self, instance_id: str) -> None:
@@ -517,7 +532,7 @@ class LoadGenerator:
             if self.stop.is_set():
                 return
             current = self._monitor_ids.get(gateway)
-            if current and self._status(current) in (
+            if current and self._status(current, self.billing) in (
                 WorkflowStatus.RUNNING,
                 WorkflowStatus.PENDING,
                 WorkflowStatus.SUSPENDED,
@@ -532,7 +547,7 @@ class LoadGenerator:
                 "degraded": 0,
                 "interval_seconds": MONITOR_INTERVAL_SECONDS,
             }
-            self.client.schedule_new_workflow(
+            self.billing.schedule_new_workflow(
                 workflows.monitor_payment_gateway, input=state, instance_id=instance_id
             )
             self._monitor_ids[gateway] = instance_id

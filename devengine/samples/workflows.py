@@ -3,7 +3,9 @@
 Every workflow here shows one thing a workflow console has to render, written the way a real
 team would write it with the Dapr Python SDK:
 
-- ``process_order``: a manager's approval (an external event) raced against a timer.
+- ``process_order``: a manager's approval (an external event) raced against a timer; a confirmed
+  order is invoiced by ``settle_invoice`` as a child workflow, on the billing app when the shop
+  runs as two apps.
 - ``fulfill_order``: fan-out/fan-in, one inventory reservation per line item in parallel.
 - ``settle_invoice``: an activity that fails twice and succeeds on the third attempt under a
   ``RetryPolicy`` (a flaky legacy ledger).
@@ -19,8 +21,12 @@ Workflows are deterministic: anything that varies (durations, which card is decl
 ledger is flaky) travels in the input, which the load generator chooses. Activities may run more
 than once (delivery is at least once), so they are idempotent or keyed by instance.
 
-Nothing is registered at import time: ``register(runtime)`` adds everything to a
-``WorkflowRuntime``.
+The shop runs as one app (everything on one worker) or as two, the way the teams split it:
+billing (invoices, payments and the gateway monitor: ``BILLING``) and orders (the rest:
+``ORDERS``), each with its own worker and engine. An order carries the app id of billing in
+``billing_app`` when the shop runs as two apps; without it, the invoice is settled on the order's
+own app. Nothing is registered at import time: ``register(runtime, app=...)`` adds an app's
+workflows and activities to a ``WorkflowRuntime``.
 """
 
 from __future__ import annotations
@@ -30,8 +36,8 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Generator
-from datetime import timedelta
-from typing import Any
+from datetime import date, timedelta
+from typing import Any, NamedTuple
 
 from dapr.ext.workflow import (
     DaprWorkflowContext,
@@ -68,6 +74,11 @@ LEDGER_RETRY = RetryPolicy(
 
 # The card number every payment provider documents as "always declined" ends in 0002.
 DECLINED_CARD_LAST4 = "0002"
+
+# Confirmed orders are booked in the ledger of their currency's region.
+ORDER_LEDGERS = {"USD": "netsuite-us"}
+DEFAULT_ORDER_LEDGER = "netsuite-emea"
+INVOICE_PAYMENT_TERMS = timedelta(days=30)
 
 TRACKING_STAGES = ("picked", "packed", "in transit", "out for delivery")
 MONITOR_CHECKS_PER_RUN = 3
@@ -143,13 +154,34 @@ def process_order(ctx: DaprWorkflowContext, order: dict[str, Any]) -> WorkflowGe
         }
 
     confirmation = yield ctx.call_activity(confirm_order, input=order)
+    # Billing's workflow, called by name as another team's would be; app_id None runs it here.
+    invoice = yield ctx.call_child_workflow(
+        "settle_invoice",
+        input=invoice_for_order(order, ctx.current_utc_datetime.date()),
+        app_id=order.get("billing_app"),
+    )
     return {
         "order_id": order_id,
         "status": "confirmed",
         "approver": decision.get("approver"),
         "confirmation_number": confirmation["confirmation_number"],
+        "invoice_id": invoice["invoice_id"],
         "total": order["total"],
         "currency": order["currency"],
+    }
+
+
+def invoice_for_order(order: dict[str, Any], issued_on: date) -> dict[str, Any]:
+    """The invoice of a confirmed order, as ``settle_invoice`` takes it."""
+    return {
+        "invoice_id": f"INV-{order['order_id'][-14:]}",
+        "order_id": order["order_id"],
+        "customer": order["customer"],
+        "amount": order["total"],
+        "currency": order["currency"],
+        "ledger": ORDER_LEDGERS.get(order["currency"], DEFAULT_ORDER_LEDGER),
+        "issued_on": issued_on.isoformat(),
+        "due_on": (issued_on + INVOICE_PAYMENT_TERMS).isoformat(),
     }
 
 
@@ -550,37 +582,54 @@ def lapse_subscription(ctx: WorkflowActivityContext, request: dict[str, Any]) ->
 # Registration
 # --------------------------------------------------------------------------------------------
 
-WORKFLOWS = (
-    process_order,
-    fulfill_order,
-    settle_invoice,
-    authorize_payment,
-    ship_order,
-    track_package,
-    monitor_payment_gateway,
-    renew_subscription,
-)
 
-ACTIVITIES = (
-    validate_order,
-    request_manager_approval,
-    confirm_order,
-    cancel_order,
-    reserve_inventory,
-    create_pick_list,
-    post_invoice_to_ledger,
-    send_invoice_email,
-    screen_for_fraud,
-    charge_card,
-    release_order_hold,
-    book_carrier_pickup,
-    record_tracking_event,
-    notify_customer_delivered,
-    check_gateway_health,
-    send_renewal_reminder,
-    extend_subscription,
-    lapse_subscription,
+class App(NamedTuple):
+    """The workflows and activities one worker registers."""
+
+    workflows: tuple[Callable[..., Any], ...]
+    activities: tuple[Callable[..., Any], ...]
+
+
+# The billing team's app, on an engine of its own when the shop runs as two apps.
+BILLING_APP_ID = "billing"
+BILLING = App(
+    workflows=(settle_invoice, authorize_payment, monitor_payment_gateway),
+    activities=(
+        post_invoice_to_ledger,
+        send_invoice_email,
+        screen_for_fraud,
+        charge_card,
+        release_order_hold,
+        check_gateway_health,
+    ),
 )
+ORDERS = App(
+    workflows=(
+        process_order,
+        fulfill_order,
+        ship_order,
+        track_package,
+        renew_subscription,
+    ),
+    activities=(
+        validate_order,
+        request_manager_approval,
+        confirm_order,
+        cancel_order,
+        reserve_inventory,
+        create_pick_list,
+        book_carrier_pickup,
+        record_tracking_event,
+        notify_customer_delivered,
+        send_renewal_reminder,
+        extend_subscription,
+        lapse_subscription,
+    ),
+)
+# The shop as one app.
+SHOP = App(ORDERS.workflows + BILLING.workflows, ORDERS.activities + BILLING.activities)
+WORKFLOWS = SHOP.workflows
+ACTIVITIES = SHOP.activities
 
 
 class ActivitiesInFlight:
@@ -614,14 +663,18 @@ class ActivitiesInFlight:
             return self._changed.wait_for(lambda: self._running == 0, timeout)
 
 
-def register(runtime: WorkflowRuntime, in_flight: ActivitiesInFlight | None = None) -> None:
-    """Register every sample workflow and activity under its function name.
+def register(
+    runtime: WorkflowRuntime, in_flight: ActivitiesInFlight | None = None, app: App = SHOP
+) -> None:
+    """Register the app's workflows and activities (every sample's by default) under their
+    function names.
 
-    Registration marks the functions (an SDK detail), so it can happen once per process.
+    Registration marks the functions (an SDK detail), so each can be registered once per process:
+    two runtimes in one process take apps that share none.
     """
-    for workflow in WORKFLOWS:
+    for workflow in app.workflows:
         runtime.register_workflow(workflow)
-    for activity in ACTIVITIES:
+    for activity in app.activities:
         if in_flight is None:
             runtime.register_activity(activity)
         else:

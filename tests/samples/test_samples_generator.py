@@ -22,6 +22,7 @@ class FakeClient:
     def __init__(self, existing: list[str] = ()) -> None:  # type: ignore[assignment]
         self.existing = list(existing)
         self.calls: list[tuple] = []
+        self.inputs: dict[str, dict] = {}
         self.status: dict[str, WorkflowStatus] = {}
 
     def iter_workflow_instance_ids(self, page_size: int = 1024):
@@ -29,6 +30,7 @@ class FakeClient:
 
     def schedule_new_workflow(self, workflow, *, input, instance_id):
         self.calls.append(("start", workflow.__name__, instance_id))
+        self.inputs[instance_id] = input
         self.status[instance_id] = WorkflowStatus.RUNNING
         return instance_id
 
@@ -60,9 +62,12 @@ class FakeClock:
         return self.now
 
 
-def make_generator(client: FakeClient, clock: FakeClock | None = None) -> LoadGenerator:
+def make_generator(
+    client: FakeClient, clock: FakeClock | None = None, billing: FakeClient | None = None
+) -> LoadGenerator:
     gen = LoadGenerator(
         client,  # type: ignore[arg-type]
+        billing=billing,  # type: ignore[arg-type]
         rate=2,
         stop=threading.Event(),
         rng=random.Random(3),
@@ -100,6 +105,46 @@ def test_a_restarted_generator_adopts_the_monitors_still_running():
     gen._keep_monitors_running()
     started = [c[2] for c in client.calls if c[0] == "start"]
     assert started == ["monitor-stripe-us-20261123-00001", "monitor-paypal-global-20261123-00001"]
+
+
+def start_a_deck(gen: LoadGenerator) -> None:
+    for _ in range(sum(copies for _, _, copies in generator.SCENARIOS.values())):
+        gen.start_next()
+    gen._keep_monitors_running()
+
+
+def started(client: FakeClient) -> set[str]:
+    return {name for kind, name, *_ in client.calls if kind == "start"}
+
+
+def test_as_two_apps_billings_workflows_start_on_its_engine_and_orders_are_invoiced_there():
+    orders = FakeClient(["order-20261123-00041"])
+    billing = FakeClient(["invoice-20261123-00009", "payment-20261123-00003"])
+    gen = make_generator(orders, billing=billing)
+    gen._seed_ids()
+    start_a_deck(gen)
+
+    assert started(billing) == {w.__name__ for w in workflows.BILLING.workflows}
+    assert started(orders) == {w.__name__ for w in workflows.ORDERS.workflows} - {
+        "track_package"  # a child of ship_order's
+    }
+    # The ids continue after those of both engines.
+    assert "order-20261123-00042" in orders.inputs
+    assert "invoice-20261123-00010" in billing.inputs
+    assert "payment-20261123-00004" in billing.inputs
+    orders_started = [i for kind, name, i in orders.calls if name == "process_order"]
+    assert {orders.inputs[i]["billing_app"] for i in orders_started} == {"billing"}
+
+
+def test_as_one_app_everything_starts_on_the_one_engine_and_orders_are_invoiced_there():
+    client = FakeClient()
+    gen = make_generator(client)
+    start_a_deck(gen)
+
+    assert started(client) == {w.__name__ for w in workflows.WORKFLOWS} - {"track_package"}
+    orders_started = [i for kind, name, i in client.calls if name == "process_order"]
+    assert orders_started
+    assert not any("billing_app" in client.inputs[i] for i in orders_started)
 
 
 def test_without_a_listing_ids_are_numbered_from_the_time_of_day():

@@ -39,6 +39,12 @@ def test_an_approved_order_is_confirmed(replayer, shop):
     assert outcome.output["status"] == "confirmed"
     assert outcome.output["approver"] == "m.keller"
     assert outcome.activities == ["validate_order", "request_manager_approval", "confirm_order"]
+    # Billing invoices the confirmed order in a child workflow.
+    [invoice] = outcome.children
+    assert invoice.status == "COMPLETED"
+    assert invoice.activities == ["post_invoice_to_ledger", "send_invoice_email"]
+    assert invoice.output["amount"] == order["total"]
+    assert invoice.output["invoice_id"] == outcome.output["invoice_id"]
 
 
 def test_a_rejected_order_is_cancelled_with_the_managers_reason(replayer, shop):
