@@ -3,17 +3,20 @@
     python -m console.devstack
 
 Migrates, creates a demo admin on a fresh database (and prints its login), then starts and
-supervises: devengine (var/devengine.sqlite3), the sample workloads (``devengine.samples``), the
-indexer and daphne on http://127.0.0.1:8000. If one of them exits, the others are stopped too and
-the exit status is 1. Ctrl-C, SIGTERM, a closed terminal (SIGHUP) and Ctrl-\\ stop them all; on
-Linux so does the launcher's own death (even by SIGKILL), so no child keeps a port.
-Ports: ``DEVENGINE_PORT`` (50001), ``CONSOLE_PORT`` (8000); files under ``CONSOLE_VAR_DIR`` (var/).
+supervises: two peered devengines, for the apps "orders" (var/devengine-orders.sqlite3) and
+"billing" (var/devengine-billing.sqlite3), the sample workloads split between them
+(``devengine.samples``), the indexer of both and daphne on http://127.0.0.1:8000. If one of them
+exits, the others are stopped too and the exit status is 1. Ctrl-C, SIGTERM, a closed terminal
+(SIGHUP) and Ctrl-\\ stop them all; on Linux so does the launcher's own death (even by SIGKILL),
+so no child keeps a port. Ports: ``DEVENGINE_PORT`` (50001, orders), ``DEVENGINE_BILLING_PORT``
+(50002, billing), ``CONSOLE_PORT`` (8000); files under ``CONSOLE_VAR_DIR`` (var/).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import itertools
 import os
 import signal
 import socket
@@ -84,6 +87,27 @@ def _port_setting(name: str, default: int) -> int:
     return int(value)
 
 
+def _port_settings(defaults: dict[str, int]) -> dict[str, int]:
+    """The ports by setting name; ValueError names a bad one, or two that are the same."""
+    ports = {name: _port_setting(name, default) for name, default in defaults.items()}
+    for (a, port_a), (b, port_b) in itertools.combinations(ports.items(), 2):
+        if port_a == port_b:
+            raise ValueError(f"{a} and {b} are both {port_a}")
+    return ports
+
+
+# The two apps of the samples, each served by a devengine of its own: (app id, port setting,
+# database file).
+APPS = (
+    ("orders", "DEVENGINE_PORT", "devengine-orders.sqlite3"),
+    ("billing", "DEVENGINE_BILLING_PORT", "devengine-billing.sqlite3"),
+)
+# The file of the one devengine of earlier versions (app id "devengine", indexed as "local"). Not
+# taken over by orders: its histories name the app "devengine", so the results of its children
+# still running would be sent to that app, which no engine serves any more.
+EARLIER_ENGINE_DB = "devengine.sqlite3"
+
+
 class Stack:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
@@ -128,21 +152,29 @@ class Stack:
 def main() -> int:
     python = sys.executable
     try:
-        engine_port = _port_setting("DEVENGINE_PORT", 50001)
-        http_port = _port_setting("CONSOLE_PORT", 8000)
-        if engine_port == http_port:
-            raise ValueError(f"DEVENGINE_PORT and CONSOLE_PORT are both {http_port}")
+        ports = _port_settings(
+            {"DEVENGINE_PORT": 50001, "DEVENGINE_BILLING_PORT": 50002, "CONSOLE_PORT": 8000}
+        )
     except ValueError as e:
         print(e, file=sys.stderr)
         return 1
+    http_port = ports["CONSOLE_PORT"]
+    address = {app: f"127.0.0.1:{ports[setting]}" for app, setting, _ in APPS}
     env = dict(os.environ)
     if not env.get("CONSOLE_ENGINES", "").strip():
-        env["CONSOLE_ENGINES"] = f"local=127.0.0.1:{engine_port}"
+        env["CONSOLE_ENGINES"] = ",".join(f"{app}={address[app]}" for app, _, _ in APPS)
     else:
         # Exported for the console against real sidecars, it would hide the samples unsaid.
         print(
             f"CONSOLE_ENGINES is set ({env['CONSOLE_ENGINES']}): the console indexes those "
-            "engines, not the devengine started here. Unset it to see the sample workflows.",
+            "engines, not the devengines started here. Unset it to see the sample workflows.",
+            flush=True,
+        )
+    if (VAR / EARLIER_ENGINE_DB).exists():
+        print(
+            f"{VAR / EARLIER_ENGINE_DB} is the engine of an earlier make run, no longer used: "
+            "delete it, and its instances from the console with "
+            "`.venv/bin/python manage.py forgetengine local`.",
             flush=True,
         )
     # Production behaviour: no tracebacks or URL lists in error pages (static files from daphne,
@@ -150,7 +182,7 @@ def main() -> int:
     env["PYTHONUNBUFFERED"] = "1"
     VAR.mkdir(parents=True, exist_ok=True)
 
-    for port, what in ((engine_port, "DEVENGINE_PORT"), (http_port, "CONSOLE_PORT")):
+    for what, port in ports.items():
         if not _port_free(port):
             print(f"port {port} is in use: stop what uses it or set {what}", file=sys.stderr)
             return 1
@@ -182,20 +214,25 @@ def main() -> int:
         signal.signal(signum, on_signal)
     failed = True
     try:
-        engine = stack.start(
-            "devengine",
-            python,
-            "-m",
-            "devengine",
-            "--port",
-            str(engine_port),
-            "--db",
-            str(VAR / "devengine.sqlite3"),
-        )
-        if not _wait_for_port(engine_port, engine):
-            print("devengine did not start", file=sys.stderr)
-            return 1
-        address = f"127.0.0.1:{engine_port}"
+        for app, setting, db in APPS:
+            # Each engine hands the other what a workflow runs on the other's app.
+            peers = [f"--peer={other}={address[other]}" for other, _, _ in APPS if other != app]
+            engine = stack.start(
+                f"devengine {app}",
+                python,
+                "-m",
+                "devengine",
+                "--port",
+                str(ports[setting]),
+                "--db",
+                str(VAR / db),
+                "--app-id",
+                app,
+                *peers,
+            )
+            if not _wait_for_port(ports[setting], engine):
+                print(f"devengine {app} did not start", file=sys.stderr)
+                return 1
         # The samples fail some activities on purpose, and the SDK logs a warning for each (one
         # every second or two): the console shows those failures; the terminal keeps to errors.
         stack.start(
@@ -204,7 +241,9 @@ def main() -> int:
             "-m",
             "devengine.samples",
             "--engine",
-            address,
+            address["orders"],
+            "--billing",
+            address["billing"],
             "--sdk-log-level",
             "ERROR",
         )

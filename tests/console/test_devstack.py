@@ -54,6 +54,15 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _args(pid: int) -> list[str]:
+    return _cmdline(pid).decode().split("\0")[:-1]
+
+
+def _environ(pid: int) -> dict[str, str]:
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+
+
 def _wait_until(predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,15 +74,18 @@ def _wait_until(predicate, timeout: float) -> bool:
 
 class Launched:
     def __init__(self, tmp_path: Path) -> None:
-        self.engine_port, self.http_port = _free_port(), _free_port()
+        self.engine_port, self.billing_port = _free_port(), _free_port()
+        self.http_port = _free_port()
+        self.var = tmp_path / "var"
         env = {
             k: v
             for k, v in os.environ.items()
             if k != "DATABASE_URL" and not k.startswith(("CONSOLE_", "DJANGO_"))
         }
         env |= {
-            "CONSOLE_VAR_DIR": str(tmp_path / "var"),
+            "CONSOLE_VAR_DIR": str(self.var),
             "DEVENGINE_PORT": str(self.engine_port),
+            "DEVENGINE_BILLING_PORT": str(self.billing_port),
             "CONSOLE_PORT": str(self.http_port),
         }
         self.proc = subprocess.Popen(
@@ -108,7 +120,7 @@ class Launched:
         pytest.fail(f"no {text!r} within {timeout} s:\n" + "".join(self.output))
 
     def ports_free(self) -> bool:
-        for port in (self.engine_port, self.http_port):
+        for port in (self.engine_port, self.billing_port, self.http_port):
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     return False
@@ -132,7 +144,7 @@ def stack(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGKILL])
 def test_a_closed_terminal_or_a_killed_launcher_stops_every_child(stack, signum):
     children = _children(stack.proc.pid)
-    assert len(children) == 4  # devengine, samples, indexer, daphne
+    assert len(children) == 5  # devengines of orders and billing, samples, indexer, daphne
 
     os.kill(stack.proc.pid, signum)
 
@@ -146,9 +158,57 @@ def test_a_closed_terminal_or_a_killed_launcher_stops_every_child(stack, signum)
         assert stack.proc.returncode == 0
 
 
+def test_two_peered_engines_serve_the_apps_the_console_indexes(tmp_path):
+    # A var/ of an earlier make run, whose one engine (app id "devengine") had this file.
+    earlier = tmp_path / "var" / "devengine.sqlite3"
+    earlier.parent.mkdir()
+    earlier.write_bytes(b"an earlier engine's instances")
+    stack = Launched(tmp_path)
+    try:
+        stack.wait_for("Dapr Workflow Console:")
+        _check_the_two_apps(stack)
+    finally:
+        stack.cleanup()
+    # Left alone, and said so: its children would wait for ever for the app "devengine".
+    assert earlier.read_bytes() == b"an earlier engine's instances"
+    assert (
+        f"{earlier.resolve()} is the engine of an earlier make run, no longer used: delete it, "
+        "and its instances from the console with `.venv/bin/python manage.py forgetengine local`."
+    ) in "".join(stack.output)
+
+
+def _check_the_two_apps(stack: Launched) -> None:
+    children = _children(stack.proc.pid)
+    engines = {}
+    for pid in children:
+        args = _args(pid)
+        if args[1:3] == ["-m", "devengine"]:
+            engines[args[args.index("--app-id") + 1]] = args
+    orders, billing = engines.pop("orders"), engines.pop("billing")
+    assert not engines
+
+    def option(args: list[str], name: str) -> str:
+        return args[args.index(name) + 1]
+
+    assert option(orders, "--port") == str(stack.engine_port)
+    assert option(billing, "--port") == str(stack.billing_port)
+    assert f"--peer=billing=127.0.0.1:{stack.billing_port}" in orders
+    assert f"--peer=orders=127.0.0.1:{stack.engine_port}" in billing
+    assert Path(option(orders, "--db")) == stack.var.resolve() / "devengine-orders.sqlite3"
+    assert Path(option(billing, "--db")) == stack.var.resolve() / "devengine-billing.sqlite3"
+
+    [samples] = [_args(pid) for pid in children if b"devengine.samples" in _cmdline(pid)]
+    assert option(samples, "--engine") == f"127.0.0.1:{stack.engine_port}"
+    assert option(samples, "--billing") == f"127.0.0.1:{stack.billing_port}"
+    [indexer] = [pid for pid in children if b"runindexer" in _cmdline(pid)]
+    assert _environ(indexer)["CONSOLE_ENGINES"] == (
+        f"orders=127.0.0.1:{stack.engine_port},billing=127.0.0.1:{stack.billing_port}"
+    )
+
+
 def test_a_child_that_dies_stops_the_others_and_fails_the_run(stack):
     children = _children(stack.proc.pid)
-    [engine] = [pid for pid in children if b"devengine\0--port" in _cmdline(pid)]
+    [engine] = [pid for pid in children if b"--app-id\0billing" in _cmdline(pid)]
 
     os.kill(engine, signal.SIGKILL)
 
@@ -164,10 +224,27 @@ def test_a_child_that_dies_stops_the_others_and_fails_the_run(stack):
             {"DEVENGINE_PORT": "abc"},
             "DEVENGINE_PORT='abc' is not a port number between 1 and 65535",
         ),
+        (
+            {"DEVENGINE_BILLING_PORT": "65536"},
+            "DEVENGINE_BILLING_PORT='65536' is not a port number between 1 and 65535",
+        ),
         # One port for both: daphne failed on it after everything else had started.
         (
             {"DEVENGINE_PORT": "47123", "CONSOLE_PORT": "47123"},
             "DEVENGINE_PORT and CONSOLE_PORT are both 47123",
+        ),
+        (
+            {"DEVENGINE_PORT": "47123", "DEVENGINE_BILLING_PORT": "47123"},
+            "DEVENGINE_PORT and DEVENGINE_BILLING_PORT are both 47123",
+        ),
+        (
+            {"DEVENGINE_BILLING_PORT": "47123", "CONSOLE_PORT": "47123"},
+            "DEVENGINE_BILLING_PORT and CONSOLE_PORT are both 47123",
+        ),
+        # The billing engine's default, taken by the orders engine.
+        (
+            {"DEVENGINE_PORT": "50002"},
+            "DEVENGINE_PORT and DEVENGINE_BILLING_PORT are both 50002",
         ),
     ],
 )
@@ -182,6 +259,31 @@ def test_a_bad_port_setting_is_one_line(tmp_path, ports, message):
     )
     assert done.returncode == 1
     assert done.stderr.strip() == message
+
+
+def test_a_billing_port_in_use_is_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "console.devstack"],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "DEVENGINE_PORT": str(_free_port()),
+                "DEVENGINE_BILLING_PORT": str(port),
+                "CONSOLE_PORT": str(_free_port()),
+                "CONSOLE_VAR_DIR": str(tmp_path),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"port {port} is in use: stop what uses it or set DEVENGINE_BILLING_PORT"
+    )
 
 
 def test_the_printed_address_carries_the_path_prefix(monkeypatch):
