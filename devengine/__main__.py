@@ -87,8 +87,11 @@ def main(argv: list[str] | None = None) -> None:
             ]
         except ValueError as e:
             parser.error(f"DEVENGINE_PEERS: {e}")
+    # Each line names the app: the engines of several apps often share a terminal (make run).
+    app = args.app_id.replace("%", "%%")
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s {app} %(name)s: %(message)s",
     )
     server = serve(
         args.host,

@@ -128,3 +128,15 @@ def test_start_up_problems_are_one_line_each_not_tracebacks(token_engine, tmp_pa
         "--db", str(tmp_path / "b"),
     )  # fmt: skip
     assert f"devengine: cannot listen on 127.0.0.1:{token_engine.http_port}" in http_port
+
+
+def test_log_lines_name_the_app(tmp_path):
+    # Two apps' engines in one terminal (make run): each line says whose it is.
+    engine = EngineProcess(tmp_path / "billing.sqlite3", "--app-id", "bill%ing").start()
+    try:
+        Http(engine.http_port).get("/v1.0/healthz")
+    finally:
+        engine.stop()
+    lines = [line for line in engine.log().splitlines() if " INFO " in line]
+    assert any("listening" in line for line in lines), engine.log()
+    assert all(" INFO bill%ing devengine" in line for line in lines), engine.log()
