@@ -138,6 +138,38 @@ document.addEventListener("htmx:afterRequest", (event) => {
   const target = event.detail.target;
   if (target) target.removeAttribute("aria-busy");
 });
+
+// Enter in a filter's text field fires three triggers at once (the field's "search", the
+// form's "change" and "submit"), each asking for the same list: hx-sync aborted the first two
+// after the server had begun them, and htmx logged each abort as an error. A request for the
+// filters as they are, to a target a request for them is already on its way to, is not sent.
+const onTheWay = new WeakMap(); // target -> {filters, xhr} of the request on its way to it
+
+function filtersOf(elt) {
+  const form = elt.closest("form");
+  return form ? new URLSearchParams(new FormData(form)).toString() : null;
+}
+
+document.addEventListener("htmx:confirm", (event) => {
+  const { elt, target, verb, path } = event.detail;
+  const filters = filtersOf(elt);
+  const sent = target && onTheWay.get(target);
+  if (verb === "get" && filters !== null && sent && sent.filters === `${path}?${filters}`) {
+    event.preventDefault();
+  }
+});
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const { elt, target, xhr, requestConfig } = event.detail;
+  const filters = filtersOf(elt);
+  if (target && filters !== null) {
+    onTheWay.set(target, { filters: `${requestConfig.path}?${filters}`, xhr });
+  }
+});
+document.addEventListener("htmx:afterRequest", (event) => {
+  const { target, xhr } = event.detail;
+  // Not when an older request ends (aborted for a newer one): the newer is still on its way.
+  if (target && onTheWay.get(target)?.xhr === xhr) onTheWay.delete(target);
+});
 document.addEventListener("htmx:afterSettle", (event) => {
   const target = event.detail.target;
   const live = document.getElementById("announce");

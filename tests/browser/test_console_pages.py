@@ -631,6 +631,27 @@ def test_a_keyboard_and_screen_reader_user_filters_and_pages(signed_in: Any) -> 
     )
 
 
+def test_enter_in_a_text_filter_asks_for_the_list_once(signed_in: Any) -> None:
+    # Enter there fires the field's "search" and the form's "change" and "submit": three
+    # requests for the same list, two of them aborted (htmx logs each abort as an error).
+    page = signed_in
+    wait_for_list(page, [*FINISHED, *RUNNING])
+    asked: list[str] = []
+    aborted: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "id_prefix=" in r.url else None)
+    page.on("console", lambda m: aborted.append(m.text) if "sendAbort" in m.text else None)
+
+    page.locator("input[name=id_prefix]").click()
+    page.keyboard.type("b-f")
+    page.keyboard.press("Enter")
+    wait_for_list(page, ["b-fails", "b-fan", "b-fan:0001", "b-fan:0002", "b-forever"])
+    page.wait_for_timeout(800)  # past the field's own delay, for a request it would add
+
+    assert len(asked) == 1, asked
+    assert aborted == []
+    assert "id_prefix=b-f" in page.url
+
+
 def test_a_failed_sign_in_is_said_with_the_fields(page: Any, live_server: Any) -> None:
     page.goto(live_server.url + "/login/")
     page.fill("#id_username", "nobody")
