@@ -17,7 +17,7 @@ billing as the app that invoices it; otherwise everything runs on the one engine
 All engine calls go through a ``DaprWorkflowClient`` from a small thread pool, so a slow call
 never delays the schedule; when too many calls are in flight, starts are skipped rather than
 queued, which keeps a slow engine from being buried. An unavailable engine is reported once and
-probed every few seconds until it answers.
+probed every few seconds until it answers; the other app's engine, if any, keeps its load.
 """
 
 from __future__ import annotations
@@ -215,7 +215,9 @@ class LoadGenerator:
         self.started: Counter[str] = Counter()
         self.actions: Counter[str] = Counter()
         self.skipped = 0
-        self.engine_down = False
+        # The engines that failed as unavailable, and when to probe each again with a start.
+        self.engines_down: set[str] = set()
+        self._next_probe: dict[str, float] = {}
         self._deck: list[str] = []
         self._due: list[_Due] = []
         self._due_seq = itertools.count()
@@ -233,19 +235,15 @@ class LoadGenerator:
             next_start = self.clock()
             next_report = self.clock() + REPORT_EVERY
             next_monitor_check = self.clock()
-            next_probe = self.clock()
             while not self.stop.is_set():
                 now = self.clock()
                 self._run_due(now)
                 if interval is not None and now >= next_start:
-                    if not self.engine_down or now >= next_probe:
-                        # While the engine is down, one start every few seconds probes for it.
-                        self.start_next()
-                        next_probe = now + PROBE_EVERY
+                    self.start_next()
                     # After a stall, carry on at the rate instead of bursting to catch up.
                     next_start = max(next_start + interval, now - interval)
                 if self.monitors and now >= next_monitor_check:
-                    self._submit("check monitors", self._keep_monitors_running)
+                    self._submit("check monitors", self._keep_monitors_running, self.billing)
                     next_monitor_check = now + MONITOR_CHECK_EVERY
                 if now >= next_report:
                     self._report()
@@ -294,7 +292,35 @@ class LoadGenerator:
                 self._due, _Due(self.clock() + delay, next(self._due_seq), label, action)
             )
 
-    def _submit(self, label: str, action: Callable[[], None]) -> bool:
+    @property
+    def engine_down(self) -> bool:
+        return bool(self.engines_down)
+
+    def _client_for(self, workflow: Callable[..., Any]) -> DaprWorkflowClient:
+        return self.billing if workflow in workflows.BILLING.workflows else self.client
+
+    def _engine_name(self, client: DaprWorkflowClient) -> str:
+        if self.billing is self.client:
+            return "the engine"
+        return "the billing engine" if client is self.billing else "the orders engine"
+
+    def _probes(self, engine: str) -> bool:
+        """Whether a start may go to ``engine``: always while it answers, and while it is down
+        one every few seconds, to find out when it is back."""
+        if engine not in self.engines_down:
+            return True
+        now = self.clock()
+        if now < self._next_probe.get(engine, now):
+            return False
+        self._next_probe[engine] = now + PROBE_EVERY
+        return True
+
+    def _submit(
+        self, label: str, action: Callable[[], None], client: DaprWorkflowClient | None = None
+    ) -> bool:
+        """Run ``action`` (a call to ``client``'s engine, the orders' one by default) in the pool;
+        False when too many calls are in flight."""
+        engine = self._engine_name(client or self.client)
         with self._lock:
             if self._in_flight >= MAX_IN_FLIGHT:
                 return False
@@ -304,11 +330,13 @@ class LoadGenerator:
             try:
                 action()
             except Exception as exc:  # noqa: BLE001 - one failed call must not stop the demo
-                self._failed(label, exc)
+                self._failed(label, engine, exc)
             else:
-                if self.engine_down:
-                    self.engine_down = False
-                    log.info("the engine answers again: resuming the load")
+                with self._lock:
+                    back = engine in self.engines_down
+                    self.engines_down.discard(engine)
+                if back:
+                    log.info("%s answers again: resuming its load", engine)
             finally:
                 with self._lock:
                     self._in_flight -= 1
@@ -316,14 +344,15 @@ class LoadGenerator:
         self._pool.submit(call)
         return True
 
-    def _failed(self, label: str, exc: Exception) -> None:
+    def _failed(self, label: str, engine: str, exc: Exception) -> None:
         if _is_unavailable(exc):
             # One line per outage, not one per call: the SDK worker already reports reconnects.
             with self._lock:
-                first = not self.engine_down
-                self.engine_down = True
+                first = engine not in self.engines_down
+                self.engines_down.add(engine)
+                self._next_probe[engine] = self.clock() + PROBE_EVERY
             if first:
-                log.warning("%s failed: the engine is unavailable; pausing the load", label)
+                log.warning("%s failed: %s is unavailable; pausing its load", label, engine)
             self._count(self.actions, "lost while the engine was down")
             return
         log.warning("%s failed: %s", label, _describe(exc))
@@ -358,14 +387,18 @@ class LoadGenerator:
 
     def start_next(self) -> None:
         scenario = self.draw()
-        _, prefix, _ = SCENARIOS[scenario]
+        workflow, prefix, _ = SCENARIOS[scenario]
+        client = self._client_for(workflow)
+        if not self._probes(self._engine_name(client)):
+            self._count(self.actions, "lost while the engine was down")
+            return
         instance_id = self.ids.next(prefix)
         plan = self.plan(scenario, instance_id)
-        if not self._submit(f"start {instance_id}", lambda: self._start(instance_id, plan)):
+        if not self._submit(f"start {instance_id}", lambda: self._start(instance_id, plan), client):
             self.skipped += 1
 
     def _start(self, instance_id: str, plan: Plan) -> None:
-        client = self.billing if plan.workflow in workflows.BILLING.workflows else self.client
+        client = self._client_for(plan.workflow)
         client.schedule_new_workflow(plan.workflow, input=plan.input, instance_id=instance_id)
         self._count(self.started, plan.workflow.__name__)
         for delay, label, action in plan.follow_ups:

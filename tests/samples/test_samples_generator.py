@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
@@ -259,7 +260,8 @@ class Unavailable(grpc.RpcError):
 
 def test_an_engine_outage_is_reported_once_and_the_load_resumes_when_it_answers(caplog):
     client = FakeClient()
-    gen = make_generator(client)
+    clock = FakeClock()
+    gen = make_generator(client, clock)
     healthy = client.schedule_new_workflow
     client.schedule_new_workflow = lambda *a, **kw: (_ for _ in ()).throw(Unavailable())
     with caplog.at_level(logging.INFO, logger="devengine.samples.generator"):
@@ -267,12 +269,51 @@ def test_an_engine_outage_is_reported_once_and_the_load_resumes_when_it_answers(
             gen.start_next()
         assert gen.engine_down
         client.schedule_new_workflow = healthy
+        clock.now += generator.PROBE_EVERY  # the next probe
         gen.start_next()
     assert not gen.engine_down
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "engine is unavailable" in warnings[0].getMessage()
     assert gen.actions["lost while the engine was down"] == 5
+
+
+def test_as_two_apps_billings_outage_is_reported_once_and_orders_keep_starting(caplog):
+    orders, billing = FakeClient(), FakeClient()
+    clock = FakeClock()
+    gen = make_generator(orders, clock, billing=billing)
+    healthy = billing.schedule_new_workflow
+    probes = []
+
+    def down(*args, **kwargs):
+        probes.append(clock.now)
+        raise Unavailable()
+
+    billing.schedule_new_workflow = down
+    with caplog.at_level(logging.INFO, logger="devengine.samples.generator"):
+        for _ in range(80):  # two decks, at the rate of 2 a second
+            gen.start_next()
+            clock.now += 0.5
+        outage = [r.getMessage() for r in caplog.records]
+        billing.schedule_new_workflow = healthy
+        for _ in range(40):
+            gen.start_next()
+            clock.now += 0.5
+
+    warnings = [m for m in outage if "unavailable" in m]
+    assert len(warnings) == 1, outage
+    assert "billing engine is unavailable" in warnings[0]
+    assert not [m for m in outage if "answers again" in m], outage
+    # Orders' engine answers all along: its workflows start at the rate.
+    assert len(started_ids(orders)) > 50
+    # Billing's is probed every few seconds, not called at the rate, and found again.
+    assert all(b - a >= generator.PROBE_EVERY for a, b in itertools.pairwise(probes)), probes
+    assert started_ids(billing)
+    assert not gen.engine_down
+
+
+def started_ids(client: FakeClient) -> list[str]:
+    return [i for kind, _, i in client.calls if kind == "start"]
 
 
 def test_a_follow_up_due_while_the_engine_is_busy_is_retried_not_lost():
