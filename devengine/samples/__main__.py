@@ -116,6 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if args.billing and (args.billing_host, args.billing_port) == (args.host, args.port):
+        # Two workers on one engine would take each other's work items and fail them.
+        parser.error("--billing names the engine of --engine: leave it out to run one app")
     return args
 
 

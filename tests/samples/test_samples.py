@@ -31,6 +31,7 @@ from dapr.ext.workflow._durabletask.internal import (
 )
 
 from devengine.samples import workflows
+from devengine.samples.__main__ import parse_args
 
 pytestmark = pytest.mark.slow
 
@@ -377,3 +378,13 @@ def test_as_two_apps_billing_runs_on_its_own_engine_and_invoices_the_orders(two_
             assert parent.workflowInstance.instanceId == order.instance_id
     finally:
         client.close()
+
+
+def test_billing_on_the_engine_of_orders_is_refused(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(["--engine", "127.0.0.1:50001", "--billing", "127.0.0.1:50001"])
+    assert stopped.value.code == 2
+    assert "--billing names the engine of --engine" in capsys.readouterr().err
+    # Another port is another engine.
+    args = parse_args(["--engine", "127.0.0.1:50001", "--billing", "127.0.0.1:50002"])
+    assert (args.billing_host, args.billing_port) == ("127.0.0.1", 50002)
