@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import heapq
 import json
 from dataclasses import dataclass, field
@@ -173,11 +174,16 @@ class InstanceFilterForm(forms.Form):
             self.add_error("created_before", "Must be later than “Created from”.")
         data["purged"] = data.get("purged") or "exclude"
         data["sort"] = data.get("sort") or "-created"
-        raw = data.get("cursor") or ""
+        raw = data.pop("cursor", None) or ""
         data["cursor"] = None
         if raw:
+            chosen = Filters.from_data(data, {n: e.pk for n, e in self.engines.items()})
             try:
-                data["cursor"] = decode_cursor(raw, data["sort"])
+                data["cursor"] = decode_cursor(raw, data["sort"], chosen.digest())
+            except CursorOfOtherFilters:
+                # The page's own form and links never send one (they drop the cursor): a link
+                # edited by hand asks for these filters, whose first page is shown.
+                pass
             except ValueError:
                 self.add_error("cursor", "This page link is not valid any more.")
         return data
@@ -198,6 +204,10 @@ class CursorOfAnotherOrder(ValueError):
     """A cursor handed out for another sort order than the one asked for."""
 
 
+class CursorOfOtherFilters(ValueError):
+    """A cursor handed out for other filters than the ones asked for."""
+
+
 class Cursor(NamedTuple):
     """A place in the list: the sort value and id of a row, and which side of it a page is
     read from. ``backward``: the page before that row (a previous page), read from the row
@@ -211,13 +221,19 @@ class Cursor(NamedTuple):
 
 
 def encode_cursor(
-    value: datetime, pk: int, sort: str, backward: bool = False, rows_before: int | None = None
+    value: datetime,
+    pk: int,
+    sort: str,
+    filters: str,
+    backward: bool = False,
+    rows_before: int | None = None,
 ) -> str:
     """A page link's cursor: the sort value and id of the row it starts next to, the order
-    they are a place in, the side of the row the page is on and the rows before it. Not
-    signed: a changed cursor can only start a page elsewhere, or show a wrong position."""
+    they are a place in, the side of the row the page is on, the rows before it and the
+    ``Filters.digest`` of the filters they were counted in. Not signed: a changed cursor can
+    only start a page elsewhere, or show a wrong position."""
     raw = json.dumps(
-        [value.isoformat(), pk, sort, "before" if backward else "after", rows_before]
+        [value.isoformat(), pk, sort, "before" if backward else "after", rows_before, filters]
     ).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -226,11 +242,14 @@ def _is_count(value: Any) -> bool:
     return type(value) is int and 0 <= value < 2**63
 
 
-def decode_cursor(raw: str, sort: str) -> Cursor:
+def decode_cursor(raw: str, sort: str, filters: str) -> Cursor:
     """``encode_cursor`` undone; ValueError for anything it did not write, or wrote for another
     order than ``sort`` (a place among the newest created is no place among the last updated:
-    the page would silently start elsewhere). A cursor without its order (handed out before
-    they had one), or without its side (before pages could go back), is a next page's."""
+    the page would silently start elsewhere), or for other filters than those of digest
+    ``filters`` (the rows before it were counted among other rows: a wrong position). A cursor
+    without its order (handed out before they had one), or without its side (before pages
+    could go back), is a next page's; one without its filters (before they were named) has no
+    position, as its rows before can't be checked."""
     try:
         value, pk, *rest = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         when = datetime.fromisoformat(value)
@@ -238,13 +257,23 @@ def decode_cursor(raw: str, sort: str) -> Cursor:
         when.astimezone(UTC)
     except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
         raise ValueError("not a cursor") from exc
-    if when.tzinfo is None or not _is_count(pk) or len(rest) not in (0, 1, 3):
+    if when.tzinfo is None or not _is_count(pk) or len(rest) not in (0, 1, 3, 4):
         raise ValueError("not a cursor")
-    side, rows_before = rest[1:] if len(rest) == 3 else ("after", None)
+    side, rows_before, made_for = "after", None, None
+    if len(rest) >= 3:
+        side, rows_before = rest[1:3]
+    if len(rest) == 4:
+        made_for = rest[3]
     if side not in ("before", "after") or not (rows_before is None or _is_count(rows_before)):
+        raise ValueError("not a cursor")
+    if not (made_for is None or isinstance(made_for, str)):
         raise ValueError("not a cursor")
     if rest and rest[0] != sort:
         raise CursorOfAnotherOrder(rest[0])
+    if made_for is None:
+        rows_before = None
+    elif made_for != filters:
+        raise CursorOfOtherFilters(made_for)
     return Cursor(when, pk, side == "before", rows_before)
 
 
@@ -292,6 +321,27 @@ class Filters:
             sort=d.get("sort") or "-created",
             cursor=d.get("cursor"),
         )
+
+    def digest(self) -> str:
+        """A short name of what the filters select, whatever their order and spelling in the
+        query (engines and statuses as a set, times in UTC): a cursor carries it, and is
+        refused with other filters, among which its rows before are no position."""
+        chosen = [
+            sorted(self.engine_ids),
+            sorted(self.statuses),
+            self.name,
+            self.id_prefix,
+            self.parent,
+            self.q,
+            *(
+                t and t.astimezone(UTC).isoformat()
+                for t in (self.created_after, self.created_before)
+            ),
+            self.purged,
+            self.unreadable,
+        ]
+        hashed = hashlib.blake2s(json.dumps(chosen).encode(), digest_size=6).digest()
+        return base64.urlsafe_b64encode(hashed).decode()
 
     @property
     def own_index(self) -> bool:
@@ -502,9 +552,10 @@ def instance_page(f: Filters, limit: int | None = None, counts: Counts | None = 
         after = True  # the row the cursor names, at least
         before = more
     column = SORTS[f.sort][0]
+    filters = f.digest()
 
     def place(inst: Instance, backward: bool, rows_before: int | None) -> str:
-        return encode_cursor(getattr(inst, column), inst.pk, f.sort, backward, rows_before)
+        return encode_cursor(getattr(inst, column), inst.pk, f.sort, filters, backward, rows_before)
 
     following = None if start is None else start + len(rows)
     return Page(

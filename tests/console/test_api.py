@@ -1228,3 +1228,34 @@ def test_the_api_takes_what_its_schema_says_and_refuses_the_rest(api):
                 assert response.status_code == status, (path, param["name"], value)
                 tried += 1
     assert tried > 40
+
+
+def test_a_cursor_is_refused_with_other_filters_than_it_was_made_for(api):
+    for i in range(6):
+        factories.instance(instance_id=f"r{i}", status="RUNNING")
+    for i in range(2):
+        factories.instance(instance_id=f"f{i}", status="FAILED")
+    second = api.get(api.get("/api/instances/?status=RUNNING&limit=2").json()["next"])
+    assert second.json()["start"] == 2
+    # The next page's link, its filter edited by hand: the place it names is a place among
+    # the running instances, and "2 before it" is no position among the failed ones.
+    edited = second.json()["next"].replace("status=RUNNING", "status=FAILED")
+    response = api.get(edited)
+    assert response.status_code == 400
+    assert response.json() == {"cursor": ["a cursor of other filters than these"]}
+    # The same filters written otherwise (another case, a value given twice) are the same.
+    same = second.json()["next"].replace("status=RUNNING", "status=running&status=RUNNING")
+    assert ids(api.get(same)) == ["r1", "r0"]
+    assert api.get(same).json()["start"] == 4
+
+
+def test_a_cursor_handed_out_before_cursors_named_their_filters_works_without_a_position(api):
+    rows = [factories.instance(instance_id=f"o{i}", created_at=factories.T0) for i in range(5)]
+    when = rows[3].created_at.isoformat()
+    # ["time", pk, "-created", "after", 2]: a position, but no filters to check it against.
+    page = api.get(
+        f"/api/instances/?limit=2&cursor={_cursor(when, rows[3].pk, '-created', 'after', 2)}"
+    )
+    assert ids(page) == ["o2", "o1"]
+    assert page.json()["start"] is None
+    assert api.get(page.json()["next"]).json()["start"] is None

@@ -211,6 +211,24 @@ def test_a_page_link_of_one_order_is_refused_in_another(logged_in, seeded, monke
     assert ids_in(response) == []
 
 
+def test_a_page_link_whose_filters_were_edited_shows_the_first_page_of_the_new_ones(
+    logged_in, seeded, monkeypatch
+):
+    monkeypatch.setattr(listing, "PAGE_SIZE", 4)
+    first = _text(logged_in.get("/instances/?status=COMPLETED&sort=created"))
+    next_url = re.search(r'class="next" href="([^"]*)"', first).group(1).replace("&amp;", "&")
+    second = logged_in.get("/instances/" + next_url)
+    assert "5–8 of" in _text(second)
+    # The filter form sends its fields only, never the page's cursor.
+    assert 'name="cursor"' not in _text(second)
+    edited = logged_in.get("/instances/" + next_url.replace("COMPLETED", "FAILED"))
+    failed = ids_in(logged_in.get("/instances/?status=FAILED&sort=created"))
+    assert ids_in(edited) == failed
+    # The first page: no link back, no position counted among the completed ones ("5–5 of 1").
+    assert "not valid any more" not in _text(edited) and "5–" not in _text(edited)
+    assert 'id="results-previous"' not in _text(edited)
+
+
 def _cursor(*rest: object) -> str:
     """A cursor of the row 5 at a fixed time, with ``rest`` after them."""
     raw = json.dumps(["2026-01-01T00:00:00+00:00", 5, *rest]).encode()
@@ -672,7 +690,8 @@ def test_the_unreadable_filters_next_pages_start_from_the_few_unreadable_checks(
     later = timezone.now() + timedelta(days=1)
     for sort in ("-created", "created", "-updated", "updated"):
         start = later if sort.startswith("-") else later - timedelta(days=3650)
-        cursor = listing.encode_cursor(start, 1, sort)
+        digest = listing.Filters(unreadable=True, sort=sort).digest()
+        cursor = listing.encode_cursor(start, 1, sort, digest)
         url = f"/instances/?unreadable=1&sort={sort}&cursor={cursor}"
         with CaptureQueriesContext(connection) as queries:
             body = _text(logged_in.get(url))

@@ -197,7 +197,8 @@ class InstanceFilterSerializer(QuerySerializer):
         max_length=200,
         required=False,
         help_text="where the page starts (or, for a previous page, ends), as a page's next "
-        "or previous link gives it; valid only with the ordering it was handed out for",
+        "or previous link gives it; valid only with the ordering and filters it was handed out "
+        "for",
     )
     limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
 

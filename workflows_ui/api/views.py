@@ -215,8 +215,9 @@ def _start_field() -> serializers.Field:
         min_value=0,
         help_text="how many instances come before this page's first one (0 on the first page, "
         "50 on the second of 50 each): counted along the pages followed from the first; null "
-        "when not known (from a cursor handed out before pages had a position, or when going "
-        "back finds instances that came into the list before this page since)",
+        "when not known (from a cursor handed out before pages had a position, or before "
+        "cursors named their filters, or when going back finds instances that came into the "
+        "list before this page since)",
     )
 
 
@@ -285,6 +286,19 @@ class EngineList(APIView):
         return Response(EngineSerializer(engines, many=True).data)
 
 
+def _read_cursor(raw: str, f: listing.Filters) -> listing.Cursor:
+    """The cursor, or a 400 saying it was made for another ordering or other filters."""
+    try:
+        return listing.decode_cursor(raw, f.sort, f.digest())
+    except listing.CursorOfAnotherOrder:
+        reason = f"a cursor of another ordering than {f.sort}"
+    except listing.CursorOfOtherFilters:
+        reason = "a cursor of other filters than these"
+    except ValueError:
+        reason = "not a cursor this API handed out"
+    raise ValidationError({"cursor": [reason]})
+
+
 class InstanceList(APIView):
     @_documented(
         parameters=(InstanceFilterSerializer,),
@@ -305,17 +319,12 @@ class InstanceList(APIView):
     def get(self, request: Request) -> Response:
         params = _validated(InstanceFilterSerializer, request)
         engines = {e.pk: e for e in Engine.objects.all()}
-        if params.get("cursor"):
-            try:
-                params["cursor"] = listing.decode_cursor(params["cursor"], params["ordering"])
-            except listing.CursorOfAnotherOrder:
-                reason = f"a cursor of another ordering than {params['ordering']}"
-                raise ValidationError({"cursor": [reason]}) from None
-            except ValueError:
-                raise ValidationError({"cursor": ["not a cursor this API handed out"]}) from None
+        raw_cursor = params.pop("cursor", None)
         # The list page's filters and keyset pages: the same index ranges serve both.
         params["sort"] = params["ordering"]
         f = listing.Filters.from_data(params, {e.name: pk for pk, e in engines.items()})
+        if raw_cursor:
+            f.cursor = _read_cursor(raw_cursor, f)
         page = listing.instance_page(f, limit=params["limit"], counts=listing.counts_for_plan(f))
         for inst in page.rows:
             inst.engine = engines[inst.engine_id]
