@@ -206,6 +206,33 @@ def answered_positions(run_id: int, events: Sequence[Any]) -> dict[int, int]:
     return answered
 
 
+def unfired_timers(run_id: int, events: Sequence[Any], to_the_end: bool) -> set[int]:
+    """The positions of the timerCreated among ``events`` (of one run, a page of its history
+    in order) that no timerFired of the run answers. A timerFired comes after its timer: when
+    ``events`` are all those from the first to the run's last, the page says which; else one
+    query through ``wf_event_run_related``."""
+    from workflows_ui.models import HistoryEvent
+
+    created = {ev.event_id: ev.position for ev in events if ev.event_type == "timerCreated"}
+    unfired = set(created) - {ev.related_id for ev in events if ev.event_type == "timerFired"}
+    if unfired and not to_the_end:
+        unfired -= set(
+            HistoryEvent.objects.filter(
+                run_id=run_id, event_type="timerFired", related_id__in=list(unfired)
+            ).values_list("related_id", flat=True)
+        )
+    return {created[i] for i in unfired}
+
+
+def end_unread(run_id: int, status: str) -> bool:
+    """Whether the run ended in a turn that is in no history (see ``Timeline.end_unread``)."""
+    from workflows_ui.models import HistoryEvent
+
+    if status not in ("CONTINUED_AS_NEW", ENDED_UNSEEN):
+        return False
+    return not HistoryEvent.objects.filter(run_id=run_id, event_type="executionCompleted").exists()
+
+
 # --- the timeline -------------------------------------------------------------------------------
 
 

@@ -280,9 +280,25 @@ def other_app(event_type: str, details: Any) -> str:
     return target if isinstance(target, str) and target and target != source else ""
 
 
-def event_summary(event_type: str, details: Any, now: datetime | None = None) -> str:
+def _never_fired(fire_at: str, now: datetime | None, run_ended: str) -> str:
+    """What became of a timer its run outlived (``run_ended``: see ``event_summary``)."""
+    fire = parse_time(fire_at)
+    # With its last turn unread too, a timer due after the page's time can't have fired.
+    if run_ended == "unread" and not (fire and now and fire > now):
+        fate = "whether it fired is not known: the run's last turn was not read"
+    else:
+        fate = "it did not fire: the run ended first"
+    return f"was to fire at {fire_at}; {fate}"
+
+
+def event_summary(
+    event_type: str, details: Any, now: datetime | None = None, run_ended: str = ""
+) -> str:
     """One line about an event for the history table (the full details sit beside it).
-    ``now``: the page's time, which a timer's fire time is said relative to.
+    ``now``: the page's time, which a timer's fire time is said relative to. ``run_ended``,
+    for a timerCreated that no timerFired answers: "" while the run goes on; "ended" when the
+    run ended without it firing; "unread" when the run's last turn is in no history (it may
+    have fired there). A timer of an ended run never fires: its time is not said from now.
 
     The engine leaves out empty values, so any key may be missing: each is looked up with a
     fallback, and details that aren't an object are taken as empty."""
@@ -312,8 +328,12 @@ def event_summary(event_type: str, details: Any, now: datetime | None = None) ->
             waiting = _short(f"waiting for event {name}".strip())
             if not fire_at or fire_at.startswith("9999-"):  # a wait with no timeout
                 return waiting
+            # The event may have come, or the run ended: its timeout is not said from now.
+            due = "" if run_ended else _due(fire_at, now)
             # Apart from the name (the app's, of any length), so the cut never takes the time.
-            return waiting + _short(f", timeout at {fire_at}{_due(fire_at, now)}")
+            return waiting + _short(f", timeout at {fire_at}{due}")
+        if run_ended:
+            return _short(_never_fired(fire_at, now, run_ended))
         return _short(f"fires at {fire_at}{_due(fire_at, now)}")
     if event_type == "timerFired":
         return _short(f"timer {get('timerId')} fired (due {get('fireAt')})")

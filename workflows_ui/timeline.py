@@ -130,7 +130,8 @@ def _title(bar: Bar, end: datetime | None) -> str:
     if bar.start and end:
         parts.append(human_duration((end - bar.start).total_seconds()))
     if bar.due and bar.due != NEVER:
-        parts.append(("timeout " if bar.kind == "event" else "fires ") + bar.due.isoformat())
+        fires = "was to fire " if bar.outcome in ("abandoned", "not read") else "fires "
+        parts.append(("timeout " if bar.kind == "event" else fires) + bar.due.isoformat())
     if bar.child_id:
         parts.append(visible_name(bar.child_id))
     if bar.detail:
@@ -148,7 +149,9 @@ def layout(tl: Timeline, now: datetime) -> Layout:
     end = tl.end if tl.finished and tl.end else now
     ends = [g.last for g in tl.groups] if tl.groups is not None else [b.end for b in tl.bars]
     latest = max((t for t in ends if t and t != NEVER), default=None)
-    if latest and latest > end:
+    # A finished run's drawing ends with the run: a summarized run's timers span their last
+    # fire time, which for one the run outlived is days after it (and never came).
+    if latest and latest > end and not tl.finished:
         end = latest
     span = max((end - start).total_seconds(), 0.001)
 

@@ -388,8 +388,7 @@ def instance_detail(
         ),
     }
     if run is not None:
-        status = inst.status if is_current else (run.status or history.ENDED_UNSEEN)
-        tl, waits = history.load_timeline(run, status)
+        tl, waits = history.load_timeline(run, _run_status(inst, run))
         ctx["timeline"] = layout(tl, now)
         ctx["end_unread"] = tl.end_unread
         ctx["waits"] = waits
@@ -617,6 +616,31 @@ def _run_duration(run: Run) -> str:
     return human_duration(max((run.completed_at - run.started_at).total_seconds(), 0.0))
 
 
+def _run_status(inst: Instance, run: Run) -> str:
+    """The run's status: the instance's for its current run, else the run's own (ended, how
+    not seen, when the indexer missed its end)."""
+    if run.execution_id == inst.current_execution_id or not inst.current_execution_id:
+        return inst.status
+    return run.status or history.ENDED_UNSEEN
+
+
+def _timers_outlived(
+    inst: Instance, run: Run, rows: list[HistoryEvent], to_the_end: bool
+) -> dict[int, str]:
+    """For a run that has ended, its timers among ``rows`` (``to_the_end``: every event from
+    the first row on) that never fired, by position: how ``payloads.event_summary`` says so
+    ("ended", or "unread" when its last turn is in no history). Empty while the run goes on
+    (suspended and stalled runs too: they resume)."""
+    status = _run_status(inst, run)
+    if status not in history.TERMINAL:
+        return {}
+    unfired = history.unfired_timers(run.pk, rows, to_the_end)
+    if not unfired:
+        return {}
+    how = "unread" if history.end_unread(run.pk, status) else "ended"
+    return dict.fromkeys(unfired, how)
+
+
 def _history_context(
     request: HttpRequest,
     inst: Instance,
@@ -651,6 +675,7 @@ def _history_context(
         start = run.started_at
     run_url = instance_url(inst.engine.name, inst.instance_id, run.ordinal)
     answered = history.answered_positions(run.pk, rows)
+    outlived = _timers_outlived(inst, run, rows, to_the_end=not has_next and not asked)
     events: list[dict[str, Any]] = []
     for ev in rows:
         shown = payloads.event_details(ev.details, payloads.EVENT_LIMIT)
@@ -663,7 +688,9 @@ def _history_context(
                 "elapsed": elapsed(start, when),
                 # The time of day alone, unless the run began on another day (a wait of days).
                 "dated": bool(when and start and when.date() != start.date()),
-                "summary": payloads.event_summary(ev.event_type, ev.details, now),
+                "summary": payloads.event_summary(
+                    ev.event_type, ev.details, now, outlived.get(ev.position, "")
+                ),
                 "other_app": payloads.other_app(ev.event_type, ev.details),
                 "details": shown,
                 "url": event_url(run_url, ev.position),

@@ -293,6 +293,16 @@ def test_a_timers_summary_says_how_far_its_fire_time_or_timeout_is():
         "fires at 2026-11-22T03:00:04.000000500Z (in 4 s at page load)"
     )
     assert event_summary("timerCreated", timer) == "fires at 2026-11-22T03:00:04.000000500Z"
+    # A timer its run outlived fires at no time from now.
+    assert event_summary("timerCreated", timer, now, "ended") == (
+        "was to fire at 2026-11-22T03:00:04.000000500Z; it did not fire: the run ended first"
+    )
+    # The run's last turn unread: a timer due before the page's time may have fired in it.
+    assert event_summary("timerCreated", timer, now, "unread").endswith("the run ended first")
+    later = now + timedelta(seconds=5)
+    assert event_summary("timerCreated", timer, later, "unread").endswith(
+        "; whether it fired is not known: the run's last turn was not read"
+    )
     # A wait for an event with a timeout of its own: the timeout, and how far, whatever the
     # length of the event's name.
     wait = {"fireAt": "2026-11-22T02:59:00Z", "externalEvent": {"name": "a" * 300}}

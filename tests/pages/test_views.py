@@ -13,8 +13,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.console import factories
-from tests.pages import seed
-from workflows_ui import listing, views
+from tests.pages import golden_rows, seed
+from workflows_ui import history, listing, views
 from workflows_ui.models import Engine, HistoryEvent, Instance, InstanceCheck, Run, StatusCount
 
 pytestmark = pytest.mark.django_db
@@ -1801,3 +1801,75 @@ def test_a_suspended_instance_says_since_when_from_its_latest_suspension(logged_
     assert "Suspended since <time " in banner and f">{since}</time>" in banner
     assert re.search(r"\(2 min \d+ s ago, <a href=\"[^\"]*/runs/1/events/6/#event-6\">", banner)
     assert "&quot;disk full&quot;. Work resumes" in banner
+
+
+def _row(body: str, position: int) -> str:
+    return re.search(rf'<tr id="event-{position}".*?</tr>', body, re.S).group(0)
+
+
+def _early_approval(status: str, cut: int | None = None) -> Instance:
+    """The approval received before its 30 s timeout, the timeout moved to a week after now
+    (a timer that fires in days, as a subscription's renewal)."""
+    inst = seed.store(
+        Engine.objects.get(name="orders"),
+        golden_rows.load("approval_event_before_wait"),
+        status=status,
+        cut=cut,
+    )
+    timer = HistoryEvent.objects.get(run__instance=inst, position=3)
+    due = timezone.now() + timedelta(days=7)
+    timer.details = {**timer.details, "fireAt": due.isoformat().replace("+00:00", "Z")}
+    timer.save()
+    return inst
+
+
+def _ticks(body: str) -> list[str]:
+    return re.findall(r'class="tick-label"[^>]*>([^<]*)<', body)
+
+
+def test_a_timer_of_a_run_that_ended_before_it_fired_says_it_never_fired(
+    logged_in, seeded, monkeypatch
+):
+    _early_approval("COMPLETED")
+    body = _text(logged_in.get("/instances/orders/g-approval-early/"))
+    row = _row(body, 3)
+    assert "at page load" not in row
+    assert "was to fire at" in row and "it did not fire: the run ended first" in row
+    assert "Nothing: this run has finished." in body
+    # The timers alone (a type filter): whether they fired is read from the rest of the run.
+    only = _text(logged_in.get("/instances/orders/g-approval-early/?type=timerCreated"))
+    assert "it did not fire: the run ended first" in _row(only, 3)
+    retries = _text(logged_in.get("/instances/orders/g-with-retry/?type=timerCreated"))
+    assert "did not fire" not in retries and retries.count("fires at 2026-") == 2
+    # Drawn up to the run's end, abandoned, and said so: not a bar going on for a week.
+    bar = re.search(r'<rect class="bar bar-timer outcome-abandoned".*?</rect>', body).group(0)
+    assert "open-end" not in body and "· was to fire 20" in bar
+    assert _ticks(body)[-1].endswith(" ms")
+    # A big run's timeline, summarized: its timers span their fire time, which must not
+    # stretch the drawing to a week after the run.
+    monkeypatch.setattr(history, "FULL_TIMELINE_EVENTS", 3)
+    summarized = _text(logged_in.get("/instances/orders/g-approval-early/"))
+    assert 'class="bar bar-timer outcome-completed"' in summarized
+    assert _ticks(summarized)[-1].endswith(" ms")
+
+
+def test_a_timer_of_an_earlier_run_that_continued_as_new_is_not_said_to_fire_from_now(
+    logged_in, seeded
+):
+    inst = _early_approval("RUNNING", cut=4)
+    run = inst.runs.get()
+    run.status = "CONTINUED_AS_NEW"
+    run.save()
+    later = Run.objects.create(instance=inst, execution_id="next", ordinal=2, status="RUNNING")
+    inst.current_execution_id = later.execution_id
+    inst.save()
+    body = _text(logged_in.get("/instances/orders/g-approval-early/runs/1/"))
+    # Its fire time is still to come: it can't have fired in the turn the run ended in.
+    assert "did not fire: the run ended first" in _row(body, 3)
+    assert "at page load" not in _row(body, 3)
+    # A fire time past: it may have fired in that turn, which no history keeps.
+    timer = HistoryEvent.objects.get(run=run, position=3)
+    timer.details = {**timer.details, "fireAt": "2026-11-22T03:26:55.410332Z"}
+    timer.save()
+    row = _row(_text(logged_in.get("/instances/orders/g-approval-early/runs/1/")), 3)
+    assert "whether it fired is not known" in row and " ago)" not in row
