@@ -9,7 +9,9 @@ error): a path with one matches no route, a 404.
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote_to_bytes
 
+from django.http import HttpRequest
 from django.urls import register_converter
 
 _ESCAPE = {"%": "%25", "/": "%2F"}
@@ -20,6 +22,30 @@ def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("NUL")  # the route does not match
     return value
+
+
+def sent_as_utf8(request: HttpRequest) -> bool:
+    """Whether the path, as the client sent it, is UTF-8 once percent-decoded. The server
+    decodes it before Django routes it, each byte that is no UTF-8 made U+FFFD: an id read from
+    such a path (``%FF``) is not the one sent, no engine holds it (ids are UTF-8 strings in
+    gRPC), and it may be another id, one holding U+FFFD itself. True when the server does not
+    pass the path on as sent (``raw_path``)."""
+    scope = getattr(request, "scope", None)
+    raw = scope.get("raw_path") if scope else None
+    if not raw:
+        return True
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+#: What a path that is not UTF-8 is answered (``sent_as_utf8``).
+NOT_UTF8 = (
+    "the instance id is not valid: its %-escapes decode to bytes that are not UTF-8, and "
+    "every instance id is UTF-8 text"
+)
 
 
 class EngineName:

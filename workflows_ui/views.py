@@ -7,9 +7,10 @@ they answer GET and HEAD only.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import wraps
 from typing import Any
 from urllib.parse import quote
 
@@ -32,7 +33,7 @@ from django.utils.http import content_disposition_header, urlencode
 from django.views.decorators.http import require_safe
 
 from engine_bridge.types import EVENT_TYPES
-from workflows_ui import freshness, history, listing, payloads, plaintext
+from workflows_ui import converters, freshness, history, listing, payloads, plaintext
 from workflows_ui.models import (
     STATUS_COLOURS,
     Engine,
@@ -101,6 +102,20 @@ def _engines_shown(request: HttpRequest, engines: list[Engine]) -> list[Engine]:
     engine down says nothing about a list of the others)."""
     chosen = set(request.GET.getlist("engine"))
     return [e for e in engines if e.name in chosen] or engines
+
+
+def _id_as_sent(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A view of one instance that first refuses (404, saying why) a path that is not UTF-8
+    (``converters.sent_as_utf8``): the id the server made of it is not the one sent, and no
+    engine is asked for it."""
+
+    @wraps(view)
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if not converters.sent_as_utf8(request):
+            return render(request, "404.html", {"invalid_id": converters.NOT_UTF8}, status=404)
+        return view(request, *args, **kwargs)
+
+    return checked
 
 
 def _find_instance(engine: str, instance_id: str) -> Instance | None:
@@ -302,6 +317,7 @@ def _without(request: HttpRequest, *keys: str) -> str:
 
 
 @require_safe
+@_id_as_sent
 def instance_detail(
     request: HttpRequest,
     engine: str,
@@ -784,6 +800,7 @@ def _int(value: str | None) -> int | None:
 
 
 @require_safe
+@_id_as_sent
 def run_history(request: HttpRequest, engine: str, instance_id: str, ordinal: int) -> HttpResponse:
     """The history table alone (htmx), or the whole page at that history page."""
     if not request.htmx:  # type: ignore[attr-defined]
@@ -795,6 +812,7 @@ def run_history(request: HttpRequest, engine: str, instance_id: str, ordinal: in
 
 
 @require_safe
+@_id_as_sent
 def history_download(
     request: HttpRequest, engine: str, instance_id: str, ordinal: int
 ) -> StreamingHttpResponse:
@@ -867,6 +885,7 @@ def _history_batch(run: Run, after: int) -> tuple[str, int] | None:
 
 
 @require_safe
+@_id_as_sent
 def payload_view(request: HttpRequest, engine: str, instance_id: str, field: str) -> HttpResponse:
     """One payload of an instance in full (the detail page shows big ones cut): input, output,
     custom status, stack trace, failure message or stall description."""

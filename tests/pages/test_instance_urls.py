@@ -1,11 +1,15 @@
 """Instance ids are arbitrary strings: every one gets a link to its own page, and only to it."""
 
+import json
 import re
 from html import unescape
 
 import pytest
+from django.contrib.auth.models import User
 
 from tests.console import factories
+from tests.console.support import asgi_get
+from workflows_ui.models import RefreshRequest
 from workflows_ui.views import instance_url
 
 ODD_IDS = [
@@ -77,3 +81,29 @@ def test_a_history_download_keeps_an_id_in_any_script_as_its_file_name(logged_in
     assert response["Content-Disposition"] == (
         "attachment; filename*=utf-8''%E6%B3%A8%E6%96%87-review-1-run1-history.json"
     )
+
+
+@pytest.mark.django_db(transaction=True)  # the ASGI handler reads in a thread of its own
+def test_an_id_that_is_no_utf8_is_refused_and_the_engine_not_asked(client):
+    # daphne decodes %FF to U+FFFD: the page asked the engine for that id, and opened an
+    # instance whose id holds the character itself.
+    eng = factories.engine(configured=True, reachable=True)
+    factories.instance(eng, instance_id="\ufffd")
+    client.force_login(User.objects.create_user("alice"))
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    for path in (
+        b"/instances/orders/%FF/",
+        b"/instances/orders/a%C3/runs/1/",
+        b"/instances/orders/%FF/payload/input/",
+        b"/api/instances/orders/%FF/",
+        b"/api/instances/orders/%FF/runs/",
+        b"/api/instances/orders/%FF/history/",
+    ):
+        status, body = asgi_get(path, cookie)
+        assert status == 404, path
+        assert "not valid" in body.decode(), path
+    assert not RefreshRequest.objects.exists()
+    # The character itself, sent as UTF-8, is an id like any other.
+    status, body = asgi_get(b"/api/instances/orders/%EF%BF%BD/", cookie)
+    assert status == 200 and json.loads(body)["instance_id"] == "\ufffd"
+    assert asgi_get(b"/instances/orders/%EF%BF%BD/", cookie)[0] == 200

@@ -40,7 +40,7 @@ from workflows_ui.api.serializers import (
     RunSerializer,
     instance_path,
 )
-from workflows_ui.converters import ApiInstanceId, EngineName
+from workflows_ui.converters import NOT_UTF8, ApiInstanceId, EngineName, sent_as_utf8
 from workflows_ui.models import Engine, HistoryEvent, Instance, InstanceCheck, Run, StatusCount
 
 
@@ -366,6 +366,9 @@ class _OneInstance(APIView):
     route = ""
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if not sent_as_utf8(request):
+            # The id made of it is not the one sent: no instance is looked up, nor asked for.
+            return JsonResponse({"detail": NOT_UTF8}, status=404)
         sent = _as_sent(request)
         if sent is not None and sent != (
             kwargs.get("engine"),
