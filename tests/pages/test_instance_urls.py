@@ -103,6 +103,9 @@ def test_an_id_that_is_no_utf8_is_refused_and_the_engine_not_asked(client):
         assert status == 404, path
         assert "not valid" in body.decode(), path
     assert not RefreshRequest.objects.exists()
+    # Signed out, the API asks for a sign-in first, as for any other path.
+    assert asgi_get(b"/api/instances/orders/%FF/")[0] in (401, 403)
+    assert asgi_get(b"/instances/orders/%FF/")[0] == 302
     # The character itself, sent as UTF-8, is an id like any other.
     status, body = asgi_get(b"/api/instances/orders/%EF%BF%BD/", cookie)
     assert status == 200 and json.loads(body)["instance_id"] == "\ufffd"

@@ -365,10 +365,13 @@ class _OneInstance(APIView):
 
     route = ""
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # signed in first, as for any call
         if not sent_as_utf8(request):
             # The id made of it is not the one sent: no instance is looked up, nor asked for.
-            return JsonResponse({"detail": NOT_UTF8}, status=404)
+            raise NotFound(NOT_UTF8)
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         sent = _as_sent(request)
         if sent is not None and sent != (
             kwargs.get("engine"),
