@@ -532,6 +532,9 @@ class Wait:
     until: datetime | None = None
     attempt: int = 1
     child_id: str = ""
+    #: The child's page and engine, on the engine that runs it (filled in by the view).
+    child_url: str = ""
+    child_engine: str = ""
 
 
 def waiting_on(tl: Timeline) -> list[Wait]:

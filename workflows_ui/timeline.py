@@ -35,6 +35,8 @@ class Row:
     title: str
     position: int
     child_id: str = ""
+    #: The child's page, on the engine that runs it (filled in by the view); "" for none.
+    child_url: str = ""
     count: int = 1
     failed: int = 0
 

@@ -18,6 +18,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Subquery
+from django.db.models.fields.json import KT
 from django.http import (
     Http404,
     HttpRequest,
@@ -44,7 +45,7 @@ from workflows_ui.models import (
     Status,
     StatusCount,
 )
-from workflows_ui.timeline import elapsed, human_duration, layout
+from workflows_ui.timeline import Row, elapsed, human_duration, layout
 
 #: Colour of each status, by its stored value.
 COLOURS: dict[str, str] = {str(k): v for k, v in STATUS_COLOURS.items()}
@@ -406,6 +407,7 @@ def instance_detail(
     if run is not None:
         tl, waits = history.load_timeline(run, _run_status(inst, run))
         ctx["timeline"] = layout(tl, now)
+        _link_children(inst, run, ctx["timeline"].rows, waits)
         ctx["end_unread"] = tl.end_unread
         ctx["waits"] = waits
         ctx["waits_unlisted"] = tl.unlisted
@@ -419,6 +421,52 @@ def instance_detail(
         ctx["run_link"] = _run_link(inst, run)
         ctx.update(_history_context(request, inst, run, position, tl.start, now))
     return render(request, "workflows_ui/instance_detail.html", ctx)
+
+
+def _link_children(inst: Instance, run: Run, rows: list[Row], waits: list[history.Wait]) -> None:
+    """Point the timeline's child bars and the waits on children at each child's page, on the
+    engine that runs it: a child handed to another app (``router.targetAppID``) runs on that
+    app's engine, not its parent's. A child indexed is found by its parent link; one not
+    indexed yet (its engine down, say) by the app it was handed to. A child of an app no engine
+    of the console serves has no page: its bar leads to its event, its wait has no link."""
+    wanted = {r.child_id for r in rows if r.child_id} | {w.child_id for w in waits if w.child_id}
+    if not wanted:
+        return
+    engines = dict(
+        inst.children().filter(instance_id__in=wanted).values_list("instance_id", "engine__name")
+    )
+    unindexed = wanted - engines.keys()
+    if unindexed:
+        handed_to = dict(
+            HistoryEvent.objects.filter(
+                run=run,
+                event_type="childWorkflowInstanceCreated",
+                details__instanceId__in=list(unindexed),
+            ).values_list(KT("details__instanceId"), KT("details__router__targetAppID"))
+        )
+        apps = _engines_by_app({app for app in handed_to.values() if app})
+        for child_id in unindexed:
+            app = handed_to.get(child_id) or ""
+            if not app or app == inst.engine.app_id:
+                engines[child_id] = inst.engine.name
+            elif app in apps:
+                engines[child_id] = apps[app]
+    for row in rows:
+        if row.child_id in engines:
+            row.child_url = instance_url(engines[row.child_id], row.child_id)
+    for wait in waits:
+        if wait.child_id in engines:
+            wait.child_url = instance_url(engines[wait.child_id], wait.child_id)
+            wait.child_engine = engines[wait.child_id]
+
+
+def _engines_by_app(app_ids: set[str]) -> dict[str, str]:
+    """The name of the engine serving each of these Dapr app ids (one configured first)."""
+    found: dict[str, str] = {}
+    rows = Engine.objects.filter(app_id__in=app_ids).order_by("-configured", "name")
+    for app_id, name in rows.values_list("app_id", "name"):
+        found.setdefault(app_id, name)
+    return found
 
 
 @dataclass

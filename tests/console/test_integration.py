@@ -932,6 +932,43 @@ def test_a_child_run_on_another_apps_engine_links_to_its_parent_on_the_first(tmp
         assert proc.wait(20) == 0
 
 
+def test_a_parents_page_links_its_children_on_another_apps_engine_there(
+    tmp_path, make_indexer, client
+):
+    # A child handed to billing runs on billing's engine: the order's timeline and its "waiting
+    # on" lead there, for a child indexed and for one billing (down) has not received yet.
+    client.force_login(User.objects.create_user("alice"))
+    with ExitStack() as stack:
+        (orders, billing), clients = _two_engines_with_workers(
+            stack, tmp_path, ("orders", "billing"), peers=True
+        )
+        order = {"app": "billing", "order": ORDER}
+        clients[0].schedule_new_workflow(wf_kinds.cross_app_order, input=order, instance_id="xo")
+        clients[0].wait_for_workflow_completion("xo", timeout_in_seconds=60)
+        indexers = [make_indexer(orders.config("orders")), make_indexer(billing.config("billing"))]
+        for ix in indexers:
+            converge(ix)
+        billing.stop()
+        clients[0].schedule_new_workflow(wf_kinds.cross_app_order, input=order, instance_id="xw")
+
+        def waiting_on_its_child() -> bool:
+            indexers[0].run_pass()
+            return HistoryEvent.objects.filter(
+                run__instance__instance_id="xw", event_type="childWorkflowInstanceCreated"
+            ).exists()
+
+        wait_for(waiting_on_its_child, timeout=30)
+    done = client.get("/instances/orders/xo/").content.decode()
+    timeline = done[done.index("<svg") : done.index("</svg>")]
+    assert 'href="/instances/billing/xo:0001/"' in timeline
+    assert "/instances/orders/xo:0001/" not in done
+    waiting = client.get("/instances/orders/xw/").content.decode()
+    waits = waiting[waiting.index('id="waiting"') : waiting.index('id="timeline"')]
+    assert 'class="mono child-wait" href="/instances/billing/xw:0001/"' in waits
+    assert "on billing" in waits
+    assert "/instances/orders/xw:0001/" not in waiting
+
+
 def _runindexer(stack: ExitStack, log_path, env) -> subprocess.Popen[bytes]:
     log = stack.enter_context(open(log_path, "ab"))  # noqa: SIM115
     proc = subprocess.Popen(

@@ -1217,6 +1217,27 @@ def test_work_handed_to_another_app_says_which_on_the_parent_page(logged_in):
     assert "other-engine" not in own_child.split("</li>")[0]
 
 
+def test_a_child_handed_to_an_app_no_engine_serves_has_no_page_link(logged_in):
+    # billing forgotten (forgetengine): the order's wait and bar name the child, and link no
+    # page of it on orders, where it never ran.
+    orders = factories.engine("orders")
+    Engine.objects.filter(pk=orders.pk).update(app_id="orders")
+    parent = factories.instance(orders, instance_id="checkout-2", status="RUNNING")
+    run = factories.run(parent, event_count=1, started_at=parent.created_at)
+    Instance.objects.filter(pk=parent.pk).update(current_execution_id=run.execution_id)
+    routed = {"sourceAppID": "orders", "targetAppID": "billing"}
+    HistoryEvent.objects.create(
+        run=run, position=0, event_id=1, event_type="childWorkflowInstanceCreated",
+        name="settle", timestamp=parent.created_at,
+        details={"instanceId": "checkout-2:0001", "router": routed},
+    )  # fmt: skip
+    body = _text(logged_in.get("/instances/orders/checkout-2/"))
+    assert "checkout-2:0001" in body[body.index('id="waiting"') : body.index('id="timeline"')]
+    assert "/instances/orders/checkout-2:0001/" not in body
+    svg = body[body.index("<svg") : body.index("</svg>")]
+    assert 'href="/instances/orders/checkout-2/runs/1/events/0/#event-0"' in svg
+
+
 def test_more_children_than_shown_are_listed_by_their_parent_link(logged_in, seeded, monkeypatch):
 
     monkeypatch.setattr(views, "CHILDREN_SHOWN", 1)
