@@ -638,6 +638,10 @@ def _not_indexed(request: HttpRequest, engine: str, instance_id: str) -> HttpRes
         "engine": engine,
         "instance_id": instance_id,
         "looking_for": freshness.look_for(engine, instance_id),
+        # A link to a child on an engine that is down (from its parent's page, say) lands
+        # here: why the console may not have it is that engine's state.
+        "warnings": _engine_warnings(list(Engine.objects.filter(name=engine))),
+        "page_time": timezone.now(),
     }
     return render(request, "404.html", ctx, status=404)
 

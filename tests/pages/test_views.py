@@ -1238,6 +1238,18 @@ def test_a_child_handed_to_an_app_no_engine_serves_has_no_page_link(logged_in):
     assert 'href="/instances/orders/checkout-2/runs/1/events/0/#event-0"' in svg
 
 
+def test_an_instance_not_indexed_of_an_engine_down_says_the_engine_is_down(logged_in):
+    billing = factories.engine("billing")
+    Engine.objects.filter(pk=billing.pk).update(
+        reachable=False, last_error="Hello: nothing listens at the address"
+    )
+    page = logged_in.get("/instances/billing/order-1:0006/")
+    body = _text(page)
+    assert page.status_code == 404
+    assert "Engine <strong>billing</strong> is unreachable" in body
+    assert "nothing listens at the address" in body
+
+
 def test_more_children_than_shown_are_listed_by_their_parent_link(logged_in, seeded, monkeypatch):
 
     monkeypatch.setattr(views, "CHILDREN_SHOWN", 1)
