@@ -12,7 +12,7 @@ table / PostgreSQL generated tsvector column), the one place where the two datab
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import models
@@ -51,6 +51,12 @@ STATUS_COLOURS = {
     Status.SUSPENDED: "purple",
     Status.STALLED: "yellow",
 }
+
+
+#: An engine no indexer has passed over, or tried to, for this long is not being indexed: a
+#: runindexer passes every second or so, and tries an engine that is down every 10 s at most;
+#: one pass of a slow engine may take a minute.
+INDEXER_SILENT = timedelta(minutes=3)
 
 
 class Engine(models.Model):
@@ -111,13 +117,20 @@ class Engine(models.Model):
             return False
         return self.last_pass_at is None or self.last_error_at > self.last_pass_at
 
+    def last_tried_at(self) -> datetime:
+        """When an indexer last passed over it or tried to (or the row was made, before)."""
+        return max(t for t in (self.last_pass_at, self.last_error_at, self.created_at) if t)
+
     def health(self) -> str:
-        """One word for pages: unknown, ok, failing, unreachable, too-old, not-indexed."""
+        """One word for pages: unknown, ok, failing, unreachable, too-old, not-indexed, stale."""
         if not self.configured:
             # Taken out of CONSOLE_ENGINES: its last health would go on looking current.
             return "not-indexed"
         if self.too_old:
             return "too-old"
+        if timezone.now() - self.last_tried_at() > INDEXER_SILENT:
+            # No runindexer has it (stopped, or stuck): its last health is no news.
+            return "stale"
         if self.reachable is None:
             return "unknown"
         if not self.reachable:
@@ -125,10 +138,14 @@ class Engine(models.Model):
         return "failing" if self.failing else "ok"
 
     def down_since(self) -> datetime | None:
-        """When its current failure began, for an engine failing or unreachable now; None for
-        the others (one taken out of CONSOLE_ENGINES is not indexed, so not failing either)."""
-        if self.health() in ("failing", "unreachable"):
+        """When its current failure began, for an engine failing or unreachable now, or when an
+        indexer last tried it, for a stale one; None for the others (one taken out of
+        CONSOLE_ENGINES is not indexed, so not failing either)."""
+        health = self.health()
+        if health in ("failing", "unreachable"):
             return self.failing_since
+        if health == "stale":
+            return self.last_tried_at()
         return None
 
 

@@ -95,7 +95,12 @@ def home(request: HttpRequest) -> HttpResponse:
 def _engine_warnings(engines: list[Engine]) -> list[Engine]:
     """Engines whose indexed data may be stale: unreachable, failing, or too old to be indexed
     (not those taken out of CONSOLE_ENGINES: the engines page says so, once)."""
-    return [e for e in engines if e.configured and (e.reachable is False or e.too_old or e.failing)]
+    return [
+        e
+        for e in engines
+        if e.configured
+        and (e.reachable is False or e.too_old or e.failing or e.health() == "stale")
+    ]
 
 
 def _engines_shown(request: HttpRequest, engines: list[Engine]) -> list[Engine]:

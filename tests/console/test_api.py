@@ -71,6 +71,31 @@ def test_engines_show_health_and_counts(api):
     assert rows["old"]["health"] == "too-old" and rows["old"]["too_old"] is True
 
 
+def test_an_engine_no_indexer_has_tried_for_minutes_is_stale(api):
+    # The indexer was stopped: its last pass said ok, and would go on saying so.
+    last = timezone.now() - timedelta(minutes=4)
+    made = last - timedelta(hours=1)
+    factories.engine(reachable=True, last_pass_at=last, created_at=made)
+    # Down when the indexer stopped: its last try is as old.
+    factories.engine(
+        "billing",
+        reachable=False,
+        last_error="refused",
+        last_error_at=last,
+        failing_since=made,
+        created_at=made,
+    )
+    # Passed over a minute ago: a pass of a slow engine can take that long.
+    factories.engine("recent", reachable=True, last_pass_at=timezone.now() - timedelta(minutes=1))
+    rows = {r["name"]: r for r in api.get("/api/engines/").json()}
+    assert rows["orders"]["health"] == "stale"
+    assert rows["orders"]["failing_since"] == last.isoformat().replace("+00:00", "Z")
+    # Since its last try, not since its failure began: the indexer stopped then.
+    assert rows["billing"]["health"] == "stale"
+    assert rows["billing"]["failing_since"] == rows["orders"]["failing_since"]
+    assert rows["recent"]["health"] == "ok" and rows["recent"]["failing_since"] is None
+
+
 def test_engines_say_since_when_their_current_failure_goes_on(api):
     since = timezone.now() - timedelta(hours=3)
     factories.engine(reachable=False, last_error="connection refused", failing_since=since)
@@ -699,7 +724,7 @@ def test_the_schema_enumerates_statuses_and_event_types_and_the_errors_of_runs_a
     health = schema["components"]["schemas"]["Engine"]["properties"]["health"]
     ref = health["allOf"][0]["$ref"].rsplit("/", 1)[1]
     assert set(schema["components"]["schemas"][ref]["enum"]) == {
-        "ok", "failing", "unreachable", "too-old", "unknown", "not-indexed"
+        "ok", "failing", "unreachable", "too-old", "unknown", "not-indexed", "stale"
     }  # fmt: skip
 
 

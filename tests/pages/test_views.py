@@ -869,6 +869,26 @@ def test_an_engine_down_or_failing_says_since_when_on_the_engines_page_and_in_th
     assert "(3 h 5 min)" in _text(logged_in.get("/"))
 
 
+def test_an_engine_no_indexer_has_tried_for_minutes_says_so_instead_of_ok(logged_in, seeded):
+    # The indexer was stopped 20 minutes ago; its last pass had gone well.
+    last = timezone.now() - timedelta(minutes=20)
+    Engine.objects.filter(pk=seeded.engine.pk).update(
+        reachable=True, last_pass_at=last, created_at=last - timedelta(days=1)
+    )
+    at = last.strftime("%Y-%m-%d %H:%M:%S")
+    home = _text(logged_in.get("/"))
+    assert "health-ok" not in home
+    health = re.search(r'<span class="health health-stale"[^>]*>stale</span>(.*?)</td>', home)
+    assert health is not None and at in health.group(1) and "(20 min" in health.group(1)
+    banner = f"is not being indexed: no indexer has passed over it, or tried to, since {at} UTC"
+    assert banner in _text(logged_in.get("/instances/"))
+    assert banner in _text(logged_in.get("/instances/orders/g-two-steps/"))
+    # A pass again: ok, and no banner.
+    Engine.objects.filter(pk=seeded.engine.pk).update(last_pass_at=timezone.now())
+    assert 'role="alert"' not in _text(logged_in.get("/instances/"))
+    assert "health-ok" in _text(logged_in.get("/"))
+
+
 def test_an_engine_taken_out_of_the_settings_does_not_say_since_when_it_fails(
     logged_in, seeded, settings
 ):

@@ -256,18 +256,21 @@ class PageFilterSerializer(QuerySerializer):
 
 class EngineSerializer(serializers.ModelSerializer):
     health = serializers.ChoiceField(
-        choices=["ok", "failing", "unreachable", "too-old", "unknown", "not-indexed"],
+        choices=["ok", "failing", "unreachable", "too-old", "unknown", "not-indexed", "stale"],
         read_only=True,
         help_text="ok, failing (answers, but its last pass failed: see last_error), "
         "unreachable, too-old (needs Dapr 1.17), unknown (not contacted yet), not-indexed "
-        "(taken out of CONSOLE_ENGINES, no runindexer has it: what was indexed stays)",
+        "(taken out of CONSOLE_ENGINES, no runindexer has it: what was indexed stays), stale "
+        "(configured, but no runindexer has passed over it or tried to for 3 minutes: is it "
+        "running? What was indexed stays, as of failing_since)",
     )
     failing_since = serializers.DateTimeField(
         source="down_since",
         read_only=True,
         allow_null=True,
         help_text="when its current failure began, for an engine failing or unreachable: the "
-        "first of the passes that failed since one succeeded (null for the other healths)",
+        "first of the passes that failed since one succeeded; for a stale one, when an indexer "
+        "last passed over it or tried to (null for the other healths)",
     )
     too_old = serializers.BooleanField()
     counts = serializers.SerializerMethodField()
