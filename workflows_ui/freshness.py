@@ -67,9 +67,15 @@ def look_for(engine_name: str, instance_id: str) -> bool:
 
 def _readable(engine: Engine) -> bool:
     """Whether the indexer reads this engine now: one that is down, or whose passes fail (it
-    refuses the console's api token, say), would read a hint only when it is back, not a second
-    or two after the page says so."""
-    return engine.configured and engine.reachable is not False and not engine.failing
+    refuses the console's api token, say), would read a hint only when it is back, and one no
+    indexer has passed over for minutes (stale) only when one runs again, not a second or two
+    after the page says so."""
+    return (
+        engine.configured
+        and engine.reachable is not False
+        and not engine.failing
+        and engine.health() != "stale"
+    )
 
 
 def _ask(engine: Engine, instance_id: str) -> bool:

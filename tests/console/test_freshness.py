@@ -215,3 +215,21 @@ def test_a_database_that_takes_no_writes_still_answers_the_page_and_the_api(page
     assert from_api.status_code == 200
     assert missing.status_code == 404 and b"looking-for" not in missing.content
     assert hints() == []
+
+
+def test_an_engine_no_indexer_runs_is_not_said_to_be_read_again_nor_looked_in(page, api):
+    # No runindexer has passed over it for 20 minutes (stale): a hint would wait for one, and
+    # the page saying "reload in a second or two" would contradict its own banner.
+    last = timezone.now() - timedelta(minutes=20)
+    stale = factories.engine(reachable=True, last_pass_at=last)
+    Engine.objects.filter(pk=stale.pk).update(created_at=last - timedelta(days=1))
+    finished(due_in=-60)
+    response = page.get("/instances/orders/order-7/")
+    assert b"is not being indexed" in response.content
+    assert b"reads it again now" not in response.content
+    missing = page.get("/instances/orders/started-just-now/")
+    assert missing.status_code == 404 and b"is not being indexed" in missing.content
+    assert b"looking-for" not in missing.content
+    detail = api.get("/api/instances/orders/and-another/").json()["detail"]
+    assert "asks the engine" not in detail
+    assert hints() == []
