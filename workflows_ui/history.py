@@ -225,10 +225,13 @@ def unfired_timers(run_id: int, events: Sequence[Any], to_the_end: bool) -> set[
 
 
 def end_unread(run_id: int, status: str) -> bool:
-    """Whether the run ended in a turn that is in no history (see ``Timeline.end_unread``)."""
+    """Whether the run ended in a turn the console has no event of: one in no history (see
+    ``Timeline.end_unread``), or, for a run that completed, failed or was terminated, one not
+    indexed yet (the engine's state read, its history as of an earlier read: a timer may have
+    fired in the events not read)."""
     from workflows_ui.models import HistoryEvent
 
-    if status not in ("CONTINUED_AS_NEW", ENDED_UNSEEN):
+    if status not in TERMINAL:
         return False
     return not HistoryEvent.objects.filter(run_id=run_id, event_type="executionCompleted").exists()
 

@@ -1926,3 +1926,19 @@ def test_a_timer_of_an_earlier_run_that_continued_as_new_is_not_said_to_fire_fro
     timer.save()
     row = _row(_text(logged_in.get("/instances/orders/g-approval-early/runs/1/")), 3)
     assert "whether it fired is not known" in row and " ago)" not in row
+
+
+def test_a_timer_of_a_finished_run_whose_end_is_not_indexed_is_not_said_never_to_have_fired(
+    logged_in, seeded
+):
+    # Completed, as the engine's state says, but its history indexed as of an earlier read (the
+    # last read's history was too big to be sent, say): no executionCompleted, no timerFired.
+    inst = _early_approval("COMPLETED", cut=4)
+    assert not HistoryEvent.objects.filter(run__instance=inst, event_type="timerFired").exists()
+    timer = HistoryEvent.objects.get(run__instance=inst, position=3)
+    timer.details = {**timer.details, "fireAt": "2026-11-22T03:26:55.410332Z"}
+    timer.save()
+    row = _row(_text(logged_in.get("/instances/orders/g-approval-early/")), 3)
+    # It may have fired in the events the console has not read.
+    assert "it did not fire" not in row
+    assert "whether it fired is not known" in row
