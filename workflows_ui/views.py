@@ -432,14 +432,20 @@ def _link_children(inst: Instance, run: Run, rows: list[Row], waits: list[histor
     """Point the timeline's child bars and the waits on children at each child's page, on the
     engine that runs it: a child handed to another app (``router.targetAppID``) runs on that
     app's engine, not its parent's. A child indexed is found by its parent link; one not
-    indexed yet (its engine down, say) by the app it was handed to. A child of an app no engine
-    of the console serves has no page: its bar leads to its event, its wait has no link."""
+    indexed yet (its engine down, say), or indexed on two engines, by the app it was handed to.
+    A child of an app no engine of the console serves has no page: its bar leads to its event,
+    its wait has no link."""
     wanted = {r.child_id for r in rows if r.child_id} | {w.child_id for w in waits if w.child_id}
     if not wanted:
         return
-    engines = dict(
+    indexed: dict[str, set[str]] = {}
+    for child_id, name in (
         inst.children().filter(instance_id__in=wanted).values_list("instance_id", "engine__name")
-    )
+    ):
+        indexed.setdefault(child_id, set()).add(name)
+    # A child id on two engines (runs that continued as new name their children alike, and
+    # one handed its child to another app): this run's history says which is its own.
+    engines = {child_id: names.pop() for child_id, names in indexed.items() if len(names) == 1}
     unindexed = wanted - engines.keys()
     if unindexed:
         handed_to = dict(

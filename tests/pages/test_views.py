@@ -1942,3 +1942,33 @@ def test_a_timer_of_a_finished_run_whose_end_is_not_indexed_is_not_said_never_to
     # It may have fired in the events the console has not read.
     assert "it did not fire" not in row
     assert "whether it fired is not known" in row
+
+
+@pytest.mark.parametrize("billing_first", [True, False])
+def test_a_child_id_on_two_engines_is_linked_where_this_run_handed_it(logged_in, billing_first):
+    # A workflow that continues as new names its children alike in each run (checkout-2:0001):
+    # an earlier run handed its child to billing, this one kept it on orders. Both are indexed
+    # as children of checkout-2; this run's child is the one on orders.
+    orders = factories.engine("orders")
+    billing = factories.engine("billing", address="127.0.0.1:50002")
+    Engine.objects.filter(pk=orders.pk).update(app_id="orders")
+    Engine.objects.filter(pk=billing.pk).update(app_id="billing")
+    parent = factories.instance(orders, instance_id="checkout-2", status="RUNNING")
+    run = factories.run(parent, event_count=1, started_at=parent.created_at)
+    Instance.objects.filter(pk=parent.pk).update(current_execution_id=run.execution_id)
+    HistoryEvent.objects.create(
+        run=run, position=0, event_id=1, event_type="childWorkflowInstanceCreated",
+        name="settle", timestamp=parent.created_at, details={"instanceId": "checkout-2:0001"},
+    )  # fmt: skip
+    for eng in (billing, orders) if billing_first else (orders, billing):
+        factories.instance(
+            eng, instance_id="checkout-2:0001", status="RUNNING",
+            parent_engine=orders, parent_instance_id="checkout-2",
+        )  # fmt: skip
+    body = _text(logged_in.get("/instances/orders/checkout-2/"))
+    # (The list of children names both: each is a child of checkout-2.)
+    waits = body[body.index('id="waiting"') : body.index('id="timeline"')]
+    svg = body[body.index("<svg") : body.index("</svg>")]
+    for part in (waits, svg):
+        assert 'href="/instances/orders/checkout-2:0001/"' in part
+        assert "/instances/billing/checkout-2:0001/" not in part
