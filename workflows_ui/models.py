@@ -54,9 +54,10 @@ STATUS_COLOURS = {
 
 
 #: An engine no indexer has passed over, or tried to, for this long is not being indexed: a
-#: runindexer passes every second or so, and tries an engine that is down every 10 s at most;
-#: one pass of a slow engine may take a minute.
-INDEXER_SILENT = timedelta(minutes=3)
+#: runindexer passes every second or so, and tries an engine that is down every 10 s at most.
+#: Nothing is written during a pass, and one pass (1,000 reads, 16 at a time) of an engine slow
+#: to answer each read but within its deadline may take minutes.
+INDEXER_SILENT = timedelta(minutes=5)
 
 
 class Engine(models.Model):

@@ -261,7 +261,7 @@ class EngineSerializer(serializers.ModelSerializer):
         help_text="ok, failing (answers, but its last pass failed: see last_error), "
         "unreachable, too-old (needs Dapr 1.17), unknown (not contacted yet), not-indexed "
         "(taken out of CONSOLE_ENGINES, no runindexer has it: what was indexed stays), stale "
-        "(configured, but no runindexer has passed over it or tried to for 3 minutes: is it "
+        "(configured, but no runindexer has passed over it or tried to for 5 minutes: is it "
         "running? What was indexed stays, as of failing_since)",
     )
     failing_since = serializers.DateTimeField(
