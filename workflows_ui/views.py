@@ -395,7 +395,7 @@ def instance_detail(
             if inst.parent_instance_id and inst.parent_engine
             else None
         ),
-        "warnings": _engine_warnings([inst.engine]),
+        "warnings": _engine_warnings([inst.engine, *_related_engines(inst, children)]),
         "read_problem": inst.read_problem(),
         "duration": (_duration(inst, now) if is_current or run is None else _run_duration(run)),
         "payloads": payloads.instance_payloads(inst, base=instance_url(engine, instance_id)),
@@ -426,6 +426,17 @@ def instance_detail(
         ctx["run_link"] = _run_link(inst, run)
         ctx.update(_history_context(request, inst, run, position, tl.start, now))
     return render(request, "workflows_ui/instance_detail.html", ctx)
+
+
+def _related_engines(inst: Instance, children: list[Instance]) -> list[Engine]:
+    """The other engines of the children and the parent an instance's page shows: what it says
+    of them is as of their engine's last pass, so an engine down or not indexed gets its banner
+    there too (an order's invoice on billing, billing down)."""
+    others: set[int] = {c.engine_id for c in children}
+    if inst.parent_engine_id is not None:
+        others.add(inst.parent_engine_id)
+    others.discard(inst.engine_id)
+    return list(Engine.objects.filter(pk__in=others)) if others else []
 
 
 def _link_children(inst: Instance, run: Run, rows: list[Row], waits: list[history.Wait]) -> None:

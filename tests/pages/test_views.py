@@ -1972,3 +1972,29 @@ def test_a_child_id_on_two_engines_is_linked_where_this_run_handed_it(logged_in,
     for part in (waits, svg):
         assert 'href="/instances/orders/checkout-2:0001/"' in part
         assert "/instances/billing/checkout-2:0001/" not in part
+
+
+def test_an_instance_page_warns_of_the_engine_down_of_its_child_or_parent(logged_in):
+    # The invoice is on billing, down: the order's page shows its status as billing last said.
+    orders = factories.engine("orders", reachable=True, last_pass_at=timezone.now())
+    since = timezone.now() - timedelta(minutes=7)
+    billing = factories.engine(
+        "billing", reachable=False, last_error="connection refused",
+        last_error_at=timezone.now(), failing_since=since,
+    )  # fmt: skip
+    factories.instance(orders, instance_id="order-1", status="RUNNING")
+    factories.instance(
+        billing, instance_id="order-1:0001", name="settle_invoice", status="RUNNING",
+        parent_instance_id="order-1", parent_engine=orders,
+    )  # fmt: skip
+    factories.instance(orders, instance_id="order-2")
+    banner = "Engine <strong>billing</strong> is unreachable since"
+    order = _text(logged_in.get("/instances/orders/order-1/"))
+    assert banner in order and "Engine <strong>orders</strong>" not in order
+    # An order whose children are all on its own engine: no banner of billing.
+    assert 'role="alert"' not in _text(logged_in.get("/instances/orders/order-2/"))
+    # And the other way round: a child on orders whose parent is on billing.
+    factories.instance(
+        orders, instance_id="refund-1", parent_instance_id="payment-1", parent_engine=billing
+    )
+    assert banner in _text(logged_in.get("/instances/orders/refund-1/"))
