@@ -93,14 +93,10 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def _engine_warnings(engines: list[Engine]) -> list[Engine]:
-    """Engines whose indexed data may be stale: unreachable, failing, or too old to be indexed
-    (not those taken out of CONSOLE_ENGINES: the engines page says so, once)."""
-    return [
-        e
-        for e in engines
-        if e.configured
-        and (e.reachable is False or e.too_old or e.failing or e.health() == "stale")
-    ]
+    """Engines whose indexed data may be out of date: unreachable, failing, too old to be
+    indexed, or passed over by no indexer (not those taken out of CONSOLE_ENGINES, health
+    not-indexed: the engines page says so, once)."""
+    return [e for e in engines if e.health() in ("unreachable", "failing", "too-old", "stale")]
 
 
 def _engines_shown(request: HttpRequest, engines: list[Engine]) -> list[Engine]:
