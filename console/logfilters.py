@@ -125,8 +125,14 @@ class OneLine(logging.Formatter):
     """The console's log format, each record's message kept on its line: a newline in what a
     message quotes (an engine's error text, an instance id: both written by others) would
     start a line of its own, looking like one the console wrote. A traceback after the message
-    keeps its lines."""
+    keeps its lines. A line longer than ``LIMIT`` characters is cut, saying how long it was:
+    anyone can ask for a path of 100,000 characters, and Django's "Not Found" line quoted it
+    whole, as it would an engine's error of that length."""
+
+    LIMIT = 4000
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         text = super().formatMessage(record)
+        if len(text) > self.LIMIT:
+            text = f"{text[: self.LIMIT]}... (cut: {len(text):,} characters)"
         return text.replace("\r", "\\r").replace("\n", "\\n")
