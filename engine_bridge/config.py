@@ -118,7 +118,10 @@ def _check_per_engine(environ: Mapping[str, str], engines: list[EngineConfig]) -
                 f"used: CONSOLE_ENGINE_TLS_{suffix} would set both"
             )
     for key in sorted(environ):
-        if key.startswith(PER_ENGINE) and not _names_an_engine(key, suffixes):
+        # One set empty is unset, as every setting: a template that blanks the token of an
+        # engine taken out of CONSOLE_ENGINES must not stop start-up.
+        blank = not environ[key].strip()
+        if key.startswith(PER_ENGINE) and not blank and not _names_an_engine(key, suffixes):
             known = ", ".join(sorted(e.name for e in engines)) or "none"
             raise ImproperlyConfigured(
                 f"{key} names no engine of CONSOLE_ENGINES (engines: {known}; <NAME> is the "

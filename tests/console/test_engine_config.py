@@ -95,6 +95,14 @@ def test_a_stray_token_stops_start_up_even_with_no_engines():
     assert parse_engines({"CONSOLE_ENGINE_TIMEOUT": "5"}) == []
 
 
+def test_a_per_engine_variable_set_empty_is_unset_even_naming_no_engine():
+    # As every setting set empty: the token of an engine taken out, blanked in a template.
+    blank = {"CONSOLE_ENGINE_TOKEN_BILLING": "", "CONSOLE_ENGINE_TLS_CA_ORDERS": ""}
+    [engine] = parse_engines({"CONSOLE_ENGINES": "orders=h:1", **blank})
+    assert (engine.token, engine.tls, engine.tls_ca_file) == ("", False, "")
+    assert parse_engines({"CONSOLE_ENGINE_TLS_BILLING": ""}) == []
+
+
 def test_engine_names_whose_ca_variable_would_collide_are_refused():
     with pytest.raises(ImproperlyConfigured, match="'ca_orders' and 'orders' can't both"):
         parse_engines({"CONSOLE_ENGINES": "orders=h:1,ca_orders=h:2"})
