@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,15 @@ def fenced(engine_pk: int, token: str) -> Iterator[None]:
         if token:
             check_holder(engine_pk, token)
         yield
+
+
+def write_heartbeat(engine_pk: int, token: str, at: datetime | None) -> bool:
+    """The engine's heartbeat (``Engine.indexer_seen_at``), written only while this process holds
+    the engine (``at`` None ends it). One UPDATE whose condition is the fence: no transaction
+    kept open and no lock held past the statement, so it never holds up the indexer's writes
+    (it waits, at most, for one of them to commit). False once the token was replaced: another
+    process holds the engine."""
+    return Engine.objects.filter(pk=engine_pk, indexer_token=token).update(indexer_seen_at=at) == 1
 
 
 class EngineLock:

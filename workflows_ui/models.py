@@ -98,6 +98,11 @@ class Engine(models.Model):
     #: engine, and each of its write transactions checks it (a fence, for when its lock was lost
     #: unseen with a database connection and another indexer took the engine meanwhile).
     indexer_token = models.CharField(max_length=32, blank=True, default="")
+    #: The heartbeat of the ``runindexer`` that holds the engine: renewed every few seconds while
+    #: the process lives, during a pass that takes minutes and while the engine is down. None
+    #: before any, and after a ``runindexer --once`` (a scheduled run is not a process that
+    #: stays): then ``health`` goes by the last pass, as before heartbeats.
+    indexer_seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

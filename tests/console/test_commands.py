@@ -1,8 +1,11 @@
+import time
 from io import StringIO
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+
+from tests.console.support import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -541,6 +544,86 @@ def test_runindexer_stops_indexing_an_engine_another_took_over(settings, monkeyp
     assert "engine a: another runindexer took this engine over; no longer indexing it here" in (
         caplog.text
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_is_written_only_for_engines_still_held_by_a_running_thread(settings):
+    import threading
+
+    from engine_bridge.indexer import EngineIndexer
+    from engine_bridge.locks import EngineLock
+    from engine_bridge.management.commands import runindexer
+    from workflows_ui.models import Engine
+
+    settings.CONSOLE_INDEXER_STALE_AFTER = 1.2  # a beat every 0.2 s
+    engines = [Engine.objects.create(name=name, address="h:1") for name in ("held", "lost")]
+    locks = [EngineLock(e.pk, e.name) for e in engines]
+    indexers = []
+    for engine, lock in zip(engines, locks, strict=True):
+        lock.acquire()
+        indexers.append(EngineIndexer(engine, client=None))  # type: ignore[arg-type]
+        indexers[-1].holder_token = lock.token
+    # Another runindexer took "lost" over (this one's lock lost unseen): a new token.
+    Engine.objects.filter(name="lost").update(indexer_token="another")
+    running = threading.Event()
+    threads = [threading.Thread(target=running.wait) for _ in engines]  # the engines' threads
+    for thread in threads:
+        thread.start()
+    stop = threading.Event()
+    heart = threading.Thread(
+        target=runindexer._heartbeats, args=(list(zip(indexers, threads, strict=True)), stop, False)
+    )
+    heart.start()
+
+    def seen(name):
+        return Engine.objects.get(name=name).indexer_seen_at
+
+    try:
+        wait_for(lambda: seen("held"), timeout=5)
+        first = seen("held")
+        wait_for(lambda: seen("held") > first, timeout=5)  # renewed
+        assert seen("lost") is None
+        # Its thread over (the engine taken over, found at its next write): no more beats.
+        running.set()
+        for thread in threads:
+            thread.join()
+        Engine.objects.filter(name="held").update(indexer_seen_at=None)
+        time.sleep(0.6)
+        assert seen("held") is None and seen("lost") is None
+    finally:
+        running.set()
+        stop.set()
+        heart.join()
+        for lock in locks:
+            lock.release()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_once_ends_the_heartbeat_so_an_engine_indexed_by_a_scheduler_is_not_stale_between_runs(
+    settings,
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from engine_bridge.config import EngineConfig
+    from workflows_ui.models import Engine
+
+    settings.CONSOLE_ENGINE_TIMEOUT = 0.5
+    settings.CONSOLE_ENGINES = [EngineConfig("down", "127.0.0.1:1")]
+    # A runindexer that ran for good was killed 10 minutes ago; a scheduler runs --once now.
+    long_ago = timezone.now() - timedelta(minutes=10)
+    Engine.objects.create(name="down", address="127.0.0.1:1", indexer_seen_at=long_ago)
+    with pytest.raises(CommandError, match="the pass failed for down"):
+        call_command("runindexer", "--once", stdout=StringIO())
+    engine = Engine.objects.get(name="down")
+    assert engine.indexer_seen_at is None and engine.health() == "unreachable"
+    # A minute and a half later, before the next run: its last try is recent enough (a
+    # heartbeat left behind would say stale by now).
+    for field in ("created_at", "last_contact_at", "last_error_at", "indexer_seen_at"):
+        if getattr(engine, field) is not None:
+            setattr(engine, field, getattr(engine, field) - timedelta(seconds=90))
+    assert engine.health() == "unreachable"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -33,6 +34,9 @@ UNINDEXED_BACKLOG_PAUSE = 1.0
 # Seconds between two looks for engines not in CONSOLE_ENGINES whose runindexer stopped (started
 # with other engines): the pages say not-indexed, and forgetengine takes them, that soon after.
 UNCONFIGURED_CHECK = 10.0
+# Heartbeats of an engine within CONSOLE_INDEXER_STALE_AFTER (every 10 s by default): a few may
+# be late or fail (a write of the console's database in the way) before the engine is stale.
+HEARTBEATS_PER_LIMIT = 6
 
 
 class NotMigrated(Exception):
@@ -209,17 +213,28 @@ class Command(BaseCommand):
             finally:
                 connections.close_all()  # this thread's
 
+        def beat() -> None:
+            try:
+                _heartbeats(list(zip(indexers, threads, strict=True)), stop, once)
+            except BaseException as exc:  # a bug, as in an engine's thread
+                crashed.append(exc)
+                stop.set()
+            finally:
+                connections.close_all()  # this thread's
+
         forgetter = threading.Thread(target=forget, name="retention", daemon=True)
+        heart = threading.Thread(target=beat, name="heartbeat", daemon=True)
         self.stdout.write(f"indexing {', '.join(c.name for c in configs)}")
         self.stdout.flush()  # in order with the log's lines when the output is a file
-        for thread in [*threads, forgetter]:
+        for thread in [*threads, forgetter, heart]:
             thread.start()
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.5)  # signals are handled between the waits
         stop.set()  # no engine left to index (taken over by others): the retention's too
-        while forgetter.is_alive():
-            forgetter.join(0.5)
+        for thread in (forgetter, heart):
+            while thread.is_alive():
+                thread.join(0.5)
         if crashed:
             raise crashed[0]
         if lost:
@@ -280,6 +295,55 @@ def _forget_unindexed(indexed: set[str], stop: threading.Event, once: bool) -> b
         delay = min(UNCONFIGURED_CHECK, max(0.0, forget_at - time.monotonic()))
         if once or stop.wait(delay):
             return ok
+
+
+def _heartbeats(
+    held: list[tuple[Any, threading.Thread]], stop: threading.Event, once: bool
+) -> None:
+    """Says that this process is alive for each engine it holds (``Engine.indexer_seen_at``),
+    every HEARTBEATS_PER_LIMIT-th of CONSOLE_INDEXER_STALE_AFTER until ``stop``: the pages name
+    an engine with no runindexer within that time, and not one whose pass takes minutes. A
+    thread of its own, since an engine's thread may wait for the deadline of one read after
+    another.
+
+    With ``once``, the heartbeats are ended when the pass is over: ``--once`` is run by a
+    scheduler (every minute, say), and between two runs no process is there, rightly; the
+    engine is then judged by its last pass, as before heartbeats (models.INDEXER_SILENT)."""
+    interval = settings.CONSOLE_INDEXER_STALE_AFTER / HEARTBEATS_PER_LIMIT
+    beats = _Heartbeats(held)
+    while not stop.is_set():
+        beats.write(timezone.now())
+        stop.wait(interval)
+    if once:
+        beats.write(None)
+
+
+class _Heartbeats:
+    """The heartbeats of the engines of one process (``_heartbeats``)."""
+
+    def __init__(self, held: list[tuple[Any, threading.Thread]]) -> None:
+        self.held = [(ix, thread) for ix, thread in held if ix.holder_token]
+        self.lost: set[int] = set()  # engines whose token was replaced: no more heartbeats here
+        self.said = _FailureLog()
+
+    def write(self, at: datetime | None) -> None:
+        """One UPDATE per engine whose thread runs (``at`` None: ends them, the threads over).
+        A write that fails is tried again at the next beat, a late beat or two being within the
+        limit."""
+        from engine_bridge.locks import write_heartbeat
+
+        close_old_connections()
+        try:
+            for ix, thread in self.held:
+                pk = ix.engine.pk
+                if pk in self.lost or (at is not None and not thread.is_alive()):
+                    continue  # an engine's thread ends when another process took it over
+                if not write_heartbeat(pk, ix.holder_token, at):
+                    self.lost.add(pk)
+            self.said.clear()
+        except DatabaseError as exc:
+            self.said.say(logging.WARNING, str(exc), "heartbeat: database error (%s)", exc)
+            connections.close_all()
 
 
 def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
