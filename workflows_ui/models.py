@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -53,11 +54,22 @@ STATUS_COLOURS = {
 }
 
 
-#: An engine no indexer has passed over, or tried to, for this long is not being indexed: a
-#: runindexer passes every second or so, and tries an engine that is down every 10 s at most.
-#: Nothing is written during a pass, and one pass (1,000 reads, 16 at a time) of an engine slow
-#: to answer each read but within its deadline may take minutes.
+#: An engine with no heartbeat (``Engine.indexer_seen_at``: a row from before heartbeats, or
+#: indexed by ``runindexer --once`` from a scheduler) that no indexer has passed over, or tried
+#: to, for this long is not being indexed. Without a heartbeat, only a pass says an indexer is
+#: there, and one pass (1,000 reads, 16 at a time) of an engine slow to answer each read but
+#: within its deadline may take minutes; a scheduler running ``--once`` every few minutes stays
+#: within it.
 INDEXER_SILENT = timedelta(minutes=5)
+
+
+def indexer_unseen_limit() -> timedelta:
+    """How long an engine's heartbeat may go unrenewed before its runindexer is taken for gone
+    (``CONSOLE_INDEXER_STALE_AFTER``, a minute by default). A runindexer renews it every sixth
+    of that (10 s), whatever its passes do, so a minute is several missed beats: a beat late
+    behind a long write of the console's database is not taken for a dead process, and an
+    operator is told within a minute that none runs."""
+    return timedelta(seconds=settings.CONSOLE_INDEXER_STALE_AFTER)
 
 
 class Engine(models.Model):
@@ -127,6 +139,17 @@ class Engine(models.Model):
         """When an indexer last passed over it or tried to (or the row was made, before)."""
         return max(t for t in (self.last_pass_at, self.last_error_at, self.created_at) if t)
 
+    def indexer_last_seen(self) -> datetime:
+        """When a runindexer was last seen at work on it: its heartbeat, or its last pass or try
+        when later (or before any heartbeat)."""
+        return max(t for t in (self.indexer_seen_at, self.last_tried_at()) if t)
+
+    def indexer_gone(self) -> bool:
+        """No runindexer holds it: its heartbeat stopped (``indexer_unseen_limit``), or, for an
+        engine with none, no pass or try for INDEXER_SILENT."""
+        silent = INDEXER_SILENT if self.indexer_seen_at is None else indexer_unseen_limit()
+        return timezone.now() - self.indexer_last_seen() > silent
+
     def health(self) -> str:
         """One word for pages: unknown, ok, failing, unreachable, too-old, not-indexed, stale."""
         if not self.configured:
@@ -134,8 +157,8 @@ class Engine(models.Model):
             return "not-indexed"
         if self.too_old:
             return "too-old"
-        if timezone.now() - self.last_tried_at() > INDEXER_SILENT:
-            # No runindexer has it (stopped, or stuck): its last health is no news.
+        if self.indexer_gone():
+            # No runindexer has it (stopped, or killed): its last health is no news.
             return "stale"
         if self.reachable is None:
             return "unknown"
@@ -144,14 +167,14 @@ class Engine(models.Model):
         return "failing" if self.failing else "ok"
 
     def down_since(self) -> datetime | None:
-        """When its current failure began, for an engine failing or unreachable now, or when an
-        indexer last tried it, for a stale one; None for the others (one taken out of
-        CONSOLE_ENGINES is not indexed, so not failing either)."""
+        """When its current failure began, for an engine failing or unreachable now, or when a
+        runindexer was last seen at work on it, for a stale one; None for the others (one taken
+        out of CONSOLE_ENGINES is not indexed, so not failing either)."""
         health = self.health()
         if health in ("failing", "unreachable"):
             return self.failing_since
         if health == "stale":
-            return self.last_tried_at()
+            return self.indexer_last_seen()
         return None
 
 

@@ -96,6 +96,31 @@ def test_an_engine_no_indexer_has_tried_for_minutes_is_stale(api):
     assert rows["recent"]["health"] == "ok" and rows["recent"]["failing_since"] is None
 
 
+def test_an_engine_with_a_heartbeat_is_stale_once_it_stops_not_while_a_pass_is_long(api):
+    now = timezone.now()
+    made = now - timedelta(hours=1)
+    # One pass under way for 10 minutes (an engine slow to answer), its runindexer alive.
+    factories.engine(
+        reachable=True,
+        last_pass_at=now - timedelta(minutes=10),
+        indexer_seen_at=now - timedelta(seconds=5),
+        created_at=made,
+    )
+    # Its runindexer killed 2 minutes ago, a second after its last pass went well.
+    seen = now - timedelta(minutes=2)
+    factories.engine(
+        "billing",
+        reachable=True,
+        last_pass_at=seen - timedelta(seconds=1),
+        indexer_seen_at=seen,
+        created_at=made,
+    )
+    rows = {r["name"]: r for r in api.get("/api/engines/").json()}
+    assert rows["orders"]["health"] == "ok" and rows["orders"]["failing_since"] is None
+    assert rows["billing"]["health"] == "stale"
+    assert rows["billing"]["failing_since"] == seen.isoformat().replace("+00:00", "Z")
+
+
 def test_engines_say_since_when_their_current_failure_goes_on(api):
     since = timezone.now() - timedelta(hours=3)
     factories.engine(reachable=False, last_error="connection refused", failing_since=since)

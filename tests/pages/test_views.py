@@ -880,13 +880,28 @@ def test_an_engine_no_indexer_has_tried_for_minutes_says_so_instead_of_ok(logged
     assert "health-ok" not in home
     health = re.search(r'<span class="health health-stale"[^>]*>stale</span>(.*?)</td>', home)
     assert health is not None and at in health.group(1) and "(20 min" in health.group(1)
-    banner = f"is not being indexed: no indexer has passed over it, or tried to, since {at} UTC"
+    banner = f"is not being indexed: no <code>runindexer</code> has been seen since {at} UTC"
     assert banner in _text(logged_in.get("/instances/"))
     assert banner in _text(logged_in.get("/instances/orders/g-two-steps/"))
     # A pass again: ok, and no banner.
     Engine.objects.filter(pk=seeded.engine.pk).update(last_pass_at=timezone.now())
     assert 'role="alert"' not in _text(logged_in.get("/instances/"))
     assert "health-ok" in _text(logged_in.get("/"))
+
+
+def test_an_engine_whose_runindexer_was_killed_says_when_one_was_last_seen(logged_in, seeded):
+    # Its heartbeat stopped 3 minutes ago, two seconds after its last pass went well.
+    seen = timezone.now() - timedelta(minutes=3)
+    Engine.objects.filter(pk=seeded.engine.pk).update(
+        reachable=True,
+        last_pass_at=seen - timedelta(seconds=2),
+        indexer_seen_at=seen,
+        created_at=seen - timedelta(days=1),
+    )
+    at = seen.strftime("%Y-%m-%d %H:%M:%S")
+    banner = f"no <code>runindexer</code> has been seen since {at} UTC (3 min"
+    assert banner in _text(logged_in.get("/instances/"))
+    assert "health-stale" in _text(logged_in.get("/"))
 
 
 def test_an_engine_taken_out_of_the_settings_does_not_say_since_when_it_fails(

@@ -261,16 +261,17 @@ class EngineSerializer(serializers.ModelSerializer):
         help_text="ok, failing (answers, but its last pass failed: see last_error), "
         "unreachable, too-old (needs Dapr 1.17), unknown (not contacted yet), not-indexed "
         "(taken out of CONSOLE_ENGINES, no runindexer has it: what was indexed stays), stale "
-        "(configured, but no runindexer has passed over it or tried to for 5 minutes: is it "
-        "running? What was indexed stays, as of failing_since)",
+        "(configured, but no runindexer has been seen at work on it for a minute, or, indexed "
+        "by runindexer --once, not passed over for 5 minutes: is it running? What was indexed "
+        "stays; failing_since says when a runindexer was last seen)",
     )
     failing_since = serializers.DateTimeField(
         source="down_since",
         read_only=True,
         allow_null=True,
         help_text="when its current failure began, for an engine failing or unreachable: the "
-        "first of the passes that failed since one succeeded; for a stale one, when an indexer "
-        "last passed over it or tried to (null for the other healths)",
+        "first of the passes that failed since one succeeded; for a stale one, when a "
+        "runindexer was last seen at work on it (null for the other healths)",
     )
     too_old = serializers.BooleanField()
     counts = serializers.SerializerMethodField()
