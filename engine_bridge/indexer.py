@@ -598,6 +598,10 @@ class EngineIndexer:
         #: Asked now and then during a pass: True ends it early (after the reads in flight are
         #: written), so a stopping process doesn't wait for a first sweep of a big engine.
         self.stopping: Callable[[], bool] = lambda: False
+        #: time.monotonic() of the last sign that this indexer's thread is not stuck: a pass
+        #: begun, a ListInstanceIDs page or a read answered (each call has a deadline). The
+        #: runindexer's heartbeat stops for an engine whose thread shows none for long.
+        self.progressed_at = time.monotonic()
 
     # The unit of work ----------------------------------------------------------------------
 
@@ -608,6 +612,7 @@ class EngineIndexer:
         (the loop backs off); indexed data stays as it was.
         """
         result = PassResult()
+        self.progressed_at = time.monotonic()
         # First, and whatever the engine answers: it needs nothing of it (an engine down for
         # weeks still has its tombstones and earlier runs expire).
         self._forget_if_due(result)
@@ -876,6 +881,7 @@ class EngineIndexer:
                 self._sweep_seen = set()
                 result.busy = True
                 return
+            self.progressed_at = time.monotonic()
             self._sweep_listing += time.monotonic() - asked_at
             ids = page.instance_ids
             self._sweep_listed += len(ids)
@@ -1055,6 +1061,7 @@ class EngineIndexer:
         try:
             reads.start_more()
             while (done := reads.take(self.stopping)) is not None:
+                self.progressed_at = time.monotonic()
                 if self.stopping():
                     reads.stop()  # start nothing more; what is in flight is still written
                     result.busy = True

@@ -599,6 +599,43 @@ def test_the_heartbeat_is_written_only_for_engines_still_held_by_a_running_threa
 
 
 @pytest.mark.django_db(transaction=True)
+def test_no_heartbeat_for_an_engine_whose_thread_shows_no_progress(settings, caplog):
+    # A thread alive but stuck (a bug, a database call that never returns) was beaten for,
+    # its engine said to be indexed for ever.
+    import threading
+
+    from django.utils import timezone
+
+    from engine_bridge.indexer import EngineIndexer
+    from engine_bridge.locks import EngineLock
+    from engine_bridge.management.commands import runindexer
+    from workflows_ui.models import Engine
+
+    settings.CONSOLE_ENGINE_TIMEOUT = 10.0  # the limit is then INDEXER_SILENT's 5 minutes
+    engine = Engine.objects.create(name="stuck", address="h:1")
+    lock = EngineLock(engine.pk, engine.name)
+    lock.acquire()
+    ix = EngineIndexer(engine, client=None)  # type: ignore[arg-type]
+    ix.holder_token = lock.token
+    running = threading.Event()
+    thread = threading.Thread(target=running.wait)  # the engine's thread: alive
+    thread.start()
+    beats = runindexer._Heartbeats([(ix, thread)])
+    try:
+        ix.progressed_at = time.monotonic() - 301
+        beats.write(timezone.now())
+        assert Engine.objects.get(pk=engine.pk).indexer_seen_at is None
+        assert "its indexing thread has shown no progress for 301 s" in caplog.text
+        ix.progressed_at = time.monotonic()  # it moves again: beaten for again
+        beats.write(timezone.now())
+        assert Engine.objects.get(pk=engine.pk).indexer_seen_at is not None
+    finally:
+        running.set()
+        thread.join()
+        lock.release()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_once_ends_the_heartbeat_so_an_engine_indexed_by_a_scheduler_is_not_stale_between_runs(
     settings,
 ):

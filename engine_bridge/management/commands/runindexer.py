@@ -18,7 +18,7 @@ from console.logfilters import Repeats
 from console.schema import NOT_MIGRATED, missing_migrations
 from engine_bridge.errors import EngineError, EngineUnavailable, Stopping
 from engine_bridge.locks import EngineTaken, LockLost
-from workflows_ui.models import Engine
+from workflows_ui.models import INDEXER_SILENT, Engine
 from workflows_ui.search import cannot_write_now
 
 log = logging.getLogger("engine_bridge.indexer")
@@ -324,6 +324,7 @@ class _Heartbeats:
     def __init__(self, held: list[tuple[Any, threading.Thread]]) -> None:
         self.held = [(ix, thread) for ix, thread in held if ix.holder_token]
         self.lost: set[int] = set()  # engines whose token was replaced: no more heartbeats here
+        self.stuck: set[int] = set()  # engines whose thread shows no progress: none for them
         self.said = _FailureLog()
 
     def write(self, at: datetime | None) -> None:
@@ -338,12 +339,35 @@ class _Heartbeats:
                 pk = ix.engine.pk
                 if pk in self.lost or (at is not None and not thread.is_alive()):
                     continue  # an engine's thread ends when another process took it over
+                if at is not None and self._stuck(ix):
+                    continue
                 if not write_heartbeat(pk, ix.holder_token, at):
                     self.lost.add(pk)
             self.said.clear()
         except DatabaseError as exc:
             self.said.say(logging.WARNING, str(exc), "heartbeat: database error (%s)", exc)
             connections.close_all()
+
+    def _stuck(self, ix: Any) -> bool:
+        """Whether the engine's thread has shown no progress (``EngineIndexer.progressed_at``:
+        a pass begun, a listing page or a read answered) for longer than any of its calls may
+        take: a thread stuck (a bug, a database call that never returns) would else be beaten
+        for, and its engine said to be indexed, for ever. Said once in the log."""
+        quiet = time.monotonic() - ix.progressed_at
+        limit = max(INDEXER_SILENT.total_seconds(), 3 * settings.CONSOLE_ENGINE_TIMEOUT)
+        pk = ix.engine.pk
+        if quiet <= limit:
+            self.stuck.discard(pk)
+            return False
+        if pk not in self.stuck:
+            self.stuck.add(pk)
+            log.error(
+                "engine %s: its indexing thread has shown no progress for %.0f s; no more"
+                " heartbeats for it (the pages will say it is not being indexed)",
+                ix.engine.name,
+                quiet,
+            )
+        return True
 
 
 def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
