@@ -158,6 +158,28 @@ def test_a_closed_terminal_or_a_killed_launcher_stops_every_child(stack, signum)
         assert stack.proc.returncode == 0
 
 
+def test_ctrl_c_stops_everything_cleanly(stack):
+    # Ctrl-C in the terminal: SIGINT to the whole foreground process group, the launcher and
+    # each child at once (the way the README says to stop `make run`).
+    children = _children(stack.proc.pid)
+    assert len(children) == 5
+
+    os.killpg(stack.proc.pid, signal.SIGINT)
+
+    assert _wait_until(lambda: not any(_alive(pid) for pid in children), 60), [
+        _cmdline(pid) for pid in children if _alive(pid)
+    ]
+    assert stack.ports_free()
+    stack.proc.wait(10)
+    assert stack.proc.returncode == 0
+    with contextlib.suppress(queue.Empty):
+        while True:  # the last lines, as the reader takes them up to the end of the output
+            stack.output.append(stack.lines.get(timeout=2))
+    said = "".join(stack.output)
+    assert "Traceback" not in said, said
+    assert "Task was destroyed" not in said, said
+
+
 def test_two_peered_engines_serve_the_apps_the_console_indexes(tmp_path):
     # A var/ of an earlier make run, whose one engine (app id "devengine") had this file.
     earlier = tmp_path / "var" / "devengine.sqlite3"
