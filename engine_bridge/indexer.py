@@ -722,11 +722,9 @@ class EngineIndexer:
             raise
         except EngineError:
             supports["supports_history"] = True
-        if supports["supports_list"]:
-            # RerunWorkflowFromEvent (Dapr 1.16) predates ListInstanceIDs (1.17).
-            supports["supports_rerun"] = True
-        else:
-            supports["supports_rerun"] = self.client.supports_rerun()
+        # Asked, not inferred from the list (RerunWorkflowFromEvent came first, in Dapr 1.16): an
+        # engine that is not daprd may have one call and not the other.
+        supports["supports_rerun"] = self.client.supports_rerun()
         changed = {k: v for k, v in supports.items() if getattr(self.engine, k) != v}
         if changed:
             for key, value in changed.items():

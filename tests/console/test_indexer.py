@@ -985,6 +985,16 @@ def test_a_hint_that_finds_nothing_changed_leaves_the_back_off_as_it_was(fake, m
     assert InstanceCheck.objects.get().interval == 120
 
 
+def test_an_engine_with_the_list_but_no_rerun_is_said_to_lack_rerun(fake, make_indexer):
+    # It was inferred from the list (daprd had re-runs first), never asked.
+    fake.unsupported |= {"RerunWorkflowFromEvent"}
+    make_indexer().run_pass()
+    engine = Engine.objects.get()
+    assert engine.supports_list and engine.supports_history
+    assert engine.supports_rerun is False
+    assert engine.health() == "ok"
+
+
 def test_an_engine_without_list_and_history_is_too_old_not_crashed(fake, make_indexer):
     fake.unsupported |= {"ListInstanceIDs", "GetInstanceHistory", "RerunWorkflowFromEvent"}
     fake.add(*golden_instance("two_steps"))
