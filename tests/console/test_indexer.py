@@ -1896,6 +1896,47 @@ def test_a_generation_is_continued_as_new_whatever_its_trace(fake, make_indexer,
     assert statuses[1:] == [(generation[1].execution_id, ""), ("run-three", "RUNNING")]
 
 
+def test_an_instance_has_the_trace_of_its_current_runs_start(fake, make_indexer):
+    # Each run keeps the trace its executionStarted names; the instance shows its current
+    # run's. A new generation of continue-as-new has a fresh root trace (daprd since
+    # dapr/dapr#10064, and devengine), or none when the workflow is untraced.
+    state, events = golden_instance("continue_as_new")
+    first, second = "ab" * 16, "12" * 16
+    first_run = [replace(e) for e in events[:3]]
+    first_run[1].execution_id = "run-one"
+    first_run[1].trace_parent = f"00-{first}-{'cd' * 8}-01"
+    fake.add(replace(state, status="RUNNING"), first_run)
+    ix = make_indexer()
+    ix.run_pass()
+    assert Instance.objects.get().trace_id == first
+    fake.append("g-monitor", [replace(e) for e in events[3:5]])  # the same run goes on
+    ix.run_pass()
+    assert Run.objects.get().event_count == 5
+    assert Instance.objects.get().trace_id == first
+
+    def next_generation(execution_id: str, trace_parent: str, year: int) -> None:
+        generation = [replace(e) for e in events[:3]]
+        generation[1].execution_id = execution_id
+        generation[1].trace_parent = trace_parent
+        moved = state.last_updated_at.replace(year=year)
+        fake.instances["g-monitor"] = (
+            replace(state, status="RUNNING", last_updated_at=moved),
+            generation,
+        )
+        ix.run_pass()
+
+    next_generation("run-two", f"00-{second}-{'34' * 8}-01", 2027)
+    assert Instance.objects.get().trace_id == second
+    next_generation("run-three", "", 2028)
+    assert Instance.objects.get().trace_id == ""
+    runs = list(Run.objects.order_by("ordinal").values_list("execution_id", "status", "trace_id"))
+    assert runs == [
+        ("run-one", "CONTINUED_AS_NEW", first),
+        ("run-two", "CONTINUED_AS_NEW", second),
+        ("run-three", "RUNNING", ""),
+    ]
+
+
 def test_a_read_torn_by_a_start_again_is_read_once_more(fake, make_indexer, monkeypatch):
     # GetInstance answered for the run that had just completed, GetInstanceHistory a moment
     # later for the run a start put in its place: stored together, the new run took the old

@@ -227,6 +227,23 @@ def test_trace_parent_to_trace_id():
     assert trace_id_of("garbage") == ""
 
 
+def test_execution_started_gives_the_traceparent_of_its_trace_context():
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    ev = pb.HistoryEvent(eventId=-1)
+    ev.executionStarted.name = "two_steps"
+    ev.executionStarted.parentTraceContext.traceParent = traceparent
+    ev.executionStarted.parentTraceContext.spanID = "00f067aa0ba902b7"
+    out = mappers.event(ev)
+    assert out.trace_parent == traceparent
+    assert trace_id_of(out.trace_parent) == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_execution_started_without_a_trace_context_has_no_traceparent():
+    ev = pb.HistoryEvent(eventId=-1)
+    ev.executionStarted.name = "two_steps"
+    assert mappers.event(ev).trace_parent == ""
+
+
 class FakeRpcError(grpc.RpcError):
     def __init__(self, code, details):
         self._code, self._details = code, details
