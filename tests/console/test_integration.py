@@ -21,7 +21,7 @@ import pytest
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -310,6 +310,47 @@ def test_continue_as_new_runs_seen_by_the_indexer_stay_readable(devengine, wf, m
         types = list(run.events.order_by("position").values_list("event_type", flat=True))
         assert types[:2] == ["workflowStarted", "executionStarted"]
     assert ChangeLog.objects.filter(kind="run").count() == len(runs)
+
+
+def test_a_parent_and_its_children_are_indexed_with_the_trace_of_their_own_start(
+    devengine, wf, make_indexer
+):
+    # A traced caller (an auto-instrumented channel) sends its traceparent: the engine records
+    # the caller's trace in executionStarted. The SDK's client here sends none: the engine
+    # starts a trace. Either way the children's starts carry their parent's trace.
+    caller_trace = "0af7651916cd43dd8448eb211c80319c"
+    request = pb.CreateInstanceRequest(name="fan_out", instanceId="traced")
+    request.input.value = json.dumps({"id": "o-7", "qtys": [1, 2]})
+    with grpc.insecure_channel(devengine.address) as channel:
+        pb_grpc.TaskHubSidecarServiceStub(channel).StartInstance(
+            request,
+            timeout=10,
+            metadata=(("traceparent", f"00-{caller_trace}-b7ad6b7169203331-01"),),
+        )
+    wf.schedule_new_workflow(wf_kinds.fan_out, input={"id": "o-8", "qtys": [3]}, instance_id="new")
+    for parent in ("traced", "new"):
+        wf.wait_for_workflow_completion(parent, timeout_in_seconds=30)
+    ix = make_indexer(devengine.config())
+    converge(ix)
+
+    def engine_trace(instance_id: str) -> str:
+        """The trace id in the traceparent of the instance's executionStarted, as read now."""
+        history = ix.client.get_history(instance_id)
+        started = next(e for e in history if e.event_type == "executionStarted")
+        assert started.trace_parent, f"{instance_id}: its executionStarted names no trace"
+        return started.trace_parent.split("-")[1]
+
+    traces = {}
+    for parent, family_size in (("traced", 3), ("new", 2)):
+        family = Instance.objects.filter(Q(instance_id=parent) | Q(parent_instance_id=parent))
+        assert family.count() == family_size
+        for inst in family:
+            traces[inst.instance_id] = engine_trace(inst.instance_id)
+            run = Run.objects.get(instance=inst)
+            assert (inst.trace_id, run.trace_id) == (traces[inst.instance_id],) * 2
+        assert {traces[inst.instance_id] for inst in family} == {traces[parent]}
+    assert traces["traced"] == caller_trace
+    assert traces["new"] not in ("", caller_trace)
 
 
 def test_a_finished_id_started_again_gets_a_new_run(devengine, wf, make_indexer):
