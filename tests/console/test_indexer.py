@@ -902,10 +902,8 @@ def test_reads_timing_out_on_an_engine_that_stopped_answering_end_the_pass(fake,
     assert Instance.objects.count() == 1
 
 
-def test_a_crash_in_the_middle_of_a_write_leaves_nothing_half_done(fake, make_indexer, monkeypatch):
-    for name in GOLDEN:
-        fake.add(*golden_instance(name))
-    ix = make_indexer()
+def crash_at_the_fifth_history(monkeypatch):
+    """The process killed as it writes the chunk's fifth history."""
     original = indexer_module.EngineIndexer._store_events
     calls = {"n": 0}
 
@@ -916,15 +914,49 @@ def test_a_crash_in_the_middle_of_a_write_leaves_nothing_half_done(fake, make_in
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(indexer_module.EngineIndexer, "_store_events", crash_on_fifth)
+
+
+def crash_at_the_change_log(monkeypatch):
+    """The process killed as it writes the chunk's change-log rows, its last write."""
+    original = indexer_module.bulk.insert
+
+    def crash_on_the_log(rows, *args, **kwargs):
+        if rows.model is ChangeLog:
+            raise KeyboardInterrupt("killed")
+        return original(rows, *args, **kwargs)
+
+    monkeypatch.setattr(indexer_module.bulk, "insert", crash_on_the_log)
+
+
+@pytest.mark.parametrize("crash", [crash_at_the_fifth_history, crash_at_the_change_log])
+def test_a_crash_in_the_middle_of_a_write_leaves_nothing_half_done(
+    fake, make_indexer, monkeypatch, crash
+):
+    # The change log is written in the chunk's transaction: a page following it never sees a
+    # change the database does not hold, nor misses one it holds.
+    for name in GOLDEN:
+        fake.add(*golden_instance(name))
+    ix = make_indexer()
+    crash(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         ix.run_pass()
-    assert Instance.objects.count() == 0  # the chunk's transaction rolled back whole
-    monkeypatch.setattr(indexer_module.EngineIndexer, "_store_events", original)
+    # The chunk's transaction rolled back whole.
+    assert Instance.objects.count() == 0
+    assert Run.objects.count() == HistoryEvent.objects.count() == InstanceCheck.objects.count() == 0
+    assert ChangeLog.objects.count() == 0
+    assert not StatusCount.objects.exclude(count=0).exists()
+    monkeypatch.undo()
     ix2 = make_indexer()
     ix2.run_pass()
     assert Instance.objects.count() == len(GOLDEN)
     assert HistoryEvent.objects.count() == sum(len(golden_instance(n)[1]) for n in GOLDEN)
     assert counts_are_exact(ix2.engine)
+    news = ChangeLog.objects.filter(kind="new").values_list("instance_id", flat=True)
+    assert sorted(news) == sorted(Instance.objects.values_list("pk", flat=True))
+    page = LogFollower()
+    assert page.shows_what_is_stored()
+    assert page.shows_the_current_runs()
+    assert page.shows_the_instances_as_stored()
 
 
 def test_a_hint_reads_an_instance_now_even_before_discovery(fake, make_indexer):
