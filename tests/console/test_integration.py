@@ -1029,6 +1029,56 @@ def _runindexer(stack: ExitStack, log_path, env) -> subprocess.Popen[bytes]:
     return proc
 
 
+def test_runindexer_outlives_its_engine_down_and_catches_up_once_it_is_back(
+    devengine, wf, tmp_path
+):
+    api = APIClient()
+    api.force_login(User.objects.create_user("alice"))
+    log_path = tmp_path / "indexer.log"
+
+    def health() -> str:
+        rows = {row["name"]: row for row in api.get("/api/engines/").json()}
+        return rows["local"]["health"]
+
+    def indexed(instance_id: str) -> bool:
+        return Instance.objects.filter(instance_id=instance_id, status="COMPLETED").exists()
+
+    def failed_since(at) -> bool:
+        """Whether a pass failed after ``at``."""
+        return Engine.objects.get(name="local").last_error_at > at
+
+    wf.schedule_new_workflow(wf_kinds.two_steps, input=ORDER, instance_id="before")
+    wf.wait_for_workflow_completion("before", timeout_in_seconds=20)
+    with ExitStack() as stack:
+        proc = _runindexer(stack, log_path, subprocess_env(devengine.config()))
+
+        def running(check):
+            """``check``, waited for while the one runindexer process goes on running."""
+
+            def step() -> object:
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                return check()
+
+            return step
+
+        wait_for(running(lambda: indexed("before")), timeout=20)
+        assert health() == "ok"
+        devengine.stop()
+        wait_for(running(lambda: health() == "unreachable"), timeout=15)
+        # It goes on trying: a later pass fails too.
+        first_failure = Engine.objects.get(name="local").last_error_at
+        wait_for(running(lambda: failed_since(first_failure)), timeout=15)
+        devengine.start()  # the same port and SQLite file
+        wf.schedule_new_workflow(wf_kinds.two_steps, input=ORDER, instance_id="after")
+        wf.wait_for_workflow_completion("after", timeout_in_seconds=20)
+        wait_for(running(lambda: indexed("after")), timeout=20)
+        assert health() == "ok"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    log = log_path.read_text()
+    assert "engine local unreachable" in log and "engine local reachable again" in log
+
+
 def test_an_engine_that_hangs_holds_back_neither_the_other_engines_nor_a_stop(tmp_path):
     with ExitStack() as stack:
         (hung, other), clients = _two_engines_with_workers(stack, tmp_path, ("hung", "other"))
