@@ -371,7 +371,7 @@ if CONSOLE_RETENTION_DAYS > 36500:
     )
 # Seconds the indexer idles between passes that found nothing to do.
 CONSOLE_INDEXER_IDLE_SLEEP = envfloat("CONSOLE_INDEXER_IDLE_SLEEP", 1.0, minimum=0.0)
-# Seconds without a heartbeat of its runindexer (renewed every sixth of it) before an engine is
-# said stale: no indexer runs for it (workflows_ui.models.indexer_unseen_limit). Read by the
-# pages and by runindexer alike: set it the same for both.
+# Seconds without a heartbeat of its runindexer (renewed every sixth of it, every 10 s at most)
+# before an engine is said stale: no indexer runs for it (workflows_ui.models.
+# indexer_unseen_limit). Read by the pages and by runindexer alike: set it the same for both.
 CONSOLE_INDEXER_STALE_AFTER = envfloat("CONSOLE_INDEXER_STALE_AFTER", 60.0, minimum=1.0)

@@ -599,6 +599,49 @@ def test_the_heartbeat_is_written_only_for_engines_still_held_by_a_running_threa
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_longer_limit_for_runindexer_does_not_space_its_heartbeats_beyond_the_pages_limit(
+    settings, monkeypatch
+):
+    # runindexer started with CONSOLE_INDEXER_STALE_AFTER=600 (a beat every 100 s) beside web
+    # processes left at a minute: during a pass longer than a minute, they said stale.
+    import threading
+
+    from engine_bridge.indexer import EngineIndexer
+    from engine_bridge.locks import EngineLock
+    from engine_bridge.management.commands import runindexer
+    from workflows_ui.models import Engine
+
+    settings.CONSOLE_INDEXER_STALE_AFTER = 600.0
+    # The longest wait between beats, shortened (10 s) for the test.
+    monkeypatch.setattr(runindexer, "HEARTBEAT_MAX_INTERVAL", 0.2, raising=False)
+    engine = Engine.objects.create(name="slow", address="h:1")
+    lock = EngineLock(engine.pk, engine.name)
+    lock.acquire()
+    ix = EngineIndexer(engine, client=None)  # type: ignore[arg-type]
+    ix.holder_token = lock.token
+    running = threading.Event()
+    thread = threading.Thread(target=running.wait)  # the engine's thread, in a long pass
+    thread.start()
+    stop = threading.Event()
+    heart = threading.Thread(target=runindexer._heartbeats, args=([(ix, thread)], stop, False))
+    heart.start()
+
+    def seen():
+        return Engine.objects.get(pk=engine.pk).indexer_seen_at
+
+    try:
+        wait_for(seen, timeout=5)
+        first = seen()
+        wait_for(lambda: seen() > first, timeout=5)  # renewed at the shorter interval
+    finally:
+        running.set()
+        stop.set()
+        heart.join()
+        thread.join()
+        lock.release()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_no_heartbeat_for_an_engine_whose_thread_shows_no_progress(settings, caplog):
     # A thread alive but stuck (a bug, a database call that never returns) was beaten for,
     # its engine said to be indexed for ever.

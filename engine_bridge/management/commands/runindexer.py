@@ -37,6 +37,10 @@ UNCONFIGURED_CHECK = 10.0
 # Heartbeats of an engine within CONSOLE_INDEXER_STALE_AFTER (every 10 s by default): a few may
 # be late or fail (a write of the console's database in the way) before the engine is stale.
 HEARTBEATS_PER_LIMIT = 6
+# Longest wait, in seconds, between two heartbeats whatever this process's limit: the web
+# processes judge them by their own CONSOLE_INDEXER_STALE_AFTER, and one set longer here (a beat
+# every 100 s for 10 minutes) made a living runindexer read stale there during a long pass.
+HEARTBEAT_MAX_INTERVAL = 10.0
 
 
 class NotMigrated(Exception):
@@ -301,7 +305,8 @@ def _heartbeats(
     held: list[tuple[Any, threading.Thread]], stop: threading.Event, once: bool
 ) -> None:
     """Says that this process is alive for each engine it holds (``Engine.indexer_seen_at``),
-    every HEARTBEATS_PER_LIMIT-th of CONSOLE_INDEXER_STALE_AFTER until ``stop``: the pages name
+    every HEARTBEATS_PER_LIMIT-th of CONSOLE_INDEXER_STALE_AFTER (HEARTBEAT_MAX_INTERVAL at
+    most) until ``stop``: the pages name
     an engine with no runindexer within that time, and not one whose pass takes minutes. A
     thread of its own, since an engine's thread may wait for the deadline of one read after
     another.
@@ -309,7 +314,9 @@ def _heartbeats(
     With ``once``, the heartbeats are ended when the pass is over: ``--once`` is run by a
     scheduler (every minute, say), and between two runs no process is there, rightly; the
     engine is then judged by its last pass, as before heartbeats (models.INDEXER_SILENT)."""
-    interval = settings.CONSOLE_INDEXER_STALE_AFTER / HEARTBEATS_PER_LIMIT
+    interval = min(
+        HEARTBEAT_MAX_INTERVAL, settings.CONSOLE_INDEXER_STALE_AFTER / HEARTBEATS_PER_LIMIT
+    )
     beats = _Heartbeats(held)
     while not stop.is_set():
         beats.write(timezone.now())
