@@ -144,11 +144,15 @@ class Engine(models.Model):
         when later (or before any heartbeat)."""
         return max(t for t in (self.indexer_seen_at, self.last_tried_at()) if t)
 
+    def indexer_silent_limit(self) -> timedelta:
+        """How long it may go without a sign of a runindexer before it is stale: the limit of
+        heartbeats (``indexer_unseen_limit``), or, for an engine with none (indexed by
+        ``runindexer --once``), INDEXER_SILENT on its passes and tries."""
+        return INDEXER_SILENT if self.indexer_seen_at is None else indexer_unseen_limit()
+
     def indexer_gone(self) -> bool:
-        """No runindexer holds it: its heartbeat stopped (``indexer_unseen_limit``), or, for an
-        engine with none, no pass or try for INDEXER_SILENT."""
-        silent = INDEXER_SILENT if self.indexer_seen_at is None else indexer_unseen_limit()
-        return timezone.now() - self.indexer_last_seen() > silent
+        """No runindexer holds it: no sign of one for longer than ``indexer_silent_limit``."""
+        return timezone.now() - self.indexer_last_seen() > self.indexer_silent_limit()
 
     def health(self) -> str:
         """One word for pages: unknown, ok, failing, unreachable, too-old, not-indexed, stale."""

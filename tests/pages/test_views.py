@@ -904,6 +904,24 @@ def test_an_engine_whose_runindexer_was_killed_says_when_one_was_last_seen(logge
     assert "health-stale" in _text(logged_in.get("/"))
 
 
+def test_a_stale_engine_says_how_long_without_a_runindexer_made_it_so(logged_in, seeded, settings):
+    # The engines page said "for a minute" whatever the limit: 5 minutes for an engine indexed
+    # by runindexer --once (no heartbeat), CONSOLE_INDEXER_STALE_AFTER for the others.
+    def stale_title() -> str:
+        found = re.search(r'class="health health-stale" title="([^"]*)"', _text(logged_in.get("/")))
+        assert found is not None
+        return found.group(1)
+
+    last = timezone.now() - timedelta(minutes=20)
+    Engine.objects.filter(pk=seeded.engine.pk).update(
+        reachable=True, last_pass_at=last, created_at=last - timedelta(days=1)
+    )
+    assert "no runindexer has been seen at work on it for 5 min 0 s:" in stale_title()
+    settings.CONSOLE_INDEXER_STALE_AFTER = 120.0
+    Engine.objects.filter(pk=seeded.engine.pk).update(indexer_seen_at=last)
+    assert "no runindexer has been seen at work on it for 2 min 0 s:" in stale_title()
+
+
 def test_an_engine_taken_out_of_the_settings_does_not_say_since_when_it_fails(
     logged_in, seeded, settings
 ):

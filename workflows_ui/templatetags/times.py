@@ -1,13 +1,14 @@
 """``{% when value "datetime" %}``: a time as the console shows it, in UTC, marked up so that the
 page's script can show it in the browser's time zone instead (the "Times" switch);
-``from_page_load``: how far a time is from when the page was made; and ``how_long_to``: how
-long since a time, as of when the page was made."""
+``from_page_load``: how far a time is from when the page was made; ``how_long_to``: how
+long since a time, as of when the page was made; and ``span``: a length of time."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django import template
+from django.utils import timezone
 from django.utils.html import format_html
 
 from workflows_ui import timeline
@@ -58,3 +59,11 @@ def how_long_to(since: datetime | None, now: datetime) -> str:
     if since is None:
         return ""
     return timeline.how_long(since, now)
+
+
+@register.filter
+def span(value: timedelta) -> str:
+    """``{{ engine.indexer_silent_limit|span }}``: "5 min 0 s", said as ``how_long_to`` says
+    how long (plain text)."""
+    now = timezone.now()
+    return timeline.how_long(now - value, now)
