@@ -484,6 +484,40 @@ def test_an_engine_down_is_tried_again_within_ten_seconds_however_long_it_was_do
     assert max(waits) == 10.0
 
 
+def test_an_engine_down_whose_error_words_change_is_still_said_once(monkeypatch, caplog):
+    # A hung engine's Hello was said to take connections at one try and not at the next: each
+    # new text was said at once, a line every try.
+    import threading
+    from types import SimpleNamespace
+
+    from engine_bridge.errors import EngineUnavailable
+    from engine_bridge.management.commands import runindexer
+
+    clock = [0.0]
+    monkeypatch.setattr(runindexer.time, "monotonic", lambda: clock[0])
+    words = ["though the address takes connections", "not even to a connection"]
+    tries = [0]
+
+    def run_pass():
+        tries[0] += 1
+        text = f"no answer within 10s, {words[tries[0] % 2]}"
+        raise EngineUnavailable(text, code="DEADLINE_EXCEEDED", operation="Hello")
+
+    class Stop(threading.Event):
+        def wait(self, timeout=None):
+            clock[0] += 10.0  # a try every 10 s, for 5 minutes
+            if clock[0] >= 300:
+                self.set()
+            return self.is_set()
+
+    ix = SimpleNamespace(engine=SimpleNamespace(name="a"), run_pass=run_pass)
+    with caplog.at_level("INFO", logger="engine_bridge.indexer"):
+        runindexer._passes(ix, None, Stop(), once=False)
+    said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert tries[0] == 30
+    assert len(said) == 1, said
+
+
 def test_a_failure_that_goes_on_is_logged_once_then_every_ten_minutes(monkeypatch, caplog):
     import threading
     from types import SimpleNamespace

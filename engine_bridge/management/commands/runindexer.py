@@ -401,9 +401,12 @@ def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
             failures += 1
             failing = "engine"
             delay = _back_off(failures)
+            # The same failure, whatever its text: an engine that hangs is said to take
+            # connections at one try and not at the next (its listen queue full), and each
+            # change of words was said at once, a line every try.
             said.say(
                 logging.WARNING,
-                str(exc),
+                f"unreachable {exc.operation} {exc.code}",
                 "engine %s unreachable (%s)%s",
                 name,
                 exc,
