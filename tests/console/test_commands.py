@@ -713,6 +713,57 @@ def test_no_heartbeat_for_an_engine_whose_thread_shows_no_progress(settings, cap
 
 
 @pytest.mark.django_db(transaction=True)
+def test_once_ends_an_engines_heartbeat_when_its_pass_is_over_not_when_the_slowest_is(settings):
+    # --once over two engines, one slow: the heartbeat of the one done early stayed until the
+    # slow one's pass was over, and it read stale meanwhile (a heartbeat older than a minute).
+    import threading
+
+    from engine_bridge.indexer import EngineIndexer
+    from engine_bridge.locks import EngineLock
+    from engine_bridge.management.commands import runindexer
+    from workflows_ui.models import Engine
+
+    settings.CONSOLE_INDEXER_STALE_AFTER = 1.2  # a beat every 0.2 s
+    engines = [Engine.objects.create(name=name, address="h:1") for name in ("quick", "slow")]
+    locks = [EngineLock(e.pk, e.name) for e in engines]
+    indexers = []
+    for engine, lock in zip(engines, locks, strict=True):
+        lock.acquire()
+        indexers.append(EngineIndexer(engine, client=None))  # type: ignore[arg-type]
+        indexers[-1].holder_token = lock.token
+    passes = {name: threading.Event() for name in ("quick", "slow")}  # set: the pass is over
+    threads = [threading.Thread(target=passes[e.name].wait) for e in engines]
+    for thread in threads:
+        thread.start()
+    stop = threading.Event()
+    heart = threading.Thread(
+        target=runindexer._heartbeats, args=(list(zip(indexers, threads, strict=True)), stop, True)
+    )
+    heart.start()
+
+    def seen(name):
+        return Engine.objects.get(name=name).indexer_seen_at
+
+    try:
+        wait_for(lambda: seen("quick") and seen("slow"), timeout=5)
+        passes["quick"].set()
+        wait_for(lambda: seen("quick") is None, timeout=5)
+        first = seen("slow")
+        wait_for(lambda: seen("slow") > first, timeout=5)  # the slow one's pass goes on
+        assert seen("quick") is None
+    finally:
+        for over in passes.values():
+            over.set()
+        for thread in threads:
+            thread.join()
+        stop.set()
+        heart.join()
+        for lock in locks:
+            lock.release()
+    assert seen("quick") is None and seen("slow") is None  # --once over: both ended
+
+
+@pytest.mark.django_db(transaction=True)
 def test_once_ends_the_heartbeat_so_an_engine_indexed_by_a_scheduler_is_not_stale_between_runs(
     settings,
 ):

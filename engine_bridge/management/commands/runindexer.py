@@ -311,13 +311,15 @@ def _heartbeats(
     thread of its own, since an engine's thread may wait for the deadline of one read after
     another.
 
-    With ``once``, the heartbeats are ended when the pass is over: ``--once`` is run by a
+    With ``once``, an engine's heartbeat is ended when its pass is over: ``--once`` is run by a
     scheduler (every minute, say), and between two runs no process is there, rightly; the
-    engine is then judged by its last pass, as before heartbeats (models.INDEXER_SILENT)."""
+    engine is then judged by its last pass, as before heartbeats (models.INDEXER_SILENT). Ended
+    at once, not when the last engine's pass is: one slow engine would else leave the others
+    stale for as long as its pass takes."""
     interval = min(
         HEARTBEAT_MAX_INTERVAL, settings.CONSOLE_INDEXER_STALE_AFTER / HEARTBEATS_PER_LIMIT
     )
-    beats = _Heartbeats(held)
+    beats = _Heartbeats(held, once)
     while not stop.is_set():
         beats.write(timezone.now())
         stop.wait(interval)
@@ -328,24 +330,33 @@ def _heartbeats(
 class _Heartbeats:
     """The heartbeats of the engines of one process (``_heartbeats``)."""
 
-    def __init__(self, held: list[tuple[Any, threading.Thread]]) -> None:
+    def __init__(self, held: list[tuple[Any, threading.Thread]], once: bool = False) -> None:
         self.held = [(ix, thread) for ix, thread in held if ix.holder_token]
+        self.once = once
         self.lost: set[int] = set()  # engines whose token was replaced: no more heartbeats here
+        self.ended: set[int] = set()  # engines whose one pass (--once) is over: heartbeat ended
         self.stuck: set[int] = set()  # engines whose thread shows no progress: none for them
         self.said = _FailureLog()
 
     def write(self, at: datetime | None) -> None:
-        """One UPDATE per engine whose thread runs (``at`` None: ends them, the threads over).
-        A write that fails is tried again at the next beat, a late beat or two being within the
-        limit."""
+        """One UPDATE per engine whose thread runs (``at`` None: ends them, the threads over;
+        with ``once``, an engine's ends as soon as its thread is over). A write that fails is
+        tried again at the next beat, a late beat or two being within the limit."""
         from engine_bridge.locks import write_heartbeat
 
         close_old_connections()
         try:
             for ix, thread in self.held:
                 pk = ix.engine.pk
-                if pk in self.lost or (at is not None and not thread.is_alive()):
-                    continue  # an engine's thread ends when another process took it over
+                if pk in self.lost or pk in self.ended:
+                    continue
+                if at is not None and not thread.is_alive():
+                    if not self.once:
+                        continue  # an engine's thread ends when another process took it over
+                    # Its one pass is over: judged by it from now on, whatever the others do.
+                    write_heartbeat(pk, ix.holder_token, None)
+                    self.ended.add(pk)
+                    continue
                 if at is not None and self._stuck(ix):
                     continue
                 if not write_heartbeat(pk, ix.holder_token, at):
