@@ -763,6 +763,44 @@ def test_once_ends_an_engines_heartbeat_when_its_pass_is_over_not_when_the_slowe
     assert seen("quick") is None and seen("slow") is None  # --once over: both ended
 
 
+def test_a_database_down_for_minutes_is_not_taken_for_a_stuck_thread(monkeypatch, caplog):
+    # PostgreSQL down: the lock's ensure() fails before each pass, so no pass began for the
+    # whole outage, and after 5 minutes the heartbeat logged the thread as stuck and stopped.
+    import threading
+    from types import SimpleNamespace
+
+    from django.db import OperationalError
+
+    from engine_bridge.management.commands import runindexer
+
+    clock = [1000.0]
+    monkeypatch.setattr(runindexer.time, "monotonic", lambda: clock[0])
+
+    class DatabaseDown:
+        def ensure(self):
+            raise OperationalError("connection refused")
+
+    class Stop(threading.Event):
+        def wait(self, timeout=None):
+            clock[0] += 10.0  # a try every 10 s, for 7 minutes
+            if clock[0] >= 1000.0 + 420:
+                self.set()
+            return self.is_set()
+
+    def run_pass():
+        raise AssertionError("no pass while the database is down")
+
+    ix = SimpleNamespace(
+        engine=SimpleNamespace(name="a", pk=1), run_pass=run_pass, progressed_at=clock[0]
+    )
+    with caplog.at_level("INFO", logger="engine_bridge.indexer"):
+        runindexer._passes(ix, DatabaseDown(), Stop(), once=False)
+        stuck = runindexer._Heartbeats([])._stuck(ix)
+    assert "database error (connection refused)" in caplog.text
+    assert not stuck, caplog.text
+    assert "no progress" not in caplog.text
+
+
 @pytest.mark.django_db(transaction=True)
 def test_once_ends_the_heartbeat_so_an_engine_indexed_by_a_scheduler_is_not_stale_between_runs(
     settings,

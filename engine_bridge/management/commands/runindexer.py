@@ -401,6 +401,9 @@ def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
     totals = [0, 0, 0, 0, 0]  # new, changed, purged, read, forgotten (past the retention)
     report_at = 0.0
     while not stop.is_set():
+        # A turn of this loop is progress too: while the console's database is down, ensure()
+        # fails before any pass begins, and an outage of minutes is not a stuck thread.
+        ix.progressed_at = time.monotonic()
         close_old_connections()
         try:
             if lock is not None:
