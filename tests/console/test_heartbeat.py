@@ -111,8 +111,16 @@ def test_a_pass_held_longer_than_the_limits_is_not_stale_while_its_runindexer_li
         pid = engine.process.pid
         os.kill(pid, signal.SIGSTOP)  # answers nothing, refuses nothing: reads wait
         stack.callback(os.kill, pid, signal.SIGCONT)
-        time.sleep(1.0)  # the running instance is re-read every pass: a read now waits
-        held_since = Engine.objects.get(name="local").last_pass_at
+
+        def held() -> object:
+            """The last pass's time once no pass has ended for longer than a pass takes
+            without a call (the sweep's pause, the idle sleep): the pass now waits on a read
+            or a listing of the stopped engine. A second after the stop was not always it."""
+            before = Engine.objects.get(name="local").last_pass_at
+            time.sleep(2.5)
+            return Engine.objects.get(name="local").last_pass_at == before and before
+
+        held_since = wait_for(held, timeout=30)
         healths = set()
         deadline = time.monotonic() + 3 * STALE_AFTER
         while time.monotonic() < deadline:
