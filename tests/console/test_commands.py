@@ -1,3 +1,4 @@
+import re
 import time
 from io import StringIO
 
@@ -704,7 +705,7 @@ def test_no_heartbeat_for_an_engine_whose_thread_shows_no_progress(settings, cap
         ix.progressed_at = time.monotonic() - 301
         beats.write(timezone.now())
         assert Engine.objects.get(pk=engine.pk).indexer_seen_at is None
-        assert "its indexing thread has shown no progress for 301 s" in caplog.text
+        assert re.search(r"its indexing thread has shown no progress for 30\d s", caplog.text)
         ix.progressed_at = time.monotonic()  # it moves again: beaten for again
         beats.write(timezone.now())
         assert Engine.objects.get(pk=engine.pk).indexer_seen_at is not None

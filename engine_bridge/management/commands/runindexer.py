@@ -372,7 +372,11 @@ class _Heartbeats:
         take: a thread stuck (a bug, a database call that never returns) would else be beaten
         for, and its engine said to be indexed, for ever. Said once in the log."""
         quiet = time.monotonic() - ix.progressed_at
-        limit = max(INDEXER_SILENT.total_seconds(), 3 * settings.CONSOLE_ENGINE_TIMEOUT)
+        limit = max(
+            INDEXER_SILENT.total_seconds(),
+            3 * settings.CONSOLE_ENGINE_TIMEOUT,
+            3 * settings.CONSOLE_INDEXER_IDLE_SLEEP,  # a thread idles that long between passes
+        )
         pk = ix.engine.pk
         if quiet <= limit:
             self.stuck.discard(pk)
