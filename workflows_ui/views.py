@@ -44,6 +44,7 @@ from workflows_ui.models import (
     Run,
     Status,
     StatusCount,
+    indexer_unseen_limit,
 )
 from workflows_ui.timeline import Row, elapsed, human_duration, layout
 
@@ -85,7 +86,12 @@ def home(request: HttpRequest) -> HttpResponse:
         engine.behind = human_duration(behind) if behind >= BEHIND_SHOWN else ""  # type: ignore[attr-defined]
         engine.far_behind = behind >= BEHIND_WARNED  # type: ignore[attr-defined]
     configured = [c.name for c in settings.CONSOLE_ENGINES]
-    ctx = {"engines": engines, "configured": configured, "page_time": timezone.now()}
+    ctx = {
+        "engines": engines,
+        "configured": configured,
+        "page_time": timezone.now(),
+        "stale_after": indexer_unseen_limit(),
+    }
     return render(request, "workflows_ui/home.html", ctx)
 
 

@@ -920,6 +920,9 @@ def test_a_stale_engine_says_how_long_without_a_runindexer_made_it_so(logged_in,
     settings.CONSOLE_INDEXER_STALE_AFTER = 120.0
     Engine.objects.filter(pk=seeded.engine.pk).update(indexer_seen_at=last)
     assert "no runindexer has been seen at work on it for 2 min 0 s:" in stale_title()
+    # And the page's notes on the columns, which said "a minute" too.
+    notes = "stale: configured, but no runindexer has been seen at work on it for 2 min 0 s (its"
+    assert notes in _text(logged_in.get("/"))
 
 
 def test_an_engine_taken_out_of_the_settings_does_not_say_since_when_it_fails(

@@ -261,7 +261,8 @@ class EngineSerializer(serializers.ModelSerializer):
         help_text="ok, failing (answers, but its last pass failed: see last_error), "
         "unreachable, too-old (needs Dapr 1.17), unknown (not contacted yet), not-indexed "
         "(taken out of CONSOLE_ENGINES, no runindexer has it: what was indexed stays), stale "
-        "(configured, but no runindexer has been seen at work on it for a minute, or, indexed "
+        "(configured, but no runindexer has been seen at work on it for "
+        "CONSOLE_INDEXER_STALE_AFTER, a minute by default, or, indexed "
         "by runindexer --once, not passed over for 5 minutes: is it running? What was indexed "
         "stays; failing_since says when a runindexer was last seen)",
     )
