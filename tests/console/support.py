@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 from engine_bridge.client import EngineClient
@@ -141,3 +145,40 @@ def asgi_get_with_headers(
                 return start["status"], sent, body
 
     return async_to_sync(get)()
+
+
+def start_runindexer(
+    stack: ExitStack, log_path: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """``manage.py runindexer`` as a process of its own, its output appended to ``log_path``;
+    killed when ``stack`` closes, if still running."""
+    log = stack.enter_context(open(log_path, "ab"))  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "runindexer"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def killed() -> None:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    stack.callback(killed)
+    return proc
+
+
+@contextlib.contextmanager
+def captured_log() -> Iterator[io.StringIO]:
+    """What the console's log handlers write meanwhile, formatted as they write it."""
+    handlers = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
+    assert handlers
+    written = io.StringIO()
+    streams = [h.setStream(written) for h in handlers]
+    try:
+        yield written
+    finally:
+        for h, stream in zip(handlers, streams, strict=True):
+            h.setStream(stream)

@@ -581,23 +581,32 @@ def test_runindexer_stops_indexing_an_engine_another_took_over(settings, monkeyp
     )
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_heartbeat_is_written_only_for_engines_still_held_by_a_running_thread(settings):
-    import threading
-
+def _held_engines(*names: str) -> tuple[list, list, list]:
+    """Engines held by this process (their locks acquired: release them), each with an indexer
+    carrying its lock's token and no client, as runindexer's heartbeat sees them."""
     from engine_bridge.indexer import EngineIndexer
     from engine_bridge.locks import EngineLock
-    from engine_bridge.management.commands import runindexer
     from workflows_ui.models import Engine
 
-    settings.CONSOLE_INDEXER_STALE_AFTER = 1.2  # a beat every 0.2 s
-    engines = [Engine.objects.create(name=name, address="h:1") for name in ("held", "lost")]
+    engines = [Engine.objects.create(name=name, address="h:1") for name in names]
     locks = [EngineLock(e.pk, e.name) for e in engines]
     indexers = []
     for engine, lock in zip(engines, locks, strict=True):
         lock.acquire()
         indexers.append(EngineIndexer(engine, client=None))  # type: ignore[arg-type]
         indexers[-1].holder_token = lock.token
+    return engines, locks, indexers
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_is_written_only_for_engines_still_held_by_a_running_thread(settings):
+    import threading
+
+    from engine_bridge.management.commands import runindexer
+    from workflows_ui.models import Engine
+
+    settings.CONSOLE_INDEXER_STALE_AFTER = 1.2  # a beat every 0.2 s
+    engines, locks, indexers = _held_engines("held", "lost")
     # Another runindexer took "lost" over (this one's lock lost unseen): a new token.
     Engine.objects.filter(name="lost").update(indexer_token="another")
     running = threading.Event()
@@ -643,19 +652,13 @@ def test_a_longer_limit_for_runindexer_does_not_space_its_heartbeats_beyond_the_
     # processes left at a minute: during a pass longer than a minute, they said stale.
     import threading
 
-    from engine_bridge.indexer import EngineIndexer
-    from engine_bridge.locks import EngineLock
     from engine_bridge.management.commands import runindexer
     from workflows_ui.models import Engine
 
     settings.CONSOLE_INDEXER_STALE_AFTER = 600.0
     # The longest wait between beats, shortened (10 s) for the test.
     monkeypatch.setattr(runindexer, "HEARTBEAT_MAX_INTERVAL", 0.2, raising=False)
-    engine = Engine.objects.create(name="slow", address="h:1")
-    lock = EngineLock(engine.pk, engine.name)
-    lock.acquire()
-    ix = EngineIndexer(engine, client=None)  # type: ignore[arg-type]
-    ix.holder_token = lock.token
+    [engine], [lock], [ix] = _held_engines("slow")
     running = threading.Event()
     thread = threading.Thread(target=running.wait)  # the engine's thread, in a long pass
     thread.start()
@@ -686,17 +689,11 @@ def test_no_heartbeat_for_an_engine_whose_thread_shows_no_progress(settings, cap
 
     from django.utils import timezone
 
-    from engine_bridge.indexer import EngineIndexer
-    from engine_bridge.locks import EngineLock
     from engine_bridge.management.commands import runindexer
     from workflows_ui.models import Engine
 
     settings.CONSOLE_ENGINE_TIMEOUT = 10.0  # the limit is then INDEXER_SILENT's 5 minutes
-    engine = Engine.objects.create(name="stuck", address="h:1")
-    lock = EngineLock(engine.pk, engine.name)
-    lock.acquire()
-    ix = EngineIndexer(engine, client=None)  # type: ignore[arg-type]
-    ix.holder_token = lock.token
+    [engine], [lock], [ix] = _held_engines("stuck")
     running = threading.Event()
     thread = threading.Thread(target=running.wait)  # the engine's thread: alive
     thread.start()
@@ -721,19 +718,11 @@ def test_once_ends_an_engines_heartbeat_when_its_pass_is_over_not_when_the_slowe
     # slow one's pass was over, and it read stale meanwhile (a heartbeat older than a minute).
     import threading
 
-    from engine_bridge.indexer import EngineIndexer
-    from engine_bridge.locks import EngineLock
     from engine_bridge.management.commands import runindexer
     from workflows_ui.models import Engine
 
     settings.CONSOLE_INDEXER_STALE_AFTER = 1.2  # a beat every 0.2 s
-    engines = [Engine.objects.create(name=name, address="h:1") for name in ("quick", "slow")]
-    locks = [EngineLock(e.pk, e.name) for e in engines]
-    indexers = []
-    for engine, lock in zip(engines, locks, strict=True):
-        lock.acquire()
-        indexers.append(EngineIndexer(engine, client=None))  # type: ignore[arg-type]
-        indexers[-1].holder_token = lock.token
+    engines, locks, indexers = _held_engines("quick", "slow")
     passes = {name: threading.Event() for name in ("quick", "slow")}  # set: the pass is over
     threads = [threading.Thread(target=passes[e.name].wait) for e in engines]
     for thread in threads:

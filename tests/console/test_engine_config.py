@@ -760,23 +760,17 @@ def test_sqlites_wal_file_is_cut_back_after_a_big_transaction(tmp_path):
 def test_a_newline_in_what_a_log_line_quotes_starts_no_line_of_its_own():
     # An engine's error text and an instance id are written by others: a newline in one made
     # the rest look like a line of the console's own ("... ERROR console: all engines purged").
-    import io
     import logging
 
-    handlers = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
-    assert handlers
-    written = io.StringIO()
-    streams = [h.setStream(written) for h in handlers]
+    from tests.console.support import captured_log
+
     log = logging.getLogger("engine_bridge.indexer")
-    try:
+    with captured_log() as written:
         log.warning("engine %s: %s", "a", "refused\n2026-12-06 00:00:00,000 ERROR forged\r")
         try:
             raise RuntimeError("boom")
         except RuntimeError:
             log.exception("reading %s", "id\nwith a newline")
-    finally:
-        for h, stream in zip(handlers, streams, strict=True):
-            h.setStream(stream)
     lines = written.getvalue().splitlines()
     assert lines[0].endswith(
         "WARNING engine_bridge.indexer: engine a: refused\\n2026-12-06 00:00:00,000 ERROR forged\\r"

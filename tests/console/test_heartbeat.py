@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from datetime import timedelta
@@ -17,7 +15,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.console import wf_kinds
-from tests.console.support import REPO_ROOT, DevEngine, wait_for
+from tests.console.support import DevEngine, start_runindexer, wait_for
 from tests.console.test_integration import subprocess_env
 from workflows_ui import models
 from workflows_ui.models import Engine, Instance
@@ -35,26 +33,12 @@ def short_limit(settings):
 
 
 def _runindexer(stack: ExitStack, engine: DevEngine, tmp_path, **env: str):
-    log = stack.enter_context(open(tmp_path / "indexer.log", "ab"))  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "runindexer"],
-        cwd=REPO_ROOT,
-        env={
-            **subprocess_env(engine.config()),
-            "CONSOLE_INDEXER_STALE_AFTER": str(STALE_AFTER),
-            **env,
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-    def killed() -> None:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-    stack.callback(killed)
-    return proc
+    env = {
+        **subprocess_env(engine.config()),
+        "CONSOLE_INDEXER_STALE_AFTER": str(STALE_AFTER),
+        **env,
+    }
+    return start_runindexer(stack, tmp_path / "indexer.log", env)
 
 
 def _engine_health() -> dict:

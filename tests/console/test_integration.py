@@ -30,7 +30,7 @@ from engine_bridge.config import EngineConfig
 from engine_bridge.errors import EngineRejected, EngineUnavailable
 from engine_bridge.indexer import EngineIndexer, Limits, request_refresh, sync_engines
 from tests.console import factories, wf_kinds
-from tests.console.support import REPO_ROOT, DevEngine, free_port, wait_for
+from tests.console.support import REPO_ROOT, DevEngine, free_port, start_runindexer, wait_for
 from workflows_ui.models import (
     ChangeLog,
     Engine,
@@ -956,7 +956,7 @@ def test_a_child_run_on_another_apps_engine_links_to_its_parent_on_the_first(tmp
             **subprocess_env(orders.config("orders")),
             "CONSOLE_ENGINES": f"orders={orders.address},billing={billing.address}",
         }
-        proc = _runindexer(stack, tmp_path / "indexer.log", env)
+        proc = start_runindexer(stack, tmp_path / "indexer.log", env)
 
         def linked_child() -> Instance | None:
             child = Instance.objects.filter(instance_id="xo:0001").first()
@@ -1010,25 +1010,6 @@ def test_a_parents_page_links_its_children_on_another_apps_engine_there(
     assert "/instances/orders/xw:0001/" not in waiting
 
 
-def _runindexer(stack: ExitStack, log_path, env) -> subprocess.Popen[bytes]:
-    log = stack.enter_context(open(log_path, "ab"))  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "runindexer"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-    def killed() -> None:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-    stack.callback(killed)
-    return proc
-
-
 def test_runindexer_outlives_its_engine_down_and_catches_up_once_it_is_back(
     devengine, wf, tmp_path
 ):
@@ -1050,7 +1031,7 @@ def test_runindexer_outlives_its_engine_down_and_catches_up_once_it_is_back(
     wf.schedule_new_workflow(wf_kinds.two_steps, input=ORDER, instance_id="before")
     wf.wait_for_workflow_completion("before", timeout_in_seconds=20)
     with ExitStack() as stack:
-        proc = _runindexer(stack, log_path, subprocess_env(devengine.config()))
+        proc = start_runindexer(stack, log_path, subprocess_env(devengine.config()))
 
         def running(check):
             """``check``, waited for while the one runindexer process goes on running."""
@@ -1090,7 +1071,7 @@ def test_an_engine_that_hangs_holds_back_neither_the_other_engines_nor_a_stop(tm
             # Each read of the stopped engine waits this long: far more than the waits below.
             "CONSOLE_ENGINE_TIMEOUT": "60",
         }
-        proc = _runindexer(stack, tmp_path / "indexer.log", env)
+        proc = start_runindexer(stack, tmp_path / "indexer.log", env)
         wait_for(
             lambda: Instance.objects.filter(instance_id__in=["hung-1", "other-1"]).count() == 2
         )
@@ -1275,7 +1256,7 @@ def test_a_stop_does_not_wait_for_a_call_the_engine_does_not_answer(tmp_path, si
                     **subprocess_env(EngineConfig("frozen", address)),
                     "CONSOLE_ENGINE_TIMEOUT": "60",
                 }
-                proc = _runindexer(stack, tmp_path / "indexer.log", env)
+                proc = start_runindexer(stack, tmp_path / "indexer.log", env)
                 assert frozen.listing.wait(30)
                 started = time.monotonic()
                 proc.send_signal(signum)
@@ -1299,7 +1280,7 @@ def test_two_busy_engines_indexed_at_once_by_one_indexer_converge(tmp_path, make
             **subprocess_env(engines[0].config("a")),
             "CONSOLE_ENGINES": f"a={engines[0].address},b={engines[1].address}",
         }
-        proc = _runindexer(stack, tmp_path / "indexer.log", env)
+        proc = start_runindexer(stack, tmp_path / "indexer.log", env)
         for i in range(40):  # started while the indexer works on both
             for client in clients:
                 client.schedule_new_workflow(
