@@ -306,10 +306,9 @@ def _heartbeats(
 ) -> None:
     """Says that this process is alive for each engine it holds (``Engine.indexer_seen_at``),
     every HEARTBEATS_PER_LIMIT-th of CONSOLE_INDEXER_STALE_AFTER (HEARTBEAT_MAX_INTERVAL at
-    most) until ``stop``: the pages name
-    an engine with no runindexer within that time, and not one whose pass takes minutes. A
-    thread of its own, since an engine's thread may wait for the deadline of one read after
-    another.
+    most) until ``stop``: the pages name an engine with no runindexer within that time, and not
+    one whose pass takes minutes. A thread of its own, since an engine's thread may wait for the
+    deadline of one read after another.
 
     With ``once``, an engine's heartbeat is ended when its pass is over: ``--once`` is run by a
     scheduler (every minute, say), and between two runs no process is there, rightly; the
