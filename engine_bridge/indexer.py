@@ -598,9 +598,10 @@ class EngineIndexer:
         #: Asked now and then during a pass: True ends it early (after the reads in flight are
         #: written), so a stopping process doesn't wait for a first sweep of a big engine.
         self.stopping: Callable[[], bool] = lambda: False
-        #: time.monotonic() of the last sign that this indexer's thread is not stuck: a pass
-        #: begun, a ListInstanceIDs page or a read answered (each call has a deadline). The
-        #: runindexer's heartbeat stops for an engine whose thread shows none for long.
+        #: time.monotonic() of the last sign that this indexer's thread is not stuck: a turn of
+        #: runindexer's loop of passes (which marks it), a ListInstanceIDs page or a read
+        #: answered (each call has a deadline). The runindexer's heartbeat stops for an engine
+        #: whose thread shows none for long.
         self.progressed_at = time.monotonic()
 
     # The unit of work ----------------------------------------------------------------------
@@ -612,7 +613,6 @@ class EngineIndexer:
         (the loop backs off); indexed data stays as it was.
         """
         result = PassResult()
-        self.progressed_at = time.monotonic()
         # First, and whatever the engine answers: it needs nothing of it (an engine down for
         # weeks still has its tombstones and earlier runs expire).
         self._forget_if_due(result)

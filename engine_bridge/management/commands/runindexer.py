@@ -367,9 +367,9 @@ class _Heartbeats:
 
     def _stuck(self, ix: Any) -> bool:
         """Whether the engine's thread has shown no progress (``EngineIndexer.progressed_at``:
-        a pass begun, a listing page or a read answered) for longer than any of its calls may
-        take: a thread stuck (a bug, a database call that never returns) would else be beaten
-        for, and its engine said to be indexed, for ever. Said once in the log."""
+        a turn of ``_passes``, a listing page or a read answered) for longer than any of its
+        calls may take: a thread stuck (a bug, a database call that never returns) would else
+        be beaten for, and its engine said to be indexed, for ever. Said once in the log."""
         quiet = time.monotonic() - ix.progressed_at
         limit = max(
             INDEXER_SILENT.total_seconds(),
@@ -404,8 +404,9 @@ def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
     totals = [0, 0, 0, 0, 0]  # new, changed, purged, read, forgotten (past the retention)
     report_at = 0.0
     while not stop.is_set():
-        # A turn of this loop is progress too: while the console's database is down, ensure()
-        # fails before any pass begins, and an outage of minutes is not a stuck thread.
+        # A turn of this loop is progress (the pass's own reads mark more), also one whose pass
+        # never begins: while the console's database is down, ensure() fails first, and an
+        # outage of minutes is not a stuck thread.
         ix.progressed_at = time.monotonic()
         close_old_connections()
         try:
