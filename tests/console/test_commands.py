@@ -1,4 +1,5 @@
 import re
+import threading
 import time
 from io import StringIO
 
@@ -598,11 +599,24 @@ def _held_engines(*names: str) -> tuple[list, list, list]:
     return engines, locks, indexers
 
 
+def _beating(indexers: list, threads: list, once: bool) -> tuple[threading.Event, threading.Thread]:
+    """Starts the engines' threads (stand-ins) and runindexer's heartbeat over them; set the
+    event and join the thread to stop it."""
+    from engine_bridge.management.commands import runindexer
+
+    for thread in threads:
+        thread.start()
+    stop = threading.Event()
+    held = list(zip(indexers, threads, strict=True))
+    heart = threading.Thread(target=runindexer._heartbeats, args=(held, stop, once))
+    heart.start()
+    return stop, heart
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_heartbeat_is_written_only_for_engines_still_held_by_a_running_thread(settings):
     import threading
 
-    from engine_bridge.management.commands import runindexer
     from workflows_ui.models import Engine
 
     settings.CONSOLE_INDEXER_STALE_AFTER = 1.2  # a beat every 0.2 s
@@ -611,13 +625,7 @@ def test_the_heartbeat_is_written_only_for_engines_still_held_by_a_running_threa
     Engine.objects.filter(name="lost").update(indexer_token="another")
     running = threading.Event()
     threads = [threading.Thread(target=running.wait) for _ in engines]  # the engines' threads
-    for thread in threads:
-        thread.start()
-    stop = threading.Event()
-    heart = threading.Thread(
-        target=runindexer._heartbeats, args=(list(zip(indexers, threads, strict=True)), stop, False)
-    )
-    heart.start()
+    stop, heart = _beating(indexers, threads, once=False)
 
     def seen(name):
         return Engine.objects.get(name=name).indexer_seen_at
@@ -661,10 +669,7 @@ def test_a_longer_limit_for_runindexer_does_not_space_its_heartbeats_beyond_the_
     [engine], [lock], [ix] = _held_engines("slow")
     running = threading.Event()
     thread = threading.Thread(target=running.wait)  # the engine's thread, in a long pass
-    thread.start()
-    stop = threading.Event()
-    heart = threading.Thread(target=runindexer._heartbeats, args=([(ix, thread)], stop, False))
-    heart.start()
+    stop, heart = _beating([ix], [thread], once=False)
 
     def seen():
         return Engine.objects.get(pk=engine.pk).indexer_seen_at
@@ -718,20 +723,13 @@ def test_once_ends_an_engines_heartbeat_when_its_pass_is_over_not_when_the_slowe
     # slow one's pass was over, and it read stale meanwhile (a heartbeat older than a minute).
     import threading
 
-    from engine_bridge.management.commands import runindexer
     from workflows_ui.models import Engine
 
     settings.CONSOLE_INDEXER_STALE_AFTER = 1.2  # a beat every 0.2 s
     engines, locks, indexers = _held_engines("quick", "slow")
     passes = {name: threading.Event() for name in ("quick", "slow")}  # set: the pass is over
     threads = [threading.Thread(target=passes[e.name].wait) for e in engines]
-    for thread in threads:
-        thread.start()
-    stop = threading.Event()
-    heart = threading.Thread(
-        target=runindexer._heartbeats, args=(list(zip(indexers, threads, strict=True)), stop, True)
-    )
-    heart.start()
+    stop, heart = _beating(indexers, threads, once=True)
 
     def seen(name):
         return Engine.objects.get(name=name).indexer_seen_at
