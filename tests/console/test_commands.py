@@ -1,3 +1,4 @@
+import logging
 import re
 import threading
 import time
@@ -518,6 +519,51 @@ def test_an_engine_down_whose_error_words_change_is_still_said_once(monkeypatch,
     said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert tries[0] == 30
     assert len(said) == 1, said
+
+
+def test_an_engine_failing_by_turns_at_two_calls_says_each_failure_once(monkeypatch, caplog):
+    # Each failure was new after the other: a line at every try for as long as it went on.
+    import threading
+    from types import SimpleNamespace
+
+    from engine_bridge.errors import EngineRejected, EngineUnavailable
+    from engine_bridge.management.commands import runindexer
+
+    clock = [0.0]
+    monkeypatch.setattr(runindexer.time, "monotonic", lambda: clock[0])
+    tries = [0]
+
+    def run_pass():
+        tries[0] += 1
+        if tries[0] % 2:
+            raise EngineUnavailable(
+                "no answer within 10s", code="DEADLINE_EXCEEDED", operation="ListInstanceIDs"
+            )
+        raise EngineRejected("GetInstance refused: too many requests")
+
+    class Stop(threading.Event):
+        def wait(self, timeout=None):
+            clock[0] += 10.0  # a try every 10 s, for 5 minutes
+            if clock[0] >= 300:
+                self.set()
+            return self.is_set()
+
+    ix = SimpleNamespace(engine=SimpleNamespace(name="a"), run_pass=run_pass)
+    with caplog.at_level("INFO", logger="engine_bridge.indexer"):
+        runindexer._passes(ix, None, Stop(), once=False)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("engine a")]
+    assert tries[0] == 30
+    assert len(said) == 2, said
+    assert "unreachable" in said[0] and "too many requests" in said[1]
+
+
+def test_a_failure_log_keeps_a_bounded_number_of_failures():
+    from engine_bridge.management.commands.runindexer import _FailureLog
+
+    said = _FailureLog()
+    for n in range(1000):  # a text that changes at every try
+        said.say(logging.WARNING, f"refused #{n}", "refused #%d", n)
+    assert len(said.repeats.said_at) <= _FailureLog.KINDS
 
 
 def test_a_failure_that_goes_on_is_logged_once_then_every_ten_minutes(monkeypatch, caplog):

@@ -484,15 +484,19 @@ def _passes(ix: Any, lock: Any, stop: threading.Event, once: bool) -> bool:
 class _FailureLog:
     """The lines of failed passes. A new failure is said at once; the same one again only once
     every REPEAT_INTERVAL, with how often it happened meanwhile: an engine refusing the api token
-    was said every 5 s (17,000 lines a day), one down every 10 s."""
+    was said every 5 s (17,000 lines a day), one down every 10 s. Each failure of the outage is
+    kept until a pass works: an engine failing by turns at two calls (its listing times out, then
+    a read is refused) was said at every try, each failure being new after the other."""
+
+    #: Failures kept at most: a text that changes at every try (a number in it) would else grow
+    #: the map for as long as the outage lasts.
+    KINDS = 20
 
     def __init__(self) -> None:
-        self.key: str | None = None
         self.repeats = Repeats(REPEAT_INTERVAL)
 
     def say(self, level: int, key: str, message: str, *args: Any) -> None:
-        if key != self.key:  # another failure: said at once, whatever was said before
-            self.key = key
+        if key not in self.repeats.said_at and len(self.repeats.said_at) >= self.KINDS:
             self.repeats.forget()
         due = self.repeats.due(key)
         if due is None:
@@ -504,7 +508,8 @@ class _FailureLog:
             log.log(level, message + " (%d times in %.0f min)", *args, left_out + 1, since / 60)
 
     def clear(self) -> None:
-        self.key = None
+        """A pass worked: every failure is new again."""
+        self.repeats.forget()
 
 
 def _back_off(failures: int) -> float:
