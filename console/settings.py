@@ -339,6 +339,10 @@ CONSOLE_INDEXER_ACTIVE_INTERVAL = envfloat("CONSOLE_INDEXER_ACTIVE_INTERVAL", 1.
 CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL = envfloat(
     "CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL", 15.0, minimum=0.0
 )
+# How many non-terminal instances that don't change are re-read a second, at most: on an engine
+# with more of them than that rate reads in the maximum above, their re-reads are spread over as
+# long as it takes (up to CONSOLE_INDEXER_TERMINAL_INTERVAL; 0: the maximum above always).
+CONSOLE_INDEXER_ACTIVE_READ_RATE = envfloat("CONSOLE_INDEXER_ACTIVE_READ_RATE", 100.0, minimum=0.0)
 CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL = envfloat(
     "CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL", 60.0, minimum=0.0
 )

@@ -104,9 +104,10 @@ HELLO_TIMEOUT = 3.0
 #: Seconds between looks for what is past the retention period (engine_bridge.retention), while
 #: the last look found nothing more to forget.
 RETENTION_CHECK_INTERVAL = 600.0
-#: Seconds between counts of an engine's finished instances (from StatusCount), which set how
-#: far apart their re-reads are (``Limits.terminal_read_rate``).
-FINISHED_COUNT_INTERVAL = 60.0
+#: Seconds between counts of an engine's finished and unfinished instances (from StatusCount),
+#: which set how far apart their re-reads are (``Limits.terminal_read_rate``,
+#: ``Limits.active_read_rate``).
+STATUS_COUNT_INTERVAL = 60.0
 #: Seconds the console's clock may go back between two passes before the re-reads due are moved
 #: back as far (see ``EngineIndexer._follow_clock``).
 CLOCK_SLACK = 5.0
@@ -183,6 +184,13 @@ class Limits:
     discovery_seconds: float = 5.0
     active_interval: float = 1.0
     active_max_interval: float = 15.0
+    #: About how many unfinished instances of an engine that don't change are re-read a second
+    #: at most: past ``active_max_interval``, their re-reads are spread over as long as reading
+    #: them all at that rate takes, up to ``terminal_interval`` (0: ``active_max_interval``
+    #: whatever their number). Workflows waiting for days (an approval, a renewal) are common:
+    #: 50,000 of them read every 15 s would be 3,300 reads a second, more than a sidecar and its
+    #: state store should be asked for a console, and more than the indexer can read.
+    active_read_rate: float = 100.0
     terminal_first_interval: float = 60.0
     terminal_interval: float = 3600.0
     #: About how many finished instances of an engine are re-read a second: their re-reads are
@@ -207,6 +215,7 @@ class Limits:
             list_pages_per_pass=settings.CONSOLE_INDEXER_LIST_PAGES_PER_PASS,
             active_interval=settings.CONSOLE_INDEXER_ACTIVE_INTERVAL,
             active_max_interval=settings.CONSOLE_INDEXER_ACTIVE_MAX_INTERVAL,
+            active_read_rate=settings.CONSOLE_INDEXER_ACTIVE_READ_RATE,
             terminal_first_interval=settings.CONSOLE_INDEXER_TERMINAL_FIRST_INTERVAL,
             terminal_interval=settings.CONSOLE_INDEXER_TERMINAL_INTERVAL,
             terminal_read_rate=settings.CONSOLE_INDEXER_TERMINAL_READ_RATE,
@@ -589,9 +598,12 @@ class EngineIndexer:
         self._refused: set[str] = set()
         self._answered_at = 0.0  # time.monotonic() of the last Hello answered (_why_down)
         self._forget_at = 0.0  # time.monotonic() of the next look past the retention period
-        self._finished_count = 0  # the engine's finished instances, as last counted
         self._hinted: set[str] = set()  # the ids read for hints in the pass under way
-        self._finished_counted_at: float | None = None  # time.monotonic() of that count
+        # The engine's finished and unfinished instances, as last counted (``_counted``), and
+        # time.monotonic() of that count.
+        self._finished_count = 0
+        self._unfinished_count = 0
+        self._counted_at: float | None = None
         self._list_page_size = self.limits.list_page_size
         #: The console's clock and time.monotonic() at the last pass (``_follow_clock``).
         self._clock: tuple[datetime, float] | None = None
@@ -1435,7 +1447,7 @@ class EngineIndexer:
         elif changed or interval is None:
             new_interval = lim.active_interval
         else:
-            new_interval = min(lim.active_max_interval, max(lim.active_interval, interval * 2))
+            new_interval = min(self._active_longest(), max(lim.active_interval, interval * 2))
         # Jitter spreads instances indexed together over time.
         delay = new_interval * (1 + random.uniform(-0.1, 0.1))
         return timezone.now() + timedelta(seconds=delay), new_interval
@@ -1449,16 +1461,34 @@ class EngineIndexer:
         lim = self.limits
         if lim.terminal_read_rate <= 0:
             return lim.terminal_interval
-        now = time.monotonic()
-        if (
-            self._finished_counted_at is None
-            or now - self._finished_counted_at > FINISHED_COUNT_INTERVAL
-        ):
-            counted = StatusCount.objects.filter(engine=self.engine, status__in=TERMINAL)
-            self._finished_count = counted.aggregate(n=Sum("count"))["n"] or 0
-            self._finished_counted_at = now
-        spread = self._finished_count / lim.terminal_read_rate
+        spread = self._counted()[0] / lim.terminal_read_rate
         return max(first, min(lim.terminal_interval, spread))
+
+    def _active_longest(self) -> float:
+        """The most time between two reads of an unfinished instance that does not change:
+        ``active_max_interval``, or longer on an engine with more of them than
+        ``active_read_rate`` a second reads in that time (one that changes is read again a
+        second later, and one someone looks at at the next pass)."""
+        lim = self.limits
+        if lim.active_read_rate <= 0:
+            return lim.active_max_interval
+        spread = self._counted()[1] / lim.active_read_rate
+        return max(lim.active_max_interval, min(lim.terminal_interval, spread))
+
+    def _counted(self) -> tuple[int, int]:
+        """The engine's finished and unfinished instances, counted again every
+        STATUS_COUNT_INTERVAL."""
+        now = time.monotonic()
+        if self._counted_at is None or now - self._counted_at > STATUS_COUNT_INTERVAL:
+            counts = StatusCount.objects.filter(engine=self.engine).values_list("status", "count")
+            self._finished_count = self._unfinished_count = 0
+            for status, count in counts:
+                if status in TERMINAL:
+                    self._finished_count += count
+                else:
+                    self._unfinished_count += count
+            self._counted_at = now
+        return self._finished_count, self._unfinished_count
 
     def _change(
         self,

@@ -20,8 +20,8 @@ from engine_bridge import locks, mappers
 from engine_bridge.client import pb
 from engine_bridge.errors import EngineError, EngineRejected, EngineUnavailable, InstanceNotFound
 from engine_bridge.indexer import (
-    FINISHED_COUNT_INTERVAL,
     FIRST_TIMEOUT_RETRY,
+    STATUS_COUNT_INTERVAL,
     EngineIndexer,
     Limits,
     request_refresh,
@@ -1170,6 +1170,40 @@ def test_finished_instances_are_read_at_most_hourly_and_as_often_as_a_rate_allow
     assert due_at <= timezone.now() + timedelta(seconds=longest * 1.1)
 
 
+@pytest.mark.parametrize(
+    ("unfinished", "rate", "longest"),
+    [
+        (0, 100.0, 15),  # none yet: the maximum
+        (1_000, 100.0, 15),  # read every 15 s: 67 reads a second
+        (10_000, 100.0, 100),  # every 15 s would be 667 a second: spread over 100 s
+        (50_000, 100.0, 500),
+        (1_000_000, 100.0, 3600),  # at least hourly
+        (50_000, 0.0, 15),  # no rate: the maximum whatever the engine has
+    ],
+)
+def test_unfinished_instances_that_do_not_change_are_read_as_often_as_a_rate_allows(
+    make_indexer, unfinished, rate, longest
+):
+    # Workflows waiting for days were each read every 15 s however many there were: 50,000 of
+    # them, 3,300 reads a second asked of the sidecar, more than the indexer can read.
+    ix = make_indexer(active_interval=1.0, active_max_interval=15.0, active_read_rate=rate)
+    StatusCount.objects.create(engine=ix.engine, name="a", status="RUNNING", count=unfinished // 2)
+    StatusCount.objects.create(
+        engine=ix.engine, name="b", status="SUSPENDED", count=unfinished - unfinished // 2
+    )
+    StatusCount.objects.create(engine=ix.engine, name="a", status="COMPLETED", count=1_000_000)
+    other = Engine.objects.create(name="billing", address="x:2")
+    StatusCount.objects.create(engine=other, name="a", status="RUNNING", count=1_000_000)
+    interval = None
+    for _ in range(15):
+        _, interval = ix._next_check("RUNNING", False, interval)
+    assert interval == longest
+    due_at, _ = ix._next_check("RUNNING", False, interval)
+    assert due_at <= timezone.now() + timedelta(seconds=longest * 1.1)
+    # One that changes is read again a second later, on a big engine as on a small one.
+    assert ix._next_check("RUNNING", True, interval)[1] == 1.0
+
+
 def test_the_count_of_finished_instances_is_taken_again_a_minute_later(make_indexer):
     ix = make_indexer(terminal_first_interval=60.0, terminal_interval=3600.0)
     counted = StatusCount.objects.create(
@@ -1178,7 +1212,7 @@ def test_the_count_of_finished_instances_is_taken_again_a_minute_later(make_inde
     assert ix._next_check("COMPLETED", False, 3600.0)[1] == 60
     StatusCount.objects.filter(pk=counted.pk).update(count=100_000)
     assert ix._next_check("COMPLETED", False, 3600.0)[1] == 60  # counted a moment ago
-    ix._finished_counted_at -= FINISHED_COUNT_INTERVAL + 1  # as if a minute had gone by
+    ix._counted_at -= STATUS_COUNT_INTERVAL + 1  # as if a minute had gone by
     assert ix._next_check("COMPLETED", False, 3600.0)[1] == 3600
 
 
