@@ -6,7 +6,9 @@ minute at the default rate instead of "probably"). Then it acts like the shop's 
 customers on a schedule: managers approve most large orders, reject some and let some expire;
 customers confirm or decline subscription renewals (sometimes while one is paused) and cancel
 the odd shipment on its way (a recursive terminate); support pauses some renewals, resumes some
-of those and closes accounts (terminates, sometimes while paused). Before a resume it checks
+of those and closes accounts (terminates, sometimes while paused). The renewals left waiting,
+or paused, are answered 10 to 20 minutes later (support resumes a paused one first), so a run
+left up for days holds about 150 of them at a time. Before a resume it checks
 that the instance is suspended: the SDK fails a workflow resumed while running. Three
 payment-gateway monitors run beside the rate, each replaced by a fresh one when it finishes.
 
@@ -124,6 +126,9 @@ REPORT_EVERY = 60.0
 MAX_IN_FLIGHT = 32
 PROBE_EVERY = 5.0
 RETRY_DUE_AFTER = 1.0
+# Seconds after its start that a renewal left waiting is answered (see _answer_late): long
+# enough to see it waiting, or paused, in the console for a while.
+LATE_ANSWER_AFTER = (600.0, 1200.0)
 
 # Instance ids look like "order-20261123-00042": prefix, UTC date, sequence per prefix and day.
 _ID_PATTERN = re.compile(r"^(?P<prefix>[a-z][a-z0-9-]*)-(?P<day>\d{8})-(?P<seq>\d+)$")
@@ -465,6 +470,8 @@ class LoadGenerator:
     def _renewal_plan(self, scenario: str, instance_id: str) -> Plan:
         rng = self.rng
         plan = Plan(workflows.renew_subscription, self.make_subscription(instance_id))
+        # Nobody answers these within the scenario: they wait (or stay paused) for a while.
+        left_waiting = scenario in ("renewal_waiting", "renewal_paused", "renewal_paused_resumed")
         if scenario == "renewal_confirmed":
             answer = {"renew": True, "channel": rng.choice(("email link", "customer portal"))}
             plan.follow_ups.append(
@@ -491,6 +498,7 @@ class LoadGenerator:
                 if rng.random() < 0.5:
                     # The customer answers while the renewal is paused: the SDK holds the event
                     # until the resume, and the renewal completes right after it.
+                    left_waiting = False
                     answer = {"renew": True, "channel": "customer portal"}
                     plan.follow_ups.append(
                         (
@@ -514,7 +522,24 @@ class LoadGenerator:
             plan.follow_ups.append(
                 (terminate_after, "terminate", lambda iid: self._terminate(iid, output))
             )
+        if left_waiting:
+            self._answer_late(plan)
         return plan
+
+    def _answer_late(self, plan: Plan) -> None:
+        """The customer answers a renewal left waiting, a quarter of an hour or so later (support
+        first resumes one still paused). Left to its seven-day timeout, or paused for good, every
+        such renewal would stay non-terminal: a run left up all day would pile up thousands, each
+        re-read by the console's indexer every few seconds (and the engines' and indexer's CPU
+        with them)."""
+        rng = self.rng
+        answered_after = rng.uniform(*LATE_ANSWER_AFTER)
+        answer = {"renew": rng.random() < 0.5, "channel": "phone, after a reminder call"}
+        if plan.follow_ups and plan.follow_ups[-1][1] == "pause":
+            plan.follow_ups.append((answered_after - 5, "resume", self._resume))
+        plan.follow_ups.append(
+            (answered_after, "late answer to", self._raiser(workflows.RENEWAL_EVENT, answer))
+        )
 
     # ---- what the people around the workflows do -------------------------------------------
 

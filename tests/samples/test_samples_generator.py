@@ -330,3 +330,24 @@ def test_a_follow_up_due_while_the_engine_is_busy_is_retried_not_lost():
     clock.now += generator.RETRY_DUE_AFTER
     gen._run_due(clock.now)
     assert [c[0] for c in client.calls] == ["start", "raise"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(
+    "scenario", [name for name in generator.SCENARIOS if name.startswith("renewal_")]
+)
+def test_no_renewal_is_left_waiting_or_paused_for_days(scenario, seed):
+    # Left up all day, renewals nobody answers would pile up non-terminal, each re-read by the
+    # console's indexer every few seconds: every one is answered (or closed) within the hour.
+    client = FakeClient()
+    clock = FakeClock()
+    gen = make_generator(client, clock)
+    gen.rng = random.Random(seed)
+    instance_id = gen.ids.next("renewal")
+    gen._start(instance_id, gen.plan(scenario, instance_id))
+    for _ in range(60):
+        clock.now += 60
+        gen._run_due(clock.now)
+    actions = [c[0] for c in client.calls]
+    assert "raise" in actions or "terminate" in actions
+    assert client.status[instance_id] is not WorkflowStatus.SUSPENDED
