@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, F, QuerySet
 
 from engine_bridge.locks import (
@@ -74,6 +75,15 @@ def forget_expired(
         _forget_earlier_runs(engine_pk, cutoff, holder_token, done)
     _forget_changes(engine_pk, now - CHANGES_KEPT, holder_token, done)
     return done
+
+
+def forget_expired_sessions() -> None:
+    """The sign-in sessions past their expiry, as Django's ``clearsessions`` deletes them: Django
+    leaves that to a cron job an operator may not know of, and a row stays for each sign-in."""
+    from importlib import import_module
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    store.clear_expired()  # a no-op for the engines that expire on their own (cookies, cache)
 
 
 def forget_unindexed(indexed: Collection[str], retention_days: float, now: datetime) -> Forgotten:

@@ -2,6 +2,7 @@ import logging
 import re
 import threading
 import time
+from datetime import timedelta
 from io import StringIO
 
 import pytest
@@ -446,6 +447,7 @@ def test_the_retention_of_engines_taken_out_sums_up_its_lines(monkeypatch, caplo
         return retention.Forgotten(instances=200, more=True)
 
     monkeypatch.setattr(retention, "forget_unindexed", backlog)
+    monkeypatch.setattr(retention, "forget_expired_sessions", lambda: None)  # no database
     monkeypatch.setattr(runindexer, "UNINDEXED_BACKLOG_PAUSE", 0.0)
     with caplog.at_level(logging.INFO, logger="engine_bridge.indexer"):
         runindexer._forget_unindexed({"a"}, stop, once=False)
@@ -477,6 +479,22 @@ def test_an_engine_lock_held_for_a_moment_is_waited_for(settings):
             EngineLock(engine.pk, "a").acquire()
     finally:
         mine.release()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runindexer_deletes_the_sign_in_sessions_past_their_expiry():
+    # Django leaves them to `clearsessions`, a cron job an operator may not know of: a row
+    # stayed for every sign-in.
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from engine_bridge.management.commands import runindexer
+
+    now = timezone.now()
+    Session.objects.create(session_key="gone", session_data="", expire_date=now - timedelta(1))
+    Session.objects.create(session_key="live", session_data="", expire_date=now + timedelta(1))
+    assert runindexer._forget_unindexed(set(), threading.Event(), once=True)
+    assert list(Session.objects.values_list("session_key", flat=True)) == ["live"]
 
 
 def test_an_engine_down_is_tried_again_within_ten_seconds_however_long_it_was_down():

@@ -256,8 +256,8 @@ def _forget_unindexed(indexed: set[str], stop: threading.Event, once: bool) -> b
     """The engines not in CONSOLE_ENGINES that no process holds: said not indexed (a look every
     UNCONFIGURED_CHECK), and what is past their retention period forgotten
     (engine_bridge.retention.forget_unindexed: a call every RETENTION_CHECK_INTERVAL, or every
-    UNINDEXED_BACKLOG_PAUSE while there is more). Returns whether the last call succeeded
-    (``--once`` says so in its exit status)."""
+    UNINDEXED_BACKLOG_PAUSE while there is more), with the expired sign-in sessions. Returns
+    whether the last call succeeded (``--once`` says so in its exit status)."""
     from engine_bridge import retention
     from engine_bridge.indexer import RETENTION_CHECK_INTERVAL, unconfigure_free
 
@@ -275,6 +275,7 @@ def _forget_unindexed(indexed: set[str], stop: threading.Event, once: bool) -> b
                 done = retention.forget_unindexed(
                     indexed, settings.CONSOLE_RETENTION_DAYS, timezone.now()
                 )
+                retention.forget_expired_sessions()
                 ok = True
                 forgotten += done.instances + done.runs
                 # A line per call would be one a second through a backlog: sum them up.
