@@ -505,17 +505,34 @@ def test_an_engine_down_is_tried_again_within_ten_seconds_however_long_it_was_do
     assert max(waits) == 10.0
 
 
-def test_an_engine_down_whose_error_words_change_is_still_said_once(monkeypatch, caplog):
-    # A hung engine's Hello was said to take connections at one try and not at the next: each
-    # new text was said at once, a line every try.
-    import threading
+def _passes_every_ten_seconds_for_five_minutes(monkeypatch, caplog, run_pass) -> list[str]:
+    """runindexer's passes over an engine whose pass is ``run_pass``, a try every 10 s for 5
+    minutes of a fake clock; the lines the indexer logged."""
     from types import SimpleNamespace
 
-    from engine_bridge.errors import EngineUnavailable
     from engine_bridge.management.commands import runindexer
 
     clock = [0.0]
     monkeypatch.setattr(runindexer.time, "monotonic", lambda: clock[0])
+
+    class Stop(threading.Event):
+        def wait(self, timeout=None):
+            clock[0] += 10.0
+            if clock[0] >= 300:
+                self.set()
+            return self.is_set()
+
+    ix = SimpleNamespace(engine=SimpleNamespace(name="a"), run_pass=run_pass)
+    with caplog.at_level("INFO", logger="engine_bridge.indexer"):
+        runindexer._passes(ix, None, Stop(), once=False)
+    return [r.getMessage() for r in caplog.records]
+
+
+def test_an_engine_down_whose_error_words_change_is_still_said_once(monkeypatch, caplog):
+    # A hung engine's Hello was said to take connections at one try and not at the next: each
+    # new text was said at once, a line every try.
+    from engine_bridge.errors import EngineUnavailable
+
     words = ["though the address takes connections", "not even to a connection"]
     tries = [0]
 
@@ -524,31 +541,16 @@ def test_an_engine_down_whose_error_words_change_is_still_said_once(monkeypatch,
         text = f"no answer within 10s, {words[tries[0] % 2]}"
         raise EngineUnavailable(text, code="DEADLINE_EXCEEDED", operation="Hello")
 
-    class Stop(threading.Event):
-        def wait(self, timeout=None):
-            clock[0] += 10.0  # a try every 10 s, for 5 minutes
-            if clock[0] >= 300:
-                self.set()
-            return self.is_set()
-
-    ix = SimpleNamespace(engine=SimpleNamespace(name="a"), run_pass=run_pass)
-    with caplog.at_level("INFO", logger="engine_bridge.indexer"):
-        runindexer._passes(ix, None, Stop(), once=False)
-    said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    lines = _passes_every_ten_seconds_for_five_minutes(monkeypatch, caplog, run_pass)
+    said = [line for line in lines if "unreachable" in line]
     assert tries[0] == 30
     assert len(said) == 1, said
 
 
 def test_an_engine_failing_by_turns_at_two_calls_says_each_failure_once(monkeypatch, caplog):
     # Each failure was new after the other: a line at every try for as long as it went on.
-    import threading
-    from types import SimpleNamespace
-
     from engine_bridge.errors import EngineRejected, EngineUnavailable
-    from engine_bridge.management.commands import runindexer
 
-    clock = [0.0]
-    monkeypatch.setattr(runindexer.time, "monotonic", lambda: clock[0])
     tries = [0]
 
     def run_pass():
@@ -559,17 +561,8 @@ def test_an_engine_failing_by_turns_at_two_calls_says_each_failure_once(monkeypa
             )
         raise EngineRejected("GetInstance refused: too many requests")
 
-    class Stop(threading.Event):
-        def wait(self, timeout=None):
-            clock[0] += 10.0  # a try every 10 s, for 5 minutes
-            if clock[0] >= 300:
-                self.set()
-            return self.is_set()
-
-    ix = SimpleNamespace(engine=SimpleNamespace(name="a"), run_pass=run_pass)
-    with caplog.at_level("INFO", logger="engine_bridge.indexer"):
-        runindexer._passes(ix, None, Stop(), once=False)
-    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("engine a")]
+    lines = _passes_every_ten_seconds_for_five_minutes(monkeypatch, caplog, run_pass)
+    said = [line for line in lines if line.startswith("engine a")]
     assert tries[0] == 30
     assert len(said) == 2, said
     assert "unreachable" in said[0] and "too many requests" in said[1]
