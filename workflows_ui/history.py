@@ -301,8 +301,9 @@ class Timeline:
     turns: list[Marker] = field(default_factory=list)
     #: The executionSuspended event the run is suspended by (None: not suspended).
     suspended_by: EventRow | None = None
-    #: The run continued as new (its last turn is in no history: the engine replaces the
-    #: history in that turn) or ended unseen: what still ran is "not read", not abandoned.
+    #: The run ended in a turn the console has no event of (``end_unread``): it continued as new
+    #: (that turn is in no history: the engine replaces the history in it), ended unseen, or
+    #: ended after the history the indexer read. What still ran is "not read", not abandoned.
     end_unread: bool = False
     #: Set for a run summarized in SQL (``summarize``): the groups replace ``bars``, and
     #: ``turns`` holds one marker per bucket of turns.
@@ -491,7 +492,7 @@ def build_timeline(
     if tl.start is None:
         tl.start = min((b.start for b in tl.bars if b.start), default=None)
     if status in TERMINAL:
-        tl.end_unread = not tl.finished and status in ("CONTINUED_AS_NEW", ENDED_UNSEEN)
+        tl.end_unread = not tl.finished  # as ``end_unread`` says of the run's history
         tl.finished = True
     if tl.finished:
         tl.end = tl.end or last_ts

@@ -245,9 +245,26 @@ def test_a_run_that_continued_as_new_leaves_its_open_bars_not_read_not_abandoned
     tl = timeline("two_steps", "CONTINUED_AS_NEW", cut=3)  # up to its first taskScheduled
     assert tl.finished and tl.end_unread
     assert [b.outcome for b in tl.bars] == ["not read"]
-    terminated = timeline("two_steps", "TERMINATED", cut=3)
-    assert not terminated.end_unread
+    # Terminated, its executionCompleted read: what still ran was abandoned.
+    history = golden_rows.load("two_steps")["history"][:3]
+    end = {
+        "eventId": 2,
+        "timestamp": history[-1]["timestamp"],
+        "executionCompleted": {"workflowStatus": "ORCHESTRATION_STATUS_TERMINATED"},
+    }
+    terminated = build_timeline(golden_rows.rows([*history, end]), "TERMINATED")
+    assert terminated.finished and not terminated.end_unread
     assert [b.outcome for b in terminated.bars] == ["abandoned"]
+
+
+def test_a_run_that_ended_after_the_history_read_leaves_its_open_bars_not_read():
+    # Its history indexed as of an earlier read (the engine's state read, its history too big
+    # to be sent): the activity may have completed in the events not read. The history said so
+    # of its timers, and the timeline drew the same bars as abandoned.
+    for status in ("COMPLETED", "FAILED", "TERMINATED"):
+        tl = timeline("two_steps", status, cut=3)
+        assert tl.finished and tl.end_unread
+        assert [b.outcome for b in tl.bars] == ["not read"]
 
 
 def test_the_timeline_ticks_of_a_run_of_a_few_milliseconds_read_apart():
