@@ -601,8 +601,7 @@ class EngineIndexer:
         self._hinted: set[str] = set()  # the ids read for hints in the pass under way
         # The engine's finished and unfinished instances, as last counted (``_counted``), and
         # time.monotonic() of that count.
-        self._finished_count = 0
-        self._unfinished_count = 0
+        self._counts = (0, 0)
         self._counted_at: float | None = None
         self._list_page_size = self.limits.list_page_size
         #: The console's clock and time.monotonic() at the last pass (``_follow_clock``).
@@ -1480,15 +1479,13 @@ class EngineIndexer:
         STATUS_COUNT_INTERVAL."""
         now = time.monotonic()
         if self._counted_at is None or now - self._counted_at > STATUS_COUNT_INTERVAL:
-            counts = StatusCount.objects.filter(engine=self.engine).values_list("status", "count")
-            self._finished_count = self._unfinished_count = 0
-            for status, count in counts:
-                if status in TERMINAL:
-                    self._finished_count += count
-                else:
-                    self._unfinished_count += count
+            finished = Q(status__in=TERMINAL)
+            n = StatusCount.objects.filter(engine=self.engine).aggregate(
+                finished=Sum("count", filter=finished), unfinished=Sum("count", filter=~finished)
+            )
+            self._counts = (n["finished"] or 0, n["unfinished"] or 0)
             self._counted_at = now
-        return self._finished_count, self._unfinished_count
+        return self._counts
 
     def _change(
         self,

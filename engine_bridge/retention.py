@@ -26,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from importlib import import_module
 from typing import Any
 
 from django.conf import settings
@@ -80,8 +81,6 @@ def forget_expired(
 def forget_expired_sessions() -> None:
     """The sign-in sessions past their expiry, as Django's ``clearsessions`` deletes them: Django
     leaves that to a cron job an operator may not know of, and a row stays for each sign-in."""
-    from importlib import import_module
-
     store = import_module(settings.SESSION_ENGINE).SessionStore
     store.clear_expired()  # a no-op for the engines that expire on their own (cookies, cache)
 
