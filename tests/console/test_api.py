@@ -770,9 +770,10 @@ def test_the_schema_lists_the_errors_every_endpoint_answers(api):
 
 def test_the_schema_says_what_a_wrong_method_accept_or_user_is_answered(api):
     """Checked against real answers: an Accept without JSON is a 406 on every operation (with
-    the body the schema gives); no GET is a 403, even for a user with no permission; a method
-    other than GET is a 405 with Allow (a 403 for a session without CSRF token), which no GET
-    operation can say: the schema's description says it, and has no operation for them."""
+    the body the schema gives), an empty one is as if not sent; no GET is a 403, even for a
+    user with no permission; a method other than GET is a 405 with Allow (a 403 for a session
+    without CSRF token), which no GET operation can say: the schema's description says it, and
+    has no operation for them."""
     inst = factories.instance(instance_id="m")
     factories.run(inst, execution_id="r1")
     spec = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
@@ -794,6 +795,11 @@ def test_the_schema_says_what_a_wrong_method_accept_or_user_is_answered(api):
         for accept in ("text/html", "application/xml"):
             assert "406" in responses, path
             _conforms(api, spec, path, url, status=406, HTTP_ACCEPT=accept)
+        for empty in ("", " ", ", "):
+            # An Accept sent with nothing in it asks for nothing in particular.
+            answered = api.get(url, HTTP_ACCEPT=empty)
+            assert answered.status_code == 200, (path, empty)
+            assert answered["Content-Type"] == "application/json", (path, empty)
         for method in ("post", "put", "patch", "delete"):
             response = getattr(by_token, method)(url)
             assert response.status_code == 405, (path, method)
