@@ -10,6 +10,7 @@ import re
 
 from devengine.engine import DEFAULT_MAX_BODY_SIZE
 from devengine.peers import parse_peer
+from devengine.retention import parse_retention
 from devengine.server import serve
 
 # The suffixes of a Kubernetes quantity, as daprd's --max-body-size reads them.
@@ -72,6 +73,16 @@ def main(argv: list[str] | None = None) -> None:
         help="largest gRPC message and HTTP request body, as daprd's (default 4Mi; 0 or less: "
         "no limit); a workflow whose work item would not fit in 95%% of it is stalled",
     )
+    parser.add_argument(
+        "--state-retention",
+        action="append",
+        default=None,
+        metavar="STATE=DURATION",
+        help="purge a workflow this long after it ended in STATE (anyTerminal, completed, failed "
+        "or terminated; a Go duration such as 72h, 30m, 1h30m, 0s), as daprd's "
+        "stateRetentionPolicy; the state's own duration wins over anyTerminal (repeatable or "
+        "comma-separated; or DEVENGINE_STATE_RETENTION; default: kept for good)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--event-loop",
@@ -87,6 +98,14 @@ def main(argv: list[str] | None = None) -> None:
             ]
         except ValueError as e:
             parser.error(f"DEVENGINE_PEERS: {e}")
+    retention_values = args.state_retention
+    if retention_values is None:
+        retention_values = [os.environ.get("DEVENGINE_STATE_RETENTION", "")]
+    try:
+        retention = parse_retention(retention_values)
+    except ValueError as e:
+        where = "--state-retention" if args.state_retention else "DEVENGINE_STATE_RETENTION"
+        parser.error(f"{where}: {e}")
     # Each line names the app: the engines of several apps often share a terminal (make run).
     app = args.app_id.replace("%", "%%")
     logging.basicConfig(
@@ -102,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         http_port=args.http_port,
         max_body_size=args.max_body_size,
         peers=dict(args.peer),
+        retention=retention,
     )
     if args.event_loop == "uvloop":
         # Most of the engine's CPU goes to gRPC's per-call work on the event loop; uvloop's loop

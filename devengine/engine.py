@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from devengine import protos as p
+from devengine.retention import RetentionPolicy
 from devengine.store import InstanceRow, Store
 from devengine.telemetry import Tracing
 
@@ -51,6 +52,9 @@ CREATED_BY = {
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
 # What an activity's request holds besides its action's fields (ids, trace context), with room.
 ACTIVITY_REQUEST_HEADROOM = 64 * 1024
+# Retention purges done in a row before other work on the event loop gets a turn: many may be
+# due at once after the engine was down.
+PURGE_BATCH = 100
 
 
 class EngineError(Exception):
@@ -169,10 +173,14 @@ class Engine:
         app_id: str = "devengine",
         tracing: Tracing | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        retention: RetentionPolicy | None = None,
     ):
         self.store = store
         self.app_id = app_id
         self.max_body_size = max_body_size
+        self.retention = retention
+        # When the earliest retention purge stored with the instances is due (None: none is).
+        self._next_purge_ns: int | None = None
         self.tracing = tracing or Tracing(endpoint="")
         self.streams: list[WorkerStream] = []
         self._rr = 0
@@ -214,6 +222,8 @@ class Engine:
             self.ready[instance_id] = None
         self.activity_queue.extend(self.store.pending_activities())
         self._retry_stalled(on_payload_size=True)
+        # Purges that came due while the engine was down are done at the first timer pass.
+        self._next_purge_ns = self.store.next_purge_due()
         log.info(
             "recovered %d ready instances, %d timers, %d activities",
             len(self.ready),
@@ -234,8 +244,10 @@ class Engine:
         assert self._timer_wakeup is not None
         while True:
             timeout = None
-            if self.timers:
-                timeout = max(0.0, (self.timers[0][0] - now_ns()) / 1e9)
+            head = self.timers[0][0] if self.timers else None
+            due = [t for t in (head, self._next_purge_ns) if t is not None]
+            if due:
+                timeout = max(0.0, (min(due) - now_ns()) / 1e9)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wakeup.wait(), timeout)
             self._timer_wakeup.clear()
@@ -247,6 +259,53 @@ class Engine:
                 fired = True
             if fired:
                 self._pump()
+            if self._next_purge_ns is not None and self._next_purge_ns <= now:
+                await self._purge_expired()
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def _keep_until(self, inst: InstanceRow, ended_ns: int) -> None:
+        """Stores when the retention policy purges the run that just ended, counted from its
+        end as daprd counts it (the run's completion time). As daprd's one retention reminder
+        per instance, a later run's end replaces the due time, and a state the policy keeps
+        for good leaves it as it was."""
+        keep = self.retention.keep_ns(inst.status) if self.retention else None
+        if keep is None:
+            return
+        inst.purge_due_ns = ended_ns + keep
+        if self._next_purge_ns is None or inst.purge_due_ns < self._next_purge_ns:
+            self._next_purge_ns = inst.purge_due_ns
+            if self._timer_wakeup is not None:
+                self._timer_wakeup.set()
+
+    async def _purge_expired(self) -> None:
+        """Purges the instances whose retention ran out, a batch at a time."""
+        while True:
+            due = self.store.purges_due(now_ns(), PURGE_BATCH)
+            for instance_id in due:
+                await self._purge_expired_instance(instance_id)
+            if len(due) < PURGE_BATCH:
+                break
+            await asyncio.sleep(0)
+        self._next_purge_ns = self.store.next_purge_due()
+
+    async def _purge_expired_instance(self, instance_id: str) -> None:
+        """daprd's retention reminder firing: the instance alone is purged (its children have
+        due times of their own), as a purge by hand would purge it. One that is not finished
+        then (stalled, say) is left alone and loses its due time, as daprd drops the reminder:
+        its run gets a due time of its own when it ends."""
+        inst = self.store.get_instance(instance_id)
+        if inst is not None and inst.status in p.TERMINAL_STATUSES:
+            count, error = await self._purge_tree(instance_id, recursive=False, force=False)
+            if count:
+                log.debug("purged %s: its retention ran out", instance_id)
+                return
+            log.debug("retention purge of %s dropped: %s", instance_id, error)
+        inst = self.store.get_instance(instance_id)
+        if inst is not None and inst.purge_due_ns is not None:
+            inst.purge_due_ns = None
+            with self.store.transaction():
+                self.store.update_instance(inst)
 
     def _add_timer(self, visible_ns: int, instance_id: str) -> None:
         heapq.heappush(self.timers, (visible_ns, instance_id))
@@ -991,6 +1050,7 @@ class Engine:
             done.failureDetails.SerializeToString() if done.HasField("failureDetails") else None
         )
         inst.completed_ns = now
+        self._keep_until(inst, now)
         failure = done.failureDetails.errorMessage if done.HasField("failureDetails") else None
         self._end_run_span(inst, turn, status_name(done.workflowStatus), now, failure)
         # Timers that will never matter and activities whose results would be dropped.

@@ -15,6 +15,7 @@ from devengine.dapr_api import WorkflowApi, add_dapr_workflow_service
 from devengine.engine import DEFAULT_MAX_BODY_SIZE, Engine
 from devengine.http_api import start_http_server, stop_http_server
 from devengine.peers import Courier, add_peer_service
+from devengine.retention import RetentionPolicy
 from devengine.service import ApiTokenInterceptor, TaskHubService, TracingInterceptor
 from devengine.store import Store
 from devengine.telemetry import Tracing
@@ -52,6 +53,7 @@ async def serve(
     http_port: int | None = None,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     peers: dict[str, str] | None = None,
+    retention: RetentionPolicy | None = None,
 ) -> None:
     try:
         store = Store(db_path)
@@ -61,7 +63,9 @@ async def serve(
             raise SystemExit(f"devengine: {db_path} is in use by another devengine") from None
         raise SystemExit(f"devengine: cannot open {db_path}: {e}") from None
     tracing = Tracing()
-    engine = Engine(store, app_id=app_id, tracing=tracing, max_body_size=max_body_size)
+    engine = Engine(
+        store, app_id=app_id, tracing=tracing, max_body_size=max_body_size, retention=retention
+    )
     # Messages are capped as daprd's --max-body-size caps them (-1: gRPC's "no limit").
     max_message = max_body_size if max_body_size > 0 else -1
     # Each interceptor costs every call a coroutine: only install the ones in use.
@@ -115,6 +119,8 @@ async def serve(
     await server.start()
     courier.start()
     log.info("devengine listening on %s (app id %r, database %s)", address, app_id, db_path)
+    if retention is not None:
+        log.info("finished workflows are purged after: %s", retention.describe())
     print(f"devengine listening on {address}", flush=True)
     if http is not None:
         await http[0].start_serving()

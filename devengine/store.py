@@ -56,7 +56,9 @@ CREATE TABLE IF NOT EXISTS instances (
     -- 1 when a turn must run even with an empty inbox (a re-run, a stalled retry).
     needs_turn INTEGER NOT NULL DEFAULT 0,
     -- the app id of a parent that runs on another engine (NULL: this one)
-    parent_app_id TEXT
+    parent_app_id TEXT,
+    -- when the retention policy purges the instance (NULL: never); set when a run ends
+    purge_due_ns INTEGER
 );
 -- Recursive terminate and purge walk children by parent.
 CREATE INDEX IF NOT EXISTS instances_parent ON instances(parent_instance_id);
@@ -141,6 +143,7 @@ class InstanceRow:
     trace_context: bytes | None = None
     needs_turn: int = 0
     parent_app_id: str | None = None
+    purge_due_ns: int | None = None
 
 
 INSTANCE_COLUMNS = ", ".join(f.name for f in fields(InstanceRow))
@@ -166,6 +169,12 @@ def connect(path: str) -> sqlite3.Connection:
     _add_missing_columns(conn)
     # Pruning the keys of one origin's deliveries older than the one just taken.
     conn.execute("CREATE INDEX IF NOT EXISTS received_origin ON received(origin, seq)")
+    # The retention purges due next (`purges_due`, `next_purge_due`): only the instances that
+    # have one, which are few without a policy.
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS instances_purge_due ON instances(purge_due_ns) "
+        "WHERE purge_due_ns IS NOT NULL"
+    )
     conn.execute(
         "INSERT OR IGNORE INTO meta (name, value) VALUES ('database_id', ?)", (uuid.uuid4().hex,)
     )
@@ -178,6 +187,7 @@ ADDED_COLUMNS = (
     ("activities", "router", "BLOB"),
     ("received", "origin", "TEXT"),
     ("received", "seq", "INTEGER"),
+    ("instances", "purge_due_ns", "INTEGER"),
 )
 
 
@@ -324,6 +334,22 @@ class Store:
             tuple(terminal),
         ).fetchall()
         return [r[0] for r in rows]
+
+    def purges_due(self, now_ns: int, limit: int) -> list[str]:
+        """The instances whose retention purge is due, the earliest first."""
+        rows = self.conn.execute(
+            "SELECT instance_id FROM instances WHERE purge_due_ns <= ? "
+            "ORDER BY purge_due_ns LIMIT ?",
+            (now_ns, limit),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def next_purge_due(self) -> int | None:
+        """When the next retention purge is due (None: none is)."""
+        row = self.conn.execute(
+            "SELECT MIN(purge_due_ns) FROM instances WHERE purge_due_ns IS NOT NULL"
+        ).fetchone()
+        return row[0]
 
     # -- history ---------------------------------------------------------------------------
 
