@@ -9,7 +9,9 @@ supervises: two peered devengines, for the apps "orders" (var/devengine-orders.s
 exits, the others are stopped too and the exit status is 1. Ctrl-C, SIGTERM, a closed terminal
 (SIGHUP) and Ctrl-\\ stop them all; on Linux so does the launcher's own death (even by SIGKILL),
 so no child keeps a port. Ports: ``DEVENGINE_PORT`` (50001, orders), ``DEVENGINE_BILLING_PORT``
-(50002, billing), ``CONSOLE_PORT`` (8000); files under ``CONSOLE_VAR_DIR`` (var/).
+(50002, billing), ``CONSOLE_PORT`` (8000); files under ``CONSOLE_VAR_DIR`` (var/). The engines
+purge finished workflows after ``DEVENGINE_STATE_RETENTION`` (``DEMO_RETENTION`` when unset;
+set empty: kept for good).
 """
 
 from __future__ import annotations
@@ -106,6 +108,23 @@ APPS = (
 # taken over by orders: its histories name the app "devengine", so the results of its children
 # still running would be sent to that app, which no engine serves any more.
 EARLIER_ENGINE_DB = "devengine.sqlite3"
+# The samples start workflows for as long as the demo runs and never purge one: kept for good,
+# they grow the engines' files by about 54 MiB an hour. Completed runs stay two hours, failed
+# and terminated ones a day, to look into.
+DEMO_RETENTION = "completed=2h,failed=24h,terminated=24h"
+
+
+def _retention_setting() -> str:
+    """The engines' retention policy ("": none); ValueError names a bad part."""
+    from devengine.retention import parse_retention
+
+    value = os.environ.get("DEVENGINE_STATE_RETENTION")
+    value = DEMO_RETENTION if value is None else value.strip()
+    try:
+        parse_retention([value])
+    except ValueError as e:
+        raise ValueError(f"DEVENGINE_STATE_RETENTION: {e}") from None
+    return value
 
 
 class Stack:
@@ -155,6 +174,7 @@ def main() -> int:
         ports = _port_settings(
             {"DEVENGINE_PORT": 50001, "DEVENGINE_BILLING_PORT": 50002, "CONSOLE_PORT": 8000}
         )
+        retention = _retention_setting()
     except ValueError as e:
         print(e, file=sys.stderr)
         return 1
@@ -217,6 +237,7 @@ def main() -> int:
         for app, setting, db in APPS:
             # Each engine hands the other what a workflow runs on the other's app.
             peers = [f"--peer={other}={address[other]}" for other, _, _ in APPS if other != app]
+            kept = [f"--state-retention={retention}"] if retention else []
             engine = stack.start(
                 f"devengine {app}",
                 python,
@@ -229,6 +250,7 @@ def main() -> int:
                 "--app-id",
                 app,
                 *peers,
+                *kept,
             )
             if not _wait_for_port(ports[setting], engine):
                 print(f"devengine {app} did not start", file=sys.stderr)

@@ -80,7 +80,8 @@ class Launched:
         env = {
             k: v
             for k, v in os.environ.items()
-            if k != "DATABASE_URL" and not k.startswith(("CONSOLE_", "DJANGO_"))
+            if k not in ("DATABASE_URL", "DEVENGINE_STATE_RETENTION")
+            and not k.startswith(("CONSOLE_", "DJANGO_"))
         }
         env |= {
             "CONSOLE_VAR_DIR": str(self.var),
@@ -218,6 +219,9 @@ def _check_the_two_apps(stack: Launched) -> None:
     assert f"--peer=orders=127.0.0.1:{stack.engine_port}" in billing
     assert Path(option(orders, "--db")) == stack.var.resolve() / "devengine-orders.sqlite3"
     assert Path(option(billing, "--db")) == stack.var.resolve() / "devengine-billing.sqlite3"
+    # A demo left up must not grow without end: finished workflows are purged in time.
+    for engine in (orders, billing):
+        assert "--state-retention=completed=2h,failed=24h,terminated=24h" in engine
 
     [samples] = [_args(pid) for pid in children if b"devengine.samples" in _cmdline(pid)]
     assert option(samples, "--engine") == f"127.0.0.1:{stack.engine_port}"
@@ -317,3 +321,35 @@ def test_the_printed_address_carries_the_path_prefix(monkeypatch):
     assert _url_prefix() == ""
     monkeypatch.delenv("CONSOLE_URL_PREFIX")
     assert _url_prefix() == ""
+
+
+def test_the_engines_retention_is_the_demo_one_unless_set(monkeypatch):
+    from console.devstack import DEMO_RETENTION, _retention_setting
+
+    monkeypatch.delenv("DEVENGINE_STATE_RETENTION", raising=False)
+    assert _retention_setting() == DEMO_RETENTION
+    monkeypatch.setenv("DEVENGINE_STATE_RETENTION", " anyTerminal=30m ")
+    assert _retention_setting() == "anyTerminal=30m"
+    # Set empty: finished workflows are kept for good, as by a devengine started by hand.
+    monkeypatch.setenv("DEVENGINE_STATE_RETENTION", "")
+    assert _retention_setting() == ""
+
+
+def test_a_bad_retention_setting_is_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "console.devstack"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DEVENGINE_STATE_RETENTION": "completed=2 hours",
+            "CONSOLE_VAR_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "DEVENGINE_STATE_RETENTION: completed: '2 hours' is not a Go duration "
+        "(e.g. 72h, 30m, 1h30m, 0s)"
+    )
