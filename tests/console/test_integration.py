@@ -22,6 +22,7 @@ from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
 from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import Count, Q
+from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -580,6 +581,32 @@ def test_purge_leaves_a_tombstone_with_its_history(devengine, wf, make_indexer):
     assert ChangeLog.objects.filter(kind="purged").count() == 1
     assert mismatches(ix) == []
     assert change_log_mismatches() == []
+
+
+def test_an_instance_the_engine_purged_by_retention_reads_as_a_tombstone(
+    devengine, wf, make_indexer
+):
+    from workflows_ui.views import instance_url
+
+    devengine.stop()
+    devengine.args += ["--state-retention", "completed=1s"]
+    devengine.start()
+    ix = make_indexer(devengine.config())
+    wf.schedule_new_workflow(wf_kinds.two_steps, input=ORDER, instance_id="kept-1s")
+    wf.wait_for_workflow_completion("kept-1s", timeout_in_seconds=20)
+    converge(ix)
+    # The engine purges it a second after it ended; the sweep finds it gone.
+    wait_for(lambda: (ix.run_pass(), Instance.objects.get(instance_id="kept-1s").purged)[1])
+
+    gone = Instance.objects.get(instance_id="kept-1s")
+    assert gone.status == "COMPLETED" and gone.runs.get().events.count() == 9
+    pages = Client()
+    pages.force_login(User.objects.create_user("viewer"))
+    listed = pages.get("/instances/?purged=include")
+    assert listed.status_code == 200 and "kept-1s" in listed.content.decode()
+    shown = pages.get(instance_url(ix.engine.name, "kept-1s"))
+    assert shown.status_code == 200
+    assert "kept as a tombstone" in shown.content.decode()
 
 
 def test_an_engine_stopped_and_restarted_is_reported_then_caught_up(devengine, wf, make_indexer):
