@@ -11,7 +11,7 @@ exits, the others are stopped too and the exit status is 1. Ctrl-C, SIGTERM, a c
 so no child keeps a port. Ports: ``DEVENGINE_PORT`` (50001, orders), ``DEVENGINE_BILLING_PORT``
 (50002, billing), ``CONSOLE_PORT`` (8000); files under ``CONSOLE_VAR_DIR`` (var/). The engines
 purge finished workflows after ``DEVENGINE_STATE_RETENTION`` (``DEMO_RETENTION`` when unset;
-set empty: kept for good).
+set empty: kept for good), and the console forgets them six hours later (``_index_the_demo``).
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ EARLIER_ENGINE_DB = "devengine.sqlite3"
 # they grow the engines' files by about 54 MiB an hour. Completed runs stay two hours, failed
 # and terminated ones a day, to look into.
 DEMO_RETENTION = "completed=2h,failed=24h,terminated=24h"
+# Six hours: what the demo's engines purged stays readable in the console for an afternoon.
+DEMO_CONSOLE_RETENTION_DAYS = "0.25"
 
 
 def _retention_setting() -> str:
@@ -125,6 +127,19 @@ def _retention_setting() -> str:
     except ValueError as e:
         raise ValueError(f"DEVENGINE_STATE_RETENTION: {e}") from None
     return value
+
+
+def _index_the_demo(env: dict[str, str], address: dict[str, str]) -> bool:
+    """Points the console at the demo engines, unless CONSOLE_ENGINES is set (False). The
+    console then keeps what they purged, and the earlier runs of the monitors that continue as
+    new, for DEMO_CONSOLE_RETENTION_DAYS unless CONSOLE_RETENTION_DAYS is set: kept the usual
+    30 days, a demo left up would grow the console's file by about 100 MiB an hour for a month."""
+    if env.get("CONSOLE_ENGINES", "").strip():
+        return False
+    env["CONSOLE_ENGINES"] = ",".join(f"{app}={address[app]}" for app, _, _ in APPS)
+    if not env.get("CONSOLE_RETENTION_DAYS", "").strip():
+        env["CONSOLE_RETENTION_DAYS"] = DEMO_CONSOLE_RETENTION_DAYS
+    return True
 
 
 class Stack:
@@ -181,9 +196,7 @@ def main() -> int:
     http_port = ports["CONSOLE_PORT"]
     address = {app: f"127.0.0.1:{ports[setting]}" for app, setting, _ in APPS}
     env = dict(os.environ)
-    if not env.get("CONSOLE_ENGINES", "").strip():
-        env["CONSOLE_ENGINES"] = ",".join(f"{app}={address[app]}" for app, _, _ in APPS)
-    else:
+    if not _index_the_demo(env, address):
         # Exported for the console against real sidecars, it would hide the samples unsaid.
         print(
             f"CONSOLE_ENGINES is set ({env['CONSOLE_ENGINES']}): the console indexes those "

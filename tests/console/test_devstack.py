@@ -353,3 +353,20 @@ def test_a_bad_retention_setting_is_one_line(tmp_path):
         "DEVENGINE_STATE_RETENTION: completed: '2 hours' is not a Go duration "
         "(e.g. 72h, 30m, 1h30m, 0s)"
     )
+
+
+def test_the_console_keeps_the_demo_engines_purges_six_hours_unless_set():
+    from console.devstack import _index_the_demo
+
+    address = {"orders": "127.0.0.1:1", "billing": "127.0.0.1:2"}
+    env = {"CONSOLE_RETENTION_DAYS": " "}
+    assert _index_the_demo(env, address)
+    assert env["CONSOLE_ENGINES"] == "orders=127.0.0.1:1,billing=127.0.0.1:2"
+    assert float(env["CONSOLE_RETENTION_DAYS"]) * 24 == 6
+    env = {"CONSOLE_RETENTION_DAYS": "30"}
+    assert _index_the_demo(env, address)
+    assert env["CONSOLE_RETENTION_DAYS"] == "30"
+    # Real engines: the console keeps what they purged as configured (30 days unless set).
+    env = {"CONSOLE_ENGINES": "shop=10.1.2.3:50001"}
+    assert not _index_the_demo(env, address)
+    assert env == {"CONSOLE_ENGINES": "shop=10.1.2.3:50001"}
