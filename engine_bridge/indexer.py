@@ -962,13 +962,19 @@ class EngineIndexer:
         # engine about each; only exists=false marks it purged.
         started = self._sweep_started_at
         missing: list[tuple[str, datetime | None]] = []
-        for iid, updated in self._iter_live_ids(started):
+        unfinished = 0
+        for iid, updated, status in self._iter_live_ids(started):
             if hash(iid) not in self._sweep_seen:
                 missing.append((iid, updated))
+                unfinished += status not in TERMINAL
         self._sweep_seen = set()
-        if len(missing) >= max(MANY_GONE, live // 2):
-            # Most of an engine gone at once is seldom a purge: a sidecar pointed at another or
-            # an emptied state store. Each is still asked for (the tombstones keep histories).
+        many = len(missing) >= max(MANY_GONE, live // 2)
+        if many and (unfinished or len(missing) == live):
+            # Most of an engine gone at once, unfinished instances among them or nothing left,
+            # is seldom a purge: a sidecar pointed at another or an emptied state store. (Only
+            # finished ones gone while others stay is a purge: a sidecar's retention policy
+            # purges most of them while the indexer is stopped for a day.) Each is still asked
+            # for (the tombstones keep histories).
             log.warning(
                 "engine %s: %d of %d indexed instances are no longer listed: was its state store "
                 "emptied or replaced? Those the engine says don't exist are marked purged",
@@ -978,12 +984,17 @@ class EngineIndexer:
             )
         elif missing:
             log.info(
-                "engine %s: %d instance(s) not listed, checking", self.engine.name, len(missing)
+                "engine %s: %d instance(s) not listed (%d of them unfinished), checking",
+                self.engine.name,
+                len(missing),
+                unfinished,
             )
         if missing:
             self._sync(missing, result)
 
-    def _iter_live_ids(self, before: datetime | None) -> Iterator[tuple[str, datetime | None]]:
+    def _iter_live_ids(self, before: datetime | None) -> Iterator[tuple[str, datetime | None, str]]:
+        """(id, last update, status) of the engine's instances not purged, first seen before
+        ``before``."""
         # Keyset on (engine, instance_id), the unique constraint's index: every batch is a range
         # of it, whatever statistics the database has (ordered by id, SQLite without ANALYZE
         # took the rows of the whole engine from another index and sorted them, each batch).
@@ -993,7 +1004,7 @@ class EngineIndexer:
             if before is not None:
                 qs = qs.filter(first_seen_at__lt=before)
             rows = list(
-                qs.order_by("instance_id").values_list("instance_id", "last_updated_at")[
+                qs.order_by("instance_id").values_list("instance_id", "last_updated_at", "status")[
                     :LIVE_IDS_BATCH
                 ]
             )

@@ -2100,6 +2100,41 @@ def test_most_of_an_engine_gone_at_once_is_warned_about(fake, make_indexer, capl
     assert Instance.objects.filter(purged=True).count() == 12
 
 
+def test_finished_instances_purged_while_others_stay_are_no_alarm(fake, make_indexer, caplog):
+    """A sidecar's retention policy purges most of an engine's finished instances while the
+    indexer is stopped for a day: a purge, not a state store emptied. Unfinished instances gone
+    too are still warned about."""
+    state, events = golden_instance("terminated")
+    two_steps, steps = golden_instance("two_steps")
+    for i in range(12):
+        fake.add(state, events, instance_id=f"t-{i:02}")
+    for i in range(2):
+        fake.add(replace(two_steps, status="RUNNING", output=None), steps[:3], instance_id=f"r-{i}")
+    ix = make_indexer()
+    ix.run_pass()
+    for i in range(11):
+        del fake.instances[f"t-{i:02}"]
+    ix.run_pass()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "11 instance(s) not listed (0 of them unfinished)" in caplog.text
+    assert Instance.objects.filter(purged=True).count() == 11
+    for i in range(12, 24):
+        fake.add(state, events, instance_id=f"t-{i:02}")
+    ix.run_pass()
+    # An unfinished instance gone with the finished ones, found by the sweep before its re-read
+    # (an unchanged one is re-read every 15 s or more).
+    InstanceCheck.objects.filter(instance__instance_id="r-0").update(
+        due_at=timezone.now() + timedelta(minutes=1)
+    )
+    del fake.instances["r-0"]
+    for i in range(12, 23):
+        del fake.instances[f"t-{i:02}"]
+    ix.run_pass()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "12 of 15 indexed instances are no longer listed" in warning
+    assert Instance.objects.filter(purged=True).count() == 23
+
+
 def test_an_indexer_whose_engine_was_taken_over_writes_nothing_more(fake, make_indexer):
     # Its lock lost unseen (a PostgreSQL restart ends the lock's session), another runindexer
     # took the engine: two writers made the counts drift for good.
