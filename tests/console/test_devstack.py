@@ -244,7 +244,7 @@ def test_a_child_that_dies_stops_the_others_and_fails_the_run(stack):
 
 
 @pytest.mark.parametrize(
-    ("ports", "message"),
+    ("env", "message"),
     [
         (
             {"DEVENGINE_PORT": "abc"},
@@ -272,19 +272,29 @@ def test_a_child_that_dies_stops_the_others_and_fails_the_run(stack):
             {"DEVENGINE_PORT": "50002"},
             "DEVENGINE_PORT and DEVENGINE_BILLING_PORT are both 50002",
         ),
+        (
+            {"DEVENGINE_STATE_RETENTION": "completed=2 hours"},
+            "DEVENGINE_STATE_RETENTION: completed: '2 hours' is not a Go duration "
+            "(e.g. 72h, 30m, 1h30m, 0s)",
+        ),
     ],
 )
-def test_a_bad_port_setting_is_one_line(tmp_path, ports, message):
-    done = subprocess.run(
+def test_a_bad_setting_is_one_line(tmp_path, env, message):
+    done = _launch(tmp_path, env)
+    assert done.returncode == 1
+    assert done.stderr.strip() == message
+
+
+def _launch(tmp_path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """make run's launcher with these settings, to be refused before it starts anything."""
+    return subprocess.run(
         [sys.executable, "-m", "console.devstack"],
         cwd=ROOT,
-        env={**os.environ, **ports, "CONSOLE_VAR_DIR": str(tmp_path)},
+        env={**os.environ, **env, "CONSOLE_VAR_DIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert done.returncode == 1
-    assert done.stderr.strip() == message
 
 
 def test_a_billing_port_in_use_is_one_line(tmp_path):
@@ -292,20 +302,12 @@ def test_a_billing_port_in_use_is_one_line(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "-m", "console.devstack"],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "DEVENGINE_PORT": str(_free_port()),
-                "DEVENGINE_BILLING_PORT": str(port),
-                "CONSOLE_PORT": str(_free_port()),
-                "CONSOLE_VAR_DIR": str(tmp_path),
-            },
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        ports = {
+            "DEVENGINE_PORT": str(_free_port()),
+            "DEVENGINE_BILLING_PORT": str(port),
+            "CONSOLE_PORT": str(_free_port()),
+        }
+        done = _launch(tmp_path, ports)
     assert done.returncode == 1
     assert done.stderr.strip() == (
         f"port {port} is in use: stop what uses it or set DEVENGINE_BILLING_PORT"
@@ -333,26 +335,6 @@ def test_the_engines_retention_is_the_demo_one_unless_set(monkeypatch):
     # Set empty: finished workflows are kept for good, as by a devengine started by hand.
     monkeypatch.setenv("DEVENGINE_STATE_RETENTION", "")
     assert _retention_setting() == ""
-
-
-def test_a_bad_retention_setting_is_one_line(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "console.devstack"],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "DEVENGINE_STATE_RETENTION": "completed=2 hours",
-            "CONSOLE_VAR_DIR": str(tmp_path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 1
-    assert done.stderr.strip() == (
-        "DEVENGINE_STATE_RETENTION: completed: '2 hours' is not a Go duration "
-        "(e.g. 72h, 30m, 1h30m, 0s)"
-    )
 
 
 def test_the_console_keeps_the_demo_engines_purges_six_hours_unless_set():
