@@ -983,7 +983,9 @@ class EngineIndexer:
                 live,
             )
         elif missing:
-            log.info(
+            # Routine on an engine that purges (a retention policy: every sweep); runindexer's
+            # summary line counts the purges.
+            log.debug(
                 "engine %s: %d instance(s) not listed (%d of them unfinished), checking",
                 self.engine.name,
                 len(missing),

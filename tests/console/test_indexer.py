@@ -2,6 +2,7 @@
 
 import copy
 import json
+import logging
 import random
 import threading
 import time
@@ -2104,6 +2105,7 @@ def test_finished_instances_purged_while_others_stay_are_no_alarm(fake, make_ind
     """A sidecar's retention policy purges most of an engine's finished instances while the
     indexer is stopped for a day: a purge, not a state store emptied. Unfinished instances gone
     too are still warned about."""
+    caplog.set_level(logging.DEBUG, logger="engine_bridge.indexer")
     state, events = golden_instance("terminated")
     two_steps, steps = golden_instance("two_steps")
     for i in range(12):
