@@ -26,8 +26,9 @@ GO_UNITS = {
     "h": 3600 * 10**9,
 }
 # One number and its unit: "90m", "1.5h", ".5s". The longest units come first in the choice so
-# that "ms" is not read as "m" followed by "s".
-_DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?(ns|us|µs|μs|ms|s|m|h)")
+# that "ms" is not read as "m" followed by "s". Only ASCII digits, as Go reads them: \d would
+# also take the digits of other scripts, which int() reads.
+_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?(ns|us|µs|μs|ms|s|m|h)")
 # Go's time.Duration is an int64 of nanoseconds (about 292 years).
 MAX_DURATION_NS = 2**63 - 1
 

@@ -179,7 +179,11 @@ def test_go_durations_are_read_as_daprd_reads_them():
     assert parse_go_duration("300ms") == 300_000_000
     assert parse_go_duration("0") == 0
     assert parse_go_duration("0s") == 0
-    for bad in ("", "1", "1d", "1 h", "h", "1hh", "-1s", "3000000h"):
+    assert parse_go_duration(".5s") == 500_000_000
+    assert parse_go_duration("+5m") == 300 * 10**9
+    assert parse_go_duration("-0s") == 0
+    # Go reads ASCII digits only: an Arabic-Indic three is no number to it.
+    for bad in ("", "1", "1d", "1 h", "h", "1hh", "-1s", "3000000h", "1e3s", "1h-5m", "\u0663h"):
         with pytest.raises(ValueError):
             parse_go_duration(bad)
 
