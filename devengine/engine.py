@@ -1558,6 +1558,9 @@ class Engine:
         # stops there, as at an error (its parents, walked after it, stay).
         purged: list[str] = []
         for walked_id, execution_id in walked.items():
+            if self.store.get_instance(walked_id) is None:
+                # Purged meanwhile (its retention ran out, say): gone, as asked.
+                continue
             if not self._purgeable(walked_id, execution_id, force):
                 error = error or f"{walked_id} was started again while it was being purged"
                 break
@@ -1618,8 +1621,12 @@ class Engine:
                     error = await self._purge_walk(child_id, recursive, force, purged, elsewhere)
                 if error is not None:
                     return f"failed to purge child workflow: {error}"
-            # As it is now, after the waits for the children.
+            # As it is now, after the waits for the children. Gone meanwhile (its retention ran
+            # out, say), it is no error: daprd's retention reminder would have waited for the
+            # purge its workflow actor was running, and found nothing left.
             inst = self.store.get_instance(instance_id)
+            if inst is None:
+                return None
         # The purge of one instance, as daprd's workflow actor (or, forced, its backend) does it.
         if inst is None:
             return "no such instance exists"

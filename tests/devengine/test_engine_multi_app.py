@@ -39,6 +39,8 @@ TOKEN = "peers-share-this-token"
 ORDERS, BILLING = "orders", "billing"
 DELIVER = "/devengine.Peers/Deliver"
 SMALL_LIMIT = 256 * 1024
+# How long orders' engine keeps a completed workflow in the tests of a retention purge.
+ORDERS_KEEP = 5
 
 
 @dataclass
@@ -81,7 +83,15 @@ def two_small_apps(tmp_path) -> Iterator[TwoApps]:
     yield from _two_apps(tmp_path, "--max-body-size", str(SMALL_LIMIT))
 
 
-def _two_apps(tmp_path: Path, *extra_args: str) -> Iterator[TwoApps]:
+@pytest.fixture
+def two_apps_orders_purging(tmp_path) -> Iterator[TwoApps]:
+    """Two apps, orders' engine purging what completed ORDERS_KEEP seconds after it ended."""
+    yield from _two_apps(tmp_path, orders_args=("--state-retention", f"completed={ORDERS_KEEP}s"))
+
+
+def _two_apps(
+    tmp_path: Path, *extra_args: str, orders_args: tuple[str, ...] = ()
+) -> Iterator[TwoApps]:
     ports = {ORDERS: free_port(), BILLING: free_port()}
     started: list[EngineProcess | WorkerProcess] = []
     apps = {}
@@ -93,6 +103,7 @@ def _two_apps(tmp_path: Path, *extra_args: str) -> Iterator[TwoApps]:
                 "--peer", f"{other}=127.0.0.1:{ports[other]}",
                 "--api-token", TOKEN,
                 *extra_args,
+                *(orders_args if app_id == ORDERS else ()),
                 port=ports[app_id],
             )  # fmt: skip
             started.append(engine.start())
@@ -427,6 +438,39 @@ def test_a_child_started_again_while_the_purge_waits_for_a_sibling_on_the_other_
     # was purged before stays purged, as daprd's walk leaves it.
     assert orders.client.status(parent_id) == "COMPLETED"
     assert billing.client.status(f"{parent_id}:0002") is None
+
+
+def test_a_recursive_purge_the_retention_overtakes_while_it_waits_for_the_other_app_succeeds(
+    two_apps_orders_purging,
+):
+    """As daprd, where the retention reminder waits for the purge the workflow actor is running:
+    what the retention purged while the purge waited on billing is gone, as asked, not an
+    instance started again, nor a reason to leave the parent."""
+    apps = two_apps_orders_purging
+    orders, billing = apps.orders, apps.billing
+    parent_id = unique_id("parent")
+    orders.client.start("home_then_cross_app_child", parent_id, input=json.dumps(BILLING))
+    orders.client.wait_done(parent_id, timeout=30)
+    home_child, away_child = f"{parent_id}:0001", f"{parent_id}:0002"
+    (home_end,) = of_kind(orders.client.history(home_child), "executionCompleted")
+    (parent_end,) = of_kind(orders.client.history(parent_id), "executionCompleted")
+    home_due = home_end.timestamp.ToNanoseconds() / 1e9 + ORDERS_KEEP
+    parent_due = parent_end.timestamp.ToNanoseconds() / 1e9 + ORDERS_KEEP
+    time.sleep(max(0.0, home_due - 2 - time.time()))
+    os.kill(billing.engine.pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            # The walk finds the home child finished, then waits on billing for the other one;
+            # meanwhile orders' retention purges the home child and the parent.
+            purge = pool.submit(orders.client.purge, parent_id, True)
+            time.sleep(max(0.0, parent_due + 1 - time.time()))
+            assert orders.client.status(parent_id) is None
+            os.kill(billing.engine.pid, signal.SIGCONT)
+            purge.result(timeout=30)
+    finally:
+        os.kill(billing.engine.pid, signal.SIGCONT)
+    assert billing.client.status(away_child) is None
+    assert orders.client.status(home_child) is None
 
 
 def _purge_while_billing_is_frozen(
