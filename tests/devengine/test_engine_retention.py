@@ -126,8 +126,9 @@ def test_a_workflow_started_again_is_purged_by_its_new_run_end_not_the_first(pol
     instance_id = unique_id("again")
     policy_engine.start("hello_world", instance_id, input='"first"')
     first_ended = ended_at(policy_engine, instance_id)
-    # The same id again, while the first run's two seconds run: this run is still waiting
-    # when they are up, and daprd's retention reminder then leaves it alone.
+    # The same id again, while the first run's two seconds run: still waiting when they are
+    # up, it is left alone (daprd's reminder, firing on a workflow not finished, is dropped;
+    # the devengine's new run has no due time until it ends).
     policy_engine.start("wait_forever", instance_id)
     time.sleep(max(0.0, first_ended + 2 + 0.5 - time.time()))
     assert policy_engine.status(instance_id) == "RUNNING"
