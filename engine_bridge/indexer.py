@@ -91,7 +91,8 @@ FAILED_READ_MAX_INTERVAL = 300.0
 #: After a read failed with a transient code other than UNAVAILABLE, an answered Hello within
 #: this many seconds says the engine is up (the failure was that instance's).
 ANSWERED_RECENTLY = 2.0
-#: A sweep that finds at least this many (and half) of an engine's instances gone warns.
+#: A sweep that finds every instance indexed before it gone warns, when they are this many (an
+#: engine with a few may well have had them all purged).
 MANY_GONE = 10
 #: Seconds (at most) before an instance whose read timed out for the first time is read again:
 #: an engine that stalled (a stopped process, a long pause) times out every read in flight,
@@ -962,40 +963,36 @@ class EngineIndexer:
         # engine about each; only exists=false marks it purged.
         started = self._sweep_started_at
         missing: list[tuple[str, datetime | None]] = []
-        unfinished = 0
-        for iid, updated, status in self._iter_live_ids(started):
+        indexed = 0
+        for iid, updated in self._iter_live_ids(started):
+            indexed += 1
             if hash(iid) not in self._sweep_seen:
                 missing.append((iid, updated))
-                unfinished += status not in TERMINAL
         self._sweep_seen = set()
-        many = len(missing) >= max(MANY_GONE, live // 2)
-        if many and (unfinished or len(missing) == live):
-            # Most of an engine gone at once, unfinished instances among them or nothing left,
-            # is seldom a purge: a sidecar pointed at another or an emptied state store. (Only
-            # finished ones gone while others stay is a purge: a sidecar's retention policy
-            # purges most of them while the indexer is stopped for a day.) Each is still asked
-            # for (the tombstones keep histories).
+        if len(missing) >= MANY_GONE and len(missing) == indexed:
+            # Every instance indexed before this listing gone at once is seldom a purge: a
+            # sidecar pointed at another, an emptied state store (new instances may have come
+            # in since). A purge, even a sidecar's retention policy purging most of what
+            # finished while the indexer was stopped for a day, leaves what still runs or ended
+            # since. Each is still asked for (the tombstones keep histories).
             log.warning(
-                "engine %s: %d of %d indexed instances are no longer listed: was its state store "
-                "emptied or replaced? Those the engine says don't exist are marked purged",
+                "engine %s: none of the %d instances indexed before this listing is listed any "
+                "more: was its state store emptied or replaced, or all of them purged? Those "
+                "the engine says don't exist are marked purged",
                 self.engine.name,
-                len(missing),
-                live,
+                indexed,
             )
         elif missing:
             # Routine on an engine that purges (a retention policy: every sweep); runindexer's
             # summary line counts the purges.
             log.debug(
-                "engine %s: %d instance(s) not listed (%d of them unfinished), checking",
-                self.engine.name,
-                len(missing),
-                unfinished,
+                "engine %s: %d instance(s) not listed, checking", self.engine.name, len(missing)
             )
         if missing:
             self._sync(missing, result)
 
-    def _iter_live_ids(self, before: datetime | None) -> Iterator[tuple[str, datetime | None, str]]:
-        """(id, last update, status) of the engine's instances not purged, first seen before
+    def _iter_live_ids(self, before: datetime | None) -> Iterator[tuple[str, datetime | None]]:
+        """(id, last update) of the engine's instances not purged, first seen before
         ``before``."""
         # Keyset on (engine, instance_id), the unique constraint's index: every batch is a range
         # of it, whatever statistics the database has (ordered by id, SQLite without ANALYZE
@@ -1006,7 +1003,7 @@ class EngineIndexer:
             if before is not None:
                 qs = qs.filter(first_seen_at__lt=before)
             rows = list(
-                qs.order_by("instance_id").values_list("instance_id", "last_updated_at", "status")[
+                qs.order_by("instance_id").values_list("instance_id", "last_updated_at")[
                     :LIVE_IDS_BATCH
                 ]
             )

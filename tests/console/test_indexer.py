@@ -2097,44 +2097,44 @@ def test_most_of_an_engine_gone_at_once_is_warned_about(fake, make_indexer, capl
     fake.instances.clear()  # the sidecar now reads an empty state store
     ix.run_pass()
     (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert "11 of 11 indexed instances are no longer listed" in warning
+    assert "none of the 11 instances indexed before this listing is listed any more" in warning
     assert Instance.objects.filter(purged=True).count() == 12
 
 
-def test_finished_instances_purged_while_others_stay_are_no_alarm(fake, make_indexer, caplog):
-    """A sidecar's retention policy purges most of an engine's finished instances while the
-    indexer is stopped for a day: a purge, not a state store emptied. Unfinished instances gone
-    too are still warned about."""
+def test_most_of_an_engine_purged_while_some_stays_is_no_alarm(fake, make_indexer, caplog):
+    """A sidecar's retention policy purges most of what finished while the indexer is stopped
+    for a day: what still runs stays. An emptied state store takes everything indexed, whatever
+    came in since."""
     caplog.set_level(logging.DEBUG, logger="engine_bridge.indexer")
     state, events = golden_instance("terminated")
     two_steps, steps = golden_instance("two_steps")
-    for i in range(12):
+    for i in range(20):
         fake.add(state, events, instance_id=f"t-{i:02}")
-    for i in range(2):
-        fake.add(replace(two_steps, status="RUNNING", output=None), steps[:3], instance_id=f"r-{i}")
+    # Indexed as running, it finished and was purged too while the indexer was stopped.
+    fake.add(replace(two_steps, status="RUNNING", output=None), steps[:3], instance_id="r-0")
+    fake.add(replace(two_steps, status="RUNNING", output=None), steps[:3], instance_id="r-1")
     ix = make_indexer()
     ix.run_pass()
-    for i in range(11):
+    InstanceCheck.objects.update(due_at=timezone.now() + timedelta(minutes=1))  # not re-read
+    for i in range(19):
         del fake.instances[f"t-{i:02}"]
+    del fake.instances["r-0"]
     ix.run_pass()
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
-    assert "11 instance(s) not listed (0 of them unfinished)" in caplog.text
-    assert Instance.objects.filter(purged=True).count() == 11
-    for i in range(12, 24):
+    assert "20 instance(s) not listed, checking" in caplog.text
+    assert Instance.objects.filter(purged=True).count() == 20
+
+    for i in range(20, 32):
         fake.add(state, events, instance_id=f"t-{i:02}")
     ix.run_pass()
-    # An unfinished instance gone with the finished ones, found by the sweep before its re-read
-    # (an unchanged one is re-read every 15 s or more).
-    InstanceCheck.objects.filter(instance__instance_id="r-0").update(
-        due_at=timezone.now() + timedelta(minutes=1)
-    )
-    del fake.instances["r-0"]
-    for i in range(12, 23):
-        del fake.instances[f"t-{i:02}"]
+    InstanceCheck.objects.update(due_at=timezone.now() + timedelta(minutes=1))
+    fake.instances.clear()  # the sidecar now reads an emptied state store...
+    fake.add(state, events, instance_id="new-1")  # ...where the app starts new workflows
     ix.run_pass()
     (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert "12 of 15 indexed instances are no longer listed" in warning
-    assert Instance.objects.filter(purged=True).count() == 23
+    assert "none of the 14 instances indexed before this listing is listed any more" in warning
+    assert Instance.objects.filter(purged=True).count() == 34
+    assert Instance.objects.get(instance_id="new-1").purged is False
 
 
 def test_an_indexer_whose_engine_was_taken_over_writes_nothing_more(fake, make_indexer):
