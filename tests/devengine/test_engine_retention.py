@@ -150,9 +150,12 @@ def test_a_run_that_ended_later_is_kept_its_own_full_duration(policy_engine):
     watch_until_purged(policy_engine, instance_id, second_ended + 2)
 
 
+@pytest.mark.parametrize("restarted_with", [["--state-retention", "completed=1s"], []])
 def test_an_engine_restarted_after_the_due_time_purges_what_expired_while_it_was_down(
-    own_engine,
+    own_engine, restarted_with
 ):
+    """The due time is stored with the instance: purged after the restart, even by an engine
+    started again without the option (as daprd's reminders, once scheduled, still fire)."""
     own_engine.extra_args = ["--state-retention", "completed=1s"]
     instance_id = unique_id("expired-while-down")
     with engine_with_worker(own_engine) as engine:
@@ -161,6 +164,7 @@ def test_an_engine_restarted_after_the_due_time_purges_what_expired_while_it_was
         own_engine.kill()
     time.sleep(max(0.0, ended + 1.5 - time.time()))
 
+    own_engine.extra_args = restarted_with
     own_engine.start()
     engine = Engine(own_engine.address)
     try:
