@@ -449,7 +449,10 @@ def test_daphne_stopped_with_history_downloads_in_flight_exits_at_once(tmp_path)
     from workflows_ui.models import Engine
 
     engine = Engine.objects.create(name="local", address="127.0.0.1:1", reachable=True)
-    longrun.store(engine, "crawl-1", 50_000)
+    # Seconds a download: long enough that waiting for those in flight shows in the stop's
+    # time, short enough that a request waiting for one of the 4 connections gets one within
+    # the pool's 10 s (50,000 events took about that long, 4 at once on 2 CPUs: answered 503).
+    longrun.store(engine, "crawl-1", 25_000)
     browser = Client()
     browser.force_login(User.objects.create_user("bob"))
     session = browser.cookies["sessionid"].value
