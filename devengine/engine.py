@@ -197,6 +197,10 @@ class Engine:
         self.waiters: dict[str, set[asyncio.Future]] = {}
         self._timer_wakeup: asyncio.Event | None = None
         self._timer_task: asyncio.Task | None = None
+        # Retention purges have a task of their own, as daprd's retention reminders are apart
+        # from its workflow timers: a backlog of purges must not hold up a timer that is due.
+        self._purge_wakeup: asyncio.Event | None = None
+        self._purge_task: asyncio.Task | None = None
         self._turn_seq = 0
         self._boot = uuid.uuid4().hex[:8]
         # Called when deliveries to other apps' engines were committed to the outbox.
@@ -222,7 +226,7 @@ class Engine:
             self.ready[instance_id] = None
         self.activity_queue.extend(self.store.pending_activities())
         self._retry_stalled(on_payload_size=True)
-        # Purges that came due while the engine was down are done at the first timer pass.
+        # Purges that came due while the engine was down are done as soon as it starts.
         self._next_purge_ns = self.store.next_purge_due()
         log.info(
             "recovered %d ready instances, %d timers, %d activities",
@@ -235,19 +239,20 @@ class Engine:
         self.recover()
         self._timer_wakeup = asyncio.Event()
         self._timer_task = asyncio.create_task(self._run_timers())
+        self._purge_wakeup = asyncio.Event()
+        self._purge_task = asyncio.create_task(self._run_purges())
 
     async def stop(self) -> None:
-        if self._timer_task:
-            self._timer_task.cancel()
+        for task in (self._timer_task, self._purge_task):
+            if task:
+                task.cancel()
 
     async def _run_timers(self) -> None:
         assert self._timer_wakeup is not None
         while True:
             timeout = None
-            head = self.timers[0][0] if self.timers else None
-            due = [t for t in (head, self._next_purge_ns) if t is not None]
-            if due:
-                timeout = max(0.0, (min(due) - now_ns()) / 1e9)
+            if self.timers:
+                timeout = max(0.0, (self.timers[0][0] - now_ns()) / 1e9)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wakeup.wait(), timeout)
             self._timer_wakeup.clear()
@@ -259,7 +264,17 @@ class Engine:
                 fired = True
             if fired:
                 self._pump()
-            if self._next_purge_ns is not None and self._next_purge_ns <= now:
+
+    async def _run_purges(self) -> None:
+        assert self._purge_wakeup is not None
+        while True:
+            timeout = None
+            if self._next_purge_ns is not None:
+                timeout = max(0.0, (self._next_purge_ns - now_ns()) / 1e9)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._purge_wakeup.wait(), timeout)
+            self._purge_wakeup.clear()
+            if self._next_purge_ns is not None and self._next_purge_ns <= now_ns():
                 await self._purge_expired()
 
     # -- retention ---------------------------------------------------------------------------
@@ -275,8 +290,8 @@ class Engine:
         inst.purge_due_ns = ended_ns + keep
         if self._next_purge_ns is None or inst.purge_due_ns < self._next_purge_ns:
             self._next_purge_ns = inst.purge_due_ns
-            if self._timer_wakeup is not None:
-                self._timer_wakeup.set()
+            if self._purge_wakeup is not None:
+                self._purge_wakeup.set()
 
     async def _purge_expired(self) -> None:
         """Purges the instances whose retention ran out, a batch at a time."""

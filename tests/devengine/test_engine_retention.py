@@ -177,6 +177,47 @@ def test_an_engine_restarted_after_the_due_time_purges_what_expired_while_it_was
         engine.close()
 
 
+def test_a_backlog_of_due_purges_does_not_hold_up_a_timer_that_comes_due(tmp_path):
+    """daprd's retention reminders are apart from workflow timers: an engine back after a long
+    stop, with thousands of purges due, fires a workflow's timer while it is still purging."""
+    import asyncio
+
+    from devengine import protos as p
+    from devengine.engine import Engine as Core
+    from devengine.engine import now_ns
+    from devengine.store import InstanceRow, Store
+
+    backlog = 3000
+
+    def still_due(store: Store) -> int:
+        query = "SELECT count(*) FROM instances WHERE purge_due_ns IS NOT NULL"
+        return store.conn.execute(query).fetchone()[0]
+
+    async def scenario() -> None:
+        store = Store(str(tmp_path / "engine.sqlite3"))
+        with store.transaction():
+            for n in range(backlog):
+                store.insert_instance(
+                    InstanceRow(0, f"done-{n}", "w", p.COMPLETED, f"e-{n}", 1, 1, purge_due_ns=1)
+                )
+        core = Core(store)
+        await core.start()
+        try:
+            while still_due(store) == backlog:
+                await asyncio.sleep(0)
+            core._add_timer(now_ns(), "sleeper")
+            while "sleeper" not in core.ready:
+                await asyncio.sleep(0)
+            assert still_due(store) > 0, "the timer waited for the whole backlog"
+            while still_due(store):
+                await asyncio.sleep(0.01)
+        finally:
+            await core.stop()
+            store.close()
+
+    asyncio.run(scenario())
+
+
 def test_go_durations_are_read_as_daprd_reads_them():
     assert parse_go_duration("72h") == 72 * 3600 * 10**9
     assert parse_go_duration("1h30m") == 90 * 60 * 10**9
