@@ -173,11 +173,14 @@ document.addEventListener("htmx:afterRequest", (event) => {
 document.addEventListener("htmx:afterSettle", (event) => {
   const target = event.detail.target;
   const live = document.getElementById("announce");
-  const summary = target.querySelector("[data-announce]");
+  // Every summary of the new part: a list's count, and which of its rows are on this page.
+  const summary = [...target.querySelectorAll("[data-announce]")]
+    .map((el) => el.textContent.replace(/\s+/g, " ").trim())
+    .join(", ");
   if (live && summary) {
     live.textContent = "";
     // A new text in a cleared region is read even when it is the same as the last one.
-    window.setTimeout(() => { live.textContent = summary.textContent.replace(/\s+/g, " ").trim(); }, 50);
+    window.setTimeout(() => { live.textContent = summary; }, 50);
   }
   if (document.activeElement === document.body || !document.activeElement) {
     const heading = target.querySelector("h2") || target;

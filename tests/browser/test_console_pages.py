@@ -631,6 +631,34 @@ def test_a_keyboard_and_screen_reader_user_filters_and_pages(signed_in: Any) -> 
     )
 
 
+def announced(page: Any, text: str) -> None:
+    """Until the page's live region says ``text``."""
+    page.wait_for_function(
+        "(want) => document.getElementById('announce').textContent === want", arg=text
+    )
+
+
+def test_a_page_of_results_says_which_rows_it_shows(
+    signed_in: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each page said only the count of the whole list: a screen reader heard the same words
+    # for the next page as for the one before, and not where in the list it was.
+    monkeypatch.setattr(listing, "PAGE_SIZE", 4)
+    page = signed_in
+    page.reload()
+    first_page = listed_ids(page)
+    page.locator("#results-next").press("Enter")
+    wait_for_list(page, [i for i in [*FINISHED, *RUNNING] if i not in first_page])
+    announced(page, "8 instances, 5–8 of 8")
+    page.locator("#results-previous").press("Enter")
+    wait_for_list(page, first_page)
+    announced(page, "8 instances, 1–4 of 8")
+    # A list on one page: its count alone.
+    page.check("input[name=status][value=FAILED]")
+    wait_for_list(page, ["b-fails"])
+    announced(page, "1 instance")
+
+
 def test_enter_in_a_text_filter_asks_for_the_list_once(signed_in: Any) -> None:
     # Enter there fires the field's "search" and the form's "change" and "submit": three
     # requests for the same list, two of them aborted (htmx logs each abort as an error).

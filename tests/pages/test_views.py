@@ -324,7 +324,7 @@ def _link(response, kind: str) -> str:
 
 def _position(response) -> str:
     """The pager's "5–8 of 36"; "" when not shown."""
-    match = re.search(r'<span class="position">([^<]*)</span>', _text(response))
+    match = re.search(r'<span class="position"[^>]*>([^<]*)</span>', _text(response))
     return match.group(1) if match else ""
 
 
