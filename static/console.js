@@ -250,3 +250,15 @@ document.addEventListener("click", async (event) => {
   else selectValue(button, value);
   sayDone(button, "Selected: press Ctrl+C (⌘C) to copy");
 });
+
+// The timeline's bars and markers are links whose details are a tooltip, shown on hover only:
+// for the one the keyboard is on, the same words are written under the drawing.
+function timelineReadout(event, focused) {
+  const link = event.target.closest && event.target.closest("svg.timeline a");
+  const readout = document.getElementById("timeline-readout");
+  if (!link || !readout) return;
+  const title = link.querySelector("title");
+  readout.textContent = focused && title ? title.textContent : "";
+}
+document.addEventListener("focusin", (event) => timelineReadout(event, true));
+document.addEventListener("focusout", (event) => timelineReadout(event, false));

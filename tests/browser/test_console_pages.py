@@ -189,6 +189,31 @@ def test_an_instance_shows_its_timeline_bars_and_what_it_waits_on(signed_in: Any
     assert page.locator("#timeline path.turn").count() == 1
 
 
+def test_the_keyboard_reads_each_timeline_bar_as_a_mouse_does(signed_in: Any) -> None:
+    # A bar's details (its outcome, duration, event) were its tooltip only, which shows on
+    # hover: tabbing through the drawing showed a focus ring around a bar and nothing else.
+    page = signed_in
+    page.goto(page.url.replace("/instances/", "/instances/shop/b-retry/"))
+    readout = page.locator("#timeline-readout")
+    page.locator("#timeline a.skip").focus()
+    said: list[str] = []
+    for _ in range(20):
+        page.keyboard.press("Tab")
+        title = page.evaluate(
+            "() => document.activeElement.closest('svg.timeline')"
+            " ? document.activeElement.querySelector('title').textContent : null"
+        )
+        if title is None:
+            break
+        assert readout.is_visible()
+        assert readout.inner_text() == title
+        said.append(title)
+    assert sum("activity" in t and "failed" in t for t in said) == 2, said
+    # Out of the drawing, the line is empty again.
+    assert page.evaluate("() => document.activeElement.id") == "history-type"
+    assert readout.inner_text() == ""
+
+
 def test_a_person_goes_to_a_child_and_back_to_the_parent(signed_in: Any) -> None:
     page = signed_in
     page.goto(page.url + "?id_prefix=b-fan")
