@@ -656,6 +656,23 @@ def test_a_keyboard_and_screen_reader_user_filters_and_pages(signed_in: Any) -> 
     )
 
 
+def test_the_keyboard_skips_the_filters_to_the_results(signed_in: Any) -> None:
+    # The first result was some thirty Tab presses past the top bar (each time field takes
+    # six), and a screen reader had no heading or landmark to jump to between filters and rows.
+    page = signed_in
+    wait_for_list(page, [*FINISHED, *RUNNING])
+    page.locator("button", has_text="Log out").focus()
+    page.keyboard.press("Tab")
+    skip = page.locator("a.skip")
+    assert page.evaluate("() => document.activeElement.textContent") == "Skip the filters"
+    assert skip.bounding_box()["width"] > 20  # shown once reached
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.closest('#results') !== null")
+    assert page.evaluate("() => document.activeElement.dataset.status") == "RUNNING"
+    assert 'region "Results"' in page.locator("main").aria_snapshot()
+
+
 def announced(page: Any, text: str) -> None:
     """Until the page's live region says ``text``."""
     page.wait_for_function(
