@@ -249,6 +249,36 @@ def test_an_events_link_opens_the_page_at_that_event(signed_in: Any) -> None:
     assert page.locator("#history tr.type-taskFailed").count() == 2
 
 
+def contrast(a: str, b: str) -> float:
+    """WCAG's contrast ratio of two CSS colours written as rgb(r, g, b)."""
+
+    def luminance(colour: str) -> float:
+        r, g, b = (int(v) / 255 for v in re.findall(r"\d+", colour)[:3])
+        lin = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in (r, g, b)]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    light, dark = sorted((luminance(a), luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_the_event_a_page_is_about_is_marked_by_more_than_a_faint_background(
+    signed_in: Any,
+) -> None:
+    # Its row differed from the others by a background of 1.03:1 against white, all but
+    # invisible; a bar at its start now stands out (3:1 at least, WCAG's for such marks).
+    page = signed_in
+    page.goto(page.url.replace("/instances/", "/instances/shop/b-retry/runs/1/events/5/"))
+    cell = page.locator("#event-5 > td").first
+    shadow = cell.evaluate("(td) => getComputedStyle(td).boxShadow")
+    background = cell.evaluate("(td) => getComputedStyle(td).backgroundColor")
+    bar = re.match(r"rgb\([^)]*\) (\d+)px", shadow)
+    assert bar and int(bar.group(1)) >= 3 and "inset" in shadow, shadow
+    assert contrast(bar.group(0), background) >= 3, (shadow, background)
+    # The other rows have none.
+    other = page.locator("#event-4 > td").first
+    assert other.evaluate("(td) => getComputedStyle(td).boxShadow") == "none"
+
+
 def test_back_to_a_filtered_history_shows_the_whole_instance_page(signed_in: Any) -> None:
     # The type filter pushes the history's own address, which answers htmx with the history
     # alone: without Vary the browser kept that answer and Back showed it bare.
