@@ -944,3 +944,18 @@ def test_the_instance_and_execution_ids_copy_or_are_selected_where_copying_is_no
         assert errors == []
     finally:
         plain.close()
+
+
+def test_the_instance_heading_is_read_as_its_id_and_status_beside_its_copy_button(
+    signed_in: Any,
+) -> None:
+    # The copy button was inside the heading: a screen reader read it as "b-retry Copy the
+    # instance id Completed", in a list of headings too.
+    page = signed_in
+    page.goto(page.url.replace("/instances/", "/instances/shop/b-retry/"))
+    heading = page.get_by_role("heading", level=1)
+    assert heading.aria_snapshot() == '- heading "b-retry Completed" [level=1]'
+    copy = page.get_by_role("button", name="Copy the instance id", exact=True)
+    assert copy.is_visible()
+    # Still beside the id, on the heading's line.
+    assert abs(copy.bounding_box()["y"] - heading.bounding_box()["y"]) < 20
