@@ -959,3 +959,38 @@ def test_the_instance_heading_is_read_as_its_id_and_status_beside_its_copy_butto
     assert copy.is_visible()
     # Still beside the id, on the heading's line.
     assert abs(copy.bounding_box()["y"] - heading.bounding_box()["y"]) < 20
+
+
+def link_names(snapshot: str) -> list[str]:
+    """The names of the links in an accessibility snapshot, in order."""
+    return re.findall(r'^ *- link "([^"]*)"', snapshot, re.MULTILINE)
+
+
+def test_the_history_and_runs_links_say_what_they_open(signed_in: Any) -> None:
+    # They were their numbers only, as the tables show them ("4", "1" for "→1"): in a screen
+    # reader's list of the page's links, dozens of bare numbers.
+    forty_five_earlier_runs()
+    page = signed_in
+    base = page.url.split("/instances/")[0]
+    page.goto(base + "/instances/shop/b-retry/")
+    names = link_names(page.locator("#history table").aria_snapshot())
+    assert names[:6] == [
+        "Event 0",
+        "Event 1",
+        "Event 2",
+        "Event 3",
+        "Event 4",
+        # taskFailed answers the taskScheduled of event id 1: event 2.
+        "Event 2 (event id 1), answered by event 4",
+    ], names
+    assert not [n for n in names if re.fullmatch(r"\d+", n)], names
+    # What the table shows is as it was.
+    row = page.locator("#event-4")
+    assert row.locator("a.permalink").inner_text() == "4"
+    assert row.locator("a.answered").inner_text() == "1"
+    assert row.locator("a.answered").get_attribute("href").endswith("/events/2/#event-2")
+
+    page.goto(base + "/instances/shop/b-forever/")
+    names = link_names(page.locator("#runs table").aria_snapshot())
+    assert names[:2] == ["Run 46", "Run 45"], names
+    assert page.locator("#runs tr.run-row a").first.inner_text() == "46"
