@@ -59,7 +59,7 @@ function showTimes(root) {
       `${time}.${fraction}`;
   }
   showInputZones(local);
-  const zone = local ? Intl.DateTimeFormat().resolvedOptions().timeZone || "local" : "UTC";
+  const zone = zoneShown(local);
   for (const el of document.querySelectorAll(".tz-name")) el.textContent = zone;
   const toggle = document.getElementById("tz-toggle");
   if (toggle) {
@@ -67,6 +67,10 @@ function showTimes(root) {
     toggle.textContent = `Times: ${zone}`;
     toggle.title = local ? "show times in UTC" : "show times in this browser's time zone";
   }
+}
+
+function zoneShown(local) {
+  return local ? Intl.DateTimeFormat().resolvedOptions().timeZone || "local" : "UTC";
 }
 
 // Time inputs (``<input type="datetime-local" data-zone>``): the server reads and writes their
@@ -121,6 +125,8 @@ document.addEventListener("DOMContentLoaded", () => {
       const local = localStorage.getItem(TZ_KEY) === "local";
       localStorage.setItem(TZ_KEY, local ? "utc" : "local");
       showTimes(document);
+      // The switch's new label is not read out when it changes: the new setting is said.
+      announce(`Times are now in ${zoneShown(!local)}`);
     });
   }
 });
@@ -170,18 +176,22 @@ document.addEventListener("htmx:afterRequest", (event) => {
   // Not when an older request ends (aborted for a newer one): the newer is still on its way.
   if (target && onTheWay.get(target)?.xhr === xhr) onTheWay.delete(target);
 });
+// Says ``text`` in the page's live region, cleared first: a new text in a cleared region is
+// read even when it is the same as the last one.
+function announce(text) {
+  const live = document.getElementById("announce");
+  if (!live) return;
+  live.textContent = "";
+  window.setTimeout(() => { live.textContent = text; }, 50);
+}
+
 document.addEventListener("htmx:afterSettle", (event) => {
   const target = event.detail.target;
-  const live = document.getElementById("announce");
   // Every summary of the new part: a list's count, and which of its rows are on this page.
   const summary = [...target.querySelectorAll("[data-announce]")]
     .map((el) => el.textContent.replace(/\s+/g, " ").trim())
     .join(", ");
-  if (live && summary) {
-    live.textContent = "";
-    // A new text in a cleared region is read even when it is the same as the last one.
-    window.setTimeout(() => { live.textContent = summary; }, 50);
-  }
+  if (summary) announce(summary);
   if (document.activeElement === document.body || !document.activeElement) {
     const heading = target.querySelector("h2") || target;
     if (!heading.hasAttribute("tabindex")) heading.setAttribute("tabindex", "-1");

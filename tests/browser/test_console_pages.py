@@ -994,3 +994,16 @@ def test_the_history_and_runs_links_say_what_they_open(signed_in: Any) -> None:
     names = link_names(page.locator("#runs table").aria_snapshot())
     assert names[:2] == ["Run 46", "Run 45"], names
     assert page.locator("#runs tr.run-row a").first.inner_text() == "46"
+
+
+def test_the_times_switch_says_what_the_times_are_now(
+    browser: Any, live_server: Any, indexed: None
+) -> None:
+    # It changed its own label only: a screen reader said nothing once it was pressed.
+    with signed_in_los_angeles(browser, live_server.url + "/instances/shop/b-two/") as page:
+        switch = page.locator("#tz-toggle")
+        switch.press("Enter")
+        announced(page, "Times are now in America/Los_Angeles")
+        switch.press("Enter")
+        announced(page, "Times are now in UTC")
+        assert page.evaluate("() => document.activeElement.id") == "tz-toggle"
