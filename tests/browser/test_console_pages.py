@@ -1007,3 +1007,29 @@ def test_the_times_switch_says_what_the_times_are_now(
         switch.press("Enter")
         announced(page, "Times are now in UTC")
         assert page.evaluate("() => document.activeElement.id") == "tz-toggle"
+
+
+def test_each_table_is_named_for_screen_readers(signed_in: Any) -> None:
+    # No table had a caption: a screen reader's list of tables read "table" four times over.
+    forty_five_earlier_runs()
+    page = signed_in
+    base = page.url.split("/instances/")[0]
+    for path, names in (
+        ("/", ["Engines"]),
+        ("/instances/", ["Workflow instances"]),
+        ("/instances/shop/b-forever/", ["Runs, newest first", "History of this run"]),
+    ):
+        page.goto(base + path)
+        tables = page.get_by_role("table").all()
+        said = [t.aria_snapshot().splitlines()[0] for t in tables]
+        assert said == [f'- table "{n}":' for n in names], (path, said)
+        # A heading shows what each is: its caption is for screen readers only.
+        for caption in page.locator("caption").all():
+            box = caption.bounding_box()
+            assert box is None or box["height"] <= 1, (path, box)
+    # The history swapped in by its filter keeps its name.
+    page.select_option("#history-type", "timerCreated")
+    page.wait_for_function("() => document.querySelectorAll('#history tr.event-row').length === 1")
+    assert page.locator("#history table").aria_snapshot().splitlines()[0] == (
+        '- table "History of this run, timerCreated events":'
+    )
