@@ -223,8 +223,7 @@ async function copyText(text) {
 }
 
 function sayDone(button, said) {
-  const live = document.getElementById("announce");
-  if (live) live.textContent = said;
+  announce(said);
   button.textContent = said;
   window.clearTimeout(button.copyTimer);
   button.copyTimer = window.setTimeout(() => { button.textContent = "Copy"; }, 4000);

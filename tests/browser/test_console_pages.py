@@ -892,10 +892,22 @@ def test_the_instance_and_execution_ids_copy_or_are_selected_where_copying_is_no
     page.wait_for_function("() => document.getElementById('announce').textContent === 'Copied'")
     assert copy_instance.inner_text() == "Copied"
     assert page.evaluate("() => navigator.clipboard.readText()") == "b-retry"
+    # A second copy is said again: the live region is cleared before "Copied" is written, or
+    # a screen reader takes the same text for no change.
+    page.evaluate(
+        """() => {
+          const live = document.getElementById('announce');
+          window.said = [];
+          new MutationObserver(() => window.said.push(live.textContent))
+            .observe(live, {childList: true, characterData: true, subtree: true});
+        }"""
+    )
     page.click("button[data-copy=execution-id]")
     page.wait_for_function(
         "(id) => navigator.clipboard.readText().then((text) => text === id)", arg=execution_id
     )
+    page.wait_for_function("() => window.said.at(-1) === 'Copied'")
+    assert page.evaluate("() => window.said") == ["", "Copied"]
 
     # Over plain HTTP under another name it is not: the text is selected instead, to copy by
     # the keyboard.
