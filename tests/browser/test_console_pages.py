@@ -385,6 +385,13 @@ def test_the_next_page_is_shown_from_its_top(
     assert 0 <= _top_of_results(page) < 5
 
 
+def announced(page: Any, text: str) -> None:
+    """Until the page's live region says ``text``."""
+    page.wait_for_function(
+        "(want) => document.getElementById('announce').textContent === want", arg=text
+    )
+
+
 def test_a_previous_page_goes_back_a_page_and_says_where_it_is(
     signed_in: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -397,11 +404,19 @@ def test_a_previous_page_goes_back_a_page_and_says_where_it_is(
     page.click("#results-next")
     wait_for_list(page, [i for i in [*FINISHED, *RUNNING] if i not in first_page])
     assert page.inner_text(".pager .position") == "5–8 of 8"
-    page.click("#results-previous")
+    # A screen reader is told where in the list the new page is, not only the list's count,
+    # which was the same words for every page.
+    announced(page, "8 instances, 5–8 of 8")
+    page.locator("#results-previous").press("Enter")
     wait_for_list(page, first_page)
     assert listed_ids(page) == first_page  # in the list's order
     assert page.inner_text(".pager .position") == "1–4 of 8"
     assert page.locator("#results-previous").count() == 0
+    announced(page, "8 instances, 1–4 of 8")
+    # A list on one page: its count alone.
+    page.check("input[name=status][value=FAILED]")
+    wait_for_list(page, ["b-fails"])
+    announced(page, "1 instance")
 
 
 def test_the_name_filter_offers_the_names_that_start_with_what_is_typed(
@@ -701,34 +716,6 @@ def test_the_keyboard_skips_the_filters_to_the_results(signed_in: Any) -> None:
     assert page.evaluate("() => document.activeElement.closest('#results') !== null")
     assert page.evaluate("() => document.activeElement.dataset.status") == "RUNNING"
     assert 'region "Results"' in page.locator("main").aria_snapshot()
-
-
-def announced(page: Any, text: str) -> None:
-    """Until the page's live region says ``text``."""
-    page.wait_for_function(
-        "(want) => document.getElementById('announce').textContent === want", arg=text
-    )
-
-
-def test_a_page_of_results_says_which_rows_it_shows(
-    signed_in: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Each page said only the count of the whole list: a screen reader heard the same words
-    # for the next page as for the one before, and not where in the list it was.
-    monkeypatch.setattr(listing, "PAGE_SIZE", 4)
-    page = signed_in
-    page.reload()
-    first_page = listed_ids(page)
-    page.locator("#results-next").press("Enter")
-    wait_for_list(page, [i for i in [*FINISHED, *RUNNING] if i not in first_page])
-    announced(page, "8 instances, 5–8 of 8")
-    page.locator("#results-previous").press("Enter")
-    wait_for_list(page, first_page)
-    announced(page, "8 instances, 1–4 of 8")
-    # A list on one page: its count alone.
-    page.check("input[name=status][value=FAILED]")
-    wait_for_list(page, ["b-fails"])
-    announced(page, "1 instance")
 
 
 def test_enter_in_a_text_filter_asks_for_the_list_once(signed_in: Any) -> None:
