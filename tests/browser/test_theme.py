@@ -1,0 +1,289 @@
+"""The console's colours in chromium, with the system set to light and to dark: every page keeps
+its text readable, and the timeline's bars and markers stand out from its background.
+
+The instances are real: a devengine runs them with a Dapr SDK worker (one suspended, resumed
+and sent its event, one terminated), and the indexer stores them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from engine_bridge.client import EngineClient
+from engine_bridge.indexer import EngineIndexer, Limits, sync_engines
+from tests.console import factories, wf_kinds
+from tests.console.support import DevEngine
+from workflows_ui.models import Instance, Run
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+ORDER = {"id": "o-2001", "qty": 1, "amount": 12.5}
+STATUSES = {
+    "t-two": "COMPLETED",
+    "t-fails": "FAILED",
+    "t-approved": "COMPLETED",
+    "t-stopped": "TERMINATED",
+    "t-monitor": "COMPLETED",
+    "t-waits": "SUSPENDED",
+}
+PASSWORD = "pw-123456789"
+
+
+def wait_for_status(client: DaprWorkflowClient, iid: str, status: str) -> None:
+    deadline = time.monotonic() + 30
+    while (state := client.get_workflow_state(iid)) is None or state.runtime_status.name != status:
+        assert time.monotonic() < deadline, f"{iid}: {state and state.runtime_status.name}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevEngine]:
+    """A devengine whose instances give every page something to colour: a failure, a
+    suspension, an event received, a termination, and one suspended while it waits."""
+    dev = DevEngine(tmp_path_factory.mktemp("engine") / "engine.sqlite3", "--app-id", "shop")
+    dev.start()
+    runtime = WorkflowRuntime(host="127.0.0.1", port=str(dev.port))
+    wf_kinds.register_all(runtime)
+    runtime.start()
+    client = DaprWorkflowClient(host="127.0.0.1", port=str(dev.port))
+    try:
+        start = client.schedule_new_workflow
+        start(wf_kinds.two_steps, input=ORDER, instance_id="t-two")
+        start(wf_kinds.fails, input={"id": "o-2002", "address": "nowhere"}, instance_id="t-fails")
+        start(wf_kinds.monitor, input=1, instance_id="t-monitor")
+        start(wf_kinds.approval, input={"timeout": 3600}, instance_id="t-approved")
+        start(wf_kinds.wait_forever, instance_id="t-stopped")
+        start(wf_kinds.approval, input={"timeout": 3600}, instance_id="t-waits")
+        for iid in ("t-approved", "t-stopped", "t-waits"):
+            client.wait_for_workflow_start(iid, timeout_in_seconds=30)
+        client.pause_workflow("t-approved")
+        wait_for_status(client, "t-approved", "SUSPENDED")
+        client.resume_workflow("t-approved")
+        wait_for_status(client, "t-approved", "RUNNING")
+        client.raise_workflow_event("t-approved", "approval", data="alice")
+        client.terminate_workflow("t-stopped")
+        client.pause_workflow("t-waits")
+        for iid, status in STATUSES.items():
+            wait_for_status(client, iid, status)
+        yield dev
+    finally:
+        client.close()
+        runtime.shutdown()
+        dev.stop()
+
+
+@pytest.fixture
+def indexed(engine: DevEngine) -> Iterator[None]:
+    """The indexer's passes until the console's database holds every instance as the engine
+    has it, and an engine down beside it, for the banner it puts on the pages."""
+    (row,) = sync_engines([engine.config("shop")])
+    client = EngineClient(engine.config("shop"), timeout=5.0)
+    limits = Limits(concurrency=4, active_interval=0.0, sweep_interval=0.0, sweep_pause_factor=0.0)
+    ix = EngineIndexer(row, client, limits)
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            ix.run_pass()
+            have = dict(Instance.objects.values_list("instance_id", "status"))
+            if have == STATUSES:
+                break
+            assert time.monotonic() < deadline, f"not indexed: {have}"
+            time.sleep(0.1)
+        an_earlier_run("t-monitor")
+        factories.engine(
+            "billing", reachable=False, last_error="connection refused",
+            last_error_at=timezone.now(), failing_since=timezone.now() - timedelta(minutes=3),
+        )  # fmt: skip
+        yield
+    finally:
+        client.close()
+
+
+def an_earlier_run(instance_id: str) -> None:
+    """A run before the one the engine has (the indexer sees only the runs alive at its passes,
+    so it is stored here as the indexer would have)."""
+    inst = Instance.objects.get(instance_id=instance_id)
+    current = inst.runs.get()
+    Run.objects.filter(pk=current.pk).update(ordinal=2)
+    Run.objects.create(
+        instance=inst, execution_id="earlier", ordinal=1, name=current.name,
+        status="CONTINUED_AS_NEW",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def site(live_server: Any, indexed: None) -> str:
+    User.objects.create_user("alice", password=PASSWORD)
+    return str(live_server.url)
+
+
+def signed_in(browser: Any, site: str, scheme: str) -> Any:
+    """A page of a new browser context whose system colour scheme is ``scheme``, signed in."""
+    context = browser.new_context(color_scheme=scheme, viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    page.goto(site + "/login/")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/$"))
+    return page
+
+
+# Every visible element with text of its own, its text colour (an SVG text's fill) and the
+# first opaque background behind it (the page's canvas if none is).
+TEXT_COLOURS = """() => {
+  const opaque = (c) => !/^rgba\\(.*, 0(\\.\\d+)?\\)$/.test(c) && c !== "transparent";
+  const canvas = getComputedStyle(document.documentElement).colorScheme === "dark"
+    ? "rgb(18, 18, 18)" : "rgb(255, 255, 255)";
+  function background(el) {
+    for (; el; el = el.parentElement) {
+      const c = getComputedStyle(el).backgroundColor;
+      if (opaque(c)) return c;
+    }
+    return canvas;
+  }
+  const out = [];
+  for (const el of document.querySelectorAll("body *")) {
+    if (["SCRIPT", "STYLE", "TITLE", "OPTION"].includes(el.tagName)) continue;
+    const own = [...el.childNodes]
+      .filter((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim()).length;
+    if (!own) continue;
+    const box = el.getBoundingClientRect();
+    if (box.width <= 1 || box.height <= 1 || !el.checkVisibility({visibilityProperty: true})) {
+      continue;  // not shown, or read by screen readers only
+    }
+    const style = getComputedStyle(el);
+    const colour = el instanceof SVGElement ? style.fill : style.color;
+    out.push({
+      text: el.textContent.trim().slice(0, 40),
+      tag: el.tagName.toLowerCase() + (el.className && el.className.baseVal === undefined
+        ? "." + el.className.trim().replace(/\\s+/g, ".") : ""),
+      colour, background: background(el),
+    });
+  }
+  return out;
+}"""
+
+
+def luminance(colour: str) -> float:
+    r, g, b = (float(v) / 255 for v in re.findall(r"[\d.]+", colour)[:3])
+    lin = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in (r, g, b)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG's contrast ratio of two CSS colours written as rgb(r, g, b)."""
+    light, dark = sorted((luminance(a), luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def low_contrast(page: Any) -> list[str]:
+    """The page's texts below 4.5:1 against their background, one line each."""
+    return [
+        f"{page.url}: {t['tag']} {t['text']!r} {t['colour']} on {t['background']}"
+        f" ({contrast(t['colour'], t['background']):.2f}:1)"
+        for t in page.evaluate(TEXT_COLOURS)
+        if contrast(t["colour"], t["background"]) < 4.5
+    ]
+
+
+def scheme_of(page: Any) -> float:
+    """The luminance of the page's own background (0 black, 1 white)."""
+    return luminance(page.evaluate("() => getComputedStyle(document.body).backgroundColor"))
+
+
+# Each page of the console, and what it has that the others don't.
+PAGES = [
+    "/instances/",  # filters, counts, badges, the banner of the engine down
+    "/instances/?status=FAILED&q=nowhere",  # chips selected
+    "/instances/shop/t-approved/",  # timeline with markers and a suspended period, history
+    "/instances/shop/t-fails/",  # the failure, the stack trace
+    "/instances/shop/t-waits/",  # suspended (its banner), a wait still open
+    "/instances/shop/t-monitor/",  # its runs, the current one marked
+    "/instances/shop/t-approved/runs/1/events/3/",  # the selected event
+    "/instances/shop/t-approved/runs/1/history/",
+    "/instances/shop/t-two/payload/input/",
+    "/",  # the engines, their health
+    "/instances/shop/nothing-here/",  # 404
+]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_page_keeps_its_text_readable_in_the_systems_colour_scheme(
+    browser: Any, site: str, scheme: str
+) -> None:
+    context = browser.new_context(color_scheme=scheme, viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(site + "/login/")
+        page.fill("input[name=username]", "alice")
+        page.fill("input[name=password]", "wrong")
+        page.click("button[type=submit]")
+        page.locator("#login-error").wait_for()
+        offenders = low_contrast(page)
+        page.fill("input[name=username]", "alice")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r"/$"))
+        for path in PAGES:
+            page.goto(site + path)
+            # The dark scheme applied, not a white page that happens to pass.
+            if scheme == "dark":
+                assert scheme_of(page) < 0.05, path
+            else:
+                assert scheme_of(page) > 0.9, path
+            offenders += low_contrast(page)
+            if path == "/instances/":
+                assert page.locator(".banner-warn").count() == 1
+        assert offenders == [], "\n".join(offenders)
+    finally:
+        context.close()
+
+
+# The timeline's bars and markers, each with its fill, or its outline
+# where a light fill relies on it, and the background of the drawing it is on.
+GRAPHICS = """() => [...document.querySelectorAll(
+    "svg.timeline .bar, svg.timeline .marker, svg.timeline .open-end")]
+  .filter((el) => getComputedStyle(el).opacity === "1")  // faded on purpose: what was not used
+  .map((el) => {
+    const style = getComputedStyle(el);
+    let box = el.closest("svg").parentElement;
+    while (getComputedStyle(box).backgroundColor === "rgba(0, 0, 0, 0)") box = box.parentElement;
+    return {
+      what: el.getAttribute("class"),
+      colour: el.classList.contains("bar-retry") ? style.stroke : style.fill,
+      background: getComputedStyle(box).backgroundColor,
+    };
+  })"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_timelines_bars_and_markers_stand_out_from_its_background(
+    browser: Any, site: str, scheme: str
+) -> None:
+    page = signed_in(browser, site, scheme)
+    try:
+        faint = []
+        for iid in ("t-approved", "t-fails", "t-stopped", "t-waits"):
+            page.goto(f"{site}/instances/shop/{iid}/")
+            drawn = page.evaluate(GRAPHICS)
+            assert len(drawn) >= 2, iid
+            faint += [
+                f"{iid}: {g['what']} {g['colour']} on {g['background']}"
+                f" ({contrast(g['colour'], g['background']):.2f}:1)"
+                for g in drawn
+                if contrast(g["colour"], g["background"]) < 3
+            ]
+        assert faint == [], "\n".join(faint)
+    finally:
+        page.context.close()
