@@ -21,6 +21,26 @@ WIDTH = 1000  # drawing area, in SVG units, right of the labels
 LABEL_WIDTH = 240
 ROW_HEIGHT = 20
 TOP = 28
+#: Each kind of marker's shape, drawn up from its point at the foot of the markers' row: one
+#: shape per kind, so they are told apart without their colour (a player's signs where one fits).
+MARKER_SHAPES = {
+    "event": "l-4 -6 h8 z",  # a triangle pointing down at the moment
+    "suspended": "m-4 0 v-7 h3 v7 z m5 0 v-7 h3 v7 z",  # pause
+    "resumed": "m-3 0 v-7 l7 3.5 z",  # play
+    "stalled": "l4 -4 l-4 -4 l-4 4 z",  # a diamond
+    "terminated": "m-3.5 0 v-7 h7 v7 z",  # stop
+    "completed": "m-4 -4 a4 4 0 1 0 8 0 a4 4 0 1 0 -8 0 z",  # a dot
+}
+#: What the legend calls each kind of marker.
+MARKER_NAMES = {
+    "event": "event received",
+    "suspended": "suspended",
+    "resumed": "resumed",
+    "stalled": "stalled",
+    "terminated": "terminated",
+    "completed": "completed",
+}
+MARKER_FOOT = 16  # the y of a marker's point, just above the first row
 
 
 @dataclass(slots=True)
@@ -75,7 +95,10 @@ class Layout:
     #: One SVG path drawing every turn line (hundreds of elements would weigh on the page).
     turn_path: str = ""
     turn_lines: int = 0
-    markers: list[tuple[str, str, str, int]] = field(default_factory=list)
+    #: (kind, label, event position, path): the path drawn at the marker's moment.
+    markers: list[tuple[str, str, int, str]] = field(default_factory=list)
+    #: The kinds of marker drawn, for the legend: (kind, what it is called, its shape's path).
+    marker_keys: list[tuple[str, str, str]] = field(default_factory=list)
     #: Suspended periods, shaded behind the bars: (x, width, title).
     suspensions: list[tuple[str, str, str]] = field(default_factory=list)
     ticks: list[tuple[str, str, str]] = field(default_factory=list)
@@ -224,9 +247,13 @@ def layout(tl: Timeline, now: datetime) -> Layout:
     lines = [f"M{_n(x_of(m.at))} 18V{out.height}" for m in tl.turns[::step] if m.at]
     out.turn_path, out.turn_lines = " ".join(lines), len(lines)
     out.markers = [
-        (_n(x_of(m.at)), m.kind, visible_name(m.label), m.position)
+        (m.kind, visible_name(m.label), m.position, marker_path(m.kind, x_of(m.at)))
         for m in tl.markers[:MAX_MARKERS]
         if m.at
+    ]
+    drawn = {kind for kind, *_ in out.markers}
+    out.marker_keys = [
+        (kind, MARKER_NAMES[kind], marker_path(kind, 0)) for kind in MARKER_SHAPES if kind in drawn
     ]
     suspended_at: datetime | None = None
     for m in tl.markers[:MAX_MARKERS]:
@@ -242,6 +269,11 @@ def layout(tl: Timeline, now: datetime) -> Layout:
         anchor = "end" if k == 4 else "middle"  # the last label would overflow the drawing
         out.ticks.append((_n(LABEL_WIDTH + frac * WIDTH), "+" + _tick(span * frac, span), anchor))
     return out
+
+
+def marker_path(kind: str, x: float) -> str:
+    """The SVG path of a marker of ``kind`` whose point is at ``x``."""
+    return f"M{_n(x)} {MARKER_FOOT} {MARKER_SHAPES[kind]}"
 
 
 def _tick(seconds: float, span: float) -> str:

@@ -1,5 +1,5 @@
 """The console's colours in chromium, with the system set to light and to dark: every page keeps
-its text readable, and the timeline's bars and markers stand out from its background.
+its text readable, and the timeline's markers are in its legend, each with its own shape.
 
 The instances are real: a devengine runs them with a Dapr SDK worker (one suspended, resumed
 and sent its event, one terminated), and the indexer stores them.
@@ -250,10 +250,10 @@ def test_every_page_keeps_its_text_readable_in_the_systems_colour_scheme(
         context.close()
 
 
-# The timeline's bars and markers, each with its fill, or its outline
+# The timeline's bars and markers (and the legend's keys), each with its fill, or its outline
 # where a light fill relies on it, and the background of the drawing it is on.
 GRAPHICS = """() => [...document.querySelectorAll(
-    "svg.timeline .bar, svg.timeline .marker, svg.timeline .open-end")]
+    "svg.timeline .bar, svg.timeline .marker, svg.timeline .open-end, svg.marker-key .marker")]
   .filter((el) => getComputedStyle(el).opacity === "1")  // faded on purpose: what was not used
   .map((el) => {
     const style = getComputedStyle(el);
@@ -285,5 +285,61 @@ def test_the_timelines_bars_and_markers_stand_out_from_its_background(
                 if contrast(g["colour"], g["background"]) < 3
             ]
         assert faint == [], "\n".join(faint)
+    finally:
+        page.context.close()
+
+
+def legend_keys(page: Any) -> dict[str, tuple[str, str]]:
+    """The legend's markers: kind, and what each is called and its shape (its path from its
+    point), in the legend's order."""
+    keys = page.evaluate(
+        """() => [...document.querySelectorAll("#timeline .legend svg.marker-key")].map((svg) =>
+            [svg.querySelector("path").getAttribute("class"), svg.nextSibling.textContent.trim(),
+             svg.querySelector("path").getAttribute("d")])"""
+    )
+    return {kind_of(classes): (name, shape(d)) for classes, name, d in keys}
+
+
+def kind_of(classes: str) -> str:
+    return classes.split("marker-")[1]
+
+
+def shape(d: str) -> str:
+    """A marker's path without the point it is drawn at."""
+    return re.sub(r"^M\S+ \S+ ", "", d)
+
+
+def test_the_legend_shows_the_runs_markers_each_in_a_shape_of_its_own(
+    browser: Any, site: str
+) -> None:
+    page = signed_in(browser, site, "light")
+    try:
+        page.goto(f"{site}/instances/shop/t-approved/")
+        keys = legend_keys(page)
+        assert [name for name, _ in keys.values()] == [
+            "event received", "suspended", "resumed", "completed"
+        ]  # fmt: skip
+        # Each marker drawn has the shape of its kind's key.
+        drawn = page.evaluate(
+            """() => [...document.querySelectorAll("svg.timeline .marker")].map((m) =>
+                [m.getAttribute("class"), m.getAttribute("d")])"""
+        )
+        assert sorted(kind_of(classes) for classes, _ in drawn) == sorted(keys)
+        for classes, d in drawn:
+            assert shape(d) == keys[kind_of(classes)][1], (classes, d)
+
+        # Told apart without their colours: all painted alike, no two keys look the same.
+        page.evaluate(
+            """() => document.querySelectorAll("svg.marker-key .marker")
+                .forEach((m) => { m.style.fill = "black"; })"""
+        )
+        images = [k.screenshot() for k in page.locator("#timeline svg.marker-key").all()]
+        assert len(images) == 4 and len(set(images)) == 4, "two keys look alike in one colour"
+
+        page.goto(f"{site}/instances/shop/t-stopped/")
+        assert "terminated" in legend_keys(page)
+        assert "suspended" not in legend_keys(page)  # only what the run has
+        page.goto(f"{site}/instances/shop/t-two/")
+        assert list(legend_keys(page)) == ["completed"]
     finally:
         page.context.close()

@@ -1027,7 +1027,8 @@ def test_a_parents_page_links_its_children_on_another_apps_engine_there(
 
         wait_for(waiting_on_its_child, timeout=30)
     done = client.get("/instances/orders/xo/").content.decode()
-    timeline = done[done.index("<svg") : done.index("</svg>")]
+    start = done.index('<svg class="timeline"')
+    timeline = done[start : done.index("</svg>", start)]
     assert 'href="/instances/billing/xo:0001/"' in timeline
     assert "/instances/orders/xo:0001/" not in done
     waiting = client.get("/instances/orders/xw/").content.decode()

@@ -38,6 +38,12 @@ def _text(response) -> str:
     return response.content.decode()
 
 
+def _timeline(body: str) -> str:
+    """The timeline's drawing in a page (the legend before it has small drawings of its own)."""
+    start = body.index('<svg class="timeline"')
+    return body[start : body.index("</svg>", start)]
+
+
 # --- login ------------------------------------------------------------------------------------
 
 
@@ -1215,7 +1221,7 @@ def test_parent_and_children_link_to_each_other(logged_in, seeded):
     body = _text(logged_in.get("/instances/orders/g-fan-out/"))
     assert 'href="/instances/orders/g-fan-out:0001/"' in body
     assert 'href="/instances/orders/g-fan-out:0002/"' in body
-    svg = body[body.index("<svg") : body.index("</svg>")]
+    svg = _timeline(body)
     assert 'href="/instances/orders/g-fan-out:0002/"' in svg  # a child's bar leads to it
     child = _text(logged_in.get("/instances/orders/g-fan-out:0001/"))
     assert 'id="parent-link" href="/instances/orders/g-fan-out/"' in child
@@ -1290,7 +1296,7 @@ def test_a_child_handed_to_an_app_no_engine_serves_has_no_page_link(logged_in):
     body = _text(logged_in.get("/instances/orders/checkout-2/"))
     assert "checkout-2:0001" in body[body.index('id="waiting"') : body.index('id="timeline"')]
     assert "/instances/orders/checkout-2:0001/" not in body
-    svg = body[body.index("<svg") : body.index("</svg>")]
+    svg = _timeline(body)
     assert 'href="/instances/orders/checkout-2/runs/1/events/0/#event-0"' in svg
 
 
@@ -1530,7 +1536,7 @@ def test_a_timeout_and_a_timer_say_how_far_they_are_from_the_pages_load(logged_i
 
 def test_the_timeline_draws_a_bar_per_attempt_with_failures_and_turns(logged_in, seeded):
     body = _text(logged_in.get("/instances/orders/g-with-retry/"))
-    svg = body[body.index("<svg") : body.index("</svg>")]
+    svg = _timeline(body)
     assert svg.count('data-kind="activity"') == 3
     assert svg.count('data-outcome="failed"') == 2
     assert svg.count('data-kind="retry"') == 2
@@ -1863,7 +1869,7 @@ def test_a_suspended_period_is_shaded_on_the_timeline(logged_in, seeded):
     spans = re.findall(r'<rect class="suspended-span" x="([\d.]+)" y="14" width="([\d.]+)"', body)
     assert len(spans) == 1 and float(spans[0][1]) > 1
     assert re.search(r"<title>suspended for [\d.]+ (ms|s)</title>", body)
-    assert 'sw-suspended"></span>suspended' in body
+    assert 'sw-suspended"></span>time suspended' in body
     plain = _text(logged_in.get("/instances/orders/g-two-steps/"))
     assert "suspended-span" not in plain
 
@@ -2004,7 +2010,7 @@ def test_a_child_id_on_two_engines_is_linked_where_this_run_handed_it(logged_in,
     body = _text(logged_in.get("/instances/orders/checkout-2/"))
     # (The list of children names both: each is a child of checkout-2.)
     waits = body[body.index('id="waiting"') : body.index('id="timeline"')]
-    svg = body[body.index("<svg") : body.index("</svg>")]
+    svg = _timeline(body)
     for part in (waits, svg):
         assert 'href="/instances/orders/checkout-2:0001/"' in part
         assert "/instances/billing/checkout-2:0001/" not in part
