@@ -55,6 +55,9 @@ ACTIVITY_REQUEST_HEADROOM = 64 * 1024
 # Retention purges done in a row before other work on the event loop gets a turn: many may be
 # due at once after the engine was down.
 PURGE_BATCH = 100
+# How long after a pass of retention purges failed (the database refused a write, say) the
+# next is tried: the purges are left for later, not dropped.
+PURGE_RETRY_SECONDS = 1.0
 
 
 class EngineError(Exception):
@@ -275,7 +278,13 @@ class Engine:
                 await asyncio.wait_for(self._purge_wakeup.wait(), timeout)
             self._purge_wakeup.clear()
             if self._next_purge_ns is not None and self._next_purge_ns <= now_ns():
-                await self._purge_expired()
+                try:
+                    await self._purge_expired()
+                except Exception:
+                    # Nothing would start this task again: a failure that ended it would stop
+                    # every later purge until the engine restarts.
+                    log.exception("retention purges failed; tried again shortly")
+                    self._next_purge_ns = now_ns() + int(PURGE_RETRY_SECONDS * 1e9)
 
     # -- retention ---------------------------------------------------------------------------
 

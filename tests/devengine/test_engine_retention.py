@@ -218,6 +218,44 @@ def test_a_backlog_of_due_purges_does_not_hold_up_a_timer_that_comes_due(tmp_pat
     asyncio.run(scenario())
 
 
+def test_purges_a_database_refused_are_done_once_it_takes_writes_again(tmp_path, caplog):
+    """A failed pass of purges (the database refused the write: full, say) is tried again: the
+    purges wait, and are not stopped for good until the engine restarts."""
+    import asyncio
+
+    from devengine import protos as p
+    from devengine.engine import PURGE_RETRY_SECONDS
+    from devengine.engine import Engine as Core
+    from devengine.store import InstanceRow, Store
+
+    async def scenario() -> None:
+        store = Store(str(tmp_path / "engine.sqlite3"))
+        with store.transaction():
+            store.insert_instance(
+                InstanceRow(0, "expired", "w", p.COMPLETED, "e-1", 1, 1, purge_due_ns=1)
+            )
+        store.conn.execute(
+            "CREATE TRIGGER refuse BEFORE DELETE ON instances "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        core = Core(store)
+        await core.start()
+        try:
+            await asyncio.sleep(0.3)
+            assert store.get_instance("expired") is not None
+            store.conn.execute("DROP TRIGGER refuse")
+            deadline = time.monotonic() + PURGE_RETRY_SECONDS + SLACK
+            while store.get_instance("expired") is not None:
+                assert time.monotonic() < deadline, "the purge was not tried again"
+                await asyncio.sleep(0.05)
+        finally:
+            await core.stop()
+            store.close()
+
+    asyncio.run(scenario())
+    assert "retention purges failed" in caplog.text
+
+
 def test_go_durations_are_read_as_daprd_reads_them():
     assert parse_go_duration("72h") == 72 * 3600 * 10**9
     assert parse_go_duration("1h30m") == 90 * 60 * 10**9
