@@ -40,7 +40,11 @@ MARKER_NAMES = {
     "terminated": "terminated",
     "completed": "completed",
 }
-MARKER_FOOT = 16  # the y of a marker's point, just above the first row
+# The y of a marker's point: its shape (8 units high) sits under the time labels, which end at
+# 14, and above the first row's bar, at 31: a completed run's dot, at the drawing's end, would
+# otherwise cover the end of the last label.
+MARKER_FOOT = 25
+KEY_FOOT = 9  # the same in a legend key, drawn in a box of 10 by 10
 
 
 @dataclass(slots=True)
@@ -253,7 +257,9 @@ def layout(tl: Timeline, now: datetime) -> Layout:
     ]
     drawn = {kind for kind, *_ in out.markers}
     out.marker_keys = [
-        (kind, MARKER_NAMES[kind], marker_path(kind, 0)) for kind in MARKER_SHAPES if kind in drawn
+        (kind, MARKER_NAMES[kind], marker_path(kind, 0, KEY_FOOT))
+        for kind in MARKER_SHAPES
+        if kind in drawn
     ]
     suspended_at: datetime | None = None
     for m in tl.markers[:MAX_MARKERS]:
@@ -271,9 +277,9 @@ def layout(tl: Timeline, now: datetime) -> Layout:
     return out
 
 
-def marker_path(kind: str, x: float) -> str:
-    """The SVG path of a marker of ``kind`` whose point is at ``x``."""
-    return f"M{_n(x)} {MARKER_FOOT} {MARKER_SHAPES[kind]}"
+def marker_path(kind: str, x: float, foot: int = MARKER_FOOT) -> str:
+    """The SVG path of a marker of ``kind`` whose point is at ``x``, ``foot``."""
+    return f"M{_n(x)} {foot} {MARKER_SHAPES[kind]}"
 
 
 def _tick(seconds: float, span: float) -> str:

@@ -1,8 +1,8 @@
 """The console's colours in chromium, with the system set to light and to dark: every page keeps
 its text readable, and the timeline's markers are in its legend, each with its own shape.
 
-The instances are real: a devengine runs them with a Dapr SDK worker (one suspended, resumed
-and sent its event, one terminated), and the indexer stores them.
+The instances are real: a devengine runs them with Dapr SDK workers (one suspended, resumed
+and sent its event, one terminated, one stalled), and the indexer stores them.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ STATUSES = {
     "t-stopped": "TERMINATED",
     "t-monitor": "COMPLETED",
     "t-waits": "SUSPENDED",
+    "t-stalled": "STALLED",
 }
 PASSWORD = "pw-123456789"
 
@@ -51,10 +52,13 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevEngine]:
     suspension, an event received, a termination, and one suspended while it waits."""
     dev = DevEngine(tmp_path_factory.mktemp("engine") / "engine.sqlite3", "--app-id", "shop")
     dev.start()
+    client = DaprWorkflowClient(host="127.0.0.1", port=str(dev.port))
+    stall(dev, client, "t-stalled")
     runtime = WorkflowRuntime(host="127.0.0.1", port=str(dev.port))
     wf_kinds.register_all(runtime)
+    # The versioned workflow's older version only: the stalled instance stays stalled.
+    wf_kinds.register_versions(runtime, ("v1",))
     runtime.start()
-    client = DaprWorkflowClient(host="127.0.0.1", port=str(dev.port))
     try:
         start = client.schedule_new_workflow
         start(wf_kinds.two_steps, input=ORDER, instance_id="t-two")
@@ -79,6 +83,23 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevEngine]:
         client.close()
         runtime.shutdown()
         dev.stop()
+
+
+def stall(dev: DevEngine, client: DaprWorkflowClient, iid: str) -> None:
+    """An instance written by the versioned workflow's v2, stalled by a worker with v1 only."""
+    for versions in (("v1", "v2"), ("v1",)):
+        runtime = WorkflowRuntime(host="127.0.0.1", port=str(dev.port))
+        wf_kinds.register_versions(runtime, versions)
+        runtime.start()
+        try:
+            if len(versions) == 2:
+                client.schedule_new_workflow(wf_kinds.VERSIONED, instance_id=iid)
+                client.wait_for_workflow_start(iid, timeout_in_seconds=30)
+            else:
+                client.raise_workflow_event(iid, "go", data="x")
+                wait_for_status(client, iid, "STALLED")
+        finally:
+            runtime.shutdown()
 
 
 @pytest.fixture
@@ -307,6 +328,41 @@ def kind_of(classes: str) -> str:
 def shape(d: str) -> str:
     """A marker's path without the point it is drawn at."""
     return re.sub(r"^M\S+ \S+ ", "", d)
+
+
+# The boxes the timeline's markers, time labels and bars take on the drawing: [x0, y0, x1, y1].
+BOXES = """() => {
+  const box = (el) => { const b = el.getBBox(); return [b.x, b.y, b.x + b.width, b.y + b.height]; };
+  const all = (selector) => [...document.querySelectorAll(selector)];
+  return {
+    markers: all("svg.timeline .marker").map((m) => [m.getAttribute("class"), box(m)]),
+    labels: all("svg.timeline .tick-label").map((t) => [t.textContent, box(t)]),
+    bars: all("svg.timeline .bar").map((b) => [b.getAttribute("class"), box(b)]),
+    width: document.querySelector("svg.timeline").viewBox.baseVal.width,
+  };
+}"""
+
+
+def overlap(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_the_timelines_markers_are_drawn_whole_clear_of_its_time_labels_and_bars(
+    browser: Any, site: str
+) -> None:
+    # A completed run's dot is at the drawing's very end, where its last time label ends too.
+    page = signed_in(browser, site, "light")
+    try:
+        for iid in ("t-approved", "t-two", "t-stopped", "t-stalled"):
+            page.goto(f"{site}/instances/shop/{iid}/")
+            drawn = page.evaluate(BOXES)
+            assert drawn["markers"], iid
+            for marker, m in drawn["markers"]:
+                assert m[1] >= 0 and m[2] <= drawn["width"], (iid, marker, m)
+                for what, other in drawn["labels"] + drawn["bars"]:
+                    assert not overlap(m, other), (iid, marker, m, what, other)
+    finally:
+        page.context.close()
 
 
 def test_the_legend_shows_the_runs_markers_each_in_a_shape_of_its_own(
