@@ -160,8 +160,8 @@ def signed_in(browser: Any, site: str, scheme: str) -> Any:
     return page
 
 
-# Every visible element with text of its own, its text colour (an SVG text's fill) and the
-# first opaque background behind it (the page's canvas if none is).
+# Every visible element with text of its own, or a placeholder shown, its text colour (an SVG
+# text's fill) and the first opaque background behind it (the page's canvas if none is).
 TEXT_COLOURS = """() => {
   const opaque = (c) => !/^rgba\\(.*, 0(\\.\\d+)?\\)$/.test(c) && c !== "transparent";
   const canvas = getComputedStyle(document.documentElement).colorScheme === "dark"
@@ -178,10 +178,18 @@ TEXT_COLOURS = """() => {
     if (["SCRIPT", "STYLE", "TITLE", "OPTION"].includes(el.tagName)) continue;
     const own = [...el.childNodes]
       .filter((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim()).length;
-    if (!own) continue;
+    const hint = el.placeholder && !el.value;  // what a field takes ("exact name")
+    if (!own && !hint) continue;
     const box = el.getBoundingClientRect();
     if (box.width <= 1 || box.height <= 1 || !el.checkVisibility({visibilityProperty: true})) {
       continue;  // not shown, or read by screen readers only
+    }
+    if (hint) {
+      out.push({
+        text: el.placeholder.slice(0, 40), tag: el.tagName.toLowerCase() + "::placeholder",
+        colour: getComputedStyle(el, "::placeholder").color, background: background(el),
+      });
+      continue;
     }
     const style = getComputedStyle(el);
     const colour = el instanceof SVGElement ? style.fill : style.color;
