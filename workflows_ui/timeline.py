@@ -45,6 +45,22 @@ MARKER_NAMES = {
 # otherwise cover the end of the last label.
 MARKER_FOOT = 25
 KEY_FOOT = 9  # the same in a legend key, drawn in a box of 10 by 10
+#: The legend's keys of the bars: (the classes of its bar, its texture or "", what it is called).
+#: Besides its colour, each kind has a look of its own that needs no hue (for a colour-blind
+#: reader): activities plain, timers hatched, children striped, event waits dotted, retry
+#: delays pale with a dashed outline; a failure has a thick outline, what is still going a
+#: dashed one.
+BAR_KEYS = (
+    ("bar bar-activity", "", "activity"),
+    ("bar bar-activity outcome-failed", "", "failed"),
+    ("bar bar-timer", "timer", "timer"),
+    ("bar bar-retry", "", "retry delay"),
+    ("bar bar-child", "child", "child"),
+    ("bar bar-event", "event", "event wait"),
+    ("open", "", "still going"),
+)
+#: The kinds of bar drawn with a texture over their colour (the patterns of the drawing).
+TEXTURED = frozenset(texture for _, texture, _ in BAR_KEYS if texture)
 
 
 @dataclass(slots=True)
@@ -63,6 +79,11 @@ class Row:
     child_url: str = ""
     count: int = 1
     failed: int = 0
+
+    @property
+    def texture(self) -> str:
+        """The texture drawn over the bar's colour, "" for none (see ``BAR_KEYS``)."""
+        return self.kind if self.kind in TEXTURED else ""
 
     @property
     def bar_y(self) -> int:
@@ -108,6 +129,7 @@ class Layout:
     ticks: list[tuple[str, str, str]] = field(default_factory=list)
     grouped: bool = False
     max_rows: int = MAX_ROWS
+    bar_keys: tuple[tuple[str, str, str], ...] = BAR_KEYS
     bar_count: int = 0
     turn_count: int = 0
     empty: bool = True

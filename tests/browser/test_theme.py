@@ -35,6 +35,10 @@ STATUSES = {
     "t-monitor": "COMPLETED",
     "t-waits": "SUSPENDED",
     "t-stalled": "STALLED",
+    "t-retry": "COMPLETED",
+    "t-fan": "COMPLETED",
+    "t-fan:0001": "COMPLETED",
+    "t-fan:0002": "COMPLETED",
 }
 PASSWORD = "pw-123456789"
 
@@ -49,7 +53,8 @@ def wait_for_status(client: DaprWorkflowClient, iid: str, status: str) -> None:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevEngine]:
     """A devengine whose instances give every page something to colour: a failure, a
-    suspension, an event received, a termination, and one suspended while it waits."""
+    suspension, an event received, a termination, one suspended while it waits, and a bar of
+    every kind (retry delays, children)."""
     dev = DevEngine(tmp_path_factory.mktemp("engine") / "engine.sqlite3", "--app-id", "shop")
     dev.start()
     client = DaprWorkflowClient(host="127.0.0.1", port=str(dev.port))
@@ -64,6 +69,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevEngine]:
         start(wf_kinds.two_steps, input=ORDER, instance_id="t-two")
         start(wf_kinds.fails, input={"id": "o-2002", "address": "nowhere"}, instance_id="t-fails")
         start(wf_kinds.monitor, input=1, instance_id="t-monitor")
+        start(wf_kinds.with_retry, input=ORDER, instance_id="t-retry")
+        start(wf_kinds.fan_out, input={"id": "o-2003", "qtys": [1, 2]}, instance_id="t-fan")
         start(wf_kinds.approval, input={"timeout": 3600}, instance_id="t-approved")
         start(wf_kinds.wait_forever, instance_id="t-stopped")
         start(wf_kinds.approval, input={"timeout": 3600}, instance_id="t-waits")
@@ -405,5 +412,100 @@ def test_the_legend_shows_the_runs_markers_each_in_a_shape_of_its_own(
         assert "suspended" not in legend_keys(page)  # only what the run has
         page.goto(f"{site}/instances/shop/t-two/")
         assert list(legend_keys(page)) == ["completed"]
+    finally:
+        page.context.close()
+
+
+# Each kind's own fill set to one colour: what is left to tell the kinds apart.
+ONE_COLOUR = """() => {
+  for (const name of ["--bar", "--bar-timer", "--bar-retry", "--bar-child", "--bar-event",
+                      "--bar-failed"]) {
+    document.documentElement.style.setProperty(name, "#3b82f6");
+  }
+}"""
+
+# The legend's key of each bar kind: the drawing just before its name.
+MARK_BAR_KEYS = """() => {
+  for (const n of document.querySelector("#timeline .legend").childNodes) {
+    const name = n.nodeType === Node.TEXT_NODE && n.textContent.trim();
+    if (name && n.previousSibling) n.previousSibling.dataset.keyOf = name;
+  }
+}"""
+
+# A copy of a bar (its link's drawing, 20 units wide) or of a legend key, alone at the window's
+# top left: where it is drawn, a fraction of a pixel apart, two alike would be painted apart.
+ALONE = """([selector, isBar]) => {
+  const el = document.querySelector(selector);
+  document.getElementById("alone")?.remove();
+  const box = document.createElement("div");
+  box.id = "alone";
+  const style = {position: "fixed", left: "0", top: "0", padding: "3px", margin: "0",
+                 background: "var(--surface)", "z-index": "10"};
+  for (const [name, value] of Object.entries(style)) box.style.setProperty(name, value);
+  let copy;
+  if (isBar) {
+    copy = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    copy.setAttribute("class", "timeline");
+    copy.setAttribute("width", "24");
+    copy.setAttribute("height", "18");
+    const link = el.closest("a").cloneNode(true);
+    for (const rect of link.querySelectorAll("rect")) {
+      rect.setAttribute("x", "2");
+      rect.setAttribute("y", "2");
+      rect.setAttribute("width", "20");
+    }
+    copy.append(link);
+  } else {
+    copy = document.createElement("span");
+    copy.className = "legend";
+    copy.style.setProperty("margin", "0");
+    const key = el.cloneNode(true);
+    key.style.setProperty("margin", "0");
+    copy.append(key);
+  }
+  box.append(copy);
+  document.body.append(box);
+}"""
+
+# A bar of each kind, and where: kind, instance, the bar (finished, not faded).
+BARS = [
+    ("activity", "t-two", '.bar[data-kind="activity"][data-outcome="completed"]'),
+    ("failed", "t-fails", '.bar[data-kind="activity"][data-outcome="failed"]'),
+    ("timer", "t-monitor", '.bar[data-kind="timer"][data-outcome="fired"]'),
+    ("retry delay", "t-retry", '.bar[data-kind="retry"]'),
+    ("child", "t-fan", '.bar[data-kind="child"][data-outcome="completed"]'),
+    ("event wait", "t-approved", '.bar[data-kind="event"][data-outcome="received"]'),
+]
+
+
+def alone(page: Any, selector: str, *, bar: bool) -> bytes:
+    """A picture of the first element ``selector`` finds, on its own (see ``ALONE``)."""
+    page.evaluate(ALONE, [selector, bar])
+    return bytes(page.locator("#alone").screenshot())
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_each_kind_of_bar_and_its_legend_key_is_told_apart_without_its_colour(
+    browser: Any, site: str, scheme: str
+) -> None:
+    # An activity's bar and a child's were blue and violet and nothing else: alike to a reader
+    # who can't tell those hues apart.
+    page = signed_in(browser, site, scheme)
+    try:
+        page.goto(f"{site}/instances/shop/t-approved/")
+        page.evaluate(ONE_COLOUR)
+        page.evaluate(MARK_BAR_KEYS)
+        names = [kind for kind, *_ in BARS] + ["still going"]
+        keys = {name: alone(page, f'[data-key-of="{name}"]', bar=False) for name in names}
+        alike = [(a, b) for a in keys for b in keys if a < b and keys[a] == keys[b]]
+        assert alike == [], "legend keys alike in one colour"
+
+        bars = {}
+        for kind, iid, selector in BARS:
+            page.goto(f"{site}/instances/shop/{iid}/")
+            page.evaluate(ONE_COLOUR)
+            bars[kind] = alone(page, f"svg.timeline {selector}", bar=True)
+        alike = [(a, b) for a in bars for b in bars if a < b and bars[a] == bars[b]]
+        assert alike == [], "bars alike in one colour"
     finally:
         page.context.close()
