@@ -419,6 +419,28 @@ def test_a_previous_page_goes_back_a_page_and_says_where_it_is(
     announced(page, "1 instance")
 
 
+def test_a_next_page_whose_instances_were_all_purged_says_so(
+    signed_in: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its sentence was not a summary the live region reads: a screen reader heard the list's
+    # count alone, as if the next page had come in.
+    monkeypatch.setattr(listing, "PAGE_SIZE", 4)
+    page = signed_in
+    page.reload()
+    first_page = listed_ids(page)
+    Instance.objects.exclude(instance_id__in=first_page).update(purged=True)
+    page.click("#results-next")
+    page.locator("#results p.empty").wait_for()
+    assert listed_ids(page) == []
+    gone = "No instance is on this page any more: those it listed were purged or deleted since."
+    assert page.inner_text("#results p.empty").startswith(gone)
+    # After the list's count (from the counts the indexer keeps, which this purge, written
+    # straight to the table, leaves as they were): the sentence, and not the link's text.
+    page.wait_for_function(
+        "(want) => document.getElementById('announce').textContent.endsWith(want)", arg=gone
+    )
+
+
 def test_the_name_filter_offers_the_names_that_start_with_what_is_typed(
     signed_in: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
