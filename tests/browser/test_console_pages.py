@@ -392,13 +392,18 @@ def announced(page: Any, text: str) -> None:
     )
 
 
-def test_a_previous_page_goes_back_a_page_and_says_where_it_is(
-    signed_in: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def pages_of_four(signed_in: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[str]]:
+    """The list four instances a page, at its first: the page, and the ids it lists."""
     monkeypatch.setattr(listing, "PAGE_SIZE", 4)
-    page = signed_in
-    page.reload()
-    first_page = listed_ids(page)
+    signed_in.reload()
+    return signed_in, listed_ids(signed_in)
+
+
+def test_a_previous_page_goes_back_a_page_and_says_where_it_is(
+    pages_of_four: tuple[Any, list[str]],
+) -> None:
+    page, first_page = pages_of_four
     assert page.locator("#results-previous").count() == 0
     assert page.inner_text(".pager .position") == "1–4 of 8"
     page.click("#results-next")
@@ -420,14 +425,11 @@ def test_a_previous_page_goes_back_a_page_and_says_where_it_is(
 
 
 def test_a_next_page_whose_instances_were_all_purged_says_so(
-    signed_in: Any, monkeypatch: pytest.MonkeyPatch
+    pages_of_four: tuple[Any, list[str]],
 ) -> None:
     # Its sentence was not a summary the live region reads: a screen reader heard the list's
     # count alone, as if the next page had come in.
-    monkeypatch.setattr(listing, "PAGE_SIZE", 4)
-    page = signed_in
-    page.reload()
-    first_page = listed_ids(page)
+    page, first_page = pages_of_four
     Instance.objects.exclude(instance_id__in=first_page).update(purged=True)
     page.click("#results-next")
     page.locator("#results p.empty").wait_for()
