@@ -18,6 +18,7 @@ the engine records as the app id is the engine's own ``--app-id``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import random
@@ -274,10 +275,25 @@ def main(argv: list[str] | None = None) -> int:
         # again to the next worker; asyncio would report each one's task as destroyed while
         # pending, bare lines on the terminal of make run that look like a failure.
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        sys.unraisablehook = quiet_when_the_workers_loop_closed
         for runtime in runtimes:
             runtime.shutdown()
     log.info("stopped")
     return 0
+
+
+def quiet_when_the_workers_loop_closed(unraisable: sys.UnraisableHookArgs) -> None:
+    """Drops what Python reports of a worker's coroutine collected after the SDK closed the
+    worker's event loop (its wait for the next work item, cancelled too late): a traceback on
+    the terminal of a clean stop. Anything else is reported as it would be."""
+    error = unraisable.exc_value
+    if (
+        isinstance(error, RuntimeError)
+        and str(error) == "Event loop is closed"
+        and inspect.iscoroutine(unraisable.object)
+    ):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def start_worker(runtime: WorkflowRuntime, stop: threading.Event) -> None:

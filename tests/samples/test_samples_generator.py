@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import sys
 import threading
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -351,3 +352,44 @@ def test_no_renewal_is_left_waiting_or_paused_for_days(scenario, seed):
     actions = [c[0] for c in client.calls]
     assert "raise" in actions or "terminate" in actions
     assert client.status[instance_id] is not WorkflowStatus.SUSPENDED
+
+
+def test_a_worker_wait_left_when_its_loop_closed_is_not_reported(monkeypatch):
+    """The SDK closes a worker's event loop while its wait for the next work item is pending:
+    collected later, the wait's coroutine made Python print a traceback on a clean stop."""
+    import asyncio
+    import gc
+
+    from devengine.samples.__main__ import quiet_when_the_workers_loop_closed
+
+    def a_wait_left_on_a_closed_loop() -> None:
+        loop = asyncio.new_event_loop()
+
+        async def wait_for_work() -> asyncio.Task:
+            task = asyncio.ensure_future(asyncio.Queue().get())
+            await asyncio.sleep(0)  # the task now waits for an item
+            return task
+
+        task = loop.run_until_complete(wait_for_work())
+        loop.close()
+        del task
+        gc.collect()
+
+    reported: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(str(u.exc_value)))
+    a_wait_left_on_a_closed_loop()
+    assert reported == ["Event loop is closed"]  # what Python reports by itself
+
+    reported.clear()
+    monkeypatch.setattr(sys, "__unraisablehook__", lambda u: reported.append(str(u.exc_value)))
+    monkeypatch.setattr(sys, "unraisablehook", quiet_when_the_workers_loop_closed)
+    a_wait_left_on_a_closed_loop()
+    assert reported == []
+
+    class Broken:
+        def __del__(self) -> None:
+            raise ValueError("reported as ever")
+
+    Broken()
+    gc.collect()
+    assert reported == ["reported as ever"]
