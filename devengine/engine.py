@@ -91,6 +91,15 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+async def _sleep_until(due_ns: int | None, wakeup: asyncio.Event) -> None:
+    """Returns at ``due_ns`` (never, for None), or sooner when ``wakeup`` is set (an earlier due
+    time came in), with the wakeup cleared."""
+    timeout = None if due_ns is None else max(0.0, (due_ns - now_ns()) / 1e9)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wakeup.wait(), timeout)
+    wakeup.clear()
+
+
 def timestamp(ns: int) -> p.Timestamp:
     ts = p.Timestamp()
     ts.FromNanoseconds(ns)
@@ -253,12 +262,7 @@ class Engine:
     async def _run_timers(self) -> None:
         assert self._timer_wakeup is not None
         while True:
-            timeout = None
-            if self.timers:
-                timeout = max(0.0, (self.timers[0][0] - now_ns()) / 1e9)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timer_wakeup.wait(), timeout)
-            self._timer_wakeup.clear()
+            await _sleep_until(self.timers[0][0] if self.timers else None, self._timer_wakeup)
             now = now_ns()
             fired = False
             while self.timers and self.timers[0][0] <= now:
@@ -271,12 +275,7 @@ class Engine:
     async def _run_purges(self) -> None:
         assert self._purge_wakeup is not None
         while True:
-            timeout = None
-            if self._next_purge_ns is not None:
-                timeout = max(0.0, (self._next_purge_ns - now_ns()) / 1e9)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._purge_wakeup.wait(), timeout)
-            self._purge_wakeup.clear()
+            await _sleep_until(self._next_purge_ns, self._purge_wakeup)
             if self._next_purge_ns is not None and self._next_purge_ns <= now_ns():
                 try:
                     await self._purge_expired()
