@@ -31,15 +31,8 @@ MARKER_SHAPES = {
     "terminated": "m-3.5 0 v-7 h7 v7 z",  # stop
     "completed": "m-4 -4 a4 4 0 1 0 8 0 a4 4 0 1 0 -8 0 z",  # a dot
 }
-#: What the legend calls each kind of marker.
-MARKER_NAMES = {
-    "event": "event received",
-    "suspended": "suspended",
-    "resumed": "resumed",
-    "stalled": "stalled",
-    "terminated": "terminated",
-    "completed": "completed",
-}
+#: What the legend calls a kind of marker, where it is not the kind's own name.
+MARKER_NAMES = {"event": "event received"}
 # The y of a marker's point: its shape (8 units high) sits under the time labels, which end at
 # 14, and above the first row's bar, at 31: a completed run's dot, at the drawing's end, would
 # otherwise cover the end of the last label.
@@ -279,7 +272,7 @@ def layout(tl: Timeline, now: datetime) -> Layout:
     ]
     drawn = {kind for kind, *_ in out.markers}
     out.marker_keys = [
-        (kind, MARKER_NAMES[kind], marker_path(kind, 0, KEY_FOOT))
+        (kind, MARKER_NAMES.get(kind, kind), marker_path(kind, 0, KEY_FOOT))
         for kind in MARKER_SHAPES
         if kind in drawn
     ]
