@@ -95,8 +95,11 @@ async def _sleep_until(due_ns: int | None, wakeup: asyncio.Event) -> None:
     """Returns at ``due_ns`` (never, for None), or sooner when ``wakeup`` is set (an earlier due
     time came in), with the wakeup cleared."""
     timeout = None if due_ns is None else max(0.0, (due_ns - now_ns()) / 1e9)
+    # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel that lands as
+    # the wakeup fires, and the loop would run again after the engine stopped.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(wakeup.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await wakeup.wait()
     wakeup.clear()
 
 
@@ -255,9 +258,11 @@ class Engine:
         self._purge_task = asyncio.create_task(self._run_purges())
 
     async def stop(self) -> None:
-        for task in (self._timer_task, self._purge_task):
-            if task:
-                task.cancel()
+        tasks = [task for task in (self._timer_task, self._purge_task) if task]
+        for task in tasks:
+            task.cancel()
+        # Waited for: the store is closed next, and neither loop may touch it after.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_timers(self) -> None:
         assert self._timer_wakeup is not None

@@ -202,3 +202,35 @@ def test_the_state_file_is_readable_by_its_owner_only(tmp_path):
         os.umask(old)
     assert "engine.sqlite3-wal" in made
     assert set(modes.values()) == {0o600}, modes
+
+
+def test_a_stopped_engine_has_ended_its_timer_and_purge_loops_before_its_store_closes(tmp_path):
+    """The store is closed right after the engine stops: a loop still running then (its cancel
+    pending, or lost as a wakeup fired with it) would fire a timer or purge on a closed file."""
+    import asyncio
+
+    from devengine.engine import Engine as Core
+    from devengine.engine import now_ns
+    from devengine.store import Store
+
+    async def scenario() -> None:
+        store = Store(str(tmp_path / "engine.sqlite3"))
+        core = Core(store)
+        await core.start()
+        assert core._purge_wakeup is not None
+        # Both loops wait for a due time an hour away...
+        hour = 3600 * 10**9
+        core._add_timer(now_ns() + hour, "later")
+        core._next_purge_ns = now_ns() + hour
+        core._purge_wakeup.set()
+        await asyncio.sleep(0.05)
+        # ...and are woken in the same moment as they are cancelled.
+        core._add_timer(now_ns(), "sleeper")
+        core._purge_wakeup.set()
+        async with asyncio.timeout(5):
+            await core.stop()
+        loops = [core._timer_task, core._purge_task]
+        store.close()
+        assert all(task is not None and task.done() for task in loops), loops
+
+    asyncio.run(scenario())
