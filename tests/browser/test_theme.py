@@ -33,6 +33,7 @@ STATUSES = {
     "t-approved": "COMPLETED",
     "t-stopped": "TERMINATED",
     "t-monitor": "COMPLETED",
+    "t-timers": "COMPLETED",
     "t-waits": "SUSPENDED",
     "t-stalled": "STALLED",
     "t-retry": "COMPLETED",
@@ -69,6 +70,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevEngine]:
         start(wf_kinds.two_steps, input=ORDER, instance_id="t-two")
         start(wf_kinds.fails, input={"id": "o-2002", "address": "nowhere"}, instance_id="t-fails")
         start(wf_kinds.monitor, input=1, instance_id="t-monitor")
+        start(wf_kinds.two_timers, instance_id="t-timers")
         start(wf_kinds.with_retry, input=ORDER, instance_id="t-retry")
         start(wf_kinds.fan_out, input={"id": "o-2003", "qtys": [1, 2]}, instance_id="t-fan")
         start(wf_kinds.approval, input={"timeout": 3600}, instance_id="t-approved")
@@ -434,8 +436,9 @@ MARK_BAR_KEYS = """() => {
 
 # A copy of a bar (its link's drawing, 20 units wide) or of a legend key, alone at the window's
 # top left: where it is drawn, a fraction of a pixel apart, two alike would be painted apart.
-ALONE = """([selector, isBar]) => {
-  const el = document.querySelector(selector);
+# A bar is moved there with all it draws from its corner, as the drawing has it.
+ALONE = """([selector, isBar, nth]) => {
+  const el = document.querySelectorAll(selector)[nth];
   document.getElementById("alone")?.remove();
   const box = document.createElement("div");
   box.id = "alone";
@@ -449,12 +452,12 @@ ALONE = """([selector, isBar]) => {
     copy.setAttribute("width", "24");
     copy.setAttribute("height", "18");
     const link = el.closest("a").cloneNode(true);
-    for (const rect of link.querySelectorAll("rect")) {
-      rect.setAttribute("x", "2");
-      rect.setAttribute("y", "2");
-      rect.setAttribute("width", "20");
-    }
-    copy.append(link);
+    for (const rect of link.querySelectorAll("rect")) rect.setAttribute("width", "20");
+    const moved = document.createElementNS("http://www.w3.org/2000/svg", "g");
+    const [x, y] = [el.x.baseVal.value, el.y.baseVal.value];
+    moved.setAttribute("transform", `translate(${2 - x} ${2 - y})`);
+    moved.append(link);
+    copy.append(moved);
   } else {
     copy = document.createElement("span");
     copy.className = "legend";
@@ -478,9 +481,9 @@ BARS = [
 ]
 
 
-def alone(page: Any, selector: str, *, bar: bool) -> bytes:
-    """A picture of the first element ``selector`` finds, on its own (see ``ALONE``)."""
-    page.evaluate(ALONE, [selector, bar])
+def alone(page: Any, selector: str, *, bar: bool, nth: int = 0) -> bytes:
+    """A picture of the ``nth`` element ``selector`` finds, on its own (see ``ALONE``)."""
+    page.evaluate(ALONE, [selector, bar, nth])
     return bytes(page.locator("#alone").screenshot())
 
 
@@ -507,5 +510,34 @@ def test_each_kind_of_bar_and_its_legend_key_is_told_apart_without_its_colour(
             bars[kind] = alone(page, f"svg.timeline {selector}", bar=True)
         alike = [(a, b) for a in bars for b in bars if a < b and bars[a] == bars[b]]
         assert alike == [], "bars alike in one colour"
+    finally:
+        page.context.close()
+
+
+# Two bars of a textured kind, each in its own row and starting at its own time.
+TWO_OF_A_KIND = [
+    ("t-timers", '.bar[data-kind="timer"]'),
+    ("t-fan", '.bar[data-kind="child"]'),
+]
+
+
+def test_a_kinds_texture_starts_alike_at_the_start_of_each_of_its_bars(
+    browser: Any, site: str
+) -> None:
+    # Laid from the drawing's corner, a timer's hatching met each bar's start where it happened
+    # to be: two timers looked cut apart differently.
+    page = signed_in(browser, site, "light")
+    try:
+        for iid, selector in TWO_OF_A_KIND:
+            page.goto(f"{site}/instances/shop/{iid}/")
+            bars = page.locator(f"svg.timeline {selector}")
+            corners = bars.evaluate_all(
+                "(bars) => bars.map((b) => [b.x.baseVal.value, b.y.baseVal.value])"
+            )
+            assert len(corners) == 2 and corners[0][0] != corners[1][0], (iid, corners)
+            first, second = (
+                alone(page, f"svg.timeline {selector}", bar=True, nth=n) for n in (0, 1)
+            )
+            assert first == second, f"{iid}: the texture starts differently on its two bars"
     finally:
         page.context.close()

@@ -90,6 +90,13 @@ def monitor(ctx: DaprWorkflowContext, remaining: int):
     return "checked"
 
 
+def two_timers(ctx: DaprWorkflowContext, _: object = None):
+    """A timer, then another: two timer bars, the second starting where the first ends."""
+    yield ctx.create_timer(timedelta(milliseconds=100))
+    yield ctx.create_timer(timedelta(milliseconds=100))
+    return "done"
+
+
 def status_steps(ctx: DaprWorkflowContext, order: dict):
     ctx.set_custom_status(json.dumps({"step": "reserving"}))
     yield ctx.call_activity(reserve_stock, input=order)
@@ -116,6 +123,7 @@ WORKFLOWS = [
     line_item,
     fan_out,
     monitor,
+    two_timers,
     status_steps,
     wait_forever,
 ]
