@@ -11,7 +11,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils.cache import patch_vary_headers
+from django.utils.cache import add_never_cache_headers, patch_vary_headers
 
 from console.schema import NOT_MIGRATED, missing_migrations
 
@@ -60,7 +60,10 @@ class ResponseHeadersMiddleware(SyncAndAsyncMiddleware):
       script, so a payload that got past escaping still could not run.
     - ``Vary: HX-Request``: a list's or a history's address answers the whole page, or to htmx
       the part it swaps in, and htmx pushes that address. Without it the browser kept the part
-      for the address, and Back to it showed the part alone, without page or style."""
+      for the address, and Back to it showed the part alone, without page or style.
+    - Not to be stored (as Django's admin pages): the pages and answers hold workflows'
+      payloads, which a shared machine's browser cache would keep after the sign-out. A
+      response that says how it may be cached keeps its own say."""
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         super().__init__(get_response)
@@ -76,6 +79,8 @@ class ResponseHeadersMiddleware(SyncAndAsyncMiddleware):
         if self.policy:
             response.headers.setdefault("Content-Security-Policy", self.policy)
         patch_vary_headers(response, ["HX-Request"])
+        if not response.has_header("Cache-Control"):
+            add_never_cache_headers(response)
         return response
 
 

@@ -290,6 +290,23 @@ def test_pages_and_the_api_forbid_inline_scripts(logged_in, seeded):
         assert "script-src 'self';" in policy and "style-src 'self';" in policy, url
 
 
+def test_pages_and_the_api_answers_are_not_kept_in_the_browsers_cache(logged_in, seeded):
+    """They hold payloads: not for a shared machine's cache, to read after the sign-out."""
+    pages = [
+        "/",
+        "/instances/",
+        "/instances/orders/g-two-steps/",
+        "/instances/orders/g-two-steps/runs/1/history/",
+        "/instances/orders/g-two-steps/runs/1/history.json",
+        "/instances/orders/g-two-steps/payload/input/",
+        "/api/instances/",
+        "/api/instances/orders/g-two-steps/history/",
+    ]
+    for url in pages:
+        cache_control = logged_in.get(url)["Cache-Control"]
+        assert "no-store" in cache_control and "private" in cache_control, url
+
+
 def test_column_headers_sort_both_ways(logged_in, seeded):
     body = _text(logged_in.get("/instances/?status=RUNNING"))
     assert 'href="?status=RUNNING&amp;sort=-updated"' in body
