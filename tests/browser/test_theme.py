@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -369,6 +370,54 @@ def test_the_timelines_bars_and_markers_stand_out_from_its_background(
                 ]
         assert faint == [], "\n".join(faint)
         assert shaded, "no bar or marker over a suspended period"
+    finally:
+        page.context.close()
+
+
+# Only a suspended period's shading left on the drawing, and the middle of the widest one and of
+# the legend's key (the drawing before its name), where the window shows them.
+SHADING_AND_KEY = """() => {
+  for (const el of document.querySelectorAll("svg.timeline > :not(.suspended-span, defs)")) {
+    el.style.setProperty("visibility", "hidden");
+  }
+  const middle = (el) => {
+    el.scrollIntoView({block: "center"});
+    const box = el.getBoundingClientRect();
+    return [Math.floor(box.x + box.width / 2), Math.floor(box.y + box.height / 2)];
+  };
+  const widest = [...document.querySelectorAll("svg.timeline .suspended-span")]
+    .sort((a, b) => b.getBBox().width - a.getBBox().width)[0];
+  const name = [...document.querySelector("#timeline .legend").childNodes]
+    .find((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim() === "time suspended");
+  return [middle(widest), middle(name.previousSibling)];
+}"""
+
+
+def pixel(page: Any, x: int, y: int) -> tuple[int, ...]:
+    """The colour chromium paints at the window's point (x, y)."""
+    png = page.screenshot(clip={"x": x, "y": y, "width": 1, "height": 1})
+    chunks, at = [], 8
+    while at < len(png):
+        size, kind = int.from_bytes(png[at : at + 4], "big"), png[at + 4 : at + 8]
+        if kind == b"IDAT":
+            chunks.append(png[at + 8 : at + 8 + size])
+        at += 12 + size
+    # One pixel: whatever its row's filter, it leaves the pixel's bytes as they are.
+    return tuple(zlib.decompress(b"".join(chunks))[1:4])
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_legends_key_of_a_suspended_period_looks_as_its_shading_does(
+    browser: Any, site: str, scheme: str
+) -> None:
+    # The key was painted at the shading's full colour, the drawing at .45 of it: brighter.
+    page = signed_in(browser, site, scheme)
+    try:
+        page.goto(f"{site}/instances/shop/t-waits/")
+        shading_at, key_at = page.evaluate(SHADING_AND_KEY)
+        shading, key = pixel(page, *shading_at), pixel(page, *key_at)
+        assert shading != (255, 255, 255) and shading[0] > shading[2], shading  # amber, seen
+        assert max(abs(a - b) for a, b in zip(shading, key, strict=True)) <= 3, (shading, key)
     finally:
         page.context.close()
 
