@@ -266,17 +266,18 @@ def test_values_outside_the_calendar_are_reported_not_a_crash(logged_in, seeded,
     assert message in _text(response)
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "/",
-        "/instances/",
-        "/instances/orders/g-two-steps/",
-        "/instances/orders/g-two-steps/runs/1/history/",
-        "/instances/orders/g-two-steps/runs/1/history.json",
-        "/instances/orders/g-two-steps/payload/input/",
-    ],
-)
+# One of each page of the seeded data.
+PAGES = [
+    "/",
+    "/instances/",
+    "/instances/orders/g-two-steps/",
+    "/instances/orders/g-two-steps/runs/1/history/",
+    "/instances/orders/g-two-steps/runs/1/history.json",
+    "/instances/orders/g-two-steps/payload/input/",
+]
+
+
+@pytest.mark.parametrize("url", PAGES)
 def test_pages_answer_get_and_head_only(logged_in, seeded, url):
     assert logged_in.get(url).status_code == 200
     assert logged_in.head(url).status_code == 200
@@ -292,17 +293,7 @@ def test_pages_and_the_api_forbid_inline_scripts(logged_in, seeded):
 
 def test_pages_and_the_api_answers_are_not_kept_in_the_browsers_cache(logged_in, seeded):
     """They hold payloads: not for a shared machine's cache, to read after the sign-out."""
-    pages = [
-        "/",
-        "/instances/",
-        "/instances/orders/g-two-steps/",
-        "/instances/orders/g-two-steps/runs/1/history/",
-        "/instances/orders/g-two-steps/runs/1/history.json",
-        "/instances/orders/g-two-steps/payload/input/",
-        "/api/instances/",
-        "/api/instances/orders/g-two-steps/history/",
-    ]
-    for url in pages:
+    for url in [*PAGES, "/api/instances/", "/api/instances/orders/g-two-steps/history/"]:
         cache_control = logged_in.get(url)["Cache-Control"]
         assert "no-store" in cache_control and "private" in cache_control, url
 
