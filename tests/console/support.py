@@ -141,8 +141,14 @@ def asgi_get_with_headers(
             chunk = await app.receive_output(5)
             body += chunk.get("body", b"")
             if not chunk.get("more_body"):
-                sent = {name.lower(): value for name, value in start.get("headers", [])}
-                return start["status"], sent, body
+                break
+        # The application is let finish, as daphne lets it: the end of the request (Django's
+        # request_finished) closes the connection of the request's thread. Cancelled when this
+        # loop ends instead, it left that connection open until the garbage collector came by,
+        # on PostgreSQL up to the end of the session (the test database could not be dropped).
+        await app.wait(5)
+        sent = {name.lower(): value for name, value in start.get("headers", [])}
+        return start["status"], sent, body
 
     return async_to_sync(get)()
 

@@ -1141,6 +1141,39 @@ def test_an_id_ending_like_a_route_is_routed_as_the_client_encoded_it():
     assert _asgi_get(b"/api/instances/orders/hx%00%2Fruns/", token)[0] == 404
 
 
+@pytest.mark.django_db(transaction=True)  # the ASGI handler reads in a thread of its own
+def test_a_request_through_the_asgi_application_leaves_no_database_connection_open():
+    # asgi_get returned with the last part of the body, and its event loop then cancelled
+    # Django's handler before it ended the request: the connection of the request's thread
+    # stayed open until the garbage collector came by, at worst to the end of the session, and
+    # the test database could not be dropped ("being accessed by other users").
+    import gc
+
+    from tests.console.support import wait_for
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's sessions (SQLite has none to count)")
+
+    def others() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            )
+            return int(cursor.fetchone()[0])
+
+    token = Token.objects.create(user=User.objects.create_user("bob")).key
+    gc.collect()  # what an earlier test left to it
+    before = others()
+    gc.disable()  # the collector would close the connection left open, some time later
+    try:
+        for _ in range(3):
+            assert _asgi_get(b"/api/engines/", token)[0] == 200
+        wait_for(lambda: others() <= before, timeout=5)  # a backend ends just after its client
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize(
     "url",
     [
