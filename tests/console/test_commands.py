@@ -265,6 +265,8 @@ def test_an_engine_whose_runindexer_stopped_is_said_not_indexed_within_seconds(m
     import threading
     import time
 
+    from django.db import connections
+
     from engine_bridge import retention
     from engine_bridge.config import EngineConfig
     from engine_bridge.indexer import sync_engines
@@ -283,7 +285,14 @@ def test_an_engine_whose_runindexer_stopped_is_said_not_indexed_within_seconds(m
         retention, "forget_unindexed", lambda *args: forgets.append(1) or real_forget(*args)
     )
     stop = threading.Event()
-    looks = threading.Thread(target=runindexer._forget_unindexed, args=({"b"}, stop, False))
+
+    def look() -> None:
+        try:
+            runindexer._forget_unindexed({"b"}, stop, False)
+        finally:
+            connections.close_all()  # this thread's (see _beating)
+
+    looks = threading.Thread(target=look)
     looks.start()
     try:
         time.sleep(0.5)  # ten looks: "a" is held
@@ -659,13 +668,24 @@ def _held_engines(*names: str) -> tuple[list, list, list]:
 def _beating(indexers: list, threads: list, once: bool) -> tuple[threading.Event, threading.Thread]:
     """Starts the engines' threads (stand-ins) and runindexer's heartbeat over them; set the
     event and join the thread to stop it."""
+    from django.db import connections
+
     from engine_bridge.management.commands import runindexer
 
     for thread in threads:
         thread.start()
     stop = threading.Event()
     held = list(zip(indexers, threads, strict=True))
-    heart = threading.Thread(target=runindexer._heartbeats, args=(held, stop, once))
+
+    def beat() -> None:
+        # As runindexer's own thread does: a connection left open by a thread that ended is
+        # closed only by the garbage collector, at worst after the test database's drop.
+        try:
+            runindexer._heartbeats(held, stop, once)
+        finally:
+            connections.close_all()  # this thread's
+
+    heart = threading.Thread(target=beat)
     heart.start()
     return stop, heart
 
